@@ -1,0 +1,1 @@
+//! Authentication exchanges (placeholder until the auth module lands).

@@ -1,0 +1,2 @@
+//! Sans-IO PostgreSQL protocol pieces for pgsluice.
+pub mod auth;
