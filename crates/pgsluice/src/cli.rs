@@ -1,0 +1,428 @@
+//! Command-line interface.
+//!
+//! ```text
+//! pgsluice [CONFIG_FILE]                 run with a TOML configuration file
+//! pgsluice --config FILE                 same
+//! pgsluice --check-config FILE           validate a configuration file and exit
+//! pgsluice --backend postgres://u:p@host:5432/db [--listen ADDR]...   quick mode
+//! ```
+//!
+//! The tuning flags (`--pool-size`, `--pool-mode`...) work in both modes; in
+//! file mode they override the file. Precedence: flags > `PGSLUICE_*`
+//! environment variables > file > defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Parser};
+use toml::Value;
+
+use crate::config::load::{apply_overrides, env_overrides, load_file_with, Override};
+use crate::config::{
+    env_vars, parse_listen_addr, AuthType, Config, ConfigError, LogFormat, PoolMode, Secs,
+};
+
+/// pgsluice: a PostgreSQL connection pooler (a drop-in for PgBouncer).
+#[derive(Debug, Clone, PartialEq, Parser)]
+#[command(name = "pgsluice", version, about, long_about = None)]
+#[command(group(
+    ArgGroup::new("source")
+        .required(true)
+        .args(["config_file", "config", "check_config", "backend"])
+))]
+#[command(group(
+    ArgGroup::new("overrides")
+        .multiple(true)
+        .conflicts_with("check_config")
+        .args([
+            "listen", "pool_mode", "pool_size", "max_client_conn", "min_pool_size",
+            "query_wait_timeout", "server_reset_query", "log_format", "log_level",
+            "workers", "auth_type", "shutdown_timeout",
+        ])
+))]
+pub struct Cli {
+    /// Configuration file (TOML).
+    #[arg(value_name = "CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
+
+    /// Configuration file (TOML); same as the positional CONFIG_FILE.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Validate a configuration file (with PGSLUICE_* overrides) and exit.
+    #[arg(long, value_name = "FILE")]
+    pub check_config: Option<PathBuf>,
+
+    /// Quick mode: pool a single backend, postgres://USER:PASSWORD@HOST:PORT/DB.
+    #[arg(long, value_name = "URL")]
+    pub backend: Option<String>,
+
+    /// Address to listen on, e.g. 127.0.0.1:6432 or *:6432 (repeatable) [default: 127.0.0.1:6432].
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
+    pub listen: Vec<SocketAddr>,
+
+    /// Pool mode: session or transaction [default: transaction].
+    #[arg(long, value_name = "MODE")]
+    pub pool_mode: Option<PoolMode>,
+
+    /// Server connections per (database, user) pool (general.default_pool_size) [default: 20].
+    #[arg(long, value_name = "N")]
+    pub pool_size: Option<usize>,
+
+    /// Maximum number of client connections [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_client_conn: Option<usize>,
+
+    /// Server connections kept open per pool even when idle [default: 0].
+    #[arg(long, value_name = "N")]
+    pub min_pool_size: Option<usize>,
+
+    /// How long a client waits for a server connection, e.g. 30s; 0 = forever [default: 120s].
+    #[arg(long, value_name = "DUR")]
+    pub query_wait_timeout: Option<Secs>,
+
+    /// Query run when a server connection is released; "" = none [default: DISCARD ALL].
+    #[arg(long, value_name = "SQL")]
+    pub server_reset_query: Option<String>,
+
+    /// Log format: text or json [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Log level or tracing filter, e.g. debug or info,pgsluice=trace; RUST_LOG wins [default: info].
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Number of worker threads [default: number of cores].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Client authentication: trust, plain, md5 or scram-sha-256 [default: scram-sha-256].
+    #[arg(long, value_name = "TYPE")]
+    pub auth_type: Option<AuthType>,
+
+    /// How long shutdown waits for in-flight transactions, e.g. 30s [default: 30s].
+    #[arg(long, value_name = "DUR")]
+    pub shutdown_timeout: Option<Secs>,
+}
+
+/// What the process should do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Run the pooler with this configuration.
+    Run(Box<Config>),
+    /// Validate this configuration file and exit (load it with
+    /// [`crate::config::load_file`]).
+    CheckConfig(PathBuf),
+}
+
+fn usize_value(n: usize) -> Value {
+    Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+fn secs_value(s: Secs) -> Value {
+    Value::String(s.to_string())
+}
+
+impl Cli {
+    /// Parses `std::env::args_os()`; prints help/version or an error and
+    /// exits like any clap program.
+    pub fn parse_from_env() -> Cli {
+        Cli::parse()
+    }
+
+    /// Turns flags into a Config (quick mode when `--backend` is given, else
+    /// the config file) or a check-config request. Environment overrides
+    /// are applied (from the process environment).
+    pub fn into_command(self) -> Result<Command, ConfigError> {
+        let env = env_vars()?;
+        self.into_command_with_env(env)
+    }
+
+    /// [`Cli::into_command`] with an explicit environment (for tests).
+    pub fn into_command_with_env(
+        self,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Command, ConfigError> {
+        if let Some(path) = self.check_config {
+            return Ok(Command::CheckConfig(path));
+        }
+        let flags = self.overrides();
+        if let Some(url) = &self.backend {
+            let cfg = Config::quick(url)?;
+            let mut overrides = env_overrides(env)?;
+            overrides.extend(flags);
+            return apply_overrides(cfg, overrides).map(|c| Command::Run(Box::new(c)));
+        }
+        let Some(path) = self.config_file.or(self.config) else {
+            return Err(ConfigError::Invalid(
+                "no configuration: give a CONFIG_FILE, --config FILE or --backend URL".to_owned(),
+            ));
+        };
+        load_file_with(&path, env, flags).map(|c| Command::Run(Box::new(c)))
+    }
+
+    /// The tuning flags as overrides of `[general]` keys.
+    fn overrides(&self) -> Vec<Override> {
+        let mut out = Vec::new();
+        let mut set = |flag: &'static str, key: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                out.push(Override::flag(flag, &["general", key], v));
+            }
+        };
+        let listen = (!self.listen.is_empty()).then(|| {
+            Value::Array(
+                self.listen
+                    .iter()
+                    .map(|a| Value::String(a.to_string()))
+                    .collect(),
+            )
+        });
+        set("--listen", "listen", listen);
+        set(
+            "--pool-mode",
+            "pool_mode",
+            self.pool_mode.map(|m| Value::String(m.as_str().to_owned())),
+        );
+        set(
+            "--pool-size",
+            "default_pool_size",
+            self.pool_size.map(usize_value),
+        );
+        set(
+            "--max-client-conn",
+            "max_client_conn",
+            self.max_client_conn.map(usize_value),
+        );
+        set(
+            "--min-pool-size",
+            "min_pool_size",
+            self.min_pool_size.map(usize_value),
+        );
+        set(
+            "--query-wait-timeout",
+            "query_wait_timeout",
+            self.query_wait_timeout.map(secs_value),
+        );
+        set(
+            "--server-reset-query",
+            "server_reset_query",
+            self.server_reset_query.clone().map(Value::String),
+        );
+        set(
+            "--log-format",
+            "log_format",
+            self.log_format
+                .map(|f| Value::String(f.as_str().to_owned())),
+        );
+        set(
+            "--log-level",
+            "log_level",
+            self.log_level.clone().map(Value::String),
+        );
+        set("--workers", "workers", self.workers.map(usize_value));
+        set(
+            "--auth-type",
+            "auth_type",
+            self.auth_type.map(|a| Value::String(a.as_str().to_owned())),
+        );
+        set(
+            "--shutdown-timeout",
+            "shutdown_timeout",
+            self.shutdown_timeout.map(secs_value),
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigError;
+    use std::time::Duration;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("pgsluice").chain(args.iter().copied()))
+    }
+
+    fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        match parse(args).unwrap().into_command_with_env(env)? {
+            Command::Run(c) => Ok(*c),
+            Command::CheckConfig(p) => panic!("unexpected check-config {p:?}"),
+        }
+    }
+
+    fn temp_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pgsluice-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn quick_mode_with_flags() {
+        let c = run(
+            &[
+                "--backend",
+                "postgres://app:p%40ss@db:5433/appdb",
+                "--listen",
+                "0.0.0.0:7000",
+                "--listen",
+                "[::1]:7001",
+                "--pool-mode",
+                "session",
+                "--pool-size",
+                "7",
+                "--max-client-conn",
+                "50",
+                "--min-pool-size",
+                "2",
+                "--query-wait-timeout",
+                "250ms",
+                "--server-reset-query",
+                "",
+                "--log-format",
+                "json",
+                "--log-level",
+                "debug",
+                "--workers",
+                "3",
+                "--auth-type",
+                "md5",
+                "--shutdown-timeout",
+                "5m",
+            ],
+            &[],
+        )
+        .unwrap();
+        let g = &c.general;
+        assert_eq!(
+            g.listen,
+            vec![
+                "0.0.0.0:7000".parse().unwrap(),
+                "[::1]:7001".parse().unwrap()
+            ]
+        );
+        assert_eq!(g.pool_mode, PoolMode::Session);
+        assert_eq!(g.default_pool_size, 7);
+        assert_eq!(g.max_client_conn, 50);
+        assert_eq!(g.min_pool_size, 2);
+        assert_eq!(g.query_wait_timeout, Secs(Duration::from_millis(250)));
+        assert_eq!(g.server_reset_query, "");
+        assert_eq!(g.log_format, LogFormat::Json);
+        assert_eq!(g.log_level, "debug");
+        assert_eq!(g.workers, Some(3));
+        assert_eq!(g.auth_type, AuthType::Md5);
+        assert_eq!(g.shutdown_timeout, Secs::from_secs(300));
+        assert_eq!(c.source, None);
+        assert_eq!(c.databases["appdb"].host, "db");
+        assert_eq!(c.databases["appdb"].port, 5433);
+        assert_eq!(c.users["app"].password.as_deref(), Some("p@ss"));
+    }
+
+    #[test]
+    fn quick_mode_defaults_and_env() {
+        let c = run(&["--backend", "postgres://u:pw@localhost/d"], &[]).unwrap();
+        assert_eq!(c.general.listen, vec!["127.0.0.1:6432".parse().unwrap()]);
+        let c = run(
+            &[
+                "--backend",
+                "postgres://u:pw@localhost/d",
+                "--pool-size",
+                "9",
+            ],
+            &[
+                ("PGSLUICE_DEFAULT_POOL_SIZE", "4"),
+                ("PGSLUICE_POOL_MODE", "session"),
+            ],
+        )
+        .unwrap();
+        // flags > env
+        assert_eq!(c.general.default_pool_size, 9);
+        assert_eq!(c.general.pool_mode, PoolMode::Session);
+    }
+
+    #[test]
+    fn file_mode_precedence() {
+        let p = temp_file(
+            "prec.toml",
+            "[general]\ndefault_pool_size = 10\nmin_pool_size = 2\nlog_level = \"warn\"\n\
+             [databases.app]\nhost = \"h\"\n",
+        );
+        let path = p.to_str().unwrap();
+        let c = run(&[path], &[]).unwrap();
+        assert_eq!(c.general.default_pool_size, 10);
+        assert_eq!(c.source.as_deref(), Some(p.as_path()));
+        let c = run(&["--config", path], &[("PGSLUICE_DEFAULT_POOL_SIZE", "5")]).unwrap();
+        assert_eq!(c.general.default_pool_size, 5);
+        assert_eq!(c.general.log_level, "warn");
+        let c = run(
+            &[path, "--pool-size", "3", "--log-level", "error"],
+            &[("PGSLUICE_DEFAULT_POOL_SIZE", "5")],
+        )
+        .unwrap();
+        assert_eq!(c.general.default_pool_size, 3);
+        assert_eq!(c.general.log_level, "error");
+        // A flag breaking a cross-field rule is blamed.
+        let e = run(&[path, "--pool-size", "1"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":3: key `general.min_pool_size`"), "{e}");
+        let e = run(&[path, "--min-pool-size", "11"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--min-pool-size: "), "{e}");
+    }
+
+    #[test]
+    fn check_config_and_errors() {
+        let c = parse(&["--check-config", "/x.toml"]).unwrap();
+        assert_eq!(
+            c.into_command_with_env(Vec::new()).unwrap(),
+            Command::CheckConfig(PathBuf::from("/x.toml"))
+        );
+        // A source is required; only one.
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["a.toml", "--backend", "postgres://u@h/d"]).is_err());
+        assert!(parse(&["a.toml", "--config", "b.toml"]).is_err());
+        assert!(parse(&["--check-config", "a.toml", "--pool-size", "3"]).is_err());
+        // Bad flag values are clap errors.
+        assert!(parse(&["a.toml", "--pool-mode", "statement"]).is_err());
+        assert!(parse(&["a.toml", "--listen", "nowhere"]).is_err());
+        assert!(parse(&["a.toml", "--query-wait-timeout", "5x"]).is_err());
+        assert!(parse(&["a.toml", "--auth-type", "cert"]).is_err());
+        let e = parse(&["a.toml", "--pool-mode", "statement"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not supported"), "{e}");
+        // Version and help.
+        let v = parse(&["-V"]).unwrap_err();
+        assert_eq!(v.kind(), clap::error::ErrorKind::DisplayVersion);
+        let h = parse(&["--help"]).unwrap_err();
+        assert_eq!(h.kind(), clap::error::ErrorKind::DisplayHelp);
+        // An .ini file.
+        let ini = temp_file("pgbouncer.ini", "[databases]\napp = host=localhost\n");
+        let e = run(&[ini.to_str().unwrap()], &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("pgbouncer.ini format is not supported yet"),
+            "{e}"
+        );
+        // A missing file.
+        let e = run(&["/nonexistent/pgsluice.toml"], &[]).unwrap_err();
+        assert!(matches!(e, ConfigError::File { .. }), "{e}");
+        // A bad backend URL.
+        let e = run(&["--backend", "mysql://x@y/z"], &[]).unwrap_err();
+        assert!(matches!(e, ConfigError::Invalid(_)), "{e}");
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,208 @@
+//! Authenticating clients: the secrets pgsluice holds per user, and the exchanges for
+//! trust, plain password, md5 and SCRAM-SHA-256.
+
+use std::collections::HashMap;
+
+use bytes::BytesMut;
+use pgsluice_protocol::auth::{md5, scram};
+use pgsluice_protocol::backend;
+use pgsluice_protocol::frame::{split_message, Message};
+use pgsluice_protocol::frontend;
+use subtle::ConstantTimeEq;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::{AuthType, Config};
+use crate::error::ClientError;
+use crate::net::Stream;
+
+/// Largest password/SASL message accepted from a client.
+const MAX_AUTH_MESSAGE: u32 = 16 * 1024;
+
+/// What pgsluice knows of one user's password, in every form it can check.
+#[derive(Clone)]
+pub struct UserSecret {
+    /// The plaintext, when configured as such.
+    pub plain: Option<String>,
+    /// The md5 form ("md5..."), when derivable.
+    pub md5: Option<String>,
+    /// The SCRAM verifier, when derivable.
+    pub scram: Option<scram::ScramSecret>,
+}
+
+impl std::fmt::Debug for UserSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserSecret")
+            .field("plain", &self.plain.as_ref().map(|_| "<redacted>"))
+            .field("md5", &self.md5.is_some())
+            .field("scram", &self.scram.is_some())
+            .finish()
+    }
+}
+
+impl UserSecret {
+    /// Derives the forms from a configured password (plaintext, md5 or SCRAM).
+    pub fn from_config(user: &str, password: &str) -> UserSecret {
+        if let Some(s) = scram::ScramSecret::parse(password) {
+            UserSecret {
+                plain: None,
+                md5: None,
+                scram: Some(s),
+            }
+        } else if md5::is_md5_hash(password) {
+            UserSecret {
+                plain: None,
+                md5: Some(password.to_owned()),
+                scram: None,
+            }
+        } else {
+            UserSecret {
+                plain: Some(password.to_owned()),
+                md5: Some(md5::hash_password(user, password)),
+                scram: Some(scram::ScramSecret::generate(password)),
+            }
+        }
+    }
+}
+
+/// Secrets for every configured user, computed once per configuration.
+#[derive(Debug)]
+pub struct Secrets {
+    users: HashMap<String, UserSecret>,
+    /// Used for unknown users so that they cannot be told from wrong passwords.
+    decoy: scram::ScramSecret,
+}
+
+impl Secrets {
+    /// Builds the table from the configuration.
+    pub fn from_config(cfg: &Config) -> Secrets {
+        let users = cfg
+            .users
+            .iter()
+            .filter_map(|(name, u)| {
+                u.password
+                    .as_deref()
+                    .map(|p| (name.clone(), UserSecret::from_config(name, p)))
+            })
+            .collect();
+        let decoy_pw: [u8; 16] = rand::random();
+        Secrets {
+            users,
+            decoy: scram::ScramSecret::generate(&format!("{decoy_pw:?}")),
+        }
+    }
+
+    /// The secret of a user.
+    pub fn get(&self, user: &str) -> Option<&UserSecret> {
+        self.users.get(user)
+    }
+}
+
+/// Runs the authentication exchange `method` with a client. On failure the caller sends
+/// 28P01 "password authentication failed for user ...".
+pub async fn authenticate(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    method: AuthType,
+    user: &str,
+    secrets: &Secrets,
+) -> Result<bool, ClientError> {
+    let secret = secrets.get(user);
+    let mut out = BytesMut::with_capacity(256);
+    match method {
+        AuthType::Trust => Ok(true),
+        AuthType::Plain => {
+            backend::auth_cleartext(&mut out);
+            stream.write_all(&out).await?;
+            let msg = read_auth_message(stream, buf).await?;
+            let given = frontend::parse_password(&msg.body)?;
+            let given = std::str::from_utf8(given).unwrap_or("");
+            Ok(secret.is_some_and(|s| check_plain(user, s, given)))
+        }
+        AuthType::Md5 if secret.is_some_and(|s| s.md5.is_none() && s.scram.is_some()) => {
+            // PostgreSQL also upgrades md5 to SCRAM when only a SCRAM verifier is stored.
+            scram_exchange(stream, buf, secret.and_then(|s| s.scram.clone()), secrets).await
+        }
+        AuthType::Md5 => {
+            let salt: [u8; 4] = rand::random();
+            backend::auth_md5(&mut out, salt);
+            stream.write_all(&out).await?;
+            let msg = read_auth_message(stream, buf).await?;
+            let given = frontend::parse_password(&msg.body)?;
+            Ok(secret
+                .and_then(|s| s.md5.as_deref())
+                .is_some_and(|stored| md5::verify(user, stored, salt, given)))
+        }
+        AuthType::ScramSha256 => {
+            scram_exchange(stream, buf, secret.and_then(|s| s.scram.clone()), secrets).await
+        }
+    }
+}
+
+fn check_plain(user: &str, secret: &UserSecret, given: &str) -> bool {
+    if let Some(p) = &secret.plain {
+        return bool::from(p.as_bytes().ct_eq(given.as_bytes()));
+    }
+    if let Some(stored) = &secret.md5 {
+        let h = md5::hash_password(user, given);
+        return bool::from(h.as_bytes().ct_eq(stored.as_bytes()));
+    }
+    if let Some(s) = &secret.scram {
+        let derived = scram::ScramSecret::from_password(given, &s.salt, s.iterations);
+        return bool::from(derived.stored_key.ct_eq(&s.stored_key));
+    }
+    false
+}
+
+async fn scram_exchange(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    secret: Option<scram::ScramSecret>,
+    secrets: &Secrets,
+) -> Result<bool, ClientError> {
+    let known = secret.is_some();
+    let mut server = scram::ScramServer::new(secret.unwrap_or_else(|| secrets.decoy.clone()));
+    let mut out = BytesMut::with_capacity(256);
+    backend::auth_sasl(&mut out, scram::ScramServer::mechanisms());
+    stream.write_all(&out).await?;
+
+    let msg = read_auth_message(stream, buf).await?;
+    let (mechanism, data) = frontend::parse_sasl_initial_response(&msg.body)?;
+    let Ok(first) = server.handle_client_first(mechanism, data) else {
+        return Ok(false);
+    };
+    out.clear();
+    backend::auth_sasl_continue(&mut out, &first);
+    stream.write_all(&out).await?;
+
+    let msg = read_auth_message(stream, buf).await?;
+    let Ok(last) = server.handle_client_final(&msg.body) else {
+        return Ok(false);
+    };
+    if !known {
+        return Ok(false);
+    }
+    out.clear();
+    backend::auth_sasl_final(&mut out, &last);
+    stream.write_all(&out).await?;
+    Ok(true)
+}
+
+async fn read_auth_message(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+) -> Result<Message, ClientError> {
+    loop {
+        if let Some(m) = split_message(buf, MAX_AUTH_MESSAGE)? {
+            if m.tag != frontend::tag::PASSWORD {
+                return Err(ClientError::Refused(format!(
+                    "expected password response, got message type {:?}",
+                    m.tag as char
+                )));
+            }
+            return Ok(m);
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+}

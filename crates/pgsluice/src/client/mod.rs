@@ -1,0 +1,284 @@
+//! One task per client: the startup phase and login here, the session loop in
+//! [`session`], the byte relay in [`relay`].
+
+pub mod auth;
+pub mod relay;
+mod session;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use pgsluice_protocol::backend::{self, TxStatus};
+use pgsluice_protocol::startup::{self, StartupPacket};
+use pgsluice_protocol::SqlState;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::app::App;
+use crate::error::{ClientError, ClientNotice};
+use crate::net::Stream;
+use crate::params::ParamSet;
+use crate::shutdown::TaskToken;
+
+pub use session::Session;
+
+/// Startup parameters accepted and ignored (as PgBouncer's ignore_startup_parameters
+/// commonly lists them).
+const IGNORED_PARAMS: &[&str] = &["extra_float_digits"];
+
+/// Whether the client got a slot under max_client_conn.
+#[derive(Debug)]
+pub enum Admission {
+    /// Admitted; the permit is held for the connection's life.
+    Admitted(OwnedSemaphorePermit),
+    /// Over max_client_conn: the client is told so after its startup packet.
+    Full,
+}
+
+/// Serves one client connection from accept to close.
+pub async fn serve(
+    mut stream: Stream,
+    peer: String,
+    app: Arc<App>,
+    admission: Admission,
+    _token: TaskToken,
+) {
+    let started = Instant::now();
+    let login_timeout = app.config().general.client_login_timeout.0;
+    let mut buf = BytesMut::with_capacity(256);
+    let startup =
+        match tokio::time::timeout(login_timeout, read_startup(&mut stream, &mut buf)).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(ClientError::Protocol(e))) => {
+                tracing::info!(peer = %peer, error = %e, "bad startup packet");
+                let n = ClientNotice::fatal(
+                    SqlState::PROTOCOL_VIOLATION,
+                    format!("invalid startup packet: {e}"),
+                );
+                send_fatal(&mut stream, &n).await;
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %peer, error = %e, "client left during startup");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(peer = %peer, "client_login_timeout during startup");
+                return;
+            }
+        };
+    let params = match startup {
+        StartupPacket::Cancel { pid, secret } => {
+            app.forward_cancel(pid, &secret).await;
+            return;
+        }
+        StartupPacket::UnsupportedVersion { major, minor } => {
+            let n = ClientNotice::fatal(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                format!(
+                    "unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0"
+                ),
+            );
+            send_fatal(&mut stream, &n).await;
+            return;
+        }
+        StartupPacket::SslRequest | StartupPacket::GssEncRequest => return,
+        StartupPacket::Startup { minor, params } => (minor, params),
+    };
+    if let Admission::Full = admission {
+        let n = ClientNotice::fatal(
+            SqlState::TOO_MANY_CONNECTIONS,
+            "no more connections allowed (max_client_conn)",
+        );
+        send_fatal(&mut stream, &n).await;
+        return;
+    }
+    let login =
+        tokio::time::timeout(login_timeout, login(&mut stream, &mut buf, &app, params)).await;
+    let session = match login {
+        Ok(Ok(s)) => s,
+        Ok(Err(LoginFailure::Notice(n))) => {
+            tracing::info!(peer = %peer, code = %n.code, reason = %n.message, "client login refused");
+            send_fatal(&mut stream, &n).await;
+            return;
+        }
+        Ok(Err(LoginFailure::Client(e))) => {
+            tracing::info!(peer = %peer, error = %e, "client login failed");
+            if let ClientError::Protocol(_) | ClientError::Refused(_) = e {
+                let n = ClientNotice::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string());
+                send_fatal(&mut stream, &n).await;
+            }
+            return;
+        }
+        Err(_) => {
+            tracing::info!(peer = %peer, "client_login_timeout");
+            let n = ClientNotice::fatal(SqlState::PROTOCOL_VIOLATION, "client_login_timeout");
+            send_fatal(&mut stream, &n).await;
+            return;
+        }
+    };
+    let (client_id, _) = session.cancel_key();
+    tracing::info!(
+        client = client_id,
+        peer = %peer,
+        db = %session.database(),
+        user = %session.user(),
+        "client login"
+    );
+    let summary = session.run(stream).await;
+    tracing::info!(
+        client = client_id,
+        peer = %peer,
+        duration_ms = started.elapsed().as_millis() as u64,
+        bytes_in = summary.bytes_in,
+        bytes_out = summary.bytes_out,
+        transactions = summary.transactions,
+        reason = summary.reason,
+        "client logout"
+    );
+}
+
+/// Reads the startup packet, answering SSLRequest and GSSENCRequest with 'N'.
+async fn read_startup(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+) -> Result<StartupPacket, ClientError> {
+    loop {
+        match startup::parse_startup(buf)? {
+            Some(StartupPacket::SslRequest | StartupPacket::GssEncRequest) => {
+                if !buf.is_empty() {
+                    // Bytes after an encryption request, before our answer: a client
+                    // trying to inject plaintext ahead of a TLS handshake.
+                    return Err(ClientError::Protocol(
+                        pgsluice_protocol::ProtocolError::Malformed(
+                            "data after encryption request",
+                        ),
+                    ));
+                }
+                stream.write_all(b"N").await?;
+            }
+            Some(p) => return Ok(p),
+            None => {
+                if stream.read_buf(buf).await? == 0 {
+                    return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+            }
+        }
+    }
+}
+
+enum LoginFailure {
+    Notice(ClientNotice),
+    Client(ClientError),
+}
+
+impl From<ClientError> for LoginFailure {
+    fn from(e: ClientError) -> Self {
+        LoginFailure::Client(e)
+    }
+}
+
+impl From<std::io::Error> for LoginFailure {
+    fn from(e: std::io::Error) -> Self {
+        LoginFailure::Client(e.into())
+    }
+}
+
+async fn login(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    app: &Arc<App>,
+    (minor, params): (u16, Vec<(String, String)>),
+) -> Result<Session, LoginFailure> {
+    let fatal = |code, msg: String| LoginFailure::Notice(ClientNotice::fatal(code, msg));
+    let user = params
+        .iter()
+        .find(|(k, _)| k == "user")
+        .map(|(_, v)| v.clone())
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            fatal(
+                SqlState::INVALID_AUTHORIZATION,
+                "no PostgreSQL user name specified in startup packet".into(),
+            )
+        })?;
+    let database = params
+        .iter()
+        .find(|(k, _)| k == "database")
+        .map(|(_, v)| v.clone())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| user.clone());
+    let mut client_params = ParamSet::default();
+    let mut unrecognized = Vec::new();
+    for (k, v) in &params {
+        match k.as_str() {
+            "user" | "database" => {}
+            k if k.starts_with("_pq_.") => unrecognized.push(k.to_owned()),
+            k if IGNORED_PARAMS.contains(&k) => {}
+            k if client_params.set(k, v) => {}
+            k => {
+                return Err(fatal(
+                    SqlState::PROTOCOL_VIOLATION,
+                    format!("unsupported startup parameter: {k}"),
+                ))
+            }
+        }
+    }
+    let mut out = BytesMut::with_capacity(1024);
+    if minor > 0 || !unrecognized.is_empty() {
+        let names: Vec<&str> = unrecognized.iter().map(String::as_str).collect();
+        backend::negotiate_protocol_version(&mut out, 0, &names);
+        stream.write_all(&out).await?;
+        out.clear();
+    }
+
+    let cfg = app.config();
+    let pool = app
+        .pool_for(&database, &user)
+        .map_err(LoginFailure::Notice)?;
+    let secrets = app.secrets();
+    let ok = auth::authenticate(stream, buf, cfg.general.auth_type, &user, &secrets).await?;
+    if !ok {
+        return Err(fatal(
+            SqlState::INVALID_PASSWORD,
+            format!("password authentication failed for user \"{user}\""),
+        ));
+    }
+    let info = pool
+        .startup_info()
+        .await
+        .map_err(|e| LoginFailure::Notice(e.to_notice()))?;
+    client_params.fill_from(&info.tracked);
+    let cancel = app.cancel.register();
+    let (pid, secret) = cancel.key();
+
+    backend::auth_ok(&mut out);
+    for (k, v) in &info.params {
+        let value = client_params.get(k).unwrap_or(v);
+        backend::parameter_status(&mut out, k, value);
+    }
+    backend::backend_key_data(&mut out, pid, secret);
+    backend::ready_for_query(&mut out, TxStatus::Idle);
+    stream.write_all(&out).await?;
+    Ok(Session::new(
+        app.clone(),
+        pool,
+        user,
+        database,
+        client_params,
+        cancel,
+        buf.split(),
+    ))
+}
+
+/// Sends a FATAL error and closes, best effort.
+pub(crate) async fn send_fatal(stream: &mut Stream, notice: &ClientNotice) {
+    let mut out = BytesMut::with_capacity(128);
+    notice.write(&mut out);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        let _ = stream.write_all(&out).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}

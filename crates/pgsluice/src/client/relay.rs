@@ -1,0 +1,464 @@
+//! The relay: forwards bytes both ways between a client and its server connection,
+//! unchanged, while a [`Scanner`] per direction walks the message headers.
+//!
+//! It is one hand-written future that polls both directions, so a full socket buffer on
+//! one side never stops the other side from draining (a client pipelining queries while
+//! PostgreSQL streams results cannot deadlock it), and it reads once and writes once per
+//! chunk. It stops at the first *release point*: every Query/Sync sent has had its
+//! ReadyForQuery, that status is idle, no extended-protocol message awaits a Sync, and
+//! both directions sit at a message boundary with nothing buffered.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pgsluice_protocol::backend::{self, TxStatus};
+use pgsluice_protocol::scan::{ScanEvent, Scanner, TagSet};
+use pgsluice_protocol::ProtocolError;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::net::Stream;
+use crate::params::ParamSet;
+
+/// Largest ParameterStatus body pgsluice keeps track of.
+const CAPTURE_LIMIT: usize = 8 * 1024;
+
+/// How a relay ended.
+#[derive(Debug)]
+pub enum RelayEnd {
+    /// A release point was reached (transaction mode, or a stop was requested).
+    Idle,
+    /// The client sent Terminate.
+    Terminated {
+        /// The server is at an idle release point.
+        server_idle: bool,
+    },
+    /// The client closed its socket or it failed.
+    ClientGone {
+        /// The server is at an idle release point.
+        server_idle: bool,
+        /// The failure, if it was not a clean close.
+        error: Option<io::Error>,
+    },
+    /// The server closed its socket or it failed.
+    ServerGone(Option<io::Error>),
+    /// The client broke the framing.
+    ClientProtocol(ProtocolError),
+    /// The server broke the framing.
+    ServerProtocol(ProtocolError),
+}
+
+/// Counters for one relay run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RelayCounts {
+    /// Query/Sync/FunctionCall messages forwarded.
+    pub queries: u64,
+    /// Bytes client to server.
+    pub bytes_in: u64,
+    /// Bytes server to client.
+    pub bytes_out: u64,
+}
+
+struct Dir<'b> {
+    buf: &'b mut [u8],
+    start: usize,
+    end: usize,
+    scanner: Scanner,
+}
+
+impl Dir<'_> {
+    fn flushed(&self) -> bool {
+        self.start == self.end
+    }
+}
+
+/// Protocol state the relay derives from the headers it sees.
+#[derive(Debug, Clone, Copy)]
+struct Flow {
+    /// Query/Sync/FunctionCall sent whose ReadyForQuery has not come back.
+    pending: u32,
+    /// An extended-protocol message was sent after the last Sync.
+    unsynced: bool,
+    /// Sync messages since the last Execute or Query (see the COPY note below).
+    syncs_since_exec: u32,
+    /// The last Execute/Query seen was an Execute.
+    last_was_execute: bool,
+    /// Status in the last ReadyForQuery.
+    status: TxStatus,
+}
+
+/// One relay run between a client and a server connection.
+pub struct Relay<'a> {
+    client: &'a mut Stream,
+    server: &'a mut Stream,
+    c2s: Dir<'a>,
+    s2c: Dir<'a>,
+    flow: Flow,
+    release_at_idle: bool,
+    terminated: bool,
+    client_params: &'a mut ParamSet,
+    server_params: &'a mut ParamSet,
+    /// Counters.
+    pub counts: RelayCounts,
+}
+
+impl<'a> Relay<'a> {
+    /// A relay over a server connection that is idle, starting with `prefix` (bytes
+    /// already read from the client, at most the size of `c2s_buf`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: &'a mut Stream,
+        server: &'a mut Stream,
+        c2s_buf: &'a mut [u8],
+        s2c_buf: &'a mut [u8],
+        prefix: &[u8],
+        max_message: u32,
+        client_params: &'a mut ParamSet,
+        server_params: &'a mut ParamSet,
+    ) -> Result<Self, RelayEnd> {
+        let mut relay = Relay {
+            client,
+            server,
+            c2s: Dir {
+                buf: c2s_buf,
+                start: 0,
+                end: 0,
+                scanner: Scanner::new(max_message, TagSet::EMPTY, 0),
+            },
+            s2c: Dir {
+                buf: s2c_buf,
+                start: 0,
+                end: 0,
+                scanner: Scanner::new(u32::MAX, TagSet::of(b"ZS"), CAPTURE_LIMIT),
+            },
+            flow: Flow {
+                pending: 0,
+                unsynced: false,
+                syncs_since_exec: 0,
+                last_was_execute: false,
+                status: TxStatus::Idle,
+            },
+            release_at_idle: false,
+            terminated: false,
+            client_params,
+            server_params,
+            counts: RelayCounts::default(),
+        };
+        let n = prefix.len().min(relay.c2s.buf.len());
+        relay.c2s.buf[..n].copy_from_slice(&prefix[..n]);
+        relay.c2s.end = n;
+        if let Err(e) = relay.scan_c2s() {
+            return Err(RelayEnd::ClientProtocol(e));
+        }
+        Ok(relay)
+    }
+
+    /// Ends the relay at the next release point (transaction mode, or shutdown).
+    pub fn release_at_idle(&mut self, on: bool) {
+        self.release_at_idle = on;
+    }
+
+    /// True when the server connection is idle with nothing in flight.
+    pub fn server_idle(&self) -> bool {
+        self.flow.pending == 0
+            && !self.flow.unsynced
+            && self.flow.status == TxStatus::Idle
+            && self.c2s.flushed()
+            && self.c2s.scanner.at_boundary()
+            && self.s2c.flushed()
+            && self.s2c.scanner.at_boundary()
+    }
+
+    /// Status in the last ReadyForQuery seen.
+    pub fn status(&self) -> TxStatus {
+        self.flow.status
+    }
+
+    /// True when a query is running or results are due on the server.
+    pub fn busy(&self) -> bool {
+        self.flow.pending > 0
+    }
+
+    /// Drives both directions until the relay ends.
+    pub fn poll_relay(&mut self, cx: &mut Context<'_>) -> Poll<RelayEnd> {
+        loop {
+            if self.release_at_idle && !self.terminated && self.server_idle() {
+                return Poll::Ready(RelayEnd::Idle);
+            }
+            let mut progress = false;
+            match self.poll_c2s(cx) {
+                Poll::Ready(Some(end)) => return Poll::Ready(end),
+                Poll::Ready(None) => progress = true,
+                Poll::Pending => {}
+            }
+            match self.poll_s2c(cx) {
+                Poll::Ready(Some(end)) => return Poll::Ready(end),
+                Poll::Ready(None) => progress = true,
+                Poll::Pending => {}
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn poll_c2s(&mut self, cx: &mut Context<'_>) -> Poll<Option<RelayEnd>> {
+        if !self.c2s.flushed() {
+            let d = &mut self.c2s;
+            return match Pin::new(&mut *self.server).poll_write(cx, &d.buf[d.start..d.end]) {
+                Poll::Ready(Ok(0)) => Poll::Ready(Some(RelayEnd::ServerGone(None))),
+                Poll::Ready(Ok(n)) => {
+                    d.start += n;
+                    self.counts.bytes_in += n as u64;
+                    if d.flushed() {
+                        d.start = 0;
+                        d.end = 0;
+                    }
+                    Poll::Ready(None)
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Some(RelayEnd::ServerGone(Some(e)))),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        if self.terminated {
+            return Poll::Ready(Some(RelayEnd::Terminated {
+                server_idle: self.server_idle(),
+            }));
+        }
+        let mut rb = ReadBuf::new(self.c2s.buf);
+        match Pin::new(&mut *self.client).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                if n == 0 {
+                    return Poll::Ready(Some(RelayEnd::ClientGone {
+                        server_idle: self.server_idle(),
+                        error: None,
+                    }));
+                }
+                self.c2s.end = n;
+                match self.scan_c2s() {
+                    Ok(()) => Poll::Ready(None),
+                    Err(e) => Poll::Ready(Some(RelayEnd::ClientProtocol(e))),
+                }
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Some(RelayEnd::ClientGone {
+                server_idle: self.server_idle(),
+                error: Some(e),
+            })),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_s2c(&mut self, cx: &mut Context<'_>) -> Poll<Option<RelayEnd>> {
+        if !self.s2c.flushed() {
+            let d = &mut self.s2c;
+            return match Pin::new(&mut *self.client).poll_write(cx, &d.buf[d.start..d.end]) {
+                Poll::Ready(Ok(0)) => Poll::Ready(Some(RelayEnd::ClientGone {
+                    server_idle: false,
+                    error: None,
+                })),
+                Poll::Ready(Ok(n)) => {
+                    d.start += n;
+                    self.counts.bytes_out += n as u64;
+                    if d.flushed() {
+                        d.start = 0;
+                        d.end = 0;
+                    }
+                    Poll::Ready(None)
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Some(RelayEnd::ClientGone {
+                    server_idle: false,
+                    error: Some(e),
+                })),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        let mut rb = ReadBuf::new(self.s2c.buf);
+        match Pin::new(&mut *self.server).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                if n == 0 {
+                    return Poll::Ready(Some(RelayEnd::ServerGone(None)));
+                }
+                self.s2c.end = n;
+                match self.scan_s2c() {
+                    Ok(()) => Poll::Ready(None),
+                    Err(e) => Poll::Ready(Some(RelayEnd::ServerProtocol(e))),
+                }
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Some(RelayEnd::ServerGone(Some(e)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Walks the client bytes just read. Terminate is cut out: it ends the client's
+    /// session, never the pooled server connection.
+    fn scan_c2s(&mut self) -> Result<(), ProtocolError> {
+        let flow = &mut self.flow;
+        let counts = &mut self.counts;
+        let mut terminate_at = None;
+        let d = &mut self.c2s;
+        d.scanner.feed::<ProtocolError>(&d.buf[..d.end], |ev| {
+            if let ScanEvent::Start { tag, at, .. } = ev {
+                match tag {
+                    b'Q' => {
+                        flow.pending += 1;
+                        flow.syncs_since_exec = 0;
+                        flow.last_was_execute = false;
+                        counts.queries += 1;
+                    }
+                    b'F' => {
+                        flow.pending += 1;
+                        counts.queries += 1;
+                    }
+                    b'S' => {
+                        flow.pending += 1;
+                        flow.unsynced = false;
+                        flow.syncs_since_exec += 1;
+                        counts.queries += 1;
+                    }
+                    b'E' => {
+                        flow.unsynced = true;
+                        flow.syncs_since_exec = 0;
+                        flow.last_was_execute = true;
+                    }
+                    b'P' | b'B' | b'D' | b'C' | b'H' => flow.unsynced = true,
+                    // CopyDone / CopyFail end copy-in mode. PostgreSQL ignores Sync
+                    // messages received in copy-in mode, so Syncs sent since the COPY's
+                    // Execute will get no ReadyForQuery; after an extended-protocol COPY
+                    // a fresh Sync is still due.
+                    b'c' | b'f' if flow.last_was_execute => {
+                        flow.pending = flow.pending.saturating_sub(flow.syncs_since_exec);
+                        flow.syncs_since_exec = 0;
+                        flow.unsynced = true;
+                    }
+                    b'X' => {
+                        terminate_at = Some(at.unwrap_or(0));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        })?;
+        if let Some(at) = terminate_at {
+            self.terminated = true;
+            self.c2s.end = at.max(self.c2s.start);
+        }
+        Ok(())
+    }
+
+    /// Walks the server bytes just read, tracking ReadyForQuery and ParameterStatus.
+    fn scan_s2c(&mut self) -> Result<(), ProtocolError> {
+        let flow = &mut self.flow;
+        let client_params = &mut *self.client_params;
+        let server_params = &mut *self.server_params;
+        let d = &mut self.s2c;
+        d.scanner.feed::<ProtocolError>(&d.buf[..d.end], |ev| {
+            if let ScanEvent::Captured { tag, body } = ev {
+                match tag {
+                    b'Z' => {
+                        flow.pending = flow.pending.saturating_sub(1);
+                        flow.status = body
+                            .first()
+                            .and_then(|&b| TxStatus::from_byte(b))
+                            .ok_or(ProtocolError::Malformed("ReadyForQuery"))?;
+                    }
+                    b'S' => {
+                        let (name, value) = backend::parse_parameter_status(body)?;
+                        server_params.set(name, value);
+                        client_params.set(name, value);
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    async fn pair() -> (Stream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (a, b) = tokio::join!(TcpStream::connect(addr), l.accept());
+        (Stream::from(a.unwrap()), b.unwrap().0)
+    }
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// A scripted exchange: the relay must stop only after the pipeline's last
+    /// ReadyForQuery, and must cut Terminate out of the byte stream.
+    #[tokio::test]
+    async fn releases_only_after_last_ready_for_query() {
+        let (mut client, mut client_peer) = pair().await;
+        let (mut server, mut server_peer) = pair().await;
+        let (mut c2s, mut s2c) = (vec![0u8; 1024], vec![0u8; 1024]);
+        let (mut cp, mut sp) = (ParamSet::default(), ParamSet::default());
+        let mut first = msg(b'P', b"\0select 1\0\0\0");
+        first.extend(msg(b'S', b""));
+        first.extend(msg(b'Q', b"select 2\0"));
+        let mut relay = Relay::new(
+            &mut client,
+            &mut server,
+            &mut c2s,
+            &mut s2c,
+            &first,
+            1 << 20,
+            &mut cp,
+            &mut sp,
+        )
+        .unwrap();
+        relay.release_at_idle(true);
+        let server_side = tokio::spawn(async move {
+            let mut got = vec![0u8; first.len()];
+            server_peer.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, first);
+            let mut reply = msg(b'1', b"");
+            reply.extend(msg(b'Z', b"I"));
+            reply.extend(msg(b'S', b"TimeZone\0Asia/Tokyo\0"));
+            server_peer.write_all(&reply).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            server_peer.write_all(&msg(b'Z', b"I")).await.unwrap();
+            server_peer
+        });
+        let end = std::future::poll_fn(|cx| relay.poll_relay(cx)).await;
+        assert!(matches!(end, RelayEnd::Idle), "{end:?}");
+        assert_eq!(relay.counts.queries, 2);
+        drop(relay);
+        assert_eq!(cp.get("TimeZone"), Some("Asia/Tokyo"));
+        assert_eq!(sp.get("timezone"), Some("Asia/Tokyo"));
+        let mut seen = vec![0u8; 5 + 6 + 25 + 6];
+        client_peer.read_exact(&mut seen).await.unwrap();
+        let _server_peer = server_side.await.unwrap();
+
+        // Terminate in the middle of a chunk is not forwarded.
+        let mut bytes = msg(b'Q', b"select 3\0");
+        bytes.extend(msg(b'X', b""));
+        let mut relay = Relay::new(
+            &mut client,
+            &mut server,
+            &mut c2s,
+            &mut s2c,
+            &bytes,
+            1 << 20,
+            &mut cp,
+            &mut sp,
+        )
+        .unwrap();
+        let end = std::future::poll_fn(|cx| relay.poll_relay(cx)).await;
+        assert!(
+            matches!(end, RelayEnd::Terminated { server_idle: false }),
+            "{end:?}"
+        );
+    }
+}

@@ -1,0 +1,314 @@
+//! A logged-in client: waits for work, checks a server connection out, relays until
+//! the release point, gives the connection back clean. The state lives in plain locals
+//! of one loop: *idle* (no server), *active* (relaying with a [`Checkout`]).
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use pgsluice_protocol::SqlState;
+
+use super::relay::{Relay, RelayEnd};
+use super::send_fatal;
+use crate::app::App;
+use crate::cancel::{CancelHandle, CancelTarget};
+use crate::config::PoolMode;
+use crate::error::ClientNotice;
+use crate::net::Stream;
+use crate::params::ParamSet;
+use crate::pool::{Checkout, Pool, ReturnAs};
+use crate::server::{self, RELAY_BUF};
+
+/// How much an idle client may send before a server connection is attached.
+const IDLE_READ: usize = 4096;
+/// PostgreSQL's message for 57P01.
+const ADMIN_SHUTDOWN_MSG: &str = "terminating connection due to administrator command";
+
+/// A client after login.
+#[derive(Debug)]
+pub struct Session {
+    app: Arc<App>,
+    pool: Arc<Pool>,
+    user: String,
+    database: String,
+    params: ParamSet,
+    cancel: CancelHandle,
+    pending: BytesMut,
+}
+
+/// What the logout line reports.
+#[derive(Debug, Default)]
+pub struct SessionSummary {
+    /// Bytes from the client.
+    pub bytes_in: u64,
+    /// Bytes to the client.
+    pub bytes_out: u64,
+    /// Server connection checkouts.
+    pub transactions: u64,
+    /// Why it ended.
+    pub reason: &'static str,
+}
+
+enum Idle {
+    Data(BytesMut),
+    Closed,
+    Shutdown,
+}
+
+impl Session {
+    pub(super) fn new(
+        app: Arc<App>,
+        pool: Arc<Pool>,
+        user: String,
+        database: String,
+        params: ParamSet,
+        cancel: CancelHandle,
+        pending: BytesMut,
+    ) -> Self {
+        Session {
+            app,
+            pool,
+            user,
+            database,
+            params,
+            cancel,
+            pending,
+        }
+    }
+
+    /// The client's cancel key.
+    pub fn cancel_key(&self) -> (i32, i32) {
+        self.cancel.key()
+    }
+
+    /// Database name the client asked for.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// User name the client logged in as.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// Runs the session until the client leaves or is sent away.
+    pub async fn run(mut self, mut stream: Stream) -> SessionSummary {
+        let mut summary = SessionSummary::default();
+        let mut shutdown = self.app.shutdown_watch();
+        let max_message = self
+            .app
+            .config()
+            .general
+            .max_message_size
+            .min(u32::MAX as usize) as u32;
+        loop {
+            let prefix = match self.wait_for_work(&mut stream, &mut shutdown).await {
+                Idle::Data(b) => b,
+                Idle::Closed => {
+                    summary.reason = "client closed";
+                    return summary;
+                }
+                Idle::Shutdown => {
+                    let n = ClientNotice::fatal(SqlState::ADMIN_SHUTDOWN, ADMIN_SHUTDOWN_MSG);
+                    send_fatal(&mut stream, &n).await;
+                    summary.reason = "shutdown";
+                    return summary;
+                }
+            };
+            if prefix.first() == Some(&b'X') {
+                summary.reason = "client terminated";
+                return summary;
+            }
+            let mut co = match self.pool.checkout().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(pool = %self.pool.key(), error = %e, "no server connection for client");
+                    send_fatal(&mut stream, &e.to_notice()).await;
+                    summary.reason = "no server connection";
+                    return summary;
+                }
+            };
+            let held_since = Instant::now();
+            if let Err(e) = self.sync_params(&mut co).await {
+                tracing::warn!(server = %co.conn().id, error = %e, "could not apply client parameters");
+                send_fatal(&mut stream, &e.to_notice()).await;
+                summary.reason = "parameter sync failed";
+                return summary;
+            }
+            summary.transactions += 1;
+            let mode = self.pool.settings().mode;
+            let (end, counts, busy) = {
+                let conn = co.conn();
+                self.cancel.set_current(Some(CancelTarget {
+                    target: conn.target.clone(),
+                    key: conn.key.clone(),
+                }));
+                let buffers = &mut conn.buffers;
+                let relay = Relay::new(
+                    &mut stream,
+                    &mut conn.stream,
+                    &mut buffers.c2s,
+                    &mut buffers.s2c,
+                    &prefix,
+                    max_message,
+                    &mut self.params,
+                    &mut conn.params,
+                );
+                match relay {
+                    Ok(mut relay) => {
+                        relay.release_at_idle(
+                            mode == PoolMode::Transaction || shutdown.is_requested(),
+                        );
+                        let mut stop_asked = shutdown.is_requested();
+                        let end = loop {
+                            tokio::select! {
+                                end = poll_fn(|cx| relay.poll_relay(cx)) => break end,
+                                _ = shutdown.requested(), if !stop_asked => {
+                                    stop_asked = true;
+                                    relay.release_at_idle(true);
+                                }
+                            }
+                        };
+                        (end, relay.counts, relay.busy())
+                    }
+                    Err(end) => (end, Default::default(), false),
+                }
+            };
+            self.cancel.set_current(None);
+            drop(prefix);
+            summary.bytes_in += counts.bytes_in;
+            summary.bytes_out += counts.bytes_out;
+            self.pool.stats.add_xact(
+                counts.queries,
+                counts.bytes_in,
+                counts.bytes_out,
+                held_since.elapsed(),
+            );
+            let clean = match mode {
+                PoolMode::Transaction => ReturnAs::Clean,
+                PoolMode::Session => ReturnAs::Reset,
+            };
+            match end {
+                RelayEnd::Idle => {
+                    co.return_as(clean);
+                    drop(co);
+                    if shutdown.is_requested() || mode == PoolMode::Session {
+                        let n = ClientNotice::fatal(SqlState::ADMIN_SHUTDOWN, ADMIN_SHUTDOWN_MSG);
+                        send_fatal(&mut stream, &n).await;
+                        summary.reason = "shutdown";
+                        return summary;
+                    }
+                }
+                RelayEnd::Terminated { server_idle } => {
+                    co.return_as(if server_idle { clean } else { ReturnAs::Close });
+                    summary.reason = "client terminated";
+                    return summary;
+                }
+                RelayEnd::ClientGone { server_idle, error } => {
+                    if server_idle {
+                        co.return_as(clean);
+                    } else if busy {
+                        // Stop the running query before the connection closes, so the
+                        // backend notices at once and rolls back.
+                        let conn = co.conn();
+                        let (target, key) = (conn.target.clone(), conn.key.clone());
+                        tokio::spawn(async move {
+                            let _ = server::send_cancel(&target, &key).await;
+                        });
+                    }
+                    summary.reason = if error.is_some() {
+                        "client connection error"
+                    } else {
+                        "client closed"
+                    };
+                    if !server_idle {
+                        tracing::info!(
+                            server = %co.conn().id,
+                            "client left in the middle of a transaction; closing its server connection"
+                        );
+                    }
+                    return summary;
+                }
+                RelayEnd::ServerGone(e) => {
+                    tracing::warn!(
+                        server = %co.conn().id,
+                        error = ?e,
+                        "server connection lost while in use"
+                    );
+                    let n = ClientNotice::fatal(
+                        SqlState::CONNECTION_FAILURE,
+                        "server closed the connection unexpectedly",
+                    );
+                    drop(co);
+                    send_fatal(&mut stream, &n).await;
+                    summary.reason = "server connection lost";
+                    return summary;
+                }
+                RelayEnd::ClientProtocol(e) => {
+                    drop(co);
+                    let n = ClientNotice::fatal(
+                        SqlState::PROTOCOL_VIOLATION,
+                        format!("invalid message: {e}"),
+                    );
+                    send_fatal(&mut stream, &n).await;
+                    summary.reason = "client protocol violation";
+                    return summary;
+                }
+                RelayEnd::ServerProtocol(e) => {
+                    tracing::warn!(server = %co.conn().id, error = %e, "server protocol violation");
+                    drop(co);
+                    let n = ClientNotice::fatal(
+                        SqlState::PROTOCOL_VIOLATION,
+                        "server protocol violation",
+                    );
+                    send_fatal(&mut stream, &n).await;
+                    summary.reason = "server protocol violation";
+                    return summary;
+                }
+            }
+        }
+    }
+
+    /// Waits, holding no server connection and no buffer, until the client sends bytes.
+    async fn wait_for_work(
+        &mut self,
+        stream: &mut Stream,
+        shutdown: &mut crate::shutdown::ShutdownWatch,
+    ) -> Idle {
+        if !self.pending.is_empty() {
+            return Idle::Data(self.pending.split());
+        }
+        if shutdown.is_requested() {
+            return Idle::Shutdown;
+        }
+        loop {
+            tokio::select! {
+                r = stream.readable() => {
+                    if r.is_err() {
+                        return Idle::Closed;
+                    }
+                }
+                _ = shutdown.requested() => return Idle::Shutdown,
+            }
+            // The buffer exists only once there is something to read.
+            let mut buf = BytesMut::with_capacity(IDLE_READ.min(RELAY_BUF));
+            match stream.try_read_buf(&mut buf) {
+                Ok(0) => return Idle::Closed,
+                Ok(_) => return Idle::Data(buf),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => return Idle::Closed,
+            }
+        }
+    }
+
+    async fn sync_params(&mut self, co: &mut Checkout) -> Result<(), crate::error::ServerError> {
+        let conn = co.conn();
+        if let Some(sql) = self.params.sync_sql(&conn.params) {
+            conn.run_discarding(&sql).await?;
+            // PostgreSQL reports the canonical spelling ("utc" becomes "UTC").
+            self.params.clone_from(&conn.params);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,26 @@
+//! pgsluice: a PostgreSQL connection pooler.
+//!
+//! The library holds everything; `main.rs` only parses the command line, sets up
+//! logging and the runtime, and waits for signals. Tests start a [`app::Server`]
+//! in-process with a [`config::Config`].
+//!
+//! Layout (dependencies point down): [`cli`] and [`config`] produce a typed
+//! configuration; [`app`] owns the shared state and accept loops; [`client`] runs one
+//! task per client (login, session loop, relay); [`pool`] hands out server connections
+//! behind RAII guards; [`server`] opens and logs in to PostgreSQL; [`cancel`],
+//! [`shutdown`], [`params`] serve them; the wire format lives in `pgsluice-protocol`.
+
+pub mod app;
+pub mod cancel;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod net;
+pub mod params;
+pub mod pool;
+pub mod server;
+pub mod shutdown;
+
+pub use app::Server;

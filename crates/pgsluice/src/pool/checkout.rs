@@ -1,0 +1,124 @@
+//! The RAII guard for a checked-out server connection, and the slot permit used while a
+//! new connection is being opened. No code path can forget to give either back.
+
+use std::sync::Arc;
+
+use super::Pool;
+use crate::server::ServerConn;
+
+/// How a guard returns its connection when dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnAs {
+    /// Idle, no transaction, nothing pending: reuse as it is.
+    Clean,
+    /// Idle but carrying session state: run the reset query first.
+    Reset,
+    /// Unknown or dirty state: close it.
+    Close,
+}
+
+/// A server connection checked out of a pool. Dropping it returns the connection
+/// according to [`ReturnAs`]; the default is `Close`, so forgetting to mark a
+/// connection clean can cost a reconnect but never leak state to another client.
+#[derive(Debug)]
+pub struct Checkout {
+    conn: Option<ServerConn>,
+    pool: Arc<Pool>,
+    return_as: ReturnAs,
+}
+
+impl Checkout {
+    pub(super) fn new(conn: ServerConn, pool: Arc<Pool>) -> Self {
+        Checkout {
+            conn: Some(conn),
+            pool,
+            return_as: ReturnAs::Close,
+        }
+    }
+
+    /// The connection.
+    pub fn conn(&mut self) -> &mut ServerConn {
+        self.conn.as_mut().expect("connection present until drop")
+    }
+
+    /// The pool it belongs to.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Sets how the connection goes back.
+    pub fn return_as(&mut self, how: ReturnAs) {
+        self.return_as = how;
+    }
+
+    /// Takes the connection out without returning it (the caller re-homes it).
+    pub(super) fn take(&mut self) -> ServerConn {
+        self.return_as = ReturnAs::Close;
+        self.conn.take().expect("connection present until drop")
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let settings = self.pool.settings();
+        let reset = settings.reset_query.clone().filter(|_| {
+            self.return_as == ReturnAs::Reset
+                || (self.return_as == ReturnAs::Clean && settings.reset_query_always)
+        });
+        match (self.return_as, reset) {
+            (ReturnAs::Close, _) => self.pool.discard(conn, "not clean"),
+            (_, None) => self.pool.put_back(conn),
+            (_, Some(sql)) => {
+                let pool = self.pool.clone();
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => {
+                        rt.spawn(async move {
+                            let mut conn = conn;
+                            match tokio::time::timeout(
+                                settings.connect_timeout,
+                                conn.run_discarding(&sql),
+                            )
+                            .await
+                            {
+                                Ok(Ok(())) => pool.put_back(conn),
+                                _ => pool.discard(conn, "reset query failed"),
+                            }
+                        });
+                    }
+                    Err(_) => pool.discard(conn, "no runtime for reset"),
+                }
+            }
+        }
+    }
+}
+
+/// Permission to open one new connection (counted in the pool's total). Dropped
+/// without being filled, it frees the count and passes the chance to a waiter.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pool: Option<Arc<Pool>>,
+}
+
+impl Slot {
+    pub(super) fn new(pool: Arc<Pool>) -> Self {
+        Slot { pool: Some(pool) }
+    }
+
+    /// Turns the slot into a checkout of the connection just opened.
+    pub(super) fn fill(mut self, conn: ServerConn) -> Checkout {
+        let pool = self.pool.take().expect("slot used once");
+        pool.stats.server_opened();
+        Checkout::new(conn, pool)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.release_slot();
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Background upkeep of one pool: close connections idle past server_idle_timeout or
+//! older than server_lifetime, and keep min_pool_size connections open.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{checkout::Slot, Pool, ReturnAs};
+use crate::server;
+use crate::shutdown::ShutdownWatch;
+
+/// How often the upkeep runs.
+const TICK: Duration = Duration::from_secs(1);
+/// After a failed attempt to fill min_pool_size, wait this long (PgBouncer's
+/// server_login_retry default).
+const LOGIN_RETRY: Duration = Duration::from_secs(15);
+
+impl Pool {
+    /// Spawns the upkeep task; it ends when the pool is dropped or shutdown starts.
+    pub fn start_maintenance(self: &Arc<Self>, mut shutdown: ShutdownWatch) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.requested() => return,
+                }
+                let Some(pool) = weak.upgrade() else { return };
+                pool.maintain(Instant::now());
+            }
+        });
+    }
+
+    /// One round of upkeep at time `now`.
+    pub(crate) fn maintain(self: &Arc<Self>, now: Instant) {
+        let settings = self.settings();
+        let mut closing = Vec::new();
+        let fill = {
+            let mut st = self.lock();
+            if st.closed {
+                return;
+            }
+            let idle = std::mem::take(&mut st.idle);
+            // idle is a stack: the bottom holds the longest-idle connections.
+            for conn in idle {
+                let too_old = settings.lifetime.is_some_and(|l| conn.age() >= l);
+                let too_idle = settings
+                    .idle_timeout
+                    .is_some_and(|t| now.saturating_duration_since(conn.last_used) >= t)
+                    && st.total > settings.min_size;
+                if too_old || too_idle {
+                    st.total -= 1;
+                    closing.push(conn);
+                } else {
+                    st.idle.push(conn);
+                }
+            }
+            let blocked = self
+                .retry_after
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|t| now < t);
+            let need = if blocked {
+                0
+            } else {
+                settings.min_size.saturating_sub(st.total)
+            };
+            st.total += need;
+            need
+        };
+        self.close_all(closing);
+        for _ in 0..fill {
+            let slot = Slot::new(self.clone());
+            let pool = self.clone();
+            let timeout = settings.connect_timeout;
+            tokio::spawn(async move {
+                match server::connect(pool.target.clone(), pool.ids.next(), timeout).await {
+                    Ok(conn) => slot.fill(conn).return_as(ReturnAs::Clean),
+                    Err(e) => {
+                        tracing::warn!(pool = %pool.key, error = %e, "could not open min_pool_size connection");
+                        *pool.retry_after.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(Instant::now() + LOGIN_RETRY);
+                        drop(slot);
+                    }
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! Pools of server connections keyed by (database, user).
+//!
+//! A pool hands out [`Checkout`] guards. Dropping a guard returns the connection: to the
+//! first waiting client (FIFO), else to the idle stack (LIFO, so hot connections stay
+//! hot). A guard is only put back as-is when the client side marked it clean; otherwise
+//! it is reset or closed. The pool lock is a `std::sync::Mutex` held for a few pointer
+//! moves and never across an `.await`; waiters park on a oneshot channel.
+
+mod checkout;
+mod maintain;
+mod stats;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::oneshot;
+
+pub use checkout::{Checkout, ReturnAs};
+pub use stats::{PoolStats, PoolStatsSnapshot};
+
+use crate::config::PoolMode;
+use crate::error::PoolError;
+use crate::params::ParamSet;
+use crate::server::{self, ServerConn, ServerId, ServerTarget};
+
+/// Identity of a pool: the database name clients use and the client user name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolKey {
+    /// Database name as clients know it.
+    pub database: Arc<str>,
+    /// User name as clients log in.
+    pub user: Arc<str>,
+}
+
+impl std::fmt::Display for PoolKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.database, self.user)
+    }
+}
+
+/// Settings a pool runs with (replaceable at reload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Most server connections open at once.
+    pub size: usize,
+    /// Server connections kept open even when idle.
+    pub min_size: usize,
+    /// Session or transaction pooling.
+    pub mode: PoolMode,
+    /// How long a client waits for a connection; None = forever.
+    pub wait_timeout: Option<Duration>,
+    /// How long connecting and logging in may take.
+    pub connect_timeout: Duration,
+    /// Close connections idle longer than this (beyond min_size); None = never.
+    pub idle_timeout: Option<Duration>,
+    /// Close connections older than this when they come back; None = never.
+    pub lifetime: Option<Duration>,
+    /// Query that cleans a connection a session-mode client used; None = none.
+    pub reset_query: Option<String>,
+    /// Run the reset query in transaction mode too.
+    pub reset_query_always: bool,
+}
+
+/// Allocates server connection ids (shared by every pool of one server).
+#[derive(Debug, Default)]
+pub struct IdGen(AtomicU64);
+
+impl IdGen {
+    /// The next id.
+    pub fn next(&self) -> ServerId {
+        ServerId(self.0.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
+
+/// What clients learn at login: the ParameterStatus list of a real server connection.
+#[derive(Debug, Clone, Default)]
+pub struct StartupInfo {
+    /// Every parameter PostgreSQL reported.
+    pub params: Vec<(String, String)>,
+    /// The tracked subset, as defaults for clients that set nothing.
+    pub tracked: ParamSet,
+}
+
+#[allow(clippy::large_enum_variant)] // moved once per hand-off; boxing would allocate
+pub(crate) enum Grant {
+    /// A clean idle connection.
+    Conn(Checkout),
+    /// Permission to open a new connection.
+    Slot(checkout::Slot),
+}
+
+#[derive(Default)]
+struct State {
+    idle: Vec<ServerConn>,
+    /// idle + checked out + being opened.
+    total: usize,
+    waiters: VecDeque<oneshot::Sender<Grant>>,
+    closed: bool,
+}
+
+/// A pool of server connections for one (database, user).
+pub struct Pool {
+    key: PoolKey,
+    target: Arc<ServerTarget>,
+    settings: ArcSwap<PoolSettings>,
+    state: Mutex<State>,
+    ids: Arc<IdGen>,
+    startup: Mutex<Option<Arc<StartupInfo>>>,
+    retry_after: Mutex<Option<Instant>>,
+    /// Counters for the admin console and metrics.
+    pub stats: PoolStats,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A point-in-time view of a pool, for logs and the admin console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Connections idle in the pool.
+    pub idle: usize,
+    /// Connections open or being opened.
+    pub total: usize,
+    /// Clients waiting for a connection.
+    pub waiting: usize,
+}
+
+impl Pool {
+    /// A new pool; call [`Pool::start_maintenance`] to keep it warm and trimmed.
+    pub fn new(
+        key: PoolKey,
+        target: ServerTarget,
+        settings: PoolSettings,
+        ids: Arc<IdGen>,
+    ) -> Arc<Pool> {
+        Arc::new(Pool {
+            key,
+            target: Arc::new(target),
+            settings: ArcSwap::from_pointee(settings),
+            state: Mutex::new(State::default()),
+            ids,
+            startup: Mutex::new(None),
+            retry_after: Mutex::new(None),
+            stats: PoolStats::default(),
+        })
+    }
+
+    /// The pool's identity.
+    pub fn key(&self) -> &PoolKey {
+        &self.key
+    }
+
+    /// Where its connections go.
+    pub fn target(&self) -> &Arc<ServerTarget> {
+        &self.target
+    }
+
+    /// Current settings.
+    pub fn settings(&self) -> Arc<PoolSettings> {
+        self.settings.load_full()
+    }
+
+    /// Replaces the settings (reload).
+    pub fn set_settings(&self, settings: PoolSettings) {
+        self.settings.store(Arc::new(settings));
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the counts half-updated in a way
+        // worse than losing the pool; keep serving rather than poisoning every client.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts right now.
+    pub fn status(&self) -> PoolStatus {
+        let st = self.lock();
+        PoolStatus {
+            idle: st.idle.len(),
+            total: st.total,
+            waiting: st.waiters.iter().filter(|w| !w.is_closed()).count(),
+        }
+    }
+
+    /// Waits for a connection: an idle one, a new one if below size, or the next one
+    /// returned (FIFO) within the wait timeout.
+    pub async fn checkout(self: &Arc<Self>) -> Result<Checkout, PoolError> {
+        let settings = self.settings.load();
+        let started = Instant::now();
+        let mut stale = Vec::new();
+        let waiter = {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(PoolError::Closed);
+            }
+            let mut found = None;
+            while let Some(conn) = st.idle.pop() {
+                if self.usable(&conn, &settings) {
+                    found = Some(conn);
+                    break;
+                }
+                st.total -= 1;
+                stale.push(conn);
+            }
+            if let Some(conn) = found {
+                drop(st);
+                self.close_all(stale);
+                return Ok(Checkout::new(conn, self.clone()));
+            }
+            if st.total < settings.size {
+                st.total += 1;
+                None
+            } else {
+                let (tx, rx) = oneshot::channel();
+                if st.waiters.len() > 64 && st.waiters.len().is_power_of_two() {
+                    st.waiters.retain(|w| !w.is_closed());
+                }
+                st.waiters.push_back(tx);
+                Some(rx)
+            }
+        };
+        self.close_all(stale);
+        let slot = match waiter {
+            None => checkout::Slot::new(self.clone()),
+            Some(rx) => match self.wait(rx, settings.wait_timeout).await? {
+                Grant::Conn(c) => {
+                    self.stats.add_wait(started.elapsed());
+                    return Ok(c);
+                }
+                Grant::Slot(slot) => slot,
+            },
+        };
+        let conn = server::connect(
+            self.target.clone(),
+            self.ids.next(),
+            settings.connect_timeout,
+        )
+        .await?;
+        self.stats.add_wait(started.elapsed());
+        Ok(slot.fill(conn))
+    }
+
+    async fn wait(
+        &self,
+        mut rx: oneshot::Receiver<Grant>,
+        limit: Option<Duration>,
+    ) -> Result<Grant, PoolError> {
+        let Some(limit) = limit else {
+            return rx.await.map_err(|_| PoolError::Closed);
+        };
+        match tokio::time::timeout(limit, &mut rx).await {
+            Ok(Ok(g)) => Ok(g),
+            Ok(Err(_)) => Err(PoolError::Closed),
+            Err(_) => {
+                // A grant may have raced the timer: take it rather than lose it.
+                rx.close();
+                rx.try_recv().map_err(|_| PoolError::WaitTimeout(limit))
+            }
+        }
+    }
+
+    fn usable(&self, conn: &ServerConn, settings: &PoolSettings) -> bool {
+        if settings.lifetime.is_some_and(|l| conn.age() >= l) {
+            return false;
+        }
+        !conn.stream.is_closed_or_dirty()
+    }
+
+    /// Returns a clean connection: to the first live waiter, else to the idle stack.
+    fn put_back(self: &Arc<Self>, mut conn: ServerConn) {
+        conn.last_used = Instant::now();
+        loop {
+            let waiter = {
+                let mut st = self.lock();
+                if st.closed {
+                    st.total -= 1;
+                    drop(st);
+                    self.close_all(vec![conn]);
+                    return;
+                }
+                match st.waiters.pop_front() {
+                    Some(w) => w,
+                    None => {
+                        st.idle.push(conn);
+                        return;
+                    }
+                }
+            };
+            match waiter.send(Grant::Conn(Checkout::new(conn, self.clone()))) {
+                Ok(()) => return,
+                Err(Grant::Conn(mut c)) => conn = c.take(),
+                Err(Grant::Slot(_)) => unreachable!("sent a connection"),
+            }
+        }
+    }
+
+    /// A connection slot freed (connection closed or never opened): let a waiter open one.
+    fn release_slot(self: &Arc<Self>) {
+        let waiter = {
+            let mut st = self.lock();
+            match st.waiters.pop_front() {
+                Some(w) if !st.closed => w,
+                _ => {
+                    st.total -= 1;
+                    return;
+                }
+            }
+        };
+        // If the waiter is gone the slot comes back through Slot's Drop: next waiter.
+        let _ = waiter.send(Grant::Slot(checkout::Slot::new(self.clone())));
+    }
+
+    /// Closes a connection that will not be reused, and frees its slot.
+    fn discard(self: &Arc<Self>, conn: ServerConn, reason: &'static str) {
+        tracing::info!(server = %conn.id, pool = %self.key, reason, "server connection closed");
+        self.release_slot();
+        spawn_close(conn);
+    }
+
+    fn close_all(&self, conns: Vec<ServerConn>) {
+        for conn in conns {
+            tracing::info!(server = %conn.id, pool = %self.key, reason = "stale", "server connection closed");
+            spawn_close(conn);
+        }
+    }
+
+    /// The parameters clients are told at login, learning them from a server connection
+    /// the first time.
+    pub async fn startup_info(self: &Arc<Self>) -> Result<Arc<StartupInfo>, PoolError> {
+        if let Some(info) = self
+            .startup
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Ok(info);
+        }
+        let mut guard = self.checkout().await?;
+        let conn = guard.conn();
+        let mut tracked = ParamSet::default();
+        for (k, v) in &conn.startup_params {
+            tracked.set(k, v);
+        }
+        let info = Arc::new(StartupInfo {
+            params: conn.startup_params.clone(),
+            tracked,
+        });
+        guard.return_as(ReturnAs::Clean);
+        *self.startup.lock().unwrap_or_else(|p| p.into_inner()) = Some(info.clone());
+        Ok(info)
+    }
+
+    /// Closes idle connections and refuses new checkouts; used when a database is
+    /// removed or the server stops. Checked-out connections close when returned.
+    pub fn close(&self) {
+        let idle = {
+            let mut st = self.lock();
+            st.closed = true;
+            st.waiters.clear();
+            let idle = std::mem::take(&mut st.idle);
+            st.total -= idle.len();
+            idle
+        };
+        self.close_all(idle);
+    }
+}
+
+fn spawn_close(conn: ServerConn) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(conn.close());
+    }
+}

@@ -1,0 +1,206 @@
+//! Opening a server connection: socket, StartupMessage, authentication, parameters.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use pgsluice_protocol::auth::{md5, scram};
+use pgsluice_protocol::backend::{self, tag, AuthRequest};
+use pgsluice_protocol::frame::split_message;
+use pgsluice_protocol::{frontend, startup};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+
+use super::{
+    BackendKey, RelayBuffers, ServerConn, ServerId, ServerTarget, MAX_CONTROL_MESSAGE, RELAY_BUF,
+};
+use crate::error::ServerError;
+use crate::net::Stream;
+use crate::params::ParamSet;
+
+/// Connects and logs in, within `timeout`.
+pub async fn connect(
+    target: Arc<ServerTarget>,
+    id: ServerId,
+    timeout: Duration,
+) -> Result<ServerConn, ServerError> {
+    let addr = target.display_addr();
+    match tokio::time::timeout(timeout, connect_inner(target, id)).await {
+        Ok(r) => r,
+        Err(_) => Err(ServerError::ConnectTimeout(addr)),
+    }
+}
+
+/// Opens the socket to a target (also used for cancel requests).
+pub(crate) async fn open_socket(target: &ServerTarget) -> Result<Stream, ServerError> {
+    let r = if target.host.starts_with('/') {
+        UnixStream::connect(target.display_addr())
+            .await
+            .map(Stream::from)
+    } else {
+        TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map(Stream::from)
+    };
+    r.map_err(|source| ServerError::Connect {
+        addr: target.display_addr(),
+        source,
+    })
+}
+
+async fn connect_inner(target: Arc<ServerTarget>, id: ServerId) -> Result<ServerConn, ServerError> {
+    let mut stream = open_socket(&target).await?;
+    let mut out = BytesMut::with_capacity(256);
+    let mut params: Vec<(&str, &str)> =
+        vec![("user", &target.user), ("database", &target.database)];
+    if let Some(app) = &target.application_name {
+        params.push(("application_name", app));
+    }
+    startup::write_startup(&mut out, &params);
+    stream.write_all(&out).await?;
+
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut scram_client: Option<scram::ScramClient> = None;
+    let mut key = None;
+    let mut startup_params = Vec::new();
+    let mut tracked = ParamSet::default();
+    loop {
+        let msg = loop {
+            if let Some(m) = split_message(&mut buf, MAX_CONTROL_MESSAGE)? {
+                break m;
+            }
+            if stream.read_buf(&mut buf).await? == 0 {
+                return Err(ServerError::Closed);
+            }
+        };
+        match msg.tag {
+            tag::AUTHENTICATION => {
+                out.clear();
+                match backend::parse_auth(&msg.body)? {
+                    AuthRequest::Ok => continue,
+                    AuthRequest::Cleartext => {
+                        let pw = password(&target)?;
+                        if md5::is_md5_hash(pw) {
+                            // We hold only the md5 hash; sending it in clear would be wrong.
+                            return Err(ServerError::NoPassword(target.user.clone()));
+                        }
+                        frontend::password(&mut out, pw.as_bytes());
+                    }
+                    AuthRequest::Md5 { salt } => {
+                        let resp = md5::client_response(&target.user, password(&target)?, salt);
+                        frontend::password(&mut out, resp.as_bytes());
+                    }
+                    AuthRequest::Sasl { mechanisms } => {
+                        if !mechanisms.contains(&scram::SCRAM_SHA_256) {
+                            return Err(ServerError::UnsupportedAuth(10));
+                        }
+                        let pw = password(&target)?;
+                        if md5::is_md5_hash(pw) || scram::ScramSecret::parse(pw).is_some() {
+                            return Err(ServerError::NoPassword(target.user.clone()));
+                        }
+                        let client = scram::ScramClient::new(pw);
+                        frontend::sasl_initial_response(
+                            &mut out,
+                            scram::SCRAM_SHA_256,
+                            &client.client_first(),
+                        );
+                        scram_client = Some(client);
+                    }
+                    AuthRequest::SaslContinue(data) => {
+                        let client = scram_client
+                            .as_mut()
+                            .ok_or(ServerError::UnsupportedAuth(11))?;
+                        let reply = client.handle_server_first(data)?;
+                        frontend::sasl_response(&mut out, &reply);
+                    }
+                    AuthRequest::SaslFinal(data) => {
+                        let client = scram_client
+                            .as_mut()
+                            .ok_or(ServerError::UnsupportedAuth(12))?;
+                        client.handle_server_final(data)?;
+                        continue;
+                    }
+                    AuthRequest::Unsupported(code) => {
+                        return Err(ServerError::UnsupportedAuth(code))
+                    }
+                }
+                stream.write_all(&out).await?;
+            }
+            tag::PARAMETER_STATUS => {
+                let (name, value) = backend::parse_parameter_status(&msg.body)?;
+                tracked.set(name, value);
+                startup_params.push((name.to_owned(), value.to_owned()));
+            }
+            tag::BACKEND_KEY_DATA => {
+                let (pid, secret) = backend::parse_backend_key_data(&msg.body)?;
+                key = Some(BackendKey {
+                    pid,
+                    secret: secret.to_vec(),
+                });
+            }
+            tag::ERROR_RESPONSE => {
+                let f = backend::parse_error_fields(&msg.body)?;
+                return Err(ServerError::Rejected {
+                    code: f.code.to_owned(),
+                    message: f.message.to_owned(),
+                    fatal: true,
+                });
+            }
+            tag::READY_FOR_QUERY => {
+                if !buf.is_empty() {
+                    return Err(ServerError::Protocol(
+                        pgsluice_protocol::ProtocolError::Malformed("data after ReadyForQuery"),
+                    ));
+                }
+                let now = Instant::now();
+                let conn = ServerConn {
+                    id,
+                    stream,
+                    key: Arc::new(key.unwrap_or(BackendKey {
+                        pid: 0,
+                        secret: vec![0; 4],
+                    })),
+                    target,
+                    params: tracked,
+                    startup_params,
+                    created: now,
+                    last_used: now,
+                    buffers: RelayBuffers {
+                        c2s: vec![0; RELAY_BUF].into_boxed_slice(),
+                        s2c: vec![0; RELAY_BUF].into_boxed_slice(),
+                    },
+                };
+                tracing::info!(
+                    server = %conn.id,
+                    addr = %conn.target.display_addr(),
+                    db = %conn.target.database,
+                    user = %conn.target.user,
+                    backend_pid = conn.key.pid,
+                    "server connection opened"
+                );
+                return Ok(conn);
+            }
+            // NoticeResponse, NegotiateProtocolVersion: nothing to do.
+            _ => {}
+        }
+    }
+}
+
+fn password(target: &ServerTarget) -> Result<&str, ServerError> {
+    target
+        .password
+        .as_deref()
+        .ok_or_else(|| ServerError::NoPassword(target.user.clone()))
+}
+
+/// Sends a CancelRequest for `key` to the server at `target` over a new connection.
+pub async fn send_cancel(target: &ServerTarget, key: &BackendKey) -> Result<(), ServerError> {
+    let mut stream = open_socket(target).await?;
+    let mut out = BytesMut::with_capacity(16);
+    startup::write_cancel(&mut out, key.pid, &key.secret);
+    stream.write_all(&out).await?;
+    // PostgreSQL closes the connection once it has read the request.
+    let mut sink = [0u8; 16];
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut sink)).await;
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! Server connections: connect, log in to PostgreSQL, run pgsluice's own small queries.
+//!
+//! A [`ServerConn`] owns its socket and the two relay buffers used while a client holds
+//! it, so that idle clients cost no buffer memory. It knows nothing of pools or clients.
+
+mod login;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use pgsluice_protocol::backend::{self, tag};
+use pgsluice_protocol::frame::split_message;
+use pgsluice_protocol::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::error::ServerError;
+use crate::net::Stream;
+use crate::params::ParamSet;
+
+pub use login::{connect, send_cancel};
+
+/// Size of each relay buffer (client to server, server to client).
+pub const RELAY_BUF: usize = 16 * 1024;
+/// Largest message accepted from PostgreSQL during login and pgsluice's own queries.
+const MAX_CONTROL_MESSAGE: u32 = 1 << 20;
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTarget {
+    /// Host name, IP address, or an absolute Unix socket directory.
+    pub host: String,
+    /// Port (also names the Unix socket file).
+    pub port: u16,
+    /// Database name on the server.
+    pub database: String,
+    /// User name on the server.
+    pub user: String,
+    /// Password, or an md5 hash of it, if the server asks for one.
+    pub password: Option<String>,
+    /// application_name sent at startup, if any.
+    pub application_name: Option<String>,
+}
+
+impl ServerTarget {
+    /// host:port (or socket path) for messages and cancel requests.
+    pub fn display_addr(&self) -> String {
+        if self.host.starts_with('/') {
+            format!("{}/.s.PGSQL.{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A unique id for a server connection, for logs and admin views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerId(pub u64);
+
+impl std::fmt::Display for ServerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "S{}", self.0)
+    }
+}
+
+/// The key PostgreSQL gave this backend, used to forward cancel requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendKey {
+    /// Backend process id.
+    pub pid: i32,
+    /// Secret key bytes.
+    pub secret: Vec<u8>,
+}
+
+/// Fixed-size buffers for relaying bytes in both directions.
+#[derive(Debug)]
+pub struct RelayBuffers {
+    /// Client to server.
+    pub c2s: Box<[u8]>,
+    /// Server to client.
+    pub s2c: Box<[u8]>,
+}
+
+/// A logged-in connection to PostgreSQL.
+#[derive(Debug)]
+pub struct ServerConn {
+    /// Unique id.
+    pub id: ServerId,
+    /// The socket.
+    pub stream: Stream,
+    /// Cancel key from BackendKeyData.
+    pub key: Arc<BackendKey>,
+    /// Where it goes (shared with the pool).
+    pub target: Arc<ServerTarget>,
+    /// Current values of the tracked parameters on this connection.
+    pub params: ParamSet,
+    /// Every ParameterStatus received at login, for client logins.
+    pub startup_params: Vec<(String, String)>,
+    /// When it was opened.
+    pub created: Instant,
+    /// When it was last returned to its pool.
+    pub last_used: Instant,
+    /// Relay buffers.
+    pub buffers: RelayBuffers,
+}
+
+impl ServerConn {
+    /// Runs a simple query whose results pgsluice discards (SET, DISCARD ALL, ROLLBACK),
+    /// recording ParameterStatus changes. Fails if PostgreSQL reports an error.
+    pub async fn run_discarding(&mut self, sql: &str) -> Result<(), ServerError> {
+        let mut out = BytesMut::with_capacity(sql.len() + 6);
+        frontend::query(&mut out, sql);
+        self.stream.write_all(&out).await?;
+        let mut buf = BytesMut::with_capacity(1024);
+        let mut failure = None;
+        loop {
+            let msg = loop {
+                if let Some(m) = split_message(&mut buf, MAX_CONTROL_MESSAGE)? {
+                    break m;
+                }
+                if self.stream.read_buf(&mut buf).await? == 0 {
+                    return Err(ServerError::Closed);
+                }
+            };
+            match msg.tag {
+                tag::PARAMETER_STATUS => {
+                    let (name, value) = backend::parse_parameter_status(&msg.body)?;
+                    self.params.set(name, value);
+                }
+                tag::ERROR_RESPONSE => {
+                    let f = backend::parse_error_fields(&msg.body)?;
+                    failure.get_or_insert(ServerError::Rejected {
+                        code: f.code.to_owned(),
+                        message: f.message.to_owned(),
+                        fatal: f.severity == "FATAL" || f.severity == "PANIC",
+                    });
+                }
+                tag::READY_FOR_QUERY => {
+                    if !buf.is_empty() {
+                        return Err(ServerError::Protocol(
+                            pgsluice_protocol::ProtocolError::Malformed("data after ReadyForQuery"),
+                        ));
+                    }
+                    return failure.map_or(Ok(()), Err);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Age of the connection.
+    pub fn age(&self) -> std::time::Duration {
+        self.created.elapsed()
+    }
+
+    /// Sends Terminate and closes, best effort.
+    pub async fn close(mut self) {
+        let mut out = BytesMut::with_capacity(5);
+        frontend::terminate(&mut out);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            let _ = self.stream.write_all(&out).await;
+            let _ = self.stream.shutdown().await;
+        })
+        .await;
+    }
+}
