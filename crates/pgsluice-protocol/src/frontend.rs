@@ -127,3 +127,125 @@ mod tests {
         assert!(parse_password(b"abc").is_err());
     }
 }
+
+/// A decoded Parse message (borrowed from the message body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parse<'a> {
+    /// Statement name ("" = unnamed).
+    pub name: &'a str,
+    /// Query text.
+    pub query: &'a str,
+    /// Parameter type OIDs (0 = unspecified).
+    pub param_types: Vec<u32>,
+}
+
+/// Decodes a Parse body.
+pub fn parse_parse(body: &[u8]) -> Result<Parse<'_>, ProtocolError> {
+    let mut r = Reader::new(body);
+    let name = r.cstr()?;
+    let query = r.cstr()?;
+    let n = r.i16()?;
+    if n < 0 {
+        return Err(ProtocolError::Malformed("Parse parameter count"));
+    }
+    let mut param_types = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        param_types.push(r.i32()? as u32);
+    }
+    if !r.is_empty() {
+        return Err(ProtocolError::Malformed("Parse has trailing bytes"));
+    }
+    Ok(Parse {
+        name,
+        query,
+        param_types,
+    })
+}
+
+/// Appends a Parse message.
+pub fn parse(buf: &mut BytesMut, name: &str, query: &str, param_types: &[u32]) {
+    write_message(buf, tag::PARSE, |b| {
+        put_cstr(b, name.as_bytes());
+        put_cstr(b, query.as_bytes());
+        b.put_i16(param_types.len() as i16);
+        for t in param_types {
+            b.put_u32(*t);
+        }
+    });
+}
+
+/// The names at the front of a Bind body: (portal, statement, bytes they occupy).
+///
+/// Returns `Ok(None)` when `prefix` does not yet hold both names (the caller reads more).
+pub fn bind_names(prefix: &[u8]) -> Result<Option<(&str, &str, usize)>, ProtocolError> {
+    let Some(p_end) = prefix.iter().position(|&b| b == 0) else {
+        return Ok(None);
+    };
+    let Some(s_len) = prefix[p_end + 1..].iter().position(|&b| b == 0) else {
+        return Ok(None);
+    };
+    let s_end = p_end + 1 + s_len;
+    let utf8 = |b| std::str::from_utf8(b).map_err(|_| ProtocolError::Malformed("invalid UTF-8"));
+    Ok(Some((
+        utf8(&prefix[..p_end])?,
+        utf8(&prefix[p_end + 1..s_end])?,
+        s_end + 1,
+    )))
+}
+
+/// Decodes a Describe or Close body: (kind b'S' or b'P', name).
+pub fn parse_target(body: &[u8]) -> Result<(u8, &str), ProtocolError> {
+    let mut r = Reader::new(body);
+    let kind = r.u8()?;
+    if kind != b'S' && kind != b'P' {
+        return Err(ProtocolError::Malformed("Describe/Close target kind"));
+    }
+    let name = r.cstr()?;
+    if !r.is_empty() {
+        return Err(ProtocolError::Malformed(
+            "Describe/Close has trailing bytes",
+        ));
+    }
+    Ok((kind, name))
+}
+
+/// Appends a Describe or Close message (`message_tag` is `tag::DESCRIBE` or `tag::CLOSE`).
+pub fn target_message(buf: &mut BytesMut, message_tag: u8, kind: u8, name: &str) {
+    write_message(buf, message_tag, |b| {
+        b.put_u8(kind);
+        put_cstr(b, name.as_bytes());
+    });
+}
+
+#[cfg(test)]
+mod extended_tests {
+    use super::*;
+    use crate::frame::split_message;
+
+    #[test]
+    fn parse_round_trip() {
+        let mut buf = BytesMut::new();
+        parse(&mut buf, "s1", "select $1", &[23]);
+        target_message(&mut buf, tag::CLOSE, b'S', "s1");
+        let m = split_message(&mut buf, 1 << 20).unwrap().unwrap();
+        let p = parse_parse(&m.body).unwrap();
+        assert_eq!(
+            (p.name, p.query, p.param_types),
+            ("s1", "select $1", vec![23])
+        );
+        let m = split_message(&mut buf, 1 << 20).unwrap().unwrap();
+        assert_eq!(parse_target(&m.body).unwrap(), (b'S', "s1"));
+        assert!(parse_parse(b"s\0q\0\xff\xff").is_err());
+        assert!(parse_target(b"X\0").is_err());
+    }
+
+    #[test]
+    fn bind_names_need_both_terminators() {
+        assert_eq!(bind_names(b"\0stm").unwrap(), None);
+        assert_eq!(
+            bind_names(b"p\0stmt\0\0\0").unwrap(),
+            Some(("p", "stmt", 7))
+        );
+        assert_eq!(bind_names(b"").unwrap(), None);
+    }
+}

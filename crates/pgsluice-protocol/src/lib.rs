@@ -12,6 +12,7 @@ pub mod auth;
 pub mod backend;
 mod error;
 pub mod frame;
+pub mod framer;
 pub mod frontend;
 pub mod scan;
 pub mod sqlstate;

@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::cancel::CancelRegistry;
+use crate::client::prepared::StatementRegistry;
 use crate::client::{self, auth::Secrets, Admission};
 use crate::config::Config;
 use crate::error::ClientNotice;
@@ -35,6 +36,8 @@ pub struct App {
     pub tracker: TaskTracker,
     ids: Arc<IdGen>,
     client_slots: Arc<Semaphore>,
+    /// Named prepared statements of every client (transaction mode).
+    pub statements: StatementRegistry,
 }
 
 impl App {
@@ -51,6 +54,7 @@ impl App {
             tracker: TaskTracker::default(),
             ids: Arc::new(IdGen::default()),
             client_slots: Arc::new(Semaphore::new(max_clients)),
+            statements: StatementRegistry::default(),
         })
     }
 

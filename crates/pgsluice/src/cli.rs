@@ -24,7 +24,7 @@ use crate::config::{
 
 /// pgsluice: a PostgreSQL connection pooler (a drop-in for PgBouncer).
 #[derive(Debug, Clone, PartialEq, Parser)]
-#[command(name = "pgsluice", version, about, long_about = None)]
+#[command(name = "pgsluice", version, about, long_about = None, args_override_self = true)]
 #[command(group(
     ArgGroup::new("source")
         .required(true)

@@ -2,6 +2,7 @@
 //! [`session`], the byte relay in [`relay`].
 
 pub mod auth;
+pub mod prepared;
 pub mod relay;
 mod session;
 

@@ -9,6 +9,8 @@
 //! both directions sit at a message boundary with nothing buffered.
 
 use std::io;
+
+use bytes::Buf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -17,6 +19,7 @@ use pgsluice_protocol::scan::{ScanEvent, Scanner, TagSet};
 use pgsluice_protocol::ProtocolError;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::prepared::{ClientStatements, ExtState, StatementRegistry};
 use crate::net::Stream;
 use crate::params::ParamSet;
 
@@ -51,8 +54,6 @@ pub enum RelayEnd {
 /// Counters for one relay run.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RelayCounts {
-    /// Query/Sync/FunctionCall messages forwarded.
-    pub queries: u64,
     /// Bytes client to server.
     pub bytes_in: u64,
     /// Bytes server to client.
@@ -72,9 +73,9 @@ impl Dir<'_> {
     }
 }
 
-/// Protocol state the relay derives from the headers it sees.
+/// Protocol state the relay derives from the message types it sees.
 #[derive(Debug, Clone, Copy)]
-struct Flow {
+pub struct Flow {
     /// Query/Sync/FunctionCall sent whose ReadyForQuery has not come back.
     pending: u32,
     /// An extended-protocol message was sent after the last Sync.
@@ -85,6 +86,79 @@ struct Flow {
     last_was_execute: bool,
     /// Status in the last ReadyForQuery.
     status: TxStatus,
+    /// Query/Sync/FunctionCall messages seen.
+    queries: u64,
+}
+
+impl Flow {
+    fn new() -> Self {
+        Flow {
+            pending: 0,
+            unsynced: false,
+            syncs_since_exec: 0,
+            last_was_execute: false,
+            status: TxStatus::Idle,
+            queries: 0,
+        }
+    }
+
+    /// True when every request has been answered and no transaction is open.
+    fn idle(&self) -> bool {
+        self.pending == 0 && !self.unsynced && self.status == TxStatus::Idle
+    }
+
+    /// Accounts for a message the client sent.
+    pub(crate) fn client_tag(&mut self, tag: u8) {
+        match tag {
+            b'Q' => {
+                self.pending += 1;
+                self.syncs_since_exec = 0;
+                self.last_was_execute = false;
+                self.queries += 1;
+            }
+            b'F' => {
+                self.pending += 1;
+                self.queries += 1;
+            }
+            b'S' => {
+                self.pending += 1;
+                self.unsynced = false;
+                self.syncs_since_exec += 1;
+                self.queries += 1;
+            }
+            b'E' => {
+                self.unsynced = true;
+                self.syncs_since_exec = 0;
+                self.last_was_execute = true;
+            }
+            b'P' | b'B' | b'D' | b'C' | b'H' => self.unsynced = true,
+            // CopyDone / CopyFail end copy-in mode. PostgreSQL ignores Sync messages
+            // received in copy-in mode, so Syncs sent since the COPY's Execute will get
+            // no ReadyForQuery; after an extended-protocol COPY a fresh Sync is due.
+            b'c' | b'f' if self.last_was_execute => {
+                self.pending = self.pending.saturating_sub(self.syncs_since_exec);
+                self.syncs_since_exec = 0;
+                self.unsynced = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// Accounts for a ReadyForQuery from the server.
+    pub(crate) fn server_ready(&mut self, status: TxStatus) {
+        self.pending = self.pending.saturating_sub(1);
+        self.status = status;
+    }
+}
+
+/// The prepared-statement rewriting context (transaction mode).
+pub struct ExtCx<'a> {
+    /// Per-connection rewriting state.
+    pub state: &'a mut ExtState,
+    /// The client's named statements.
+    pub client: &'a mut ClientStatements,
+    /// All statements.
+    pub registry: &'a StatementRegistry,
 }
 
 /// One relay run between a client and a server connection.
@@ -98,6 +172,7 @@ pub struct Relay<'a> {
     terminated: bool,
     client_params: &'a mut ParamSet,
     server_params: &'a mut ParamSet,
+    ext: Option<ExtCx<'a>>,
     /// Counters.
     pub counts: RelayCounts,
 }
@@ -115,6 +190,7 @@ impl<'a> Relay<'a> {
         max_message: u32,
         client_params: &'a mut ParamSet,
         server_params: &'a mut ParamSet,
+        ext: Option<ExtCx<'a>>,
     ) -> Result<Self, RelayEnd> {
         let mut relay = Relay {
             client,
@@ -131,19 +207,23 @@ impl<'a> Relay<'a> {
                 end: 0,
                 scanner: Scanner::new(u32::MAX, TagSet::of(b"ZS"), CAPTURE_LIMIT),
             },
-            flow: Flow {
-                pending: 0,
-                unsynced: false,
-                syncs_since_exec: 0,
-                last_was_execute: false,
-                status: TxStatus::Idle,
-            },
+            flow: Flow::new(),
             release_at_idle: false,
             terminated: false,
             client_params,
             server_params,
+            ext,
             counts: RelayCounts::default(),
         };
+        if let Some(ext) = relay.ext.as_mut() {
+            ext.state.begin_checkout();
+            let pass = ext
+                .state
+                .client_bytes(prefix, ext.registry, ext.client, &mut relay.flow)
+                .map_err(RelayEnd::ClientProtocol)?;
+            relay.terminated = pass.terminated;
+            return Ok(relay);
+        }
         let n = prefix.len().min(relay.c2s.buf.len());
         relay.c2s.buf[..n].copy_from_slice(&prefix[..n]);
         relay.c2s.end = n;
@@ -160,9 +240,8 @@ impl<'a> Relay<'a> {
 
     /// True when the server connection is idle with nothing in flight.
     pub fn server_idle(&self) -> bool {
-        self.flow.pending == 0
-            && !self.flow.unsynced
-            && self.flow.status == TxStatus::Idle
+        self.flow.idle()
+            && self.ext.as_ref().is_none_or(|e| e.state.quiescent())
             && self.c2s.flushed()
             && self.c2s.scanner.at_boundary()
             && self.s2c.flushed()
@@ -177,6 +256,11 @@ impl<'a> Relay<'a> {
     /// True when a query is running or results are due on the server.
     pub fn busy(&self) -> bool {
         self.flow.pending > 0
+    }
+
+    /// Query/Sync/FunctionCall messages the client sent.
+    pub fn queries(&self) -> u64 {
+        self.flow.queries
     }
 
     /// Drives both directions until the relay ends.
@@ -203,7 +287,24 @@ impl<'a> Relay<'a> {
     }
 
     fn poll_c2s(&mut self, cx: &mut Context<'_>) -> Poll<Option<RelayEnd>> {
-        if !self.c2s.flushed() {
+        if let Some(ext) = self.ext.as_mut() {
+            let out = &mut ext.state.c2s_out;
+            if !out.is_empty() {
+                return match Pin::new(&mut *self.server).poll_write(cx, out) {
+                    Poll::Ready(Ok(0)) => Poll::Ready(Some(RelayEnd::ServerGone(None))),
+                    Poll::Ready(Ok(n)) => {
+                        out.advance(n);
+                        if out.is_empty() {
+                            out.clear();
+                        }
+                        self.counts.bytes_in += n as u64;
+                        Poll::Ready(None)
+                    }
+                    Poll::Ready(Err(e)) => Poll::Ready(Some(RelayEnd::ServerGone(Some(e)))),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+        } else if !self.c2s.flushed() {
             let d = &mut self.c2s;
             return match Pin::new(&mut *self.server).poll_write(cx, &d.buf[d.start..d.end]) {
                 Poll::Ready(Ok(0)) => Poll::Ready(Some(RelayEnd::ServerGone(None))),
@@ -235,6 +336,21 @@ impl<'a> Relay<'a> {
                         error: None,
                     }));
                 }
+                if let Some(ext) = self.ext.as_mut() {
+                    let data = &self.c2s.buf[..n];
+                    return match ext.state.client_bytes(
+                        data,
+                        ext.registry,
+                        ext.client,
+                        &mut self.flow,
+                    ) {
+                        Ok(pass) => {
+                            self.terminated |= pass.terminated;
+                            Poll::Ready(None)
+                        }
+                        Err(e) => Poll::Ready(Some(RelayEnd::ClientProtocol(e))),
+                    };
+                }
                 self.c2s.end = n;
                 match self.scan_c2s() {
                     Ok(()) => Poll::Ready(None),
@@ -250,7 +366,30 @@ impl<'a> Relay<'a> {
     }
 
     fn poll_s2c(&mut self, cx: &mut Context<'_>) -> Poll<Option<RelayEnd>> {
-        if !self.s2c.flushed() {
+        if let Some(ext) = self.ext.as_mut() {
+            let out = &mut ext.state.s2c_out;
+            if !out.is_empty() {
+                return match Pin::new(&mut *self.client).poll_write(cx, out) {
+                    Poll::Ready(Ok(0)) => Poll::Ready(Some(RelayEnd::ClientGone {
+                        server_idle: false,
+                        error: None,
+                    })),
+                    Poll::Ready(Ok(n)) => {
+                        out.advance(n);
+                        if out.is_empty() {
+                            out.clear();
+                        }
+                        self.counts.bytes_out += n as u64;
+                        Poll::Ready(None)
+                    }
+                    Poll::Ready(Err(e)) => Poll::Ready(Some(RelayEnd::ClientGone {
+                        server_idle: false,
+                        error: Some(e),
+                    })),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+        } else if !self.s2c.flushed() {
             let d = &mut self.s2c;
             return match Pin::new(&mut *self.client).poll_write(cx, &d.buf[d.start..d.end]) {
                 Poll::Ready(Ok(0)) => Poll::Ready(Some(RelayEnd::ClientGone {
@@ -280,6 +419,20 @@ impl<'a> Relay<'a> {
                 if n == 0 {
                     return Poll::Ready(Some(RelayEnd::ServerGone(None)));
                 }
+                if let Some(ext) = self.ext.as_mut() {
+                    let data = &self.s2c.buf[..n];
+                    let r = ext.state.server_bytes(
+                        data,
+                        &mut self.flow,
+                        ext.client,
+                        self.client_params,
+                        self.server_params,
+                    );
+                    return match r {
+                        Ok(()) => Poll::Ready(None),
+                        Err(e) => Poll::Ready(Some(RelayEnd::ServerProtocol(e))),
+                    };
+                }
                 self.s2c.end = n;
                 match self.scan_s2c() {
                     Ok(()) => Poll::Ready(None),
@@ -295,47 +448,14 @@ impl<'a> Relay<'a> {
     /// session, never the pooled server connection.
     fn scan_c2s(&mut self) -> Result<(), ProtocolError> {
         let flow = &mut self.flow;
-        let counts = &mut self.counts;
         let mut terminate_at = None;
         let d = &mut self.c2s;
         d.scanner.feed::<ProtocolError>(&d.buf[..d.end], |ev| {
             if let ScanEvent::Start { tag, at, .. } = ev {
-                match tag {
-                    b'Q' => {
-                        flow.pending += 1;
-                        flow.syncs_since_exec = 0;
-                        flow.last_was_execute = false;
-                        counts.queries += 1;
-                    }
-                    b'F' => {
-                        flow.pending += 1;
-                        counts.queries += 1;
-                    }
-                    b'S' => {
-                        flow.pending += 1;
-                        flow.unsynced = false;
-                        flow.syncs_since_exec += 1;
-                        counts.queries += 1;
-                    }
-                    b'E' => {
-                        flow.unsynced = true;
-                        flow.syncs_since_exec = 0;
-                        flow.last_was_execute = true;
-                    }
-                    b'P' | b'B' | b'D' | b'C' | b'H' => flow.unsynced = true,
-                    // CopyDone / CopyFail end copy-in mode. PostgreSQL ignores Sync
-                    // messages received in copy-in mode, so Syncs sent since the COPY's
-                    // Execute will get no ReadyForQuery; after an extended-protocol COPY
-                    // a fresh Sync is still due.
-                    b'c' | b'f' if flow.last_was_execute => {
-                        flow.pending = flow.pending.saturating_sub(flow.syncs_since_exec);
-                        flow.syncs_since_exec = 0;
-                        flow.unsynced = true;
-                    }
-                    b'X' => {
-                        terminate_at = Some(at.unwrap_or(0));
-                    }
-                    _ => {}
+                if tag == b'X' {
+                    terminate_at.get_or_insert(at.unwrap_or(0));
+                } else if terminate_at.is_none() {
+                    flow.client_tag(tag);
                 }
             }
             Ok(())
@@ -357,11 +477,11 @@ impl<'a> Relay<'a> {
             if let ScanEvent::Captured { tag, body } = ev {
                 match tag {
                     b'Z' => {
-                        flow.pending = flow.pending.saturating_sub(1);
-                        flow.status = body
+                        let status = body
                             .first()
                             .and_then(|&b| TxStatus::from_byte(b))
                             .ok_or(ProtocolError::Malformed("ReadyForQuery"))?;
+                        flow.server_ready(status);
                     }
                     b'S' => {
                         let (name, value) = backend::parse_parameter_status(body)?;
@@ -416,6 +536,7 @@ mod tests {
             1 << 20,
             &mut cp,
             &mut sp,
+            None,
         )
         .unwrap();
         relay.release_at_idle(true);
@@ -433,7 +554,7 @@ mod tests {
         });
         let end = std::future::poll_fn(|cx| relay.poll_relay(cx)).await;
         assert!(matches!(end, RelayEnd::Idle), "{end:?}");
-        assert_eq!(relay.counts.queries, 2);
+        assert_eq!(relay.queries(), 2);
         drop(relay);
         assert_eq!(cp.get("TimeZone"), Some("Asia/Tokyo"));
         assert_eq!(sp.get("timezone"), Some("Asia/Tokyo"));
@@ -453,6 +574,7 @@ mod tests {
             1 << 20,
             &mut cp,
             &mut sp,
+            None,
         )
         .unwrap();
         let end = std::future::poll_fn(|cx| relay.poll_relay(cx)).await;

@@ -8,8 +8,10 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use pgsluice_protocol::SqlState;
+use tokio::io::AsyncWriteExt;
 
-use super::relay::{Relay, RelayEnd};
+use super::prepared::{ClientStatements, ExtState, DEFAULT_MAX_PREPARED};
+use super::relay::{ExtCx, Relay, RelayEnd};
 use super::send_fatal;
 use crate::app::App;
 use crate::cancel::{CancelHandle, CancelTarget};
@@ -19,6 +21,10 @@ use crate::net::Stream;
 use crate::params::ParamSet;
 use crate::pool::{Checkout, Pool, ReturnAs};
 use crate::server::{self, RELAY_BUF};
+
+fn mode_is_transaction(pool: &Pool) -> bool {
+    pool.settings().mode == PoolMode::Transaction
+}
 
 /// How much an idle client may send before a server connection is attached.
 const IDLE_READ: usize = 4096;
@@ -35,6 +41,7 @@ pub struct Session {
     params: ParamSet,
     cancel: CancelHandle,
     pending: BytesMut,
+    stmts: ClientStatements,
 }
 
 /// What the logout line reports.
@@ -74,6 +81,7 @@ impl Session {
             params,
             cancel,
             pending,
+            stmts: ClientStatements::default(),
         }
     }
 
@@ -120,6 +128,15 @@ impl Session {
                 summary.reason = "client terminated";
                 return summary;
             }
+            if mode_is_transaction(&self.pool) {
+                if let Some(reply) = self.answer_locally(&prefix) {
+                    if stream.write_all(&reply).await.is_err() {
+                        summary.reason = "client connection error";
+                        return summary;
+                    }
+                    continue;
+                }
+            }
             let mut co = match self.pool.checkout().await {
                 Ok(c) => c,
                 Err(e) => {
@@ -138,13 +155,23 @@ impl Session {
             }
             summary.transactions += 1;
             let mode = self.pool.settings().mode;
-            let (end, counts, busy) = {
+            let (end, counts, queries, busy) = {
                 let conn = co.conn();
                 self.cancel.set_current(Some(CancelTarget {
                     target: conn.target.clone(),
                     key: conn.key.clone(),
                 }));
                 let buffers = &mut conn.buffers;
+                let ext = match mode {
+                    PoolMode::Transaction => Some(ExtCx {
+                        state: conn.ext.get_or_insert_with(|| {
+                            Box::new(ExtState::new(max_message, DEFAULT_MAX_PREPARED))
+                        }),
+                        client: &mut self.stmts,
+                        registry: &self.app.statements,
+                    }),
+                    PoolMode::Session => None,
+                };
                 let relay = Relay::new(
                     &mut stream,
                     &mut conn.stream,
@@ -154,6 +181,7 @@ impl Session {
                     max_message,
                     &mut self.params,
                     &mut conn.params,
+                    ext,
                 );
                 match relay {
                     Ok(mut relay) => {
@@ -170,9 +198,9 @@ impl Session {
                                 }
                             }
                         };
-                        (end, relay.counts, relay.busy())
+                        (end, relay.counts, relay.queries(), relay.busy())
                     }
-                    Err(end) => (end, Default::default(), false),
+                    Err(end) => (end, Default::default(), 0, false),
                 }
             };
             self.cancel.set_current(None);
@@ -180,7 +208,7 @@ impl Session {
             summary.bytes_in += counts.bytes_in;
             summary.bytes_out += counts.bytes_out;
             self.pool.stats.add_xact(
-                counts.queries,
+                queries,
                 counts.bytes_in,
                 counts.bytes_out,
                 held_since.elapsed(),
@@ -300,6 +328,45 @@ impl Session {
                 Err(_) => return Idle::Closed,
             }
         }
+    }
+
+    /// Answers `Parse(named)... Sync` without a server when every statement is one a
+    /// server has already accepted. Synchronous prepares (libpq's PQprepare) then never
+    /// wait for a pooled connection, which matters when the application holds other
+    /// connections in open transactions on the same thread (pgbench -M prepared).
+    fn answer_locally(&mut self, bytes: &[u8]) -> Option<BytesMut> {
+        let mut rest = bytes;
+        let mut found = Vec::new();
+        loop {
+            let h = pgsluice_protocol::frame::parse_header(rest, u32::MAX).ok()??;
+            let body = rest.get(5..h.total_len())?;
+            rest = &rest[h.total_len()..];
+            match h.tag {
+                b'P' => {
+                    let p = pgsluice_protocol::frontend::parse_parse(body).ok()?;
+                    if p.name.is_empty()
+                        || self.stmts.contains(p.name)
+                        || found.iter().any(|(n, _)| n == p.name)
+                    {
+                        return None;
+                    }
+                    let stmt = self.app.statements.verified(p.query, &p.param_types)?;
+                    found.push((p.name.to_owned(), stmt));
+                }
+                b'S' if rest.is_empty() && !found.is_empty() => break,
+                _ => return None,
+            }
+        }
+        let mut reply = BytesMut::with_capacity(found.len() * 5 + 6);
+        for (name, stmt) in found {
+            self.stmts.insert(&name, stmt);
+            reply.extend_from_slice(&[b'1', 0, 0, 0, 4]);
+        }
+        pgsluice_protocol::backend::ready_for_query(
+            &mut reply,
+            pgsluice_protocol::backend::TxStatus::Idle,
+        );
+        Some(reply)
     }
 
     async fn sync_params(&mut self, co: &mut Checkout) -> Result<(), crate::error::ServerError> {

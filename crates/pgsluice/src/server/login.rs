@@ -169,6 +169,7 @@ async fn connect_inner(target: Arc<ServerTarget>, id: ServerId) -> Result<Server
                         c2s: vec![0; RELAY_BUF].into_boxed_slice(),
                         s2c: vec![0; RELAY_BUF].into_boxed_slice(),
                     },
+                    ext: None,
                 };
                 tracing::info!(
                     server = %conn.id,

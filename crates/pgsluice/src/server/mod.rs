@@ -102,6 +102,8 @@ pub struct ServerConn {
     pub last_used: Instant,
     /// Relay buffers.
     pub buffers: RelayBuffers,
+    /// Prepared-statement and rewriting state (created on first transaction-mode use).
+    pub ext: Option<Box<crate::client::prepared::ExtState>>,
 }
 
 impl ServerConn {
