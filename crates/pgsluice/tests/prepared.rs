@@ -166,7 +166,7 @@ impl Raw {
 
 fn bind_execute(out: &mut BytesMut, stmt: &str) {
     // Bind: unnamed portal, statement, no parameter formats, no parameters, no result formats.
-    out.extend_from_slice(&[b'B']);
+    out.extend_from_slice(b"B");
     let body_len = 1 + stmt.len() + 1 + 2 + 2 + 2;
     out.extend_from_slice(&((body_len + 4) as u32).to_be_bytes());
     out.extend_from_slice(&[0]);
