@@ -434,3 +434,75 @@ async fn psycopg3_preparing_every_statement() {
     run_python(&s, "psycopg_workload.py").await;
     assert!(s.app_backends() <= 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untracked_session_state_is_refused_not_leaked() {
+    let s = Setup::start(1).await;
+    let a = s.connect().await;
+    let b = s.connect().await;
+    let e = a
+        .batch_execute("set statement_timeout = '1ms'")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000");
+    let db = e.as_db_error().unwrap();
+    assert!(
+        db.message().contains("SET statement_timeout"),
+        "{}",
+        db.message()
+    );
+    assert!(
+        db.hint().unwrap_or("").contains("SET LOCAL"),
+        "{:?}",
+        db.hint()
+    );
+    let v: String = b
+        .query_one("show statement_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "0", "nothing reached the shared server connection");
+    // Inside a transaction block the refusal aborts the block, as any error would.
+    a.batch_execute("begin").await.unwrap();
+    let e = a.batch_execute("listen chan").await.unwrap_err();
+    assert_eq!(code(&e), "0A000");
+    let e = a.query("select 1", &[]).await.unwrap_err();
+    assert_eq!(code(&e), "25P02");
+    a.batch_execute("rollback").await.unwrap();
+    // What transaction pooling can carry still works.
+    a.batch_execute("begin; set local statement_timeout = '5s'; commit")
+        .await
+        .unwrap();
+    a.batch_execute("set timezone = 'UTC'").await.unwrap();
+    // Extended protocol: the refusal is raised when the statement runs.
+    let st = a.prepare("create temporary table tt(x int)").await.unwrap();
+    let e = a.execute(&st, &[]).await.unwrap_err();
+    assert_eq!(code(&e), "0A000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_keeps_statements_and_state_on_one_connection() {
+    let s = Setup::start_with(1, |c| c.general.pool_mode = PoolMode::Session).await;
+    let a = s.connect().await;
+    a.batch_execute("set statement_timeout = '10s'; prepare p as select 5")
+        .await
+        .unwrap();
+    let v: i32 = a.query_one("execute p", &[]).await.unwrap().get(0);
+    assert_eq!(v, 5);
+    let st = a.prepare("select $1::int4 + 1").await.unwrap();
+    assert_eq!(
+        a.query_one(&st, &[&1i32]).await.unwrap().get::<_, i32>(0),
+        2
+    );
+    drop(a);
+    // After the session ends, DISCARD ALL cleans the connection for the next client.
+    let b = s.connect().await;
+    let v: String = b
+        .query_one("show statement_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "0");
+    let e = b.batch_execute("execute p").await.unwrap_err();
+    assert_eq!(code(&e), "26000");
+}

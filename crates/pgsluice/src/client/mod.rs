@@ -5,6 +5,7 @@ pub mod auth;
 pub mod prepared;
 pub mod relay;
 mod session;
+pub mod state_guard;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -26,12 +26,15 @@ use pgsluice_protocol::frontend::{self, tag as ft};
 use pgsluice_protocol::ProtocolError;
 
 use super::relay::Flow;
+use super::state_guard;
 use crate::params::ParamSet;
 
 /// Default bound on statements cached per server connection (PgBouncer's default).
 pub const DEFAULT_MAX_PREPARED: usize = 200;
 /// Messages up to this size are handled whole on the server-to-client path.
 const SMALL_MESSAGE: u32 = 64 * 1024;
+/// Simple queries up to this size are checked for session state (larger ones stream).
+const GUARDED_QUERY: u32 = 1 << 20;
 /// Most bytes read to find the names at the front of a Bind.
 const BIND_PREFIX_LIMIT: usize = 16 * 1024;
 
@@ -321,7 +324,7 @@ impl ExtState {
         };
         c2s.feed::<ProtocolError>(
             data,
-            |tag, _| match tag {
+            |tag, len| match tag {
                 ft::PARSE
                 | ft::DESCRIBE
                 | ft::CLOSE
@@ -332,6 +335,7 @@ impl ExtState {
                 ft::BIND => Mode::Prefix {
                     limit: BIND_PREFIX_LIMIT,
                 },
+                ft::QUERY if len <= GUARDED_QUERY => Mode::Whole,
                 _ => Mode::Stream,
             },
             |_, prefix| prefix.iter().filter(|&&b| b == 0).count() >= 2,
@@ -683,6 +687,18 @@ impl Rewrite<'_> {
                 put_message(self.out, tag, body);
                 Ok(())
             }
+            ft::QUERY => {
+                self.expect_for(tag);
+                let sql = frontend::parse_query(body)?;
+                match state_guard::check(sql) {
+                    Some(refusal) => {
+                        tracing::info!(what = %refusal.what, "refused session state in transaction mode");
+                        frontend::query(self.out, &state_guard::refusal_sql(&refusal));
+                    }
+                    None => put_message(self.out, tag, body),
+                }
+                Ok(())
+            }
             _ => {
                 self.expect_for(tag);
                 put_message(self.out, tag, body);
@@ -699,7 +715,26 @@ impl Rewrite<'_> {
     }
 
     fn parse(&mut self, body: &[u8]) -> Result<(), ProtocolError> {
-        let p = frontend::parse_parse(body)?;
+        let mut p = frontend::parse_parse(body)?;
+        let refused;
+        if let Some(r) = state_guard::check(p.query) {
+            tracing::info!(what = %r.what, "refused session state in transaction mode");
+            refused = state_guard::refusal_sql(&r);
+            p.query = &refused;
+            p.param_types.clear();
+            let mut rewritten = BytesMut::new();
+            frontend::parse(&mut rewritten, p.name, p.query, &[]);
+            if p.name.is_empty() {
+                self.queue.push_back(Expect::Parse {
+                    forward: true,
+                    client_name: None,
+                    stmt: None,
+                    rename: None,
+                });
+                self.out.extend_from_slice(&rewritten);
+                return Ok(());
+            }
+        }
         if p.name.is_empty() {
             self.queue.push_back(Expect::Parse {
                 forward: true,
