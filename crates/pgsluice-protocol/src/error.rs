@@ -25,6 +25,10 @@ pub enum ProtocolError {
     /// A startup packet whose length is out of PostgreSQL's bounds.
     #[error("invalid startup packet length {0}")]
     StartupLength(u32),
+    /// A message type the receiving side does not accept (PostgreSQL closes the
+    /// connection on these too, since message boundaries can no longer be trusted).
+    #[error("invalid frontend message type {0}")]
+    UnknownMessageType(u8),
     /// A message body that does not have the shape its type requires.
     #[error("malformed {0}")]
     Malformed(&'static str),

@@ -38,6 +38,26 @@ pub mod tag {
     pub const PASSWORD: u8 = b'p';
 }
 
+/// True for the message types a client may send after login.
+pub fn is_session_message(t: u8) -> bool {
+    matches!(
+        t,
+        tag::QUERY
+            | tag::PARSE
+            | tag::BIND
+            | tag::EXECUTE
+            | tag::DESCRIBE
+            | tag::CLOSE
+            | tag::FLUSH
+            | tag::SYNC
+            | tag::FUNCTION_CALL
+            | tag::COPY_DATA
+            | tag::COPY_DONE
+            | tag::COPY_FAIL
+            | tag::TERMINATE
+    )
+}
+
 /// Appends a simple Query.
 pub fn query(buf: &mut BytesMut, sql: &str) {
     write_message(buf, tag::QUERY, |b| put_cstr(b, sql.as_bytes()));

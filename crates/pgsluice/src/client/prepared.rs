@@ -350,15 +350,15 @@ impl ExtState {
                             pass.terminated = true;
                             return Ok(());
                         }
-                        flow.client_tag(tag);
+                        flow.client_tag(tag)?;
                         cx.whole(tag, body)
                     }
                     Piece::Prefix { tag, len, prefix } => {
-                        flow.client_tag(tag);
+                        flow.client_tag(tag)?;
                         cx.bind(len, prefix)
                     }
                     Piece::Start { tag, len } => {
-                        flow.client_tag(tag);
+                        flow.client_tag(tag)?;
                         cx.expect_for(tag);
                         cx.out.put_u8(tag);
                         cx.out.put_u32(len);

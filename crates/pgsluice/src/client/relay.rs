@@ -107,8 +107,11 @@ impl Flow {
         self.pending == 0 && !self.unsynced && self.status == TxStatus::Idle
     }
 
-    /// Accounts for a message the client sent.
-    pub(crate) fn client_tag(&mut self, tag: u8) {
+    /// Accounts for a message the client sent; refuses types no client may send.
+    pub(crate) fn client_tag(&mut self, tag: u8) -> Result<(), ProtocolError> {
+        if !pgsluice_protocol::frontend::is_session_message(tag) {
+            return Err(ProtocolError::UnknownMessageType(tag));
+        }
         match tag {
             b'Q' => {
                 self.pending += 1;
@@ -142,6 +145,7 @@ impl Flow {
             }
             _ => {}
         }
+        Ok(())
     }
 
     /// Accounts for a ReadyForQuery from the server.
@@ -455,7 +459,7 @@ impl<'a> Relay<'a> {
                 if tag == b'X' {
                     terminate_at.get_or_insert(at.unwrap_or(0));
                 } else if terminate_at.is_none() {
-                    flow.client_tag(tag);
+                    flow.client_tag(tag)?;
                 }
             }
             Ok(())
