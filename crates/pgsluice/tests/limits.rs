@@ -1,0 +1,90 @@
+//! Limits: max_client_conn and query_wait_timeout.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use pgsluice::config::{PoolMode, Secs};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_client_conn_refuses_the_next_client() {
+    let s = setup_with(PoolMode::Transaction, 2, |c, _| {
+        c.general.max_client_conn = 3
+    })
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let c = connect(s.addr).await;
+        assert_eq!(count(&c, "select 1::int8").await, 1);
+        clients.push(c);
+    }
+    let e = try_connect(&app_config(s.addr))
+        .await
+        .expect_err("a 4th client must be refused");
+    assert_eq!(code(&e).as_deref(), Some("53300"), "{e:?}");
+    assert!(
+        message(&e).contains("max_client_conn"),
+        "message should name the limit: {}",
+        message(&e)
+    );
+    // The first three are unaffected.
+    for (i, c) in clients.iter().enumerate() {
+        assert_eq!(count(c, &format!("select {i}::int8")).await, i as i64);
+    }
+    // Once one leaves, a new client gets in.
+    clients.pop();
+    let addr = s.addr;
+    let c = eventually("a free client slot", PROMPTLY, || async move {
+        try_connect(&app_config(addr)).await.ok()
+    })
+    .await;
+    assert_eq!(count(&c, "select 9::int8").await, 9);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn query_wait_timeout_errors_the_waiting_client() {
+    let s = setup_with(PoolMode::Transaction, 1, |c, _| {
+        c.general.query_wait_timeout = Secs::from_secs(1);
+    })
+    .await;
+    let a = connect(s.addr).await;
+    a.batch_execute("begin; select 1").await.unwrap();
+
+    let b = connect(s.addr).await;
+    let e = tokio::time::timeout(Duration::from_secs(20), b.simple_query("select 1"))
+        .await
+        .expect("the waiting client got no answer within 20 s")
+        .expect_err("no server connection is free: the query must fail");
+    assert_eq!(code(&e).as_deref(), Some("53300"), "{e:?}");
+    assert!(
+        message(&e).contains("query_wait_timeout"),
+        "message should name query_wait_timeout: {}",
+        message(&e)
+    );
+
+    // A's transaction is intact; after it ends, others are served again.
+    assert_eq!(count(&a, "select 2::int8").await, 2);
+    a.batch_execute("commit").await.unwrap();
+    let c = connect(s.addr).await;
+    assert_eq!(count(&c, "select 3::int8").await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn waiting_client_is_served_within_query_wait_timeout() {
+    let s = setup_with(PoolMode::Transaction, 1, |c, _| {
+        c.general.query_wait_timeout = Secs::from_secs(10);
+    })
+    .await;
+    let a = connect(s.addr).await;
+    a.batch_execute("begin").await.unwrap();
+    let b = connect(s.addr).await;
+    let waiting = tokio::spawn(async move { b.simple_query("select 1").await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.batch_execute("commit").await.unwrap();
+    tokio::time::timeout(PROMPTLY, waiting)
+        .await
+        .expect("waiting client not served after COMMIT")
+        .unwrap()
+        .expect("waiting client should get the connection, not an error");
+}
