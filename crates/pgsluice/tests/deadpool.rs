@@ -80,7 +80,7 @@ async fn deadpool_transfers_over_transaction_pool() {
                 )
                 .await
                 .expect("insert");
-                if n % 5 == 0 {
+                if n % 5 == 1 {
                     tx.rollback().await.expect("rollback");
                     rolled_back.fetch_add(1, Ordering::Relaxed);
                 } else {

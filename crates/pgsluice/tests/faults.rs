@@ -3,11 +3,13 @@
 
 mod common;
 
+use std::io::Write;
 use std::time::Duration;
 
 use common::*;
-use pgsluice::config::PoolMode;
+use pgsluice::config::{AuthType, PoolMode};
 use pgsluice_testkit::StopMode;
+use tokio_postgres::types::Type;
 
 const TABLE_LOCKS: &str = "select count(*) from pg_locks l join pg_class c on c.oid = l.relation \
                            where c.relname = 't' and l.mode = 'AccessExclusiveLock' and l.granted";
@@ -227,4 +229,160 @@ async fn postgres_fast_restart_pool_recovers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_immediate_restart_pool_recovers() {
     postgres_restart(StopMode::Immediate).await;
+}
+
+/// A client that sends half a message and vanishes: the server connection, now in the
+/// middle of a message, must not be handed to anyone else.
+#[tokio::test(flavor = "multi_thread")]
+async fn half_sent_message_then_disconnect_does_not_poison_the_pool() {
+    let s = setup_with(PoolMode::Transaction, 1, |c, _| {
+        c.general.auth_type = AuthType::Trust
+    })
+    .await;
+    let addr = s.addr;
+    tokio::task::spawn_blocking(move || {
+        let (mut sock, _) = raw_login(addr, &[("user", USER), ("database", DB)]);
+        // A Query announcing 1000 bytes, of which only a few are sent.
+        let mut m = vec![b'Q'];
+        m.extend_from_slice(&1004i32.to_be_bytes());
+        m.extend_from_slice(b"select 1 /* and then nothing");
+        sock.write_all(&m).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        drop(sock);
+    })
+    .await
+    .unwrap();
+    for i in 0..3i64 {
+        let b = connect_trust(addr).await;
+        let v = tokio::time::timeout(PROMPTLY, b.simple_query(&format!("select {i} + 40")))
+            .await
+            .expect("the next client hangs: it got the half-written server connection")
+            .expect("query failed");
+        let row = v
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(row, (i + 40).to_string());
+    }
+}
+
+/// A message over max_message_size is refused; the server connection it was headed
+/// to is not reused half-fed.
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_message_is_refused_and_pool_stays_clean() {
+    let s = setup_with(PoolMode::Transaction, 1, |c, _| {
+        c.general.max_message_size = 64 * 1024;
+    })
+    .await;
+    let a = connect(s.addr).await;
+    let fits = "a".repeat(32 * 1024);
+    let rows = a
+        .query_typed("select length($1::text)", &[(&fits, Type::TEXT)])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, i32>(0), 32 * 1024);
+    let too_big = "b".repeat(256 * 1024);
+    let e = tokio::time::timeout(
+        PROMPTLY,
+        a.query_typed("select length($1::text)", &[(&too_big, Type::TEXT)]),
+    )
+    .await
+    .expect("no answer to an oversized message")
+    .expect_err("a message over max_message_size must be refused");
+    assert_eq!(code(&e).as_deref(), Some("08P01"), "{e:?}");
+    // Another client gets a clean server connection.
+    let b = connect(s.addr).await;
+    let v = tokio::time::timeout(PROMPTLY, count(&b, "select 11::int8"))
+        .await
+        .expect("next client hangs");
+    assert_eq!(v, 11);
+    assert_eq!(count(&b, "select 12::int8").await, 12);
+}
+
+/// A client that gives up while waiting for a server connection does not keep a slot.
+#[tokio::test(flavor = "multi_thread")]
+async fn client_leaving_while_waiting_for_a_server_does_not_leak() {
+    let s = setup(PoolMode::Transaction, 1).await;
+    let a = connect(s.addr).await;
+    a.batch_execute("begin").await.unwrap();
+    let b = connect_full(s.addr).await;
+    let b_client = b.client;
+    let waiting = tokio::spawn(async move { b_client.simple_query("select 1").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "B should be waiting for the only connection"
+    );
+    waiting.abort();
+    b.task.abort();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.batch_execute("commit").await.unwrap();
+    for i in 0..3i64 {
+        let c = connect(s.addr).await;
+        let v = tokio::time::timeout(PROMPTLY, count(&c, &format!("select {i}::int8")))
+            .await
+            .expect("pool slot leaked by the client that left while waiting");
+        assert_eq!(v, i);
+    }
+    assert_eq!(count(&a, "select 5::int8").await, 5);
+}
+
+/// PostgreSQL down when the first client arrives: a prompt, clear error; once it is up
+/// again, clients get in without restarting pgsluice.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_down_at_first_login_then_up() {
+    let mut s = setup(PoolMode::Transaction, 2).await;
+    tokio::task::block_in_place(|| s.pg.stop(StopMode::Fast)).unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(20), try_connect(&app_config(s.addr)))
+        .await
+        .expect("login hangs while PostgreSQL is down")
+        .expect_err("login cannot succeed while PostgreSQL is down");
+    let c = code(&e);
+    assert!(
+        matches!(c.as_deref(), Some("08001") | Some("08006") | Some("57P03")),
+        "expected a connection-failure SQLSTATE, got {c:?}: {e:?}"
+    );
+    tokio::task::block_in_place(|| s.pg.start_again()).unwrap();
+    let addr = s.addr;
+    eventually("a login once PostgreSQL is back", PROMPTLY, || async move {
+        let c = try_connect(&app_config(addr)).await.ok()?;
+        c.simple_query("select 1").await.ok()
+    })
+    .await;
+}
+
+/// A server connection that dies while pooled and idle in session mode is not given to
+/// the next session.
+#[tokio::test(flavor = "multi_thread")]
+async fn session_mode_dead_idle_connection_is_replaced() {
+    let s = setup(PoolMode::Session, 1).await;
+    let direct = direct(&s.pg, DB).await;
+    let a = connect(s.addr).await;
+    let pid = count(&a, "select pg_backend_pid()::int8").await;
+    drop(a);
+    let direct_ref = &direct;
+    // Wait until the connection is back in the pool (idle), then kill it.
+    eventually("the reset connection to be idle", PROMPTLY, || async move {
+        let n = count(
+            direct_ref,
+            "select count(*) from pg_stat_activity where usename = 'app' and state = 'idle'",
+        )
+        .await;
+        (n == 1).then_some(())
+    })
+    .await;
+    direct
+        .query_one("select pg_terminate_backend($1)", &[&(pid as i32)])
+        .await
+        .unwrap();
+    eventually("the backend to exit", PROMPTLY, || async move {
+        (app_backends(direct_ref).await == 0).then_some(())
+    })
+    .await;
+    let b = connect(s.addr).await;
+    let new_pid = count(&b, "select pg_backend_pid()::int8").await;
+    assert_ne!(new_pid, pid);
 }

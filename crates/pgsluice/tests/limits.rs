@@ -88,3 +88,46 @@ async fn waiting_client_is_served_within_query_wait_timeout() {
         .unwrap()
         .expect("waiting client should get the connection, not an error");
 }
+
+/// Hundreds of clients at once over a pool of 5: everyone is served, FIFO waiting works,
+/// and PostgreSQL never sees more than 5 backends.
+#[tokio::test(flavor = "multi_thread")]
+async fn many_concurrent_clients_over_a_small_pool() {
+    let s = setup_with(PoolMode::Transaction, 5, |c, _| {
+        c.general.auth_type = pgsluice::config::AuthType::Trust;
+    })
+    .await;
+    let addr = s.addr;
+    let direct = direct(&s.pg, DB).await;
+    let mut tasks = Vec::new();
+    for i in 0..200i64 {
+        tasks.push(tokio::spawn(async move {
+            let c = connect_trust(addr).await;
+            for j in 0..3i64 {
+                let v = count(
+                    &c,
+                    &format!("select {i}::int8 * 10 + {j} from pg_sleep(0.01)"),
+                )
+                .await;
+                assert_eq!(v, i * 10 + j);
+            }
+        }));
+    }
+    let mut max = 0;
+    let all = futures_util::future::join_all(tasks);
+    tokio::pin!(all);
+    let results = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            tokio::select! {
+                r = &mut all => break r,
+                n = app_backends(&direct) => max = max.max(n),
+            }
+        }
+    })
+    .await
+    .expect("200 clients not served within 60 s");
+    for r in results {
+        r.expect("client task failed");
+    }
+    assert!(max <= 5, "PostgreSQL saw {max} backends for a pool of 5");
+}

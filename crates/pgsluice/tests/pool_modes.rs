@@ -226,3 +226,85 @@ async fn session_mode_resets_server_before_reuse() {
         "A's advisory lock survived"
     );
 }
+
+/// client_encoding is per client: a LATIN1 psql and a UTF8 tokio-postgres client share
+/// one backend, and each gets its own bytes for the same character.
+#[tokio::test(flavor = "multi_thread")]
+async fn client_encoding_per_client_in_transaction_mode() {
+    let s = setup(PoolMode::Transaction, 1).await;
+    let addr = s.addr;
+    let psql_run = tokio::task::spawn_blocking(move || {
+        psql(
+            addr,
+            USER,
+            PASSWORD,
+            "dbname=appdb client_encoding=LATIN1",
+            &[],
+            "show client_encoding;\nselect chr(233);\nselect pg_sleep(0.3);\n\
+             select pg_sleep(0.3);\nshow client_encoding;\nselect chr(233);\n",
+        )
+    });
+    let b = connect(s.addr).await;
+    let mut b_checks = 0;
+    while !psql_run.is_finished() {
+        assert_eq!(show(&b, "client_encoding").await, "UTF8");
+        assert_eq!(
+            simple_value(&b, "select chr(233)")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("é")
+        );
+        b_checks += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(b_checks > 0);
+    let out = psql_run.await.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<&[u8]> = out
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        lines,
+        vec![&b"LATIN1"[..], &[0xE9][..], &b"LATIN1"[..], &[0xE9][..]],
+        "stdout: {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Session mode: a client leaving in the middle of a transaction (open or aborted)
+/// leaves nothing behind for the next client.
+#[tokio::test(flavor = "multi_thread")]
+async fn session_mode_client_leaving_mid_transaction() {
+    let s = setup(PoolMode::Session, 1).await;
+    let a = connect(s.addr).await;
+    a.batch_execute("create table t(x int)").await.unwrap();
+    a.batch_execute("begin; insert into t values (1)")
+        .await
+        .unwrap();
+    drop(a);
+    let b = tokio::time::timeout(PROMPTLY, async {
+        let b = connect(s.addr).await;
+        let n = count(&b, "select count(*) from t").await;
+        (b, n)
+    })
+    .await
+    .expect("next session never got a server connection");
+    let (b, n) = b;
+    assert_eq!(n, 0, "the first client's uncommitted insert is visible");
+    b.batch_execute("begin; insert into t values (2); commit")
+        .await
+        .expect("second client starts in a clean (non-transaction) state");
+
+    // An aborted transaction left behind.
+    b.batch_execute("begin").await.unwrap();
+    assert!(b.batch_execute("select 1/0").await.is_err());
+    drop(b);
+    let c = connect(s.addr).await;
+    let n = tokio::time::timeout(PROMPTLY, count(&c, "select count(*) from t"))
+        .await
+        .expect("third client hangs");
+    assert_eq!(n, 1);
+}

@@ -6,6 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use common::*;
 use pgsluice::config::{PoolMode, Secs};
@@ -252,4 +253,136 @@ async fn silent_client_is_dropped_after_client_login_timeout() {
     .await
     .unwrap();
     assert_serves(addr).await;
+}
+
+/// An invalid value for a tracked startup parameter: the client gets PostgreSQL's
+/// 22023 (at login or at its first query), and the pool stays usable.
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_startup_parameter_value_is_reported() {
+    let s = setup_with(PoolMode::Transaction, 1, |c, _| {
+        c.general.auth_type = pgsluice::config::AuthType::Trust;
+    })
+    .await;
+    let addr = s.addr;
+    tokio::task::spawn_blocking(move || {
+        let mut sock = raw_connect(addr);
+        sock.write_all(&startup_message(&[
+            ("user", USER),
+            ("database", DB),
+            ("TimeZone", "No/Such_Zone"),
+        ]))
+        .unwrap();
+        let (mut bytes, mut closed) = read_until_ready_or_close(&mut sock);
+        if first_error(&bytes).is_none() && !closed {
+            // Accepted at login: the first query must fail instead.
+            sock.write_all(&query_message("select 1")).unwrap();
+            let (more, c) = read_to_close(&mut sock);
+            bytes.extend_from_slice(&more);
+            closed = c;
+        }
+        let (code, msg) = first_error(&bytes).unwrap_or_else(|| panic!("no error in {bytes:?}"));
+        assert_eq!(code, "22023", "{msg}");
+        assert!(
+            msg.contains("No/Such_Zone") || msg.contains("time zone"),
+            "{msg}"
+        );
+        let _ = closed;
+    })
+    .await
+    .unwrap();
+    let c = connect_trust(addr).await;
+    assert_eq!(count(&c, "select 1::int8").await, 1);
+}
+
+/// Reads messages until ReadyForQuery, an ErrorResponse followed by a close, or EOF.
+fn read_until_ready_or_close(s: &mut std::net::TcpStream) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if backend_messages(&out).iter().any(|(t, _)| *t == b'Z') {
+            return (out, false);
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return (out, true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// Extended protocol with Flush instead of Sync (as drivers do to describe a statement
+/// before binding): answers arrive at once, and in transaction mode the server
+/// connection is not released before the Sync.
+#[tokio::test(flavor = "multi_thread")]
+async fn extended_protocol_flush_before_sync() {
+    let s = setup_with(PoolMode::Transaction, 1, |c, _| {
+        c.general.auth_type = pgsluice::config::AuthType::Trust;
+    })
+    .await;
+    let addr = s.addr;
+    let other_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let other = {
+        let done = other_done.clone();
+        let addr = s.addr;
+        async move {
+            let c = connect_trust(addr).await;
+            let v = count(&c, "select 5::int8").await;
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            v
+        }
+    };
+    let raw = tokio::task::spawn_blocking({
+        let other_done = other_done.clone();
+        move || {
+            let (mut sock, _) = raw_login(addr, &[("user", USER), ("database", DB)]);
+            // Parse (unnamed) + Describe statement + Flush.
+            let mut out = msg(b'P', b"\0select $1::int4 + 1\0\0\0");
+            out.extend(msg(b'D', b"S\0"));
+            out.extend(msg(b'H', b""));
+            sock.write_all(&out).unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !backend_messages(&got).iter().any(|(t, _)| *t == b'T') {
+                let n = sock.read(&mut buf).expect("answer to Flush");
+                assert!(n > 0, "closed after Flush: {got:?}");
+                got.extend_from_slice(&buf[..n]);
+            }
+            let tags: Vec<u8> = backend_messages(&got).iter().map(|(t, _)| *t).collect();
+            assert_eq!(
+                tags, b"1tT",
+                "ParseComplete, ParameterDescription, RowDescription"
+            );
+            // Another client wants the only server connection meanwhile; it must not
+            // get it before our Sync.
+            std::thread::sleep(Duration::from_millis(400));
+            assert!(
+                !other_done.load(std::sync::atomic::Ordering::SeqCst),
+                "server connection released between Flush and Sync"
+            );
+            // Bind (text param "41") + Execute + Sync.
+            let mut bind = b"\0\0\0\0\0\x01".to_vec();
+            bind.extend_from_slice(&2i32.to_be_bytes());
+            bind.extend_from_slice(b"41");
+            bind.extend_from_slice(b"\0\0");
+            let mut out = msg(b'B', &bind);
+            out.extend(msg(b'E', b"\0\0\0\0\0"));
+            out.extend(msg(b'S', b""));
+            sock.write_all(&out).unwrap();
+            let msgs = read_until_ready(&mut sock);
+            let tags: Vec<u8> = msgs.iter().map(|(t, _)| *t).collect();
+            assert_eq!(tags, b"2DCZ", "{msgs:?}");
+            let row = &msgs[1].1;
+            assert!(row.ends_with(b"42"), "{row:?}");
+            sock.write_all(&msg(b'X', b"")).unwrap();
+        }
+    });
+    let (raw, v) = tokio::join!(raw, other);
+    raw.unwrap();
+    assert_eq!(v, 5);
 }

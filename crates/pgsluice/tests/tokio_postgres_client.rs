@@ -403,3 +403,27 @@ async fn large_field_as_a_parameter() {
     assert!(rows[0].get::<_, bool>(1), "the parameter arrived altered");
     assert_eq!(count(&c, "select 2::int8").await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_notify_in_session_mode() {
+    let s = setup(PoolMode::Session, 2).await;
+    let mut a = connect_full(s.addr).await;
+    a.client.batch_execute("listen chan").await.unwrap();
+    let b = connect(s.addr).await;
+    b.batch_execute("notify chan, 'first'; select pg_notify('chan', 'second')")
+        .await
+        .unwrap();
+    // A is idle: the notifications must still reach it.
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match tokio::time::timeout(PROMPTLY, a.messages.recv()).await {
+            Ok(Some(AsyncMessage::Notification(n))) => {
+                assert_eq!(n.channel(), "chan");
+                got.push(n.payload().to_owned());
+            }
+            Ok(Some(_)) => {}
+            other => panic!("no notification for the idle listener: {other:?} (got {got:?})"),
+        }
+    }
+    assert_eq!(got, vec!["first", "second"]);
+}

@@ -382,8 +382,12 @@ pub fn pgsluice_bin() -> &'static Path {
 /// Spawns pgsluice as a process in quick mode for [`USER`]/[`DB`] on `pg`, listening on
 /// 127.0.0.1:0, with `extra` flags and `envs`. Blocking until it listens.
 pub fn spawn_pooler(pg: &PgCluster, extra: &[&str], envs: &[(&str, &str)]) -> Pooler {
-    let backend = pg.url(USER, PASSWORD, DB);
-    let mut args = vec!["--listen", "127.0.0.1:0", "--backend", &backend];
+    spawn_pooler_url(&pg.url(USER, PASSWORD, DB), extra, envs)
+}
+
+/// Like [`spawn_pooler`] for any backend URL.
+pub fn spawn_pooler_url(backend: &str, extra: &[&str], envs: &[(&str, &str)]) -> Pooler {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--backend", backend];
     args.extend_from_slice(extra);
     tokio::task::block_in_place(|| Pooler::spawn(pgsluice_bin(), &args, envs))
         .unwrap_or_else(|e| panic!("spawn pgsluice: {e}"))
@@ -491,4 +495,53 @@ pub fn first_error(bytes: &[u8]) -> Option<(String, String)> {
 pub async fn assert_serves(addr: SocketAddr) {
     let c = connect(addr).await;
     assert_eq!(count(&c, "select 7::bigint").await, 7);
+}
+
+/// A simple Query message.
+pub fn query_message(sql: &str) -> Vec<u8> {
+    let mut m = vec![b'Q'];
+    m.extend_from_slice(&((sql.len() + 5) as i32).to_be_bytes());
+    m.extend_from_slice(sql.as_bytes());
+    m.push(0);
+    m
+}
+
+/// Reads backend messages until ReadyForQuery (included); panics on EOF or timeout.
+pub fn read_until_ready(s: &mut TcpStream) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    loop {
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head)
+            .unwrap_or_else(|e| panic!("reading a message after {out:?}: {e}"));
+        let len = i32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len - 4];
+        s.read_exact(&mut body).expect("message body");
+        let done = head[0] == b'Z';
+        out.push((head[0], body));
+        if done {
+            return out;
+        }
+    }
+}
+
+/// Logs in on a raw socket to a pooler using `auth_type = trust`; returns the socket
+/// and the messages up to the first ReadyForQuery.
+pub fn raw_login(addr: SocketAddr, params: &[(&str, &str)]) -> (TcpStream, Vec<(u8, Vec<u8>)>) {
+    let mut s = raw_connect(addr);
+    s.write_all(&startup_message(params)).unwrap();
+    let msgs = read_until_ready(&mut s);
+    (s, msgs)
+}
+
+/// Connects to a pooler using `auth_type = trust` as [`USER`] with no password.
+pub async fn connect_trust(addr: SocketAddr) -> Client {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1")
+        .port(addr.port())
+        .user(USER)
+        .dbname(DB)
+        .connect_timeout(Duration::from_secs(10));
+    try_connect(&cfg)
+        .await
+        .unwrap_or_else(|e| panic!("trust connect to {addr}: {e:?}"))
 }
