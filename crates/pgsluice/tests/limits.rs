@@ -42,6 +42,36 @@ async fn max_client_conn_refuses_the_next_client() {
     assert_eq!(count(&c, "select 9::int8").await, 9);
 }
 
+/// Failed logins give their max_client_conn slot back.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_logins_do_not_use_up_client_slots() {
+    let s = setup_with(PoolMode::Transaction, 2, |c, _| {
+        c.general.max_client_conn = 2
+    })
+    .await;
+    for _ in 0..6 {
+        let e = try_connect(&client_config(s.addr, USER, "wrong", DB))
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e).as_deref(), Some("28P01"));
+        let e = try_connect(&client_config(s.addr, USER, PASSWORD, "nosuchdb"))
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e).as_deref(), Some("3D000"));
+    }
+    let addr = s.addr;
+    let a = eventually("a free slot after failed logins", PROMPTLY, || async move {
+        try_connect(&app_config(addr)).await.ok()
+    })
+    .await;
+    let b = eventually("a second free slot", PROMPTLY, || async move {
+        try_connect(&app_config(addr)).await.ok()
+    })
+    .await;
+    assert_eq!(count(&a, "select 1::int8").await, 1);
+    assert_eq!(count(&b, "select 2::int8").await, 2);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn query_wait_timeout_errors_the_waiting_client() {
     let s = setup_with(PoolMode::Transaction, 1, |c, _| {

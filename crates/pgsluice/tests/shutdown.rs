@@ -150,3 +150,37 @@ async fn sigterm_with_no_clients_exits_promptly() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_in_session_mode() {
+    let pg = cluster();
+    let mut pooler = spawn_pooler(&pg, &["--pool-mode", "session", "--pool-size", "4"], &[]);
+    let addr = pooler.addr();
+    let a = connect(addr).await;
+    a.batch_execute("create table t(x int)").await.unwrap();
+    a.batch_execute("begin; insert into t values (1)")
+        .await
+        .unwrap();
+    // B holds its server connection for the session, idle.
+    let mut b = connect_full(addr).await;
+    assert_eq!(count(&b.client, "select 1::int8").await, 1);
+
+    pooler.signal(SIGTERM).unwrap();
+    let ended = tokio::time::timeout(PROMPTLY, &mut b.task)
+        .await
+        .expect("idle session-mode client not disconnected at shutdown")
+        .unwrap();
+    assert_eq!(
+        code(&ended.expect_err("expected 57P01")).as_deref(),
+        Some("57P01")
+    );
+    assert!(pooler.try_wait().unwrap().is_none());
+    a.batch_execute("insert into t values (2); commit")
+        .await
+        .expect("transaction open at SIGTERM must be able to finish");
+    let status = tokio::task::block_in_place(|| pooler.wait_exit(PROMPTLY))
+        .unwrap()
+        .expect("pgsluice still running after the last transaction");
+    assert!(status.success(), "{status}");
+    assert_eq!(pg_sql(&pg, "select count(*) from t"), "2");
+}

@@ -184,6 +184,23 @@ async fn copy_in_and_copy_out() {
     let err = sink.as_mut().finish().await.unwrap_err();
     assert_eq!(code(&err).as_deref(), Some("22P02"), "{err:?}");
     assert_eq!(count(&c, "select count(*) from big").await, 50_000);
+
+    // A COPY OUT that fails half way: some data, then the error, and the client goes on.
+    let stream = c
+        .copy_out("COPY (select 10 / (5000 - g) from generate_series(1, 10000) g) TO STDOUT")
+        .await
+        .unwrap();
+    let mut stream = std::pin::pin!(stream);
+    let mut err = None;
+    while let Some(chunk) = stream.next().await {
+        if let Err(e) = chunk {
+            err = Some(e);
+            break;
+        }
+    }
+    let err = err.expect("the COPY OUT must end with an error");
+    assert_eq!(code(&err).as_deref(), Some("22012"), "{err:?}");
+    assert_eq!(count(&c, "select count(*) from big").await, 50_000);
 }
 
 #[tokio::test(flavor = "multi_thread")]
