@@ -358,9 +358,13 @@ pub(crate) fn parse_listening(line: &str) -> Option<SocketAddr> {
         };
         // `addr=127.0.0.1:1` style (structured logging): take the value.
         let token = token.rsplit('=').next().unwrap_or(token);
-        let token = token
-            .trim_start_matches(['"', '\'', '(', '`'])
-            .trim_end_matches(['"', '\'', ')', ',', ';', '.', '`']);
+        let token = token.trim_start_matches(['"', '\'', '(', '`']);
+        // Keep only the characters an IP:PORT can hold, so whatever follows it
+        // (`",` and `"}` in JSON lines, `)`, `;`...) is dropped.
+        let end = token
+            .find(|c: char| !(c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']')))
+            .unwrap_or(token.len());
+        let token = token[..end].trim_end_matches(['.', ':']);
         if let Ok(mut addr) = token.parse::<SocketAddr>() {
             if addr.ip().is_unspecified() {
                 addr.set_ip(match addr.ip() {
@@ -401,6 +405,17 @@ mod tests {
         assert_eq!(
             a("INFO pgsluice: listening on addr=127.0.0.1:9 admin=false"),
             Some("127.0.0.1:9".into())
+        );
+        // JSON log lines end the message with `"}` or `",`.
+        assert_eq!(
+            a(
+                r#"{"timestamp":"2024-01-01T00:00:00Z","level":"INFO","message":"listening on 127.0.0.1:33541"}"#
+            ),
+            Some("127.0.0.1:33541".into())
+        );
+        assert_eq!(
+            a(r#"{"message":"listening on [::1]:6432","target":"pgsluice"}"#),
+            Some("[::1]:6432".into())
         );
         assert_eq!(a("not listening"), None);
         assert_eq!(a("listening on"), None);
