@@ -358,6 +358,9 @@ impl ExtState {
                         cx.bind(len, prefix)
                     }
                     Piece::Start { tag, len } => {
+                        if tag == ft::COPY_DONE || tag == ft::COPY_FAIL {
+                            cx.forget_syncs(flow.syncs_ignored_by_copy());
+                        }
                         flow.client_tag(tag)?;
                         cx.expect_for(tag);
                         cx.out.put_u8(tag);
@@ -622,6 +625,18 @@ impl Rewrite<'_> {
             _ => return,
         };
         self.queue.push_back(e);
+    }
+
+    /// Drops the last `n` Sync entries: PostgreSQL ignored those Syncs in copy-in mode.
+    fn forget_syncs(&mut self, mut n: u32) {
+        let mut i = self.queue.len();
+        while n > 0 && i > 0 {
+            i -= 1;
+            if matches!(self.queue[i], Expect::Sync) {
+                self.queue.remove(i);
+                n -= 1;
+            }
+        }
     }
 
     fn synth(&mut self, tag: u8) {

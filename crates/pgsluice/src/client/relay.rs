@@ -148,6 +148,16 @@ impl Flow {
         Ok(())
     }
 
+    /// How many Syncs a CopyDone/CopyFail sent now proves ignored by the server (they
+    /// arrived while it was in copy-in mode after an extended-protocol COPY).
+    pub(crate) fn syncs_ignored_by_copy(&self) -> u32 {
+        if self.last_was_execute {
+            self.syncs_since_exec
+        } else {
+            0
+        }
+    }
+
     /// Accounts for a ReadyForQuery from the server.
     pub(crate) fn server_ready(&mut self, status: TxStatus) {
         self.pending = self.pending.saturating_sub(1);
