@@ -13,8 +13,8 @@
 //!   primary group and supplementary groups too) before starting the runtime;
 //!   when already running as that user nothing happens; otherwise it is an
 //!   error. This needs `libc` calls, fenced in one `unsafe` block below.
-//! * `pidfile`: written at startup (refused if it names a running process),
-//!   removed at exit by [`ProcessGuard`].
+//! * `pidfile`: written at startup, after switching user (refused if it
+//!   names a running process), removed at exit by [`ProcessGuard`].
 
 use std::ffi::CString;
 use std::fs::OpenOptions;
@@ -124,14 +124,15 @@ pub fn setup(cfg: &mut Config, daemon: bool) -> Result<Setup, ProcessError> {
             ));
         }
     }
+    // Switch first, so that the pidfile belongs to the user who removes it.
+    if let Some(user) = &cfg.general.user {
+        switch_user(user)?;
+    }
     let mut guard = ProcessGuard::default();
     if let Some(p) = &cfg.general.pidfile {
         std::fs::write(p, format!("{}\n", std::process::id()))
             .map_err(io_err(format!("cannot write pidfile {}", p.display())))?;
         guard.pidfile = Some(p.clone());
-    }
-    if let Some(user) = &cfg.general.user {
-        switch_user(user)?;
     }
     Ok(Setup::Run(guard))
 }

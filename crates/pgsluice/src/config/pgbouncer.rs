@@ -225,8 +225,26 @@ impl Builder {
                     .set(&["users", &user, "password"], &l, format!("users.{user}"));
             }
         }
+        self.resolve_created_files();
         self.located_unimplemented();
         Ok(())
+    }
+
+    /// A relative `pidfile` or `logfile` is taken in the directory of the
+    /// file that names it.
+    fn resolve_created_files(&mut self) {
+        let g = &mut self.cfg.general;
+        for (key, value) in [("pidfile", &mut g.pidfile), ("logfile", &mut g.logfile)] {
+            let Some(p) = value.as_ref().filter(|p| p.is_relative()) else {
+                continue;
+            };
+            let Some((loc, _)) = self.locs.find(&["general".to_owned(), key.to_owned()]) else {
+                continue;
+            };
+            if let Some(dir) = Path::new(&loc.file).parent() {
+                *value = Some(dir.join(p));
+            }
+        }
     }
 
     /// `listen_addr` + `listen_port` into `general.listen`.

@@ -140,8 +140,8 @@ fn tracked_params_only(v: &str) -> bool {
 /// Every key, in the order of PgBouncer's documentation.
 pub const KEYS: &[KeyInfo] = &[
     // Generic settings.
-    k(Pgbouncer, "logfile", "not set", Partial, Mapped, "With `-d`, the background process's output goes to this file (appended). In the foreground pgsluice logs to stderr only (warns)."),
-    k(Pgbouncer, "pidfile", "not set", Implemented, Mapped, "Written at startup, removed at exit; pgsluice refuses to start when it names a running process."),
+    k(Pgbouncer, "logfile", "not set", Partial, Mapped, "With `-d`, the background process's output goes to this file (appended). In the foreground pgsluice logs to stderr only (warns). A relative path is taken in the configuration file's directory."),
+    k(Pgbouncer, "pidfile", "not set", Implemented, Mapped, "Written at startup, removed at exit; pgsluice refuses to start when it names a running process. A relative path is taken in the configuration file's directory."),
     k(Pgbouncer, "listen_addr", "not set", Partial, Mapped, "Comma-separated addresses; `*` = all IPv4 addresses; `localhost` = 127.0.0.1; other names are resolved when the file is loaded. Not set: PgBouncer listens on its unix socket only; pgsluice (TCP only) warns and listens on 127.0.0.1."),
     k(Pgbouncer, "listen_port", "6432", Implemented, Mapped, ""),
     k(Pgbouncer, "unix_socket_dir", "/tmp", Partial, Mapped, "Used as the server socket directory of databases without `host`. pgsluice does not listen on a unix socket: a non-empty value warns."),

@@ -388,6 +388,16 @@ fn semantics_mapped_from_pgbouncer() {
             .any(|x| x.contains(":9: key `pgbouncer.client_tls_sslmode`")),
         "{w:#?}"
     );
+    // Relative files to create are taken next to the configuration file.
+    let p = write_files(
+        "relative",
+        &[("pgbouncer.ini", &format!("{BASE}pidfile = run/x.pid\n"))],
+    );
+    let c = load_file(&p, no_env()).unwrap();
+    assert_eq!(
+        c.general.pidfile,
+        Some(p.parent().unwrap().join("run/x.pid"))
+    );
     // A host list: the first host, with a warning.
     let c = load_ini("hosts", "[databases]\nx = host=a,b\n").unwrap();
     assert_eq!(c.databases["x"].host, "a");
