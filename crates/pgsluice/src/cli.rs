@@ -475,6 +475,44 @@ mod tests {
     }
 
     #[test]
+    fn pgbouncer_switches() {
+        let ini = temp_file(
+            "switches.ini",
+            "[databases]\napp = host=h\n[pgbouncer]\nlisten_addr = 127.0.0.1\nverbose = 1\n",
+        );
+        let path = ini.to_str().unwrap();
+        assert_eq!(run(&[path], &[]).unwrap().general.log_level, "debug");
+        assert_eq!(run(&["-q", path], &[]).unwrap().general.log_level, "warn");
+        assert_eq!(run(&["-v", path], &[]).unwrap().general.log_level, "debug");
+        assert_eq!(run(&["-vv", path], &[]).unwrap().general.log_level, "trace");
+        let c = run(&["-u", "postgres", path], &[]).unwrap();
+        assert_eq!(c.general.user.as_deref(), Some("postgres"));
+        let cli = parse(&["-d", "--user=postgres", "--verbose", path]).unwrap();
+        assert!(cli.daemon);
+        assert_eq!((cli.verbose, cli.user.as_deref()), (1, Some("postgres")));
+        assert!(parse(&["-q", "-v", path]).is_err());
+        assert!(parse(&["-q", "--log-level", "info", path]).is_err());
+        assert!(parse(&["-d", "--print-config", path]).is_err());
+        assert!(parse(&["--check-config", path, "-d"]).is_err());
+        // --print-config and --format.
+        let c = parse(&[path, "--print-config"])
+            .unwrap()
+            .into_command_with_env(Vec::new())
+            .unwrap();
+        assert!(matches!(c, Command::PrintConfig(_)));
+        let toml_text = temp_file("switches.conf", "[databases]\napp = host=h\n");
+        let p = toml_text.to_str().unwrap();
+        assert!(run(&[p], &[]).is_ok()); // detected as ini by content
+        assert!(run(&["--format", "toml", p], &[]).is_err());
+        assert!(parse(&["--format", "yaml", p]).is_err());
+        let c = parse(&["--format", "ini", "--check-config", p]).unwrap();
+        assert_eq!(
+            c.into_command_with_env(Vec::new()).unwrap(),
+            Command::CheckConfig(toml_text.clone(), Some(ConfigFormat::Ini))
+        );
+    }
+
+    #[test]
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();

@@ -475,3 +475,23 @@ fn toml_auth_file_and_print_config() {
         Some("my app")
     );
 }
+
+#[test]
+fn example_ini_loads_without_warnings() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pgbouncer.ini");
+    let c = load_file(&path, no_env()).unwrap();
+    assert_eq!(c.warnings(), Vec::<String>::new());
+    assert_eq!(
+        c.database("other").unwrap().dbname.as_deref(),
+        Some("other")
+    );
+    assert_eq!(
+        c.databases["reporting"].password.as_deref(),
+        Some("change me")
+    );
+    assert_eq!(c.pool_mode("app", "analyst"), PoolMode::Session);
+    assert_eq!(
+        PasswordKind::of(c.users["app"].password.as_deref().unwrap()),
+        PasswordKind::ScramSha256
+    );
+}
