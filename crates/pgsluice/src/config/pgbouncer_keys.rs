@@ -2,8 +2,8 @@
 //! pgsluice. `docs/pgbouncer-compat.md` is the human-readable version of this
 //! table (a unit test keeps the two in step).
 //!
-//! Keys marked [`Handling::Mapped`] are read into [`super::Config`] by
-//! [`super::pgbouncer`]; the others are checked (their value must be valid)
+//! Keys marked `Handling::Mapped` are read into [`super::Config`] by the
+//! pgbouncer.ini loader; the others are checked (their value must be valid)
 //! and, unless their value asks for nothing pgsluice lacks, produce one
 //! warning each with the file and line.
 

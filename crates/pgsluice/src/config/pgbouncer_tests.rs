@@ -421,6 +421,14 @@ fn overrides_apply_to_ini_files() {
         Err(ConfigError::Env { var, .. }) => assert_eq!(var, "PGSLUICE_MIN_POOL_SIZE"),
         other => panic!("{other:?}"),
     }
+    // Overrides go through a TOML round trip that must not lose anything.
+    let full = testdata("full/pgbouncer.ini");
+    let plain = load_file(&full, no_env()).unwrap();
+    let env = vec![("PGSLUICE_WORKERS".to_owned(), "2".to_owned())];
+    let mut with = load_file(&full, env).unwrap();
+    assert_eq!(with.general.workers, Some(2));
+    with.general.workers = None;
+    assert_eq!(with, plain);
     // Forcing the format.
     let toml_named = write_files("forced", &[("conf.txt", BASE)]);
     assert!(load_file_as(&toml_named, Some(ConfigFormat::Ini), no_env()).is_ok());
