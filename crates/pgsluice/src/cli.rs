@@ -1,25 +1,33 @@
 //! Command-line interface.
 //!
 //! ```text
-//! pgsluice [CONFIG_FILE]                 run with a TOML configuration file
+//! pgsluice [CONFIG_FILE]                 run with a configuration file (TOML or pgbouncer.ini)
 //! pgsluice --config FILE                 same
 //! pgsluice --check-config FILE           validate a configuration file and exit
 //! pgsluice --backend postgres://u:p@host:5432/db [--listen ADDR]...   quick mode
+//! pgsluice ... --print-config            print the effective configuration and exit
 //! ```
+//!
+//! PgBouncer's own switches work too: `-d`/`--daemon`, `-q`/`--quiet`,
+//! `-v`/`--verbose`, `-u`/`--user USER`, `-V`/`--version`, `-h`/`--help`
+//! (see [`process`] for what `-d` and `-u` do).
 //!
 //! The tuning flags (`--pool-size`, `--pool-mode`...) work in both modes; in
 //! file mode they override the file. Precedence: flags > `PGSLUICE_*`
 //! environment variables > file > defaults.
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{ArgGroup, Parser};
+use clap::{ArgAction, ArgGroup, Parser};
 use toml::Value;
 
 use crate::config::load::{apply_overrides, env_overrides, load_file_with, Override};
 use crate::config::{
-    env_vars, parse_listen_addr, AuthType, Config, ConfigError, LogFormat, PoolMode, Secs,
+    env_vars, parse_listen_addr, AuthType, Config, ConfigError, ConfigFormat, LogFormat, PoolMode,
+    Secs,
 };
 
 /// pgsluice: a PostgreSQL connection pooler (a drop-in for PgBouncer).
@@ -37,17 +45,42 @@ use crate::config::{
         .args([
             "listen", "pool_mode", "pool_size", "max_client_conn", "min_pool_size",
             "query_wait_timeout", "server_reset_query", "log_format", "log_level",
-            "workers", "auth_type", "shutdown_timeout",
+            "workers", "auth_type", "shutdown_timeout", "quiet", "verbose", "user",
+            "daemon", "print_config",
         ])
 ))]
 pub struct Cli {
-    /// Configuration file (TOML).
+    /// Configuration file: pgsluice's TOML or PgBouncer's pgbouncer.ini.
     #[arg(value_name = "CONFIG_FILE")]
     pub config_file: Option<PathBuf>,
 
-    /// Configuration file (TOML); same as the positional CONFIG_FILE.
+    /// Configuration file; same as the positional CONFIG_FILE.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Configuration file format: toml or ini [default: .ini/.toml extension, else by content].
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<ConfigFormat>,
+
+    /// Print the effective configuration as TOML (passwords redacted) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+
+    /// Run in the background; output goes to `logfile` (or nowhere), the pid to `pidfile`.
+    #[arg(short = 'd', long, conflicts_with = "print_config")]
+    pub daemon: bool,
+
+    /// Quiet: log warnings and errors only (sets log_level = warn).
+    #[arg(short = 'q', long, conflicts_with_all = ["verbose", "log_level"])]
+    pub quiet: bool,
+
+    /// More logging: -v = debug, -vv = trace (sets log_level).
+    #[arg(short = 'v', long, action = ArgAction::Count, conflicts_with = "log_level")]
+    pub verbose: u8,
+
+    /// Switch to this Unix user at startup (needs root); overrides the `user` setting.
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
 
     /// Validate a configuration file (with PGSLUICE_* overrides) and exit.
     #[arg(long, value_name = "FILE")]
@@ -112,8 +145,10 @@ pub enum Command {
     /// Run the pooler with this configuration.
     Run(Box<Config>),
     /// Validate this configuration file and exit (load it with
-    /// [`crate::config::load_file`]).
-    CheckConfig(PathBuf),
+    /// [`crate::config::load_file_as`]; `None` = detect the format).
+    CheckConfig(PathBuf, Option<ConfigFormat>),
+    /// Print this configuration ([`crate::config::to_redacted_toml`]) and exit.
+    PrintConfig(Box<Config>),
 }
 
 fn usize_value(n: usize) -> Value {
@@ -145,21 +180,28 @@ impl Cli {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Command, ConfigError> {
         if let Some(path) = self.check_config {
-            return Ok(Command::CheckConfig(path));
+            return Ok(Command::CheckConfig(path, self.format));
         }
         let flags = self.overrides();
+        let wrap = |c: Config| {
+            if self.print_config {
+                Command::PrintConfig(Box::new(c))
+            } else {
+                Command::Run(Box::new(c))
+            }
+        };
         if let Some(url) = &self.backend {
             let cfg = Config::quick(url)?;
             let mut overrides = env_overrides(env)?;
             overrides.extend(flags);
-            return apply_overrides(cfg, overrides).map(|c| Command::Run(Box::new(c)));
+            return apply_overrides(cfg, overrides).map(wrap);
         }
-        let Some(path) = self.config_file.or(self.config) else {
+        let Some(path) = self.config_file.clone().or(self.config.clone()) else {
             return Err(ConfigError::Invalid(
                 "no configuration: give a CONFIG_FILE, --config FILE or --backend URL".to_owned(),
             ));
         };
-        load_file_with(&path, env, flags).map(|c| Command::Run(Box::new(c)))
+        load_file_with(&path, self.format, env, flags).map(wrap)
     }
 
     /// The tuning flags as overrides of `[general]` keys.
@@ -231,6 +273,16 @@ impl Cli {
             "shutdown_timeout",
             self.shutdown_timeout.map(secs_value),
         );
+        let level = match (self.quiet, self.verbose) {
+            (true, _) => Some(("-q", "warn")),
+            (false, 0) => None,
+            (false, 1) => Some(("-v", "debug")),
+            (false, _) => Some(("-v", "trace")),
+        };
+        if let Some((flag, level)) = level {
+            set(flag, "log_level", Some(Value::String(level.to_owned())));
+        }
+        set("-u", "user", self.user.clone().map(Value::String));
         out
     }
 }
@@ -252,7 +304,8 @@ mod tests {
             .collect();
         match parse(args).unwrap().into_command_with_env(env)? {
             Command::Run(c) => Ok(*c),
-            Command::CheckConfig(p) => panic!("unexpected check-config {p:?}"),
+            Command::CheckConfig(p, _) => panic!("unexpected check-config {p:?}"),
+            Command::PrintConfig(c) => Ok(*c),
         }
     }
 
@@ -384,7 +437,7 @@ mod tests {
         let c = parse(&["--check-config", "/x.toml"]).unwrap();
         assert_eq!(
             c.into_command_with_env(Vec::new()).unwrap(),
-            Command::CheckConfig(PathBuf::from("/x.toml"))
+            Command::CheckConfig(PathBuf::from("/x.toml"), None)
         );
         // A source is required; only one.
         assert!(parse(&[]).is_err());
@@ -405,19 +458,58 @@ mod tests {
         assert_eq!(v.kind(), clap::error::ErrorKind::DisplayVersion);
         let h = parse(&["--help"]).unwrap_err();
         assert_eq!(h.kind(), clap::error::ErrorKind::DisplayHelp);
-        // An .ini file.
-        let ini = temp_file("pgbouncer.ini", "[databases]\napp = host=localhost\n");
-        let e = run(&[ini.to_str().unwrap()], &[]).unwrap_err().to_string();
-        assert!(
-            e.contains("pgbouncer.ini format is not supported yet"),
-            "{e}"
+        // An .ini file is PgBouncer's format.
+        let ini = temp_file(
+            "pgbouncer.ini",
+            "[databases]\napp = host=localhost\n[pgbouncer]\nlisten_addr = 127.0.0.1\n",
         );
+        let c = run(&[ini.to_str().unwrap()], &[]).unwrap();
+        assert_eq!(c.databases["app"].host, "localhost");
+        assert_eq!(c.general.pool_mode, PoolMode::Session);
         // A missing file.
         let e = run(&["/nonexistent/pgsluice.toml"], &[]).unwrap_err();
         assert!(matches!(e, ConfigError::File { .. }), "{e}");
         // A bad backend URL.
         let e = run(&["--backend", "mysql://x@y/z"], &[]).unwrap_err();
         assert!(matches!(e, ConfigError::Invalid(_)), "{e}");
+    }
+
+    #[test]
+    fn pgbouncer_switches() {
+        let ini = temp_file(
+            "switches.ini",
+            "[databases]\napp = host=h\n[pgbouncer]\nlisten_addr = 127.0.0.1\nverbose = 1\n",
+        );
+        let path = ini.to_str().unwrap();
+        assert_eq!(run(&[path], &[]).unwrap().general.log_level, "debug");
+        assert_eq!(run(&["-q", path], &[]).unwrap().general.log_level, "warn");
+        assert_eq!(run(&["-v", path], &[]).unwrap().general.log_level, "debug");
+        assert_eq!(run(&["-vv", path], &[]).unwrap().general.log_level, "trace");
+        let c = run(&["-u", "postgres", path], &[]).unwrap();
+        assert_eq!(c.general.user.as_deref(), Some("postgres"));
+        let cli = parse(&["-d", "--user=postgres", "--verbose", path]).unwrap();
+        assert!(cli.daemon);
+        assert_eq!((cli.verbose, cli.user.as_deref()), (1, Some("postgres")));
+        assert!(parse(&["-q", "-v", path]).is_err());
+        assert!(parse(&["-q", "--log-level", "info", path]).is_err());
+        assert!(parse(&["-d", "--print-config", path]).is_err());
+        assert!(parse(&["--check-config", path, "-d"]).is_err());
+        // --print-config and --format.
+        let c = parse(&[path, "--print-config"])
+            .unwrap()
+            .into_command_with_env(Vec::new())
+            .unwrap();
+        assert!(matches!(c, Command::PrintConfig(_)));
+        let toml_text = temp_file("switches.conf", "[databases]\napp = host=h\n");
+        let p = toml_text.to_str().unwrap();
+        assert!(run(&[p], &[]).is_ok()); // detected as ini by content
+        assert!(run(&["--format", "toml", p], &[]).is_err());
+        assert!(parse(&["--format", "yaml", p]).is_err());
+        let c = parse(&["--format", "ini", "--check-config", p]).unwrap();
+        assert_eq!(
+            c.into_command_with_env(Vec::new()).unwrap(),
+            Command::CheckConfig(toml_text.clone(), Some(ConfigFormat::Ini))
+        );
     }
 
     #[test]

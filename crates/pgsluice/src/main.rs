@@ -9,7 +9,9 @@ use pgsluice::Server;
 use tokio::signal::unix::{signal, SignalKind};
 
 fn main() -> ExitCode {
-    let command = match Cli::parse_from_env().into_command() {
+    let cli = Cli::parse_from_env();
+    let daemon = cli.daemon;
+    let command = match cli.into_command() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("pgsluice: {e}");
@@ -17,9 +19,9 @@ fn main() -> ExitCode {
         }
     };
     match command {
-        Command::CheckConfig(path) => {
+        Command::CheckConfig(path, format) => {
             let loaded = pgsluice::config::env_vars()
-                .and_then(|env| pgsluice::config::load_file(&path, env));
+                .and_then(|env| pgsluice::config::load_file_as(&path, format, env));
             match loaded {
                 Ok(cfg) => {
                     for w in cfg.warnings() {
@@ -34,7 +36,34 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run(cfg) => run(*cfg),
+        Command::PrintConfig(cfg) => {
+            for w in cfg.warnings() {
+                eprintln!("warning: {w}");
+            }
+            print!("{}", pgsluice::config::to_redacted_toml(&cfg));
+            ExitCode::SUCCESS
+        }
+        Command::Run(mut cfg) => match process_setup(&mut cfg, daemon) {
+            Ok(Some(_guard)) => run(*cfg),
+            Ok(None) => ExitCode::SUCCESS,
+            Err(code) => code,
+        },
+    }
+}
+
+/// PgBouncer's process switches (`-d`, `-u`/`user`, `pidfile`): see
+/// [`pgsluice::cli::process`]. `Ok(None)`: this was the foreground half of `-d`, exit.
+fn process_setup(
+    cfg: &mut Config,
+    daemon: bool,
+) -> Result<Option<pgsluice::cli::process::ProcessGuard>, ExitCode> {
+    match pgsluice::cli::process::setup(cfg, daemon) {
+        Ok(pgsluice::cli::process::Setup::Run(guard)) => Ok(Some(guard)),
+        Ok(pgsluice::cli::process::Setup::Parent) => Ok(None),
+        Err(e) => {
+            eprintln!("pgsluice: {e}");
+            Err(ExitCode::from(1))
+        }
     }
 }
 

@@ -32,7 +32,8 @@ use std::path::{Path, PathBuf};
 use toml::{Table, Value};
 
 use super::locate::{line_of_offset, Scan};
-use super::{Config, Issue, Secs};
+pub(crate) use super::table::to_table;
+use super::{pgbouncer, Config, ConfigFormat, Issue};
 
 /// Prefix of the environment variables read by [`apply_env`].
 pub const ENV_PREFIX: &str = "PGSLUICE_";
@@ -123,17 +124,24 @@ impl Override {
     }
 }
 
-/// Reads a TOML file, applies `PGSLUICE_*` environment overrides (from the
-/// given iterator, normally [`env_vars`] or `std::env::vars()`),
-/// deserializes and validates.
-///
-/// A `.ini` file is refused with a clear message (PgBouncer's format is not
-/// supported yet).
+/// Reads a configuration file (pgsluice's TOML, or PgBouncer's
+/// pgbouncer.ini: see [`ConfigFormat::detect`]), applies `PGSLUICE_*`
+/// environment overrides (from the given iterator, normally [`env_vars`] or
+/// `std::env::vars()`), deserializes and validates.
 pub fn load_file(
     path: &Path,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigError> {
-    load_file_with(path, env, Vec::new())
+    load_file_with(path, None, env, Vec::new())
+}
+
+/// [`load_file`] with the format given (`None` = detect it).
+pub fn load_file_as(
+    path: &Path,
+    format: Option<ConfigFormat>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    load_file_with(path, format, env, Vec::new())
 }
 
 /// Like [`load_file`], on text already read; `file_name` is used in messages
@@ -180,32 +188,74 @@ pub fn env_vars() -> Result<Vec<(String, String)>, ConfigError> {
     Ok(out)
 }
 
-/// [`load_file`] with extra (command-line) overrides applied after the
+/// [`load_file_as`] with extra (command-line) overrides applied after the
 /// environment.
 pub(crate) fn load_file_with(
     path: &Path,
+    format: Option<ConfigFormat>,
     env: impl IntoIterator<Item = (String, String)>,
     extra: Vec<Override>,
 ) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
-    if path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("ini"))
-    {
-        return Err(ConfigError::File {
-            file,
-            message: "pgbouncer.ini format is not supported yet; write the configuration \
-                      in TOML instead (see docs/configuration.md)"
-                .to_owned(),
-        });
-    }
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
         file: file.clone(),
         message: format!("cannot read the configuration file: {e}"),
     })?;
     let mut overrides = env_overrides(env)?;
     overrides.extend(extra);
-    build_from_text(&text, &file, path.to_path_buf(), overrides)
+    match format.unwrap_or_else(|| ConfigFormat::detect(path, &text)) {
+        ConfigFormat::Toml => build_from_text(&text, &file, path.to_path_buf(), overrides),
+        ConfigFormat::Ini => {
+            let (cfg, locs) = pgbouncer::read(path, &text)?;
+            finish_located(cfg, overrides, &file, &|key| {
+                locs.find(key)
+                    .map(|(loc, shown)| (loc.file, loc.line, shown))
+            })
+        }
+    }
+}
+
+/// Finds (file, line, key as written) for a configuration key path.
+pub(crate) type Locator<'a> = dyn Fn(&[String]) -> Option<(String, usize, String)> + 'a;
+
+/// Applies overrides to a configuration read from a non-TOML file, then
+/// validates it; `locate` gives (file, line, key as written) for a key path.
+pub(crate) fn finish_located(
+    mut cfg: Config,
+    overrides: Vec<Override>,
+    file: &str,
+    locate: &Locator<'_>,
+) -> Result<Config, ConfigError> {
+    if !overrides.is_empty() {
+        let source = cfg.source.take();
+        let notices = std::mem::take(&mut cfg.notices);
+        let base = to_table(&cfg);
+        cfg = deserialize_with_overrides(&base, &overrides, &Located::none(file))?;
+        cfg.source = source;
+        cfg.notices = notices;
+    }
+    let Err(Issue { keys, message }) = cfg.check() else {
+        return Ok(cfg);
+    };
+    for key in &keys {
+        if let Some(o) = overrides.iter().rev().find(|o| &o.path == key) {
+            return Err(o.error(message));
+        }
+        if let Some((file, line, key)) = locate(key) {
+            return Err(ConfigError::At {
+                file,
+                line,
+                key,
+                message,
+            });
+        }
+    }
+    Err(ConfigError::At {
+        file: file.to_owned(),
+        line: 0,
+        key: keys.first().map(|k| k.join(".")).unwrap_or_default(),
+        message,
+    })
 }
 
 /// Applies overrides (already collected) to a configuration and validates.
@@ -274,6 +324,16 @@ fn build_from_text(
     };
     if !overrides.is_empty() {
         cfg = deserialize_with_overrides(&base, &overrides, &located)?;
+    }
+    if let Some(auth_file) = cfg.general.auth_file.clone() {
+        let resolved = super::ini::resolve_path(&path, &auth_file.display().to_string());
+        super::userlist::merge_into(&mut cfg, &resolved).map_err(|e| match e {
+            ConfigError::File { message, .. } => {
+                located.error(&["general".to_owned(), "auth_file".to_owned()], message)
+            }
+            other => other,
+        })?;
+        cfg.general.auth_file = Some(resolved);
     }
     cfg.source = Some(path);
     check(&cfg, &overrides, &located)?;
@@ -521,112 +581,4 @@ fn env_literal(raw: &str) -> Option<Value> {
         return None;
     }
     t.remove("v")
-}
-
-fn int(n: usize) -> Value {
-    Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
-}
-
-fn secs(s: Secs) -> Value {
-    let d = s.0;
-    if d.subsec_nanos() == 0 {
-        Value::Integer(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-    } else {
-        let millis = d.as_nanos().div_ceil(1_000_000);
-        Value::String(format!("{millis}ms"))
-    }
-}
-
-fn string(s: &str) -> Value {
-    Value::String(s.to_owned())
-}
-
-/// A [`Config`] as a TOML table (what a file saying exactly this would parse to).
-pub(crate) fn to_table(cfg: &Config) -> Table {
-    let g = &cfg.general;
-    let mut general = Table::new();
-    let listen = g
-        .listen
-        .iter()
-        .map(|a| Value::String(a.to_string()))
-        .collect();
-    general.insert("listen".into(), Value::Array(listen));
-    if let Some(w) = g.workers {
-        general.insert("workers".into(), int(w));
-    }
-    general.insert("max_client_conn".into(), int(g.max_client_conn));
-    general.insert("pool_mode".into(), string(g.pool_mode.as_str()));
-    general.insert("default_pool_size".into(), int(g.default_pool_size));
-    general.insert("min_pool_size".into(), int(g.min_pool_size));
-    general.insert("query_wait_timeout".into(), secs(g.query_wait_timeout));
-    general.insert(
-        "server_connect_timeout".into(),
-        secs(g.server_connect_timeout),
-    );
-    general.insert("server_idle_timeout".into(), secs(g.server_idle_timeout));
-    general.insert("server_lifetime".into(), secs(g.server_lifetime));
-    general.insert("server_reset_query".into(), string(&g.server_reset_query));
-    general.insert(
-        "server_reset_query_always".into(),
-        Value::Boolean(g.server_reset_query_always),
-    );
-    general.insert("auth_type".into(), string(g.auth_type.as_str()));
-    general.insert("client_login_timeout".into(), secs(g.client_login_timeout));
-    general.insert("shutdown_timeout".into(), secs(g.shutdown_timeout));
-    general.insert("log_level".into(), string(&g.log_level));
-    general.insert("log_format".into(), string(g.log_format.as_str()));
-    general.insert("max_message_size".into(), int(g.max_message_size));
-    general.insert(
-        "application_name_add_host".into(),
-        Value::Boolean(g.application_name_add_host),
-    );
-
-    let mut databases = Table::new();
-    for (name, d) in &cfg.databases {
-        let mut t = Table::new();
-        t.insert("host".into(), string(&d.host));
-        t.insert("port".into(), Value::Integer(d.port.into()));
-        let opt_strings = [
-            ("dbname", &d.dbname),
-            ("user", &d.user),
-            ("password", &d.password),
-            ("application_name", &d.application_name),
-        ];
-        for (k, v) in opt_strings {
-            if let Some(v) = v {
-                t.insert(k.into(), string(v));
-            }
-        }
-        if let Some(n) = d.pool_size {
-            t.insert("pool_size".into(), int(n));
-        }
-        if let Some(n) = d.min_pool_size {
-            t.insert("min_pool_size".into(), int(n));
-        }
-        if let Some(m) = d.pool_mode {
-            t.insert("pool_mode".into(), string(m.as_str()));
-        }
-        databases.insert(name.clone(), Value::Table(t));
-    }
-
-    let mut users = Table::new();
-    for (name, u) in &cfg.users {
-        let mut t = Table::new();
-        if let Some(p) = &u.password {
-            t.insert("password".into(), string(p));
-        }
-        if let Some(m) = u.pool_mode {
-            t.insert("pool_mode".into(), string(m.as_str()));
-        }
-        if let Some(n) = u.pool_size {
-            t.insert("pool_size".into(), int(n));
-        }
-        users.insert(name.clone(), Value::Table(t));
-    }
-
-    let mut root = Table::new();
-    root.insert("general".into(), Value::Table(general));
-    root.insert("databases".into(), Value::Table(databases));
-    root.insert("users".into(), Value::Table(users));
-    root
 }

@@ -2,7 +2,6 @@
 
 use super::*;
 use std::net::SocketAddr;
-use std::path::Path;
 
 fn no_env() -> Vec<(String, String)> {
     Vec::new()
@@ -681,12 +680,11 @@ fn load_file_reads_and_rejects_ini() {
         }
         other => panic!("{other:?}"),
     }
-    let e = load_file(Path::new("/etc/pgbouncer/pgbouncer.ini"), no_env()).unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("pgbouncer.ini format is not supported yet"),
-        "{e}"
-    );
+    // A .ini file is read as PgBouncer's format (see pgbouncer_tests.rs).
+    let ini = dir.join("pgbouncer.ini");
+    std::fs::write(&ini, "[databases]\napp = host=127.0.0.1\n").unwrap();
+    let c = load_file(&ini, no_env()).unwrap();
+    assert_eq!(c.general.pool_mode, PoolMode::Session);
     assert!(matches!(
         load_file(&dir.join("missing.toml"), no_env()),
         Err(ConfigError::File { .. })

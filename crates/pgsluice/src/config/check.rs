@@ -1,0 +1,199 @@
+//! Cross-field validation of a [`Config`], with the keys to blame.
+
+use super::{Config, PasswordKind, MIN_MESSAGE_SIZE};
+
+/// A validation failure, before it is located in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Issue {
+    /// Candidate keys to blame, best first (full paths like `["general", "min_pool_size"]`).
+    pub(crate) keys: Vec<Vec<String>>,
+    pub(crate) message: String,
+}
+
+pub(crate) fn path(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn issue(keys: Vec<Vec<String>>, message: impl Into<String>) -> Issue {
+    Issue {
+        keys,
+        message: message.into(),
+    }
+}
+
+const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+
+impl Config {
+    /// The cross-field checks, with the keys to blame.
+    pub(crate) fn check(&self) -> Result<(), Issue> {
+        let g = &self.general;
+        let gk = |k: &str| path(&["general", k]);
+        if g.listen.is_empty() {
+            return Err(issue(
+                vec![gk("listen")],
+                "at least one listen address is needed",
+            ));
+        }
+        for (i, a) in g.listen.iter().enumerate() {
+            if g.listen[..i].contains(a) {
+                return Err(issue(
+                    vec![gk("listen")],
+                    format!("address {a} is listed twice"),
+                ));
+            }
+        }
+        if g.workers == Some(0) {
+            return Err(issue(
+                vec![gk("workers")],
+                "must be >= 1 (leave it out for one worker per core)",
+            ));
+        }
+        if g.max_client_conn == 0 {
+            return Err(issue(vec![gk("max_client_conn")], "must be >= 1"));
+        }
+        if g.default_pool_size == 0 {
+            return Err(issue(vec![gk("default_pool_size")], "must be >= 1"));
+        }
+        if g.min_pool_size > g.default_pool_size {
+            return Err(issue(
+                vec![gk("min_pool_size"), gk("default_pool_size")],
+                format!(
+                    "min_pool_size ({}) must not exceed default_pool_size ({})",
+                    g.min_pool_size, g.default_pool_size
+                ),
+            ));
+        }
+        if g.server_connect_timeout.is_zero() {
+            return Err(issue(vec![gk("server_connect_timeout")], "must be > 0"));
+        }
+        if g.client_login_timeout.is_zero() {
+            return Err(issue(vec![gk("client_login_timeout")], "must be > 0"));
+        }
+        if g.max_message_size < MIN_MESSAGE_SIZE {
+            return Err(issue(
+                vec![gk("max_message_size")],
+                format!("must be at least {MIN_MESSAGE_SIZE} bytes"),
+            ));
+        }
+        if g.max_message_size > i32::MAX as usize {
+            return Err(issue(
+                vec![gk("max_message_size")],
+                format!("must be at most {} bytes (protocol limit)", i32::MAX),
+            ));
+        }
+        check_log_level(&g.log_level).map_err(|m| issue(vec![gk("log_level")], m))?;
+
+        for (name, d) in &self.databases {
+            let dk = |k: &str| path(&["databases", name, k]);
+            if name.is_empty() {
+                return Err(issue(
+                    vec![path(&["databases", name])],
+                    "database name must not be empty",
+                ));
+            }
+            if d.host.trim().is_empty() {
+                return Err(issue(vec![dk("host")], "must not be empty"));
+            }
+            if d.host.contains(char::is_whitespace) || d.host.contains(',') {
+                return Err(issue(
+                    vec![dk("host")],
+                    format!(
+                        "`{}` is not a single host name, IP address or socket directory",
+                        d.host
+                    ),
+                ));
+            }
+            if d.port == 0 {
+                return Err(issue(vec![dk("port")], "must be between 1 and 65535"));
+            }
+            if d.dbname.as_deref() == Some("") {
+                return Err(issue(
+                    vec![dk("dbname")],
+                    "must not be empty (leave it out to use the key)",
+                ));
+            }
+            if d.user.as_deref() == Some("") {
+                return Err(issue(vec![dk("user")], "must not be empty"));
+            }
+            if d.password.is_some() && d.user.is_none() {
+                return Err(issue(
+                    vec![dk("password")],
+                    "a database password is only used together with `user` (the forced user); \
+                     put client passwords under [users.<name>]",
+                ));
+            }
+            if d.pool_size == Some(0) {
+                return Err(issue(vec![dk("pool_size")], "must be >= 1"));
+            }
+            let size = d.pool_size.unwrap_or(g.default_pool_size);
+            let min = d.min_pool_size.unwrap_or(g.min_pool_size);
+            if min > size {
+                let mut keys = vec![dk("min_pool_size"), dk("pool_size")];
+                if d.min_pool_size.is_none() {
+                    keys.push(gk("min_pool_size"));
+                }
+                return Err(issue(
+                    keys,
+                    format!("min_pool_size ({min}) must not exceed pool_size ({size}) for database `{name}`"),
+                ));
+            }
+        }
+        for (name, u) in &self.users {
+            let uk = |k: &str| path(&["users", name, k]);
+            if name.is_empty() {
+                return Err(issue(
+                    vec![path(&["users", name])],
+                    "user name must not be empty",
+                ));
+            }
+            if u.pool_size == Some(0) {
+                return Err(issue(vec![uk("pool_size")], "must be >= 1"));
+            }
+            if let Some(p) = &u.password {
+                if PasswordKind::of(p) == PasswordKind::ScramSha256 && !scram_verifier_shape_ok(p) {
+                    return Err(issue(
+                        vec![uk("password")],
+                        "malformed SCRAM verifier: expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Light structural check of `SCRAM-SHA-256$<iter>:<salt>$<stored>:<server>`.
+pub(crate) fn scram_verifier_shape_ok(p: &str) -> bool {
+    let Some(rest) = p.strip_prefix("SCRAM-SHA-256$") else {
+        return false;
+    };
+    let Some((iter_salt, keys)) = rest.split_once('$') else {
+        return false;
+    };
+    let Some((iter, salt)) = iter_salt.split_once(':') else {
+        return false;
+    };
+    let Some((stored, server)) = keys.split_once(':') else {
+        return false;
+    };
+    iter.parse::<u32>().is_ok_and(|n| n > 0)
+        && !salt.is_empty()
+        && !stored.is_empty()
+        && !server.is_empty()
+}
+
+fn check_log_level(level: &str) -> Result<(), String> {
+    let t = level.trim();
+    if t.is_empty() {
+        return Err("must not be empty (e.g. \"info\")".to_owned());
+    }
+    if !t.contains(['=', ',', ':', '[']) && !LOG_LEVELS.contains(&t.to_ascii_lowercase().as_str()) {
+        return Err(format!(
+            "`{t}` is not a log level: expected one of trace, debug, info, warn, error, off, \
+             or a filter directive like \"info,pgsluice=debug\""
+        ));
+    }
+    tracing_subscriber::EnvFilter::try_new(t)
+        .map(|_| ())
+        .map_err(|e| format!("invalid filter directive `{t}`: {e}"))
+}

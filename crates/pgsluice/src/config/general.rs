@@ -1,0 +1,421 @@
+//! The `[general]` table: process-wide settings.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::types::{de_listen, de_octal_mode, de_pool_mode, de_string_list, default_listen};
+use super::{AuthType, LogFormat, PoolMode, Secs, TlsMode};
+
+/// PgBouncer's default `auth_query`.
+pub const DEFAULT_AUTH_QUERY: &str = "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL \
+                                      ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin";
+
+/// Process-wide settings: the `[general]` table.
+///
+/// See `docs/configuration.md` for the meaning of each field.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct General {
+    /// Addresses to listen on (key `listen`: a string or a list); default `["127.0.0.1:6432"]`.
+    #[serde(deserialize_with = "de_listen")]
+    pub listen: Vec<SocketAddr>,
+    /// Tokio worker threads; `None` = number of cores.
+    pub workers: Option<usize>,
+    /// Maximum number of client connections; default 10000.
+    pub max_client_conn: usize,
+    /// Default pool mode; default transaction.
+    #[serde(deserialize_with = "de_pool_mode")]
+    pub pool_mode: PoolMode,
+    /// Server connections per (database, user) pool; default 20, must be >= 1.
+    pub default_pool_size: usize,
+    /// Server connections kept open per pool even when idle; default 0.
+    pub min_pool_size: usize,
+    /// How long a client may wait for a server connection; default 120s; 0 = wait forever.
+    pub query_wait_timeout: Secs,
+    /// Timeout for connecting and logging in to a server; default 15s; must be > 0.
+    pub server_connect_timeout: Secs,
+    /// Close server connections idle for longer than this; default 600s; 0 = disabled.
+    pub server_idle_timeout: Secs,
+    /// Close server connections older than this once released; default 3600s; 0 = disabled.
+    pub server_lifetime: Secs,
+    /// Query run when a server connection is released; default `"DISCARD ALL"`; `""` = none.
+    pub server_reset_query: String,
+    /// Run the reset query in transaction mode too; default false (session mode only).
+    pub server_reset_query_always: bool,
+    /// How clients authenticate; default scram-sha-256.
+    pub auth_type: AuthType,
+    /// Time a client has to finish the startup/login phase; default 60s; must be > 0.
+    pub client_login_timeout: Secs,
+    /// How long SIGTERM waits for in-flight transactions; default 30s.
+    pub shutdown_timeout: Secs,
+    /// A tracing `EnvFilter` directive; default `"info"`; `RUST_LOG` wins if set.
+    pub log_level: String,
+    /// Log output format; default text.
+    pub log_format: LogFormat,
+    /// Largest protocol message accepted, in bytes; default 1 GiB; min 8192.
+    pub max_message_size: usize,
+    /// Reserved (parsed, not used yet); default false.
+    pub application_name_add_host: bool,
+
+    // PgBouncer settings. Each one's status (implemented, or parsed and warned
+    // about) is in docs/pgbouncer-compat.md and `General::unimplemented`.
+    /// Users allowed to run every admin console command (`admin_users`); default empty.
+    #[serde(deserialize_with = "de_string_list")]
+    pub admin_users: Vec<String>,
+    /// Users allowed to run the read-only admin console commands (`stats_users`); default empty.
+    #[serde(deserialize_with = "de_string_list")]
+    pub stats_users: Vec<String>,
+    /// A userlist.txt-format file of user names and secrets, merged into `users` at load time.
+    pub auth_file: Option<PathBuf>,
+    /// User whose connection runs `auth_query` for users missing from `users`; default none.
+    pub auth_user: Option<String>,
+    /// Query returning (user name, secret) for a user name `$1`; default PgBouncer's.
+    pub auth_query: String,
+    /// Database `auth_query` runs in; default: the database the client asked for.
+    pub auth_dbname: Option<String>,
+    /// Directory of the listening unix socket (`unix_socket_dir`); `None` = not set,
+    /// `Some("")` = unix sockets disabled. Also the server socket directory for
+    /// pgbouncer.ini databases without `host`.
+    pub unix_socket_dir: Option<String>,
+    /// Mode of the listening unix socket; default 0o777.
+    #[serde(deserialize_with = "de_octal_mode")]
+    pub unix_socket_mode: u32,
+    /// Group of the listening unix socket; default none.
+    pub unix_socket_group: Option<String>,
+    /// Startup parameters accepted and ignored (`ignore_startup_parameters`); default empty.
+    #[serde(deserialize_with = "de_string_list")]
+    pub ignore_startup_parameters: Vec<String>,
+    /// Reuse idle server connections round-robin instead of LIFO; default false.
+    pub server_round_robin: bool,
+    /// Maximum server connections per database, all users together; default 0 = unlimited.
+    pub max_db_connections: usize,
+    /// Maximum server connections per user, all databases together; default 0 = unlimited.
+    pub max_user_connections: usize,
+    /// Extra server connections a pool may open for clients waiting too long; default 0.
+    pub reserve_pool_size: usize,
+    /// How long a client waits before the reserve pool is used; default 5s.
+    pub reserve_pool_timeout: Secs,
+    /// Pause before connecting again to a server whose login failed; default 15s.
+    pub server_login_retry: Secs,
+    /// Cancel queries running longer than this; default 0 = disabled.
+    pub query_timeout: Secs,
+    /// Disconnect clients idle in a transaction for longer than this; default 0 = disabled.
+    pub idle_transaction_timeout: Secs,
+    /// Disconnect clients idle for longer than this; default 0 = disabled.
+    pub client_idle_timeout: Secs,
+    /// Period of the averaged statistics; default 60s.
+    pub stats_period: Secs,
+    /// Prepared statements tracked per client in transaction mode; default 0 = off.
+    pub max_prepared_statements: usize,
+    /// File the process id is written to at startup (and removed at exit); default none.
+    pub pidfile: Option<PathBuf>,
+    /// Log file used when running in the background (`-d`); default none.
+    pub logfile: Option<PathBuf>,
+    /// Unix user to switch to at startup when started as root (`user`, `-u`); default none.
+    pub user: Option<String>,
+    /// TLS mode towards clients; default disable.
+    pub client_tls_sslmode: TlsMode,
+    /// Private key presented to clients.
+    pub client_tls_key_file: Option<PathBuf>,
+    /// Certificate presented to clients.
+    pub client_tls_cert_file: Option<PathBuf>,
+    /// CA file to validate client certificates.
+    pub client_tls_ca_file: Option<PathBuf>,
+    /// TLS versions allowed with clients; default `"secure"`.
+    pub client_tls_protocols: String,
+    /// TLS 1.2 ciphers allowed with clients; default `"fast"`.
+    pub client_tls_ciphers: String,
+    /// TLS mode towards servers; default disable.
+    pub server_tls_sslmode: TlsMode,
+    /// CA file to validate server certificates.
+    pub server_tls_ca_file: Option<PathBuf>,
+    /// Private key presented to servers.
+    pub server_tls_key_file: Option<PathBuf>,
+    /// Certificate presented to servers.
+    pub server_tls_cert_file: Option<PathBuf>,
+    /// TLS versions allowed with servers; default `"secure"`.
+    pub server_tls_protocols: String,
+    /// TLS 1.2 ciphers allowed with servers; default `"fast"`.
+    pub server_tls_ciphers: String,
+}
+
+impl Default for General {
+    fn default() -> Self {
+        General {
+            listen: default_listen(),
+            workers: None,
+            max_client_conn: 10_000,
+            pool_mode: PoolMode::Transaction,
+            default_pool_size: 20,
+            min_pool_size: 0,
+            query_wait_timeout: Secs::from_secs(120),
+            server_connect_timeout: Secs::from_secs(15),
+            server_idle_timeout: Secs::from_secs(600),
+            server_lifetime: Secs::from_secs(3600),
+            server_reset_query: "DISCARD ALL".to_owned(),
+            server_reset_query_always: false,
+            auth_type: AuthType::ScramSha256,
+            client_login_timeout: Secs::from_secs(60),
+            shutdown_timeout: Secs::from_secs(30),
+            log_level: "info".to_owned(),
+            log_format: LogFormat::Text,
+            max_message_size: 1 << 30,
+            application_name_add_host: false,
+            admin_users: Vec::new(),
+            stats_users: Vec::new(),
+            auth_file: None,
+            auth_user: None,
+            auth_query: DEFAULT_AUTH_QUERY.to_owned(),
+            auth_dbname: None,
+            unix_socket_dir: None,
+            unix_socket_mode: 0o777,
+            unix_socket_group: None,
+            ignore_startup_parameters: Vec::new(),
+            server_round_robin: false,
+            max_db_connections: 0,
+            max_user_connections: 0,
+            reserve_pool_size: 0,
+            reserve_pool_timeout: Secs::from_secs(5),
+            server_login_retry: Secs::from_secs(15),
+            query_timeout: Secs::from_secs(0),
+            idle_transaction_timeout: Secs::from_secs(0),
+            client_idle_timeout: Secs::from_secs(0),
+            stats_period: Secs::from_secs(60),
+            max_prepared_statements: 0,
+            pidfile: None,
+            logfile: None,
+            user: None,
+            client_tls_sslmode: TlsMode::Disable,
+            client_tls_key_file: None,
+            client_tls_cert_file: None,
+            client_tls_ca_file: None,
+            client_tls_protocols: "secure".to_owned(),
+            client_tls_ciphers: "fast".to_owned(),
+            server_tls_sslmode: TlsMode::Disable,
+            server_tls_ca_file: None,
+            server_tls_key_file: None,
+            server_tls_cert_file: None,
+            server_tls_protocols: "secure".to_owned(),
+            server_tls_ciphers: "fast".to_owned(),
+        }
+    }
+}
+
+/// Startup parameters pgsluice always accepts and ignores.
+pub const ALWAYS_IGNORED_STARTUP_PARAMETERS: &[&str] = &["extra_float_digits"];
+
+impl General {
+    /// The defaults PgBouncer documents, for a pgbouncer.ini file: like
+    /// [`General::default`] except `pool_mode = session`, `max_client_conn =
+    /// 100`, `auth_type = md5` and `max_packet_size` = 2147483647.
+    pub fn pgbouncer_defaults() -> General {
+        General {
+            max_client_conn: 100,
+            pool_mode: PoolMode::Session,
+            auth_type: AuthType::Md5,
+            max_message_size: i32::MAX as usize,
+            ..General::default()
+        }
+    }
+
+    /// The settings that are set to a value asking for something pgsluice does
+    /// not do yet: `(key, explanation)`, one per key. Values equal to the
+    /// defaults (which describe what pgsluice does) are not listed.
+    pub fn unimplemented(&self) -> Vec<(&'static str, String)> {
+        let d = General::default();
+        let mut out: Vec<(&'static str, String)> = Vec::new();
+        let mut not_yet = |key: &'static str, differs: bool, what: &str| {
+            if differs {
+                out.push((
+                    key,
+                    format!("{what}; not implemented yet, the setting is ignored"),
+                ));
+            }
+        };
+        not_yet(
+            "application_name_add_host",
+            self.application_name_add_host,
+            "adding the client address to application_name",
+        );
+        not_yet(
+            "admin_users",
+            !self.admin_users.is_empty(),
+            "the admin console (database `pgbouncer`)",
+        );
+        not_yet(
+            "stats_users",
+            !self.stats_users.is_empty(),
+            "the admin console (database `pgbouncer`)",
+        );
+        not_yet(
+            "auth_user",
+            self.auth_user.is_some(),
+            "looking up unknown users with auth_query",
+        );
+        not_yet(
+            "auth_query",
+            self.auth_query != d.auth_query,
+            "looking up unknown users with auth_query",
+        );
+        not_yet(
+            "auth_dbname",
+            self.auth_dbname.is_some(),
+            "looking up unknown users with auth_query",
+        );
+        not_yet(
+            "unix_socket_dir",
+            self.unix_socket_dir
+                .as_deref()
+                .is_some_and(|s| !s.is_empty()),
+            "listening on a unix socket (pgsluice listens on TCP only; the directory is still \
+             used as the server socket directory of databases without `host`)",
+        );
+        not_yet(
+            "unix_socket_mode",
+            self.unix_socket_mode != d.unix_socket_mode,
+            "listening on a unix socket",
+        );
+        not_yet(
+            "unix_socket_group",
+            self.unix_socket_group.is_some(),
+            "listening on a unix socket",
+        );
+        let extra: Vec<&str> = self
+            .ignore_startup_parameters
+            .iter()
+            .map(String::as_str)
+            .filter(|p| {
+                !ALWAYS_IGNORED_STARTUP_PARAMETERS
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(p))
+            })
+            .collect();
+        not_yet(
+            "ignore_startup_parameters",
+            !extra.is_empty(),
+            &format!(
+                "ignoring startup parameters {} (pgsluice ignores only {} and refuses other unknown ones)",
+                extra.join(", "),
+                ALWAYS_IGNORED_STARTUP_PARAMETERS.join(", ")
+            ),
+        );
+        not_yet(
+            "server_round_robin",
+            self.server_round_robin,
+            "round-robin reuse of server connections (pgsluice reuses them LIFO)",
+        );
+        not_yet(
+            "max_db_connections",
+            self.max_db_connections != 0,
+            "a per-database server connection limit",
+        );
+        not_yet(
+            "max_user_connections",
+            self.max_user_connections != 0,
+            "a per-user server connection limit",
+        );
+        not_yet(
+            "reserve_pool_size",
+            self.reserve_pool_size != 0,
+            "the reserve pool",
+        );
+        not_yet(
+            "reserve_pool_timeout",
+            self.reserve_pool_timeout != d.reserve_pool_timeout,
+            "the reserve pool",
+        );
+        not_yet(
+            "server_login_retry",
+            self.server_login_retry != d.server_login_retry,
+            "a pause after a failed server login (pgsluice tries again at the next client)",
+        );
+        not_yet(
+            "query_timeout",
+            !self.query_timeout.is_zero(),
+            "cancelling long queries",
+        );
+        not_yet(
+            "idle_transaction_timeout",
+            !self.idle_transaction_timeout.is_zero(),
+            "disconnecting clients idle in a transaction",
+        );
+        not_yet(
+            "client_idle_timeout",
+            !self.client_idle_timeout.is_zero(),
+            "disconnecting idle clients",
+        );
+        not_yet(
+            "stats_period",
+            self.stats_period != d.stats_period,
+            "averaged statistics",
+        );
+        not_yet(
+            "max_prepared_statements",
+            self.max_prepared_statements != 0,
+            "tracking prepared statements in transaction mode",
+        );
+        not_yet(
+            "client_tls_sslmode",
+            self.client_tls_sslmode != d.client_tls_sslmode,
+            "TLS with clients (pgsluice refuses SSLRequest)",
+        );
+        not_yet(
+            "client_tls_key_file",
+            self.client_tls_key_file.is_some(),
+            "TLS with clients",
+        );
+        not_yet(
+            "client_tls_cert_file",
+            self.client_tls_cert_file.is_some(),
+            "TLS with clients",
+        );
+        not_yet(
+            "client_tls_ca_file",
+            self.client_tls_ca_file.is_some(),
+            "TLS with clients",
+        );
+        not_yet(
+            "client_tls_protocols",
+            self.client_tls_protocols != d.client_tls_protocols,
+            "TLS with clients",
+        );
+        not_yet(
+            "client_tls_ciphers",
+            self.client_tls_ciphers != d.client_tls_ciphers,
+            "TLS with clients",
+        );
+        not_yet(
+            "server_tls_sslmode",
+            self.server_tls_sslmode != d.server_tls_sslmode,
+            "TLS with servers",
+        );
+        not_yet(
+            "server_tls_ca_file",
+            self.server_tls_ca_file.is_some(),
+            "TLS with servers",
+        );
+        not_yet(
+            "server_tls_key_file",
+            self.server_tls_key_file.is_some(),
+            "TLS with servers",
+        );
+        not_yet(
+            "server_tls_cert_file",
+            self.server_tls_cert_file.is_some(),
+            "TLS with servers",
+        );
+        not_yet(
+            "server_tls_protocols",
+            self.server_tls_protocols != d.server_tls_protocols,
+            "TLS with servers",
+        );
+        not_yet(
+            "server_tls_ciphers",
+            self.server_tls_ciphers != d.server_tls_ciphers,
+            "TLS with servers",
+        );
+        out
+    }
+}

@@ -1,0 +1,379 @@
+//! Every setting of PgBouncer's configuration file, with its status in
+//! pgsluice. `docs/pgbouncer-compat.md` is the human-readable version of this
+//! table (a unit test keeps the two in step).
+//!
+//! Keys marked `Handling::Mapped` are read into [`super::Config`] by the
+//! pgbouncer.ini loader; the others are checked (their value must be valid)
+//! and, unless their value asks for nothing pgsluice lacks, produce one
+//! warning each with the file and line.
+
+/// Which part of the file a key belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// `[pgbouncer]`.
+    Pgbouncer,
+    /// A parameter of a `[databases]` connection string.
+    Database,
+    /// A parameter of a `[users]` entry.
+    User,
+    /// A parameter of a `[peers]` entry.
+    Peer,
+}
+
+impl Section {
+    /// The section's name in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Section::Pgbouncer => "pgbouncer",
+            Section::Database => "databases",
+            Section::User => "users",
+            Section::Peer => "peers",
+        }
+    }
+}
+
+/// How far pgsluice implements a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Behaves as PgBouncer documents it.
+    Implemented,
+    /// Implemented with the differences given in the note (those warn).
+    Partial,
+    /// Parsed and validated, not implemented yet: warns when set.
+    NotYet,
+    /// Has no meaning for pgsluice (Windows-only, internal buffer tuning...): warns when set.
+    NotApplicable,
+}
+
+impl Status {
+    /// The label used in the compatibility document.
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Implemented => "implemented",
+            Status::Partial => "partial, warns",
+            Status::NotYet => "parsed, warns",
+            Status::NotApplicable => "not applicable, warns",
+        }
+    }
+}
+
+/// The shape of a value, for keys that are only validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Bool,
+    Int,
+    Secs,
+    Str,
+    Enum(&'static [&'static str]),
+}
+
+/// Values with which a key asks for nothing pgsluice lacks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Inert {
+    /// Any of these (compared as values of the key's kind).
+    Values(&'static [&'static str]),
+    /// None: the key warns whenever it is written.
+    Never,
+    /// Decided by a function of the raw value.
+    Custom(fn(&str) -> bool),
+}
+
+/// What the loader does with a key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Handling {
+    /// Read into the typed configuration (see `pgbouncer.rs`).
+    Mapped,
+    /// Validated as `Kind`, warned about unless inert.
+    Ignored(Kind, Inert),
+}
+
+/// One PgBouncer setting.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyInfo {
+    /// The key as PgBouncer spells it.
+    pub name: &'static str,
+    /// Where it is written.
+    pub section: Section,
+    /// PgBouncer's documented default.
+    pub default: &'static str,
+    /// pgsluice's status.
+    pub status: Status,
+    /// What differs, or what pgsluice does instead.
+    pub note: &'static str,
+    pub(crate) handling: Handling,
+}
+
+use Handling::{Ignored, Mapped};
+use Inert::{Never, Values};
+use Kind::{Bool, Int, Secs, Str};
+use Section::{Database, Peer, Pgbouncer, User};
+use Status::{Implemented, NotApplicable, NotYet, Partial};
+
+const fn k(
+    section: Section,
+    name: &'static str,
+    default: &'static str,
+    status: Status,
+    handling: Handling,
+    note: &'static str,
+) -> KeyInfo {
+    KeyInfo {
+        name,
+        section,
+        default,
+        status,
+        note,
+        handling,
+    }
+}
+
+const ZERO: Inert = Values(&["0"]);
+const ONE: Inert = Values(&["1"]);
+const EMPTY: Inert = Values(&[""]);
+
+fn tracked_params_only(v: &str) -> bool {
+    super::types::split_list(v)
+        .iter()
+        .all(|p| ["intervalstyle", "application_name"].contains(&p.to_ascii_lowercase().as_str()))
+}
+
+/// Every key, in the order of PgBouncer's documentation.
+pub const KEYS: &[KeyInfo] = &[
+    // Generic settings.
+    k(Pgbouncer, "logfile", "not set", Partial, Mapped, "With `-d`, the background process's output goes to this file (appended). In the foreground pgsluice logs to stderr only (warns). A relative path is taken in the configuration file's directory."),
+    k(Pgbouncer, "pidfile", "not set", Implemented, Mapped, "Written at startup, removed at exit; pgsluice refuses to start when it names a running process. A relative path is taken in the configuration file's directory."),
+    k(Pgbouncer, "listen_addr", "not set", Partial, Mapped, "Comma-separated addresses; `*` = all IPv4 addresses; `localhost` = 127.0.0.1; other names are resolved when the file is loaded. Not set: PgBouncer listens on its unix socket only; pgsluice (TCP only) warns and listens on 127.0.0.1."),
+    k(Pgbouncer, "listen_port", "6432", Implemented, Mapped, ""),
+    k(Pgbouncer, "unix_socket_dir", "/tmp", Partial, Mapped, "Used as the server socket directory of databases without `host`. pgsluice does not listen on a unix socket: a non-empty value warns."),
+    k(Pgbouncer, "unix_socket_mode", "0777", NotYet, Mapped, "No unix socket listener yet."),
+    k(Pgbouncer, "unix_socket_group", "not set", NotYet, Mapped, "No unix socket listener yet."),
+    k(Pgbouncer, "user", "not set", Implemented, Mapped, "Same as `-u`: switch to this Unix user at startup (needs root)."),
+    k(Pgbouncer, "pool_mode", "session", Partial, Mapped, "`session` and `transaction`; `statement` is refused with an error."),
+    k(Pgbouncer, "max_client_conn", "100", Implemented, Mapped, ""),
+    k(Pgbouncer, "default_pool_size", "20", Implemented, Mapped, ""),
+    k(Pgbouncer, "min_pool_size", "0", Implemented, Mapped, "Must not exceed the pool size (error)."),
+    k(Pgbouncer, "reserve_pool_size", "0", NotYet, Mapped, ""),
+    k(Pgbouncer, "reserve_pool_timeout", "5", NotYet, Mapped, ""),
+    k(Pgbouncer, "max_db_connections", "0", NotYet, Mapped, ""),
+    k(Pgbouncer, "max_db_client_connections", "0", NotYet, Ignored(Int, ZERO), ""),
+    k(Pgbouncer, "max_user_connections", "0", NotYet, Mapped, ""),
+    k(Pgbouncer, "max_user_client_connections", "0", NotYet, Ignored(Int, ZERO), ""),
+    k(Pgbouncer, "server_round_robin", "0", NotYet, Mapped, "pgsluice reuses idle server connections LIFO, like PgBouncer's default."),
+    k(Pgbouncer, "track_extra_parameters", "IntervalStyle", Partial, Ignored(Str, Inert::Custom(tracked_params_only)), "pgsluice always tracks client_encoding, DateStyle, TimeZone, IntervalStyle, standard_conforming_strings and application_name; other names warn."),
+    k(Pgbouncer, "ignore_startup_parameters", "empty", Partial, Mapped, "pgsluice always ignores `extra_float_digits` and refuses other unknown startup parameters; listing others warns."),
+    k(Pgbouncer, "peer_id", "0", NotYet, Ignored(Int, ZERO), "Peering is not implemented."),
+    k(Pgbouncer, "disable_pqexec", "0", NotYet, Ignored(Bool, ZERO), ""),
+    k(Pgbouncer, "application_name_add_host", "0", NotYet, Mapped, ""),
+    k(Pgbouncer, "conffile", "the file given on the command line", NotYet, Ignored(Str, Never), "pgsluice always reloads the file it was started with."),
+    k(Pgbouncer, "service_name", "pgbouncer", NotApplicable, Ignored(Str, Never), "Windows service registration."),
+    k(Pgbouncer, "job_name", "pgbouncer", NotApplicable, Ignored(Str, Never), "Alias of `service_name`."),
+    k(Pgbouncer, "stats_period", "60", NotYet, Mapped, ""),
+    k(Pgbouncer, "max_prepared_statements", "200 (0 before 1.22)", NotYet, Mapped, "pgsluice behaves as with 0: prepared statements are not tracked across server connections in transaction mode; a non-zero value warns."),
+    k(Pgbouncer, "scram_iterations", "4096", NotYet, Ignored(Int, Values(&["4096"])), ""),
+    // Authentication settings.
+    k(Pgbouncer, "auth_type", "md5", Partial, Mapped, "`trust`, `plain`, `md5`, `scram-sha-256`; `cert`, `hba`, `pam`, `any`, `ldap` are refused with an error. PgBouncer's `md5` also accepts SCRAM for users with a SCRAM secret; pgsluice warns about such users."),
+    k(Pgbouncer, "auth_hba_file", "not set", NotYet, Ignored(Str, Never), "Only used with `auth_type = hba`, which is refused."),
+    k(Pgbouncer, "auth_ident_file", "not set", NotYet, Ignored(Str, Never), "Only used with `auth_type = hba`, which is refused."),
+    k(Pgbouncer, "auth_file", "not set", Implemented, Mapped, "userlist.txt format; plain, md5 and SCRAM secrets. A relative path is taken next to the configuration file, else in the current directory."),
+    k(Pgbouncer, "auth_user", "not set", NotYet, Mapped, ""),
+    k(Pgbouncer, "auth_query", "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin", NotYet, Mapped, ""),
+    k(Pgbouncer, "auth_dbname", "not set", NotYet, Mapped, ""),
+    // Log settings.
+    k(Pgbouncer, "syslog", "0", NotYet, Ignored(Bool, ZERO), ""),
+    k(Pgbouncer, "syslog_ident", "pgbouncer", NotYet, Ignored(Str, Values(&["pgbouncer"])), ""),
+    k(Pgbouncer, "syslog_facility", "daemon", NotYet, Ignored(Str, Values(&["daemon"])), ""),
+    k(Pgbouncer, "log_connections", "1", Partial, Ignored(Bool, ONE), "pgsluice always logs logins (level info); 0 warns."),
+    k(Pgbouncer, "log_disconnections", "1", Partial, Ignored(Bool, ONE), "pgsluice always logs disconnections with their reason; 0 warns."),
+    k(Pgbouncer, "log_pooler_errors", "1", Partial, Ignored(Bool, ONE), "pgsluice always logs refused logins; 0 warns."),
+    k(Pgbouncer, "log_stats", "1", NotYet, Ignored(Bool, ZERO), "pgsluice does not write periodic statistics to its log."),
+    k(Pgbouncer, "verbose", "0", Implemented, Mapped, "0 = info, 1 = debug, 2 or more = trace. `-v`, `-q`, `--log-level` and `RUST_LOG` take precedence."),
+    // Console access control.
+    k(Pgbouncer, "admin_users", "empty", NotYet, Mapped, "The admin console is being added separately; until then a non-empty list warns."),
+    k(Pgbouncer, "stats_users", "empty", NotYet, Mapped, "As `admin_users`."),
+    // Connection sanity checks, timeouts.
+    k(Pgbouncer, "server_reset_query", "DISCARD ALL", Implemented, Mapped, ""),
+    k(Pgbouncer, "server_reset_query_always", "0", Implemented, Mapped, ""),
+    k(Pgbouncer, "server_check_delay", "30", NotYet, Ignored(Secs, Never), ""),
+    k(Pgbouncer, "server_check_query", "select 1", NotYet, Ignored(Str, EMPTY), "pgsluice runs no check query (as with an empty value)."),
+    k(Pgbouncer, "server_fast_close", "0", NotYet, Ignored(Bool, ZERO), ""),
+    k(Pgbouncer, "server_lifetime", "3600", Implemented, Mapped, "0 = use a connection once (pgsluice closes it when it is released)."),
+    k(Pgbouncer, "server_idle_timeout", "600", Implemented, Mapped, ""),
+    k(Pgbouncer, "server_connect_timeout", "15", Implemented, Mapped, "0 = no limit."),
+    k(Pgbouncer, "server_login_retry", "15", NotYet, Mapped, "pgsluice tries again at the next client's request."),
+    k(Pgbouncer, "client_login_timeout", "60", Implemented, Mapped, "0 = no limit."),
+    k(Pgbouncer, "autodb_idle_timeout", "3600", NotYet, Ignored(Secs, Never), "Pools made through `*` stay until shutdown."),
+    k(Pgbouncer, "dns_max_ttl", "15", NotYet, Ignored(Secs, Never), "pgsluice resolves host names at every server connection."),
+    k(Pgbouncer, "dns_nxdomain_ttl", "15", NotYet, Ignored(Secs, Never), ""),
+    k(Pgbouncer, "dns_zone_check_period", "0", NotYet, Ignored(Secs, ZERO), ""),
+    k(Pgbouncer, "resolv_conf", "empty", NotYet, Ignored(Str, EMPTY), ""),
+    // TLS settings.
+    k(Pgbouncer, "client_tls_sslmode", "disable", NotYet, Mapped, "pgsluice answers SSLRequest with N for now."),
+    k(Pgbouncer, "client_tls_key_file", "not set", NotYet, Mapped, ""),
+    k(Pgbouncer, "client_tls_cert_file", "not set", NotYet, Mapped, ""),
+    k(Pgbouncer, "client_tls_ca_file", "not set", NotYet, Mapped, ""),
+    k(Pgbouncer, "client_tls_protocols", "secure", NotYet, Mapped, ""),
+    k(Pgbouncer, "client_tls_ciphers", "fast", NotYet, Mapped, ""),
+    k(Pgbouncer, "client_tls13_ciphers", "OpenSSL's default", NotYet, Ignored(Str, Never), ""),
+    k(Pgbouncer, "client_tls_ecdhcurve", "auto", NotYet, Ignored(Str, Values(&["auto"])), ""),
+    k(Pgbouncer, "client_tls_dheparams", "auto", NotYet, Ignored(Str, Values(&["auto"])), ""),
+    k(Pgbouncer, "server_tls_sslmode", "disable (prefer in recent releases)", NotYet, Mapped, "pgsluice connects to servers without TLS for now."),
+    k(Pgbouncer, "server_tls_ca_file", "not set", NotYet, Mapped, ""),
+    k(Pgbouncer, "server_tls_key_file", "not set", NotYet, Mapped, ""),
+    k(Pgbouncer, "server_tls_cert_file", "not set", NotYet, Mapped, ""),
+    k(Pgbouncer, "server_tls_protocols", "secure", NotYet, Mapped, ""),
+    k(Pgbouncer, "server_tls_ciphers", "fast", NotYet, Mapped, ""),
+    k(Pgbouncer, "server_tls13_ciphers", "OpenSSL's default", NotYet, Ignored(Str, Never), ""),
+    // Dangerous timeouts.
+    k(Pgbouncer, "query_timeout", "0", NotYet, Mapped, ""),
+    k(Pgbouncer, "query_wait_timeout", "120", Implemented, Mapped, "0 = wait forever."),
+    k(Pgbouncer, "cancel_wait_timeout", "10", NotYet, Ignored(Secs, Never), "pgsluice forwards a cancel request as soon as it arrives."),
+    k(Pgbouncer, "client_idle_timeout", "0", NotYet, Mapped, ""),
+    k(Pgbouncer, "idle_transaction_timeout", "0", NotYet, Mapped, ""),
+    k(Pgbouncer, "transaction_timeout", "0", NotYet, Ignored(Secs, ZERO), ""),
+    k(Pgbouncer, "suspend_timeout", "10", NotApplicable, Ignored(Secs, Never), "No SUSPEND or online restart (`-R`)."),
+    // Low-level network settings.
+    k(Pgbouncer, "pkt_buf", "4096", NotApplicable, Ignored(Int, Never), "pgsluice sizes its buffers itself."),
+    k(Pgbouncer, "max_packet_size", "2147483647", Implemented, Mapped, "pgsluice's `max_message_size`; at least 8192."),
+    k(Pgbouncer, "listen_backlog", "128", NotYet, Ignored(Int, Never), ""),
+    k(Pgbouncer, "sbuf_loopcnt", "5", NotApplicable, Ignored(Int, Never), "pgsluice's scheduler is Tokio's."),
+    k(Pgbouncer, "so_reuseport", "0", NotYet, Ignored(Bool, ZERO), ""),
+    k(Pgbouncer, "tcp_defer_accept", "1 on Linux", NotYet, Ignored(Int, ZERO), ""),
+    k(Pgbouncer, "tcp_socket_buffer", "not set", NotYet, Ignored(Int, ZERO), ""),
+    k(Pgbouncer, "tcp_keepalive", "1", NotYet, Ignored(Bool, ZERO), "pgsluice does not turn keepalive on yet."),
+    k(Pgbouncer, "tcp_keepcnt", "not set", NotYet, Ignored(Int, ZERO), ""),
+    k(Pgbouncer, "tcp_keepidle", "not set", NotYet, Ignored(Int, ZERO), ""),
+    k(Pgbouncer, "tcp_keepintvl", "not set", NotYet, Ignored(Int, ZERO), ""),
+    k(Pgbouncer, "tcp_user_timeout", "0", NotYet, Ignored(Int, ZERO), ""),
+    // [databases] connection string parameters.
+    k(Database, "dbname", "the client-side name", Implemented, Mapped, ""),
+    k(Database, "host", "unix socket in unix_socket_dir", Partial, Mapped, "A name, an address or a socket directory. A comma-separated list warns and only its first host is used; `@` (abstract socket) is refused."),
+    k(Database, "port", "5432", Implemented, Mapped, ""),
+    k(Database, "user", "the client's user", Implemented, Mapped, "Forced user."),
+    k(Database, "password", "from auth_file", Implemented, Mapped, ""),
+    k(Database, "auth_user", "global auth_user", NotYet, Mapped, ""),
+    k(Database, "auth_query", "global auth_query", NotYet, Ignored(Str, Never), ""),
+    k(Database, "auth_dbname", "global auth_dbname", NotYet, Ignored(Str, Never), ""),
+    k(Database, "pool_size", "default_pool_size", Implemented, Mapped, ""),
+    k(Database, "min_pool_size", "min_pool_size", Implemented, Mapped, ""),
+    k(Database, "reserve_pool", "reserve_pool_size", NotYet, Mapped, "Also spelled `reserve_pool_size`."),
+    k(Database, "reserve_pool_size", "reserve_pool_size", NotYet, Mapped, "Newer spelling of `reserve_pool`."),
+    k(Database, "connect_query", "not set", NotYet, Mapped, ""),
+    k(Database, "pool_mode", "pool_mode", Partial, Mapped, "`statement` is refused."),
+    k(Database, "load_balance_hosts", "round-robin", NotYet, Ignored(Kind::Enum(&["disable", "round-robin"]), Never), ""),
+    k(Database, "max_db_connections", "max_db_connections", NotYet, Mapped, ""),
+    k(Database, "max_db_client_connections", "max_db_client_connections", NotYet, Ignored(Int, ZERO), ""),
+    k(Database, "server_lifetime", "server_lifetime", NotYet, Ignored(Secs, Never), ""),
+    k(Database, "client_encoding", "not set", NotYet, Mapped, ""),
+    k(Database, "datestyle", "not set", NotYet, Mapped, ""),
+    k(Database, "timezone", "not set", NotYet, Mapped, ""),
+    k(Database, "application_name", "not set", Implemented, Mapped, ""),
+    // [users] parameters.
+    k(User, "pool_mode", "the database's", Partial, Mapped, "`statement` is refused."),
+    k(User, "pool_size", "the database's", Implemented, Mapped, ""),
+    k(User, "reserve_pool_size", "the database's", NotYet, Ignored(Int, ZERO), ""),
+    k(User, "max_user_connections", "max_user_connections", NotYet, Mapped, ""),
+    k(User, "max_user_client_connections", "max_user_client_connections", NotYet, Ignored(Int, ZERO), ""),
+    k(User, "query_timeout", "query_timeout", NotYet, Ignored(Secs, ZERO), ""),
+    k(User, "idle_transaction_timeout", "idle_transaction_timeout", NotYet, Ignored(Secs, ZERO), ""),
+    k(User, "client_idle_timeout", "client_idle_timeout", NotYet, Ignored(Secs, ZERO), ""),
+    // [peers] parameters.
+    k(Peer, "host", "not set", NotYet, Mapped, "Peering is not implemented: each `[peers]` entry warns."),
+    k(Peer, "port", "6432", NotYet, Mapped, ""),
+    k(Peer, "pool_size", "default_pool_size", NotYet, Mapped, ""),
+];
+
+/// Every PgBouncer key with its status.
+pub fn pgbouncer_keys() -> &'static [KeyInfo] {
+    KEYS
+}
+
+/// The entry for `name` in `section` (names are compared case-insensitively).
+pub(crate) fn lookup(section: Section, name: &str) -> Option<&'static KeyInfo> {
+    KEYS.iter()
+        .find(|k| k.section == section && k.name.eq_ignore_ascii_case(name))
+}
+
+/// Checks a value of an ignored key; returns whether it is inert.
+pub(crate) fn check_ignored(kind: Kind, inert: Inert, value: &str) -> Result<bool, String> {
+    let norm = |v: &str| -> Result<String, String> {
+        Ok(match kind {
+            Bool => u8::from(super::types::parse_bool(v).map_err(|e| e.0)?).to_string(),
+            Int => super::types::parse_count(v).map_err(|e| e.0)?.to_string(),
+            Secs => format!(
+                "{:?}",
+                super::types::parse_pgbouncer_secs(v).map_err(|e| e.0)?.0
+            ),
+            Str => v.trim().to_owned(),
+            Kind::Enum(allowed) => {
+                let t = v.trim().to_ascii_lowercase();
+                if !allowed.contains(&t.as_str()) {
+                    return Err(format!(
+                        "invalid value `{v}`: expected one of {}",
+                        allowed.join(", ")
+                    ));
+                }
+                t
+            }
+        })
+    };
+    let value_n = norm(value)?;
+    Ok(match inert {
+        Never => false,
+        Inert::Custom(f) => f(value),
+        Values(list) => list.iter().any(|v| norm(v).is_ok_and(|n| n == value_n)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_unique_and_documented() {
+        let doc = include_str!("../../../../docs/pgbouncer-compat.md");
+        for (i, key) in KEYS.iter().enumerate() {
+            assert!(
+                !KEYS[..i]
+                    .iter()
+                    .any(|o| o.section == key.section && o.name == key.name),
+                "duplicate key {}",
+                key.name
+            );
+            let row = format!("| `{}` |", key.name);
+            assert!(doc.contains(&row), "docs/pgbouncer-compat.md lacks {row}");
+            if let Ignored(kind, Values(list)) = key.handling {
+                for v in list {
+                    assert_eq!(
+                        check_ignored(kind, Values(list), v),
+                        Ok(true),
+                        "{}",
+                        key.name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ignored_values_are_checked() {
+        assert_eq!(check_ignored(Bool, ZERO, "off"), Ok(true));
+        assert_eq!(check_ignored(Bool, ZERO, "yes"), Ok(false));
+        assert!(check_ignored(Bool, ZERO, "maybe").is_err());
+        assert_eq!(check_ignored(Secs, ZERO, "0.0"), Ok(true));
+        assert!(check_ignored(Secs, ZERO, "soon").is_err());
+        assert!(check_ignored(Int, ZERO, "-3").is_err());
+        assert_eq!(check_ignored(Str, EMPTY, "select 1"), Ok(false));
+        assert_eq!(
+            check_ignored(
+                Str,
+                Inert::Custom(tracked_params_only),
+                "IntervalStyle, application_name"
+            ),
+            Ok(true)
+        );
+        assert_eq!(
+            check_ignored(Str, Inert::Custom(tracked_params_only), "search_path"),
+            Ok(false)
+        );
+    }
+}

@@ -1,0 +1,261 @@
+//! A [`Config`] as a TOML table: for applying overrides to a configuration
+//! that did not come from a TOML file, and for `--print-config`.
+
+use std::path::Path;
+
+use toml::{Table, Value};
+
+use super::{Config, Secs};
+
+/// What replaces passwords in [`to_redacted_toml`].
+const REDACTED: &str = "<redacted>";
+
+fn int(n: usize) -> Value {
+    Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+fn secs(s: Secs) -> Value {
+    let d = s.0;
+    if d.subsec_nanos() == 0 {
+        Value::Integer(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    } else {
+        let millis = d.as_nanos().div_ceil(1_000_000);
+        Value::String(format!("{millis}ms"))
+    }
+}
+
+fn string(s: &str) -> Value {
+    Value::String(s.to_owned())
+}
+
+fn strings(items: &[String]) -> Value {
+    Value::Array(items.iter().map(|s| string(s)).collect())
+}
+
+fn opt_string(t: &mut Table, key: &str, v: Option<&str>) {
+    if let Some(v) = v {
+        t.insert(key.into(), string(v));
+    }
+}
+
+fn opt_path(t: &mut Table, key: &str, v: Option<&Path>) {
+    if let Some(v) = v {
+        t.insert(key.into(), Value::String(v.display().to_string()));
+    }
+}
+
+/// A [`Config`] as a TOML table (what a file saying exactly this would parse to).
+pub(crate) fn to_table(cfg: &Config) -> Table {
+    let g = &cfg.general;
+    let mut general = Table::new();
+    let listen = g
+        .listen
+        .iter()
+        .map(|a| Value::String(a.to_string()))
+        .collect();
+    general.insert("listen".into(), Value::Array(listen));
+    if let Some(w) = g.workers {
+        general.insert("workers".into(), int(w));
+    }
+    general.insert("max_client_conn".into(), int(g.max_client_conn));
+    general.insert("pool_mode".into(), string(g.pool_mode.as_str()));
+    general.insert("default_pool_size".into(), int(g.default_pool_size));
+    general.insert("min_pool_size".into(), int(g.min_pool_size));
+    general.insert("query_wait_timeout".into(), secs(g.query_wait_timeout));
+    general.insert(
+        "server_connect_timeout".into(),
+        secs(g.server_connect_timeout),
+    );
+    general.insert("server_idle_timeout".into(), secs(g.server_idle_timeout));
+    general.insert("server_lifetime".into(), secs(g.server_lifetime));
+    general.insert("server_reset_query".into(), string(&g.server_reset_query));
+    general.insert(
+        "server_reset_query_always".into(),
+        Value::Boolean(g.server_reset_query_always),
+    );
+    general.insert("auth_type".into(), string(g.auth_type.as_str()));
+    general.insert("client_login_timeout".into(), secs(g.client_login_timeout));
+    general.insert("shutdown_timeout".into(), secs(g.shutdown_timeout));
+    general.insert("log_level".into(), string(&g.log_level));
+    general.insert("log_format".into(), string(g.log_format.as_str()));
+    general.insert("max_message_size".into(), int(g.max_message_size));
+    general.insert(
+        "application_name_add_host".into(),
+        Value::Boolean(g.application_name_add_host),
+    );
+    general.insert("admin_users".into(), strings(&g.admin_users));
+    general.insert("stats_users".into(), strings(&g.stats_users));
+    opt_path(&mut general, "auth_file", g.auth_file.as_deref());
+    opt_string(&mut general, "auth_user", g.auth_user.as_deref());
+    general.insert("auth_query".into(), string(&g.auth_query));
+    opt_string(&mut general, "auth_dbname", g.auth_dbname.as_deref());
+    opt_string(
+        &mut general,
+        "unix_socket_dir",
+        g.unix_socket_dir.as_deref(),
+    );
+    general.insert(
+        "unix_socket_mode".into(),
+        Value::String(format!("0{:o}", g.unix_socket_mode)),
+    );
+    opt_string(
+        &mut general,
+        "unix_socket_group",
+        g.unix_socket_group.as_deref(),
+    );
+    general.insert(
+        "ignore_startup_parameters".into(),
+        strings(&g.ignore_startup_parameters),
+    );
+    general.insert(
+        "server_round_robin".into(),
+        Value::Boolean(g.server_round_robin),
+    );
+    general.insert("max_db_connections".into(), int(g.max_db_connections));
+    general.insert("max_user_connections".into(), int(g.max_user_connections));
+    general.insert("reserve_pool_size".into(), int(g.reserve_pool_size));
+    general.insert("reserve_pool_timeout".into(), secs(g.reserve_pool_timeout));
+    general.insert("server_login_retry".into(), secs(g.server_login_retry));
+    general.insert("query_timeout".into(), secs(g.query_timeout));
+    general.insert(
+        "idle_transaction_timeout".into(),
+        secs(g.idle_transaction_timeout),
+    );
+    general.insert("client_idle_timeout".into(), secs(g.client_idle_timeout));
+    general.insert("stats_period".into(), secs(g.stats_period));
+    general.insert(
+        "max_prepared_statements".into(),
+        int(g.max_prepared_statements),
+    );
+    opt_path(&mut general, "pidfile", g.pidfile.as_deref());
+    opt_path(&mut general, "logfile", g.logfile.as_deref());
+    opt_string(&mut general, "user", g.user.as_deref());
+    general.insert(
+        "client_tls_sslmode".into(),
+        string(g.client_tls_sslmode.as_str()),
+    );
+    opt_path(
+        &mut general,
+        "client_tls_key_file",
+        g.client_tls_key_file.as_deref(),
+    );
+    opt_path(
+        &mut general,
+        "client_tls_cert_file",
+        g.client_tls_cert_file.as_deref(),
+    );
+    opt_path(
+        &mut general,
+        "client_tls_ca_file",
+        g.client_tls_ca_file.as_deref(),
+    );
+    general.insert(
+        "client_tls_protocols".into(),
+        string(&g.client_tls_protocols),
+    );
+    general.insert("client_tls_ciphers".into(), string(&g.client_tls_ciphers));
+    general.insert(
+        "server_tls_sslmode".into(),
+        string(g.server_tls_sslmode.as_str()),
+    );
+    opt_path(
+        &mut general,
+        "server_tls_ca_file",
+        g.server_tls_ca_file.as_deref(),
+    );
+    opt_path(
+        &mut general,
+        "server_tls_key_file",
+        g.server_tls_key_file.as_deref(),
+    );
+    opt_path(
+        &mut general,
+        "server_tls_cert_file",
+        g.server_tls_cert_file.as_deref(),
+    );
+    general.insert(
+        "server_tls_protocols".into(),
+        string(&g.server_tls_protocols),
+    );
+    general.insert("server_tls_ciphers".into(), string(&g.server_tls_ciphers));
+
+    let mut databases = Table::new();
+    for (name, d) in &cfg.databases {
+        let mut t = Table::new();
+        t.insert("host".into(), string(&d.host));
+        t.insert("port".into(), Value::Integer(d.port.into()));
+        let opt_strings = [
+            ("dbname", &d.dbname),
+            ("user", &d.user),
+            ("password", &d.password),
+            ("application_name", &d.application_name),
+            ("auth_user", &d.auth_user),
+            ("connect_query", &d.connect_query),
+            ("client_encoding", &d.client_encoding),
+            ("datestyle", &d.datestyle),
+            ("timezone", &d.timezone),
+        ];
+        for (k, v) in opt_strings {
+            if let Some(v) = v {
+                t.insert(k.into(), string(v));
+            }
+        }
+        if let Some(n) = d.pool_size {
+            t.insert("pool_size".into(), int(n));
+        }
+        if let Some(n) = d.min_pool_size {
+            t.insert("min_pool_size".into(), int(n));
+        }
+        if let Some(m) = d.pool_mode {
+            t.insert("pool_mode".into(), string(m.as_str()));
+        }
+        if let Some(n) = d.reserve_pool {
+            t.insert("reserve_pool".into(), int(n));
+        }
+        if let Some(n) = d.max_db_connections {
+            t.insert("max_db_connections".into(), int(n));
+        }
+        databases.insert(name.clone(), Value::Table(t));
+    }
+
+    let mut users = Table::new();
+    for (name, u) in &cfg.users {
+        let mut t = Table::new();
+        if let Some(p) = &u.password {
+            t.insert("password".into(), string(p));
+        }
+        if let Some(m) = u.pool_mode {
+            t.insert("pool_mode".into(), string(m.as_str()));
+        }
+        if let Some(n) = u.pool_size {
+            t.insert("pool_size".into(), int(n));
+        }
+        if let Some(n) = u.max_user_connections {
+            t.insert("max_user_connections".into(), int(n));
+        }
+        users.insert(name.clone(), Value::Table(t));
+    }
+
+    let mut root = Table::new();
+    root.insert("general".into(), Value::Table(general));
+    root.insert("databases".into(), Value::Table(databases));
+    root.insert("users".into(), Value::Table(users));
+    root
+}
+
+/// The effective configuration as TOML text, in pgsluice's own format, with
+/// every password replaced by `"<redacted>"` (`--print-config`).
+pub fn to_redacted_toml(cfg: &Config) -> String {
+    let mut root = to_table(cfg);
+    for table in ["databases", "users"] {
+        let Some(Value::Table(entries)) = root.get_mut(table) else {
+            continue;
+        };
+        for (_, entry) in entries.iter_mut() {
+            if let Some(p) = entry.as_table_mut().and_then(|t| t.get_mut("password")) {
+                *p = string(REDACTED);
+            }
+        }
+    }
+    toml::to_string(&root).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+}
