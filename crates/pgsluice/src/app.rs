@@ -96,7 +96,7 @@ impl App {
         user: &str,
     ) -> Result<Arc<Pool>, ClientNotice> {
         let cfg = self.config();
-        let db = cfg.databases.get(database).ok_or_else(|| {
+        let db = cfg.database(database).ok_or_else(|| {
             ClientNotice::fatal(
                 SqlState::INVALID_CATALOG_NAME,
                 format!("no such database: {database}"),
@@ -204,7 +204,7 @@ impl Server {
             accept_tasks.push(tokio::spawn(accept_loop(listener, app.clone())));
         }
         // Pools with a forced user are known now: warm them if min_pool_size asks.
-        for (name, db) in &cfg.databases {
+        for (name, db) in cfg.databases.iter().filter(|(n, _)| n.as_str() != "*") {
             if let Some(user) = &db.user {
                 if cfg.min_pool_size(name) > 0 {
                     let _ = app.pool_for(name, user);

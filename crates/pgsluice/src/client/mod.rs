@@ -1,5 +1,5 @@
 //! One task per client: the startup phase and login here, the session loop in
-//! [`session`], the byte relay in [`relay`].
+//! `session`, the byte relay in [`relay`].
 
 pub mod auth;
 pub mod prepared;
@@ -25,9 +25,8 @@ use crate::shutdown::TaskToken;
 
 pub use session::Session;
 
-/// Startup parameters accepted and ignored (as PgBouncer's ignore_startup_parameters
-/// commonly lists them).
-const IGNORED_PARAMS: &[&str] = &["extra_float_digits"];
+/// Startup parameters always accepted and ignored.
+const IGNORED_PARAMS: &[&str] = crate::config::ALWAYS_IGNORED_STARTUP_PARAMETERS;
 
 /// Whether the client got a slot under max_client_conn.
 #[derive(Debug)]
@@ -211,13 +210,19 @@ async fn login(
         .map(|(_, v)| v.clone())
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| user.clone());
+    let cfg = app.config();
     let mut client_params = ParamSet::default();
     let mut unrecognized = Vec::new();
     for (k, v) in &params {
         match k.as_str() {
             "user" | "database" => {}
             k if k.starts_with("_pq_.") => unrecognized.push(k.to_owned()),
-            k if IGNORED_PARAMS.contains(&k) => {}
+            k if IGNORED_PARAMS.contains(&k)
+                || cfg
+                    .general
+                    .ignore_startup_parameters
+                    .iter()
+                    .any(|p| p.eq_ignore_ascii_case(k)) => {}
             k if client_params.set(k, v) => {}
             k => {
                 return Err(fatal(

@@ -282,25 +282,6 @@ impl General {
             self.unix_socket_group.is_some(),
             "listening on a unix socket",
         );
-        let extra: Vec<&str> = self
-            .ignore_startup_parameters
-            .iter()
-            .map(String::as_str)
-            .filter(|p| {
-                !ALWAYS_IGNORED_STARTUP_PARAMETERS
-                    .iter()
-                    .any(|a| a.eq_ignore_ascii_case(p))
-            })
-            .collect();
-        not_yet(
-            "ignore_startup_parameters",
-            !extra.is_empty(),
-            &format!(
-                "ignoring startup parameters {} (pgsluice ignores only {} and refuses other unknown ones)",
-                extra.join(", "),
-                ALWAYS_IGNORED_STARTUP_PARAMETERS.join(", ")
-            ),
-        );
         not_yet(
             "server_round_robin",
             self.server_round_robin,
@@ -350,11 +331,6 @@ impl General {
             "stats_period",
             self.stats_period != d.stats_period,
             "averaged statistics",
-        );
-        not_yet(
-            "max_prepared_statements",
-            self.max_prepared_statements != 0,
-            "tracking prepared statements in transaction mode",
         );
         not_yet(
             "client_tls_sslmode",

@@ -160,7 +160,7 @@ pub const KEYS: &[KeyInfo] = &[
     k(Pgbouncer, "max_user_client_connections", "0", NotYet, Ignored(Int, ZERO), ""),
     k(Pgbouncer, "server_round_robin", "0", NotYet, Mapped, "pgsluice reuses idle server connections LIFO, like PgBouncer's default."),
     k(Pgbouncer, "track_extra_parameters", "IntervalStyle", Partial, Ignored(Str, Inert::Custom(tracked_params_only)), "pgsluice always tracks client_encoding, DateStyle, TimeZone, IntervalStyle, standard_conforming_strings and application_name; other names warn."),
-    k(Pgbouncer, "ignore_startup_parameters", "empty", Partial, Mapped, "pgsluice always ignores `extra_float_digits` and refuses other unknown startup parameters; listing others warns."),
+    k(Pgbouncer, "ignore_startup_parameters", "empty", Implemented, Mapped, "Listed startup parameters are accepted and ignored; pgsluice always ignores `extra_float_digits`; other unknown ones are refused with 08P01, as PgBouncer does."),
     k(Pgbouncer, "peer_id", "0", NotYet, Ignored(Int, ZERO), "Peering is not implemented."),
     k(Pgbouncer, "disable_pqexec", "0", NotYet, Ignored(Bool, ZERO), ""),
     k(Pgbouncer, "application_name_add_host", "0", NotYet, Mapped, ""),
@@ -168,7 +168,7 @@ pub const KEYS: &[KeyInfo] = &[
     k(Pgbouncer, "service_name", "pgbouncer", NotApplicable, Ignored(Str, Never), "Windows service registration."),
     k(Pgbouncer, "job_name", "pgbouncer", NotApplicable, Ignored(Str, Never), "Alias of `service_name`."),
     k(Pgbouncer, "stats_period", "60", NotYet, Mapped, ""),
-    k(Pgbouncer, "max_prepared_statements", "200 (0 before 1.22)", NotYet, Mapped, "pgsluice behaves as with 0: prepared statements are not tracked across server connections in transaction mode; a non-zero value warns."),
+    k(Pgbouncer, "max_prepared_statements", "200 (0 before 1.22)", Implemented, Mapped, "Bound of the per-server-connection statement cache in transaction mode. pgsluice always carries named prepared statements across server connections; 0 means the default bound, 200 (see docs/prepared-statements.md)."),
     k(Pgbouncer, "scram_iterations", "4096", NotYet, Ignored(Int, Values(&["4096"])), ""),
     // Authentication settings.
     k(Pgbouncer, "auth_type", "md5", Partial, Mapped, "`trust`, `plain`, `md5`, `scram-sha-256`; `cert`, `hba`, `pam`, `any`, `ldap` are refused with an error. PgBouncer's `md5` also accepts SCRAM for users with a SCRAM secret; pgsluice warns about such users."),

@@ -157,10 +157,11 @@ fn full_fixture() {
         1,
         "{w:#?}"
     );
-    assert_eq!(has("key `pgbouncer.max_prepared_statements`"), 1, "{w:#?}");
+    // Implemented since: no warning.
+    assert_eq!(has("key `pgbouncer.max_prepared_statements`"), 0, "{w:#?}");
     assert_eq!(has("key `pgbouncer.admin_users`"), 1, "{w:#?}");
     assert_eq!(has("key `pgbouncer.unix_socket_dir`"), 1, "{w:#?}");
-    assert_eq!(has("ignoring startup parameters search_path"), 1, "{w:#?}");
+    assert_eq!(has("ignore_startup_parameters"), 0, "{w:#?}");
     assert_eq!(has("key `databases.tuned.reserve_pool`"), 1, "{w:#?}");
     assert_eq!(has("key `databases.tuned.connect_query`"), 1, "{w:#?}");
     assert_eq!(has("key `users.carol.max_user_connections`"), 1, "{w:#?}");
