@@ -444,6 +444,14 @@ pub struct General {
     pub max_message_size: usize,
     /// Reserved (parsed, not used yet); default false.
     pub application_name_add_host: bool,
+    /// Users allowed every admin console command (database `pgbouncer`); default empty.
+    pub admin_users: Vec<String>,
+    /// Users allowed the admin console's SHOW commands only; default empty.
+    pub stats_users: Vec<String>,
+    /// Address of the Prometheus `/metrics` HTTP endpoint; default none (disabled).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Period of the averages in SHOW STATS (PgBouncer's `stats_period`); default 60s.
+    pub stats_period: Secs,
 }
 
 impl Default for General {
@@ -468,6 +476,10 @@ impl Default for General {
             log_format: LogFormat::Text,
             max_message_size: 1 << 30,
             application_name_add_host: false,
+            admin_users: Vec::new(),
+            stats_users: Vec::new(),
+            metrics_listen: None,
+            stats_period: Secs::from_secs(60),
         }
     }
 }
