@@ -15,10 +15,14 @@ use pgsluice_protocol::SqlState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::admin::{self, Access};
 use crate::app::App;
+use crate::cancel::CancelHandle;
 use crate::error::{ClientError, ClientNotice};
 use crate::net::Stream;
 use crate::params::ParamSet;
+use crate::pool::registry::{socket_endpoints, Endpoint, CURRENT_CLIENT};
+use crate::pool::{ClientInfo, ClientReg};
 use crate::shutdown::TaskToken;
 
 pub use session::Session;
@@ -94,10 +98,15 @@ pub async fn serve(
         send_fatal(&mut stream, &n).await;
         return;
     }
+    let (remote, local, fd) = socket_endpoints(&stream);
     let login =
         tokio::time::timeout(login_timeout, login(&mut stream, &mut buf, &app, params)).await;
     let session = match login {
-        Ok(Ok(s)) => s,
+        Ok(Ok(LoggedIn::Admin(a))) => {
+            serve_admin(stream, peer, &app, a, (remote, local, fd), started).await;
+            return;
+        }
+        Ok(Ok(LoggedIn::Pool(s, pool_reg))) => (s, pool_reg),
         Ok(Err(LoginFailure::Notice(n))) => {
             tracing::info!(peer = %peer, code = %n.code, reason = %n.message, "client login refused");
             send_fatal(&mut stream, &n).await;
@@ -118,6 +127,7 @@ pub async fn serve(
             return;
         }
     };
+    let (session, pool_reg) = session;
     let (client_id, _) = session.cancel_key();
     tracing::info!(
         client = client_id,
@@ -126,7 +136,32 @@ pub async fn serve(
         user = %session.user(),
         "client login"
     );
-    let summary = session.run(stream).await;
+    let info = Arc::new(ClientInfo::new(
+        client_id as u64,
+        session.user().to_owned(),
+        session.database().to_owned(),
+        remote,
+        local,
+        pool_reg.application_name,
+        fd,
+    ));
+    let reg: ClientReg = pool_reg.pool.register_client(info.clone());
+    let spare = dup_stream(&stream);
+    let run = CURRENT_CLIENT.scope(info.clone(), session.run(stream));
+    let summary = tokio::select! {
+        s = run => s,
+        _ = info.killed() => {
+            // The session (and any server connection it held, closed as unclean) is
+            // dropped; tell the client why on a duplicate of its socket.
+            drop(reg);
+            if let Some(mut s) = spare {
+                send_fatal(&mut s, &killed_notice()).await;
+            }
+            tracing::info!(client = client_id, peer = %peer, "client killed by admin command");
+            return;
+        }
+    };
+    drop(reg);
     tracing::info!(
         client = client_id,
         peer = %peer,
@@ -185,12 +220,33 @@ impl From<std::io::Error> for LoginFailure {
     }
 }
 
+/// A logged-in client: for a pool or for the admin console.
+enum LoggedIn {
+    Pool(Session, PoolLogin),
+    Admin(AdminLogin),
+}
+
+/// What the session of a pool client needs beyond [`Session`].
+struct PoolLogin {
+    pool: Arc<crate::pool::Pool>,
+    application_name: String,
+}
+
+/// An admin console login.
+struct AdminLogin {
+    user: String,
+    access: Access,
+    application_name: String,
+    cancel: CancelHandle,
+    pending: BytesMut,
+}
+
 async fn login(
     stream: &mut Stream,
     buf: &mut BytesMut,
     app: &Arc<App>,
     (minor, params): (u16, Vec<(String, String)>),
-) -> Result<Session, LoginFailure> {
+) -> Result<LoggedIn, LoginFailure> {
     let fatal = |code, msg: String| LoginFailure::Notice(ClientNotice::fatal(code, msg));
     let user = params
         .iter()
@@ -233,7 +289,40 @@ async fn login(
         out.clear();
     }
 
+    let application_name = params
+        .iter()
+        .find(|(k, _)| k == "application_name")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
     let cfg = app.config();
+    if admin::is_admin_db(&database) {
+        let secrets = app.secrets();
+        let ok = auth::authenticate(stream, buf, cfg.general.auth_type, &user, &secrets).await?;
+        if !ok {
+            return Err(fatal(
+                SqlState::INVALID_PASSWORD,
+                format!("password authentication failed for user \"{user}\""),
+            ));
+        }
+        let Some(access) = admin::access_for(&cfg, &user) else {
+            return Err(fatal(
+                SqlState::INVALID_AUTHORIZATION,
+                format!("user \"{user}\" is not allowed to use the admin console (admin_users, stats_users)"),
+            ));
+        };
+        let cancel = app.cancel.register();
+        let (pid, secret) = cancel.key();
+        backend::auth_ok(&mut out);
+        admin::write_startup(&mut out, pid, secret);
+        stream.write_all(&out).await?;
+        return Ok(LoggedIn::Admin(AdminLogin {
+            user,
+            access,
+            application_name,
+            cancel,
+            pending: buf.split(),
+        }));
+    }
     let pool = app
         .pool_for(&database, &user)
         .map_err(LoginFailure::Notice)?;
@@ -261,15 +350,84 @@ async fn login(
     backend::backend_key_data(&mut out, pid, secret);
     backend::ready_for_query(&mut out, TxStatus::Idle);
     stream.write_all(&out).await?;
-    Ok(Session::new(
-        app.clone(),
-        pool,
-        user,
-        database,
-        client_params,
-        cancel,
-        buf.split(),
+    let pool_login = PoolLogin {
+        pool: pool.clone(),
+        application_name,
+    };
+    Ok(LoggedIn::Pool(
+        Session::new(
+            app.clone(),
+            pool,
+            user,
+            database,
+            client_params,
+            cancel,
+            buf.split(),
+        ),
+        pool_login,
     ))
+}
+
+/// Runs an admin console session.
+async fn serve_admin(
+    stream: Stream,
+    peer: String,
+    app: &Arc<App>,
+    a: AdminLogin,
+    (remote, local, fd): (Endpoint, Endpoint, i32),
+    started: Instant,
+) {
+    let (client_id, _) = a.cancel.key();
+    tracing::info!(client = client_id, peer = %peer, user = %a.user, access = ?a.access, "admin console login");
+    let info = Arc::new(ClientInfo::new(
+        client_id as u64,
+        a.user,
+        "pgbouncer".to_owned(),
+        remote,
+        local,
+        a.application_name,
+        fd,
+    ));
+    let reg = ClientReg::new(info.clone(), app.admin_clients.clone());
+    let reason = admin::serve(stream, a.pending, app.clone(), a.access, info).await;
+    drop(reg);
+    drop(a.cancel);
+    tracing::info!(
+        client = client_id,
+        peer = %peer,
+        duration_ms = started.elapsed().as_millis() as u64,
+        reason,
+        "admin console logout"
+    );
+}
+
+/// The notice a client killed by KILL or KILL_CLIENT gets.
+fn killed_notice() -> ClientNotice {
+    ClientNotice::fatal(SqlState::ADMIN_SHUTDOWN, "admin forced disconnect")
+}
+
+/// A second handle on the same socket (a duplicated descriptor), to tell a client why
+/// it is disconnected after its session was dropped.
+fn dup_stream(stream: &Stream) -> Option<Stream> {
+    use std::os::fd::AsFd;
+    match stream {
+        Stream::Tcp(s) => {
+            let fd = s.as_fd().try_clone_to_owned().ok()?;
+            let std_stream = std::net::TcpStream::from(fd);
+            std_stream.set_nonblocking(true).ok()?;
+            tokio::net::TcpStream::from_std(std_stream)
+                .ok()
+                .map(Stream::Tcp)
+        }
+        Stream::Unix(s) => {
+            let fd = s.as_fd().try_clone_to_owned().ok()?;
+            let std_stream = std::os::unix::net::UnixStream::from(fd);
+            std_stream.set_nonblocking(true).ok()?;
+            tokio::net::UnixStream::from_std(std_stream)
+                .ok()
+                .map(Stream::Unix)
+        }
+    }
 }
 
 /// Sends a FATAL error and closes, best effort.
