@@ -239,8 +239,13 @@ fn read_msg(s: &mut TcpStream) -> Result<(u8, Vec<u8>), String> {
 
 /// A tokio-postgres client of database `app` through the pooler at `addr`.
 pub(crate) async fn app_client(addr: SocketAddr) -> tokio_postgres::Client {
+    client_of(addr, "app").await
+}
+
+/// A tokio-postgres client (user `app`) of database `db` through the pooler.
+pub(crate) async fn client_of(addr: SocketAddr, db: &str) -> tokio_postgres::Client {
     let conn_str = format!(
-        "host={} port={} user=app password={APP_PW} dbname=app connect_timeout=10",
+        "host={} port={} user=app password={APP_PW} dbname={db} connect_timeout=10",
         addr.ip(),
         addr.port()
     );
