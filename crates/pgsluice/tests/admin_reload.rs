@@ -62,7 +62,7 @@ impl Drop for TempDir {
     }
 }
 
-fn spawn(pg: &PgCluster, text: &str, name: &str) -> Setup {
+fn spawn(text: &str, name: &str) -> Setup {
     let dir = std::env::temp_dir().join(format!("pgsluice-admin-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("pgsluice.toml");
@@ -85,7 +85,7 @@ fn pools_cell(addr: SocketAddr, col: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_changes_pool_size_without_dropping_clients() {
     let pg = pg_with_app();
-    let s = spawn(&pg, &config_text(&pg, 1, false, true), "size");
+    let s = spawn(&config_text(&pg, 1, false, true), "size");
     let addr = s.addr;
     let holder = app_client(addr).await;
     let waiter = app_client(addr).await;
@@ -150,7 +150,7 @@ async fn reload_changes_pool_size_without_dropping_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_config_is_refused_and_databases_come_and_go() {
     let pg = pg_with_app();
-    let s = spawn(&pg, &config_text(&pg, 4, false, true), "broken");
+    let s = spawn(&config_text(&pg, 4, false, true), "broken");
     let addr = s.addr;
     let client = app_client(addr).await;
     client.simple_query("select 1").await.unwrap();
@@ -245,7 +245,7 @@ async fn broken_config_is_refused_and_databases_come_and_go() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_command_stops_the_process() {
     let pg = pg_with_app();
-    let s = spawn(&pg, &config_text(&pg, 2, false, true), "shutdown");
+    let s = spawn(&config_text(&pg, 2, false, true), "shutdown");
     let addr = s.addr;
     let r =
         tokio::task::spawn_blocking(move || psql(addr, "admin", ADMIN_PW, "pgbouncer", "SHUTDOWN"))
