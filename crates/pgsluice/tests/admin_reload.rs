@@ -145,6 +145,42 @@ async fn reload_changes_pool_size_without_dropping_clients() {
     .await
     .unwrap();
     holder.simple_query("select 5").await.unwrap();
+
+    // The log level follows the file too: at debug, a client that leaves during
+    // start-up is logged.
+    std::fs::write(
+        &s.file,
+        config_text(&pg, 3, false, true).replace("log_level = \"info\"", "log_level = \"debug\""),
+    )
+    .unwrap();
+    let since = s.pooler.line_count();
+    tokio::task::spawn_blocking(move || admin(addr, "RELOAD")).await.unwrap();
+    drop(std::net::TcpStream::connect(addr).unwrap());
+    assert!(s
+        .pooler
+        .wait_for_line_since(since, "client left during startup", T)
+        .is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_mode_user_is_admin() {
+    let pg = pg_with_app();
+    let bin = Path::new(env!("CARGO_BIN_EXE_pgsluice"));
+    let url = pg.url("app", APP_PW, "app");
+    let pooler = Pooler::spawn(bin, &["--listen", "127.0.0.1:0", "--backend", &url], &[])
+        .expect("spawn pgsluice");
+    let addr = pooler.addr();
+    tokio::task::spawn_blocking(move || {
+        let r = psql(addr, "app", APP_PW, "pgbouncer", "SHOW DATABASES");
+        assert!(r.ok && r.stdout.contains("app|127.0.0.1"), "{r:?}");
+        let r = psql(addr, "app", APP_PW, "pgbouncer", "RELOAD");
+        assert!(r.ok, "quick mode reload re-applies the same settings: {r:?}");
+        let r = psql(addr, "app", "wrong", "pgbouncer", "SHOW POOLS");
+        assert!(!r.ok, "{r:?}");
+    })
+    .await
+    .unwrap();
+    assert!(pooler.wait_for_line("configuration reloaded: no changes", T));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
