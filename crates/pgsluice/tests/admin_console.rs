@@ -639,3 +639,25 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_client_is_told_why() {
+    let pg = pg_with_app();
+    let mut cfg = base_config(&pg);
+    cfg.general.auth_type = pgsluice::config::AuthType::Trust;
+    let (_server, addr) = start(cfg).await;
+    blocking(move || {
+        let mut victim = raw_login(addr, "app", "app");
+        let id = cell(addr, "SHOW CLIENTS", "database", "app", "id").expect("client listed");
+        admin(addr, &format!("KILL_CLIENT {id}"));
+        let (tag, body) = read_msg(&mut victim).expect("a message before the close");
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(tag, b'E', "{text}");
+        assert!(
+            text.contains("admin forced disconnect") && text.contains("57P01"),
+            "{text}"
+        );
+        assert!(read_msg(&mut victim).is_err(), "closed after the error");
+    })
+    .await;
+}

@@ -154,7 +154,9 @@ async fn reload_changes_pool_size_without_dropping_clients() {
     )
     .unwrap();
     let since = s.pooler.line_count();
-    tokio::task::spawn_blocking(move || admin(addr, "RELOAD")).await.unwrap();
+    tokio::task::spawn_blocking(move || admin(addr, "RELOAD"))
+        .await
+        .unwrap();
     drop(std::net::TcpStream::connect(addr).unwrap());
     assert!(s
         .pooler
@@ -167,14 +169,42 @@ async fn quick_mode_user_is_admin() {
     let pg = pg_with_app();
     let bin = Path::new(env!("CARGO_BIN_EXE_pgsluice"));
     let url = pg.url("app", APP_PW, "app");
-    let pooler = Pooler::spawn(bin, &["--listen", "127.0.0.1:0", "--backend", &url], &[])
-        .expect("spawn pgsluice");
+    let pooler = Pooler::spawn(
+        bin,
+        &["--listen", "127.0.0.1:0", "--backend", &url],
+        &[("PGSLUICE_METRICS_LISTEN", "127.0.0.1:0")],
+    )
+    .expect("spawn pgsluice");
     let addr = pooler.addr();
+    // The metrics endpoint, enabled by the environment in quick mode.
+    let line = pooler
+        .wait_for_line_since(0, "metrics listening on http://", T)
+        .expect("metrics endpoint started");
+    let metrics: SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.strip_suffix("/metrics"))
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let scrape = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(metrics).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    assert!(scrape.contains("\r\n\r\n# HELP pgsluice_up"), "{scrape}");
     tokio::task::spawn_blocking(move || {
         let r = psql(addr, "app", APP_PW, "pgbouncer", "SHOW DATABASES");
         assert!(r.ok && r.stdout.contains("app|127.0.0.1"), "{r:?}");
         let r = psql(addr, "app", APP_PW, "pgbouncer", "RELOAD");
-        assert!(r.ok, "quick mode reload re-applies the same settings: {r:?}");
+        assert!(
+            r.ok,
+            "quick mode reload re-applies the same settings: {r:?}"
+        );
         let r = psql(addr, "app", "wrong", "pgbouncer", "SHOW POOLS");
         assert!(!r.ok, "{r:?}");
     })

@@ -146,13 +146,16 @@ pub async fn serve(
         fd,
     ));
     let reg: ClientReg = pool_reg.pool.register_client(info.clone());
-    let spare = dup_stream(&stream);
-    let run = CURRENT_CLIENT.scope(info.clone(), session.run(stream));
+    let unix = matches!(stream, Stream::Unix(_));
+    let mut run = Box::pin(CURRENT_CLIENT.scope(info.clone(), session.run(stream)));
     let summary = tokio::select! {
-        s = run => s,
+        s = &mut run => s,
         _ = info.killed() => {
-            // The session (and any server connection it held, closed as unclean) is
-            // dropped; tell the client why on a duplicate of its socket.
+            // Duplicate the socket while the session still owns it, then drop the
+            // session (a server connection it held is closed as unclean) and tell the
+            // client why on the duplicate.
+            let spare = dup_socket(fd, unix);
+            drop(run);
             drop(reg);
             if let Some(mut s) = spare {
                 send_fatal(&mut s, &killed_notice()).await;
@@ -406,27 +409,28 @@ fn killed_notice() -> ClientNotice {
     ClientNotice::fatal(SqlState::ADMIN_SHUTDOWN, "admin forced disconnect")
 }
 
-/// A second handle on the same socket (a duplicated descriptor), to tell a client why
-/// it is disconnected after its session was dropped.
-fn dup_stream(stream: &Stream) -> Option<Stream> {
-    use std::os::fd::AsFd;
-    match stream {
-        Stream::Tcp(s) => {
-            let fd = s.as_fd().try_clone_to_owned().ok()?;
-            let std_stream = std::net::TcpStream::from(fd);
-            std_stream.set_nonblocking(true).ok()?;
-            tokio::net::TcpStream::from_std(std_stream)
-                .ok()
-                .map(Stream::Tcp)
-        }
-        Stream::Unix(s) => {
-            let fd = s.as_fd().try_clone_to_owned().ok()?;
-            let std_stream = std::os::unix::net::UnixStream::from(fd);
-            std_stream.set_nonblocking(true).ok()?;
-            tokio::net::UnixStream::from_std(std_stream)
-                .ok()
-                .map(Stream::Unix)
-        }
+/// A second handle on socket `fd`, which the caller's session owns and keeps open
+/// during this call.
+fn dup_socket(fd: i32, unix: bool) -> Option<Stream> {
+    use std::os::fd::BorrowedFd;
+    if fd < 0 {
+        return None;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: `fd` is the descriptor of the client's socket, owned by the session
+    // future that the caller keeps alive until this function returns; it is borrowed
+    // only to duplicate it.
+    let owned = unsafe { BorrowedFd::borrow_raw(fd) }
+        .try_clone_to_owned()
+        .ok()?;
+    if unix {
+        let s = std::os::unix::net::UnixStream::from(owned);
+        s.set_nonblocking(true).ok()?;
+        tokio::net::UnixStream::from_std(s).ok().map(Stream::Unix)
+    } else {
+        let s = std::net::TcpStream::from(owned);
+        s.set_nonblocking(true).ok()?;
+        tokio::net::TcpStream::from_std(s).ok().map(Stream::Tcp)
     }
 }
 

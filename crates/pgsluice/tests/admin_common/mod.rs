@@ -228,7 +228,37 @@ pub(crate) fn raw_query(
     }
 }
 
-fn read_msg(s: &mut TcpStream) -> Result<(u8, Vec<u8>), String> {
+/// Logs in with trust authentication and returns the socket, ready for queries.
+pub(crate) fn raw_login(addr: SocketAddr, user: &str, db: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut body = 196608u32.to_be_bytes().to_vec();
+    for (k, v) in [("user", user), ("database", db)] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    s.write_all(&msg).unwrap();
+    loop {
+        let (tag, body) = read_msg(&mut s).unwrap();
+        assert_ne!(
+            tag,
+            b'E',
+            "login failed: {}",
+            String::from_utf8_lossy(&body)
+        );
+        if tag == b'Z' {
+            return s;
+        }
+    }
+}
+
+/// Reads one message: (type, body).
+pub(crate) fn read_msg(s: &mut TcpStream) -> Result<(u8, Vec<u8>), String> {
     let mut head = [0u8; 5];
     s.read_exact(&mut head).map_err(|e| e.to_string())?;
     let len = u32::from_be_bytes(head[1..].try_into().unwrap()) as usize;
