@@ -1,7 +1,7 @@
 //! The running server: shared state (configuration, pools, cancel keys, shutdown) owned
 //! by one [`App`] passed to every task, and the accept loops.
 //!
-//! Hot reload ([`App::reload`]) lives in [`reload`]; the database flags that PAUSE,
+//! Hot reload ([`App::reload`]) lives in the `reload` submodule; the database flags that PAUSE,
 //! DISABLE and friends set live in [`DbControl`].
 
 mod reload;

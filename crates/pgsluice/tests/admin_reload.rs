@@ -323,3 +323,47 @@ async fn shutdown_command_stops_the_process() {
     assert!(status.success(), "{status}");
     assert!(pooler.wait_for_line("SHUTDOWN command issued", Duration::ZERO));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_wait_for_clients_waits_for_the_last_client() {
+    let pg = pg_with_app();
+    let s = spawn(&config_text(&pg, 2, false, true), "waitclients");
+    let addr = s.addr;
+    let client = app_client(addr).await;
+    client.simple_query("select 1").await.unwrap();
+    let r = tokio::task::spawn_blocking(move || {
+        psql(
+            addr,
+            "admin",
+            ADMIN_PW,
+            "pgbouncer",
+            "SHUTDOWN WAIT_FOR_CLIENTS",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(r.ok, "{r:?}");
+    assert!(s
+        .pooler
+        .wait_for_line("waiting for every client to disconnect", T));
+    // No new connections; the connected client is served as before.
+    tokio::task::spawn_blocking(move || {
+        wait_until("the listener to close", T, || {
+            std::net::TcpStream::connect(addr).is_err()
+        })
+    })
+    .await
+    .unwrap();
+    client.simple_query("select 2").await.unwrap();
+    assert!(
+        s.pooler.try_wait().unwrap().is_none(),
+        "stopped with a client connected"
+    );
+    drop(client);
+    let mut pooler = s.pooler;
+    let status = pooler
+        .wait_exit(T)
+        .unwrap()
+        .expect("exited once the client left");
+    assert!(status.success(), "{status}");
+}

@@ -4,7 +4,7 @@
 //! The entries are shared (`Arc`) between the task that owns the connection and the
 //! pool's list; their changing parts are atomics written at state changes only (a
 //! checkout, a release), never per message. A server entry leaves its list when its
-//! [`ServerReg`] guard drops, i.e. when the connection is closed, whatever the path.
+//! `ServerReg` guard drops, i.e. when the connection is closed, whatever the path.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
