@@ -627,8 +627,36 @@ async fn set_changes_settings_and_stats_count() {
             assert!(body.contains(name), "missing {name} in\n{body}");
         }
         assert!(http_get(metrics, "/other").starts_with("HTTP/1.1 404"));
+        let count_line = body
+            .lines()
+            .find(|l| l.starts_with("pgsluice_transaction_duration_seconds_count{"))
+            .unwrap();
+        let count: u64 = count_line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(count >= 6, "{count_line}");
     })
     .await;
+
+    // Averages cover the last completed stats period (1 s here): keep a stream of
+    // transactions going until one shows up.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let load = tokio::spawn(async move {
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            client.simple_query("select 1").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    blocking(move || {
+        wait_until("a non-zero avg_xact_count", T, || {
+            cell(addr, "SHOW STATS", "database", "app", "avg_xact_count")
+                .is_some_and(|v| v.parse::<u64>().unwrap() > 0)
+        });
+        let avg = cell(addr, "SHOW STATS_AVERAGES", "database", "app", "xact_time").unwrap();
+        assert!(avg.parse::<u64>().is_ok(), "{avg}");
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.await.unwrap();
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> String {
