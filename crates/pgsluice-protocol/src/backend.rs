@@ -274,6 +274,23 @@ pub fn row_description(buf: &mut BytesMut, columns: &[(&str, u32)]) {
     });
 }
 
+/// Appends a RowDescription of text-format columns given as (name, type OID, type
+/// size), the size being what `pg_type.typlen` says (-1 for variable-length types).
+pub fn row_description_sized(buf: &mut BytesMut, columns: &[(&str, u32, i16)]) {
+    write_message(buf, tag::ROW_DESCRIPTION, |b| {
+        b.put_u16(columns.len() as u16);
+        for (name, oid, size) in columns {
+            put_cstr(b, name.as_bytes());
+            b.put_u32(0); // table oid
+            b.put_i16(0); // column number
+            b.put_u32(*oid);
+            b.put_i16(*size);
+            b.put_i32(-1); // type modifier
+            b.put_i16(0); // text format
+        }
+    });
+}
+
 /// Appends a DataRow of text values (None = NULL).
 pub fn data_row(buf: &mut BytesMut, values: &[Option<&str>]) {
     write_message(buf, tag::DATA_ROW, |b| {

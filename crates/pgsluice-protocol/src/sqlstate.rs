@@ -18,6 +18,7 @@ macro_rules! codes {
 }
 
 codes! {
+    SUCCESSFUL_COMPLETION = "00000", "successful_completion (for notices)";
     CONNECTION_EXCEPTION = "08000", "connection_exception";
     CONNECTION_FAILURE = "08006", "connection_failure: the server connection was lost";
     UNABLE_TO_CONNECT = "08001", "sqlclient_unable_to_establish_sqlconnection";
@@ -31,13 +32,17 @@ codes! {
     INVALID_PASSWORD = "28P01", "invalid_password";
     INVALID_CATALOG_NAME = "3D000", "invalid_catalog_name: no such database";
     SYNTAX_ERROR = "42601", "syntax_error";
+    INSUFFICIENT_PRIVILEGE = "42501", "insufficient_privilege";
+    UNDEFINED_OBJECT = "42704", "undefined_object";
     DUPLICATE_PREPARED_STATEMENT = "42P05", "duplicate_prepared_statement";
     TOO_MANY_CONNECTIONS = "53300", "too_many_connections";
+    OBJECT_NOT_IN_PREREQUISITE_STATE = "55000", "object_not_in_prerequisite_state";
     PROGRAM_LIMIT_EXCEEDED = "54000", "program_limit_exceeded";
     QUERY_CANCELED = "57014", "query_canceled";
     ADMIN_SHUTDOWN = "57P01", "admin_shutdown";
     CANNOT_CONNECT_NOW = "57P03", "cannot_connect_now";
     SYSTEM_ERROR = "58000", "system_error";
+    CONFIG_FILE_ERROR = "F0000", "config_file_error";
     INTERNAL_ERROR = "XX000", "internal_error";
 }
 

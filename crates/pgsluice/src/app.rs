@@ -1,34 +1,100 @@
 //! The running server: shared state (configuration, pools, cancel keys, shutdown) owned
 //! by one [`App`] passed to every task, and the accept loops.
+//!
+//! Hot reload ([`App::reload`]) lives in the `reload` submodule; the database flags that PAUSE,
+//! DISABLE and friends set live in [`DbControl`].
 
-use std::collections::HashMap;
+mod reload;
+
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use pgsluice_protocol::SqlState;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::cancel::CancelRegistry;
 use crate::client::prepared::StatementRegistry;
 use crate::client::{self, auth::Secrets, Admission};
-use crate::config::Config;
+use crate::config::{AuthType, Config, ConfigError};
 use crate::error::ClientNotice;
+use crate::logging::LogControl;
 use crate::net::Stream;
-use crate::pool::{IdGen, Pool, PoolKey, PoolSettings};
+use crate::pool::registry::InfoList;
+use crate::pool::{ClientInfo, IdGen, Pool, PoolKey, PoolSettings};
 use crate::server::{self, ServerTarget};
 use crate::shutdown::{Shutdown, ShutdownKind, ShutdownWatch, TaskTracker};
 
+pub use reload::ReloadReport;
+
+/// Produces a fresh configuration for RELOAD and SIGHUP (re-reading the file and
+/// applying the environment and command-line overrides again).
+pub type Reloader = Arc<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+
+/// Options of [`Server::start_with`] beyond the configuration.
+#[derive(Default)]
+pub struct ServerOptions {
+    /// How RELOAD gets the new configuration; default: re-read [`Config::source`] with
+    /// the `PGSLUICE_*` environment (no file: the configuration in force, unchanged).
+    pub reloader: Option<Reloader>,
+    /// Lets RELOAD change the log level.
+    pub log: Option<LogControl>,
+}
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("reloader", &self.reloader.is_some())
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+/// How the admin console asked the process to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopRequest {
+    /// SHUTDOWN: close everything now.
+    Immediate,
+    /// SHUTDOWN WAIT_FOR_SERVERS: the graceful shutdown (as SIGTERM/SIGINT).
+    WaitForServers,
+    /// SHUTDOWN WAIT_FOR_CLIENTS: stop accepting, wait until every client has left.
+    WaitForClients,
+}
+
+/// Paused and disabled databases (PAUSE, SUSPEND, KILL, DISABLE).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DbControl {
+    /// PAUSE without a database (or SIGUSR1): every pool is paused.
+    pub paused_all: bool,
+    /// SUSPEND: like `paused_all`, reported as suspended.
+    pub suspended: bool,
+    /// Databases paused by PAUSE db or KILL db.
+    pub paused: BTreeSet<String>,
+    /// Databases refusing new clients (DISABLE db).
+    pub disabled: BTreeSet<String>,
+}
+
+impl DbControl {
+    /// Whether new work on `db` must wait.
+    pub fn is_paused(&self, db: &str) -> bool {
+        self.paused_all || self.suspended || self.paused.contains(db)
+    }
+}
+
 /// State shared by every task of one pgsluice server.
-#[derive(Debug)]
 pub struct App {
     config: ArcSwap<Config>,
     secrets: ArcSwap<Secrets>,
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    /// Pools of databases or users removed by a reload, closed once their clients left.
+    retired: Mutex<Vec<Arc<Pool>>>,
+    control: Mutex<DbControl>,
     /// Cancel keys issued to clients.
     pub cancel: Arc<CancelRegistry>,
     shutdown: Shutdown,
@@ -38,23 +104,58 @@ pub struct App {
     client_slots: Arc<Semaphore>,
     /// Named prepared statements of every client (transaction mode).
     pub statements: StatementRegistry,
+    client_limit: AtomicUsize,
+    /// Clients of the admin console.
+    pub admin_clients: Arc<InfoList<ClientInfo>>,
+    reloader: Reloader,
+    log: Option<LogControl>,
+    stop: watch::Sender<Option<StopRequest>>,
+    listen: Mutex<Vec<SocketAddr>>,
+    metrics_addr: Mutex<Option<SocketAddr>>,
+    started: Instant,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
 }
 
 impl App {
     /// Builds the shared state for a validated configuration.
     pub fn new(config: Config) -> Arc<App> {
+        Self::with_options(config, ServerOptions::default())
+    }
+
+    /// [`App::new`] with a reloader and log control.
+    pub fn with_options(config: Config, opts: ServerOptions) -> Arc<App> {
         let secrets = Secrets::from_config(&config);
         let max_clients = config.general.max_client_conn;
+        let reloader = opts.reloader.unwrap_or_else(|| default_reloader(&config));
         Arc::new(App {
             config: ArcSwap::from_pointee(config),
             secrets: ArcSwap::from_pointee(secrets),
             pools: Mutex::new(HashMap::new()),
+            retired: Mutex::new(Vec::new()),
+            control: Mutex::new(DbControl::default()),
             cancel: Arc::new(CancelRegistry::default()),
             shutdown: Shutdown::new(),
             tracker: TaskTracker::default(),
             ids: Arc::new(IdGen::default()),
             client_slots: Arc::new(Semaphore::new(max_clients)),
             statements: StatementRegistry::default(),
+            client_limit: AtomicUsize::new(max_clients),
+            admin_clients: Arc::default(),
+            reloader,
+            log: opts.log,
+            stop: watch::Sender::new(None),
+            listen: Mutex::new(Vec::new()),
+            metrics_addr: Mutex::new(None),
+            started: Instant::now(),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
         })
     }
 
@@ -78,15 +179,46 @@ impl App {
         self.shutdown.trigger(kind);
     }
 
-    /// Every pool that exists now.
+    /// Asks the process to stop (admin SHUTDOWN); see [`App::stop_requested`].
+    pub fn request_stop(&self, how: StopRequest) {
+        self.stop.send_replace(Some(how));
+    }
+
+    /// Resolves when the admin console asked the process to stop.
+    pub async fn stop_requested(&self) -> StopRequest {
+        let mut rx = self.stop.subscribe();
+        let r = rx.wait_for(Option::is_some).await.map(|v| *v);
+        match r {
+            Ok(v) => v.unwrap_or(StopRequest::Immediate),
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Every pool that exists now (retired ones included), sorted by key.
     pub fn pools(&self) -> Vec<Arc<Pool>> {
         let mut v: Vec<_> = self.lock_pools().values().cloned().collect();
+        v.extend(lock(&self.retired).iter().cloned());
         v.sort_by(|a, b| a.key().cmp(b.key()));
         v
     }
 
     fn lock_pools(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Arc<Pool>>> {
-        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.pools)
+    }
+
+    /// Reads or changes the database flags. `f` also gets the current pools, and runs
+    /// with pool creation blocked, so a pool created concurrently sees the new flags.
+    pub fn control<R>(&self, f: impl FnOnce(&mut DbControl, &[Arc<Pool>]) -> R) -> R {
+        let pools = self.lock_pools();
+        let mut all: Vec<Arc<Pool>> = pools.values().cloned().collect();
+        all.extend(lock(&self.retired).iter().cloned());
+        let mut c = lock(&self.control);
+        f(&mut c, &all)
+    }
+
+    /// A copy of the database flags.
+    pub fn db_control(&self) -> DbControl {
+        lock(&self.control).clone()
     }
 
     /// The pool serving `user` on `database`, created on first use.
@@ -102,6 +234,12 @@ impl App {
                 format!("no such database: {database}"),
             )
         })?;
+        if lock(&self.control).disabled.contains(database) {
+            return Err(ClientNotice::fatal(
+                SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("database \"{database}\" does not allow connections (DISABLE)"),
+            ));
+        }
         let server_user = db.user.clone().unwrap_or_else(|| user.to_owned());
         let key = PoolKey {
             database: database.into(),
@@ -110,27 +248,16 @@ impl App {
         if let Some(p) = self.lock_pools().get(&key) {
             return Ok(p.clone());
         }
-        let password = match &db.user {
-            Some(forced) => db
-                .password
-                .clone()
-                .or_else(|| cfg.users.get(forced).and_then(|u| u.password.clone())),
-            None => cfg.users.get(user).and_then(|u| u.password.clone()),
-        };
-        let target = ServerTarget {
-            host: db.host.clone(),
-            port: db.port,
-            database: db.dbname.clone().unwrap_or_else(|| database.to_owned()),
-            user: server_user,
-            password,
-            application_name: db.application_name.clone(),
-        };
-        let settings = pool_settings(&cfg, database, user);
+        let target = server_target(&cfg, database, &server_user);
+        let settings = pool_settings(&cfg, database, &server_user);
         let mut pools = self.lock_pools();
         let pool = pools
             .entry(key.clone())
             .or_insert_with(|| {
                 let p = Pool::new(key, target, settings, self.ids.clone());
+                if lock(&self.control).is_paused(database) {
+                    p.pause();
+                }
                 p.start_maintenance(self.shutdown.watch());
                 p
             })
@@ -157,9 +284,108 @@ impl App {
 
     /// Closes every pool's idle connections.
     pub fn close_pools(&self) {
-        for p in self.lock_pools().values() {
+        for p in self.pools() {
             p.close();
         }
+    }
+
+    /// The addresses the server listens on.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        lock(&self.listen).clone()
+    }
+
+    /// The bound address of the metrics endpoint, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        *lock(&self.metrics_addr)
+    }
+
+    /// Time since start.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Reloads that succeeded and failed so far.
+    pub fn reload_counts(&self) -> (u64, u64) {
+        (
+            self.reloads_ok.load(Ordering::Relaxed),
+            self.reloads_failed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// One round of background upkeep: closes retired pools whose clients left.
+    fn janitor_tick(&self) {
+        let done: Vec<Arc<Pool>> = {
+            let mut retired = lock(&self.retired);
+            let (done, keep) = retired
+                .drain(..)
+                .partition(|p: &Arc<Pool>| p.client_count() == 0);
+            *retired = keep;
+            done
+        };
+        for p in done {
+            tracing::info!(pool = %p.key(), "closing the pool of a removed database or user");
+            p.close();
+        }
+    }
+
+    /// Closes a stats period of every pool (SHOW STATS averages).
+    fn stats_tick(&self, period: Duration) {
+        for p in self.pools() {
+            p.stats.advance_window(period);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The reloader used when none is given: re-read the file the configuration came from,
+/// with the process's `PGSLUICE_*` variables; without a file, the configuration itself.
+fn default_reloader(config: &Config) -> Reloader {
+    let fallback = config.clone();
+    Arc::new(move || match &fallback.source {
+        Some(path) => crate::config::env_vars().and_then(|env| crate::config::load_file(path, env)),
+        None => Ok(fallback.clone()),
+    })
+}
+
+/// Where the pool of (`database`, server user `user`) connects, or None when the
+/// configuration has no such pool any more (database gone, other forced user, user
+/// gone while a password is required).
+pub fn pool_spec(cfg: &Config, database: &str, user: &str) -> Option<(ServerTarget, PoolSettings)> {
+    let db = cfg.databases.get(database)?;
+    match &db.user {
+        Some(forced) if forced != user => return None,
+        Some(_) => {}
+        None if cfg.general.auth_type != AuthType::Trust && !cfg.users.contains_key(user) => {
+            return None
+        }
+        None => {}
+    }
+    Some((
+        server_target(cfg, database, user),
+        pool_settings(cfg, database, user),
+    ))
+}
+
+/// The server target of database `database` for server user `user`.
+fn server_target(cfg: &Config, database: &str, user: &str) -> ServerTarget {
+    let db = &cfg.databases[database];
+    let password = match &db.user {
+        Some(forced) => db
+            .password
+            .clone()
+            .or_else(|| cfg.users.get(forced).and_then(|u| u.password.clone())),
+        None => cfg.users.get(user).and_then(|u| u.password.clone()),
+    };
+    ServerTarget {
+        host: db.host.clone(),
+        port: db.port,
+        database: db.dbname.clone().unwrap_or_else(|| database.to_owned()),
+        user: user.to_owned(),
+        password,
+        application_name: db.application_name.clone(),
     }
 }
 
@@ -192,7 +418,12 @@ pub struct Server {
 impl Server {
     /// Binds every listen address and starts accepting. Must run inside a Tokio runtime.
     pub async fn start(config: Config) -> io::Result<Server> {
-        let app = App::new(config);
+        Self::start_with(config, ServerOptions::default()).await
+    }
+
+    /// [`Server::start`] with a reloader and log control (the binary's way).
+    pub async fn start_with(config: Config, opts: ServerOptions) -> io::Result<Server> {
+        let app = App::with_options(config, opts);
         let cfg = app.config();
         let mut addrs = Vec::new();
         let mut accept_tasks = Vec::new();
@@ -203,20 +434,16 @@ impl Server {
             addrs.push(local);
             accept_tasks.push(tokio::spawn(accept_loop(listener, app.clone())));
         }
-        // Pools with a forced user are known now: warm them if min_pool_size asks.
-        for (name, db) in cfg.databases.iter().filter(|(n, _)| n.as_str() != "*") {
-            if let Some(user) = &db.user {
-                if cfg.min_pool_size(name) > 0 {
-                    let _ = app.pool_for(name, user);
-                }
-            } else {
-                for user in cfg.users.keys() {
-                    if cfg.min_pool_size(name) > 0 {
-                        let _ = app.pool_for(name, user);
-                    }
-                }
-            }
+        *lock(&app.listen) = addrs.clone();
+        if let Some(addr) = cfg.general.metrics_listen {
+            let listener = TcpListener::bind(addr).await?;
+            let local = listener.local_addr()?;
+            tracing::info!("metrics listening on http://{local}/metrics");
+            *lock(&app.metrics_addr) = Some(local);
+            accept_tasks.push(tokio::spawn(crate::metrics::serve(listener, app.clone())));
         }
+        tokio::spawn(janitor(app.clone()));
+        app.warm_pools();
         Ok(Server {
             app,
             addrs,
@@ -227,6 +454,11 @@ impl Server {
     /// The bound addresses (useful with port 0).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The bound address of the metrics endpoint, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.app.metrics_addr()
     }
 
     /// The shared state.
@@ -259,6 +491,78 @@ impl Server {
         }
         self.app.trigger_shutdown(ShutdownKind::Immediate);
         self.app.close_pools();
+    }
+
+    /// SHUTDOWN WAIT_FOR_CLIENTS: stop accepting, then wait (without disturbing them)
+    /// until no pool has a client left, or until `immediate`; then close everything.
+    pub async fn shutdown_wait_for_clients(self, immediate: impl std::future::Future<Output = ()>) {
+        for t in &self.accept_tasks {
+            t.abort();
+        }
+        tracing::info!("waiting for every client to disconnect before stopping");
+        let app = self.app.clone();
+        let clients_gone = async move {
+            loop {
+                if app.pools().iter().all(|p| p.client_count() == 0) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            _ = clients_gone => tracing::info!("all clients disconnected"),
+            _ = immediate => tracing::warn!("immediate shutdown requested"),
+        }
+        self.app.trigger_shutdown(ShutdownKind::Immediate);
+        self.app.close_pools();
+    }
+}
+
+impl App {
+    /// Opens the pools whose min_pool_size asks for warm connections.
+    fn warm_pools(self: &Arc<Self>) {
+        let cfg = self.config();
+        for (name, db) in cfg.databases.iter().filter(|(n, _)| n.as_str() != "*") {
+            if cfg.min_pool_size(name) == 0 {
+                continue;
+            }
+            match &db.user {
+                Some(user) => {
+                    let _ = self.pool_for(name, user);
+                }
+                None => {
+                    for user in cfg.users.keys() {
+                        let _ = self.pool_for(name, user);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Background upkeep of the server: retired pools, stats periods.
+async fn janitor(app: Arc<App>) {
+    let mut shutdown = app.shutdown_watch();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut period_start = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.requested() => return,
+        }
+        app.janitor_tick();
+        let period = app
+            .config()
+            .general
+            .stats_period
+            .0
+            .max(Duration::from_secs(1));
+        let elapsed = period_start.elapsed();
+        if elapsed + Duration::from_millis(100) >= period {
+            app.stats_tick(elapsed);
+            period_start = Instant::now();
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! behind RAII guards; [`server`] opens and logs in to PostgreSQL; [`cancel`],
 //! [`shutdown`], [`params`] serve them; the wire format lives in `pgsluice-protocol`.
 
+pub mod admin;
 pub mod app;
 pub mod cancel;
 pub mod cli;
@@ -17,10 +18,12 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod params;
 pub mod pool;
 pub mod server;
 pub mod shutdown;
+pub mod stats;
 
 pub use app::Server;

@@ -1,17 +1,24 @@
 //! The pgsluice binary: command line, logging, runtime, signals. Everything else is in
 //! the library.
+//!
+//! Signals: SIGTERM and SIGINT shut down gracefully (a second one stops at once),
+//! SIGQUIT stops at once, SIGHUP reloads the configuration, SIGUSR1 pauses every pool
+//! (as PAUSE), SIGUSR2 resumes (as RESUME).
 
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
+use pgsluice::app::{App, Reloader, ServerOptions, StopRequest};
 use pgsluice::cli::{Cli, Command};
-use pgsluice::config::Config;
+use pgsluice::config::{Config, ConfigError};
 use pgsluice::Server;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from_env();
     let daemon = cli.daemon;
-    let command = match cli.into_command() {
+    let command = match cli.clone().into_command() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("pgsluice: {e}");
@@ -44,7 +51,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run(mut cfg) => match process_setup(&mut cfg, daemon) {
-            Ok(Some(_guard)) => run(*cfg),
+            Ok(Some(_guard)) => run(*cfg, reloader(cli)),
             Ok(None) => ExitCode::SUCCESS,
             Err(code) => code,
         },
@@ -67,11 +74,25 @@ fn process_setup(
     }
 }
 
-fn run(cfg: Config) -> ExitCode {
-    if let Err(e) = pgsluice::logging::init(cfg.general.log_format, &cfg.general.log_level) {
-        eprintln!("pgsluice: {e}");
-        return ExitCode::from(2);
-    }
+/// RELOAD and SIGHUP build the configuration the way start-up did: the file (or the
+/// quick-mode URL) again, then the environment, then the command-line flags.
+fn reloader(cli: Cli) -> Reloader {
+    Arc::new(move || match cli.clone().into_command()? {
+        Command::Run(cfg) => Ok(*cfg),
+        Command::CheckConfig(..) | Command::PrintConfig(_) => {
+            Err(ConfigError::Invalid("nothing to reload".into()))
+        }
+    })
+}
+
+fn run(cfg: Config, reloader: Reloader) -> ExitCode {
+    let log = match pgsluice::logging::init(cfg.general.log_format, &cfg.general.log_level) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("pgsluice: {e}");
+            return ExitCode::from(2);
+        }
+    };
     for w in cfg.warnings() {
         tracing::warn!("{w}");
     }
@@ -88,38 +109,80 @@ fn run(cfg: Config) -> ExitCode {
     };
     let code = rt.block_on(async move {
         let deadline = cfg.general.shutdown_timeout.0;
-        let (mut term, mut int) = match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(t), Ok(i)) => (t, i),
-            _ => {
-                eprintln!("pgsluice: cannot install signal handlers");
-                return ExitCode::from(1);
-            }
+        let signals = (|| {
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+                signal(SignalKind::quit())?,
+                signal(SignalKind::hangup())?,
+                signal(SignalKind::user_defined1())?,
+                signal(SignalKind::user_defined2())?,
+            ))
+        })();
+        let Ok((mut term, mut int, mut quit, hup, usr1, usr2)) = signals else {
+            eprintln!("pgsluice: cannot install signal handlers");
+            return ExitCode::from(1);
         };
-        let server = match Server::start(cfg).await {
+        let opts = ServerOptions {
+            reloader: Some(reloader),
+            log: Some(log),
+        };
+        let server = match Server::start_with(cfg, opts).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot listen");
                 return ExitCode::from(1);
             }
         };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
-        }
-        // A second SIGTERM or SIGINT stops at once.
+        tokio::spawn(control_signals(server.app().clone(), hup, usr1, usr2));
+        let app = server.app().clone();
+        let how = tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM received"); StopRequest::WaitForServers }
+            _ = int.recv() => { tracing::info!("SIGINT received"); StopRequest::WaitForServers }
+            _ = quit.recv() => { tracing::info!("SIGQUIT received"); StopRequest::Immediate }
+            how = app.stop_requested() => how,
+        };
+        // A second SIGTERM, SIGINT or SIGQUIT stops at once.
         let second = async move {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
+                _ = quit.recv() => {}
             }
         };
-        server.shutdown(deadline, second).await;
+        match how {
+            StopRequest::Immediate => server.shutdown(std::time::Duration::ZERO, second).await,
+            StopRequest::WaitForServers => server.shutdown(deadline, second).await,
+            StopRequest::WaitForClients => server.shutdown_wait_for_clients(second).await,
+        }
         tracing::info!("pgsluice stopped");
         ExitCode::SUCCESS
     });
     rt.shutdown_timeout(std::time::Duration::from_millis(200));
     code
+}
+
+/// SIGHUP reloads; SIGUSR1 pauses every pool; SIGUSR2 resumes.
+async fn control_signals(app: Arc<App>, mut hup: Signal, mut usr1: Signal, mut usr2: Signal) {
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP received: reloading the configuration");
+                // Errors are logged by reload; the running configuration stays.
+                let _ = app.reload();
+            }
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1 received: pausing");
+                if let Err(e) = pgsluice::admin::pause_all(&app) {
+                    tracing::warn!(error = %e, "SIGUSR1 ignored");
+                }
+            }
+            _ = usr2.recv() => {
+                tracing::info!("SIGUSR2 received: resuming");
+                if let Err(e) = pgsluice::admin::resume_all(&app) {
+                    tracing::warn!(error = %e, "SIGUSR2 ignored");
+                }
+            }
+        }
+    }
 }

@@ -327,10 +327,13 @@ async fn extended_protocol_flush_before_sync() {
     .await;
     let addr = s.addr;
     let other_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The other client starts only once the raw client holds the server connection.
+    let (holding_tx, holding_rx) = tokio::sync::oneshot::channel::<()>();
     let other = {
         let done = other_done.clone();
         let addr = s.addr;
         async move {
+            holding_rx.await.expect("raw client reached Flush");
             let c = connect_trust(addr).await;
             let v = count(&c, "select 5::int8").await;
             done.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -360,6 +363,7 @@ async fn extended_protocol_flush_before_sync() {
             );
             // Another client wants the only server connection meanwhile; it must not
             // get it before our Sync.
+            holding_tx.send(()).unwrap();
             std::thread::sleep(Duration::from_millis(400));
             assert!(
                 !other_done.load(std::sync::atomic::Ordering::SeqCst),

@@ -17,10 +17,14 @@ use pgsluice_protocol::SqlState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::admin::{self, Access};
 use crate::app::App;
+use crate::cancel::CancelHandle;
 use crate::error::{ClientError, ClientNotice};
 use crate::net::Stream;
 use crate::params::ParamSet;
+use crate::pool::registry::{socket_endpoints, Endpoint, CURRENT_CLIENT};
+use crate::pool::{ClientInfo, ClientReg};
 use crate::shutdown::TaskToken;
 
 pub use session::Session;
@@ -95,10 +99,15 @@ pub async fn serve(
         send_fatal(&mut stream, &n).await;
         return;
     }
+    let (remote, local, fd) = socket_endpoints(&stream);
     let login =
         tokio::time::timeout(login_timeout, login(&mut stream, &mut buf, &app, params)).await;
     let session = match login {
-        Ok(Ok(s)) => s,
+        Ok(Ok(LoggedIn::Admin(a))) => {
+            serve_admin(stream, peer, &app, a, (remote, local, fd), started).await;
+            return;
+        }
+        Ok(Ok(LoggedIn::Pool(s, pool_reg))) => (s, pool_reg),
         Ok(Err(LoginFailure::Notice(n))) => {
             tracing::info!(peer = %peer, code = %n.code, reason = %n.message, "client login refused");
             send_fatal(&mut stream, &n).await;
@@ -119,6 +128,7 @@ pub async fn serve(
             return;
         }
     };
+    let (session, pool_reg) = session;
     let (client_id, _) = session.cancel_key();
     tracing::info!(
         client = client_id,
@@ -127,7 +137,35 @@ pub async fn serve(
         user = %session.user(),
         "client login"
     );
-    let summary = session.run(stream).await;
+    let info = Arc::new(ClientInfo::new(
+        client_id as u64,
+        session.user().to_owned(),
+        session.database().to_owned(),
+        remote,
+        local,
+        pool_reg.application_name,
+        fd,
+    ));
+    let reg: ClientReg = pool_reg.pool.register_client(info.clone());
+    let unix = matches!(stream, Stream::Unix(_));
+    let mut run = Box::pin(CURRENT_CLIENT.scope(info.clone(), session.run(stream)));
+    let summary = tokio::select! {
+        s = &mut run => s,
+        _ = info.killed() => {
+            // Duplicate the socket while the session still owns it, then drop the
+            // session (a server connection it held is closed as unclean) and tell the
+            // client why on the duplicate.
+            let spare = dup_socket(fd, unix);
+            drop(run);
+            drop(reg);
+            if let Some(mut s) = spare {
+                send_fatal(&mut s, &killed_notice()).await;
+            }
+            tracing::info!(client = client_id, peer = %peer, "client killed by admin command");
+            return;
+        }
+    };
+    drop(reg);
     tracing::info!(
         client = client_id,
         peer = %peer,
@@ -186,12 +224,33 @@ impl From<std::io::Error> for LoginFailure {
     }
 }
 
+/// A logged-in client: for a pool or for the admin console.
+enum LoggedIn {
+    Pool(Session, PoolLogin),
+    Admin(AdminLogin),
+}
+
+/// What the session of a pool client needs beyond [`Session`].
+struct PoolLogin {
+    pool: Arc<crate::pool::Pool>,
+    application_name: String,
+}
+
+/// An admin console login.
+struct AdminLogin {
+    user: String,
+    access: Access,
+    application_name: String,
+    cancel: CancelHandle,
+    pending: BytesMut,
+}
+
 async fn login(
     stream: &mut Stream,
     buf: &mut BytesMut,
     app: &Arc<App>,
     (minor, params): (u16, Vec<(String, String)>),
-) -> Result<Session, LoginFailure> {
+) -> Result<LoggedIn, LoginFailure> {
     let fatal = |code, msg: String| LoginFailure::Notice(ClientNotice::fatal(code, msg));
     let user = params
         .iter()
@@ -240,7 +299,40 @@ async fn login(
         out.clear();
     }
 
+    let application_name = params
+        .iter()
+        .find(|(k, _)| k == "application_name")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
     let cfg = app.config();
+    if admin::is_admin_db(&database) {
+        let secrets = app.secrets();
+        let ok = auth::authenticate(stream, buf, cfg.general.auth_type, &user, &secrets).await?;
+        if !ok {
+            return Err(fatal(
+                SqlState::INVALID_PASSWORD,
+                format!("password authentication failed for user \"{user}\""),
+            ));
+        }
+        let Some(access) = admin::access_for(&cfg, &user) else {
+            return Err(fatal(
+                SqlState::INVALID_AUTHORIZATION,
+                format!("user \"{user}\" is not allowed to use the admin console (admin_users, stats_users)"),
+            ));
+        };
+        let cancel = app.cancel.register();
+        let (pid, secret) = cancel.key();
+        backend::auth_ok(&mut out);
+        admin::write_startup(&mut out, pid, secret);
+        stream.write_all(&out).await?;
+        return Ok(LoggedIn::Admin(AdminLogin {
+            user,
+            access,
+            application_name,
+            cancel,
+            pending: buf.split(),
+        }));
+    }
     let pool = app
         .pool_for(&database, &user)
         .map_err(LoginFailure::Notice)?;
@@ -268,15 +360,85 @@ async fn login(
     backend::backend_key_data(&mut out, pid, secret);
     backend::ready_for_query(&mut out, TxStatus::Idle);
     stream.write_all(&out).await?;
-    Ok(Session::new(
-        app.clone(),
-        pool,
-        user,
-        database,
-        client_params,
-        cancel,
-        buf.split(),
+    let pool_login = PoolLogin {
+        pool: pool.clone(),
+        application_name,
+    };
+    Ok(LoggedIn::Pool(
+        Session::new(
+            app.clone(),
+            pool,
+            user,
+            database,
+            client_params,
+            cancel,
+            buf.split(),
+        ),
+        pool_login,
     ))
+}
+
+/// Runs an admin console session.
+async fn serve_admin(
+    stream: Stream,
+    peer: String,
+    app: &Arc<App>,
+    a: AdminLogin,
+    (remote, local, fd): (Endpoint, Endpoint, i32),
+    started: Instant,
+) {
+    let (client_id, _) = a.cancel.key();
+    tracing::info!(client = client_id, peer = %peer, user = %a.user, access = ?a.access, "admin console login");
+    let info = Arc::new(ClientInfo::new(
+        client_id as u64,
+        a.user,
+        "pgbouncer".to_owned(),
+        remote,
+        local,
+        a.application_name,
+        fd,
+    ));
+    let reg = ClientReg::new(info.clone(), app.admin_clients.clone());
+    let reason = admin::serve(stream, a.pending, app.clone(), a.access, info).await;
+    drop(reg);
+    drop(a.cancel);
+    tracing::info!(
+        client = client_id,
+        peer = %peer,
+        duration_ms = started.elapsed().as_millis() as u64,
+        reason,
+        "admin console logout"
+    );
+}
+
+/// The notice a client killed by KILL or KILL_CLIENT gets.
+fn killed_notice() -> ClientNotice {
+    ClientNotice::fatal(SqlState::ADMIN_SHUTDOWN, "admin forced disconnect")
+}
+
+/// A second handle on socket `fd`, which the caller's session owns and keeps open
+/// during this call.
+fn dup_socket(fd: i32, unix: bool) -> Option<Stream> {
+    use std::os::fd::BorrowedFd;
+    if fd < 0 {
+        return None;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: `fd` is the descriptor of the client's socket, owned by the session
+    // future that the caller keeps alive until this function returns; it is borrowed
+    // only to duplicate it.
+    let owned = unsafe { BorrowedFd::borrow_raw(fd) }
+        .try_clone_to_owned()
+        .ok()?;
+    if unix {
+        let s = std::os::unix::net::UnixStream::from(owned);
+        s.set_nonblocking(true).ok()?;
+        tokio::net::UnixStream::from_std(s).ok().map(Stream::Unix)
+    } else {
+        let s = std::net::TcpStream::from(owned);
+        s.set_nonblocking(true).ok()?;
+        tokio::net::TcpStream::from_std(s).ok().map(Stream::Tcp)
+    }
 }
 
 /// Sends a FATAL error and closes, best effort.

@@ -67,6 +67,8 @@ pub struct General {
     /// Users allowed to run the read-only admin console commands (`stats_users`); default empty.
     #[serde(deserialize_with = "de_string_list")]
     pub stats_users: Vec<String>,
+    /// Address of the Prometheus `/metrics` HTTP endpoint (pgsluice's own key); default none.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// A userlist.txt-format file of user names and secrets, merged into `users` at load time.
     pub auth_file: Option<PathBuf>,
     /// User whose connection runs `auth_query` for users missing from `users`; default none.
@@ -165,6 +167,7 @@ impl Default for General {
             application_name_add_host: false,
             admin_users: Vec::new(),
             stats_users: Vec::new(),
+            metrics_listen: None,
             auth_file: None,
             auth_user: None,
             auth_query: DEFAULT_AUTH_QUERY.to_owned(),

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use super::Pool;
+use super::registry::{ClientInfo, ServerState};
+use super::{Member, Pool};
 use crate::server::ServerConn;
 
 /// How a guard returns its connection when dropped.
@@ -22,23 +23,40 @@ pub enum ReturnAs {
 /// connection clean can cost a reconnect but never leak state to another client.
 #[derive(Debug)]
 pub struct Checkout {
-    conn: Option<ServerConn>,
+    conn: Option<Member>,
     pool: Arc<Pool>,
     return_as: ReturnAs,
+    client: Option<Arc<ClientInfo>>,
 }
 
 impl Checkout {
-    pub(super) fn new(conn: ServerConn, pool: Arc<Pool>) -> Self {
+    pub(super) fn new(m: Member, pool: Arc<Pool>) -> Self {
         Checkout {
-            conn: Some(conn),
+            conn: Some(m),
             pool,
             return_as: ReturnAs::Close,
+            client: None,
         }
+    }
+
+    /// Links the connection and the client it is handed to (for the admin views).
+    pub(super) fn attach(&mut self, client: Option<Arc<ClientInfo>>) {
+        let Some(m) = &self.conn else { return };
+        let client_id = client.as_ref().map_or(0, |c| c.id);
+        m.reg.info.set_active(client_id);
+        if let Some(c) = &client {
+            c.set_active(m.reg.info.id);
+        }
+        self.client = client;
     }
 
     /// The connection.
     pub fn conn(&mut self) -> &mut ServerConn {
-        self.conn.as_mut().expect("connection present until drop")
+        &mut self
+            .conn
+            .as_mut()
+            .expect("connection present until drop")
+            .conn
     }
 
     /// The pool it belongs to.
@@ -52,15 +70,21 @@ impl Checkout {
     }
 
     /// Takes the connection out without returning it (the caller re-homes it).
-    pub(super) fn take(&mut self) -> ServerConn {
+    pub(super) fn take(&mut self) -> Member {
         self.return_as = ReturnAs::Close;
+        if let Some(c) = self.client.take() {
+            c.set_idle();
+        }
         self.conn.take().expect("connection present until drop")
     }
 }
 
 impl Drop for Checkout {
     fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else {
+        if let Some(c) = self.client.take() {
+            c.set_idle();
+        }
+        let Some(m) = self.conn.take() else {
             return;
         };
         let settings = self.pool.settings();
@@ -69,26 +93,27 @@ impl Drop for Checkout {
                 || (self.return_as == ReturnAs::Clean && settings.reset_query_always)
         });
         match (self.return_as, reset) {
-            (ReturnAs::Close, _) => self.pool.discard(conn, "not clean"),
-            (_, None) => self.pool.put_back(conn),
+            (ReturnAs::Close, _) => self.pool.discard(m, "not clean"),
+            (_, None) => self.pool.put_back(m),
             (_, Some(sql)) => {
                 let pool = self.pool.clone();
+                m.reg.info.unlink(ServerState::Tested);
                 match tokio::runtime::Handle::try_current() {
                     Ok(rt) => {
                         rt.spawn(async move {
-                            let mut conn = conn;
+                            let mut m = m;
                             match tokio::time::timeout(
                                 settings.connect_timeout,
-                                conn.run_discarding(&sql),
+                                m.conn.run_discarding(&sql),
                             )
                             .await
                             {
-                                Ok(Ok(())) => pool.put_back(conn),
-                                _ => pool.discard(conn, "reset query failed"),
+                                Ok(Ok(())) => pool.put_back(m),
+                                _ => pool.discard(m, "reset query failed"),
                             }
                         });
                     }
-                    Err(_) => pool.discard(conn, "no runtime for reset"),
+                    Err(_) => pool.discard(m, "no runtime for reset"),
                 }
             }
         }
@@ -111,7 +136,8 @@ impl Slot {
     pub(super) fn fill(mut self, conn: ServerConn) -> Checkout {
         let pool = self.pool.take().expect("slot used once");
         pool.stats.server_opened();
-        Checkout::new(conn, pool)
+        let m = pool.register(conn);
+        Checkout::new(m, pool)
     }
 }
 

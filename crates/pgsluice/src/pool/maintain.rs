@@ -35,6 +35,7 @@ impl Pool {
     /// One round of upkeep at time `now`.
     pub(crate) fn maintain(self: &Arc<Self>, now: Instant) {
         let settings = self.settings();
+        let epoch = self.epoch.load(std::sync::atomic::Ordering::Relaxed);
         let mut closing = Vec::new();
         let fill = {
             let mut st = self.lock();
@@ -43,17 +44,19 @@ impl Pool {
             }
             let idle = std::mem::take(&mut st.idle);
             // idle is a stack: the bottom holds the longest-idle connections.
-            for conn in idle {
-                let too_old = settings.lifetime.is_some_and(|l| conn.age() >= l);
+            for m in idle {
+                let too_old = settings.lifetime.is_some_and(|l| m.conn.age() >= l);
                 let too_idle = settings
                     .idle_timeout
-                    .is_some_and(|t| now.saturating_duration_since(conn.last_used) >= t)
+                    .is_some_and(|t| now.saturating_duration_since(m.conn.last_used) >= t)
                     && st.total > settings.min_size;
-                if too_old || too_idle {
+                // A reload may have shrunk the pool: trim idle connections first.
+                let too_many = st.total > settings.size;
+                if too_old || too_idle || too_many || m.info().epoch < epoch {
                     st.total -= 1;
-                    closing.push(conn);
+                    closing.push(m);
                 } else {
-                    st.idle.push(conn);
+                    st.idle.push(m);
                 }
             }
             let blocked = self
@@ -61,7 +64,7 @@ impl Pool {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .is_some_and(|t| now < t);
-            let need = if blocked {
+            let need = if blocked || st.paused {
                 0
             } else {
                 settings.min_size.saturating_sub(st.total)
@@ -69,13 +72,13 @@ impl Pool {
             st.total += need;
             need
         };
-        self.close_all(closing);
+        self.close_members(closing, "idle timeout, lifetime or reconnect");
         for _ in 0..fill {
             let slot = Slot::new(self.clone());
             let pool = self.clone();
             let timeout = settings.connect_timeout;
             tokio::spawn(async move {
-                match server::connect(pool.target.clone(), pool.ids.next(), timeout).await {
+                match server::connect(pool.target(), pool.ids.next(), timeout).await {
                     Ok(conn) => slot.fill(conn).return_as(ReturnAs::Clean),
                     Err(e) => {
                         tracing::warn!(pool = %pool.key, error = %e, "could not open min_pool_size connection");

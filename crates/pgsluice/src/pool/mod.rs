@@ -7,24 +7,29 @@
 //! moves and never across an `.await`; waiters park on a oneshot channel.
 
 mod checkout;
+mod control;
 mod maintain;
+pub mod registry;
 mod stats;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 pub use checkout::{Checkout, ReturnAs};
+pub use control::PoolCounts;
+pub use registry::{ClientInfo, ClientReg, ClientState, ServerInfo, ServerState};
 pub use stats::{PoolStats, PoolStatsSnapshot};
 
 use crate::config::PoolMode;
 use crate::error::PoolError;
 use crate::params::ParamSet;
 use crate::server::{self, ServerConn, ServerId, ServerTarget};
+use registry::{InfoList, ServerReg, CURRENT_CLIENT};
 
 /// Identity of a pool: the database name clients use and the client user name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -92,19 +97,35 @@ pub(crate) enum Grant {
     Slot(checkout::Slot),
 }
 
+/// A server connection owned by a pool, with its entry in the pool's server list (the
+/// entry goes when the connection is dropped or closed).
+#[derive(Debug)]
+pub(crate) struct Member {
+    pub(crate) conn: ServerConn,
+    pub(crate) reg: ServerReg,
+}
+
+impl Member {
+    fn info(&self) -> &Arc<ServerInfo> {
+        &self.reg.info
+    }
+}
+
 #[derive(Default)]
 struct State {
-    idle: Vec<ServerConn>,
-    /// idle + checked out + being opened.
+    idle: Vec<Member>,
+    /// idle + checked out + being reset + being opened.
     total: usize,
     waiters: VecDeque<oneshot::Sender<Grant>>,
     closed: bool,
+    /// PAUSE/KILL: no new assignments; returned connections are closed.
+    paused: bool,
 }
 
 /// A pool of server connections for one (database, user).
 pub struct Pool {
     key: PoolKey,
-    target: Arc<ServerTarget>,
+    target: ArcSwap<ServerTarget>,
     settings: ArcSwap<PoolSettings>,
     state: Mutex<State>,
     ids: Arc<IdGen>,
@@ -112,6 +133,14 @@ pub struct Pool {
     retry_after: Mutex<Option<Instant>>,
     /// Counters for the admin console and metrics.
     pub stats: PoolStats,
+    clients: Arc<InfoList<ClientInfo>>,
+    servers: Arc<InfoList<ServerInfo>>,
+    /// Connections opened in an older epoch are closed when released (RECONNECT).
+    epoch: AtomicU64,
+    /// Set when the pool's database or user left the configuration (RELOAD).
+    retired: AtomicBool,
+    /// Woken whenever a server connection is closed or released.
+    changed: Notify,
 }
 
 impl std::fmt::Debug for Pool {
@@ -143,13 +172,18 @@ impl Pool {
     ) -> Arc<Pool> {
         Arc::new(Pool {
             key,
-            target: Arc::new(target),
+            target: ArcSwap::from_pointee(target),
             settings: ArcSwap::from_pointee(settings),
             state: Mutex::new(State::default()),
             ids,
             startup: Mutex::new(None),
             retry_after: Mutex::new(None),
             stats: PoolStats::default(),
+            clients: Arc::default(),
+            servers: Arc::default(),
+            epoch: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
+            changed: Notify::new(),
         })
     }
 
@@ -158,19 +192,14 @@ impl Pool {
         &self.key
     }
 
-    /// Where its connections go.
-    pub fn target(&self) -> &Arc<ServerTarget> {
-        &self.target
+    /// Where new connections go.
+    pub fn target(&self) -> Arc<ServerTarget> {
+        self.target.load_full()
     }
 
     /// Current settings.
     pub fn settings(&self) -> Arc<PoolSettings> {
         self.settings.load_full()
-    }
-
-    /// Replaces the settings (reload).
-    pub fn set_settings(&self, settings: PoolSettings) {
-        self.settings.store(Arc::new(settings));
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -190,9 +219,25 @@ impl Pool {
     }
 
     /// Waits for a connection: an idle one, a new one if below size, or the next one
-    /// returned (FIFO) within the wait timeout.
+    /// returned (FIFO) within the wait timeout. While the pool is paused every request
+    /// waits. The client of the calling task (see [`registry::CURRENT_CLIENT`]) is
+    /// marked waiting, then linked to the connection.
     pub async fn checkout(self: &Arc<Self>) -> Result<Checkout, PoolError> {
-        let settings = self.settings.load();
+        let client = CURRENT_CLIENT.try_with(Arc::clone).ok();
+        let r = self.checkout_inner(client.clone()).await;
+        if r.is_err() {
+            if let Some(c) = &client {
+                c.set_idle();
+            }
+        }
+        r
+    }
+
+    async fn checkout_inner(
+        self: &Arc<Self>,
+        client: Option<Arc<ClientInfo>>,
+    ) -> Result<Checkout, PoolError> {
+        let settings = self.settings.load_full();
         let started = Instant::now();
         let mut stale = Vec::new();
         let waiter = {
@@ -201,20 +246,27 @@ impl Pool {
                 return Err(PoolError::Closed);
             }
             let mut found = None;
-            while let Some(conn) = st.idle.pop() {
-                if self.usable(&conn, &settings) {
-                    found = Some(conn);
+            while !st.paused {
+                let Some(m) = st.idle.pop() else { break };
+                if self.usable(&m, &settings) {
+                    found = Some(m);
                     break;
                 }
                 st.total -= 1;
-                stale.push(conn);
+                stale.push(m);
             }
-            if let Some(conn) = found {
+            if let Some(m) = found {
                 drop(st);
-                self.close_all(stale);
-                return Ok(Checkout::new(conn, self.clone()));
+                self.close_members(stale, "stale");
+                self.stats.add_wait(Duration::ZERO);
+                let mut co = Checkout::new(m, self.clone());
+                co.attach(client);
+                return Ok(co);
             }
-            if st.total < settings.size {
+            if let Some(c) = &client {
+                c.set_waiting();
+            }
+            if !st.paused && st.total < settings.size {
                 st.total += 1;
                 None
             } else {
@@ -226,25 +278,24 @@ impl Pool {
                 Some(rx)
             }
         };
-        self.close_all(stale);
+        self.close_members(stale, "stale");
         let slot = match waiter {
             None => checkout::Slot::new(self.clone()),
             Some(rx) => match self.wait(rx, settings.wait_timeout).await? {
-                Grant::Conn(c) => {
+                Grant::Conn(mut c) => {
                     self.stats.add_wait(started.elapsed());
+                    c.attach(client);
                     return Ok(c);
                 }
                 Grant::Slot(slot) => slot,
             },
         };
-        let conn = server::connect(
-            self.target.clone(),
-            self.ids.next(),
-            settings.connect_timeout,
-        )
-        .await?;
+        let conn =
+            server::connect(self.target(), self.ids.next(), settings.connect_timeout).await?;
         self.stats.add_wait(started.elapsed());
-        Ok(slot.fill(conn))
+        let mut co = slot.fill(conn);
+        co.attach(client);
+        Ok(co)
     }
 
     async fn wait(
@@ -266,49 +317,96 @@ impl Pool {
         }
     }
 
-    fn usable(&self, conn: &ServerConn, settings: &PoolSettings) -> bool {
-        if settings.lifetime.is_some_and(|l| conn.age() >= l) {
+    fn usable(&self, m: &Member, settings: &PoolSettings) -> bool {
+        if settings.lifetime.is_some_and(|l| m.conn.age() >= l) {
             return false;
         }
-        !conn.stream.is_closed_or_dirty()
+        if m.info().epoch < self.epoch.load(Ordering::Relaxed) {
+            return false;
+        }
+        !m.conn.stream.is_closed_or_dirty()
+    }
+
+    /// Registers a newly opened connection in the server list.
+    fn register(&self, conn: ServerConn) -> Member {
+        let (remote, local, fd) = registry::socket_endpoints(&conn.stream);
+        let info = ServerInfo::new(
+            conn.id.0,
+            remote,
+            local,
+            fd,
+            self.epoch.load(Ordering::Relaxed),
+            conn.target.clone(),
+            conn.key.clone(),
+        );
+        Member {
+            conn,
+            reg: ServerReg::new(info, self.servers.clone()),
+        }
     }
 
     /// Returns a clean connection: to the first live waiter, else to the idle stack.
-    fn put_back(self: &Arc<Self>, mut conn: ServerConn) {
-        conn.last_used = Instant::now();
+    /// Closed instead when the pool is paused or closed, the connection is marked for
+    /// reconnect, or the pool holds more connections than its (reloaded) size.
+    fn put_back(self: &Arc<Self>, mut m: Member) {
+        m.conn.last_used = Instant::now();
+        let size = self.settings.load().size;
         loop {
             let waiter = {
                 let mut st = self.lock();
-                if st.closed {
+                let reason = if st.closed {
+                    Some("pool closed")
+                } else if st.paused {
+                    Some("pool paused")
+                } else if m.info().epoch < self.epoch.load(Ordering::Relaxed) {
+                    Some("reconnect requested")
+                } else if st.total > size {
+                    Some("pool size reduced")
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
                     st.total -= 1;
                     drop(st);
-                    self.close_all(vec![conn]);
+                    self.close_members(vec![m], reason);
                     return;
                 }
                 match st.waiters.pop_front() {
                     Some(w) => w,
                     None => {
-                        st.idle.push(conn);
+                        m.info().unlink(ServerState::Idle);
+                        st.idle.push(m);
+                        drop(st);
+                        self.changed.notify_waiters();
                         return;
                     }
                 }
             };
-            match waiter.send(Grant::Conn(Checkout::new(conn, self.clone()))) {
+            match waiter.send(Grant::Conn(Checkout::new(m, self.clone()))) {
                 Ok(()) => return,
-                Err(Grant::Conn(mut c)) => conn = c.take(),
+                Err(Grant::Conn(mut c)) => m = c.take(),
                 Err(Grant::Slot(_)) => unreachable!("sent a connection"),
             }
         }
     }
 
-    /// A connection slot freed (connection closed or never opened): let a waiter open one.
+    /// A connection slot freed (connection closed or never opened): let a waiter open
+    /// one, unless the pool is paused, closed or above its size.
     fn release_slot(self: &Arc<Self>) {
+        let size = self.settings.load().size;
         let waiter = {
             let mut st = self.lock();
-            match st.waiters.pop_front() {
-                Some(w) if !st.closed => w,
-                _ => {
+            let w = if !st.closed && !st.paused && st.total <= size {
+                st.waiters.pop_front()
+            } else {
+                None
+            };
+            match w {
+                Some(w) => w,
+                None => {
                     st.total -= 1;
+                    drop(st);
+                    self.changed.notify_waiters();
                     return;
                 }
             }
@@ -317,18 +415,45 @@ impl Pool {
         let _ = waiter.send(Grant::Slot(checkout::Slot::new(self.clone())));
     }
 
-    /// Closes a connection that will not be reused, and frees its slot.
-    fn discard(self: &Arc<Self>, conn: ServerConn, reason: &'static str) {
-        tracing::info!(server = %conn.id, pool = %self.key, reason, "server connection closed");
-        self.release_slot();
-        spawn_close(conn);
+    /// Lets waiters open connections while the pool is below its size (after RESUME or
+    /// a larger pool size).
+    fn grant_waiters(self: &Arc<Self>) {
+        loop {
+            let waiter = {
+                let mut st = self.lock();
+                if st.closed || st.paused || st.total >= self.settings.load().size {
+                    return;
+                }
+                let Some(w) = st.waiters.pop_front() else {
+                    return;
+                };
+                st.total += 1;
+                w
+            };
+            // A dead waiter hands the slot on through Slot's Drop.
+            let _ = waiter.send(Grant::Slot(checkout::Slot::new(self.clone())));
+        }
     }
 
-    fn close_all(&self, conns: Vec<ServerConn>) {
-        for conn in conns {
-            tracing::info!(server = %conn.id, pool = %self.key, reason = "stale", "server connection closed");
-            spawn_close(conn);
+    /// Closes a connection that will not be reused, and frees its slot.
+    fn discard(self: &Arc<Self>, m: Member, reason: &'static str) {
+        tracing::info!(server = %m.conn.id, pool = %self.key, reason, "server connection closed");
+        m.info().unlink(ServerState::Closing);
+        self.release_slot();
+        spawn_close(m);
+    }
+
+    /// Closes connections already taken out of the count.
+    fn close_members(&self, members: Vec<Member>, reason: &'static str) {
+        if members.is_empty() {
+            return;
         }
+        for m in members {
+            tracing::info!(server = %m.conn.id, pool = %self.key, reason, "server connection closed");
+            m.info().unlink(ServerState::Closing);
+            spawn_close(m);
+        }
+        self.changed.notify_waiters();
     }
 
     /// The parameters clients are told at login, learning them from a server connection
@@ -368,12 +493,16 @@ impl Pool {
             st.total -= idle.len();
             idle
         };
-        self.close_all(idle);
+        self.close_members(idle, "pool closed");
     }
 }
 
-fn spawn_close(conn: ServerConn) {
+fn spawn_close(m: Member) {
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        rt.spawn(conn.close());
+        rt.spawn(async move {
+            let Member { conn, reg } = m;
+            conn.close().await;
+            drop(reg);
+        });
     }
 }

@@ -1,19 +1,33 @@
-//! Per-pool counters, updated once per transaction (never per message).
+//! Per-pool counters and latency histograms, updated once per transaction or wait
+//! (never per message).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 use std::time::Duration;
 
-/// Counters since start.
+use crate::stats::{Histogram, HistogramSnapshot, Totals, Window};
+
+/// Counters since the pool was created.
 #[derive(Debug, Default)]
 pub struct PoolStats {
+    server_assignments: AtomicU64,
     xacts: AtomicU64,
     queries: AtomicU64,
     bytes_received: AtomicU64,
     bytes_sent: AtomicU64,
     xact_time_us: AtomicU64,
+    query_time_us: AtomicU64,
     wait_time_us: AtomicU64,
     waits: AtomicU64,
     servers_opened: AtomicU64,
+    client_connects: AtomicU64,
+    /// Transaction (server hold) durations.
+    pub xact_hist: Histogram,
+    /// Query durations (estimated per transaction: hold time / queries).
+    pub query_hist: Histogram,
+    /// Waits for a server connection (every assignment, zero waits included).
+    pub wait_hist: Histogram,
+    window: Mutex<Window>,
 }
 
 /// A copy of the counters.
@@ -31,33 +45,49 @@ pub struct PoolStatsSnapshot {
     pub xact_time_us: u64,
     /// Time clients waited for a connection, microseconds.
     pub wait_time_us: u64,
-    /// Number of waits.
+    /// Number of waits that took any time (queue or new connection).
     pub waits: u64,
     /// Server connections opened.
     pub servers_opened: u64,
 }
 
 impl PoolStats {
-    /// Records one finished checkout.
+    /// Records one finished checkout: `queries` queries, bytes both ways, and how long
+    /// the server connection was held.
     pub fn add_xact(&self, queries: u64, received: u64, sent: u64, held: Duration) {
+        let held_us = held.as_micros() as u64;
         self.xacts.fetch_add(1, Relaxed);
         self.queries.fetch_add(queries, Relaxed);
         self.bytes_received.fetch_add(received, Relaxed);
         self.bytes_sent.fetch_add(sent, Relaxed);
-        self.xact_time_us
-            .fetch_add(held.as_micros() as u64, Relaxed);
+        self.xact_time_us.fetch_add(held_us, Relaxed);
+        self.xact_hist.observe(held);
+        if queries > 0 {
+            self.query_time_us.fetch_add(held_us, Relaxed);
+            self.query_hist
+                .observe_n(held / queries.min(u32::MAX as u64) as u32, queries);
+        }
     }
 
-    /// Records the time a client waited for a connection.
+    /// Records a server connection assigned to a client after `waited`.
     pub fn add_wait(&self, waited: Duration) {
-        self.waits.fetch_add(1, Relaxed);
+        self.server_assignments.fetch_add(1, Relaxed);
+        if !waited.is_zero() {
+            self.waits.fetch_add(1, Relaxed);
+        }
         self.wait_time_us
             .fetch_add(waited.as_micros() as u64, Relaxed);
+        self.wait_hist.observe(waited);
     }
 
     /// Records a new server connection.
     pub fn server_opened(&self) {
         self.servers_opened.fetch_add(1, Relaxed);
+    }
+
+    /// Records a client login.
+    pub fn client_connected(&self) {
+        self.client_connects.fetch_add(1, Relaxed);
     }
 
     /// Reads every counter.
@@ -72,5 +102,44 @@ impl PoolStats {
             waits: self.waits.load(Relaxed),
             servers_opened: self.servers_opened.load(Relaxed),
         }
+    }
+
+    /// The totals in SHOW STATS form.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            server_assignments: self.server_assignments.load(Relaxed),
+            xacts: self.xacts.load(Relaxed),
+            queries: self.queries.load(Relaxed),
+            received: self.bytes_received.load(Relaxed),
+            sent: self.bytes_sent.load(Relaxed),
+            xact_time_us: self.xact_time_us.load(Relaxed),
+            query_time_us: self.query_time_us.load(Relaxed),
+            wait_time_us: self.wait_time_us.load(Relaxed),
+            client_connects: self.client_connects.load(Relaxed),
+            servers_opened: self.servers_opened.load(Relaxed),
+        }
+    }
+
+    /// Closes a stats period of length `period`.
+    pub fn advance_window(&self, period: Duration) {
+        let now = self.totals();
+        self.window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .advance(now, period);
+    }
+
+    /// The window the averages come from.
+    pub fn window(&self) -> Window {
+        *self.window.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The three histograms: (query, transaction, wait).
+    pub fn histograms(&self) -> (HistogramSnapshot, HistogramSnapshot, HistogramSnapshot) {
+        (
+            self.query_hist.snapshot(),
+            self.xact_hist.snapshot(),
+            self.wait_hist.snapshot(),
+        )
     }
 }

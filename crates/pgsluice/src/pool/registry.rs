@@ -1,0 +1,438 @@
+//! Per-pool state lists for the admin console and metrics: one [`ClientInfo`] per
+//! logged-in client and one [`ServerInfo`] per open server connection.
+//!
+//! The entries are shared (`Arc`) between the task that owns the connection and the
+//! pool's list; their changing parts are atomics written at state changes only (a
+//! checkout, a release), never per message. A server entry leaves its list when its
+//! `ServerReg` guard drops, i.e. when the connection is closed, whatever the path.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+
+use crate::server::{BackendKey, ServerTarget};
+
+tokio::task_local! {
+    /// The client a task serves; set by the client task around its session so that
+    /// [`super::Pool::checkout`] can link the client and its server connection.
+    pub static CURRENT_CLIENT: Arc<ClientInfo>;
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A socket address split for display: address text and port (0 for Unix sockets).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Endpoint {
+    /// IP address, or `unix` for a Unix-domain socket.
+    pub addr: String,
+    /// Port (0 when not TCP).
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// From a socket address.
+    pub fn from_socket(a: std::net::SocketAddr) -> Endpoint {
+        Endpoint {
+            addr: a.ip().to_string(),
+            port: a.port(),
+        }
+    }
+
+    /// The endpoint of a Unix-domain socket.
+    pub fn unix() -> Endpoint {
+        Endpoint {
+            addr: "unix".into(),
+            port: 0,
+        }
+    }
+}
+
+/// What a client is doing, as SHOW CLIENTS and SHOW POOLS count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientState {
+    /// Logged in, holding no server connection.
+    Idle,
+    /// Linked to a server connection.
+    Active,
+    /// Sent a request and waits for a server connection.
+    Waiting,
+}
+
+impl ClientState {
+    fn from_u8(v: u8) -> ClientState {
+        match v {
+            1 => ClientState::Active,
+            2 => ClientState::Waiting,
+            _ => ClientState::Idle,
+        }
+    }
+}
+
+/// One logged-in client.
+#[derive(Debug)]
+pub struct ClientInfo {
+    /// Unique id (the pid of the client's cancel key); KILL_CLIENT takes it.
+    pub id: u64,
+    /// User name the client logged in as.
+    pub user: String,
+    /// Database name the client asked for.
+    pub database: String,
+    /// The client's address.
+    pub remote: Endpoint,
+    /// Our end of the connection.
+    pub local: Endpoint,
+    /// `application_name` from the startup packet.
+    pub application_name: String,
+    /// Socket file descriptor (-1 when unknown).
+    pub fd: i32,
+    /// Login time, µs since the epoch.
+    pub connect_time_us: u64,
+    state: AtomicU8,
+    request_time_us: AtomicU64,
+    wait_since_us: AtomicU64,
+    link: AtomicU64,
+    killed: AtomicBool,
+    kill: Notify,
+}
+
+impl ClientInfo {
+    /// A new entry in the idle state.
+    pub fn new(
+        id: u64,
+        user: String,
+        database: String,
+        remote: Endpoint,
+        local: Endpoint,
+        application_name: String,
+        fd: i32,
+    ) -> ClientInfo {
+        let now = now_us();
+        ClientInfo {
+            id,
+            user,
+            database,
+            remote,
+            local,
+            application_name,
+            fd,
+            connect_time_us: now,
+            state: AtomicU8::new(0),
+            request_time_us: AtomicU64::new(now),
+            wait_since_us: AtomicU64::new(0),
+            link: AtomicU64::new(0),
+            killed: AtomicBool::new(false),
+            kill: Notify::new(),
+        }
+    }
+
+    /// Current state.
+    pub fn state(&self) -> ClientState {
+        ClientState::from_u8(self.state.load(Relaxed))
+    }
+
+    /// Last request time, µs since the epoch.
+    pub fn request_time_us(&self) -> u64 {
+        self.request_time_us.load(Relaxed)
+    }
+
+    /// Since when it waits for a server (µs since the epoch), if it does.
+    pub fn wait_since_us(&self) -> Option<u64> {
+        match self.wait_since_us.load(Relaxed) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    /// The server connection it is linked to (a [`crate::server::ServerId`] value).
+    pub fn link(&self) -> Option<u64> {
+        match self.link.load(Relaxed) {
+            0 => None,
+            id => Some(id),
+        }
+    }
+
+    /// A request arrived and the client waits for a server connection.
+    pub(crate) fn set_waiting(&self) {
+        let now = now_us();
+        self.request_time_us.store(now, Relaxed);
+        self.wait_since_us.store(now, Relaxed);
+        self.state.store(2, Relaxed);
+    }
+
+    /// The client got server connection `server`.
+    pub(crate) fn set_active(&self, server: u64) {
+        self.wait_since_us.store(0, Relaxed);
+        self.link.store(server, Relaxed);
+        self.state.store(1, Relaxed);
+    }
+
+    /// The client gave its server connection back (or stopped waiting).
+    pub(crate) fn set_idle(&self) {
+        self.wait_since_us.store(0, Relaxed);
+        self.link.store(0, Relaxed);
+        self.state.store(0, Relaxed);
+    }
+
+    /// Asks the client's task to close the connection (KILL, KILL_CLIENT).
+    pub fn kill(&self) {
+        self.killed.store(true, Relaxed);
+        self.kill.notify_one();
+    }
+
+    /// Whether [`ClientInfo::kill`] was called.
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Relaxed)
+    }
+
+    /// Resolves once [`ClientInfo::kill`] is called (at once if it already was).
+    pub async fn killed(&self) {
+        if self.is_killed() {
+            return;
+        }
+        self.kill.notified().await;
+    }
+}
+
+/// What a server connection is doing, as SHOW SERVERS and SHOW POOLS count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerState {
+    /// In the idle stack, ready for a client.
+    Idle,
+    /// Checked out by a client.
+    Active,
+    /// Running the reset query before going back to the pool.
+    Tested,
+    /// Being closed; not counted any more.
+    Closing,
+}
+
+impl ServerState {
+    fn from_u8(v: u8) -> ServerState {
+        match v {
+            1 => ServerState::Active,
+            2 => ServerState::Tested,
+            3 => ServerState::Closing,
+            _ => ServerState::Idle,
+        }
+    }
+
+    fn as_u8(self) -> u8 {
+        match self {
+            ServerState::Idle => 0,
+            ServerState::Active => 1,
+            ServerState::Tested => 2,
+            ServerState::Closing => 3,
+        }
+    }
+}
+
+/// One open server connection.
+#[derive(Debug)]
+pub struct ServerInfo {
+    /// The connection's id ([`crate::server::ServerId`] value).
+    pub id: u64,
+    /// PostgreSQL's address.
+    pub remote: Endpoint,
+    /// Our end of the connection.
+    pub local: Endpoint,
+    /// Backend process id (from BackendKeyData).
+    pub remote_pid: i32,
+    /// Socket file descriptor (-1 when unknown).
+    pub fd: i32,
+    /// Connect time, µs since the epoch.
+    pub connect_time_us: u64,
+    /// The pool's reconnect epoch when it was opened; older than the pool's current
+    /// epoch means "close when released" (RECONNECT, changed target on RELOAD).
+    pub epoch: u64,
+    /// Where cancel requests for it go.
+    pub target: Arc<ServerTarget>,
+    /// Its cancel key.
+    pub key: Arc<BackendKey>,
+    state: AtomicU8,
+    request_time_us: AtomicU64,
+    link: AtomicU64,
+}
+
+impl ServerInfo {
+    /// A new entry (state idle).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: u64,
+        remote: Endpoint,
+        local: Endpoint,
+        fd: i32,
+        epoch: u64,
+        target: Arc<ServerTarget>,
+        key: Arc<BackendKey>,
+    ) -> ServerInfo {
+        let now = now_us();
+        ServerInfo {
+            id,
+            remote,
+            local,
+            remote_pid: key.pid,
+            fd,
+            connect_time_us: now,
+            epoch,
+            target,
+            key,
+            state: AtomicU8::new(0),
+            request_time_us: AtomicU64::new(now),
+            link: AtomicU64::new(0),
+        }
+    }
+
+    /// Current state.
+    pub fn state(&self) -> ServerState {
+        ServerState::from_u8(self.state.load(Relaxed))
+    }
+
+    /// Last time it was handed to a client, µs since the epoch.
+    pub fn request_time_us(&self) -> u64 {
+        self.request_time_us.load(Relaxed)
+    }
+
+    /// The client it serves now (a [`ClientInfo::id`]).
+    pub fn link(&self) -> Option<u64> {
+        match self.link.load(Relaxed) {
+            0 => None,
+            id => Some(id),
+        }
+    }
+
+    pub(crate) fn set_state(&self, s: ServerState) {
+        self.state.store(s.as_u8(), Relaxed);
+    }
+
+    pub(crate) fn set_active(&self, client: u64) {
+        self.request_time_us.store(now_us(), Relaxed);
+        self.link.store(client, Relaxed);
+        self.set_state(ServerState::Active);
+    }
+
+    pub(crate) fn unlink(&self, s: ServerState) {
+        self.link.store(0, Relaxed);
+        self.set_state(s);
+    }
+}
+
+/// A list of entries keyed by id, behind a short-held lock.
+#[derive(Debug)]
+pub struct InfoList<T> {
+    map: Mutex<BTreeMap<u64, Arc<T>>>,
+}
+
+impl<T> Default for InfoList<T> {
+    fn default() -> Self {
+        InfoList {
+            map: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl<T> InfoList<T> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<T>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds an entry.
+    pub fn insert(&self, id: u64, v: Arc<T>) {
+        self.lock().insert(id, v);
+    }
+
+    /// Removes an entry.
+    pub fn remove(&self, id: u64) -> Option<Arc<T>> {
+        self.lock().remove(&id)
+    }
+
+    /// Looks an entry up.
+    pub fn get(&self, id: u64) -> Option<Arc<T>> {
+        self.lock().get(&id).cloned()
+    }
+
+    /// Every entry, in id order.
+    pub fn snapshot(&self) -> Vec<Arc<T>> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+}
+
+/// Keeps a server connection in its pool's list; dropping it (when the connection is
+/// closed) removes the entry.
+#[derive(Debug)]
+pub(crate) struct ServerReg {
+    pub(crate) info: Arc<ServerInfo>,
+    list: Arc<InfoList<ServerInfo>>,
+}
+
+impl ServerReg {
+    pub(crate) fn new(info: ServerInfo, list: Arc<InfoList<ServerInfo>>) -> ServerReg {
+        let info = Arc::new(info);
+        list.insert(info.id, info.clone());
+        ServerReg { info, list }
+    }
+}
+
+impl Drop for ServerReg {
+    fn drop(&mut self) {
+        self.list.remove(self.info.id);
+    }
+}
+
+/// Keeps a client in its pool's list while its session runs.
+#[derive(Debug)]
+pub struct ClientReg {
+    info: Arc<ClientInfo>,
+    list: Arc<InfoList<ClientInfo>>,
+}
+
+impl ClientReg {
+    /// Registers `info` in `list` until the guard drops.
+    pub fn new(info: Arc<ClientInfo>, list: Arc<InfoList<ClientInfo>>) -> ClientReg {
+        list.insert(info.id, info.clone());
+        ClientReg { info, list }
+    }
+
+    /// The entry.
+    pub fn info(&self) -> &Arc<ClientInfo> {
+        &self.info
+    }
+}
+
+impl Drop for ClientReg {
+    fn drop(&mut self) {
+        self.list.remove(self.info.id);
+    }
+}
+
+/// The peer and local endpoints and the file descriptor of a connected socket.
+pub fn socket_endpoints(stream: &crate::net::Stream) -> (Endpoint, Endpoint, i32) {
+    use std::os::fd::AsRawFd;
+    match stream {
+        crate::net::Stream::Tcp(s) => (
+            s.peer_addr().map(Endpoint::from_socket).unwrap_or_default(),
+            s.local_addr()
+                .map(Endpoint::from_socket)
+                .unwrap_or_default(),
+            s.as_raw_fd(),
+        ),
+        crate::net::Stream::Unix(s) => (Endpoint::unix(), Endpoint::unix(), s.as_raw_fd()),
+    }
+}

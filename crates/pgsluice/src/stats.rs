@@ -1,0 +1,272 @@
+//! Statistics behind SHOW STATS / STATS_TOTALS / STATS_AVERAGES / TOTALS and the
+//! Prometheus endpoint: latency histograms with fixed buckets, totals that add up per
+//! database, and averages over the last completed `stats_period`.
+//!
+//! Everything is updated once per transaction (a server checkout) or once per wait,
+//! never per protocol message, with relaxed atomics.
+
+use std::ops::{Add, Sub};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Upper bounds of the histogram buckets, in microseconds (the last, +Inf, is implicit).
+pub const BUCKETS_US: [u64; 16] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
+];
+
+/// A latency histogram with the fixed [`BUCKETS_US`] buckets.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Per-bucket counts (not cumulative); the last is +Inf.
+    buckets: [AtomicU64; BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+/// A copy of a histogram.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    /// Per-bucket counts (not cumulative); the last is +Inf.
+    pub buckets: [u64; BUCKETS_US.len() + 1],
+    /// Sum of the observations, µs.
+    pub sum_us: u64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+impl Histogram {
+    /// Records `n` observations of `value`.
+    pub fn observe_n(&self, value: Duration, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let us = value.as_micros().min(u64::MAX as u128) as u64;
+        let i = BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(BUCKETS_US.len());
+        self.buckets[i].fetch_add(n, Relaxed);
+        self.sum_us.fetch_add(us.saturating_mul(n), Relaxed);
+        self.count.fetch_add(n, Relaxed);
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, value: Duration) {
+        self.observe_n(value, 1);
+    }
+
+    /// Reads the histogram.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut s = HistogramSnapshot::default();
+        for (d, b) in s.buckets.iter_mut().zip(&self.buckets) {
+            *d = b.load(Relaxed);
+        }
+        s.sum_us = self.sum_us.load(Relaxed);
+        s.count = self.count.load(Relaxed);
+        s
+    }
+}
+
+impl Add for HistogramSnapshot {
+    type Output = HistogramSnapshot;
+    fn add(mut self, o: HistogramSnapshot) -> HistogramSnapshot {
+        for (a, b) in self.buckets.iter_mut().zip(o.buckets) {
+            *a += b;
+        }
+        self.sum_us += o.sum_us;
+        self.count += o.count;
+        self
+    }
+}
+
+/// Counter totals of one pool, or summed over several (SHOW STATS_TOTALS semantics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Times a server connection was assigned to a client.
+    pub server_assignments: u64,
+    /// Transactions.
+    pub xacts: u64,
+    /// Queries (Query, Sync and FunctionCall messages).
+    pub queries: u64,
+    /// Bytes received from clients.
+    pub received: u64,
+    /// Bytes sent to clients.
+    pub sent: u64,
+    /// Time server connections were held by clients, µs.
+    pub xact_time_us: u64,
+    /// Time spent in queries, µs (see docs/admin-console.md for how it is measured).
+    pub query_time_us: u64,
+    /// Time clients waited for a server connection, µs.
+    pub wait_time_us: u64,
+    /// Client logins.
+    pub client_connects: u64,
+    /// Server connections opened.
+    pub servers_opened: u64,
+}
+
+impl Add for Totals {
+    type Output = Totals;
+    fn add(self, o: Totals) -> Totals {
+        Totals {
+            server_assignments: self.server_assignments + o.server_assignments,
+            xacts: self.xacts + o.xacts,
+            queries: self.queries + o.queries,
+            received: self.received + o.received,
+            sent: self.sent + o.sent,
+            xact_time_us: self.xact_time_us + o.xact_time_us,
+            query_time_us: self.query_time_us + o.query_time_us,
+            wait_time_us: self.wait_time_us + o.wait_time_us,
+            client_connects: self.client_connects + o.client_connects,
+            servers_opened: self.servers_opened + o.servers_opened,
+        }
+    }
+}
+
+impl Sub for Totals {
+    type Output = Totals;
+    fn sub(self, o: Totals) -> Totals {
+        Totals {
+            server_assignments: self.server_assignments.saturating_sub(o.server_assignments),
+            xacts: self.xacts.saturating_sub(o.xacts),
+            queries: self.queries.saturating_sub(o.queries),
+            received: self.received.saturating_sub(o.received),
+            sent: self.sent.saturating_sub(o.sent),
+            xact_time_us: self.xact_time_us.saturating_sub(o.xact_time_us),
+            query_time_us: self.query_time_us.saturating_sub(o.query_time_us),
+            wait_time_us: self.wait_time_us.saturating_sub(o.wait_time_us),
+            client_connects: self.client_connects.saturating_sub(o.client_connects),
+            servers_opened: self.servers_opened.saturating_sub(o.servers_opened),
+        }
+    }
+}
+
+/// Averages over one stats period, as PgBouncer defines them: counts and bytes per
+/// second; transaction and query time per transaction/query; wait time per assignment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Averages {
+    /// Server assignments per second.
+    pub server_assignments: u64,
+    /// Transactions per second.
+    pub xacts: u64,
+    /// Queries per second.
+    pub queries: u64,
+    /// Bytes received per second.
+    pub received: u64,
+    /// Bytes sent per second.
+    pub sent: u64,
+    /// Average transaction duration, µs.
+    pub xact_time_us: u64,
+    /// Average query duration, µs.
+    pub query_time_us: u64,
+    /// Average wait per assignment, µs.
+    pub wait_time_us: u64,
+    /// Client logins per second.
+    pub client_connects: u64,
+}
+
+impl Averages {
+    /// Averages of the change from `old` to `new` over `period`.
+    pub fn between(old: Totals, new: Totals, period: Duration) -> Averages {
+        let d = new - old;
+        let us = period.as_micros() as u64;
+        if us == 0 {
+            return Averages::default();
+        }
+        let rate = |n: u64| ((n as u128) * 1_000_000 / us as u128) as u64;
+        let per = |t: u64, n: u64| t.checked_div(n).unwrap_or(0);
+        Averages {
+            server_assignments: rate(d.server_assignments),
+            xacts: rate(d.xacts),
+            queries: rate(d.queries),
+            received: rate(d.received),
+            sent: rate(d.sent),
+            xact_time_us: per(d.xact_time_us, d.xacts),
+            query_time_us: per(d.query_time_us, d.queries),
+            wait_time_us: per(d.wait_time_us, d.server_assignments),
+            client_connects: rate(d.client_connects),
+        }
+    }
+}
+
+/// The two most recent period boundaries of one pool: averages are computed between
+/// them, so they stay stable during a period (as in PgBouncer).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Window {
+    /// Totals at the older boundary.
+    pub older: Totals,
+    /// Totals at the newer boundary.
+    pub newer: Totals,
+    /// Time between the two boundaries (zero until two boundaries passed).
+    pub period: Duration,
+}
+
+impl Window {
+    /// Moves the window: the newer boundary becomes the older one.
+    pub fn advance(&mut self, now: Totals, period: Duration) {
+        self.older = self.newer;
+        self.newer = now;
+        self.period = period;
+    }
+
+    /// Averages over the last completed period.
+    pub fn averages(&self) -> Averages {
+        Averages::between(self.older, self.newer, self.period)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(500));
+        h.observe(Duration::from_micros(501));
+        h.observe_n(Duration::from_secs(100), 2);
+        h.observe_n(Duration::from_secs(1), 0);
+        let s = h.snapshot();
+        assert_eq!(s.buckets[0], 1);
+        assert_eq!(s.buckets[1], 1);
+        assert_eq!(s.buckets[BUCKETS_US.len()], 2);
+        assert_eq!(s.count, 4);
+        assert_eq!(s.sum_us, 1001 + 200_000_000);
+    }
+
+    #[test]
+    fn averages_follow_pgbouncer_definitions() {
+        let old = Totals::default();
+        let new = Totals {
+            server_assignments: 20,
+            xacts: 10,
+            queries: 40,
+            received: 1000,
+            sent: 3000,
+            xact_time_us: 50_000,
+            query_time_us: 40_000,
+            wait_time_us: 2_000,
+            client_connects: 2,
+            servers_opened: 1,
+        };
+        let a = Averages::between(old, new, Duration::from_secs(2));
+        assert_eq!(a.xacts, 5);
+        assert_eq!(a.queries, 20);
+        assert_eq!(a.received, 500);
+        assert_eq!(a.sent, 1500);
+        assert_eq!(a.xact_time_us, 5_000);
+        assert_eq!(a.query_time_us, 1_000);
+        assert_eq!(a.wait_time_us, 100);
+        assert_eq!(a.client_connects, 1);
+        assert_eq!(
+            Averages::between(old, new, Duration::ZERO),
+            Averages::default()
+        );
+        let mut w = Window::default();
+        w.advance(new, Duration::from_secs(2));
+        assert_eq!(
+            w.averages(),
+            Averages::between(old, new, Duration::from_secs(2))
+        );
+    }
+}
