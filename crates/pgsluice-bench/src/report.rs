@@ -14,9 +14,16 @@ pub(crate) fn percentile_f(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-fn fmt_tps(summary: Option<&Summary>) -> String {
+fn fmt_tps(summary: Option<&Summary>, mode: Mode) -> String {
     match summary {
         None => "–".into(),
+        // The probe failed: neither pooler keeps protocol-level prepared statements
+        // across server connections in transaction mode.
+        Some(Summary::Errors {
+            aborted, failed, ..
+        }) if mode == Mode::Prepared => format!(
+            "n/a (unsupported: probe had {aborted} clients aborted, {failed} failed tx)"
+        ),
         Some(Summary::Ok { tps, .. }) => {
             format!("{:.0} [{:.0}–{:.0}]", tps.median, tps.min, tps.max)
         }
@@ -122,9 +129,9 @@ fn throughput_tables(r: &Results, section: &str, md: &mut String) {
                 md,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 cell.clients,
-                fmt_tps(a.as_ref()),
-                fmt_tps(b.as_ref()),
-                fmt_tps(d.as_ref()),
+                fmt_tps(a.as_ref(), mode),
+                fmt_tps(b.as_ref(), mode),
+                fmt_tps(d.as_ref(), mode),
                 ratio(tps(&a), tps(&b)),
                 ratio(tps(&a), tps(&d)),
                 cpu_s(cpu(&a)),

@@ -135,7 +135,7 @@ fn meta(a: &Args, pgsluice_bin: &Path, iso: &str, r: &mut Results) {
         (
             "mode",
             format!(
-                "{}: {} rounds x {} s per cell, scale {}, pool size {} (both poolers, transaction mode, SCRAM), pgsluice workers {}",
+                "{}: {} rounds x {} s per cell (pgbench -T gets 1 s more per 250 clients for its connections), scale {}, pool size {} (both poolers, transaction mode, SCRAM), pgsluice workers {}",
                 if a.quick { "quick" } else { "full" },
                 a.rounds,
                 a.duration,

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::args::Mode;
 use crate::model::{Contender, Results, Summary};
 
 const WIDTH: f64 = 960.0;
@@ -61,7 +62,10 @@ fn panels(r: &Results) -> Vec<Panel> {
         groups.dedup();
         for (w, m) in groups {
             let title = if section == "pooler-only" {
-                format!("pooler-only (fake backend), -M {} — tps", m.as_str())
+                format!(
+                    "pooler-only, -M {} — tps (direct = the fake backend alone)",
+                    m.as_str()
+                )
             } else {
                 format!("{}, -M {} — tps", w.as_str(), m.as_str())
             };
@@ -79,15 +83,20 @@ fn panels(r: &Results) -> Vec<Panel> {
                                 min: tps.min,
                                 max: tps.max,
                             },
-                            Some(Summary::Errors { .. }) => Bar::Text("err"),
+                            Some(Summary::Errors { .. }) if m == Mode::Prepared => {
+                                Bar::Text("unsupp.")
+                            }
+                            Some(Summary::Errors { .. }) => Bar::Text("errors"),
                             Some(Summary::NotRun(_)) | None => Bar::Text("n/a"),
                         };
                         (*who, bar)
                     })
                     .collect();
-                panel
-                    .groups
-                    .push((format!("{} clients", cell.clients), bars));
+                let label = match cell.clients {
+                    1 => "1 client".to_owned(),
+                    n => format!("{n} clients"),
+                };
+                panel.groups.push((label, bars));
             }
             out.push(panel);
         }
