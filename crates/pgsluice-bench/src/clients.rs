@@ -1,0 +1,211 @@
+//! Many-client tests with tokio-postgres: idle authenticated clients (memory per
+//! client, then all of them querying at once) and a connection storm.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio_postgres::{Client, NoTls};
+
+use crate::procs::{rss_kib, DB, PASSWORD, USER};
+
+/// Result of the idle-clients test on one pooler.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct IdleResult {
+    pub(crate) wanted: usize,
+    pub(crate) connected: usize,
+    pub(crate) connect_errors: usize,
+    pub(crate) rss_before_kib: u64,
+    pub(crate) rss_after_kib: u64,
+    pub(crate) connect_secs: f64,
+    /// All connected clients run `select 1` at once: errors and wall time.
+    pub(crate) query_errors: usize,
+    pub(crate) query_secs: f64,
+    pub(crate) first_error: Option<String>,
+}
+
+impl IdleResult {
+    /// Resident bytes added per connected client.
+    pub(crate) fn bytes_per_client(&self) -> Option<f64> {
+        (self.connected > 0).then(|| {
+            (self.rss_after_kib as f64 - self.rss_before_kib as f64) * 1024.0
+                / self.connected as f64
+        })
+    }
+}
+
+/// Result of a connection storm.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StormResult {
+    pub(crate) clients: usize,
+    pub(crate) ok: usize,
+    pub(crate) errors: usize,
+    pub(crate) total_secs: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) max_ms: f64,
+    pub(crate) first_error: Option<String>,
+}
+
+fn config(addr: SocketAddr) -> tokio_postgres::Config {
+    let mut c = tokio_postgres::Config::new();
+    c.host(addr.ip().to_string())
+        .port(addr.port())
+        .user(USER)
+        .password(PASSWORD)
+        .dbname(DB)
+        .connect_timeout(Duration::from_secs(60));
+    c
+}
+
+async fn connect(cfg: &tokio_postgres::Config) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = cfg.connect(NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
+/// Opens `n` authenticated clients (at most 64 logins in flight), reads the pooler's
+/// VmRSS before and after, then has every client run `select 1` at once.
+pub(crate) fn idle_clients(addr: SocketAddr, pid: u32, n: usize) -> std::io::Result<IdleResult> {
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let mut res = IdleResult {
+            wanted: n,
+            rss_before_kib: rss_kib(pid).unwrap_or(0),
+            ..IdleResult::default()
+        };
+        let cfg = Arc::new(config(addr));
+        let gate = Arc::new(Semaphore::new(64));
+        let started = Instant::now();
+        let mut tasks = Vec::with_capacity(n);
+        for _ in 0..n {
+            let cfg = cfg.clone();
+            let gate = gate.clone();
+            tasks.push(tokio::spawn(async move {
+                let _permit = gate.acquire_owned().await;
+                connect(&cfg).await
+            }));
+        }
+        let mut clients = Vec::with_capacity(n);
+        for (i, t) in tasks.into_iter().enumerate() {
+            match t.await {
+                Ok(Ok(c)) => clients.push(c),
+                Ok(Err(e)) => {
+                    res.connect_errors += 1;
+                    res.first_error.get_or_insert_with(|| e.to_string());
+                }
+                Err(e) => {
+                    res.connect_errors += 1;
+                    res.first_error.get_or_insert_with(|| e.to_string());
+                }
+            }
+            if (i + 1) % 2000 == 0 {
+                crate::progress(format_args!(
+                    "  ... {} of {n} clients connected ({:.1} s)",
+                    i + 1,
+                    started.elapsed().as_secs_f64()
+                ));
+            }
+        }
+        res.connect_secs = started.elapsed().as_secs_f64();
+        res.connected = clients.len();
+        // Let the pooler finish whatever it does after a login before reading its RSS.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        res.rss_after_kib = rss_kib(pid).unwrap_or(0);
+
+        let clients: Vec<Arc<Client>> = clients.into_iter().map(Arc::new).collect();
+        let started = Instant::now();
+        let queries: Vec<_> = clients
+            .iter()
+            .map(|c| {
+                let c = c.clone();
+                tokio::spawn(async move { c.simple_query("select 1").await.map(|_| ()) })
+            })
+            .collect();
+        for q in queries {
+            match q.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    res.query_errors += 1;
+                    res.first_error.get_or_insert_with(|| e.to_string());
+                }
+                Err(e) => {
+                    res.query_errors += 1;
+                    res.first_error.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+        res.query_secs = started.elapsed().as_secs_f64();
+        drop(clients);
+        Ok(res)
+    })
+}
+
+/// `n` clients connect at the same moment, run `select 1` and disconnect.
+pub(crate) fn storm(addr: SocketAddr, n: usize) -> std::io::Result<StormResult> {
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let cfg = Arc::new(config(addr));
+        let start = Arc::new(tokio::sync::Barrier::new(n + 1));
+        let mut tasks = Vec::with_capacity(n);
+        for _ in 0..n {
+            let cfg = cfg.clone();
+            let start = start.clone();
+            tasks.push(tokio::spawn(async move {
+                start.wait().await;
+                let t = Instant::now();
+                let r = async {
+                    let c = connect(&cfg).await?;
+                    c.simple_query("select 1").await?;
+                    Ok::<_, tokio_postgres::Error>(())
+                };
+                let r = tokio::time::timeout(Duration::from_secs(120), r).await;
+                (t.elapsed(), r)
+            }));
+        }
+        start.wait().await;
+        let started = Instant::now();
+        let mut res = StormResult {
+            clients: n,
+            ..StormResult::default()
+        };
+        let mut times = Vec::with_capacity(n);
+        for t in tasks {
+            match t.await {
+                Ok((d, Ok(Ok(())))) => {
+                    res.ok += 1;
+                    times.push(d.as_secs_f64() * 1000.0);
+                }
+                Ok((_, Ok(Err(e)))) => {
+                    res.errors += 1;
+                    res.first_error.get_or_insert_with(|| e.to_string());
+                }
+                Ok((_, Err(_))) => {
+                    res.errors += 1;
+                    res.first_error
+                        .get_or_insert_with(|| "no answer within 120 s".into());
+                }
+                Err(e) => {
+                    res.errors += 1;
+                    res.first_error.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+        res.total_secs = started.elapsed().as_secs_f64();
+        times.sort_by(f64::total_cmp);
+        res.p50_ms = crate::report::percentile_f(&times, 0.50);
+        res.p99_ms = crate::report::percentile_f(&times, 0.99);
+        res.max_ms = times.last().copied().unwrap_or(0.0);
+        Ok(res)
+    })
+}

@@ -1,0 +1,6 @@
+//! Benchmark support for pgsluice. The orchestrator lives in `main.rs` (binary
+//! `pgsluice-bench`); this library holds what both binaries share: the
+//! instant-answer fake backend ([`fakepg`]), also available as the
+//! `pgsluice-fakepg` binary.
+
+pub mod fakepg;
