@@ -580,13 +580,14 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>) {
                     Err(_) => Admission::Full,
                 };
                 let token = app.tracker.token();
-                tokio::spawn(client::serve(
+                let fut = client::serve(
                     Stream::from(sock),
                     peer.to_string(),
                     app.clone(),
                     admission,
                     token,
-                ));
+                );
+                tokio::spawn(fut);
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.

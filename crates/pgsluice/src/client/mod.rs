@@ -52,30 +52,34 @@ pub async fn serve(
     let started = Instant::now();
     let login_timeout = app.config().general.client_login_timeout.0;
     let mut buf = BytesMut::with_capacity(256);
-    let startup =
-        match tokio::time::timeout(login_timeout, read_startup(&mut stream, &mut buf)).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(ClientError::Protocol(e))) => {
-                tracing::info!(peer = %peer, error = %e, "bad startup packet");
-                let n = ClientNotice::fatal(
-                    SqlState::PROTOCOL_VIOLATION,
-                    format!("invalid startup packet: {e}"),
-                );
-                send_fatal(&mut stream, &n).await;
-                return;
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(peer = %peer, error = %e, "client left during startup");
-                return;
-            }
-            Err(_) => {
-                tracing::info!(peer = %peer, "client_login_timeout during startup");
-                return;
-            }
-        };
+    let startup = match Box::pin(tokio::time::timeout(
+        login_timeout,
+        read_startup(&mut stream, &mut buf),
+    ))
+    .await
+    {
+        Ok(Ok(p)) => p,
+        Ok(Err(ClientError::Protocol(e))) => {
+            tracing::info!(peer = %peer, error = %e, "bad startup packet");
+            let n = ClientNotice::fatal(
+                SqlState::PROTOCOL_VIOLATION,
+                format!("invalid startup packet: {e}"),
+            );
+            send_fatal(&mut stream, &n).await;
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %peer, error = %e, "client left during startup");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(peer = %peer, "client_login_timeout during startup");
+            return;
+        }
+    };
     let params = match startup {
         StartupPacket::Cancel { pid, secret } => {
-            app.forward_cancel(pid, &secret).await;
+            Box::pin(app.forward_cancel(pid, &secret)).await;
             return;
         }
         StartupPacket::UnsupportedVersion { major, minor } => {
@@ -101,10 +105,20 @@ pub async fn serve(
     }
     let (remote, local, fd) = socket_endpoints(&stream);
     let login =
-        tokio::time::timeout(login_timeout, login(&mut stream, &mut buf, &app, params)).await;
+        // Boxed: the login state (SCRAM exchange, buffers) is large and short-lived; kept
+        // inline it would size every idle client's task for the whole connection.
+        Box::pin(tokio::time::timeout(login_timeout, login(&mut stream, &mut buf, &app, params))).await;
     let session = match login {
         Ok(Ok(LoggedIn::Admin(a))) => {
-            serve_admin(stream, peer, &app, a, (remote, local, fd), started).await;
+            Box::pin(serve_admin(
+                stream,
+                peer,
+                &app,
+                a,
+                (remote, local, fd),
+                started,
+            ))
+            .await;
             return;
         }
         Ok(Ok(LoggedIn::Pool(s, pool_reg))) => (s, pool_reg),
@@ -445,9 +459,13 @@ fn dup_socket(fd: i32, unix: bool) -> Option<Stream> {
 pub(crate) async fn send_fatal(stream: &mut Stream, notice: &ClientNotice) {
     let mut out = BytesMut::with_capacity(128);
     notice.write(&mut out);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
-        let _ = stream.write_all(&out).await;
-        let _ = stream.shutdown().await;
-    })
+    // Boxed: a timer is large, and this runs once per connection at most.
+    let _ = Box::pin(tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        async {
+            let _ = stream.write_all(&out).await;
+            let _ = stream.shutdown().await;
+        },
+    ))
     .await;
 }

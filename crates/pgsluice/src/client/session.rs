@@ -11,7 +11,7 @@ use pgsluice_protocol::SqlState;
 use tokio::io::AsyncWriteExt;
 
 use super::prepared::{ClientStatements, ExtState, DEFAULT_MAX_PREPARED};
-use super::relay::{ExtCx, Relay, RelayEnd};
+use super::relay::{ExtCx, Relay, RelayCounts, RelayEnd};
 use super::send_fatal;
 use crate::app::App;
 use crate::cancel::{CancelHandle, CancelTarget};
@@ -23,7 +23,7 @@ use crate::pool::{Checkout, Pool, ReturnAs};
 use crate::server::{self, RELAY_BUF};
 
 fn mode_is_transaction(pool: &Pool) -> bool {
-    pool.settings().mode == PoolMode::Transaction
+    pool.settings_guard().mode == PoolMode::Transaction
 }
 
 /// How much an idle client may send before a server connection is attached.
@@ -103,15 +103,17 @@ impl Session {
     /// Runs the session until the client leaves or is sent away.
     pub async fn run(mut self, mut stream: Stream) -> SessionSummary {
         let mut summary = SessionSummary::default();
-        let mut shutdown = self.app.shutdown_watch();
-        let max_message = self
-            .app
-            .config()
-            .general
-            .max_message_size
-            .min(u32::MAX as usize) as u32;
+        // One shutdown future per session, polled by every select below: creating and
+        // dropping one per transaction costs a lock on the shared channel each time.
+        let mut stop_watch = self.app.shutdown_watch();
+        let mut stopped = stop_watch.is_requested();
+        let stop = stop_watch.requested();
+        tokio::pin!(stop);
         loop {
-            let prefix = match self.wait_for_work(&mut stream, &mut shutdown).await {
+            let prefix = match self
+                .wait_for_work(&mut stream, stop.as_mut(), &mut stopped)
+                .await
+            {
                 Idle::Data(b) => b,
                 Idle::Closed => {
                     summary.reason = "client closed";
@@ -137,7 +139,9 @@ impl Session {
                     continue;
                 }
             }
-            let mut co = match self.pool.checkout().await {
+            // Boxed: the checkout state (timer, waiter) is short-lived; inline it would
+            // size every idle session.
+            let mut co = match Box::pin(self.pool.checkout()).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(pool = %self.pool.key(), error = %e, "no server connection for client");
@@ -147,62 +151,24 @@ impl Session {
                 }
             };
             let held_since = Instant::now();
-            if let Err(e) = self.sync_params(&mut co).await {
+            if let Err(e) = Box::pin(self.sync_params(&mut co)).await {
                 tracing::warn!(server = %co.conn().id, error = %e, "could not apply client parameters");
                 send_fatal(&mut stream, &e.to_notice()).await;
                 summary.reason = "parameter sync failed";
                 return summary;
             }
             summary.transactions += 1;
-            let mode = self.pool.settings().mode;
-            let (end, counts, queries, busy) = {
-                let conn = co.conn();
-                self.cancel.set_current(Some(CancelTarget {
-                    target: conn.target.clone(),
-                    key: conn.key.clone(),
-                }));
-                let buffers = &mut conn.buffers;
-                let ext = match mode {
-                    PoolMode::Transaction => Some(ExtCx {
-                        state: conn.ext.get_or_insert_with(|| {
-                            Box::new(ExtState::new(max_message, DEFAULT_MAX_PREPARED))
-                        }),
-                        client: &mut self.stmts,
-                        registry: &self.app.statements,
-                    }),
-                    PoolMode::Session => None,
-                };
-                let relay = Relay::new(
-                    &mut stream,
-                    &mut conn.stream,
-                    &mut buffers.c2s,
-                    &mut buffers.s2c,
-                    &prefix,
-                    max_message,
-                    &mut self.params,
-                    &mut conn.params,
-                    ext,
-                );
-                match relay {
-                    Ok(mut relay) => {
-                        relay.release_at_idle(
-                            mode == PoolMode::Transaction || shutdown.is_requested(),
-                        );
-                        let mut stop_asked = shutdown.is_requested();
-                        let end = loop {
-                            tokio::select! {
-                                end = poll_fn(|cx| relay.poll_relay(cx)) => break end,
-                                _ = shutdown.requested(), if !stop_asked => {
-                                    stop_asked = true;
-                                    relay.release_at_idle(true);
-                                }
-                            }
-                        };
-                        (end, relay.counts, relay.queries(), relay.busy())
-                    }
-                    Err(end) => (end, Default::default(), 0, false),
-                }
-            };
+            let mode = self.pool.settings_guard().mode;
+            // Boxed: the relay state lives only while a server connection is held.
+            let (end, counts, queries, busy) = Box::pin(self.relay_once(
+                &mut stream,
+                &mut co,
+                &prefix,
+                mode,
+                stop.as_mut(),
+                &mut stopped,
+            ))
+            .await;
             self.cancel.set_current(None);
             drop(prefix);
             summary.bytes_in += counts.bytes_in;
@@ -221,7 +187,7 @@ impl Session {
                 RelayEnd::Idle => {
                     co.return_as(clean);
                     drop(co);
-                    if shutdown.is_requested() || mode == PoolMode::Session {
+                    if stopped || mode == PoolMode::Session {
                         let n = ClientNotice::fatal(SqlState::ADMIN_SHUTDOWN, ADMIN_SHUTDOWN_MSG);
                         send_fatal(&mut stream, &n).await;
                         summary.reason = "shutdown";
@@ -298,16 +264,79 @@ impl Session {
         }
     }
 
-    /// Waits, holding no server connection and no buffer, until the client sends bytes.
-    async fn wait_for_work(
+    /// One relay run over a checked-out connection: until the release point, or the end.
+    async fn relay_once<F: std::future::Future>(
         &mut self,
         stream: &mut Stream,
-        shutdown: &mut crate::shutdown::ShutdownWatch,
+        co: &mut Checkout,
+        prefix: &[u8],
+        mode: PoolMode,
+        mut stop: std::pin::Pin<&mut F>,
+        stopped: &mut bool,
+    ) -> (RelayEnd, RelayCounts, u64, bool) {
+        let general = &self.app.config().general;
+        let max_message = general.max_message_size.min(u32::MAX as usize) as u32;
+        let max_prepared = match general.max_prepared_statements {
+            0 => DEFAULT_MAX_PREPARED,
+            n => n,
+        };
+        let conn = co.conn();
+        self.cancel.set_current(Some(CancelTarget {
+            target: conn.target.clone(),
+            key: conn.key.clone(),
+        }));
+        let buffers = &mut conn.buffers;
+        let ext = match mode {
+            PoolMode::Transaction => Some(ExtCx {
+                state: conn
+                    .ext
+                    .get_or_insert_with(|| Box::new(ExtState::new(max_message, max_prepared))),
+                client: &mut self.stmts,
+                registry: &self.app.statements,
+            }),
+            PoolMode::Session => None,
+        };
+        let relay = Relay::new(
+            stream,
+            &mut conn.stream,
+            &mut buffers.c2s,
+            &mut buffers.s2c,
+            prefix,
+            max_message,
+            &mut self.params,
+            &mut conn.params,
+            ext,
+        );
+        match relay {
+            Ok(mut relay) => {
+                relay.release_at_idle(mode == PoolMode::Transaction || *stopped);
+                let end = loop {
+                    tokio::select! {
+                        biased;
+                        end = poll_fn(|cx| relay.poll_relay(cx)) => break end,
+                        _ = stop.as_mut(), if !*stopped => {
+                            *stopped = true;
+                            relay.release_at_idle(true);
+                        }
+                    }
+                };
+                (end, relay.counts, relay.queries(), relay.busy())
+            }
+            Err(end) => (end, RelayCounts::default(), 0, false),
+        }
+    }
+
+    /// Waits, holding no server connection and no buffer, until the client sends bytes.
+    async fn wait_for_work<F: std::future::Future>(
+        &mut self,
+        stream: &mut Stream,
+        mut stop: std::pin::Pin<&mut F>,
+        stopped: &mut bool,
     ) -> Idle {
         if !self.pending.is_empty() {
             return Idle::Data(self.pending.split());
         }
-        if shutdown.is_requested() {
+        if *stopped {
             return Idle::Shutdown;
         }
         loop {
@@ -317,7 +346,10 @@ impl Session {
                         return Idle::Closed;
                     }
                 }
-                _ = shutdown.requested() => return Idle::Shutdown,
+                _ = stop.as_mut() => {
+                    *stopped = true;
+                    return Idle::Shutdown;
+                }
             }
             // The buffer exists only once there is something to read.
             let mut buf = BytesMut::with_capacity(IDLE_READ.min(RELAY_BUF));

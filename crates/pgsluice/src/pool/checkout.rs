@@ -87,15 +87,27 @@ impl Drop for Checkout {
         let Some(m) = self.conn.take() else {
             return;
         };
-        let settings = self.pool.settings();
-        let reset = settings.reset_query.clone().filter(|_| {
-            self.return_as == ReturnAs::Reset
-                || (self.return_as == ReturnAs::Clean && settings.reset_query_always)
-        });
+        // Decide without cloning anything: the common case (Clean, no reset) must not
+        // allocate or touch a reference count.
+        let wants_reset = {
+            let settings = self.pool.settings_guard();
+            settings.reset_query.is_some()
+                && match self.return_as {
+                    ReturnAs::Reset => true,
+                    ReturnAs::Clean => settings.reset_query_always,
+                    ReturnAs::Close => false,
+                }
+        };
+        let reset = if wants_reset {
+            let settings = self.pool.settings();
+            settings.reset_query.clone().map(|q| (q, settings))
+        } else {
+            None
+        };
         match (self.return_as, reset) {
             (ReturnAs::Close, _) => self.pool.discard(m, "not clean"),
             (_, None) => self.pool.put_back(m),
-            (_, Some(sql)) => {
+            (_, Some((sql, settings))) => {
                 let pool = self.pool.clone();
                 m.reg.info.unlink(ServerState::Tested);
                 match tokio::runtime::Handle::try_current() {

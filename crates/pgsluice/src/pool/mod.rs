@@ -89,7 +89,6 @@ pub struct StartupInfo {
     pub tracked: ParamSet,
 }
 
-#[allow(clippy::large_enum_variant)] // moved once per hand-off; boxing would allocate
 pub(crate) enum Grant {
     /// A clean idle connection.
     Conn(Checkout),
@@ -101,7 +100,8 @@ pub(crate) enum Grant {
 /// entry goes when the connection is dropped or closed).
 #[derive(Debug)]
 pub(crate) struct Member {
-    pub(crate) conn: ServerConn,
+    /// Boxed so that hand-offs move a pointer, not the whole connection.
+    pub(crate) conn: Box<ServerConn>,
     pub(crate) reg: ServerReg,
 }
 
@@ -197,7 +197,12 @@ impl Pool {
         self.target.load_full()
     }
 
-    /// Current settings.
+    /// Current settings without touching the reference count (hot path).
+    pub(crate) fn settings_guard(&self) -> arc_swap::Guard<Arc<PoolSettings>> {
+        self.settings.load()
+    }
+
+    /// Current settings (an owned handle).
     pub fn settings(&self) -> Arc<PoolSettings> {
         self.settings.load_full()
     }
@@ -290,8 +295,12 @@ impl Pool {
                 Grant::Slot(slot) => slot,
             },
         };
-        let conn =
-            server::connect(self.target(), self.ids.next(), settings.connect_timeout).await?;
+        let conn = Box::pin(server::connect(
+            self.target(),
+            self.ids.next(),
+            settings.connect_timeout,
+        ))
+        .await?;
         self.stats.add_wait(started.elapsed());
         let mut co = slot.fill(conn);
         co.attach(client);
@@ -340,7 +349,7 @@ impl Pool {
             conn.key.clone(),
         );
         Member {
-            conn,
+            conn: Box::new(conn),
             reg: ServerReg::new(info, self.servers.clone()),
         }
     }
