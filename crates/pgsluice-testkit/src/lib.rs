@@ -32,6 +32,9 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
+//! Network faults between a pooler and PostgreSQL come from [`FaultProxy`], a
+//! TCP proxy that can cut, blackhole and resume the connections it forwards.
+//!
 //! Notes:
 //! - PostgreSQL programs are found with [`pg_bin`] (`$PG_BIN`, else the newest
 //!   `/usr/lib/postgresql/*/bin`, else `PATH`).
@@ -49,6 +52,7 @@
 
 mod cluster;
 mod pooler;
+mod proxy;
 mod sys;
 
 pub use cluster::{
@@ -56,10 +60,28 @@ pub use cluster::{
     SUPERUSER, SUPERUSER_PASSWORD,
 };
 pub use pooler::{Pooler, Stream};
+pub use proxy::{FaultProxy, ProxyMode};
 
 /// Sends signal `sig` (e.g. `libc::SIGTERM`) to the single process `pid`.
 pub fn send_signal(pid: u32, sig: i32) -> std::io::Result<()> {
     sys::kill(pid, sig)
+}
+
+/// Number of open file descriptors of process `pid` (entries of `/proc/PID/fd`).
+pub fn open_fds(pid: u32) -> std::io::Result<usize> {
+    sys::open_fds(pid)
+}
+
+/// Resident set size of process `pid` in bytes (`VmRSS` of `/proc/PID/status`).
+pub fn rss_bytes(pid: u32) -> std::io::Result<u64> {
+    sys::rss_bytes(pid)
+}
+
+/// Raises this process's soft `RLIMIT_NOFILE` towards `wanted` (capped at the
+/// hard limit, never lowered) and returns the soft limit now in force. Children
+/// spawned afterwards (e.g. a [`Pooler`]) inherit it.
+pub fn raise_nofile_limit(wanted: u64) -> std::io::Result<u64> {
+    sys::raise_nofile_limit(wanted)
 }
 
 #[cfg(test)]
@@ -97,6 +119,23 @@ mod tests {
             String::from_utf8_lossy(&out.stderr).trim().to_string()
         };
         (out.status.success(), text)
+    }
+
+    #[test]
+    fn proc_helpers_see_this_process() {
+        let me = std::process::id();
+        let before = open_fds(me).unwrap();
+        let files: Vec<_> = (0..5)
+            .map(|_| std::fs::File::open("/proc/self/status").unwrap())
+            .collect();
+        // Other test threads may open files too: at least our five are counted.
+        assert!(open_fds(me).unwrap() >= before + 5);
+        drop(files);
+        assert!(rss_bytes(me).unwrap() > 1024 * 1024);
+        let soft = raise_nofile_limit(256).unwrap();
+        assert!(soft >= 256, "soft limit {soft}");
+        // Never lowered.
+        assert_eq!(raise_nofile_limit(16).unwrap(), soft.max(16));
     }
 
     #[test]

@@ -111,3 +111,48 @@ pub(crate) fn cmdline(pid: u32) -> Option<String> {
             .join(" "),
     )
 }
+
+/// Number of open file descriptors of a process (entries of /proc/PID/fd).
+pub(crate) fn open_fds(pid: u32) -> io::Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
+/// Resident set size of a process in bytes (`VmRSS` of /proc/PID/status).
+pub(crate) fn rss_bytes(pid: u32) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS line"))
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to `wanted` (capped at the hard
+/// limit; never lowered); returns the soft limit in force afterwards. Child
+/// processes started later inherit it.
+pub(crate) fn raise_nofile_limit(wanted: u64) -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: getrlimit(2) writes one `rlimit` into `lim`, a valid, exclusively
+    // borrowed local.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let target = wanted.min(lim.rlim_max);
+    if target <= lim.rlim_cur {
+        return Ok(lim.rlim_cur);
+    }
+    lim.rlim_cur = target;
+    #[allow(unsafe_code)]
+    // SAFETY: setrlimit(2) only reads the `rlimit` behind the pointer, a valid local.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(target)
+}
