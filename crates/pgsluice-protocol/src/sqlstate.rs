@@ -28,6 +28,7 @@ codes! {
     INVALID_PARAMETER_VALUE = "22023", "invalid_parameter_value";
     INVALID_TRANSACTION_STATE = "25000", "invalid_transaction_state";
     INVALID_SQL_STATEMENT_NAME = "26000", "invalid_sql_statement_name";
+    IDLE_IN_TRANSACTION_TIMEOUT = "25P03", "idle_in_transaction_session_timeout";
     INVALID_AUTHORIZATION = "28000", "invalid_authorization_specification";
     INVALID_PASSWORD = "28P01", "invalid_password";
     INVALID_CATALOG_NAME = "3D000", "invalid_catalog_name: no such database";
@@ -41,6 +42,7 @@ codes! {
     QUERY_CANCELED = "57014", "query_canceled";
     ADMIN_SHUTDOWN = "57P01", "admin_shutdown";
     CANNOT_CONNECT_NOW = "57P03", "cannot_connect_now";
+    IDLE_SESSION_TIMEOUT = "57P05", "idle_session_timeout";
     SYSTEM_ERROR = "58000", "system_error";
     CONFIG_FILE_ERROR = "F0000", "config_file_error";
     INTERNAL_ERROR = "XX000", "internal_error";

@@ -11,6 +11,7 @@
 use std::io;
 
 use bytes::Buf;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -49,6 +50,34 @@ pub enum RelayEnd {
     ClientProtocol(ProtocolError),
     /// The server broke the framing.
     ServerProtocol(ProtocolError),
+    /// A query ran longer than query_timeout.
+    QueryTimeout,
+    /// The client sat idle inside a transaction longer than idle_transaction_timeout.
+    IdleInTransactionTimeout,
+    /// A session-mode client sat idle longer than client_idle_timeout.
+    ClientIdleTimeout,
+}
+
+/// Timeouts a relay enforces (None = off, the default for each).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RelayTimeouts {
+    /// query_timeout: a request waiting for its ReadyForQuery.
+    pub query: Option<std::time::Duration>,
+    /// idle_transaction_timeout: the client silent inside a transaction block.
+    pub idle_in_transaction: Option<std::time::Duration>,
+    /// client_idle_timeout: the client silent outside a transaction (session mode).
+    pub client_idle: Option<std::time::Duration>,
+}
+
+/// What the relay is waiting for, for the timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// A request is in flight.
+    Busy,
+    /// Idle inside a transaction block, waiting for the client.
+    IdleInTransaction,
+    /// Idle outside a transaction, waiting for the client.
+    Idle,
 }
 
 /// Counters for one relay run.
@@ -187,6 +216,10 @@ pub struct Relay<'a> {
     client_params: &'a mut ParamSet,
     server_params: &'a mut ParamSet,
     ext: Option<ExtCx<'a>>,
+    timeouts: RelayTimeouts,
+    phase: Phase,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    timer_armed: bool,
     /// Counters.
     pub counts: RelayCounts,
 }
@@ -227,6 +260,10 @@ impl<'a> Relay<'a> {
             client_params,
             server_params,
             ext,
+            timeouts: RelayTimeouts::default(),
+            phase: Phase::Idle,
+            timer: None,
+            timer_armed: false,
             counts: RelayCounts::default(),
         };
         if let Some(ext) = relay.ext.as_mut() {
@@ -245,6 +282,58 @@ impl<'a> Relay<'a> {
             return Err(RelayEnd::ClientProtocol(e));
         }
         Ok(relay)
+    }
+
+    /// Enforces these timeouts from now on.
+    pub fn set_timeouts(&mut self, timeouts: RelayTimeouts) {
+        self.timeouts = timeouts;
+    }
+
+    fn phase_now(&self) -> Phase {
+        if self.flow.pending > 0 {
+            Phase::Busy
+        } else if self.flow.status != TxStatus::Idle || self.flow.unsynced {
+            Phase::IdleInTransaction
+        } else {
+            Phase::Idle
+        }
+    }
+
+    /// Arms, moves or disarms the timer when the phase changes; Ready when it fired.
+    fn poll_timeouts(&mut self, cx: &mut Context<'_>) -> Poll<RelayEnd> {
+        let t = self.timeouts;
+        if t.query.is_none() && t.idle_in_transaction.is_none() && t.client_idle.is_none() {
+            return Poll::Pending;
+        }
+        let phase = self.phase_now();
+        if phase != self.phase || (self.timer.is_none() && !self.timer_armed) {
+            self.phase = phase;
+            let limit = match phase {
+                Phase::Busy => t.query,
+                Phase::IdleInTransaction => t.idle_in_transaction,
+                Phase::Idle if !self.release_at_idle => t.client_idle,
+                Phase::Idle => None,
+            };
+            self.timer_armed = limit.is_some();
+            if let Some(d) = limit {
+                let deadline = tokio::time::Instant::now() + d;
+                match &mut self.timer {
+                    Some(timer) => timer.as_mut().reset(deadline),
+                    None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                }
+            }
+        }
+        if !self.timer_armed {
+            return Poll::Pending;
+        }
+        match self.timer.as_mut().map(|t| t.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(match self.phase {
+                Phase::Busy => RelayEnd::QueryTimeout,
+                Phase::IdleInTransaction => RelayEnd::IdleInTransactionTimeout,
+                Phase::Idle => RelayEnd::ClientIdleTimeout,
+            }),
+            _ => Poll::Pending,
+        }
     }
 
     /// Ends the relay at the next release point (transaction mode, or shutdown).
@@ -295,7 +384,7 @@ impl<'a> Relay<'a> {
                 Poll::Pending => {}
             }
             if !progress {
-                return Poll::Pending;
+                return self.poll_timeouts(cx);
             }
         }
     }

@@ -11,7 +11,7 @@ use pgsluice_protocol::SqlState;
 use tokio::io::AsyncWriteExt;
 
 use super::prepared::{ClientStatements, ExtState, DEFAULT_MAX_PREPARED};
-use super::relay::{ExtCx, Relay, RelayCounts, RelayEnd};
+use super::relay::{ExtCx, Relay, RelayCounts, RelayEnd, RelayTimeouts};
 use super::send_fatal;
 use crate::app::App;
 use crate::cancel::{CancelHandle, CancelTarget};
@@ -61,6 +61,7 @@ enum Idle {
     Data(BytesMut),
     Closed,
     Shutdown,
+    Timeout,
 }
 
 impl Session {
@@ -123,6 +124,15 @@ impl Session {
                     let n = ClientNotice::fatal(SqlState::ADMIN_SHUTDOWN, ADMIN_SHUTDOWN_MSG);
                     send_fatal(&mut stream, &n).await;
                     summary.reason = "shutdown";
+                    return summary;
+                }
+                Idle::Timeout => {
+                    let n = ClientNotice::fatal(
+                        SqlState::IDLE_SESSION_TIMEOUT,
+                        "terminating connection due to client_idle_timeout",
+                    );
+                    send_fatal(&mut stream, &n).await;
+                    summary.reason = "client_idle_timeout";
                     return summary;
                 }
             };
@@ -260,6 +270,44 @@ impl Session {
                     summary.reason = "server protocol violation";
                     return summary;
                 }
+                RelayEnd::QueryTimeout => {
+                    // Cancel the query, then close the connection: PostgreSQL rolls back.
+                    let conn = co.conn();
+                    let (target, key) = (conn.target.clone(), conn.key.clone());
+                    tokio::spawn(async move {
+                        let _ = server::send_cancel(&target, &key).await;
+                    });
+                    tracing::info!(server = %co.conn().id, "query_timeout: cancelling and closing");
+                    drop(co);
+                    let n = ClientNotice::fatal(
+                        SqlState::QUERY_CANCELED,
+                        "query_timeout: query ran too long",
+                    );
+                    send_fatal(&mut stream, &n).await;
+                    summary.reason = "query_timeout";
+                    return summary;
+                }
+                RelayEnd::IdleInTransactionTimeout => {
+                    drop(co);
+                    let n = ClientNotice::fatal(
+                        SqlState::IDLE_IN_TRANSACTION_TIMEOUT,
+                        "terminating connection due to idle_transaction_timeout",
+                    );
+                    send_fatal(&mut stream, &n).await;
+                    summary.reason = "idle_transaction_timeout";
+                    return summary;
+                }
+                RelayEnd::ClientIdleTimeout => {
+                    co.return_as(clean);
+                    drop(co);
+                    let n = ClientNotice::fatal(
+                        SqlState::IDLE_SESSION_TIMEOUT,
+                        "terminating connection due to client_idle_timeout",
+                    );
+                    send_fatal(&mut stream, &n).await;
+                    summary.reason = "client_idle_timeout";
+                    return summary;
+                }
             }
         }
     }
@@ -274,7 +322,8 @@ impl Session {
         mut stop: std::pin::Pin<&mut F>,
         stopped: &mut bool,
     ) -> (RelayEnd, RelayCounts, u64, bool) {
-        let general = &self.app.config().general;
+        let config = self.app.config();
+        let general = &config.general;
         let max_message = general.max_message_size.min(u32::MAX as usize) as u32;
         let max_prepared = match general.max_prepared_statements {
             0 => DEFAULT_MAX_PREPARED,
@@ -310,6 +359,11 @@ impl Session {
         match relay {
             Ok(mut relay) => {
                 relay.release_at_idle(mode == PoolMode::Transaction || *stopped);
+                relay.set_timeouts(RelayTimeouts {
+                    query: general.query_timeout.non_zero(),
+                    idle_in_transaction: general.idle_transaction_timeout.non_zero(),
+                    client_idle: general.client_idle_timeout.non_zero(),
+                });
                 let end = loop {
                     tokio::select! {
                         biased;
@@ -339,6 +393,15 @@ impl Session {
         if *stopped {
             return Idle::Shutdown;
         }
+        let idle_limit = self.app.config().general.client_idle_timeout.non_zero();
+        let idle_timer = async {
+            match idle_limit {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        // Boxed only when configured: an idle client keeps no timer otherwise.
+        let mut idle_timer = idle_limit.map(|_| Box::pin(idle_timer));
         loop {
             tokio::select! {
                 r = stream.readable() => {
@@ -349,6 +412,9 @@ impl Session {
                 _ = stop.as_mut() => {
                     *stopped = true;
                     return Idle::Shutdown;
+                }
+                _ = async { idle_timer.as_mut().unwrap().await }, if idle_timer.is_some() => {
+                    return Idle::Timeout;
                 }
             }
             // The buffer exists only once there is something to read.

@@ -316,21 +316,6 @@ impl General {
             "a pause after a failed server login (pgsluice tries again at the next client)",
         );
         not_yet(
-            "query_timeout",
-            !self.query_timeout.is_zero(),
-            "cancelling long queries",
-        );
-        not_yet(
-            "idle_transaction_timeout",
-            !self.idle_transaction_timeout.is_zero(),
-            "disconnecting clients idle in a transaction",
-        );
-        not_yet(
-            "client_idle_timeout",
-            !self.client_idle_timeout.is_zero(),
-            "disconnecting idle clients",
-        );
-        not_yet(
             "stats_period",
             self.stats_period != d.stats_period,
             "averaged statistics",

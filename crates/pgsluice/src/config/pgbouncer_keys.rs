@@ -224,11 +224,11 @@ pub const KEYS: &[KeyInfo] = &[
     k(Pgbouncer, "server_tls_ciphers", "fast", NotYet, Mapped, ""),
     k(Pgbouncer, "server_tls13_ciphers", "OpenSSL's default", NotYet, Ignored(Str, Never), ""),
     // Dangerous timeouts.
-    k(Pgbouncer, "query_timeout", "0", NotYet, Mapped, ""),
+    k(Pgbouncer, "query_timeout", "0", Implemented, Mapped, "Measured from the first request in flight until ReadyForQuery; on expiry pgsluice cancels the query, closes that server connection and ends the client with 57014."),
     k(Pgbouncer, "query_wait_timeout", "120", Implemented, Mapped, "0 = wait forever."),
     k(Pgbouncer, "cancel_wait_timeout", "10", NotYet, Ignored(Secs, Never), "pgsluice forwards a cancel request as soon as it arrives."),
-    k(Pgbouncer, "client_idle_timeout", "0", NotYet, Mapped, ""),
-    k(Pgbouncer, "idle_transaction_timeout", "0", NotYet, Mapped, ""),
+    k(Pgbouncer, "client_idle_timeout", "0", Implemented, Mapped, "A client silent outside a transaction this long is closed with 57P05."),
+    k(Pgbouncer, "idle_transaction_timeout", "0", Implemented, Mapped, "A client silent inside a transaction block this long is closed with 25P03; its server connection is closed, so PostgreSQL rolls back."),
     k(Pgbouncer, "transaction_timeout", "0", NotYet, Ignored(Secs, ZERO), ""),
     k(Pgbouncer, "suspend_timeout", "10", NotApplicable, Ignored(Secs, Never), "No SUSPEND or online restart (`-R`)."),
     // Low-level network settings.
