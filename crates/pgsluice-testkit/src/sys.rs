@@ -37,10 +37,10 @@ pub(crate) fn lookup_user(name: &str) -> io::Result<(u32, u32)> {
         let mut pwd = std::mem::MaybeUninit::<libc::passwd>::uninit();
         let mut result: *mut libc::passwd = std::ptr::null_mut();
         #[allow(unsafe_code)]
-        // SAFETY: every pointer handed to getpwnam_r(3) is valid for the call: `cname`
-        // is a NUL-terminated string, `pwd` is writable storage for one `passwd`, `buf`
-        // is writable for `buf.len()` bytes and `result` is a writable pointer slot.
-        // The function is the reentrant variant, so no static buffer is shared.
+        // getpwnam_r is the reentrant variant, so no static buffer is shared; `cname`
+        // is NUL-terminated, `pwd` is storage for one `passwd`, `buf` is writable for
+        // `buf.len()` bytes and `result` is a writable pointer slot.
+        // SAFETY: every pointer handed to getpwnam_r(3) is valid for the call.
         let rc = unsafe {
             libc::getpwnam_r(
                 cname.as_ptr(),

@@ -202,12 +202,12 @@ fn switch_user(user: &str) -> Result<(), ProcessError> {
     let name = CString::new(user).map_err(|_| fail("the name contains a NUL byte".to_owned()))?;
     let mut buf = vec![0 as libc::c_char; 64 * 1024];
     let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: `pwd` is plain old data that getpwnam_r fills; zeroed is a valid
-    // (if meaningless) value for it. Every pointer passed below points to
-    // live, writable memory of the stated size (`buf` outlives the call and
-    // `pwd`'s string fields, which we do not read). `geteuid`, `initgroups`,
-    // `setgid` and `setuid` are plain system calls given valid arguments;
-    // they run before the Tokio runtime starts, so no other thread exists.
+    // `pwd` is plain old data that getpwnam_r fills; zeroed is a valid (if
+    // meaningless) value for it. `geteuid`, `initgroups`, `setgid` and `setuid` are
+    // plain system calls given valid arguments; they run before the Tokio runtime
+    // starts, so no other thread exists.
+    // SAFETY: every pointer passed below points to live, writable memory of the
+    // stated size (`buf` outlives the call and `pwd`'s string fields, unread).
     let (rc, uid, gid, euid) = unsafe {
         let mut pwd: libc::passwd = std::mem::zeroed();
         let rc = libc::getpwnam_r(

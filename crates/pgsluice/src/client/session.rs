@@ -44,6 +44,114 @@ pub struct Session {
     stmts: ClientStatements,
 }
 
+/// What the session does after a relay run.
+enum Next {
+    /// Wait for the client's next request.
+    Continue,
+    /// Tell the client (if anything) and end the session, for this reason.
+    End(Option<ClientNotice>, &'static str),
+}
+
+/// Returns the server connection as the way the relay ended allows, and says what the
+/// client is told. Only an idle release point returns it for reuse.
+fn conclude(end: RelayEnd, mut co: Checkout, mode: PoolMode, busy: bool, stopped: bool) -> Next {
+    let clean = match mode {
+        PoolMode::Transaction => ReturnAs::Clean,
+        PoolMode::Session => ReturnAs::Reset,
+    };
+    let fatal = |code, msg: &str| Some(ClientNotice::fatal(code, msg));
+    match end {
+        RelayEnd::Idle => {
+            co.return_as(clean);
+            if stopped || mode == PoolMode::Session {
+                return Next::End(
+                    fatal(SqlState::ADMIN_SHUTDOWN, ADMIN_SHUTDOWN_MSG),
+                    "shutdown",
+                );
+            }
+            Next::Continue
+        }
+        RelayEnd::Terminated { server_idle } => {
+            co.return_as(if server_idle { clean } else { ReturnAs::Close });
+            Next::End(None, "client terminated")
+        }
+        RelayEnd::ClientGone { server_idle, error } => {
+            if server_idle {
+                co.return_as(clean);
+            } else {
+                tracing::info!(
+                    server = %co.conn().id,
+                    "client left in the middle of a transaction; closing its server connection"
+                );
+                if busy {
+                    // Stop the running query before the connection closes, so the
+                    // backend notices at once and rolls back.
+                    cancel_running(&mut co);
+                }
+            }
+            let reason = if error.is_some() {
+                "client connection error"
+            } else {
+                "client closed"
+            };
+            Next::End(None, reason)
+        }
+        RelayEnd::ServerGone(e) => {
+            tracing::warn!(server = %co.conn().id, error = ?e, "server connection lost while in use");
+            let msg = "server closed the connection unexpectedly";
+            Next::End(
+                fatal(SqlState::CONNECTION_FAILURE, msg),
+                "server connection lost",
+            )
+        }
+        RelayEnd::ClientProtocol(e) => {
+            let msg = format!("invalid message: {e}");
+            Next::End(
+                fatal(SqlState::PROTOCOL_VIOLATION, &msg),
+                "client protocol violation",
+            )
+        }
+        RelayEnd::ServerProtocol(e) => {
+            tracing::warn!(server = %co.conn().id, error = %e, "server protocol violation");
+            let msg = "server protocol violation";
+            Next::End(
+                fatal(SqlState::PROTOCOL_VIOLATION, msg),
+                "server protocol violation",
+            )
+        }
+        RelayEnd::QueryTimeout => {
+            tracing::info!(server = %co.conn().id, "query_timeout: cancelling and closing");
+            cancel_running(&mut co);
+            let msg = "query_timeout: query ran too long";
+            Next::End(fatal(SqlState::QUERY_CANCELED, msg), "query_timeout")
+        }
+        RelayEnd::IdleInTransactionTimeout => {
+            let msg = "terminating connection due to idle_transaction_timeout";
+            Next::End(
+                fatal(SqlState::IDLE_IN_TRANSACTION_TIMEOUT, msg),
+                "idle_transaction_timeout",
+            )
+        }
+        RelayEnd::ClientIdleTimeout => {
+            co.return_as(clean);
+            let msg = "terminating connection due to client_idle_timeout";
+            Next::End(
+                fatal(SqlState::IDLE_SESSION_TIMEOUT, msg),
+                "client_idle_timeout",
+            )
+        }
+    }
+}
+
+/// Sends PostgreSQL a CancelRequest for what runs on `co` (over a new connection).
+fn cancel_running(co: &mut Checkout) {
+    let conn = co.conn();
+    let (target, key) = (conn.target.clone(), conn.key.clone());
+    tokio::spawn(async move {
+        let _ = server::send_cancel(&target, &key).await;
+    });
+}
+
 /// What the logout line reports.
 #[derive(Debug, Default)]
 pub struct SessionSummary {
@@ -189,123 +297,13 @@ impl Session {
                 counts.bytes_out,
                 held_since.elapsed(),
             );
-            let clean = match mode {
-                PoolMode::Transaction => ReturnAs::Clean,
-                PoolMode::Session => ReturnAs::Reset,
-            };
-            match end {
-                RelayEnd::Idle => {
-                    co.return_as(clean);
-                    drop(co);
-                    if stopped || mode == PoolMode::Session {
-                        let n = ClientNotice::fatal(SqlState::ADMIN_SHUTDOWN, ADMIN_SHUTDOWN_MSG);
+            match conclude(end, co, mode, busy, stopped) {
+                Next::Continue => {}
+                Next::End(notice, reason) => {
+                    if let Some(n) = notice {
                         send_fatal(&mut stream, &n).await;
-                        summary.reason = "shutdown";
-                        return summary;
                     }
-                }
-                RelayEnd::Terminated { server_idle } => {
-                    co.return_as(if server_idle { clean } else { ReturnAs::Close });
-                    summary.reason = "client terminated";
-                    return summary;
-                }
-                RelayEnd::ClientGone { server_idle, error } => {
-                    if server_idle {
-                        co.return_as(clean);
-                    } else if busy {
-                        // Stop the running query before the connection closes, so the
-                        // backend notices at once and rolls back.
-                        let conn = co.conn();
-                        let (target, key) = (conn.target.clone(), conn.key.clone());
-                        tokio::spawn(async move {
-                            let _ = server::send_cancel(&target, &key).await;
-                        });
-                    }
-                    summary.reason = if error.is_some() {
-                        "client connection error"
-                    } else {
-                        "client closed"
-                    };
-                    if !server_idle {
-                        tracing::info!(
-                            server = %co.conn().id,
-                            "client left in the middle of a transaction; closing its server connection"
-                        );
-                    }
-                    return summary;
-                }
-                RelayEnd::ServerGone(e) => {
-                    tracing::warn!(
-                        server = %co.conn().id,
-                        error = ?e,
-                        "server connection lost while in use"
-                    );
-                    let n = ClientNotice::fatal(
-                        SqlState::CONNECTION_FAILURE,
-                        "server closed the connection unexpectedly",
-                    );
-                    drop(co);
-                    send_fatal(&mut stream, &n).await;
-                    summary.reason = "server connection lost";
-                    return summary;
-                }
-                RelayEnd::ClientProtocol(e) => {
-                    drop(co);
-                    let n = ClientNotice::fatal(
-                        SqlState::PROTOCOL_VIOLATION,
-                        format!("invalid message: {e}"),
-                    );
-                    send_fatal(&mut stream, &n).await;
-                    summary.reason = "client protocol violation";
-                    return summary;
-                }
-                RelayEnd::ServerProtocol(e) => {
-                    tracing::warn!(server = %co.conn().id, error = %e, "server protocol violation");
-                    drop(co);
-                    let n = ClientNotice::fatal(
-                        SqlState::PROTOCOL_VIOLATION,
-                        "server protocol violation",
-                    );
-                    send_fatal(&mut stream, &n).await;
-                    summary.reason = "server protocol violation";
-                    return summary;
-                }
-                RelayEnd::QueryTimeout => {
-                    // Cancel the query, then close the connection: PostgreSQL rolls back.
-                    let conn = co.conn();
-                    let (target, key) = (conn.target.clone(), conn.key.clone());
-                    tokio::spawn(async move {
-                        let _ = server::send_cancel(&target, &key).await;
-                    });
-                    tracing::info!(server = %co.conn().id, "query_timeout: cancelling and closing");
-                    drop(co);
-                    let n = ClientNotice::fatal(
-                        SqlState::QUERY_CANCELED,
-                        "query_timeout: query ran too long",
-                    );
-                    send_fatal(&mut stream, &n).await;
-                    summary.reason = "query_timeout";
-                    return summary;
-                }
-                RelayEnd::IdleInTransactionTimeout => {
-                    drop(co);
-                    let n = ClientNotice::fatal(
-                        SqlState::IDLE_IN_TRANSACTION_TIMEOUT,
-                        "terminating connection due to idle_transaction_timeout",
-                    );
-                    send_fatal(&mut stream, &n).await;
-                    summary.reason = "idle_transaction_timeout";
-                    return summary;
-                }
-                RelayEnd::ClientIdleTimeout => {
-                    co.return_as(clean);
-                    drop(co);
-                    let n = ClientNotice::fatal(
-                        SqlState::IDLE_SESSION_TIMEOUT,
-                        "terminating connection due to client_idle_timeout",
-                    );
-                    send_fatal(&mut stream, &n).await;
-                    summary.reason = "client_idle_timeout";
+                    summary.reason = reason;
                     return summary;
                 }
             }
