@@ -228,11 +228,12 @@ fn decode_string(tag: u8, bytes: &[u8]) -> Option<String> {
         // TeletexString: accepted when plain ASCII.
         0x14 if bytes.is_ascii() => String::from_utf8(bytes.to_vec()).ok(),
         // BMPString: UTF-16BE.
-        0x1e if bytes.len() % 2 == 0 => {
-            let units: Vec<u16> = bytes
-                .chunks_exact(2)
-                .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                .collect();
+        0x1e => {
+            let chunks = bytes.chunks_exact(2);
+            if !chunks.remainder().is_empty() {
+                return None;
+            }
+            let units: Vec<u16> = chunks.map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
             String::from_utf16(&units).ok()
         }
         _ => None,
