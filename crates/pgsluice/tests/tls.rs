@@ -502,3 +502,53 @@ fn reload_serves_new_certificate() {
     assert!(served_subject(s.addr).contains("CN = renewed"));
     let _ = &s.file;
 }
+
+#[test]
+fn server_side_lower_modes() {
+    let certs = Certs::new("modes");
+    let pg = pg_with_app();
+    let query = "select ssl from pg_stat_ssl where pid = pg_backend_pid()";
+    let run = |s: &Setup| {
+        psql(
+            &format!(
+                "host=127.0.0.1 port={} user=app dbname=app password={APP_PW} sslmode=disable",
+                s.addr.port()
+            ),
+            query,
+        )
+    };
+    // PostgreSQL without TLS: prefer falls back to plain TCP, require refuses.
+    let s = spawn(
+        &certs,
+        "server_tls_sslmode = \"prefer\"\n",
+        "127.0.0.1",
+        &pg,
+    );
+    assert_eq!(run(&s).1, "f");
+    drop(s);
+    let s = spawn(
+        &certs,
+        "server_tls_sslmode = \"require\"\n",
+        "127.0.0.1",
+        &pg,
+    );
+    let (ok, _, err) = run(&s);
+    assert!(!ok);
+    assert!(err.contains("does not accept TLS"), "{err}");
+    drop(s);
+
+    // TLS-only PostgreSQL: allow retries with TLS after the plain login is refused;
+    // prefer and require use TLS without validating the certificate.
+    pg_tls_only(&pg, &certs);
+    for mode in ["allow", "prefer", "require"] {
+        let s = spawn(
+            &certs,
+            &format!("server_tls_sslmode = \"{mode}\"\n"),
+            "127.0.0.1",
+            &pg,
+        );
+        let (ok, out, err) = run(&s);
+        assert!(ok, "{mode}: {err}");
+        assert_eq!(out, "t", "{mode}");
+    }
+}
