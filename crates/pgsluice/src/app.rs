@@ -30,6 +30,7 @@ use crate::pool::registry::InfoList;
 use crate::pool::{ClientInfo, IdGen, Pool, PoolKey, PoolSettings};
 use crate::server::{self, ServerTarget};
 use crate::shutdown::{Shutdown, ShutdownKind, ShutdownWatch, TaskTracker};
+use crate::tls::{ServerTls, TlsState};
 
 pub use reload::ReloadReport;
 
@@ -91,6 +92,8 @@ impl DbControl {
 pub struct App {
     config: ArcSwap<Config>,
     secrets: ArcSwap<Secrets>,
+    /// TLS material, replaced on reload.
+    tls: ArcSwap<TlsState>,
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
     /// Pools of databases or users removed by a reload, closed once their clients left.
     retired: Mutex<Vec<Arc<Pool>>>,
@@ -132,11 +135,16 @@ impl App {
     /// [`App::new`] with a reloader and log control.
     pub fn with_options(config: Config, opts: ServerOptions) -> Arc<App> {
         let secrets = Secrets::from_config(&config);
+        let tls = TlsState::load(&config.general).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "TLS settings unusable: TLS is off, and connections that require it are refused");
+            TlsState::refusing(&config.general)
+        });
         let max_clients = config.general.max_client_conn;
         let reloader = opts.reloader.unwrap_or_else(|| default_reloader(&config));
         Arc::new(App {
             config: ArcSwap::from_pointee(config),
             secrets: ArcSwap::from_pointee(secrets),
+            tls: ArcSwap::from_pointee(tls),
             pools: Mutex::new(HashMap::new()),
             retired: Mutex::new(Vec::new()),
             control: Mutex::new(DbControl::default()),
@@ -167,6 +175,11 @@ impl App {
     /// Client secrets for the configuration in force.
     pub fn secrets(&self) -> Arc<Secrets> {
         self.secrets.load_full()
+    }
+
+    /// The TLS material in force.
+    pub fn tls(&self) -> Arc<TlsState> {
+        self.tls.load_full()
     }
 
     /// A shutdown handle for a task.
@@ -248,7 +261,7 @@ impl App {
         if let Some(p) = self.lock_pools().get(&key) {
             return Ok(p.clone());
         }
-        let target = server_target(&cfg, database, &server_user);
+        let target = server_target(&cfg, self.tls().servers.clone(), database, &server_user);
         let settings = pool_settings(&cfg, database, &server_user);
         let mut pools = self.lock_pools();
         let pool = pools
@@ -353,24 +366,36 @@ fn default_reloader(config: &Config) -> Reloader {
 /// Where the pool of (`database`, server user `user`) connects, or None when the
 /// configuration has no such pool any more (database gone, other forced user, user
 /// gone while a password is required).
-pub fn pool_spec(cfg: &Config, database: &str, user: &str) -> Option<(ServerTarget, PoolSettings)> {
+pub fn pool_spec(
+    cfg: &Config,
+    tls: Option<Arc<ServerTls>>,
+    database: &str,
+    user: &str,
+) -> Option<(ServerTarget, PoolSettings)> {
     let db = cfg.databases.get(database)?;
     match &db.user {
         Some(forced) if forced != user => return None,
         Some(_) => {}
-        None if cfg.general.auth_type != AuthType::Trust && !cfg.users.contains_key(user) => {
+        None if !matches!(cfg.general.auth_type, AuthType::Trust | AuthType::Cert)
+            && !cfg.users.contains_key(user) =>
+        {
             return None
         }
         None => {}
     }
     Some((
-        server_target(cfg, database, user),
+        server_target(cfg, tls, database, user),
         pool_settings(cfg, database, user),
     ))
 }
 
 /// The server target of database `database` for server user `user`.
-fn server_target(cfg: &Config, database: &str, user: &str) -> ServerTarget {
+fn server_target(
+    cfg: &Config,
+    tls: Option<Arc<ServerTls>>,
+    database: &str,
+    user: &str,
+) -> ServerTarget {
     let db = &cfg.databases[database];
     let password = match &db.user {
         Some(forced) => db
@@ -386,6 +411,7 @@ fn server_target(cfg: &Config, database: &str, user: &str) -> ServerTarget {
         user: user.to_owned(),
         password,
         application_name: db.application_name.clone(),
+        tls,
     }
 }
 
@@ -423,6 +449,7 @@ impl Server {
 
     /// [`Server::start`] with a reloader and log control (the binary's way).
     pub async fn start_with(config: Config, opts: ServerOptions) -> io::Result<Server> {
+        TlsState::load(&config.general).map_err(io::Error::other)?;
         let app = App::with_options(config, opts);
         let cfg = app.config();
         let mut addrs = Vec::new();

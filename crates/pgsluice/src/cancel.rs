@@ -149,6 +149,7 @@ mod tests {
             user: "u".into(),
             password: None,
             application_name: None,
+            tls: None,
         });
         h.set_current(Some(CancelTarget {
             target,

@@ -48,6 +48,14 @@ pub enum ServerError {
     /// The server closed the connection.
     #[error("server closed the connection unexpectedly")]
     Closed,
+    /// TLS with the server failed (refused, handshake or certificate error).
+    #[error("TLS with server {addr} failed: {reason}")]
+    Tls {
+        /// host:port.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// Waiting for or getting a server connection from a pool failed.

@@ -25,5 +25,6 @@ pub mod pool;
 pub mod server;
 pub mod shutdown;
 pub mod stats;
+pub mod tls;
 
 pub use app::Server;

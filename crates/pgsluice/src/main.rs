@@ -34,6 +34,11 @@ fn main() -> ExitCode {
                     for w in cfg.warnings() {
                         eprintln!("warning: {w}");
                     }
+                    // The TLS files are read too, as at startup.
+                    if let Err(e) = pgsluice::tls::TlsState::load(&cfg.general) {
+                        eprintln!("{}: TLS: {e}", path.display());
+                        return ExitCode::from(1);
+                    }
                     println!("{}: configuration is valid", path.display());
                     ExitCode::SUCCESS
                 }
@@ -130,7 +135,7 @@ fn run(cfg: Config, reloader: Reloader) -> ExitCode {
         let server = match Server::start_with(cfg, opts).await {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!(error = %e, "cannot listen");
+                tracing::error!(error = %e, "cannot start (listen addresses or TLS files)");
                 return ExitCode::from(1);
             }
         };

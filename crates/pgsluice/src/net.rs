@@ -1,19 +1,126 @@
-//! One stream type for TCP and Unix-domain sockets, so the rest of the code is written once.
+//! One stream type for TCP, Unix-domain sockets and TLS over TCP, so the rest of the
+//! code is written once.
+//!
+//! TLS streams differ from plain sockets in two ways that matter here:
+//!
+//! * Writes: rustls may keep encrypted bytes that the socket did not take yet, and the
+//!   relay never calls `flush` (a no-op for sockets). So a TLS write is acknowledged
+//!   only once its ciphertext is in the kernel: [`Stream::poll_write`] answers
+//!   `Pending` until then and the caller's retry (with the same bytes first, as every
+//!   `AsyncWrite` user does) gets the count. A write is never lost or sent twice.
+//! * Probes without reading ([`Stream::readable`], [`Stream::try_read_buf`],
+//!   [`Stream::is_closed_or_dirty`]): rustls may hold decrypted bytes that the socket
+//!   no longer shows, so its buffer is checked first. [`Stream::is_closed_or_dirty`]
+//!   is conservative: any byte waiting on the socket of an idle TLS connection (even a
+//!   TLS record carrying no data, such as a session ticket) counts as dirty.
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
-/// A connected socket: TCP or Unix-domain.
+/// A TLS connection accepted from a client (pgsluice is the TLS server).
+pub type AcceptedTls = tokio_rustls::server::TlsStream<TcpStream>;
+/// A TLS connection to a server (pgsluice is the TLS client).
+pub type ConnectedTls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// A connected socket: TCP, Unix-domain, or TLS over TCP.
 #[derive(Debug)]
 pub enum Stream {
     /// A TCP connection (TCP_NODELAY set).
     Tcp(TcpStream),
     /// A Unix-domain socket connection.
     Unix(UnixStream),
+    /// A TLS connection from a client.
+    TlsAccepted(Box<TlsIo<AcceptedTls>>),
+    /// A TLS connection to a server.
+    TlsConnected(Box<TlsIo<ConnectedTls>>),
+}
+
+/// A TLS stream with what pgsluice keeps beside it.
+#[derive(Debug)]
+pub struct TlsIo<S> {
+    inner: S,
+    /// Plaintext bytes accepted by the TLS layer whose ciphertext is not all sent yet.
+    unacked: usize,
+    /// `tls-server-end-point` channel binding data (RFC 5929) of the server certificate
+    /// of this connection, when it has one.
+    end_point: Option<Vec<u8>>,
+}
+
+impl<S> TlsIo<S> {
+    /// Wraps a TLS stream whose server certificate has the channel binding data
+    /// `end_point`.
+    pub fn new(inner: S, end_point: Option<Vec<u8>>) -> TlsIo<S> {
+        TlsIo {
+            inner,
+            unacked: 0,
+            end_point,
+        }
+    }
+
+    /// The TLS stream.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: AsyncWrite + Unpin> TlsIo<S> {
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.unacked == 0 {
+            if buf.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
+            let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
+            if n == 0 {
+                return Poll::Ready(Ok(0));
+            }
+            self.unacked = n;
+        }
+        std::task::ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+        Poll::Ready(Ok(std::mem::take(&mut self.unacked)))
+    }
+}
+
+/// A waker that does nothing, for polling once without waiting.
+struct NoopWake;
+
+impl Wake for NoopWake {
+    fn wake(self: Arc<Self>) {}
+}
+
+/// Reads what `s` has without waiting: WouldBlock when nothing is there.
+fn try_read_now<S: AsyncRead + Unpin>(s: &mut S, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+    let waker = Waker::from(Arc::new(NoopWake));
+    let mut cx = Context::from_waker(&waker);
+    let start = buf.len();
+    let room = (buf.capacity() - start).max(4096);
+    buf.resize(start + room, 0);
+    let mut rb = ReadBuf::new(&mut buf[start..]);
+    let r = Pin::new(s).poll_read(&mut cx, &mut rb);
+    let n = rb.filled().len();
+    buf.truncate(start + n);
+    match r {
+        Poll::Ready(Ok(())) => Ok(n),
+        Poll::Ready(Err(e)) => Err(e),
+        Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+    }
+}
+
+/// Whether the peer of an idle TLS connection closed it or sent anything: rustls holds
+/// plaintext or a close_notify, or the socket has bytes or EOF. Reads nothing.
+fn tls_closed_or_dirty(tcp: &TcpStream, tls: &rustls::CommonState) -> bool {
+    if !tls.wants_read() {
+        return true;
+    }
+    let waker = Waker::from(Arc::new(NoopWake));
+    let mut cx = Context::from_waker(&waker);
+    let mut probe = [0u8; 1];
+    let mut rb = ReadBuf::new(&mut probe);
+    !matches!(tcp.poll_peek(&mut cx, &mut rb), Poll::Pending)
 }
 
 impl Stream {
@@ -25,23 +132,89 @@ impl Stream {
         let r = match self {
             Stream::Tcp(s) => s.try_read(&mut probe),
             Stream::Unix(s) => s.try_read(&mut probe),
+            Stream::TlsAccepted(t) => {
+                let (tcp, conn) = t.inner.get_ref();
+                return tls_closed_or_dirty(tcp, conn);
+            }
+            Stream::TlsConnected(t) => {
+                let (tcp, conn) = t.inner.get_ref();
+                return tls_closed_or_dirty(tcp, conn);
+            }
         };
         !matches!(r, Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// Reads what is available without waiting (WouldBlock when nothing is).
-    pub fn try_read_buf(&self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+    pub fn try_read_buf(&mut self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.try_read_buf(buf),
             Stream::Unix(s) => s.try_read_buf(buf),
+            Stream::TlsAccepted(t) => try_read_now(&mut t.inner, buf),
+            Stream::TlsConnected(t) => try_read_now(&mut t.inner, buf),
         }
     }
 
-    /// Waits until the socket is readable (data or EOF) without reading.
+    /// Waits until the socket is readable (data or EOF) without reading. For TLS:
+    /// at once when rustls already holds plaintext (or a close_notify); a wake-up may
+    /// also come for a TLS record without data, after which
+    /// [`Stream::try_read_buf`] says WouldBlock.
     pub async fn readable(&self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.readable().await,
             Stream::Unix(s) => s.readable().await,
+            Stream::TlsAccepted(t) => {
+                let (tcp, conn) = t.inner.get_ref();
+                if !conn.wants_read() {
+                    return Ok(());
+                }
+                tcp.readable().await
+            }
+            Stream::TlsConnected(t) => {
+                let (tcp, conn) = t.inner.get_ref();
+                if !conn.wants_read() {
+                    return Ok(());
+                }
+                tcp.readable().await
+            }
+        }
+    }
+
+    /// Whether this is a TLS connection.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::TlsAccepted(_) | Stream::TlsConnected(_))
+    }
+
+    /// The TCP socket under a TCP or TLS stream.
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Tcp(s) => Some(s),
+            Stream::Unix(_) => None,
+            Stream::TlsAccepted(t) => Some(t.inner.get_ref().0),
+            Stream::TlsConnected(t) => Some(t.inner.get_ref().0),
+        }
+    }
+
+    /// `tls-server-end-point` channel binding data of a TLS connection whose server
+    /// certificate allows it (RFC 5929); `None` otherwise.
+    pub fn tls_server_end_point(&self) -> Option<&[u8]> {
+        match self {
+            Stream::TlsAccepted(t) => t.end_point.as_deref(),
+            Stream::TlsConnected(t) => t.end_point.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The certificate a TLS client presented (DER), if any.
+    pub fn client_certificate(&self) -> Option<&[u8]> {
+        match self {
+            Stream::TlsAccepted(t) => t
+                .inner
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref()),
+            _ => None,
         }
     }
 }
@@ -68,6 +241,8 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::TlsAccepted(t) => Pin::new(&mut t.inner).poll_read(cx, buf),
+            Stream::TlsConnected(t) => Pin::new(&mut t.inner).poll_read(cx, buf),
         }
     }
 }
@@ -81,6 +256,8 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::TlsAccepted(t) => t.poll_write(cx, buf),
+            Stream::TlsConnected(t) => t.poll_write(cx, buf),
         }
     }
 
@@ -88,6 +265,8 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::TlsAccepted(t) => Pin::new(&mut t.inner).poll_flush(cx),
+            Stream::TlsConnected(t) => Pin::new(&mut t.inner).poll_flush(cx),
         }
     }
 
@@ -95,6 +274,8 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::TlsAccepted(t) => Pin::new(&mut t.inner).poll_shutdown(cx),
+            Stream::TlsConnected(t) => Pin::new(&mut t.inner).poll_shutdown(cx),
         }
     }
 
@@ -106,10 +287,19 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            // One slice at a time, with the acknowledgement rule of poll_write.
+            Stream::TlsAccepted(t) => {
+                let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
+                t.poll_write(cx, first)
+            }
+            Stream::TlsConnected(t) => {
+                let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
+                t.poll_write(cx, first)
+            }
         }
     }
 
     fn is_write_vectored(&self) -> bool {
-        true
+        !self.is_tls()
     }
 }

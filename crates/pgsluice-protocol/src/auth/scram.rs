@@ -1,5 +1,5 @@
-//! SCRAM-SHA-256 as PostgreSQL speaks it (RFC 5802, RFC 7677), without
-//! channel binding.
+//! SCRAM-SHA-256 as PostgreSQL speaks it (RFC 5802, RFC 7677), and
+//! SCRAM-SHA-256-PLUS with the `tls-server-end-point` channel binding (RFC 5929).
 //!
 //! This module owns:
 //!
@@ -14,6 +14,12 @@
 //!
 //! Both halves are sans-IO state machines over the SASL payload bytes; they
 //! never panic on malformed input and refuse to be driven out of order.
+//!
+//! Channel binding: over TLS, the server half is given the binding data of its
+//! own certificate ([`ScramServer::with_channel_binding`]) and then offers
+//! SCRAM-SHA-256-PLUS; the client half is told what the server offered and the
+//! binding data of the server's certificate ([`ScramClient::with_channel_binding`]).
+//! The binding data comes from [`super::cert::tls_server_end_point`].
 
 use std::fmt;
 
@@ -27,6 +33,12 @@ use super::AuthError;
 
 /// The SASL mechanism name for SCRAM-SHA-256.
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+
+/// The SASL mechanism name for SCRAM-SHA-256 with channel binding.
+pub const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
+
+/// The channel binding type supported (RFC 5929), as named in the GS2 header.
+pub const TLS_SERVER_END_POINT: &str = "tls-server-end-point";
 
 /// Iteration count PostgreSQL uses by default when hashing a password.
 pub const DEFAULT_ITERATIONS: u32 = 4096;
@@ -46,9 +58,6 @@ const KEY_LEN: usize = 32;
 
 /// Prefix of an encoded [`ScramSecret`].
 const SECRET_PREFIX: &str = "SCRAM-SHA-256$";
-
-/// The GS2 header our client sends: no channel binding, no authzid.
-const CLIENT_GS2_HEADER: &str = "n,,";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -250,7 +259,11 @@ enum ServerState {
         nonce: String,
     },
     /// The client proved it knows the password.
-    Success { client_key: [u8; KEY_LEN] },
+    Success {
+        client_key: [u8; KEY_LEN],
+        /// Whether channel binding was used.
+        bound: bool,
+    },
     /// The exchange failed; every further step is out of order.
     Failed,
 }
@@ -259,6 +272,8 @@ enum ServerState {
 pub struct ScramServer {
     secret: ScramSecret,
     server_nonce: String,
+    /// `tls-server-end-point` data of the connection, when it is TLS.
+    binding: Option<Vec<u8>>,
     state: ServerState,
 }
 
@@ -290,19 +305,48 @@ impl ScramServer {
         ScramServer {
             secret,
             server_nonce,
+            binding: None,
             state: ServerState::Initial,
         }
     }
 
-    /// Mechanism names to advertise in AuthenticationSASL.
+    /// Enables SCRAM-SHA-256-PLUS on a TLS connection: `tls_server_end_point` is the
+    /// channel binding data of the certificate this side presented (see
+    /// [`super::cert::tls_server_end_point`]).
+    pub fn with_channel_binding(mut self, tls_server_end_point: Vec<u8>) -> ScramServer {
+        self.binding = Some(tls_server_end_point);
+        self
+    }
+
+    /// Mechanism names to advertise in AuthenticationSASL without channel binding.
     pub fn mechanisms() -> &'static [&'static str] {
         &[SCRAM_SHA_256]
     }
 
+    /// Mechanism names to advertise in AuthenticationSASL for this exchange:
+    /// SCRAM-SHA-256-PLUS first when channel binding is available.
+    pub fn offered_mechanisms(&self) -> &'static [&'static str] {
+        if self.binding.is_some() {
+            &[SCRAM_SHA_256_PLUS, SCRAM_SHA_256]
+        } else {
+            &[SCRAM_SHA_256]
+        }
+    }
+
+    /// Whether the client used channel binding (SCRAM-SHA-256-PLUS); meaningful once
+    /// the client-first-message was accepted.
+    pub fn uses_channel_binding(&self) -> bool {
+        matches!(&self.state, ServerState::FirstSent { gs2_header, .. } if gs2_header.starts_with("p="))
+            || matches!(self.state, ServerState::Success { bound: true, .. })
+    }
+
     /// SASLInitialResponse: mechanism name + client-first-message bytes. Returns server-first-message.
     ///
-    /// Accepts the GS2 headers `n,,` and `y,,`; `p=...` is
-    /// [`AuthError::ChannelBindingUnsupported`]. The username in `n=` is
+    /// Without channel binding data, accepts SCRAM-SHA-256 with the GS2 headers
+    /// `n,,` and `y,,`; `p=...` is [`AuthError::ChannelBindingUnsupported`].
+    /// With it, also accepts SCRAM-SHA-256-PLUS with `p=tls-server-end-point,,`,
+    /// and refuses `y,,` (the client believes the server cannot bind: a downgrade)
+    /// with [`AuthError::ChannelBindingMismatch`]. The username in `n=` is
     /// ignored, as PostgreSQL does (the startup user is authoritative).
     pub fn handle_client_first(
         &mut self,
@@ -313,18 +357,38 @@ impl ScramServer {
             return Err(AuthError::OutOfOrder);
         }
         self.state = ServerState::Failed;
-        if mechanism != SCRAM_SHA_256 {
-            return Err(AuthError::UnsupportedMechanism(mechanism.to_string()));
-        }
+        let plus = match mechanism {
+            SCRAM_SHA_256 => false,
+            SCRAM_SHA_256_PLUS if self.binding.is_some() => true,
+            _ => return Err(AuthError::UnsupportedMechanism(mechanism.to_string())),
+        };
         let message = utf8(data)?;
 
         // gs2-header = gs2-cbind-flag "," [ authzid ] ","
         let (cbind_flag, rest) = message
             .split_once(',')
             .ok_or(AuthError::Malformed("missing GS2 header"))?;
-        match cbind_flag {
-            "n" | "y" => {}
-            flag if flag.starts_with("p=") => return Err(AuthError::ChannelBindingUnsupported),
+        match (cbind_flag, plus) {
+            ("n", false) => {}
+            ("y", false) if self.binding.is_none() => {}
+            ("y", false) => return Err(AuthError::ChannelBindingMismatch),
+            (flag, true) if flag.strip_prefix("p=") == Some(TLS_SERVER_END_POINT) => {}
+            (flag, true) if flag.starts_with("p=") => {
+                return Err(AuthError::ChannelBindingUnsupported)
+            }
+            ("n" | "y", true) => {
+                return Err(AuthError::Malformed(
+                    "SCRAM-SHA-256-PLUS without channel binding",
+                ))
+            }
+            (flag, false) if flag.starts_with("p=") => {
+                if self.binding.is_some() {
+                    return Err(AuthError::Malformed(
+                        "channel binding requested with SCRAM-SHA-256",
+                    ));
+                }
+                return Err(AuthError::ChannelBindingUnsupported);
+            }
             _ => return Err(AuthError::Malformed("invalid channel binding flag")),
         }
         let (authzid, client_first_bare) = rest
@@ -392,7 +456,15 @@ impl ScramServer {
         ignore_extensions(parts)?;
 
         let cbind = decode_b64(cbind, "invalid channel binding data")?;
-        if cbind != gs2_header.as_bytes() {
+        let bound = gs2_header.starts_with("p=");
+        let mut expected = gs2_header.into_bytes();
+        if bound {
+            expected.extend_from_slice(self.binding.as_deref().unwrap_or_default());
+        }
+        if !bool::from(cbind.as_slice().ct_eq(&expected)) {
+            if bound {
+                return Err(AuthError::ChannelBindingMismatch);
+            }
             if cbind.starts_with(b"p=") {
                 return Err(AuthError::ChannelBindingUnsupported);
             }
@@ -412,14 +484,14 @@ impl ScramServer {
             return Err(AuthError::InvalidProof);
         }
         let server_signature = hmac_sha256(&self.secret.server_key, auth_message.as_bytes());
-        self.state = ServerState::Success { client_key };
+        self.state = ServerState::Success { client_key, bound };
         Ok(format!("v={}", STANDARD.encode(server_signature)).into_bytes())
     }
 
     /// After a successful exchange: the ClientKey recovered from the proof (ClientProof XOR ClientSignature). Useful later for SCRAM pass-through.
     pub fn client_key(&self) -> Option<[u8; 32]> {
         match self.state {
-            ServerState::Success { client_key } => Some(client_key),
+            ServerState::Success { client_key, .. } => Some(client_key),
             _ => None,
         }
     }
@@ -451,10 +523,58 @@ enum ClientState {
     Failed,
 }
 
-/// Client side of SCRAM-SHA-256 (pgsluice authenticating to PostgreSQL), no channel binding ("n,,").
+/// What the client half does about channel binding, as RFC 5802 section 6 lays out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelBinding {
+    /// No binding data on this connection (not TLS): GS2 flag `n`.
+    Unsupported,
+    /// Binding data available, but the server did not offer SCRAM-SHA-256-PLUS:
+    /// GS2 flag `y`, which lets a server that could bind detect a downgrade.
+    NotOffered,
+    /// SCRAM-SHA-256-PLUS with `tls-server-end-point` data (the hash of the
+    /// server's certificate): GS2 header `p=tls-server-end-point`.
+    TlsServerEndPoint(Vec<u8>),
+}
+
+impl ChannelBinding {
+    /// The choice a client makes given the mechanisms the server offered and the
+    /// server certificate's binding data (`None` when not on TLS or when the
+    /// certificate has none).
+    pub fn choose(offered: &[&str], tls_server_end_point: Option<Vec<u8>>) -> ChannelBinding {
+        match tls_server_end_point {
+            Some(data) if offered.contains(&SCRAM_SHA_256_PLUS) => {
+                ChannelBinding::TlsServerEndPoint(data)
+            }
+            Some(_) => ChannelBinding::NotOffered,
+            None => ChannelBinding::Unsupported,
+        }
+    }
+
+    /// The GS2 header (flag, empty authzid).
+    fn gs2_header(&self) -> &'static str {
+        match self {
+            ChannelBinding::Unsupported => "n,,",
+            ChannelBinding::NotOffered => "y,,",
+            ChannelBinding::TlsServerEndPoint(_) => "p=tls-server-end-point,,",
+        }
+    }
+
+    /// The value of `c=` before base64: the GS2 header plus any binding data.
+    fn cbind_input(&self) -> Vec<u8> {
+        let mut v = self.gs2_header().as_bytes().to_vec();
+        if let ChannelBinding::TlsServerEndPoint(data) = self {
+            v.extend_from_slice(data);
+        }
+        v
+    }
+}
+
+/// Client side of SCRAM-SHA-256 (pgsluice authenticating to PostgreSQL); without
+/// [`ScramClient::with_channel_binding`] it sends the GS2 header `n,,`.
 pub struct ScramClient {
     credentials: ClientCredentials,
     nonce: String,
+    binding: ChannelBinding,
     state: ClientState,
 }
 
@@ -472,6 +592,7 @@ impl fmt::Debug for ScramClient {
         };
         f.debug_struct("ScramClient")
             .field("credentials", &credentials)
+            .field("channel_binding", &self.mechanism())
             .field("state", &state)
             .finish_non_exhaustive()
     }
@@ -489,6 +610,7 @@ impl ScramClient {
         ScramClient {
             credentials: ClientCredentials::Password(prepare_password(password)),
             nonce,
+            binding: ChannelBinding::Unsupported,
             state: ClientState::Initial,
         }
     }
@@ -498,7 +620,24 @@ impl ScramClient {
         ScramClient {
             credentials: ClientCredentials::ClientKey { client_key, secret },
             nonce: random_nonce(),
+            binding: ChannelBinding::Unsupported,
             state: ClientState::Initial,
+        }
+    }
+
+    /// Sets the channel binding choice (see [`ChannelBinding::choose`]); call before
+    /// [`ScramClient::client_first`].
+    pub fn with_channel_binding(mut self, binding: ChannelBinding) -> ScramClient {
+        self.binding = binding;
+        self
+    }
+
+    /// The SASL mechanism to name in SASLInitialResponse: SCRAM-SHA-256-PLUS when
+    /// binding to the channel, SCRAM-SHA-256 otherwise.
+    pub fn mechanism(&self) -> &'static str {
+        match self.binding {
+            ChannelBinding::TlsServerEndPoint(_) => SCRAM_SHA_256_PLUS,
+            _ => SCRAM_SHA_256,
         }
     }
 
@@ -507,9 +646,9 @@ impl ScramClient {
         format!("n=,r={}", self.nonce)
     }
 
-    /// The client-first-message ("n,,n=,r=<nonce>").
+    /// The client-first-message (`n,,n=,r=<nonce>` without channel binding).
     pub fn client_first(&self) -> Vec<u8> {
-        format!("{CLIENT_GS2_HEADER}{}", self.client_first_bare()).into_bytes()
+        format!("{}{}", self.binding.gs2_header(), self.client_first_bare()).into_bytes()
     }
 
     /// Takes server-first-message, returns client-final-message.
@@ -561,7 +700,7 @@ impl ScramClient {
 
         let without_proof = format!(
             "c={},r={nonce}",
-            STANDARD.encode(CLIENT_GS2_HEADER.as_bytes())
+            STANDARD.encode(self.binding.cbind_input())
         );
         let auth_message = format!("{},{message},{without_proof}", self.client_first_bare());
         let client_signature = hmac_sha256(&stored_key, auth_message.as_bytes());
@@ -588,10 +727,12 @@ impl ScramClient {
         if let Some(error) = first.and_then(|p| p.strip_prefix("e=")) {
             return Err(match error {
                 "invalid-proof" | "unknown-user" => AuthError::InvalidProof,
-                "channel-bindings-dont-match"
-                | "server-does-support-channel-binding"
-                | "channel-binding-not-supported"
-                | "unsupported-channel-binding-type" => AuthError::ChannelBindingUnsupported,
+                "channel-bindings-dont-match" | "server-does-support-channel-binding" => {
+                    AuthError::ChannelBindingMismatch
+                }
+                "channel-binding-not-supported" | "unsupported-channel-binding-type" => {
+                    AuthError::ChannelBindingUnsupported
+                }
                 _ => AuthError::Malformed("server reported an error"),
             });
         }
@@ -605,6 +746,10 @@ impl ScramClient {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "scram_binding_tests.rs"]
+mod binding_tests;
 
 #[cfg(test)]
 mod tests {
@@ -1057,7 +1202,7 @@ mod tests {
             (b"e=invalid-proof", AuthError::InvalidProof),
             (
                 b"e=channel-bindings-dont-match",
-                AuthError::ChannelBindingUnsupported,
+                AuthError::ChannelBindingMismatch,
             ),
             (b"v=AAAA", AuthError::InvalidServerSignature),
             (b"v=@@@", AuthError::Malformed("invalid verifier")),

@@ -3,7 +3,8 @@
 //!
 //! What changes on the fly: databases and users (added ones serve new clients; pools of
 //! removed ones keep serving their clients and close once those leave), pool sizes and
-//! modes, timeouts, the reset query, passwords, `max_client_conn`, the log level.
+//! modes, timeouts, the reset query, passwords, `max_client_conn`, the log level, and the
+//! TLS settings and files (read again at every reload; new connections use them).
 //! Connections to a database whose host, port, dbname or login changed are closed when
 //! released (as RECONNECT). What needs a restart (`listen`, `workers`, `log_format`,
 //! `metrics_listen`) keeps its running value, with a warning.
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use super::{lock, pool_spec, App};
 use crate::client::auth::Secrets;
 use crate::config::Config;
+use crate::tls::TlsState;
 
 /// What a successful reload did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -109,9 +111,12 @@ impl App {
             rep.changes.push("users changed".into());
         }
 
+        // Certificate, key and CA files are read again on every reload.
+        let tls = TlsState::load(&new.general)?;
         let secrets = Secrets::from_config(&new);
         self.config.store(Arc::new(new));
         self.secrets.store(Arc::new(secrets));
+        self.tls.store(Arc::new(tls));
         self.update_pools();
         self.warm_pools();
         Ok(rep)
@@ -120,11 +125,12 @@ impl App {
     /// Brings every pool in line with the configuration in force.
     fn update_pools(self: &Arc<Self>) {
         let cfg = self.config();
+        let tls = self.tls().servers.clone();
         let mut gone = Vec::new();
         {
             let mut pools = self.lock_pools();
-            pools.retain(
-                |key, pool| match pool_spec(&cfg, &key.database, &key.user) {
+            pools.retain(|key, pool| {
+                match pool_spec(&cfg, tls.clone(), &key.database, &key.user) {
                     Some((target, settings)) => {
                         pool.set_target(target);
                         pool.set_settings(settings);
@@ -134,8 +140,8 @@ impl App {
                         gone.push(pool.clone());
                         false
                     }
-                },
-            );
+                }
+            });
         }
         for p in &gone {
             tracing::info!(pool = %p.key(), clients = p.client_count(), "pool retired by reload; it closes when its clients leave");

@@ -1,18 +1,20 @@
 //! Authenticating clients: the secrets pgsluice holds per user, and the exchanges for
-//! trust, plain password, md5 and SCRAM-SHA-256.
+//! trust, plain password, md5, SCRAM-SHA-256 (SCRAM-SHA-256-PLUS over TLS) and TLS
+//! client certificates (`cert`).
 
 use std::collections::HashMap;
 
 use bytes::BytesMut;
-use pgsluice_protocol::auth::{md5, scram};
+use pgsluice_protocol::auth::{cert, md5, scram};
 use pgsluice_protocol::backend;
 use pgsluice_protocol::frame::{split_message, Message};
 use pgsluice_protocol::frontend;
+use pgsluice_protocol::SqlState;
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::{AuthType, Config};
-use crate::error::ClientError;
+use crate::error::{ClientError, ClientNotice};
 use crate::net::Stream;
 
 /// Largest password/SASL message accepted from a client.
@@ -97,8 +99,22 @@ impl Secrets {
     }
 }
 
+/// The FATAL a client gets when [`authenticate`] said no.
+pub fn failure_notice(method: AuthType, user: &str) -> ClientNotice {
+    match method {
+        AuthType::Cert => ClientNotice::fatal(
+            SqlState::INVALID_AUTHORIZATION,
+            format!("certificate authentication failed for user \"{user}\""),
+        ),
+        _ => ClientNotice::fatal(
+            SqlState::INVALID_PASSWORD,
+            format!("password authentication failed for user \"{user}\""),
+        ),
+    }
+}
+
 /// Runs the authentication exchange `method` with a client. On failure the caller sends
-/// 28P01 "password authentication failed for user ...".
+/// [`failure_notice`].
 pub async fn authenticate(
     stream: &mut Stream,
     buf: &mut BytesMut,
@@ -110,6 +126,12 @@ pub async fn authenticate(
     let mut out = BytesMut::with_capacity(256);
     match method {
         AuthType::Trust => Ok(true),
+        // The certificate was validated in the TLS handshake (client_tls_sslmode
+        // verify-ca or verify-full); its subject's common name must be the user name.
+        AuthType::Cert => Ok(stream
+            .client_certificate()
+            .and_then(cert::subject_common_name)
+            .is_some_and(|cn| cn == user)),
         AuthType::Plain => {
             backend::auth_cleartext(&mut out);
             stream.write_all(&out).await?;
@@ -161,8 +183,11 @@ async fn scram_exchange(
 ) -> Result<bool, ClientError> {
     let known = secret.is_some();
     let mut server = scram::ScramServer::new(secret.unwrap_or_else(|| secrets.decoy.clone()));
+    if let Some(end_point) = stream.tls_server_end_point() {
+        server = server.with_channel_binding(end_point.to_vec());
+    }
     let mut out = BytesMut::with_capacity(256);
-    backend::auth_sasl(&mut out, scram::ScramServer::mechanisms());
+    backend::auth_sasl(&mut out, server.offered_mechanisms());
     stream.write_all(&out).await?;
 
     let msg = read_auth_message(stream, buf).await?;

@@ -51,30 +51,49 @@ pub async fn serve(
 ) {
     let started = Instant::now();
     let login_timeout = app.config().general.client_login_timeout.0;
+    let deadline = tokio::time::Instant::now() + login_timeout;
     let mut buf = BytesMut::with_capacity(256);
-    let startup = match Box::pin(tokio::time::timeout(
-        login_timeout,
-        read_startup(&mut stream, &mut buf),
-    ))
-    .await
-    {
-        Ok(Ok(p)) => p,
-        Ok(Err(ClientError::Protocol(e))) => {
-            tracing::info!(peer = %peer, error = %e, "bad startup packet");
-            let n = ClientNotice::fatal(
-                SqlState::PROTOCOL_VIOLATION,
-                format!("invalid startup packet: {e}"),
-            );
-            send_fatal(&mut stream, &n).await;
-            return;
-        }
-        Ok(Err(e)) => {
-            tracing::debug!(peer = %peer, error = %e, "client left during startup");
-            return;
-        }
-        Err(_) => {
-            tracing::info!(peer = %peer, "client_login_timeout during startup");
-            return;
+    let tls = app.tls();
+    let startup = loop {
+        // Boxed: a timer is large; an idle client's task should not carry one.
+        match Box::pin(tokio::time::timeout_at(
+            deadline,
+            read_startup(&mut stream, &mut buf, &tls.clients),
+        ))
+        .await
+        {
+            Ok(Ok(Startup::Packet(p))) => break p,
+            Ok(Ok(Startup::Tls)) => {
+                let Stream::Tcp(tcp) = stream else { return };
+                match Box::pin(tokio::time::timeout_at(deadline, tls.clients.accept(tcp))).await {
+                    Ok(Ok(s)) => stream = s,
+                    Ok(Err(e)) => {
+                        tracing::info!(peer = %peer, error = %e, "TLS handshake with client failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(peer = %peer, "client_login_timeout during TLS handshake");
+                        return;
+                    }
+                }
+            }
+            Ok(Err(ClientError::Protocol(e))) => {
+                tracing::info!(peer = %peer, error = %e, "bad startup packet");
+                let n = ClientNotice::fatal(
+                    SqlState::PROTOCOL_VIOLATION,
+                    format!("invalid startup packet: {e}"),
+                );
+                send_fatal(&mut stream, &n).await;
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %peer, error = %e, "client left during startup");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(peer = %peer, "client_login_timeout during startup");
+                return;
+            }
         }
     };
     let params = match startup {
@@ -95,6 +114,18 @@ pub async fn serve(
         StartupPacket::SslRequest | StartupPacket::GssEncRequest => return,
         StartupPacket::Startup { minor, params } => (minor, params),
     };
+    if tls.clients.requires_tls() && !stream.is_tls() {
+        tracing::info!(peer = %peer, "client refused: no TLS (client_tls_sslmode = {})", tls.clients.mode);
+        let n = ClientNotice::fatal(
+            SqlState::INVALID_AUTHORIZATION,
+            format!(
+                "TLS required (client_tls_sslmode = {}): connection refused, no encryption",
+                tls.clients.mode
+            ),
+        );
+        send_fatal(&mut stream, &n).await;
+        return;
+    }
     if let Admission::Full = admission {
         let n = ClientNotice::fatal(
             SqlState::TOO_MANY_CONNECTIONS,
@@ -162,6 +193,8 @@ pub async fn serve(
     ));
     let reg: ClientReg = pool_reg.pool.register_client(info.clone());
     let unix = matches!(stream, Stream::Unix(_));
+    // A FATAL written in clear on a duplicate of a TLS socket would be garbage to the client.
+    let plain = !stream.is_tls();
     let mut run = Box::pin(CURRENT_CLIENT.scope(info.clone(), session.run(stream)));
     let summary = tokio::select! {
         s = &mut run => s,
@@ -169,7 +202,7 @@ pub async fn serve(
             // Duplicate the socket while the session still owns it, then drop the
             // session (a server connection it held is closed as unclean) and tell the
             // client why on the duplicate.
-            let spare = dup_socket(fd, unix);
+            let spare = if plain { dup_socket(fd, unix) } else { None };
             drop(run);
             drop(reg);
             if let Some(mut s) = spare {
@@ -192,26 +225,44 @@ pub async fn serve(
     );
 }
 
-/// Reads the startup packet, answering SSLRequest and GSSENCRequest with 'N'.
+/// What [`read_startup`] found.
+enum Startup {
+    /// A startup packet (StartupMessage, CancelRequest...).
+    Packet(StartupPacket),
+    /// An SSLRequest answered with 'S': the TLS handshake comes next.
+    Tls,
+}
+
+/// Reads the startup packet, answering GSSENCRequest with 'N' and SSLRequest with 'S'
+/// (when TLS toward clients is configured; the caller then runs the handshake) or 'N'.
 async fn read_startup(
     stream: &mut Stream,
     buf: &mut BytesMut,
-) -> Result<StartupPacket, ClientError> {
+    tls: &crate::tls::ClientTls,
+) -> Result<Startup, ClientError> {
     loop {
         match startup::parse_startup(buf)? {
-            Some(StartupPacket::SslRequest | StartupPacket::GssEncRequest) => {
+            Some(p @ (StartupPacket::SslRequest | StartupPacket::GssEncRequest)) => {
+                let malformed =
+                    |what| ClientError::Protocol(pgsluice_protocol::ProtocolError::Malformed(what));
                 if !buf.is_empty() {
                     // Bytes after an encryption request, before our answer: a client
                     // trying to inject plaintext ahead of a TLS handshake.
-                    return Err(ClientError::Protocol(
-                        pgsluice_protocol::ProtocolError::Malformed(
-                            "data after encryption request",
-                        ),
-                    ));
+                    return Err(malformed("data after encryption request"));
+                }
+                if stream.is_tls() {
+                    return Err(malformed("encryption request inside TLS"));
+                }
+                if matches!(p, StartupPacket::SslRequest)
+                    && tls.offers_tls()
+                    && matches!(stream, Stream::Tcp(_))
+                {
+                    stream.write_all(b"S").await?;
+                    return Ok(Startup::Tls);
                 }
                 stream.write_all(b"N").await?;
             }
-            Some(p) => return Ok(p),
+            Some(p) => return Ok(Startup::Packet(p)),
             None => {
                 if stream.read_buf(buf).await? == 0 {
                     return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
@@ -323,10 +374,10 @@ async fn login(
         let secrets = app.secrets();
         let ok = auth::authenticate(stream, buf, cfg.general.auth_type, &user, &secrets).await?;
         if !ok {
-            return Err(fatal(
-                SqlState::INVALID_PASSWORD,
-                format!("password authentication failed for user \"{user}\""),
-            ));
+            return Err(LoginFailure::Notice(auth::failure_notice(
+                cfg.general.auth_type,
+                &user,
+            )));
         }
         let Some(access) = admin::access_for(&cfg, &user) else {
             return Err(fatal(
@@ -353,10 +404,10 @@ async fn login(
     let secrets = app.secrets();
     let ok = auth::authenticate(stream, buf, cfg.general.auth_type, &user, &secrets).await?;
     if !ok {
-        return Err(fatal(
-            SqlState::INVALID_PASSWORD,
-            format!("password authentication failed for user \"{user}\""),
-        ));
+        return Err(LoginFailure::Notice(auth::failure_notice(
+            cfg.general.auth_type,
+            &user,
+        )));
     }
     let info = pool
         .startup_info()

@@ -51,6 +51,18 @@ impl Config {
         if g.max_client_conn == 0 {
             return Err(issue(vec![gk("max_client_conn")], "must be >= 1"));
         }
+        if g.auth_type == super::AuthType::Cert
+            && !matches!(
+                g.client_tls_sslmode,
+                super::TlsMode::VerifyCa | super::TlsMode::VerifyFull
+            )
+        {
+            return Err(issue(
+                vec![gk("auth_type"), gk("client_tls_sslmode")],
+                "auth_type = cert needs client_tls_sslmode = verify-ca or verify-full \
+                 (and client_tls_ca_file), so that client certificates are validated",
+            ));
+        }
         if g.default_pool_size == 0 {
             return Err(issue(vec![gk("default_pool_size")], "must be >= 1"));
         }

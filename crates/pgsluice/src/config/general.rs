@@ -119,7 +119,7 @@ pub struct General {
     pub user: Option<String>,
     /// TLS mode towards clients; default disable.
     pub client_tls_sslmode: TlsMode,
-    /// Private key presented to clients.
+    /// Private key presented to clients (PEM; re-read on reload).
     pub client_tls_key_file: Option<PathBuf>,
     /// Certificate presented to clients.
     pub client_tls_cert_file: Option<PathBuf>,
@@ -320,66 +320,26 @@ impl General {
             self.stats_period != d.stats_period,
             "averaged statistics",
         );
-        not_yet(
-            "client_tls_sslmode",
-            self.client_tls_sslmode != d.client_tls_sslmode,
-            "TLS with clients (pgsluice refuses SSLRequest)",
-        );
-        not_yet(
-            "client_tls_key_file",
-            self.client_tls_key_file.is_some(),
-            "TLS with clients",
-        );
-        not_yet(
-            "client_tls_cert_file",
-            self.client_tls_cert_file.is_some(),
-            "TLS with clients",
-        );
-        not_yet(
-            "client_tls_ca_file",
-            self.client_tls_ca_file.is_some(),
-            "TLS with clients",
-        );
-        not_yet(
-            "client_tls_protocols",
-            self.client_tls_protocols != d.client_tls_protocols,
-            "TLS with clients",
-        );
-        not_yet(
-            "client_tls_ciphers",
-            self.client_tls_ciphers != d.client_tls_ciphers,
-            "TLS with clients",
-        );
-        not_yet(
-            "server_tls_sslmode",
-            self.server_tls_sslmode != d.server_tls_sslmode,
-            "TLS with servers",
-        );
-        not_yet(
-            "server_tls_ca_file",
-            self.server_tls_ca_file.is_some(),
-            "TLS with servers",
-        );
-        not_yet(
-            "server_tls_key_file",
-            self.server_tls_key_file.is_some(),
-            "TLS with servers",
-        );
-        not_yet(
-            "server_tls_cert_file",
-            self.server_tls_cert_file.is_some(),
-            "TLS with servers",
-        );
-        not_yet(
-            "server_tls_protocols",
-            self.server_tls_protocols != d.server_tls_protocols,
-            "TLS with servers",
-        );
-        not_yet(
-            "server_tls_ciphers",
-            self.server_tls_ciphers != d.server_tls_ciphers,
-            "TLS with servers",
-        );
+        // TLS is implemented; only explicit OpenSSL cipher lists are not applied.
+        let keyword = |v: &str| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "fast" | "normal" | "secure" | "default" | "compat" | "legacy" | "insecure" | "all"
+            )
+        };
+        for (key, value) in [
+            ("client_tls_ciphers", &self.client_tls_ciphers),
+            ("server_tls_ciphers", &self.server_tls_ciphers),
+        ] {
+            if !keyword(value) {
+                out.push((
+                    key,
+                    "explicit OpenSSL cipher lists are not applied; rustls' own suites \
+                     (AEAD with forward secrecy only) are used"
+                        .to_owned(),
+                ));
+            }
+        }
         out
     }
 }

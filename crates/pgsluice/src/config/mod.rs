@@ -387,7 +387,7 @@ impl Config {
         }
         for (name, user) in &self.users {
             match (&user.password, auth) {
-                (_, AuthType::Trust) => {}
+                (_, AuthType::Trust | AuthType::Cert) => {}
                 (None, _) => out.push(format!(
                     "user `{name}` has no password: it cannot log in with auth_type = \"{auth}\""
                 )),

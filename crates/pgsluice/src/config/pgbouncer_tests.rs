@@ -372,7 +372,8 @@ fn semantics_mapped_from_pgbouncer() {
         "mapped",
         &format!(
             "{BASE}server_lifetime = 0\nserver_connect_timeout = 2.5\nverbose = 2\n\
-             unix_socket_mode = 0700\nclient_tls_sslmode = require\n"
+             unix_socket_mode = 0700\nclient_tls_sslmode = require\n\
+             client_tls_ciphers = ECDHE-RSA-AES128-GCM-SHA256\n"
         ),
     )
     .unwrap();
@@ -385,8 +386,12 @@ fn semantics_mapped_from_pgbouncer() {
     assert_eq!(g.client_tls_sslmode, TlsMode::Require);
     let w = c.warnings();
     assert!(
+        !w.iter().any(|x| x.contains("client_tls_sslmode")),
+        "TLS is implemented: {w:#?}"
+    );
+    assert!(
         w.iter()
-            .any(|x| x.contains(":9: key `pgbouncer.client_tls_sslmode`")),
+            .any(|x| x.contains(":10: key `pgbouncer.client_tls_ciphers`")),
         "{w:#?}"
     );
     // Relative files to create are taken next to the configuration file.

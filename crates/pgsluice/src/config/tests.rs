@@ -578,7 +578,8 @@ fn enums_parse_and_display() {
         "SCRAM-SHA-256".parse::<AuthType>(),
         Ok(AuthType::ScramSha256)
     );
-    assert!("cert".parse::<AuthType>().is_err());
+    assert_eq!("cert".parse::<AuthType>(), Ok(AuthType::Cert));
+    assert!("hba".parse::<AuthType>().is_err());
 }
 
 #[test]

@@ -78,6 +78,9 @@ pub enum AuthType {
     Md5,
     /// SCRAM-SHA-256 (`"scram-sha-256"`), the default.
     ScramSha256,
+    /// TLS client certificate (`"cert"`): the subject's common name must be the user
+    /// name; needs `client_tls_sslmode` verify-ca or verify-full.
+    Cert,
 }
 
 impl AuthType {
@@ -88,6 +91,7 @@ impl AuthType {
             AuthType::Plain => "plain",
             AuthType::Md5 => "md5",
             AuthType::ScramSha256 => "scram-sha-256",
+            AuthType::Cert => "cert",
         }
     }
 }
@@ -107,13 +111,14 @@ impl FromStr for AuthType {
             "plain" => Ok(AuthType::Plain),
             "md5" => Ok(AuthType::Md5),
             "scram-sha-256" => Ok(AuthType::ScramSha256),
-            other @ ("cert" | "hba" | "pam" | "any" | "ldap" | "peer") => Err(InvalidValue(
+            "cert" => Ok(AuthType::Cert),
+            other @ ("hba" | "pam" | "any" | "ldap" | "peer") => Err(InvalidValue(
                 format!(
-                    "auth type `{other}` is not supported; expected `trust`, `plain`, `md5` or `scram-sha-256`"
+                    "auth type `{other}` is not supported; expected `trust`, `plain`, `md5`, `scram-sha-256` or `cert`"
                 ),
             )),
             _ => Err(InvalidValue(format!(
-                "invalid auth type `{s}`: expected `trust`, `plain`, `md5` or `scram-sha-256`"
+                "invalid auth type `{s}`: expected `trust`, `plain`, `md5`, `scram-sha-256` or `cert`"
             ))),
         }
     }

@@ -425,14 +425,17 @@ impl Drop for ClientReg {
 /// The peer and local endpoints and the file descriptor of a connected socket.
 pub fn socket_endpoints(stream: &crate::net::Stream) -> (Endpoint, Endpoint, i32) {
     use std::os::fd::AsRawFd;
-    match stream {
-        crate::net::Stream::Tcp(s) => (
+    match stream.tcp() {
+        Some(s) => (
             s.peer_addr().map(Endpoint::from_socket).unwrap_or_default(),
             s.local_addr()
                 .map(Endpoint::from_socket)
                 .unwrap_or_default(),
             s.as_raw_fd(),
         ),
-        crate::net::Stream::Unix(s) => (Endpoint::unix(), Endpoint::unix(), s.as_raw_fd()),
+        None => match stream {
+            crate::net::Stream::Unix(s) => (Endpoint::unix(), Endpoint::unix(), s.as_raw_fd()),
+            _ => (Endpoint::default(), Endpoint::default(), -1),
+        },
     }
 }

@@ -1,4 +1,6 @@
-//! Opening a server connection: socket, StartupMessage, authentication, parameters.
+//! Opening a server connection: socket, TLS (SSLRequest, as `server_tls_sslmode`
+//! says), StartupMessage, authentication (SCRAM-SHA-256-PLUS over TLS when offered),
+//! parameters.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,9 +16,11 @@ use tokio::net::{TcpStream, UnixStream};
 use super::{
     BackendKey, RelayBuffers, ServerConn, ServerId, ServerTarget, MAX_CONTROL_MESSAGE, RELAY_BUF,
 };
+use crate::config::TlsMode;
 use crate::error::ServerError;
 use crate::net::Stream;
 use crate::params::ParamSet;
+use crate::tls::ServerTls;
 
 /// Connects and logs in, within `timeout`.
 pub async fn connect(
@@ -25,9 +29,61 @@ pub async fn connect(
     timeout: Duration,
 ) -> Result<ServerConn, ServerError> {
     let addr = target.display_addr();
-    match tokio::time::timeout(timeout, connect_inner(target, id)).await {
+    let attempt = async {
+        // `allow`: plain TCP first, TLS when the server refuses that login (libpq's way).
+        let allow_first_plain = target
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.mode == TlsMode::Allow);
+        match connect_inner(target.clone(), id, !allow_first_plain).await {
+            Err(ServerError::Rejected { code, .. })
+                if allow_first_plain && code == "28000" && !target.host.starts_with('/') =>
+            {
+                connect_inner(target, id, true).await
+            }
+            r => r,
+        }
+    };
+    match tokio::time::timeout(timeout, attempt).await {
         Ok(r) => r,
         Err(_) => Err(ServerError::ConnectTimeout(addr)),
+    }
+}
+
+/// Asks for TLS with SSLRequest and runs the handshake when the server agrees. A
+/// server that declines is used in plain TCP unless the mode requires TLS.
+async fn negotiate_tls(
+    stream: Stream,
+    target: &ServerTarget,
+    tls: &ServerTls,
+) -> Result<Stream, ServerError> {
+    let Stream::Tcp(mut tcp) = stream else {
+        // Unix sockets: no TLS, as libpq.
+        return Ok(stream);
+    };
+    let err = |reason: String| ServerError::Tls {
+        addr: target.display_addr(),
+        reason,
+    };
+    let mut out = BytesMut::with_capacity(8);
+    startup::write_ssl_request(&mut out);
+    tcp.write_all(&out).await?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await?;
+    match answer[0] {
+        b'S' => tls
+            .connect(tcp, &target.host)
+            .await
+            .map_err(|e| err(e.to_string())),
+        b'N' if tls.requires_tls() => Err(err(format!(
+            "the server does not accept TLS (server_tls_sslmode = {})",
+            tls.mode
+        ))),
+        b'N' => Ok(Stream::Tcp(tcp)),
+        other => Err(err(format!(
+            "unexpected answer {:?} to SSLRequest",
+            other as char
+        ))),
     }
 }
 
@@ -48,8 +104,15 @@ pub(crate) async fn open_socket(target: &ServerTarget) -> Result<Stream, ServerE
     })
 }
 
-async fn connect_inner(target: Arc<ServerTarget>, id: ServerId) -> Result<ServerConn, ServerError> {
+async fn connect_inner(
+    target: Arc<ServerTarget>,
+    id: ServerId,
+    try_tls: bool,
+) -> Result<ServerConn, ServerError> {
     let mut stream = open_socket(&target).await?;
+    if let (Some(tls), true) = (&target.tls, try_tls) {
+        stream = negotiate_tls(stream, &target, tls).await?;
+    }
     let mut out = BytesMut::with_capacity(256);
     let mut params: Vec<(&str, &str)> =
         vec![("user", &target.user), ("database", &target.database)];
@@ -61,6 +124,7 @@ async fn connect_inner(target: Arc<ServerTarget>, id: ServerId) -> Result<Server
 
     let mut buf = BytesMut::with_capacity(1024);
     let mut scram_client: Option<scram::ScramClient> = None;
+    let mut auth_method = "none";
     let mut key = None;
     let mut startup_params = Vec::new();
     let mut tracked = ParamSet::default();
@@ -79,6 +143,7 @@ async fn connect_inner(target: Arc<ServerTarget>, id: ServerId) -> Result<Server
                 match backend::parse_auth(&msg.body)? {
                     AuthRequest::Ok => continue,
                     AuthRequest::Cleartext => {
+                        auth_method = "password";
                         let pw = password(&target)?;
                         if md5::is_md5_hash(pw) {
                             // We hold only the md5 hash; sending it in clear would be wrong.
@@ -87,6 +152,7 @@ async fn connect_inner(target: Arc<ServerTarget>, id: ServerId) -> Result<Server
                         frontend::password(&mut out, pw.as_bytes());
                     }
                     AuthRequest::Md5 { salt } => {
+                        auth_method = "md5";
                         let resp = md5::client_response(&target.user, password(&target)?, salt);
                         frontend::password(&mut out, resp.as_bytes());
                     }
@@ -98,12 +164,17 @@ async fn connect_inner(target: Arc<ServerTarget>, id: ServerId) -> Result<Server
                         if md5::is_md5_hash(pw) || scram::ScramSecret::parse(pw).is_some() {
                             return Err(ServerError::NoPassword(target.user.clone()));
                         }
-                        let client = scram::ScramClient::new(pw);
+                        let binding = scram::ChannelBinding::choose(
+                            &mechanisms,
+                            stream.tls_server_end_point().map(<[u8]>::to_vec),
+                        );
+                        let client = scram::ScramClient::new(pw).with_channel_binding(binding);
                         frontend::sasl_initial_response(
                             &mut out,
-                            scram::SCRAM_SHA_256,
+                            client.mechanism(),
                             &client.client_first(),
                         );
+                        auth_method = client.mechanism();
                         scram_client = Some(client);
                     }
                     AuthRequest::SaslContinue(data) => {
@@ -177,6 +248,8 @@ async fn connect_inner(target: Arc<ServerTarget>, id: ServerId) -> Result<Server
                     db = %conn.target.database,
                     user = %conn.target.user,
                     backend_pid = conn.key.pid,
+                    tls = conn.stream.is_tls(),
+                    auth = auth_method,
                     "server connection opened"
                 );
                 return Ok(conn);

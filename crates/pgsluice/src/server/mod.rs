@@ -40,6 +40,8 @@ pub struct ServerTarget {
     pub password: Option<String>,
     /// application_name sent at startup, if any.
     pub application_name: Option<String>,
+    /// TLS toward this server (`server_tls_*`); `None` = plain TCP.
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 impl ServerTarget {
