@@ -66,6 +66,29 @@ pub fn header_from_bytes(h: [u8; HEADER_LEN], max_len: u32) -> Result<Header, Pr
     Ok(Header { tag, len })
 }
 
+/// Takes a message header from the front of `data` for the streaming paths
+/// ([`crate::Scanner`], [`crate::framer::Framer`]), continuing one that began in an
+/// earlier read: `partial` holds the `have` bytes seen so far. Returns the complete
+/// header, or `Err(have)` with the new count when `data` ran out first.
+pub(crate) fn take_header(
+    partial: &mut [u8; HEADER_LEN],
+    have: usize,
+    data: &mut &[u8],
+) -> Result<[u8; HEADER_LEN], usize> {
+    if have == 0 && data.len() >= HEADER_LEN {
+        let h = [data[0], data[1], data[2], data[3], data[4]];
+        *data = &data[HEADER_LEN..];
+        return Ok(h);
+    }
+    let take = (HEADER_LEN - have).min(data.len());
+    partial[have..have + take].copy_from_slice(&data[..take]);
+    *data = &data[take..];
+    if have + take < HEADER_LEN {
+        return Err(have + take);
+    }
+    Ok(*partial)
+}
+
 /// A whole message split off a buffer: its type and body (without the header).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {

@@ -7,7 +7,7 @@
 //! bytes as they arrive, never buffered). Large DataRows and CopyData stream; small
 //! control messages arrive whole, so rewriting them is simple and bounded.
 
-use crate::frame::{header_from_bytes, HEADER_LEN};
+use crate::frame::{header_from_bytes, take_header, HEADER_LEN};
 use crate::ProtocolError;
 
 /// How the caller wants a message delivered.
@@ -121,19 +121,12 @@ impl Framer {
         while !data.is_empty() {
             match self.state {
                 State::Header { have } => {
-                    let header = if have == 0 && data.len() >= HEADER_LEN {
-                        let h = [data[0], data[1], data[2], data[3], data[4]];
-                        data = &data[HEADER_LEN..];
-                        h
-                    } else {
-                        let take = (HEADER_LEN - have).min(data.len());
-                        self.header[have..have + take].copy_from_slice(&data[..take]);
-                        data = &data[take..];
-                        if have + take < HEADER_LEN {
-                            self.state = State::Header { have: have + take };
+                    let header = match take_header(&mut self.header, have, &mut data) {
+                        Ok(h) => h,
+                        Err(have) => {
+                            self.state = State::Header { have };
                             return Ok(());
                         }
-                        self.header
                     };
                     let h = header_from_bytes(header, self.max_len)?;
                     let body_len = h.body_len();

@@ -7,7 +7,7 @@
 //! types that policy must look inside (ReadyForQuery, ParameterStatus...), it copies
 //! the body into a small side buffer and reports it once complete.
 
-use crate::frame::{header_from_bytes, HEADER_LEN};
+use crate::frame::{header_from_bytes, take_header, HEADER_LEN};
 use crate::ProtocolError;
 
 /// What the scanner saw in a chunk.
@@ -139,19 +139,12 @@ impl Scanner {
             match self.state {
                 State::Header { have } => {
                     let at = (have == 0).then_some(total - data.len());
-                    let header = if have == 0 && data.len() >= HEADER_LEN {
-                        let h = [data[0], data[1], data[2], data[3], data[4]];
-                        data = &data[HEADER_LEN..];
-                        h
-                    } else {
-                        let take = (HEADER_LEN - have).min(data.len());
-                        self.header[have..have + take].copy_from_slice(&data[..take]);
-                        data = &data[take..];
-                        if have + take < HEADER_LEN {
-                            self.state = State::Header { have: have + take };
+                    let header = match take_header(&mut self.header, have, &mut data) {
+                        Ok(h) => h,
+                        Err(have) => {
+                            self.state = State::Header { have };
                             return Ok(());
                         }
-                        self.header
                     };
                     let h = header_from_bytes(header, self.max_len)?;
                     on_event(ScanEvent::Start {
