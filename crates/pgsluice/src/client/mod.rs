@@ -2,6 +2,7 @@
 //! `session`, the byte relay in [`relay`].
 
 pub mod auth;
+mod flow;
 pub mod prepared;
 pub mod relay;
 mod session;

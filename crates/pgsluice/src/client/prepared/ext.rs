@@ -1,218 +1,27 @@
-//! Named prepared statements across transaction pooling.
-//!
-//! A client's `Parse("s1", sql, types)` is remembered in its [`ClientStatements`]; the
-//! statement itself is interned once in the [`StatementRegistry`] by its full identity
-//! (text and parameter types, compared in full, never by hash alone) and given one
-//! server-side name, `PGSLUICE_<id>`. Each server connection knows which statements it
-//! holds ([`ServerStatements`], an LRU bounded like PgBouncer's max_prepared_statements).
-//! When a client binds or describes `s1` on a connection that lacks it, a Parse is
-//! injected first and its ParseComplete swallowed; when a client parses a statement the
-//! connection already has, nothing is sent and ParseComplete is synthesised in order.
-//! Client Close of a statement only forgets the client's name (CloseComplete is
-//! synthesised); the server copy stays cached for other clients.
-//!
-//! [`ExtState`] holds the per-connection protocol bookkeeping this needs: a queue of
-//! the responses expected from the server, so that dropped and synthesised messages land
-//! exactly where PostgreSQL would have put them, including after errors (PostgreSQL
-//! skips to the next Sync, and so does the queue).
+//! The rewriting relay path of transaction mode: a queue of the responses expected from
+//! the server, and the client-to-server rewriting of named statements (see the parent
+//! module for the design).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, Weak};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use pgsluice_protocol::framer::{Framer, Mode, Piece};
 use pgsluice_protocol::frontend::{self, tag as ft};
 use pgsluice_protocol::ProtocolError;
 
-use super::relay::Flow;
-use super::state_guard;
+use super::{ClientStatements, ServerStatements, StatementRegistry, Stmt};
+use crate::client::relay::Flow;
+use crate::client::state_guard;
 use crate::params::ParamSet;
 
-/// Default bound on statements cached per server connection (PgBouncer's default).
-pub const DEFAULT_MAX_PREPARED: usize = 200;
 /// Messages up to this size are handled whole on the server-to-client path.
 const SMALL_MESSAGE: u32 = 64 * 1024;
 /// Simple queries up to this size are checked for session state (larger ones stream).
 const GUARDED_QUERY: u32 = 1 << 20;
 /// Most bytes read to find the names at the front of a Bind.
 const BIND_PREFIX_LIMIT: usize = 16 * 1024;
-
-/// Full identity of a statement.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct StmtKey {
-    query: Box<str>,
-    types: Box<[u32]>,
-}
-
-/// An interned statement.
-#[derive(Debug)]
-pub struct Stmt {
-    /// Registry id.
-    pub id: u64,
-    query: Box<str>,
-    types: Box<[u32]>,
-    /// Name used on server connections.
-    pub server_name: Box<str>,
-    /// Some server accepted its Parse: a client's Parse of it can be answered without one.
-    verified: std::sync::atomic::AtomicBool,
-}
-
-/// Counters for the admin console.
-#[derive(Debug, Default)]
-pub struct PreparedStats {
-    /// Client Parse/Bind found the statement on the server already.
-    pub hits: AtomicU64,
-    /// A Parse had to be sent (client's own or injected).
-    pub misses: AtomicU64,
-    /// Statements closed on a server to respect the bound.
-    pub evictions: AtomicU64,
-}
-
-/// All distinct statements in use by any client.
-#[derive(Debug, Default)]
-pub struct StatementRegistry {
-    map: Mutex<HashMap<StmtKey, Weak<Stmt>>>,
-    next_id: AtomicU64,
-    /// Counters.
-    pub stats: PreparedStats,
-}
-
-impl StatementRegistry {
-    /// The statement for this text and types, shared with every client using it.
-    pub fn intern(&self, query: &str, types: &[u32]) -> Arc<Stmt> {
-        let key = StmtKey {
-            query: query.into(),
-            types: types.into(),
-        };
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = map.get(&key).and_then(Weak::upgrade) {
-            return s;
-        }
-        let id = self.next_id.fetch_add(1, Relaxed) + 1;
-        let stmt = Arc::new(Stmt {
-            id,
-            query: key.query.clone(),
-            types: key.types.clone(),
-            server_name: format!("PGSLUICE_{id}").into(),
-            verified: Default::default(),
-        });
-        if map.len() >= 1024 && map.len().is_power_of_two() {
-            map.retain(|_, w| w.strong_count() > 0);
-        }
-        map.insert(key, Arc::downgrade(&stmt));
-        stmt
-    }
-
-    /// The statement for this text and types if a server has already accepted it.
-    pub fn verified(&self, query: &str, types: &[u32]) -> Option<Arc<Stmt>> {
-        let key = StmtKey {
-            query: query.into(),
-            types: types.into(),
-        };
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&key)
-            .and_then(Weak::upgrade)
-            .filter(|s| s.verified.load(Relaxed))
-    }
-
-    /// Statements some client still holds.
-    pub fn live(&self) -> usize {
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter(|w| w.strong_count() > 0)
-            .count()
-    }
-}
-
-/// A client's named statements.
-#[derive(Debug, Default)]
-pub struct ClientStatements {
-    map: HashMap<Box<str>, Arc<Stmt>>,
-}
-
-impl ClientStatements {
-    /// True when the client has a statement of this name.
-    pub fn contains(&self, name: &str) -> bool {
-        self.map.contains_key(name)
-    }
-
-    /// Records a statement under a client name.
-    pub fn insert(&mut self, name: &str, stmt: Arc<Stmt>) {
-        self.map.insert(name.into(), stmt);
-    }
-
-    /// Number of named statements.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// True when the client has none.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-}
-
-/// Statements present on one server connection, with LRU order.
-#[derive(Debug)]
-pub struct ServerStatements {
-    present: HashMap<u64, (u64, Box<str>)>,
-    tick: u64,
-    /// Tick at the start of the current checkout: statements used since are not evicted.
-    checkout_tick: u64,
-    cap: usize,
-}
-
-impl ServerStatements {
-    fn new(cap: usize) -> Self {
-        ServerStatements {
-            present: HashMap::new(),
-            tick: 0,
-            checkout_tick: 0,
-            cap: cap.max(1),
-        }
-    }
-
-    /// Number of statements cached on this connection.
-    pub fn len(&self) -> usize {
-        self.present.len()
-    }
-
-    /// True when none are cached.
-    pub fn is_empty(&self) -> bool {
-        self.present.is_empty()
-    }
-
-    fn has(&mut self, id: u64) -> bool {
-        self.tick += 1;
-        match self.present.get_mut(&id) {
-            Some(e) => {
-                e.0 = self.tick;
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Records a statement; returns the name of one to close if over the bound.
-    fn insert(&mut self, stmt: &Stmt) -> Option<Box<str>> {
-        self.tick += 1;
-        self.present
-            .insert(stmt.id, (self.tick, stmt.server_name.clone()));
-        if self.present.len() <= self.cap {
-            return None;
-        }
-        let victim = self
-            .present
-            .iter()
-            .filter(|(_, (t, _))| *t < self.checkout_tick)
-            .min_by_key(|(_, (t, _))| *t)
-            .map(|(id, _)| *id)?;
-        self.present.remove(&victim).map(|(_, name)| name)
-    }
-}
 
 /// What the server will send next, per message sent to it.
 #[derive(Debug)]

@@ -1,0 +1,204 @@
+//! Named prepared statements across transaction pooling.
+//!
+//! A client's `Parse("s1", sql, types)` is remembered in its [`ClientStatements`]; the
+//! statement itself is interned once in the [`StatementRegistry`] by its full identity
+//! (text and parameter types, compared in full, never by hash alone) and given one
+//! server-side name, `PGSLUICE_<id>`. Each server connection knows which statements it
+//! holds ([`ServerStatements`], an LRU bounded like PgBouncer's max_prepared_statements).
+//! When a client binds or describes `s1` on a connection that lacks it, a Parse is
+//! injected first and its ParseComplete swallowed; when a client parses a statement the
+//! connection already has, nothing is sent and ParseComplete is synthesised in order.
+//! Client Close of a statement only forgets the client's name (CloseComplete is
+//! synthesised); the server copy stays cached for other clients.
+//!
+//! [`ExtState`] holds the per-connection protocol bookkeeping this needs: a queue of
+//! the responses expected from the server, so that dropped and synthesised messages land
+//! exactly where PostgreSQL would have put them, including after errors (PostgreSQL
+//! skips to the next Sync, and so does the queue).
+
+mod ext;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
+
+pub use ext::{ClientPass, ExtState};
+
+/// Default bound on statements cached per server connection (PgBouncer's default).
+pub const DEFAULT_MAX_PREPARED: usize = 200;
+
+/// Full identity of a statement.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct StmtKey {
+    query: Box<str>,
+    types: Box<[u32]>,
+}
+
+/// An interned statement.
+#[derive(Debug)]
+pub struct Stmt {
+    /// Registry id.
+    pub id: u64,
+    pub(super) query: Box<str>,
+    pub(super) types: Box<[u32]>,
+    /// Name used on server connections.
+    pub server_name: Box<str>,
+    /// Some server accepted its Parse: a client's Parse of it can be answered without one.
+    pub(super) verified: std::sync::atomic::AtomicBool,
+}
+
+/// Counters for the admin console.
+#[derive(Debug, Default)]
+pub struct PreparedStats {
+    /// Client Parse/Bind found the statement on the server already.
+    pub hits: AtomicU64,
+    /// A Parse had to be sent (client's own or injected).
+    pub misses: AtomicU64,
+    /// Statements closed on a server to respect the bound.
+    pub evictions: AtomicU64,
+}
+
+/// All distinct statements in use by any client.
+#[derive(Debug, Default)]
+pub struct StatementRegistry {
+    map: Mutex<HashMap<StmtKey, Weak<Stmt>>>,
+    next_id: AtomicU64,
+    /// Counters.
+    pub stats: PreparedStats,
+}
+
+impl StatementRegistry {
+    /// The statement for this text and types, shared with every client using it.
+    pub fn intern(&self, query: &str, types: &[u32]) -> Arc<Stmt> {
+        let key = StmtKey {
+            query: query.into(),
+            types: types.into(),
+        };
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = map.get(&key).and_then(Weak::upgrade) {
+            return s;
+        }
+        let id = self.next_id.fetch_add(1, Relaxed) + 1;
+        let stmt = Arc::new(Stmt {
+            id,
+            query: key.query.clone(),
+            types: key.types.clone(),
+            server_name: format!("PGSLUICE_{id}").into(),
+            verified: Default::default(),
+        });
+        if map.len() >= 1024 && map.len().is_power_of_two() {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        map.insert(key, Arc::downgrade(&stmt));
+        stmt
+    }
+
+    /// The statement for this text and types if a server has already accepted it.
+    pub fn verified(&self, query: &str, types: &[u32]) -> Option<Arc<Stmt>> {
+        let key = StmtKey {
+            query: query.into(),
+            types: types.into(),
+        };
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&key)
+            .and_then(Weak::upgrade)
+            .filter(|s| s.verified.load(Relaxed))
+    }
+
+    /// Statements some client still holds.
+    pub fn live(&self) -> usize {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|w| w.strong_count() > 0)
+            .count()
+    }
+}
+
+/// A client's named statements.
+#[derive(Debug, Default)]
+pub struct ClientStatements {
+    pub(super) map: HashMap<Box<str>, Arc<Stmt>>,
+}
+
+impl ClientStatements {
+    /// True when the client has a statement of this name.
+    pub fn contains(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    /// Records a statement under a client name.
+    pub fn insert(&mut self, name: &str, stmt: Arc<Stmt>) {
+        self.map.insert(name.into(), stmt);
+    }
+
+    /// Number of named statements.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when the client has none.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Statements present on one server connection, with LRU order.
+#[derive(Debug)]
+pub struct ServerStatements {
+    pub(super) present: HashMap<u64, (u64, Box<str>)>,
+    pub(super) tick: u64,
+    /// Tick at the start of the current checkout: statements used since are not evicted.
+    pub(super) checkout_tick: u64,
+    cap: usize,
+}
+
+impl ServerStatements {
+    pub(super) fn new(cap: usize) -> Self {
+        ServerStatements {
+            present: HashMap::new(),
+            tick: 0,
+            checkout_tick: 0,
+            cap: cap.max(1),
+        }
+    }
+
+    /// Number of statements cached on this connection.
+    pub fn len(&self) -> usize {
+        self.present.len()
+    }
+
+    /// True when none are cached.
+    pub fn is_empty(&self) -> bool {
+        self.present.is_empty()
+    }
+
+    pub(super) fn has(&mut self, id: u64) -> bool {
+        self.tick += 1;
+        match self.present.get_mut(&id) {
+            Some(e) => {
+                e.0 = self.tick;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Records a statement; returns the name of one to close if over the bound.
+    pub(super) fn insert(&mut self, stmt: &Stmt) -> Option<Box<str>> {
+        self.tick += 1;
+        self.present
+            .insert(stmt.id, (self.tick, stmt.server_name.clone()));
+        if self.present.len() <= self.cap {
+            return None;
+        }
+        let victim = self
+            .present
+            .iter()
+            .filter(|(_, (t, _))| *t < self.checkout_tick)
+            .min_by_key(|(_, (t, _))| *t)
+            .map(|(id, _)| *id)?;
+        self.present.remove(&victim).map(|(_, name)| name)
+    }
+}
