@@ -459,7 +459,18 @@ impl Server {
             let local = listener.local_addr()?;
             tracing::info!("listening on {local}");
             addrs.push(local);
-            accept_tasks.push(tokio::spawn(accept_loop(listener, app.clone())));
+            accept_tasks.push(tokio::spawn(accept_loop(
+                Listener::Tcp(listener),
+                app.clone(),
+            )));
+        }
+        if let Some(path) = unix_socket_path(&cfg.general) {
+            let listener = bind_unix(&path, cfg.general.unix_socket_mode)?;
+            tracing::info!("listening on unix socket {}", path.display());
+            accept_tasks.push(tokio::spawn(accept_loop(
+                Listener::Unix(listener, path),
+                app.clone(),
+            )));
         }
         *lock(&app.listen) = addrs.clone();
         if let Some(addr) = cfg.general.metrics_listen {
@@ -593,7 +604,64 @@ async fn janitor(app: Arc<App>) {
     }
 }
 
-async fn accept_loop(listener: TcpListener, app: Arc<App>) {
+/// A listening socket: TCP, or the unix socket `.s.PGSQL.<port>` (removed on drop).
+enum Listener {
+    Tcp(TcpListener),
+    Unix(tokio::net::UnixListener, std::path::PathBuf),
+}
+
+impl Listener {
+    async fn accept(&self) -> io::Result<(Stream, String)> {
+        match self {
+            Listener::Tcp(l) => l
+                .accept()
+                .await
+                .map(|(s, peer)| (Stream::from(s), peer.to_string())),
+            Listener::Unix(l, path) => l
+                .accept()
+                .await
+                .map(|(s, _)| (Stream::from(s), format!("unix:{}", path.display()))),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// `<unix_socket_dir>/.s.PGSQL.<port>`, with the port of the first TCP listen address
+/// (PgBouncer's listen_port), when a directory is configured.
+fn unix_socket_path(g: &crate::config::General) -> Option<std::path::PathBuf> {
+    let dir = g.unix_socket_dir.as_deref().filter(|d| !d.is_empty())?;
+    let port = g.listen.first().map_or(6432, |a| a.port());
+    Some(std::path::Path::new(dir).join(format!(".s.PGSQL.{port}")))
+}
+
+/// Binds the unix socket, replacing a stale file but refusing one a live pooler uses.
+fn bind_unix(path: &std::path::Path, mode: u32) -> io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "unix socket {} is in use by another process",
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+async fn accept_loop(listener: Listener, app: Arc<App>) {
     let mut shutdown = app.shutdown_watch();
     loop {
         let accepted = tokio::select! {
@@ -607,13 +675,7 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>) {
                     Err(_) => Admission::Full,
                 };
                 let token = app.tracker.token();
-                let fut = client::serve(
-                    Stream::from(sock),
-                    peer.to_string(),
-                    app.clone(),
-                    admission,
-                    token,
-                );
+                let fut = client::serve(sock, peer, app.clone(), admission, token);
                 tokio::spawn(fut);
             }
             Err(e) => {

@@ -303,3 +303,16 @@ impl AsyncWrite for Stream {
         !self.is_tls()
     }
 }
+
+/// True when `stream` is a unix-socket connection from the OS user this process runs as
+/// (peer credentials from the kernel; the process's own uid read from `/proc/self`).
+pub fn peer_is_same_user(stream: &Stream) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Stream::Unix(s) = stream else {
+        return false;
+    };
+    let (Ok(cred), Ok(me)) = (s.peer_cred(), std::fs::metadata("/proc/self")) else {
+        return false;
+    };
+    cred.uid() == me.uid()
+}

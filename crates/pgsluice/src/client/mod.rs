@@ -372,15 +372,24 @@ async fn login(
         .unwrap_or_default();
     let cfg = app.config();
     if admin::is_admin_db(&database) {
+        // PgBouncer's rule: user "pgbouncer" over the unix socket, from the OS user that
+        // runs the pooler, is an admin without a password.
+        let same_uid_owner = user == "pgbouncer" && crate::net::peer_is_same_user(stream);
         let secrets = app.secrets();
-        let ok = auth::authenticate(stream, buf, cfg.general.auth_type, &user, &secrets).await?;
+        let ok = same_uid_owner
+            || auth::authenticate(stream, buf, cfg.general.auth_type, &user, &secrets).await?;
         if !ok {
             return Err(LoginFailure::Notice(auth::failure_notice(
                 cfg.general.auth_type,
                 &user,
             )));
         }
-        let Some(access) = admin::access_for(&cfg, &user) else {
+        let access = if same_uid_owner {
+            Some(admin::Access::Admin)
+        } else {
+            admin::access_for(&cfg, &user)
+        };
+        let Some(access) = access else {
             return Err(fatal(
                 SqlState::INVALID_AUTHORIZATION,
                 format!("user \"{user}\" is not allowed to use the admin console (admin_users, stats_users)"),

@@ -268,19 +268,6 @@ impl General {
             "looking up unknown users with auth_query",
         );
         not_yet(
-            "unix_socket_dir",
-            self.unix_socket_dir
-                .as_deref()
-                .is_some_and(|s| !s.is_empty()),
-            "listening on a unix socket (pgsluice listens on TCP only; the directory is still \
-             used as the server socket directory of databases without `host`)",
-        );
-        not_yet(
-            "unix_socket_mode",
-            self.unix_socket_mode != d.unix_socket_mode,
-            "listening on a unix socket",
-        );
-        not_yet(
             "unix_socket_group",
             self.unix_socket_group.is_some(),
             "listening on a unix socket",
