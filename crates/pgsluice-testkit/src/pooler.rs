@@ -431,8 +431,10 @@ mod tests {
 
     #[test]
     fn pooler_spawn_reads_output_and_signals() {
-        let script = "echo starting; echo 'x listening on 127.0.0.1:4321' >&2; \
-                      trap 'echo got-hup >&2' HUP; \
+        // The trap goes first: a SIGHUP sent as soon as "listening" is seen must not
+        // find the shell without its handler.
+        let script = "trap 'echo got-hup >&2' HUP; \
+                      echo starting; echo 'x listening on 127.0.0.1:4321' >&2; \
                       while :; do sleep 0.05; done";
         let mut p =
             Pooler::spawn(Path::new("/bin/sh"), &["-c", script], &[("FOO", "bar")]).expect("spawn");

@@ -193,26 +193,9 @@ pub async fn serve(
         fd,
     ));
     let reg: ClientReg = pool_reg.pool.register_client(info.clone());
-    let unix = matches!(stream, Stream::Unix(_));
-    // A FATAL written in clear on a duplicate of a TLS socket would be garbage to the client.
-    let plain = !stream.is_tls();
-    let mut run = Box::pin(CURRENT_CLIENT.scope(info.clone(), session.run(stream)));
-    let summary = tokio::select! {
-        s = &mut run => s,
-        _ = info.killed() => {
-            // Duplicate the socket while the session still owns it, then drop the
-            // session (a server connection it held is closed as unclean) and tell the
-            // client why on the duplicate.
-            let spare = if plain { dup_socket(fd, unix) } else { None };
-            drop(run);
-            drop(reg);
-            if let Some(mut s) = spare {
-                send_fatal(&mut s, &killed_notice()).await;
-            }
-            tracing::info!(client = client_id, peer = %peer, "client killed by admin command");
-            return;
-        }
-    };
+    // KILL / KILL_CLIENT reach the session through `info`: it tells the client itself.
+    let run = Box::pin(CURRENT_CLIENT.scope(info.clone(), session.run(stream, Some(info.clone()))));
+    let summary = run.await;
     drop(reg);
     tracing::info!(
         client = client_id,
@@ -484,36 +467,6 @@ async fn serve_admin(
         reason,
         "admin console logout"
     );
-}
-
-/// The notice a client killed by KILL or KILL_CLIENT gets.
-fn killed_notice() -> ClientNotice {
-    ClientNotice::fatal(SqlState::ADMIN_SHUTDOWN, "admin forced disconnect")
-}
-
-/// A second handle on socket `fd`, which the caller's session owns and keeps open
-/// during this call.
-fn dup_socket(fd: i32, unix: bool) -> Option<Stream> {
-    use std::os::fd::BorrowedFd;
-    if fd < 0 {
-        return None;
-    }
-    #[allow(unsafe_code)]
-    // SAFETY: `fd` is the descriptor of the client's socket, owned by the session
-    // future that the caller keeps alive until this function returns; it is borrowed
-    // only to duplicate it.
-    let owned = unsafe { BorrowedFd::borrow_raw(fd) }
-        .try_clone_to_owned()
-        .ok()?;
-    if unix {
-        let s = std::os::unix::net::UnixStream::from(owned);
-        s.set_nonblocking(true).ok()?;
-        tokio::net::UnixStream::from_std(s).ok().map(Stream::Unix)
-    } else {
-        let s = std::net::TcpStream::from(owned);
-        s.set_nonblocking(true).ok()?;
-        tokio::net::TcpStream::from_std(s).ok().map(Stream::Tcp)
-    }
 }
 
 /// Sends a FATAL error and closes, best effort.

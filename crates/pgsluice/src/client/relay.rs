@@ -57,6 +57,9 @@ pub enum RelayEnd {
     IdleInTransactionTimeout,
     /// A session-mode client sat idle longer than client_idle_timeout.
     ClientIdleTimeout,
+    /// An admin command (KILL, KILL_CLIENT) ended the client; the relay was abandoned
+    /// wherever it was, so the server connection is not reusable.
+    Killed,
 }
 
 /// Timeouts a relay enforces (None = off, the default for each).

@@ -19,6 +19,7 @@ use crate::config::PoolMode;
 use crate::error::ClientNotice;
 use crate::net::Stream;
 use crate::params::ParamSet;
+use crate::pool::registry::ClientInfo;
 use crate::pool::{Checkout, Pool, ReturnAs};
 use crate::server::{self, RELAY_BUF};
 
@@ -54,7 +55,13 @@ enum Next {
 
 /// Returns the server connection as the way the relay ended allows, and says what the
 /// client is told. Only an idle release point returns it for reuse.
-fn conclude(end: RelayEnd, mut co: Checkout, mode: PoolMode, busy: bool, stopped: bool) -> Next {
+fn conclude(
+    end: RelayEnd,
+    mut co: Checkout,
+    mode: PoolMode,
+    busy: bool,
+    stopped: Option<Stop>,
+) -> Next {
     let clean = match mode {
         PoolMode::Transaction => ReturnAs::Clean,
         PoolMode::Session => ReturnAs::Reset,
@@ -63,13 +70,18 @@ fn conclude(end: RelayEnd, mut co: Checkout, mode: PoolMode, busy: bool, stopped
     match end {
         RelayEnd::Idle => {
             co.return_as(clean);
-            if stopped || mode == PoolMode::Session {
-                return Next::End(
-                    fatal(SqlState::ADMIN_SHUTDOWN, ADMIN_SHUTDOWN_MSG),
-                    "shutdown",
-                );
+            if stopped.is_some() || mode == PoolMode::Session {
+                let (n, reason) = stop_notice(stopped.unwrap_or(Stop::Shutdown));
+                return Next::End(Some(n), reason);
             }
             Next::Continue
+        }
+        RelayEnd::Killed => {
+            if busy {
+                cancel_running(&mut co);
+            }
+            let (n, reason) = stop_notice(Stop::Killed);
+            Next::End(Some(n), reason)
         }
         RelayEnd::Terminated { server_idle } => {
             co.return_as(if server_idle { clean } else { ReturnAs::Close });
@@ -168,8 +180,31 @@ pub struct SessionSummary {
 enum Idle {
     Data(BytesMut),
     Closed,
-    Shutdown,
+    Stopped(Stop),
     Timeout,
+}
+
+/// Why a session is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Graceful shutdown: at the next release point.
+    Shutdown,
+    /// KILL / KILL_CLIENT: now.
+    Killed,
+}
+
+/// What the client is told when it is stopped, and the logout reason.
+fn stop_notice(why: Stop) -> (ClientNotice, &'static str) {
+    match why {
+        Stop::Shutdown => (
+            ClientNotice::fatal(SqlState::ADMIN_SHUTDOWN, ADMIN_SHUTDOWN_MSG),
+            "shutdown",
+        ),
+        Stop::Killed => (
+            ClientNotice::fatal(SqlState::ADMIN_SHUTDOWN, "admin forced disconnect"),
+            "killed by admin command",
+        ),
+    }
 }
 
 impl Session {
@@ -209,14 +244,30 @@ impl Session {
         &self.user
     }
 
-    /// Runs the session until the client leaves or is sent away.
-    pub async fn run(mut self, mut stream: Stream) -> SessionSummary {
+    /// Runs the session until the client leaves or is sent away. `info` is the client's
+    /// entry in the admin views; KILL / KILL_CLIENT end the session through it.
+    pub async fn run(
+        mut self,
+        mut stream: Stream,
+        info: Option<Arc<ClientInfo>>,
+    ) -> SessionSummary {
         let mut summary = SessionSummary::default();
-        // One shutdown future per session, polled by every select below: creating and
+        // One stop future per session, polled by every select below: creating and
         // dropping one per transaction costs a lock on the shared channel each time.
         let mut stop_watch = self.app.shutdown_watch();
-        let mut stopped = stop_watch.is_requested();
-        let stop = stop_watch.requested();
+        let mut stopped = stop_watch.is_requested().then_some(Stop::Shutdown);
+        let stop = async move {
+            match info {
+                Some(info) => tokio::select! {
+                    _ = stop_watch.requested() => Stop::Shutdown,
+                    _ = info.killed() => Stop::Killed,
+                },
+                None => {
+                    stop_watch.requested().await;
+                    Stop::Shutdown
+                }
+            }
+        };
         tokio::pin!(stop);
         loop {
             let prefix = match self
@@ -228,10 +279,10 @@ impl Session {
                     summary.reason = "client closed";
                     return summary;
                 }
-                Idle::Shutdown => {
-                    let n = ClientNotice::fatal(SqlState::ADMIN_SHUTDOWN, ADMIN_SHUTDOWN_MSG);
+                Idle::Stopped(why) => {
+                    let (n, reason) = stop_notice(why);
                     send_fatal(&mut stream, &n).await;
-                    summary.reason = "shutdown";
+                    summary.reason = reason;
                     return summary;
                 }
                 Idle::Timeout => {
@@ -311,14 +362,14 @@ impl Session {
     }
 
     /// One relay run over a checked-out connection: until the release point, or the end.
-    async fn relay_once<F: std::future::Future>(
+    async fn relay_once<F: std::future::Future<Output = Stop>>(
         &mut self,
         stream: &mut Stream,
         co: &mut Checkout,
         prefix: &[u8],
         mode: PoolMode,
         mut stop: std::pin::Pin<&mut F>,
-        stopped: &mut bool,
+        stopped: &mut Option<Stop>,
     ) -> (RelayEnd, RelayCounts, u64, bool) {
         let config = self.app.config();
         let general = &config.general;
@@ -356,7 +407,7 @@ impl Session {
         );
         match relay {
             Ok(mut relay) => {
-                relay.release_at_idle(mode == PoolMode::Transaction || *stopped);
+                relay.release_at_idle(mode == PoolMode::Transaction || stopped.is_some());
                 relay.set_timeouts(RelayTimeouts {
                     query: general.query_timeout.non_zero(),
                     idle_in_transaction: general.idle_transaction_timeout.non_zero(),
@@ -366,9 +417,12 @@ impl Session {
                     tokio::select! {
                         biased;
                         end = poll_fn(|cx| relay.poll_relay(cx)) => break end,
-                        _ = stop.as_mut(), if !*stopped => {
-                            *stopped = true;
-                            relay.release_at_idle(true);
+                        why = stop.as_mut(), if stopped.is_none() => {
+                            *stopped = Some(why);
+                            match why {
+                                Stop::Shutdown => relay.release_at_idle(true),
+                                Stop::Killed => break RelayEnd::Killed,
+                            }
                         }
                     }
                 };
@@ -379,17 +433,17 @@ impl Session {
     }
 
     /// Waits, holding no server connection and no buffer, until the client sends bytes.
-    async fn wait_for_work<F: std::future::Future>(
+    async fn wait_for_work<F: std::future::Future<Output = Stop>>(
         &mut self,
         stream: &mut Stream,
         mut stop: std::pin::Pin<&mut F>,
-        stopped: &mut bool,
+        stopped: &mut Option<Stop>,
     ) -> Idle {
         if !self.pending.is_empty() {
             return Idle::Data(self.pending.split());
         }
-        if *stopped {
-            return Idle::Shutdown;
+        if let Some(why) = *stopped {
+            return Idle::Stopped(why);
         }
         let idle_limit = self.app.config().general.client_idle_timeout.non_zero();
         let idle_timer = async {
@@ -407,9 +461,9 @@ impl Session {
                         return Idle::Closed;
                     }
                 }
-                _ = stop.as_mut() => {
-                    *stopped = true;
-                    return Idle::Shutdown;
+                why = stop.as_mut() => {
+                    *stopped = Some(why);
+                    return Idle::Stopped(why);
                 }
                 _ = async { idle_timer.as_mut().unwrap().await }, if idle_timer.is_some() => {
                     return Idle::Timeout;
