@@ -172,6 +172,12 @@ impl App {
         self.config.load_full()
     }
 
+    /// The configuration in force, without touching its reference count: for the
+    /// per-transaction path, where the value is read and dropped at once.
+    pub(crate) fn config_guard(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
     /// Client secrets for the configuration in force.
     pub fn secrets(&self) -> Arc<Secrets> {
         self.secrets.load_full()

@@ -371,12 +371,24 @@ impl Session {
         mut stop: std::pin::Pin<&mut F>,
         stopped: &mut Option<Stop>,
     ) -> (RelayEnd, RelayCounts, u64, bool) {
-        let config = self.app.config();
-        let general = &config.general;
-        let max_message = general.max_message_size.min(u32::MAX as usize) as u32;
-        let max_prepared = match general.max_prepared_statements {
-            0 => DEFAULT_MAX_PREPARED,
-            n => n,
+        // Read what this run needs, then let the configuration guard go before any await.
+        let (max_message, max_prepared, timeouts) = {
+            let config = self.app.config_guard();
+            let general = &config.general;
+            let max_prepared = match general.max_prepared_statements {
+                0 => DEFAULT_MAX_PREPARED,
+                n => n,
+            };
+            let timeouts = RelayTimeouts {
+                query: general.query_timeout.non_zero(),
+                idle_in_transaction: general.idle_transaction_timeout.non_zero(),
+                client_idle: general.client_idle_timeout.non_zero(),
+            };
+            (
+                general.max_message_size.min(u32::MAX as usize) as u32,
+                max_prepared,
+                timeouts,
+            )
         };
         let conn = co.conn();
         self.cancel.set_current(Some(CancelTarget {
@@ -408,11 +420,7 @@ impl Session {
         match relay {
             Ok(mut relay) => {
                 relay.release_at_idle(mode == PoolMode::Transaction || stopped.is_some());
-                relay.set_timeouts(RelayTimeouts {
-                    query: general.query_timeout.non_zero(),
-                    idle_in_transaction: general.idle_transaction_timeout.non_zero(),
-                    client_idle: general.client_idle_timeout.non_zero(),
-                });
+                relay.set_timeouts(timeouts);
                 let end = loop {
                     tokio::select! {
                         biased;
@@ -445,7 +453,12 @@ impl Session {
         if let Some(why) = *stopped {
             return Idle::Stopped(why);
         }
-        let idle_limit = self.app.config().general.client_idle_timeout.non_zero();
+        let idle_limit = self
+            .app
+            .config_guard()
+            .general
+            .client_idle_timeout
+            .non_zero();
         let idle_timer = async {
             match idle_limit {
                 Some(d) => tokio::time::sleep(d).await,
