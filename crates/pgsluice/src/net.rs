@@ -16,8 +16,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
@@ -85,27 +84,21 @@ impl<S: AsyncWrite + Unpin> TlsIo<S> {
     }
 }
 
-/// A waker that does nothing, for polling once without waiting.
-struct NoopWake;
-
-impl Wake for NoopWake {
-    fn wake(self: Arc<Self>) {}
-}
-
 /// Reads what `s` has without waiting: WouldBlock when nothing is there.
+///
+/// Goes through `poll_read` rather than tokio's `try_read`: a read shorter than the
+/// room given tells tokio the socket is drained, so the next read waits for the
+/// reactor instead of paying a system call that fails with EAGAIN.
 fn try_read_now<S: AsyncRead + Unpin>(s: &mut S, buf: &mut bytes::BytesMut) -> io::Result<usize> {
-    let waker = Waker::from(Arc::new(NoopWake));
-    let mut cx = Context::from_waker(&waker);
-    let start = buf.len();
-    let room = (buf.capacity() - start).max(4096);
-    buf.resize(start + room, 0);
-    let mut rb = ReadBuf::new(&mut buf[start..]);
-    let r = Pin::new(s).poll_read(&mut cx, &mut rb);
-    let n = rb.filled().len();
-    buf.truncate(start + n);
-    match r {
-        Poll::Ready(Ok(())) => Ok(n),
-        Poll::Ready(Err(e)) => Err(e),
+    use std::future::Future;
+    use tokio::io::AsyncReadExt;
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(4096);
+    }
+    let mut cx = Context::from_waker(Waker::noop());
+    // `read_buf` fills the spare capacity without zeroing it first.
+    match std::pin::pin!(s.read_buf(buf)).poll(&mut cx) {
+        Poll::Ready(r) => r,
         Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
     }
 }
@@ -116,8 +109,7 @@ fn tls_closed_or_dirty(tcp: &TcpStream, tls: &rustls::CommonState) -> bool {
     if !tls.wants_read() {
         return true;
     }
-    let waker = Waker::from(Arc::new(NoopWake));
-    let mut cx = Context::from_waker(&waker);
+    let mut cx = Context::from_waker(Waker::noop());
     let mut probe = [0u8; 1];
     let mut rb = ReadBuf::new(&mut probe);
     !matches!(tcp.poll_peek(&mut cx, &mut rb), Poll::Pending)
@@ -147,8 +139,8 @@ impl Stream {
     /// Reads what is available without waiting (WouldBlock when nothing is).
     pub fn try_read_buf(&mut self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => s.try_read_buf(buf),
-            Stream::Unix(s) => s.try_read_buf(buf),
+            Stream::Tcp(s) => try_read_now(s, buf),
+            Stream::Unix(s) => try_read_now(s, buf),
             Stream::TlsAccepted(t) => try_read_now(&mut t.inner, buf),
             Stream::TlsConnected(t) => try_read_now(&mut t.inner, buf),
         }
