@@ -418,6 +418,7 @@ fn server_target(
         password,
         application_name: db.application_name.clone(),
         tls,
+        passthrough: None,
     }
 }
 
