@@ -83,6 +83,10 @@ impl LookupError {
     }
 }
 
+/// A finished lookup: the connection when it can be reused, and the answer. The
+/// outer `Result` of [`run_on`] says the connection itself failed.
+type Ran = (Option<ServerConn>, Result<Option<String>, LookupError>);
+
 /// Connections of one lookup key.
 struct LookupPool {
     target: Arc<ServerTarget>,
@@ -176,10 +180,7 @@ impl LookupPool {
     }
 
     /// Keeps a reusable connection, returns the answer.
-    fn finish(
-        &self,
-        r: Result<(Option<ServerConn>, Result<Option<String>, LookupError>), LookupError>,
-    ) -> Result<Option<String>, LookupError> {
+    fn finish(&self, r: Result<Ran, LookupError>) -> Result<Option<String>, LookupError> {
         let (conn, answer) = r?;
         if let Some(mut c) = conn {
             c.last_used = Instant::now();
@@ -194,11 +195,7 @@ impl LookupPool {
 
 /// Runs the lookup on `conn`. The outer error means the connection is unusable; the
 /// inner result is the answer, with the connection when it can be reused.
-async fn run_on(
-    mut conn: ServerConn,
-    query: &str,
-    user: &str,
-) -> Result<(Option<ServerConn>, Result<Option<String>, LookupError>), LookupError> {
+async fn run_on(mut conn: ServerConn, query: &str, user: &str) -> Result<Ran, LookupError> {
     let mut out = BytesMut::with_capacity(query.len() + user.len() + 64);
     frontend::parse(&mut out, "", query, &[]);
     frontend::bind_text(&mut out, "", "", &[Some(user.as_bytes())]);
