@@ -320,3 +320,22 @@ async fn configured_through_pgbouncer_ini() {
     let _ = std::fs::remove_dir_all(&dir);
     drop(pg);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_file_verifier_passes_through_to_a_scram_server() {
+    // Without auth_query: an auth-file user holding only the SCRAM verifier can now log
+    // in to a server that requires scram-sha-256.
+    let pg = cluster_with(ClusterOptions::with_auth(HostAuth::Scram));
+    let verifier = pg_sql(
+        &pg,
+        "select rolpassword from pg_authid where rolname = 'app'",
+    );
+    assert!(verifier.starts_with("SCRAM-SHA-256$"), "{verifier}");
+    let s = setup_on(pg, PoolMode::Transaction, 2, move |c, _| {
+        c.users.get_mut(USER).unwrap().password = Some(verifier);
+    })
+    .await;
+    login_as(s.addr, USER, PASSWORD).await.unwrap();
+    psql_ok(s.addr, USER, PASSWORD);
+    assert_refused(s.addr, USER, "wrong").await;
+}

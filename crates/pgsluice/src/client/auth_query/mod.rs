@@ -161,3 +161,61 @@ pub(super) async fn authenticate(
     }
     Ok(verdict)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "[general]\nauth_user = \"lookup\"\n\
+                        [databases.a]\nhost = \"h1\"\n\
+                        [databases.b]\nhost = \"h2\"\nport = 5433\ndbname = \"bdb\"\n\
+                        auth_user = \"other\"\nauth_query = \"SELECT u, p FROM f($1)\"\nauth_dbname = \"a\"\n\
+                        [users.lookup]\npassword = \"pw\"\n";
+
+    fn cfg(text: &str) -> Result<Config, crate::config::ConfigError> {
+        crate::config::parse_str(text, "t.toml", Vec::new())
+    }
+
+    #[test]
+    fn per_database_settings_win() {
+        let c = cfg(BASE).unwrap();
+        let a = c.auth_lookup("a").unwrap();
+        assert_eq!(
+            (a.user.as_str(), a.query.as_str(), a.database.as_str()),
+            ("lookup", crate::config::DEFAULT_AUTH_QUERY, "a")
+        );
+        let b = c.auth_lookup("b").unwrap();
+        assert_eq!(
+            (b.user.as_str(), b.query.as_str(), b.database.as_str()),
+            ("other", "SELECT u, p FROM f($1)", "a")
+        );
+        assert!(c.auth_lookup("nosuch").is_none());
+        // The lookup connection: the auth database's server, as the auth_user with
+        // that user's password.
+        let t = lookup_target(&c, None, &a).unwrap();
+        assert_eq!(
+            (
+                t.host.as_str(),
+                t.port,
+                t.database.as_str(),
+                t.user.as_str()
+            ),
+            ("h1", 5432, "a", "lookup")
+        );
+        assert_eq!(t.password.as_deref(), Some("pw"));
+        let no_auth_user = cfg("[databases.a]\nhost = \"h\"\n").unwrap();
+        assert!(no_auth_user.auth_lookup("a").is_none());
+    }
+
+    #[test]
+    fn invalid_settings_name_the_key() {
+        let e = cfg(&BASE.replace("auth_dbname = \"a\"", "auth_dbname = \"zz\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("auth_dbname") && e.contains("zz"), "{e}");
+        let e = cfg(&BASE.replace("f($1)", "f('x')"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("auth_query") && e.contains("$1"), "{e}");
+    }
+}
