@@ -422,6 +422,28 @@ pub fn parse_error_fields(body: &[u8]) -> Result<ErrorFields<'_>, ProtocolError>
     Ok(out)
 }
 
+/// Decodes a DataRow body into its column values (`None` = NULL).
+pub fn parse_data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, ProtocolError> {
+    let mut r = Reader::new(body);
+    let n = r.i16()?;
+    if n < 0 {
+        return Err(ProtocolError::Malformed("negative DataRow column count"));
+    }
+    let mut values = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let len = r.i32()?;
+        values.push(match len {
+            -1 => None,
+            l if l < 0 => return Err(ProtocolError::Malformed("negative DataRow value length")),
+            l => Some(r.bytes(l as usize)?),
+        });
+    }
+    if !r.is_empty() {
+        return Err(ProtocolError::Malformed("DataRow has trailing bytes"));
+    }
+    Ok(values)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,6 +503,26 @@ mod tests {
         assert_eq!(
             parse_backend_key_data(&m.body).unwrap(),
             (7, &9i32.to_be_bytes()[..])
+        );
+    }
+
+    #[test]
+    fn data_row_round_trip_and_malformed() {
+        let mut buf = BytesMut::new();
+        data_row(&mut buf, &[Some("alice"), None, Some("")]);
+        let m = split_message(&mut buf, 1 << 20).unwrap().unwrap();
+        assert_eq!(
+            parse_data_row(&m.body).unwrap(),
+            vec![Some(&b"alice"[..]), None, Some(&b""[..])]
+        );
+        assert!(parse_data_row(&[]).is_err());
+        assert!(parse_data_row(&[0xff, 0xff]).is_err());
+        assert!(parse_data_row(&[0, 1, 0, 0, 0, 9, b'x']).is_err());
+        assert!(parse_data_row(&[0, 1, 0xff, 0xff, 0xff, 0xfe]).is_err());
+        assert!(parse_data_row(&[0, 0, 1]).is_err());
+        assert_eq!(
+            parse_data_row(&[0, 0]).unwrap(),
+            Vec::<Option<&[u8]>>::new()
         );
     }
 }

@@ -237,6 +237,35 @@ pub fn target_message(buf: &mut BytesMut, message_tag: u8, kind: u8, name: &str)
     });
 }
 
+/// Appends a Bind of `portal` to `statement` with text-format parameters (`None` =
+/// NULL) and text-format results.
+pub fn bind_text(buf: &mut BytesMut, portal: &str, statement: &str, params: &[Option<&[u8]>]) {
+    write_message(buf, tag::BIND, |b| {
+        put_cstr(b, portal.as_bytes());
+        put_cstr(b, statement.as_bytes());
+        b.put_i16(0); // every parameter in text format
+        b.put_i16(params.len() as i16);
+        for p in params {
+            match p {
+                Some(v) => {
+                    b.put_i32(v.len() as i32);
+                    b.put_slice(v);
+                }
+                None => b.put_i32(-1),
+            }
+        }
+        b.put_i16(0); // every result column in text format
+    });
+}
+
+/// Appends an Execute of `portal` returning at most `max_rows` rows (0 = all).
+pub fn execute(buf: &mut BytesMut, portal: &str, max_rows: u32) {
+    write_message(buf, tag::EXECUTE, |b| {
+        put_cstr(b, portal.as_bytes());
+        b.put_u32(max_rows);
+    });
+}
+
 #[cfg(test)]
 mod extended_tests {
     use super::*;
@@ -267,5 +296,21 @@ mod extended_tests {
             Some(("p", "stmt", 7))
         );
         assert_eq!(bind_names(b"").unwrap(), None);
+    }
+
+    #[test]
+    fn bind_and_execute_encode() {
+        let mut buf = BytesMut::new();
+        bind_text(&mut buf, "", "", &[Some(&b"x' OR '1'='1"[..]), None]);
+        execute(&mut buf, "", 0);
+        let m = split_message(&mut buf, 1 << 20).unwrap().unwrap();
+        assert_eq!(m.tag, tag::BIND);
+        let mut want = b"\0\0\0\0\0\x02\0\0\0\x0cx' OR '1'='1\xff\xff\xff\xff\0\0".to_vec();
+        assert_eq!(&m.body[..], &want[..]);
+        let m = split_message(&mut buf, 1 << 20).unwrap().unwrap();
+        assert_eq!(m.tag, tag::EXECUTE);
+        want = b"\0\0\0\0\0".to_vec();
+        assert_eq!(&m.body[..], &want[..]);
+        assert!(buf.is_empty());
     }
 }

@@ -20,6 +20,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::cancel::CancelRegistry;
+use crate::client::auth_query::AuthQuery;
 use crate::client::prepared::StatementRegistry;
 use crate::client::{self, auth::Secrets, Admission};
 use crate::config::{AuthType, Config, ConfigError};
@@ -110,6 +111,8 @@ pub struct App {
     client_limit: AtomicUsize,
     /// Clients of the admin console.
     pub admin_clients: Arc<InfoList<ClientInfo>>,
+    /// auth_query's secret cache and lookup connections.
+    pub auth_query: AuthQuery,
     reloader: Reloader,
     log: Option<LogControl>,
     stop: watch::Sender<Option<StopRequest>>,
@@ -141,6 +144,7 @@ impl App {
         });
         let max_clients = config.general.max_client_conn;
         let reloader = opts.reloader.unwrap_or_else(|| default_reloader(&config));
+        let ids = Arc::new(IdGen::default());
         Arc::new(App {
             config: ArcSwap::from_pointee(config),
             secrets: ArcSwap::from_pointee(secrets),
@@ -151,11 +155,12 @@ impl App {
             cancel: Arc::new(CancelRegistry::default()),
             shutdown: Shutdown::new(),
             tracker: TaskTracker::default(),
-            ids: Arc::new(IdGen::default()),
+            ids: ids.clone(),
             client_slots: Arc::new(Semaphore::new(max_clients)),
             statements: StatementRegistry::default(),
             client_limit: AtomicUsize::new(max_clients),
             admin_clients: Arc::default(),
+            auth_query: AuthQuery::new(ids.clone()),
             reloader,
             log: opts.log,
             stop: watch::Sender::new(None),
@@ -383,7 +388,8 @@ pub fn pool_spec(
         Some(forced) if forced != user => return None,
         Some(_) => {}
         None if !matches!(cfg.general.auth_type, AuthType::Trust | AuthType::Cert)
-            && !cfg.users.contains_key(user) =>
+            && !cfg.users.contains_key(user)
+            && cfg.auth_lookup(database).is_none() =>
         {
             return None
         }
@@ -418,6 +424,7 @@ fn server_target(
         password,
         application_name: db.application_name.clone(),
         tls,
+        passthrough: None,
     }
 }
 

@@ -150,6 +150,7 @@ mod tests {
             password: None,
             application_name: None,
             tls: None,
+            passthrough: None,
         });
         h.set_current(Some(CancelTarget {
             target,

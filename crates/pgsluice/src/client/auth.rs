@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::config::{AuthType, Config};
 use crate::error::{ClientError, ClientNotice};
 use crate::net::Stream;
+use crate::server::PassThrough;
 
 /// Largest password/SASL message accepted from a client.
 const MAX_AUTH_MESSAGE: u32 = 16 * 1024;
@@ -97,6 +98,21 @@ impl Secrets {
     pub fn get(&self, user: &str) -> Option<&UserSecret> {
         self.users.get(user)
     }
+
+    /// The verifier unknown users are run against.
+    pub fn decoy(&self) -> &scram::ScramSecret {
+        &self.decoy
+    }
+}
+
+/// The outcome of [`authenticate_with`].
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// Whether the client proved who it is.
+    pub ok: bool,
+    /// On success with a stored secret that is not a plaintext password: the
+    /// credential to log in to the server with (PgBouncer's pass-through).
+    pub passthrough: Option<PassThrough>,
 }
 
 /// The FATAL a client gets when [`authenticate`] said no.
@@ -122,27 +138,55 @@ pub async fn authenticate(
     user: &str,
     secrets: &Secrets,
 ) -> Result<bool, ClientError> {
-    let secret = secrets.get(user);
+    let v = authenticate_with(
+        stream,
+        buf,
+        method,
+        user,
+        secrets.get(user),
+        secrets.decoy(),
+    )
+    .await?;
+    Ok(v.ok)
+}
+
+/// [`authenticate`] against `secret` (None: an unknown user, run against `decoy` so that
+/// it cannot be told from a wrong password), also returning the pass-through credential.
+pub async fn authenticate_with(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    method: AuthType,
+    user: &str,
+    secret: Option<&UserSecret>,
+    decoy: &scram::ScramSecret,
+) -> Result<Verdict, ClientError> {
+    let hashed_md5 = secret
+        .filter(|s| s.plain.is_none())
+        .and_then(|s| s.md5.clone());
+    let ok = |ok: bool| Verdict {
+        ok,
+        passthrough: hashed_md5.clone().filter(|_| ok).map(PassThrough::Md5),
+    };
     let mut out = BytesMut::with_capacity(256);
     match method {
-        AuthType::Trust => Ok(true),
+        AuthType::Trust => Ok(ok(true)),
         // The certificate was validated in the TLS handshake (client_tls_sslmode
         // verify-ca or verify-full); its subject's common name must be the user name.
-        AuthType::Cert => Ok(stream
+        AuthType::Cert => Ok(ok(stream
             .client_certificate()
             .and_then(cert::subject_common_name)
-            .is_some_and(|cn| cn == user)),
+            .is_some_and(|cn| cn == user))),
         AuthType::Plain => {
             backend::auth_cleartext(&mut out);
             stream.write_all(&out).await?;
             let msg = read_auth_message(stream, buf).await?;
             let given = frontend::parse_password(&msg.body)?;
             let given = std::str::from_utf8(given).unwrap_or("");
-            Ok(secret.is_some_and(|s| check_plain(user, s, given)))
+            Ok(ok(secret.is_some_and(|s| check_plain(user, s, given))))
         }
         AuthType::Md5 if secret.is_some_and(|s| s.md5.is_none() && s.scram.is_some()) => {
             // PostgreSQL also upgrades md5 to SCRAM when only a SCRAM verifier is stored.
-            scram_exchange(stream, buf, secret.and_then(|s| s.scram.clone()), secrets).await
+            scram_exchange(stream, buf, secret, decoy).await
         }
         AuthType::Md5 => {
             let salt: [u8; 4] = rand::random();
@@ -150,13 +194,11 @@ pub async fn authenticate(
             stream.write_all(&out).await?;
             let msg = read_auth_message(stream, buf).await?;
             let given = frontend::parse_password(&msg.body)?;
-            Ok(secret
-                .and_then(|s| s.md5.as_deref())
-                .is_some_and(|stored| md5::verify(user, stored, salt, given)))
+            Ok(ok(secret.and_then(|s| s.md5.as_deref()).is_some_and(
+                |stored| md5::verify(user, stored, salt, given),
+            )))
         }
-        AuthType::ScramSha256 => {
-            scram_exchange(stream, buf, secret.and_then(|s| s.scram.clone()), secrets).await
-        }
+        AuthType::ScramSha256 => scram_exchange(stream, buf, secret, decoy).await,
     }
 }
 
@@ -178,11 +220,12 @@ fn check_plain(user: &str, secret: &UserSecret, given: &str) -> bool {
 async fn scram_exchange(
     stream: &mut Stream,
     buf: &mut BytesMut,
-    secret: Option<scram::ScramSecret>,
-    secrets: &Secrets,
-) -> Result<bool, ClientError> {
+    user_secret: Option<&UserSecret>,
+    decoy: &scram::ScramSecret,
+) -> Result<Verdict, ClientError> {
+    let secret = user_secret.and_then(|s| s.scram.clone());
     let known = secret.is_some();
-    let mut server = scram::ScramServer::new(secret.unwrap_or_else(|| secrets.decoy.clone()));
+    let mut server = scram::ScramServer::new(secret.unwrap_or_else(|| decoy.clone()));
     if let Some(end_point) = stream.tls_server_end_point() {
         server = server.with_channel_binding(end_point.to_vec());
     }
@@ -193,7 +236,7 @@ async fn scram_exchange(
     let msg = read_auth_message(stream, buf).await?;
     let (mechanism, data) = frontend::parse_sasl_initial_response(&msg.body)?;
     let Ok(first) = server.handle_client_first(mechanism, data) else {
-        return Ok(false);
+        return Ok(Verdict::default());
     };
     out.clear();
     backend::auth_sasl_continue(&mut out, &first);
@@ -201,15 +244,27 @@ async fn scram_exchange(
 
     let msg = read_auth_message(stream, buf).await?;
     let Ok(last) = server.handle_client_final(&msg.body) else {
-        return Ok(false);
+        return Ok(Verdict::default());
     };
-    if !known {
-        return Ok(false);
-    }
+    let Some(user_secret) = user_secret.filter(|_| known) else {
+        return Ok(Verdict::default());
+    };
     out.clear();
     backend::auth_sasl_final(&mut out, &last);
     stream.write_all(&out).await?;
-    Ok(true)
+    // A plaintext password logs in to the server by itself; a verifier needs the
+    // ClientKey this exchange revealed.
+    let passthrough = match (&user_secret.plain, &user_secret.scram, server.client_key()) {
+        (None, Some(secret), Some(client_key)) => Some(PassThrough::Scram {
+            client_key,
+            secret: secret.clone(),
+        }),
+        _ => None,
+    };
+    Ok(Verdict {
+        ok: true,
+        passthrough,
+    })
 }
 
 async fn read_auth_message(

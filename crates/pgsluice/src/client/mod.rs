@@ -2,6 +2,7 @@
 //! `session`, the byte relay in [`relay`].
 
 pub mod auth;
+pub mod auth_query;
 mod flow;
 pub mod prepared;
 pub mod relay;
@@ -394,13 +395,15 @@ async fn login(
     let pool = app
         .pool_for(&database, &user)
         .map_err(LoginFailure::Notice)?;
-    let secrets = app.secrets();
-    let ok = auth::authenticate(stream, buf, cfg.general.auth_type, &user, &secrets).await?;
-    if !ok {
+    let verdict = auth_query::authenticate(stream, buf, app, &cfg, &database, &user).await?;
+    if !verdict.ok {
         return Err(LoginFailure::Notice(auth::failure_notice(
             cfg.general.auth_type,
             &user,
         )));
+    }
+    if let Some(p) = verdict.passthrough.filter(|_| *pool.key().user == *user) {
+        pool.set_passthrough(p);
     }
     let info = pool
         .startup_info()

@@ -21,6 +21,45 @@ fn issue(keys: Vec<Vec<String>>, message: impl Into<String>) -> Issue {
     }
 }
 
+impl Config {
+    /// `auth_query` must have a `$1`; `auth_dbname` must name a database.
+    fn check_auth_query(&self) -> Result<(), Issue> {
+        let g = &self.general;
+        let sources = std::iter::once((path(&["general"]), &g.auth_query, &g.auth_dbname, true))
+            .chain(self.databases.iter().map(|(name, d)| {
+                let q = d.auth_query.as_ref().unwrap_or(&g.auth_query);
+                (
+                    path(&["databases", name]),
+                    q,
+                    &d.auth_dbname,
+                    d.auth_query.is_some(),
+                )
+            }));
+        for (at, query, dbname, own_query) in sources {
+            let key = |k: &str| {
+                let mut p = at.clone();
+                p.push(k.to_owned());
+                p
+            };
+            if own_query && !query.contains("$1") {
+                return Err(issue(
+                    vec![key("auth_query")],
+                    "must use the user name as the parameter $1",
+                ));
+            }
+            if let Some(db) = dbname {
+                if db.is_empty() || (self.database(db).is_none()) {
+                    return Err(issue(
+                        vec![key("auth_dbname")],
+                        format!("`{db}` is not a database of [databases]"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
 
 impl Config {
@@ -94,6 +133,7 @@ impl Config {
             ));
         }
         check_log_level(&g.log_level).map_err(|m| issue(vec![gk("log_level")], m))?;
+        self.check_auth_query()?;
 
         for (name, d) in &self.databases {
             let dk = |k: &str| path(&["databases", name, k]);

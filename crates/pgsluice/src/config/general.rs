@@ -8,9 +8,12 @@ use serde::Deserialize;
 use super::types::{de_listen, de_octal_mode, de_pool_mode, de_string_list, default_listen};
 use super::{AuthType, LogFormat, PoolMode, Secs, TlsMode};
 
-/// PgBouncer's default `auth_query`.
-pub const DEFAULT_AUTH_QUERY: &str = "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL \
-                                      ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin";
+/// pgsluice's default `auth_query`: PgBouncer's, with every name schema-qualified and
+/// the comparison operator spelled `OPERATOR(pg_catalog.=)`, so that nothing on the
+/// lookup connection's `search_path` can take part (the lesson of CVE-2025-12819).
+pub const DEFAULT_AUTH_QUERY: &str = "SELECT rolname, CASE WHEN rolvaliduntil < pg_catalog.now() \
+     THEN NULL ELSE rolpassword END FROM pg_catalog.pg_authid \
+     WHERE rolname OPERATOR(pg_catalog.=) $1 AND rolcanlogin";
 
 /// Process-wide settings: the `[general]` table.
 ///
@@ -73,7 +76,8 @@ pub struct General {
     pub auth_file: Option<PathBuf>,
     /// User whose connection runs `auth_query` for users missing from `users`; default none.
     pub auth_user: Option<String>,
-    /// Query returning (user name, secret) for a user name `$1`; default PgBouncer's.
+    /// Query returning (user name, secret) for a user name `$1`; default
+    /// [`DEFAULT_AUTH_QUERY`].
     pub auth_query: String,
     /// Database `auth_query` runs in; default: the database the client asked for.
     pub auth_dbname: Option<String>,
@@ -251,21 +255,6 @@ impl General {
             "stats_users",
             !self.stats_users.is_empty(),
             "the admin console (database `pgbouncer`)",
-        );
-        not_yet(
-            "auth_user",
-            self.auth_user.is_some(),
-            "looking up unknown users with auth_query",
-        );
-        not_yet(
-            "auth_query",
-            self.auth_query != d.auth_query,
-            "looking up unknown users with auth_query",
-        );
-        not_yet(
-            "auth_dbname",
-            self.auth_dbname.is_some(),
-            "looking up unknown users with auth_query",
         );
         not_yet(
             "unix_socket_group",

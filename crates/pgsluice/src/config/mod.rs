@@ -67,6 +67,18 @@ pub struct Config {
     pub notices: Vec<String>,
 }
 
+/// The effective `auth_user`, `auth_query` and `auth_dbname` of a database
+/// ([`Config::auth_lookup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthLookup {
+    /// The user the lookup connection logs in as.
+    pub user: String,
+    /// The query, with the user name as `$1`.
+    pub query: String,
+    /// The pgsluice database (a `databases` key) the lookup connection goes to.
+    pub database: String,
+}
+
 /// One backend database: a `[databases.<name>]` table.
 #[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,8 +103,12 @@ pub struct DatabaseConfig {
     pub pool_mode: Option<PoolMode>,
     /// `application_name` sent to the server at connect time.
     pub application_name: Option<String>,
-    /// Overrides `general.auth_user` for this database (not implemented yet).
+    /// Overrides `general.auth_user` for this database.
     pub auth_user: Option<String>,
+    /// Overrides `general.auth_query` for this database.
+    pub auth_query: Option<String>,
+    /// Overrides `general.auth_dbname` for this database.
+    pub auth_dbname: Option<String>,
     /// Extra connections for this database's pools (PgBouncer `reserve_pool`; not implemented yet).
     pub reserve_pool: Option<usize>,
     /// Maximum server connections for this database (not implemented yet).
@@ -121,6 +137,8 @@ impl DatabaseConfig {
             pool_mode: None,
             application_name: None,
             auth_user: None,
+            auth_query: None,
+            auth_dbname: None,
             reserve_pool: None,
             max_db_connections: None,
             connect_query: None,
@@ -151,6 +169,8 @@ impl fmt::Debug for DatabaseConfig {
             .field("pool_mode", &self.pool_mode)
             .field("application_name", &self.application_name)
             .field("auth_user", &self.auth_user)
+            .field("auth_query", &self.auth_query)
+            .field("auth_dbname", &self.auth_dbname)
             .field("reserve_pool", &self.reserve_pool)
             .field("max_db_connections", &self.max_db_connections)
             .field("connect_query", &self.connect_query)
@@ -277,6 +297,26 @@ impl Config {
         Some(Cow::Owned(d))
     }
 
+    /// How users missing from `users` are looked up for clients of `database`, when
+    /// an `auth_user` is set (the database's settings win over `general`'s).
+    pub fn auth_lookup(&self, database: &str) -> Option<AuthLookup> {
+        let db = self.database(database)?;
+        let g = &self.general;
+        let user = db.auth_user.clone().or_else(|| g.auth_user.clone())?;
+        Some(AuthLookup {
+            user,
+            query: db
+                .auth_query
+                .clone()
+                .unwrap_or_else(|| g.auth_query.clone()),
+            database: db
+                .auth_dbname
+                .clone()
+                .or_else(|| g.auth_dbname.clone())
+                .unwrap_or_else(|| database.to_owned()),
+        })
+    }
+
     /// Effective pool size for a (database, user) pair: the user's
     /// `pool_size`, else the database's, else `general.default_pool_size`.
     pub fn pool_size(&self, db: &str, user: &str) -> usize {
@@ -336,7 +376,6 @@ impl Config {
         let msg = "not implemented yet; the setting is ignored";
         for (name, d) in &self.databases {
             let set = [
-                ("auth_user", d.auth_user.is_some()),
                 ("reserve_pool", d.reserve_pool.is_some_and(|n| n > 0)),
                 (
                     "max_db_connections",

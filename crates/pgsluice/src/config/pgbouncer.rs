@@ -363,6 +363,8 @@ impl Builder {
                 "user" => d.user = some(v),
                 "password" => d.password = some(v),
                 "auth_user" => d.auth_user = some(v),
+                "auth_query" => d.auth_query = some(v),
+                "auth_dbname" => d.auth_dbname = some(v),
                 "pool_size" => d.pool_size = Some(count(&v)?),
                 "min_pool_size" => d.min_pool_size = Some(count(&v)?),
                 "reserve_pool" | "reserve_pool_size" => d.reserve_pool = Some(count(&v)?),

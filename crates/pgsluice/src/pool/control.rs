@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::registry::{now_us, ClientInfo, ClientReg, ClientState, ServerInfo, ServerState};
 use super::{Pool, PoolSettings};
-use crate::server::{self, ServerTarget};
+use crate::server::{self, PassThrough, ServerTarget};
 
 /// How often waits re-check their condition even without a wake-up.
 const RECHECK: Duration = Duration::from_millis(100);
@@ -113,6 +113,27 @@ impl Pool {
         self.target.store(Arc::new(target));
         *self.startup.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.reconnect();
+    }
+
+    /// Remembers the credential of a client's successful login for the pool's new
+    /// server connections (replacing any earlier one); open connections are kept.
+    pub fn set_passthrough(&self, credential: PassThrough) {
+        let current = self.passthrough.load();
+        if current.as_deref() != Some(&credential) {
+            self.passthrough.store(Some(Arc::new(credential)));
+        }
+    }
+
+    /// Where new connections go, with the passed-through credential if any.
+    pub fn connect_target(&self) -> Arc<ServerTarget> {
+        let target = self.target();
+        match self.passthrough.load_full() {
+            Some(p) => Arc::new(ServerTarget {
+                passthrough: Some(p),
+                ..(*target).clone()
+            }),
+            None => target,
+        }
     }
 
     /// RECONNECT: every open connection is closed when released; idle ones now.

@@ -78,7 +78,7 @@ impl Pool {
             let pool = self.clone();
             let timeout = settings.connect_timeout;
             tokio::spawn(async move {
-                match server::connect(pool.target(), pool.ids.next(), timeout).await {
+                match server::connect(pool.connect_target(), pool.ids.next(), timeout).await {
                     Ok(conn) => slot.fill(conn).return_as(ReturnAs::Clean),
                     Err(e) => {
                         tracing::warn!(pool = %pool.key, error = %e, "could not open min_pool_size connection");

@@ -28,7 +28,7 @@ pub use stats::{PoolStats, PoolStatsSnapshot};
 use crate::config::PoolMode;
 use crate::error::PoolError;
 use crate::params::ParamSet;
-use crate::server::{self, ServerConn, ServerId, ServerTarget};
+use crate::server::{self, PassThrough, ServerConn, ServerId, ServerTarget};
 use registry::{InfoList, ServerReg, CURRENT_CLIENT};
 
 /// Identity of a pool: the database name clients use and the client user name.
@@ -126,6 +126,8 @@ struct State {
 pub struct Pool {
     key: PoolKey,
     target: ArcSwap<ServerTarget>,
+    /// A credential passed through from a client's login (auth_query users...).
+    passthrough: arc_swap::ArcSwapOption<PassThrough>,
     settings: ArcSwap<PoolSettings>,
     state: Mutex<State>,
     ids: Arc<IdGen>,
@@ -173,6 +175,7 @@ impl Pool {
         Arc::new(Pool {
             key,
             target: ArcSwap::from_pointee(target),
+            passthrough: arc_swap::ArcSwapOption::empty(),
             settings: ArcSwap::from_pointee(settings),
             state: Mutex::new(State::default()),
             ids,
@@ -296,7 +299,7 @@ impl Pool {
             },
         };
         let conn = Box::pin(server::connect(
-            self.target(),
+            self.connect_target(),
             self.ids.next(),
             settings.connect_timeout,
         ))

@@ -14,7 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::{
-    BackendKey, RelayBuffers, ServerConn, ServerId, ServerTarget, MAX_CONTROL_MESSAGE, RELAY_BUF,
+    BackendKey, PassThrough, RelayBuffers, ServerConn, ServerId, ServerTarget, MAX_CONTROL_MESSAGE,
+    RELAY_BUF,
 };
 use crate::config::TlsMode;
 use crate::error::ServerError;
@@ -144,31 +145,24 @@ async fn connect_inner(
                     AuthRequest::Ok => continue,
                     AuthRequest::Cleartext => {
                         auth_method = "password";
-                        let pw = password(&target)?;
-                        if md5::is_md5_hash(pw) {
-                            // We hold only the md5 hash; sending it in clear would be wrong.
-                            return Err(ServerError::NoPassword(target.user.clone()));
-                        }
+                        // Only a plaintext password can be sent in clear; never a hash.
+                        let pw = plaintext_password(&target)?;
                         frontend::password(&mut out, pw.as_bytes());
                     }
                     AuthRequest::Md5 { salt } => {
                         auth_method = "md5";
-                        let resp = md5::client_response(&target.user, password(&target)?, salt);
+                        let resp = md5::client_response(&target.user, md5_secret(&target)?, salt);
                         frontend::password(&mut out, resp.as_bytes());
                     }
                     AuthRequest::Sasl { mechanisms } => {
                         if !mechanisms.contains(&scram::SCRAM_SHA_256) {
                             return Err(ServerError::UnsupportedAuth(10));
                         }
-                        let pw = password(&target)?;
-                        if md5::is_md5_hash(pw) || scram::ScramSecret::parse(pw).is_some() {
-                            return Err(ServerError::NoPassword(target.user.clone()));
-                        }
                         let binding = scram::ChannelBinding::choose(
                             &mechanisms,
                             stream.tls_server_end_point().map(<[u8]>::to_vec),
                         );
-                        let client = scram::ScramClient::new(pw).with_channel_binding(binding);
+                        let client = scram_client_for(&target)?.with_channel_binding(binding);
                         frontend::sasl_initial_response(
                             &mut out,
                             client.mechanism(),
@@ -260,11 +254,41 @@ async fn connect_inner(
     }
 }
 
-fn password(target: &ServerTarget) -> Result<&str, ServerError> {
+/// The configured password when it is plaintext (not an md5 hash nor a SCRAM verifier).
+fn plaintext_password(target: &ServerTarget) -> Result<&str, ServerError> {
     target
         .password
         .as_deref()
+        .filter(|p| !md5::is_md5_hash(p) && scram::ScramSecret::parse(p).is_none())
         .ok_or_else(|| ServerError::NoPassword(target.user.clone()))
+}
+
+/// What answers an md5 challenge: a plaintext password or an md5 hash, configured or
+/// passed through from a client's login.
+fn md5_secret(target: &ServerTarget) -> Result<&str, ServerError> {
+    if let Ok(pw) = plaintext_password(target) {
+        return Ok(pw);
+    }
+    match (target.password.as_deref(), target.passthrough.as_deref()) {
+        (Some(p), _) if md5::is_md5_hash(p) => Ok(p),
+        (_, Some(PassThrough::Md5(hash))) => Ok(hash),
+        _ => Err(ServerError::NoPassword(target.user.clone())),
+    }
+}
+
+/// The SCRAM client: from a plaintext password, else from a ClientKey passed through
+/// from a client's SCRAM login.
+fn scram_client_for(target: &ServerTarget) -> Result<scram::ScramClient, ServerError> {
+    if let Ok(pw) = plaintext_password(target) {
+        return Ok(scram::ScramClient::new(pw));
+    }
+    match target.passthrough.as_deref() {
+        Some(PassThrough::Scram { client_key, secret }) => Ok(scram::ScramClient::with_client_key(
+            *client_key,
+            secret.clone(),
+        )),
+        _ => Err(ServerError::NoPassword(target.user.clone())),
+    }
 }
 
 /// Sends a CancelRequest for `key` to the server at `target` over a new connection.

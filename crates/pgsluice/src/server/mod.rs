@@ -42,6 +42,35 @@ pub struct ServerTarget {
     pub application_name: Option<String>,
     /// TLS toward this server (`server_tls_*`); `None` = plain TCP.
     pub tls: Option<Arc<crate::tls::ServerTls>>,
+    /// A credential taken over from a client's login, used when `password` cannot
+    /// answer what the server asks (see [`PassThrough`]).
+    pub passthrough: Option<Arc<PassThrough>>,
+}
+
+/// A credential for the server learnt from a client's successful login, for users
+/// whose stored secret is not a plaintext password (auth_query, or an md5 hash /
+/// SCRAM verifier in the auth file), as PgBouncer passes them through.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PassThrough {
+    /// The ClientKey recovered from the client's SCRAM proof, and the verifier it
+    /// matched: answers the server's SCRAM exchange when the server holds that verifier.
+    Scram {
+        /// ClientKey (H(ClientKey) = StoredKey of `secret`).
+        client_key: [u8; 32],
+        /// The verifier the client was checked against.
+        secret: pgsluice_protocol::auth::scram::ScramSecret,
+    },
+    /// The stored md5 hash ("md5..."): answers the server's md5 challenge.
+    Md5(String),
+}
+
+impl std::fmt::Debug for PassThrough {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PassThrough::Scram { .. } => "PassThrough::Scram(<redacted>)",
+            PassThrough::Md5(_) => "PassThrough::Md5(<redacted>)",
+        })
+    }
 }
 
 impl ServerTarget {

@@ -1,0 +1,221 @@
+//! PgBouncer's `auth_query`: the secret of a user missing from the auth file is
+//! fetched from PostgreSQL (as `auth_user`, in `auth_dbname`), cached briefly, and
+//! the client is checked against it. After a successful login, the client's
+//! credential (SCRAM ClientKey or md5 hash) is passed through to the user's pool for
+//! its server logins.
+//!
+//! Users in the auth file keep their file secret. A user with no usable secret (no
+//! such role, NULL password, `VALID UNTIL` past, `NOLOGIN`) gets the same exchange and
+//! the same 28P01 as a wrong password. A lookup that fails (server down...) gets a
+//! FATAL of its own for that client only.
+
+mod cache;
+mod lookup;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+pub use cache::{LookupKey, SecretCache};
+pub use lookup::{LookupError, LookupPools, SAFE_SEARCH_PATH};
+
+use super::auth::{self, UserSecret, Verdict};
+use super::LoginFailure;
+use crate::app::App;
+use crate::config::{AuthLookup, AuthType, Config};
+use crate::net::Stream;
+use crate::pool::IdGen;
+use crate::server::ServerTarget;
+use crate::tls::ServerTls;
+
+/// How long a fetched secret is used before it is fetched again.
+pub const CACHE_TTL: Duration = Duration::from_secs(30);
+/// Most secrets cached at once.
+pub const CACHE_CAPACITY: usize = 4096;
+/// application_name of lookup connections (visible in pg_stat_activity).
+const LOOKUP_APPLICATION_NAME: &str = "pgsluice auth_query";
+
+/// The auth_query state of one pgsluice server: cache and lookup connections.
+#[derive(Debug)]
+pub struct AuthQuery {
+    /// Fetched secrets.
+    pub cache: SecretCache,
+    lookups: LookupPools,
+}
+
+/// Where a user's secret came from.
+enum Source {
+    /// The auth file / `[users]`, or nothing looked up.
+    Config,
+    /// auth_query (fresh or cached), under this cache key.
+    Lookup(Arc<LookupKey>),
+}
+
+impl AuthQuery {
+    /// Empty cache, no connections; server connection ids come from `ids`.
+    pub fn new(ids: Arc<IdGen>) -> AuthQuery {
+        AuthQuery {
+            cache: SecretCache::new(CACHE_TTL, CACHE_CAPACITY),
+            lookups: LookupPools::new(ids),
+        }
+    }
+
+    /// The secret of `user` per `lookup`, from the cache or fetched.
+    async fn secret(
+        &self,
+        cfg: &Config,
+        tls: Option<Arc<ServerTls>>,
+        lookup: &AuthLookup,
+        user: &str,
+    ) -> Result<(Arc<LookupKey>, Option<Arc<UserSecret>>), LookupError> {
+        let target = lookup_target(cfg, tls, lookup)?;
+        let key = Arc::new(LookupKey {
+            host: target.host.clone(),
+            port: target.port,
+            dbname: target.database.clone(),
+            user: target.user.clone(),
+            query: lookup.query.clone(),
+        });
+        if let Some(s) = self.cache.get(&key, user, Instant::now()) {
+            return Ok((key, Some(s)));
+        }
+        let limit = cfg.general.server_connect_timeout.0;
+        let found = self.lookups.fetch(&key, target, user, limit).await?;
+        let secret = found.map(|s| Arc::new(UserSecret::from_config(user, &s)));
+        if let Some(s) = &secret {
+            self.cache.insert(&key, user, s.clone(), Instant::now());
+        }
+        Ok((key, secret))
+    }
+}
+
+/// The lookup connection's target: the server of `lookup.database`, as `lookup.user`
+/// with that user's password from the auth file.
+fn lookup_target(
+    cfg: &Config,
+    tls: Option<Arc<ServerTls>>,
+    lookup: &AuthLookup,
+) -> Result<ServerTarget, LookupError> {
+    let db = cfg
+        .database(&lookup.database)
+        .ok_or_else(|| LookupError::NoDatabase(lookup.database.clone()))?;
+    Ok(ServerTarget {
+        host: db.host.clone(),
+        port: db.port,
+        database: db.dbname.clone().unwrap_or_else(|| lookup.database.clone()),
+        user: lookup.user.clone(),
+        password: cfg.users.get(&lookup.user).and_then(|u| u.password.clone()),
+        application_name: Some(LOOKUP_APPLICATION_NAME.to_owned()),
+        tls,
+        passthrough: None,
+    })
+}
+
+/// Authenticates a pool client: against its auth-file secret, else (with an
+/// `auth_user` for `database`) against the secret auth_query finds, else against the
+/// decoy. Returns the verdict; a lookup failure is a FATAL for this client.
+pub(super) async fn authenticate(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    app: &Arc<App>,
+    cfg: &Config,
+    database: &str,
+    user: &str,
+) -> Result<Verdict, LoginFailure> {
+    let method = cfg.general.auth_type;
+    let secrets = app.secrets();
+    let mut source = Source::Config;
+    let mut fetched = None;
+    let needs_secret = !matches!(method, AuthType::Trust | AuthType::Cert);
+    if let (None, true, Some(lookup)) = (secrets.get(user), needs_secret, cfg.auth_lookup(database))
+    {
+        match app
+            .auth_query
+            .secret(cfg, app.tls().servers.clone(), &lookup, user)
+            .await
+        {
+            Ok((key, secret)) => {
+                source = Source::Lookup(key);
+                fetched = secret;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    user,
+                    db = database,
+                    auth_user = %lookup.user,
+                    auth_dbname = %lookup.database,
+                    error = %e,
+                    "auth_query lookup failed"
+                );
+                return Err(LoginFailure::Notice(e.to_notice()));
+            }
+        }
+    }
+    let secret = fetched.as_deref().or_else(|| secrets.get(user));
+    let verdict =
+        auth::authenticate_with(stream, buf, method, user, secret, secrets.decoy()).await?;
+    if let (false, Source::Lookup(key), Some(_)) = (verdict.ok, &source, &fetched) {
+        // The password may have changed in PostgreSQL: fetch it again next time.
+        app.auth_query.cache.remove(key, user);
+    }
+    Ok(verdict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "[general]\nauth_user = \"lookup\"\n\
+                        [databases.a]\nhost = \"h1\"\n\
+                        [databases.b]\nhost = \"h2\"\nport = 5433\ndbname = \"bdb\"\n\
+                        auth_user = \"other\"\nauth_query = \"SELECT u, p FROM f($1)\"\nauth_dbname = \"a\"\n\
+                        [users.lookup]\npassword = \"pw\"\n";
+
+    fn cfg(text: &str) -> Result<Config, crate::config::ConfigError> {
+        crate::config::parse_str(text, "t.toml", Vec::new())
+    }
+
+    #[test]
+    fn per_database_settings_win() {
+        let c = cfg(BASE).unwrap();
+        let a = c.auth_lookup("a").unwrap();
+        assert_eq!(
+            (a.user.as_str(), a.query.as_str(), a.database.as_str()),
+            ("lookup", crate::config::DEFAULT_AUTH_QUERY, "a")
+        );
+        let b = c.auth_lookup("b").unwrap();
+        assert_eq!(
+            (b.user.as_str(), b.query.as_str(), b.database.as_str()),
+            ("other", "SELECT u, p FROM f($1)", "a")
+        );
+        assert!(c.auth_lookup("nosuch").is_none());
+        // The lookup connection: the auth database's server, as the auth_user with
+        // that user's password.
+        let t = lookup_target(&c, None, &a).unwrap();
+        assert_eq!(
+            (
+                t.host.as_str(),
+                t.port,
+                t.database.as_str(),
+                t.user.as_str()
+            ),
+            ("h1", 5432, "a", "lookup")
+        );
+        assert_eq!(t.password.as_deref(), Some("pw"));
+        let no_auth_user = cfg("[databases.a]\nhost = \"h\"\n").unwrap();
+        assert!(no_auth_user.auth_lookup("a").is_none());
+    }
+
+    #[test]
+    fn invalid_settings_name_the_key() {
+        let e = cfg(&BASE.replace("auth_dbname = \"a\"", "auth_dbname = \"zz\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("auth_dbname") && e.contains("zz"), "{e}");
+        let e = cfg(&BASE.replace("f($1)", "f('x')"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("auth_query") && e.contains("$1"), "{e}");
+    }
+}
