@@ -157,6 +157,9 @@ pub async fn authenticate(
         AuthType::ScramSha256 => {
             scram_exchange(stream, buf, secret.and_then(|s| s.scram.clone()), secrets).await
         }
+        // `client::hba::method_for` turns hba into the method of the matching rule
+        // before this is called; refuse should it ever get here.
+        AuthType::Hba => Ok(false),
     }
 }
 

@@ -171,9 +171,9 @@ pub const KEYS: &[KeyInfo] = &[
     k(Pgbouncer, "max_prepared_statements", "200 (0 before 1.22)", Implemented, Mapped, "Bound of the per-server-connection statement cache in transaction mode. pgsluice always carries named prepared statements across server connections; 0 means the default bound, 200 (see docs/prepared-statements.md)."),
     k(Pgbouncer, "scram_iterations", "4096", NotYet, Ignored(Int, Values(&["4096"])), ""),
     // Authentication settings.
-    k(Pgbouncer, "auth_type", "md5", Partial, Mapped, "`trust`, `plain`, `md5`, `scram-sha-256`, `cert` (needs `client_tls_sslmode` verify-ca or verify-full); `hba`, `pam`, `any`, `ldap` are refused with an error. PgBouncer's `md5` also accepts SCRAM for users with a SCRAM secret; pgsluice warns about such users."),
-    k(Pgbouncer, "auth_hba_file", "not set", NotYet, Ignored(Str, Never), "Only used with `auth_type = hba`, which is refused."),
-    k(Pgbouncer, "auth_ident_file", "not set", NotYet, Ignored(Str, Never), "Only used with `auth_type = hba`, which is refused."),
+    k(Pgbouncer, "auth_type", "md5", Partial, Mapped, "`trust`, `plain`, `md5`, `scram-sha-256`, `cert` (needs `client_tls_sslmode` verify-ca or verify-full), `hba` (rules from `auth_hba_file`); `pam`, `any`, `ldap` are refused with an error. PgBouncer's `md5` also accepts SCRAM for users with a SCRAM secret; pgsluice warns about such users."),
+    k(Pgbouncer, "auth_hba_file", "not set", Implemented, Mapped, "PgBouncer's pg_hba.conf subset (see docs/security.md); unsupported forms are errors naming file, line and token. A relative path is taken next to the configuration file. Read again on RELOAD/SIGHUP; a broken file keeps the old rules."),
+    k(Pgbouncer, "auth_ident_file", "not set", NotYet, Ignored(Str, Never), "User name maps (`map=`) are not supported in `auth_hba_file`."),
     k(Pgbouncer, "auth_file", "not set", Implemented, Mapped, "userlist.txt format; plain, md5 and SCRAM secrets. A relative path is taken next to the configuration file, else in the current directory."),
     k(Pgbouncer, "auth_user", "not set", NotYet, Mapped, ""),
     k(Pgbouncer, "auth_query", "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin", NotYet, Mapped, ""),
