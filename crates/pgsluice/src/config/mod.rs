@@ -393,6 +393,23 @@ impl Config {
                 "key `general.auth_hba_file`: not used with auth_type = \"{auth}\" (only with \"hba\")"
             ));
         }
+        let verifies = matches!(
+            self.general.client_tls_sslmode,
+            TlsMode::VerifyCa | TlsMode::VerifyFull
+        );
+        for r in self
+            .hba
+            .iter()
+            .flat_map(|h| h.rules.iter().map(move |r| (h, r)))
+        {
+            if r.1.method == hba::HbaMethod::Cert && !verifies {
+                out.push(format!(
+                    "{}:{}: `cert` rule: client certificates are not asked for \
+                     (client_tls_sslmode is not verify-ca or verify-full), so it never succeeds",
+                    r.0.file, r.1.line
+                ));
+            }
+        }
         if auth == AuthType::Plain {
             out.push("auth_type = \"plain\" sends cleartext passwords over the network".to_owned());
         }

@@ -327,5 +327,21 @@ mod config_loading {
             "{:?}",
             c.warnings()
         );
+        // A cert rule without client certificate validation warns.
+        let p = write_files(
+            "cert-warn",
+            &[
+                ("pgsluice.toml", TOML),
+                ("hba.conf", "hostssl all all all cert\n"),
+            ],
+        );
+        let c = load(&p).unwrap();
+        assert!(
+            c.warnings()
+                .iter()
+                .any(|w| w.contains("hba.conf:1:") && w.contains("never succeeds")),
+            "{:?}",
+            c.warnings()
+        );
     }
 }
