@@ -234,20 +234,14 @@ pub(crate) fn finish_located(
         cfg.source = source;
         cfg.notices = notices;
     }
-    load_hba(&mut cfg, &|message| {
-        let key = ["general".to_owned(), "auth_hba_file".to_owned()];
-        if let Some(o) = overrides.iter().rev().find(|o| o.path == key) {
-            return o.error(message);
-        }
-        match locate(&key) {
-            Some((file, line, key)) => ConfigError::At {
-                file,
-                line,
-                key,
-                message,
-            },
-            None => ConfigError::Invalid(format!("key `general.auth_hba_file`: {message}")),
-        }
+    load_hba(&mut cfg, &overrides, &|key, message| match locate(key) {
+        Some((file, line, key)) => ConfigError::At {
+            file,
+            line,
+            key,
+            message,
+        },
+        None => Located::none(file).error(key, message),
     })?;
     let Err(Issue { keys, message }) = cfg.check() else {
         return Ok(cfg);
@@ -273,33 +267,21 @@ pub(crate) fn finish_located(
     })
 }
 
-/// Reads the rules of `general.auth_hba_file` into [`Config::hba`] when `auth_type =
-/// hba` (without a file, the validation checks complain). `blame` makes the error for
-/// an unreadable file, about the key; errors in the file name the file, line and field.
-pub(crate) fn load_hba(
+/// [`super::hba::load_into`], blaming an override of `auth_hba_file` for an unreadable
+/// file, else `at_key`.
+fn load_hba(
     cfg: &mut Config,
-    blame: &dyn Fn(String) -> ConfigError,
+    overrides: &[Override],
+    at_key: &dyn Fn(&[String], String) -> ConfigError,
 ) -> Result<(), ConfigError> {
-    cfg.hba = None;
-    if cfg.general.auth_type != super::AuthType::Hba {
-        return Ok(());
-    }
-    let Some(path) = cfg.general.auth_hba_file.clone() else {
-        return Ok(());
-    };
-    match super::hba::load(&path) {
-        Ok(rules) => {
-            cfg.hba = Some(std::sync::Arc::new(rules));
-            Ok(())
-        }
-        Err(super::hba::LoadError::Read(message)) => Err(blame(message)),
-        Err(super::hba::LoadError::Parse(e)) => Err(ConfigError::At {
-            file: e.file,
-            line: e.line,
-            key: e.field.to_owned(),
-            message: e.message,
-        }),
-    }
+    let key = ["general".to_owned(), "auth_hba_file".to_owned()];
+    super::hba::load_into(
+        cfg,
+        &|m| match overrides.iter().rev().find(|o| o.path == key) {
+            Some(o) => o.error(m),
+            None => at_key(&key, m),
+        },
+    )
 }
 
 /// Applies overrides (already collected) to a configuration and validates.
@@ -317,13 +299,8 @@ pub(crate) fn apply_overrides(
         cfg
     } else {
         let mut out = deserialize_with_overrides(&base, &overrides, &Located::none(&file))?;
-        load_hba(&mut out, &|message| match overrides
-            .iter()
-            .rev()
-            .find(|o| o.path[..] == ["general", "auth_hba_file"])
-        {
-            Some(o) => o.error(message),
-            None => ConfigError::Invalid(format!("key `general.auth_hba_file`: {message}")),
+        load_hba(&mut out, &overrides, &|key, m| {
+            Located::none(&file).error(key, m)
         })?;
         out
     };
@@ -392,13 +369,7 @@ fn build_from_text(
         let resolved = super::ini::resolve_path(&path, &hba_file.display().to_string());
         cfg.general.auth_hba_file = Some(resolved);
     }
-    load_hba(&mut cfg, &|message| {
-        let key = ["general".to_owned(), "auth_hba_file".to_owned()];
-        match overrides.iter().rev().find(|o| o.path == key) {
-            Some(o) => o.error(message),
-            None => located.error(&key, message),
-        }
-    })?;
+    load_hba(&mut cfg, &overrides, &|key, m| located.error(key, m))?;
     cfg.source = Some(path);
     check(&cfg, &overrides, &located)?;
     Ok(cfg)

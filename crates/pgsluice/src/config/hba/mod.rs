@@ -255,6 +255,35 @@ pub fn load(path: &Path) -> Result<HbaRules, LoadError> {
     parse(&text, &file, &mut read).map_err(LoadError::Parse)
 }
 
+/// Reads the rules of `general.auth_hba_file` into [`Config::hba`] when `auth_type =
+/// hba` (without a file, the validation checks complain). `blame` makes the error for
+/// an unreadable file, about the key; errors in the file name the file, line and field.
+pub(crate) fn load_into(
+    cfg: &mut super::Config,
+    blame: &dyn Fn(String) -> super::ConfigError,
+) -> Result<(), super::ConfigError> {
+    cfg.hba = None;
+    if cfg.general.auth_type != super::AuthType::Hba {
+        return Ok(());
+    }
+    let Some(path) = cfg.general.auth_hba_file.clone() else {
+        return Ok(());
+    };
+    match load(&path) {
+        Ok(rules) => {
+            cfg.hba = Some(std::sync::Arc::new(rules));
+            Ok(())
+        }
+        Err(LoadError::Read(message)) => Err(blame(message)),
+        Err(LoadError::Parse(e)) => Err(super::ConfigError::At {
+            file: e.file,
+            line: e.line,
+            key: e.field.to_owned(),
+            message: e.message,
+        }),
+    }
+}
+
 /// Why [`load`] failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoadError {
