@@ -23,7 +23,7 @@ use crate::cancel::CancelRegistry;
 use crate::client::auth_query::AuthQuery;
 use crate::client::prepared::StatementRegistry;
 use crate::client::{self, auth::Secrets, Admission};
-use crate::config::{AuthType, Config, ConfigError};
+use crate::config::{AuthType, Config, ConfigError, DatabaseConfig};
 use crate::error::ClientNotice;
 use crate::logging::LogControl;
 use crate::net::Stream;
@@ -272,7 +272,13 @@ impl App {
         if let Some(p) = self.lock_pools().get(&key) {
             return Ok(p.clone());
         }
-        let target = server_target(&cfg, self.tls().servers.clone(), database, &server_user);
+        let target = server_target(
+            &cfg,
+            &db,
+            self.tls().servers.clone(),
+            database,
+            &server_user,
+        );
         let settings = pool_settings(&cfg, database, &server_user);
         let mut pools = self.lock_pools();
         let pool = pools
@@ -383,12 +389,16 @@ pub fn pool_spec(
     database: &str,
     user: &str,
 ) -> Option<(ServerTarget, PoolSettings)> {
-    let db = cfg.databases.get(database)?;
+    // `database` may be served by the `*` fallback entry.
+    let db = cfg.database(database)?;
     match &db.user {
         Some(forced) if forced != user => return None,
         Some(_) => {}
-        None if !matches!(cfg.general.auth_type, AuthType::Trust | AuthType::Cert)
-            && !cfg.users.contains_key(user)
+        // With `hba`, trust/peer rules may let users in that no file knows.
+        None if !matches!(
+            cfg.general.auth_type,
+            AuthType::Trust | AuthType::Cert | AuthType::Hba
+        ) && !cfg.users.contains_key(user)
             && cfg.auth_lookup(database).is_none() =>
         {
             return None
@@ -396,7 +406,7 @@ pub fn pool_spec(
         None => {}
     }
     Some((
-        server_target(cfg, tls, database, user),
+        server_target(cfg, &db, tls, database, user),
         pool_settings(cfg, database, user),
     ))
 }
@@ -404,11 +414,11 @@ pub fn pool_spec(
 /// The server target of database `database` for server user `user`.
 fn server_target(
     cfg: &Config,
+    db: &DatabaseConfig,
     tls: Option<Arc<ServerTls>>,
     database: &str,
     user: &str,
 ) -> ServerTarget {
-    let db = &cfg.databases[database];
     let password = match &db.user {
         Some(forced) => db
             .password

@@ -448,7 +448,7 @@ mod tests {
         assert!(parse(&["a.toml", "--pool-mode", "statement"]).is_err());
         assert!(parse(&["a.toml", "--listen", "nowhere"]).is_err());
         assert!(parse(&["a.toml", "--query-wait-timeout", "5x"]).is_err());
-        assert!(parse(&["a.toml", "--auth-type", "hba"]).is_err());
+        assert!(parse(&["a.toml", "--auth-type", "pam"]).is_err());
         let e = parse(&["a.toml", "--pool-mode", "statement"])
             .unwrap_err()
             .to_string();

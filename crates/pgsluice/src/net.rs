@@ -300,11 +300,38 @@ impl AsyncWrite for Stream {
 /// (peer credentials from the kernel; the process's own uid read from `/proc/self`).
 pub fn peer_is_same_user(stream: &Stream) -> bool {
     use std::os::unix::fs::MetadataExt;
+    let (Some(uid), Ok(me)) = (peer_uid(stream), std::fs::metadata("/proc/self")) else {
+        return false;
+    };
+    uid == me.uid()
+}
+
+/// The uid of the process at the other end of a unix-socket connection (from the
+/// kernel); `None` for TCP or when the kernel does not say.
+pub fn peer_uid(stream: &Stream) -> Option<u32> {
     let Stream::Unix(s) = stream else {
-        return false;
+        return None;
     };
-    let (Ok(cred), Ok(me)) = (s.peer_cred(), std::fs::metadata("/proc/self")) else {
-        return false;
+    s.peer_cred().ok().map(|c| c.uid())
+}
+
+/// The name of the OS user `uid` (the system's user database, as `getpwuid_r`); `None`
+/// when it has none. May block (NSS): call it off the async workers.
+#[allow(unsafe_code)]
+pub fn os_user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: `pwd` is plain old data that getpwuid_r fills (zeroed is a valid value
+    // for it); every pointer passed points to live, writable memory of the stated size,
+    // and `buf` outlives the reads of `pw_name` below, which points into it when
+    // `result` is not null. `pw_name` is then a NUL-terminated string.
+    let name = unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let rc = libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result);
+        if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        std::ffi::CStr::from_ptr(pwd.pw_name).to_owned()
     };
-    cred.uid() == me.uid()
+    name.into_string().ok()
 }

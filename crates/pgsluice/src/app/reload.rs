@@ -3,8 +3,9 @@
 //!
 //! What changes on the fly: databases and users (added ones serve new clients; pools of
 //! removed ones keep serving their clients and close once those leave), pool sizes and
-//! modes, timeouts, the reset query, passwords, `max_client_conn`, the log level, and the
-//! TLS settings and files (read again at every reload; new connections use them).
+//! modes, timeouts, the reset query, passwords, `max_client_conn`, the log level, the
+//! `auth_hba_file` rules, and the TLS settings and files (read again at every reload;
+//! new connections use them).
 //! Connections to a database whose host, port, dbname or login changed are closed when
 //! released (as RECONNECT). What needs a restart (`listen`, `workers`, `log_format`,
 //! `metrics_listen`) keeps its running value, with a warning.
@@ -109,6 +110,9 @@ impl App {
         }
         if new.users != old.users {
             rep.changes.push("users changed".into());
+        }
+        if new.hba != old.hba {
+            rep.changes.push("auth_hba_file rules".into());
         }
 
         // Certificate, key and CA files are read again on every reload.

@@ -199,6 +199,9 @@ pub async fn authenticate_with(
             )))
         }
         AuthType::ScramSha256 => scram_exchange(stream, buf, secret, decoy).await,
+        // `client::hba::method_for` turns hba into the method of the matching rule
+        // before this is called; refuse should it ever get here.
+        AuthType::Hba => Ok(ok(false)),
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod auth_query;
 mod flow;
+mod hba;
 pub mod prepared;
 pub mod relay;
 mod session;
@@ -360,13 +361,16 @@ async fn login(
         // runs the pooler, is an admin without a password.
         let same_uid_owner = user == "pgbouncer" && crate::net::peer_is_same_user(stream);
         let secrets = app.secrets();
-        let ok = same_uid_owner
-            || auth::authenticate(stream, buf, cfg.general.auth_type, &user, &secrets).await?;
+        let method = if same_uid_owner {
+            crate::config::AuthType::Trust
+        } else {
+            hba::method_for(stream, &cfg, &database, &user)
+                .await
+                .map_err(LoginFailure::Notice)?
+        };
+        let ok = same_uid_owner || auth::authenticate(stream, buf, method, &user, &secrets).await?;
         if !ok {
-            return Err(LoginFailure::Notice(auth::failure_notice(
-                cfg.general.auth_type,
-                &user,
-            )));
+            return Err(LoginFailure::Notice(auth::failure_notice(method, &user)));
         }
         let access = if same_uid_owner {
             Some(admin::Access::Admin)
@@ -395,12 +399,13 @@ async fn login(
     let pool = app
         .pool_for(&database, &user)
         .map_err(LoginFailure::Notice)?;
-    let verdict = auth_query::authenticate(stream, buf, app, &cfg, &database, &user).await?;
+    let method = hba::method_for(stream, &cfg, &database, &user)
+        .await
+        .map_err(LoginFailure::Notice)?;
+    let verdict =
+        auth_query::authenticate(stream, buf, app, &cfg, method, &database, &user).await?;
     if !verdict.ok {
-        return Err(LoginFailure::Notice(auth::failure_notice(
-            cfg.general.auth_type,
-            &user,
-        )));
+        return Err(LoginFailure::Notice(auth::failure_notice(method, &user)));
     }
     if let Some(p) = verdict.passthrough.filter(|_| *pool.key().user == *user) {
         pool.set_passthrough(p);

@@ -102,6 +102,16 @@ impl Config {
                  (and client_tls_ca_file), so that client certificates are validated",
             ));
         }
+        if g.auth_type == super::AuthType::Hba && self.hba.is_none() {
+            return Err(issue(
+                vec![gk("auth_hba_file"), gk("auth_type")],
+                if g.auth_hba_file.is_none() {
+                    "auth_type = hba needs auth_hba_file (a file of pg_hba.conf-style rules)"
+                } else {
+                    "the rules of auth_hba_file were not read"
+                },
+            ));
+        }
         if g.default_pool_size == 0 {
             return Err(issue(vec![gk("default_pool_size")], "must be >= 1"));
         }

@@ -74,6 +74,9 @@ pub struct General {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// A userlist.txt-format file of user names and secrets, merged into `users` at load time.
     pub auth_file: Option<PathBuf>,
+    /// A pg_hba.conf-style file of rules choosing the method per connection, read when
+    /// `auth_type = hba`; default none.
+    pub auth_hba_file: Option<PathBuf>,
     /// User whose connection runs `auth_query` for users missing from `users`; default none.
     pub auth_user: Option<String>,
     /// Query returning (user name, secret) for a user name `$1`; default
@@ -173,6 +176,7 @@ impl Default for General {
             stats_users: Vec::new(),
             metrics_listen: None,
             auth_file: None,
+            auth_hba_file: None,
             auth_user: None,
             auth_query: DEFAULT_AUTH_QUERY.to_owned(),
             auth_dbname: None,

@@ -234,6 +234,15 @@ pub(crate) fn finish_located(
         cfg.source = source;
         cfg.notices = notices;
     }
+    load_hba(&mut cfg, &overrides, &|key, message| match locate(key) {
+        Some((file, line, key)) => ConfigError::At {
+            file,
+            line,
+            key,
+            message,
+        },
+        None => Located::none(file).error(key, message),
+    })?;
     let Err(Issue { keys, message }) = cfg.check() else {
         return Ok(cfg);
     };
@@ -258,6 +267,23 @@ pub(crate) fn finish_located(
     })
 }
 
+/// [`super::hba::load_into`], blaming an override of `auth_hba_file` for an unreadable
+/// file, else `at_key`.
+fn load_hba(
+    cfg: &mut Config,
+    overrides: &[Override],
+    at_key: &dyn Fn(&[String], String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let key = ["general".to_owned(), "auth_hba_file".to_owned()];
+    super::hba::load_into(
+        cfg,
+        &|m| match overrides.iter().rev().find(|o| o.path == key) {
+            Some(o) => o.error(m),
+            None => at_key(&key, m),
+        },
+    )
+}
+
 /// Applies overrides (already collected) to a configuration and validates.
 pub(crate) fn apply_overrides(
     cfg: Config,
@@ -272,7 +298,11 @@ pub(crate) fn apply_overrides(
     let mut out = if overrides.is_empty() {
         cfg
     } else {
-        deserialize_with_overrides(&base, &overrides, &Located::none(&file))?
+        let mut out = deserialize_with_overrides(&base, &overrides, &Located::none(&file))?;
+        load_hba(&mut out, &overrides, &|key, m| {
+            Located::none(&file).error(key, m)
+        })?;
+        out
     };
     out.source = source;
     check(&out, &overrides, &Located::none(&file))?;
@@ -335,6 +365,11 @@ fn build_from_text(
         })?;
         cfg.general.auth_file = Some(resolved);
     }
+    if let Some(hba_file) = &cfg.general.auth_hba_file {
+        let resolved = super::ini::resolve_path(&path, &hba_file.display().to_string());
+        cfg.general.auth_hba_file = Some(resolved);
+    }
+    load_hba(&mut cfg, &overrides, &|key, m| located.error(key, m))?;
     cfg.source = Some(path);
     check(&cfg, &overrides, &located)?;
     Ok(cfg)

@@ -16,6 +16,7 @@ mod check;
 mod connstr;
 mod format;
 mod general;
+pub mod hba;
 mod ini;
 pub(crate) mod load;
 mod locate;
@@ -31,6 +32,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -65,6 +67,10 @@ pub struct Config {
     /// not implemented yet, with file and line); part of [`Config::warnings`].
     #[serde(skip)]
     pub notices: Vec<String>,
+    /// The rules of `general.auth_hba_file`, read at load time when `auth_type = hba`
+    /// (and at every reload).
+    #[serde(skip)]
+    pub hba: Option<Arc<hba::HbaRules>>,
 }
 
 /// The effective `auth_user`, `auth_query` and `auth_dbname` of a database
@@ -421,12 +427,35 @@ impl Config {
             out.push("no databases are configured: every client will be refused".to_owned());
         }
         let auth = self.general.auth_type;
+        if auth != AuthType::Hba && self.general.auth_hba_file.is_some() {
+            out.push(format!(
+                "key `general.auth_hba_file`: not used with auth_type = \"{auth}\" (only with \"hba\")"
+            ));
+        }
+        let verifies = matches!(
+            self.general.client_tls_sslmode,
+            TlsMode::VerifyCa | TlsMode::VerifyFull
+        );
+        for r in self
+            .hba
+            .iter()
+            .flat_map(|h| h.rules.iter().map(move |r| (h, r)))
+        {
+            if r.1.method == hba::HbaMethod::Cert && !verifies {
+                out.push(format!(
+                    "{}:{}: `cert` rule: client certificates are not asked for \
+                     (client_tls_sslmode is not verify-ca or verify-full), so it never succeeds",
+                    r.0.file, r.1.line
+                ));
+            }
+        }
         if auth == AuthType::Plain {
             out.push("auth_type = \"plain\" sends cleartext passwords over the network".to_owned());
         }
         for (name, user) in &self.users {
             match (&user.password, auth) {
-                (_, AuthType::Trust | AuthType::Cert) => {}
+                // With hba, whether a password is needed depends on the rule.
+                (_, AuthType::Trust | AuthType::Cert | AuthType::Hba) => {}
                 (None, _) => out.push(format!(
                     "user `{name}` has no password: it cannot log in with auth_type = \"{auth}\""
                 )),

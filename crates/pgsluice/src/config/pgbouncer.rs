@@ -169,6 +169,12 @@ impl Builder {
                         self.auth_file = f.map(|f| (f, e.loc.clone()));
                         "auth_file"
                     }
+                    Applied::AuthHbaFile(f) => {
+                        // Resolved like auth_file: next to the file that names it.
+                        self.cfg.general.auth_hba_file =
+                            f.map(|f| ini::resolve_path(Path::new(&e.loc.file), &f));
+                        "auth_hba_file"
+                    }
                 };
                 self.locs.set(&["general", field], &e.loc, key);
                 Ok(())

@@ -24,6 +24,8 @@ pub(crate) enum Applied {
     ListenPort(u16),
     /// `auth_file`: the name as written (resolved and loaded at the end).
     AuthFile(Option<String>),
+    /// `auth_hba_file`: the name as written (resolved at the end, like `auth_file`).
+    AuthHbaFile(Option<String>),
 }
 
 fn secs(v: &str) -> Result<Secs, String> {
@@ -94,6 +96,7 @@ pub(crate) fn apply(g: &mut General, name: &str, v: &str) -> Result<Applied, Str
         "max_prepared_statements" => set!(max_prepared_statements = count(v)?),
         "auth_type" => set!(auth_type = parsed::<AuthType>(v)?),
         "auth_file" => Applied::AuthFile(opt(v)),
+        "auth_hba_file" => Applied::AuthHbaFile(opt(v)),
         "auth_user" => set!(auth_user = opt(v)),
         "auth_query" => set!(auth_query = v.to_owned()),
         "auth_dbname" => set!(auth_dbname = opt(v)),

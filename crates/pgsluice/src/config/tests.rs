@@ -579,7 +579,8 @@ fn enums_parse_and_display() {
         Ok(AuthType::ScramSha256)
     );
     assert_eq!("cert".parse::<AuthType>(), Ok(AuthType::Cert));
-    assert!("hba".parse::<AuthType>().is_err());
+    assert_eq!("hba".parse::<AuthType>(), Ok(AuthType::Hba));
+    assert!("pam".parse::<AuthType>().is_err());
 }
 
 #[test]

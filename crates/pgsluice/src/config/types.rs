@@ -81,10 +81,13 @@ pub enum AuthType {
     /// TLS client certificate (`"cert"`): the subject's common name must be the user
     /// name; needs `client_tls_sslmode` verify-ca or verify-full.
     Cert,
+    /// Per connection, from the first matching rule of `auth_hba_file` (`"hba"`).
+    Hba,
 }
 
 impl AuthType {
-    /// The configuration spelling (`"trust"`, `"plain"`, `"md5"`, `"scram-sha-256"`).
+    /// The configuration spelling (`"trust"`, `"plain"`, `"md5"`, `"scram-sha-256"`,
+    /// `"cert"`, `"hba"`).
     pub fn as_str(self) -> &'static str {
         match self {
             AuthType::Trust => "trust",
@@ -92,6 +95,7 @@ impl AuthType {
             AuthType::Md5 => "md5",
             AuthType::ScramSha256 => "scram-sha-256",
             AuthType::Cert => "cert",
+            AuthType::Hba => "hba",
         }
     }
 }
@@ -112,13 +116,14 @@ impl FromStr for AuthType {
             "md5" => Ok(AuthType::Md5),
             "scram-sha-256" => Ok(AuthType::ScramSha256),
             "cert" => Ok(AuthType::Cert),
-            other @ ("hba" | "pam" | "any" | "ldap" | "peer") => Err(InvalidValue(
+            "hba" => Ok(AuthType::Hba),
+            other @ ("pam" | "any" | "ldap" | "peer") => Err(InvalidValue(
                 format!(
-                    "auth type `{other}` is not supported; expected `trust`, `plain`, `md5`, `scram-sha-256` or `cert`"
+                    "auth type `{other}` is not supported; expected `trust`, `plain`, `md5`, `scram-sha-256`, `cert` or `hba`"
                 ),
             )),
             _ => Err(InvalidValue(format!(
-                "invalid auth type `{s}`: expected `trust`, `plain`, `md5`, `scram-sha-256` or `cert`"
+                "invalid auth type `{s}`: expected `trust`, `plain`, `md5`, `scram-sha-256`, `cert` or `hba`"
             ))),
         }
     }

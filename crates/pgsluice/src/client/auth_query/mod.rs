@@ -114,16 +114,16 @@ fn lookup_target(
 
 /// Authenticates a pool client: against its auth-file secret, else (with an
 /// `auth_user` for `database`) against the secret auth_query finds, else against the
-/// decoy. Returns the verdict; a lookup failure is a FATAL for this client.
+/// decoy, with `method` (the global `auth_type` or the HBA rule's). Returns the verdict; a lookup failure is a FATAL for this client.
 pub(super) async fn authenticate(
     stream: &mut Stream,
     buf: &mut BytesMut,
     app: &Arc<App>,
     cfg: &Config,
+    method: AuthType,
     database: &str,
     user: &str,
 ) -> Result<Verdict, LoginFailure> {
-    let method = cfg.general.auth_type;
     let secrets = app.secrets();
     let mut source = Source::Config;
     let mut fetched = None;
