@@ -70,6 +70,10 @@ pub enum PoolError {
     /// The pool was closed (database removed or shutting down).
     #[error("pool is closed")]
     Closed,
+    /// A login to the server failed less than server_login_retry ago: the client gets
+    /// that failure at once instead of another attempt.
+    #[error("{}", .0.message)]
+    LoginRetry(ClientNotice),
 }
 
 /// Why a client session ended abnormally.
@@ -136,6 +140,7 @@ impl PoolError {
                 "database is closed or shutting down",
             ),
             PoolError::Server(e) => e.to_notice(),
+            PoolError::LoginRetry(n) => n.clone(),
         }
     }
 }

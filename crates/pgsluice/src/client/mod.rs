@@ -283,6 +283,8 @@ enum LoggedIn {
 struct PoolLogin {
     pool: Arc<crate::pool::Pool>,
     application_name: String,
+    /// The client's place under max_db_client_connections, held until it leaves.
+    _db_slot: crate::pool::ClientSlot,
 }
 
 /// An admin console login.
@@ -402,6 +404,9 @@ async fn login(
             &user,
         )));
     }
+    let db_slot = app
+        .admit_db_client(&database)
+        .map_err(LoginFailure::Notice)?;
     let info = pool
         .startup_info()
         .await
@@ -421,6 +426,7 @@ async fn login(
     let pool_login = PoolLogin {
         pool: pool.clone(),
         application_name,
+        _db_slot: db_slot,
     };
     Ok(LoggedIn::Pool(
         Session::new(
