@@ -366,17 +366,7 @@ impl App {
                     "forwarding cancel request"
                 );
                 let limit = self.config_guard().general.cancel_wait_timeout.non_zero();
-                let send = server::send_cancel(&t.target, &t.key);
-                let r = match limit {
-                    Some(d) => tokio::time::timeout(d, send).await.unwrap_or_else(|_| {
-                        Err(crate::error::ServerError::ConnectTimeout(format!(
-                            "{} (cancel_wait_timeout)",
-                            t.target.display_addr()
-                        )))
-                    }),
-                    None => send.await,
-                };
-                if let Err(e) = r {
+                if let Err(e) = server::send_cancel_within(&t.target, &t.key, limit).await {
                     tracing::warn!(error = %e, "could not forward cancel request");
                 }
             }

@@ -48,6 +48,9 @@ pub enum ServerError {
     /// The server closed the connection.
     #[error("server closed the connection unexpectedly")]
     Closed,
+    /// A forwarded cancel request was not delivered within cancel_wait_timeout.
+    #[error("cancel request to server {0} not delivered within cancel_wait_timeout")]
+    CancelTimeout(String),
     /// TLS with the server failed (refused, handshake or certificate error).
     #[error("TLS with server {addr} failed: {reason}")]
     Tls {
