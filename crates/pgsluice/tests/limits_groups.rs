@@ -159,7 +159,10 @@ async fn blocked_pool_evicts_an_idle_connection_of_the_database() {
     let b = try_connect(&client_config(s.addr, USER2, PASSWORD2, DB))
         .await
         .unwrap();
-    assert_eq!(count(&b, "select (current_user = 'app2')::int::int8").await, 1);
+    assert_eq!(
+        count(&b, "select (current_user = 'app2')::int::int8").await,
+        1
+    );
     let users = count(
         &direct,
         "select count(*) from pg_stat_activity where usename = 'app2' and backend_type = 'client backend'",
