@@ -29,6 +29,7 @@ codes! {
     INVALID_TRANSACTION_STATE = "25000", "invalid_transaction_state";
     INVALID_SQL_STATEMENT_NAME = "26000", "invalid_sql_statement_name";
     IDLE_IN_TRANSACTION_TIMEOUT = "25P03", "idle_in_transaction_session_timeout";
+    TRANSACTION_TIMEOUT = "25P04", "transaction_timeout";
     INVALID_AUTHORIZATION = "28000", "invalid_authorization_specification";
     INVALID_PASSWORD = "28P01", "invalid_password";
     INVALID_CATALOG_NAME = "3D000", "invalid_catalog_name: no such database";

@@ -28,7 +28,9 @@ use crate::error::ClientNotice;
 use crate::logging::LogControl;
 use crate::net::Stream;
 use crate::pool::registry::InfoList;
-use crate::pool::{ClientInfo, IdGen, Pool, PoolKey, PoolSettings};
+use crate::pool::{
+    ClientInfo, ClientSlot, GroupKind, GroupLimit, Groups, IdGen, Pool, PoolKey, PoolSettings,
+};
 use crate::server::{self, ServerTarget};
 use crate::shutdown::{Shutdown, ShutdownKind, ShutdownWatch, TaskTracker};
 use crate::tls::{ServerTls, TlsState};
@@ -98,6 +100,10 @@ pub struct App {
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
     /// Pools of databases or users removed by a reload, closed once their clients left.
     retired: Mutex<Vec<Arc<Pool>>>,
+    /// max_db_connections / max_db_client_connections groups, by client-side database.
+    db_groups: Mutex<HashMap<String, Arc<GroupLimit>>>,
+    /// max_user_connections groups, by server-side user.
+    user_groups: Mutex<HashMap<String, Arc<GroupLimit>>>,
     control: Mutex<DbControl>,
     /// Cancel keys issued to clients.
     pub cancel: Arc<CancelRegistry>,
@@ -151,6 +157,8 @@ impl App {
             tls: ArcSwap::from_pointee(tls),
             pools: Mutex::new(HashMap::new()),
             retired: Mutex::new(Vec::new()),
+            db_groups: Mutex::new(HashMap::new()),
+            user_groups: Mutex::new(HashMap::new()),
             control: Mutex::new(DbControl::default()),
             cancel: Arc::new(CancelRegistry::default()),
             shutdown: Shutdown::new(),
@@ -280,11 +288,15 @@ impl App {
             &server_user,
         );
         let settings = pool_settings(&cfg, database, &server_user);
+        let groups = Groups {
+            db: self.db_group(&cfg, database),
+            user: self.user_group(&cfg, &server_user),
+        };
         let mut pools = self.lock_pools();
         let pool = pools
             .entry(key.clone())
             .or_insert_with(|| {
-                let p = Pool::new(key, target, settings, self.ids.clone());
+                let p = Pool::new(key, target, settings, self.ids.clone(), groups);
                 if lock(&self.control).is_paused(database) {
                     p.pause();
                 }
@@ -295,7 +307,67 @@ impl App {
         Ok(pool)
     }
 
-    /// Forwards a client's CancelRequest to the server connection it is using, if any.
+    /// The group of client-side database `database`, created on first use.
+    fn db_group(&self, cfg: &Config, database: &str) -> Arc<GroupLimit> {
+        lock(&self.db_groups)
+            .entry(database.to_owned())
+            .or_insert_with(|| {
+                GroupLimit::new(
+                    GroupKind::Database,
+                    database,
+                    cfg.max_db_connections(database),
+                )
+            })
+            .clone()
+    }
+
+    /// The group of server-side user `user`, created on first use.
+    fn user_group(&self, cfg: &Config, user: &str) -> Arc<GroupLimit> {
+        lock(&self.user_groups)
+            .entry(user.to_owned())
+            .or_insert_with(|| {
+                GroupLimit::new(GroupKind::User, user, cfg.max_user_connections(user))
+            })
+            .clone()
+    }
+
+    /// The group of database `database`, if one of its pools was ever used.
+    pub fn database_group(&self, database: &str) -> Option<Arc<GroupLimit>> {
+        lock(&self.db_groups).get(database).cloned()
+    }
+
+    /// The group of server user `user`, if one of its pools was ever used.
+    pub fn user_group_of(&self, user: &str) -> Option<Arc<GroupLimit>> {
+        lock(&self.user_groups).get(user).cloned()
+    }
+
+    /// A logged-in client's place under max_db_client_connections of `database`; the
+    /// FATAL 53300 PgBouncer sends when it is full.
+    pub fn admit_db_client(&self, database: &str) -> Result<ClientSlot, ClientNotice> {
+        let cfg = self.config_guard();
+        let max = cfg.max_db_client_connections(database);
+        self.db_group(&cfg, database)
+            .try_add_client(max)
+            .ok_or_else(|| {
+                ClientNotice::fatal(
+                    SqlState::TOO_MANY_CONNECTIONS,
+                    "no more connections allowed (max_db_client_connections)",
+                )
+            })
+    }
+
+    /// Applies the configuration's caps to the existing groups (reload).
+    fn update_groups(&self, cfg: &Config) {
+        for (name, g) in lock(&self.db_groups).clone() {
+            g.set_max(cfg.max_db_connections(&name));
+        }
+        for (name, g) in lock(&self.user_groups).clone() {
+            g.set_max(cfg.max_user_connections(&name));
+        }
+    }
+
+    /// Forwards a client's CancelRequest to the server connection it is using, if any,
+    /// giving up after cancel_wait_timeout.
     pub async fn forward_cancel(&self, pid: i32, secret: &[u8]) {
         match self.cancel.lookup(pid, secret) {
             Some(t) => {
@@ -304,7 +376,8 @@ impl App {
                     backend_pid = t.key.pid,
                     "forwarding cancel request"
                 );
-                if let Err(e) = server::send_cancel(&t.target, &t.key).await {
+                let limit = self.config_guard().general.cancel_wait_timeout.non_zero();
+                if let Err(e) = server::send_cancel_within(&t.target, &t.key, limit).await {
                     tracing::warn!(error = %e, "could not forward cancel request");
                 }
             }
@@ -453,6 +526,9 @@ pub fn pool_settings(cfg: &Config, database: &str, user: &str) -> PoolSettings {
         lifetime: opt(g.server_lifetime.0),
         reset_query: Some(g.server_reset_query.clone()).filter(|q| !q.trim().is_empty()),
         reset_query_always: g.server_reset_query_always,
+        reserve_size: cfg.reserve_pool_size(database, user),
+        reserve_timeout: opt(g.reserve_pool_timeout.0),
+        login_retry: opt(g.server_login_retry.0),
     }
 }
 

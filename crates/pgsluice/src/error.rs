@@ -48,6 +48,9 @@ pub enum ServerError {
     /// The server closed the connection.
     #[error("server closed the connection unexpectedly")]
     Closed,
+    /// A forwarded cancel request was not delivered within cancel_wait_timeout.
+    #[error("cancel request to server {0} not delivered within cancel_wait_timeout")]
+    CancelTimeout(String),
     /// TLS with the server failed (refused, handshake or certificate error).
     #[error("TLS with server {addr} failed: {reason}")]
     Tls {
@@ -70,6 +73,10 @@ pub enum PoolError {
     /// The pool was closed (database removed or shutting down).
     #[error("pool is closed")]
     Closed,
+    /// A login to the server failed less than server_login_retry ago: the client gets
+    /// that failure at once instead of another attempt.
+    #[error("{}", .0.message)]
+    LoginRetry(ClientNotice),
 }
 
 /// Why a client session ended abnormally.
@@ -136,6 +143,7 @@ impl PoolError {
                 "database is closed or shutting down",
             ),
             PoolError::Server(e) => e.to_notice(),
+            PoolError::LoginRetry(n) => n.clone(),
         }
     }
 }

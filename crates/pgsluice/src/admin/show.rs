@@ -238,7 +238,11 @@ fn databases(ctx: &Ctx<'_>) -> ResultSet {
         }
         let d = &cfg.databases[name];
         let pools = by_db.get(name).map(Vec::as_slice).unwrap_or_default();
-        let servers: usize = pools.iter().map(|p| p.server_count()).sum();
+        let group = ctx.app.database_group(name);
+        let servers = group.as_ref().map_or_else(
+            || pools.iter().map(|p| p.server_count()).sum(),
+            |g| g.open(),
+        );
         let clients: usize = pools.iter().map(|p| p.client_count()).sum();
         rs.push(vec![
             name.into(),
@@ -248,13 +252,15 @@ fn databases(ctx: &Ctx<'_>) -> ResultSet {
             d.user.as_deref().into(),
             d.pool_size.unwrap_or(cfg.general.default_pool_size).into(),
             cfg.min_pool_size(name).into(),
-            0i32.into(),
+            d.reserve_pool
+                .unwrap_or(cfg.general.reserve_pool_size)
+                .into(),
             cfg.general.server_lifetime.0.as_secs().into(),
             d.pool_mode.map(|m| m.as_str()).into(),
             Cell::Null,
-            0i32.into(),
+            cfg.max_db_connections(name).into(),
             servers.into(),
-            0i32.into(),
+            cfg.max_db_client_connections(name).into(),
             clients.into(),
             control.is_paused(name).into(),
             control.disabled.contains(name).into(),
@@ -371,20 +377,26 @@ fn users(ctx: &Ctx<'_>) -> ResultSet {
     }
     for name in names {
         let u = cfg.users.get(&name);
-        let servers: usize = pools
-            .iter()
-            .filter(|p| *p.key().user == *name)
-            .map(|p| p.server_count())
-            .sum();
+        let servers: usize = match ctx.app.user_group_of(&name) {
+            Some(g) => g.open(),
+            None => pools
+                .iter()
+                .filter(|p| *p.key().user == *name)
+                .map(|p| p.server_count())
+                .sum(),
+        };
         rs.push(vec![
             name.as_str().into(),
             u.and_then(|u| u.pool_size)
                 .map(|n| n.to_string())
                 .unwrap_or_default()
                 .into(),
-            "".into(),
+            u.and_then(|u| u.reserve_pool_size)
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+                .into(),
             u.and_then(|u| u.pool_mode).map(|m| m.as_str()).into(),
-            0i32.into(),
+            cfg.max_user_connections(&name).into(),
             servers.into(),
             0i32.into(),
             clients_by_user.get(&name).copied().unwrap_or(0).into(),

@@ -129,6 +129,7 @@ impl App {
     /// Brings every pool in line with the configuration in force.
     fn update_pools(self: &Arc<Self>) {
         let cfg = self.config();
+        self.update_groups(&cfg);
         let tls = self.tls().servers.clone();
         let mut gone = Vec::new();
         {

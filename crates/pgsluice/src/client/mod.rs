@@ -285,6 +285,8 @@ enum LoggedIn {
 struct PoolLogin {
     pool: Arc<crate::pool::Pool>,
     application_name: String,
+    /// The client's place under max_db_client_connections, held until it leaves.
+    _db_slot: crate::pool::ClientSlot,
 }
 
 /// An admin console login.
@@ -410,6 +412,9 @@ async fn login(
     if let Some(p) = verdict.passthrough.filter(|_| *pool.key().user == *user) {
         pool.set_passthrough(p);
     }
+    let db_slot = app
+        .admit_db_client(&database)
+        .map_err(LoginFailure::Notice)?;
     let info = pool
         .startup_info()
         .await
@@ -429,6 +434,7 @@ async fn login(
     let pool_login = PoolLogin {
         pool: pool.clone(),
         application_name,
+        _db_slot: db_slot,
     };
     Ok(LoggedIn::Pool(
         Session::new(

@@ -57,6 +57,8 @@ pub enum RelayEnd {
     IdleInTransactionTimeout,
     /// A session-mode client sat idle longer than client_idle_timeout.
     ClientIdleTimeout,
+    /// A transaction lasted longer than transaction_timeout.
+    TransactionTimeout,
     /// An admin command (KILL, KILL_CLIENT) ended the client; the relay was abandoned
     /// wherever it was, so the server connection is not reusable.
     Killed,
@@ -71,6 +73,8 @@ pub struct RelayTimeouts {
     pub idle_in_transaction: Option<std::time::Duration>,
     /// client_idle_timeout: the client silent outside a transaction (session mode).
     pub client_idle: Option<std::time::Duration>,
+    /// transaction_timeout: from a transaction's first request to its end.
+    pub transaction: Option<std::time::Duration>,
 }
 
 /// What the relay is waiting for, for the timeouts.
@@ -132,6 +136,9 @@ pub struct Relay<'a> {
     phase: Phase,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     timer_armed: bool,
+    /// transaction_timeout's timer, armed while a transaction runs.
+    tx_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    tx_armed: bool,
     /// Counters.
     pub counts: RelayCounts,
 }
@@ -176,6 +183,8 @@ impl<'a> Relay<'a> {
             phase: Phase::Idle,
             timer: None,
             timer_armed: false,
+            tx_timer: None,
+            tx_armed: false,
             counts: RelayCounts::default(),
         };
         if let Some(ext) = relay.ext.as_mut() {
@@ -214,6 +223,11 @@ impl<'a> Relay<'a> {
     /// Arms, moves or disarms the timer when the phase changes; Ready when it fired.
     fn poll_timeouts(&mut self, cx: &mut Context<'_>) -> Poll<RelayEnd> {
         let t = self.timeouts;
+        if let Some(limit) = t.transaction {
+            if self.poll_transaction_timeout(limit, cx) {
+                return Poll::Ready(RelayEnd::TransactionTimeout);
+            }
+        }
         if t.query.is_none() && t.idle_in_transaction.is_none() && t.client_idle.is_none() {
             return Poll::Pending;
         }
@@ -246,6 +260,30 @@ impl<'a> Relay<'a> {
             }),
             _ => Poll::Pending,
         }
+    }
+
+    /// Arms transaction_timeout's timer when a transaction starts (a request in flight
+    /// or a transaction block open), disarms it at its end; true when it fired.
+    fn poll_transaction_timeout(
+        &mut self,
+        limit: std::time::Duration,
+        cx: &mut Context<'_>,
+    ) -> bool {
+        if self.phase_now() == Phase::Idle {
+            self.tx_armed = false;
+            return false;
+        }
+        if !self.tx_armed {
+            self.tx_armed = true;
+            let deadline = tokio::time::Instant::now() + limit;
+            match &mut self.tx_timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.tx_timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        self.tx_timer
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
     }
 
     /// Ends the relay at the next release point (transaction mode, or shutdown).

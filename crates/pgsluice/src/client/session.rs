@@ -144,6 +144,18 @@ fn conclude(
                 "idle_transaction_timeout",
             )
         }
+        RelayEnd::TransactionTimeout => {
+            tracing::info!(server = %co.conn().id, "transaction_timeout: closing the server connection");
+            if busy {
+                // Stop the running statement so that the backend rolls back at once.
+                cancel_running(&mut co);
+            }
+            let msg = "terminating connection due to transaction timeout";
+            Next::End(
+                fatal(SqlState::TRANSACTION_TIMEOUT, msg),
+                "transaction_timeout",
+            )
+        }
         RelayEnd::ClientIdleTimeout => {
             co.return_as(clean);
             let msg = "terminating connection due to client_idle_timeout";
@@ -383,6 +395,7 @@ impl Session {
                 query: general.query_timeout.non_zero(),
                 idle_in_transaction: general.idle_transaction_timeout.non_zero(),
                 client_idle: general.client_idle_timeout.non_zero(),
+                transaction: general.transaction_timeout.non_zero(),
             };
             (
                 general.max_message_size.min(u32::MAX as usize) as u32,

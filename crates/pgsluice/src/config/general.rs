@@ -102,12 +102,19 @@ pub struct General {
     pub max_db_connections: usize,
     /// Maximum server connections per user, all databases together; default 0 = unlimited.
     pub max_user_connections: usize,
+    /// Maximum client connections per database; default 0 = unlimited.
+    pub max_db_client_connections: usize,
     /// Extra server connections a pool may open for clients waiting too long; default 0.
     pub reserve_pool_size: usize,
     /// How long a client waits before the reserve pool is used; default 5s.
     pub reserve_pool_timeout: Secs,
-    /// Pause before connecting again to a server whose login failed; default 15s.
+    /// After a failed server login, clients needing a new connection to that server
+    /// get the error at once for this long; default 15s; 0 = always try again.
     pub server_login_retry: Secs,
+    /// Disconnect clients whose transaction lasts longer than this; default 0 = disabled.
+    pub transaction_timeout: Secs,
+    /// Give up forwarding a cancel request after this long; default 10s; 0 = no limit.
+    pub cancel_wait_timeout: Secs,
     /// Cancel queries running longer than this; default 0 = disabled.
     pub query_timeout: Secs,
     /// Disconnect clients idle in a transaction for longer than this; default 0 = disabled.
@@ -187,9 +194,12 @@ impl Default for General {
             server_round_robin: false,
             max_db_connections: 0,
             max_user_connections: 0,
+            max_db_client_connections: 0,
             reserve_pool_size: 0,
             reserve_pool_timeout: Secs::from_secs(5),
             server_login_retry: Secs::from_secs(15),
+            transaction_timeout: Secs::from_secs(0),
+            cancel_wait_timeout: Secs::from_secs(10),
             query_timeout: Secs::from_secs(0),
             idle_transaction_timeout: Secs::from_secs(0),
             client_idle_timeout: Secs::from_secs(0),
@@ -269,31 +279,6 @@ impl General {
             "server_round_robin",
             self.server_round_robin,
             "round-robin reuse of server connections (pgsluice reuses them LIFO)",
-        );
-        not_yet(
-            "max_db_connections",
-            self.max_db_connections != 0,
-            "a per-database server connection limit",
-        );
-        not_yet(
-            "max_user_connections",
-            self.max_user_connections != 0,
-            "a per-user server connection limit",
-        );
-        not_yet(
-            "reserve_pool_size",
-            self.reserve_pool_size != 0,
-            "the reserve pool",
-        );
-        not_yet(
-            "reserve_pool_timeout",
-            self.reserve_pool_timeout != d.reserve_pool_timeout,
-            "the reserve pool",
-        );
-        not_yet(
-            "server_login_retry",
-            self.server_login_retry != d.server_login_retry,
-            "a pause after a failed server login (pgsluice tries again at the next client)",
         );
         not_yet(
             "stats_period",

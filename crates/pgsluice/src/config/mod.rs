@@ -115,10 +115,15 @@ pub struct DatabaseConfig {
     pub auth_query: Option<String>,
     /// Overrides `general.auth_dbname` for this database.
     pub auth_dbname: Option<String>,
-    /// Extra connections for this database's pools (PgBouncer `reserve_pool`; not implemented yet).
+    /// Extra connections for this database's pools after `reserve_pool_timeout`
+    /// (PgBouncer `reserve_pool`); default `general.reserve_pool_size`.
     pub reserve_pool: Option<usize>,
-    /// Maximum server connections for this database (not implemented yet).
+    /// Maximum server connections for this database, all pools together; default
+    /// `general.max_db_connections` (0 = unlimited).
     pub max_db_connections: Option<usize>,
+    /// Maximum client connections to this database; default
+    /// `general.max_db_client_connections` (0 = unlimited).
+    pub max_db_client_connections: Option<usize>,
     /// Query run on each new server connection (not implemented yet).
     pub connect_query: Option<String>,
     /// `client_encoding` asked from the server (not implemented yet).
@@ -147,6 +152,7 @@ impl DatabaseConfig {
             auth_dbname: None,
             reserve_pool: None,
             max_db_connections: None,
+            max_db_client_connections: None,
             connect_query: None,
             client_encoding: None,
             datestyle: None,
@@ -179,6 +185,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("auth_dbname", &self.auth_dbname)
             .field("reserve_pool", &self.reserve_pool)
             .field("max_db_connections", &self.max_db_connections)
+            .field("max_db_client_connections", &self.max_db_client_connections)
             .field("connect_query", &self.connect_query)
             .field("client_encoding", &self.client_encoding)
             .field("datestyle", &self.datestyle)
@@ -198,7 +205,10 @@ pub struct UserConfig {
     pub pool_mode: Option<PoolMode>,
     /// Pool size for this user's pools; overrides the database's and general's.
     pub pool_size: Option<usize>,
-    /// Maximum server connections for this user (not implemented yet).
+    /// Reserve pool size for this user's pools; overrides the database's and general's.
+    pub reserve_pool_size: Option<usize>,
+    /// Maximum server connections for this user, all databases together; default
+    /// `general.max_user_connections` (0 = unlimited).
     pub max_user_connections: Option<usize>,
 }
 
@@ -208,6 +218,7 @@ impl fmt::Debug for UserConfig {
             .field("password", &self.password.as_ref().map(|_| REDACTED))
             .field("pool_mode", &self.pool_mode)
             .field("pool_size", &self.pool_size)
+            .field("reserve_pool_size", &self.reserve_pool_size)
             .field("max_user_connections", &self.max_user_connections)
             .finish()
     }
@@ -347,6 +358,41 @@ impl Config {
         self.min_pool_size(db).min(self.pool_size(db, user))
     }
 
+    /// Reserve pool size for a (database, user) pair: the user's
+    /// `reserve_pool_size`, else the database's `reserve_pool`, else general's.
+    pub fn reserve_pool_size(&self, db: &str, user: &str) -> usize {
+        self.users
+            .get(user)
+            .and_then(|u| u.reserve_pool_size)
+            .or_else(|| self.db_entry(db).and_then(|d| d.reserve_pool))
+            .unwrap_or(self.general.reserve_pool_size)
+    }
+
+    /// Server connection cap of database `db` (0 = unlimited): its own
+    /// `max_db_connections`, else general's.
+    pub fn max_db_connections(&self, db: &str) -> usize {
+        self.db_entry(db)
+            .and_then(|d| d.max_db_connections)
+            .unwrap_or(self.general.max_db_connections)
+    }
+
+    /// Client connection cap of database `db` (0 = unlimited): its own
+    /// `max_db_client_connections`, else general's.
+    pub fn max_db_client_connections(&self, db: &str) -> usize {
+        self.db_entry(db)
+            .and_then(|d| d.max_db_client_connections)
+            .unwrap_or(self.general.max_db_client_connections)
+    }
+
+    /// Server connection cap of (server) user `user` (0 = unlimited): the user's
+    /// `max_user_connections`, else general's.
+    pub fn max_user_connections(&self, user: &str) -> usize {
+        self.users
+            .get(user)
+            .and_then(|u| u.max_user_connections)
+            .unwrap_or(self.general.max_user_connections)
+    }
+
     /// Effective pool mode: the user's, then the database's, then general's.
     pub fn pool_mode(&self, db: &str, user: &str) -> PoolMode {
         self.users
@@ -382,11 +428,6 @@ impl Config {
         let msg = "not implemented yet; the setting is ignored";
         for (name, d) in &self.databases {
             let set = [
-                ("reserve_pool", d.reserve_pool.is_some_and(|n| n > 0)),
-                (
-                    "max_db_connections",
-                    d.max_db_connections.is_some_and(|n| n > 0),
-                ),
                 ("connect_query", d.connect_query.is_some()),
                 ("client_encoding", d.client_encoding.is_some()),
                 ("datestyle", d.datestyle.is_some()),
@@ -394,14 +435,6 @@ impl Config {
             ];
             for (param, _) in set.iter().filter(|(_, s)| *s) {
                 out.push((check::path(&["databases", name, param]), msg.to_owned()));
-            }
-        }
-        for (name, u) in &self.users {
-            if u.max_user_connections.is_some_and(|n| n > 0) {
-                out.push((
-                    check::path(&["users", name, "max_user_connections"]),
-                    msg.to_owned(),
-                ));
             }
         }
         out

@@ -375,6 +375,7 @@ impl Builder {
                 "min_pool_size" => d.min_pool_size = Some(count(&v)?),
                 "reserve_pool" | "reserve_pool_size" => d.reserve_pool = Some(count(&v)?),
                 "max_db_connections" => d.max_db_connections = Some(count(&v)?),
+                "max_db_client_connections" => d.max_db_client_connections = Some(count(&v)?),
                 "connect_query" => d.connect_query = some(v),
                 "pool_mode" => d.pool_mode = Some(PoolMode::from_str(&v).map_err(|e| err(e.0))?),
                 "client_encoding" => d.client_encoding = some(v),
@@ -449,6 +450,9 @@ impl Builder {
             match k.as_str() {
                 "pool_mode" => u.pool_mode = Some(PoolMode::from_str(&v).map_err(|e| err(e.0))?),
                 "pool_size" => u.pool_size = Some(parse_count(&v).map_err(|e| err(e.0))?),
+                "reserve_pool_size" => {
+                    u.reserve_pool_size = Some(parse_count(&v).map_err(|e| err(e.0))?);
+                }
                 "max_user_connections" => {
                     u.max_user_connections = Some(parse_count(&v).map_err(|e| err(e.0))?);
                 }

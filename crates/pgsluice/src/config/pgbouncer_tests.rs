@@ -152,20 +152,17 @@ fn full_fixture() {
         1,
         "{w:#?}"
     );
-    assert_eq!(
-        has("extra.ini:5: key `pgbouncer.reserve_pool_size`"),
-        1,
-        "{w:#?}"
-    );
     // Implemented since: no warning.
+    assert_eq!(has("key `pgbouncer.reserve_pool_size`"), 0, "{w:#?}");
     assert_eq!(has("key `pgbouncer.max_prepared_statements`"), 0, "{w:#?}");
     assert_eq!(has("key `pgbouncer.admin_users`"), 1, "{w:#?}");
     // Listening on the unix socket is implemented: no warning.
     assert_eq!(has("key `pgbouncer.unix_socket_dir`"), 0, "{w:#?}");
     assert_eq!(has("ignore_startup_parameters"), 0, "{w:#?}");
-    assert_eq!(has("key `databases.tuned.reserve_pool`"), 1, "{w:#?}");
+    assert_eq!(has("key `databases.tuned.reserve_pool`"), 0, "{w:#?}");
+    assert_eq!(has("key `databases.tuned.max_db_connections`"), 0, "{w:#?}");
     assert_eq!(has("key `databases.tuned.connect_query`"), 1, "{w:#?}");
-    assert_eq!(has("key `users.carol.max_user_connections`"), 1, "{w:#?}");
+    assert_eq!(has("key `users.carol.max_user_connections`"), 0, "{w:#?}");
     for quiet in [
         "tcp_keepalive",
         "disable_pqexec",
@@ -449,7 +446,7 @@ fn toml_auth_file_and_print_config() {
         &[
             (
                 "pgsluice.toml",
-                "[general]\nauth_file = \"users.txt\"\nreserve_pool_size = 2\n\
+                "[general]\nauth_file = \"users.txt\"\nserver_round_robin = true\n\
                  [databases.app]\nhost = \"h\"\npassword = \"dbsecret\"\nuser = \"u\"\n\
                  [users.kept]\npassword = \"from-toml\"\n",
             ),
@@ -469,7 +466,7 @@ fn toml_auth_file_and_print_config() {
     let w = c.warnings();
     assert!(
         w.iter()
-            .any(|x| x.contains("key `general.reserve_pool_size`")),
+            .any(|x| x.contains("key `general.server_round_robin`")),
         "{w:#?}"
     );
     let printed = to_redacted_toml(&c);

@@ -114,9 +114,15 @@ pub(crate) fn to_table(cfg: &Config) -> Table {
     );
     general.insert("max_db_connections".into(), int(g.max_db_connections));
     general.insert("max_user_connections".into(), int(g.max_user_connections));
+    general.insert(
+        "max_db_client_connections".into(),
+        int(g.max_db_client_connections),
+    );
     general.insert("reserve_pool_size".into(), int(g.reserve_pool_size));
     general.insert("reserve_pool_timeout".into(), secs(g.reserve_pool_timeout));
     general.insert("server_login_retry".into(), secs(g.server_login_retry));
+    general.insert("transaction_timeout".into(), secs(g.transaction_timeout));
+    general.insert("cancel_wait_timeout".into(), secs(g.cancel_wait_timeout));
     general.insert("query_timeout".into(), secs(g.query_timeout));
     general.insert(
         "idle_transaction_timeout".into(),
@@ -216,6 +222,9 @@ pub(crate) fn to_table(cfg: &Config) -> Table {
         if let Some(n) = d.max_db_connections {
             t.insert("max_db_connections".into(), int(n));
         }
+        if let Some(n) = d.max_db_client_connections {
+            t.insert("max_db_client_connections".into(), int(n));
+        }
         databases.insert(name.clone(), Value::Table(t));
     }
 
@@ -230,6 +239,9 @@ pub(crate) fn to_table(cfg: &Config) -> Table {
         }
         if let Some(n) = u.pool_size {
             t.insert("pool_size".into(), int(n));
+        }
+        if let Some(n) = u.reserve_pool_size {
+            t.insert("reserve_pool_size".into(), int(n));
         }
         if let Some(n) = u.max_user_connections {
             t.insert("max_user_connections".into(), int(n));

@@ -112,6 +112,7 @@ impl Pool {
         }
         self.target.store(Arc::new(target));
         *self.startup.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.clear_login_failure();
         self.reconnect();
     }
 
@@ -139,6 +140,7 @@ impl Pool {
     /// RECONNECT: every open connection is closed when released; idle ones now.
     pub fn reconnect(&self) {
         self.epoch.fetch_add(1, Ordering::Relaxed);
+        self.clear_login_failure();
         let idle = {
             let mut st = self.lock();
             let idle = std::mem::take(&mut st.idle);
@@ -164,6 +166,7 @@ impl Pool {
     /// RESUME: waiting clients get connections again.
     pub fn resume(self: &Arc<Self>) {
         self.lock().paused = false;
+        self.clear_login_failure();
         self.grant_waiters();
         self.changed.notify_waiters();
     }

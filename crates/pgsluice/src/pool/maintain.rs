@@ -10,9 +10,6 @@ use crate::shutdown::ShutdownWatch;
 
 /// How often the upkeep runs.
 const TICK: Duration = Duration::from_secs(1);
-/// After a failed attempt to fill min_pool_size, wait this long (PgBouncer's
-/// server_login_retry default).
-const LOGIN_RETRY: Duration = Duration::from_secs(15);
 
 impl Pool {
     /// Spawns the upkeep task; it ends when the pool is dropped or shutdown starts.
@@ -51,7 +48,7 @@ impl Pool {
                     .is_some_and(|t| now.saturating_duration_since(m.conn.last_used) >= t)
                     && st.total > settings.min_size;
                 // A reload may have shrunk the pool: trim idle connections first.
-                let too_many = st.total > settings.size;
+                let too_many = st.total > settings.max_total();
                 if too_old || too_idle || too_many || m.info().epoch < epoch {
                     st.total -= 1;
                     closing.push(m);
@@ -59,16 +56,19 @@ impl Pool {
                     st.idle.push(m);
                 }
             }
-            let blocked = self
-                .retry_after
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_some_and(|t| now < t);
-            let need = if blocked || st.paused {
+            let blocked = self.login_failing(&settings).is_some();
+            let mut need = if blocked || st.paused {
                 0
             } else {
                 settings.min_size.saturating_sub(st.total)
             };
+            // Within the database and user caps only; never recorded as blocked.
+            for i in 0..need {
+                if self.groups.try_acquire(self, false).is_err() {
+                    need = i;
+                    break;
+                }
+            }
             st.total += need;
             need
         };
@@ -82,8 +82,7 @@ impl Pool {
                     Ok(conn) => slot.fill(conn).return_as(ReturnAs::Clean),
                     Err(e) => {
                         tracing::warn!(pool = %pool.key, error = %e, "could not open min_pool_size connection");
-                        *pool.retry_after.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some(Instant::now() + LOGIN_RETRY);
+                        pool.login_failed(&e);
                         drop(slot);
                     }
                 }

@@ -8,6 +8,8 @@
 
 mod checkout;
 mod control;
+pub mod group;
+mod limits;
 mod maintain;
 pub mod registry;
 mod stats;
@@ -22,11 +24,12 @@ use tokio::sync::{oneshot, Notify};
 
 pub use checkout::{Checkout, ReturnAs};
 pub use control::PoolCounts;
+pub use group::{ClientSlot, GroupKind, GroupLimit, Groups};
 pub use registry::{ClientInfo, ClientReg, ClientState, ServerInfo, ServerState};
 pub use stats::{PoolStats, PoolStatsSnapshot};
 
 use crate::config::PoolMode;
-use crate::error::PoolError;
+use crate::error::{ClientNotice, PoolError};
 use crate::params::ParamSet;
 use crate::server::{self, PassThrough, ServerConn, ServerId, ServerTarget};
 use registry::{InfoList, ServerReg, CURRENT_CLIENT};
@@ -67,6 +70,37 @@ pub struct PoolSettings {
     pub reset_query: Option<String>,
     /// Run the reset query in transaction mode too.
     pub reset_query_always: bool,
+    /// Connections beyond `size` for clients that waited `reserve_timeout`.
+    pub reserve_size: usize,
+    /// How long a client waits before the reserve is used; None = no reserve.
+    pub reserve_timeout: Option<Duration>,
+    /// After a failed connect or login, new connections fail at once this long.
+    pub login_retry: Option<Duration>,
+}
+
+impl PoolSettings {
+    /// The most connections the pool may hold, reserve included.
+    fn max_total(&self) -> usize {
+        self.size + self.reserve().map_or(0, |(n, _)| n)
+    }
+
+    /// The reserve size and wait, when the reserve is on.
+    fn reserve(&self) -> Option<(usize, Duration)> {
+        match (self.reserve_size, self.reserve_timeout) {
+            (0, _) | (_, None) => None,
+            (n, Some(t)) => Some((n, t)),
+        }
+    }
+}
+
+/// Whether the pool may open one more connection, and if not, why.
+enum Open {
+    /// Counted in the pool and its groups: open it.
+    Yes,
+    /// The pool is at its size (or paused or closed).
+    Full,
+    /// A database or user group is at its cap (the pool is recorded as blocked on it).
+    Group(Arc<GroupLimit>),
 }
 
 /// Allocates server connection ids (shared by every pool of one server).
@@ -132,7 +166,10 @@ pub struct Pool {
     state: Mutex<State>,
     ids: Arc<IdGen>,
     startup: Mutex<Option<Arc<StartupInfo>>>,
-    retry_after: Mutex<Option<Instant>>,
+    /// The last failed connect or login, until server_login_retry has passed.
+    login_failure: Mutex<Option<(Instant, ClientNotice)>>,
+    /// The database and user groups (max_db_connections, max_user_connections).
+    groups: Groups,
     /// Counters for the admin console and metrics.
     pub stats: PoolStats,
     clients: Arc<InfoList<ClientInfo>>,
@@ -171,8 +208,9 @@ impl Pool {
         target: ServerTarget,
         settings: PoolSettings,
         ids: Arc<IdGen>,
+        groups: Groups,
     ) -> Arc<Pool> {
-        Arc::new(Pool {
+        let pool = Arc::new(Pool {
             key,
             target: ArcSwap::from_pointee(target),
             passthrough: arc_swap::ArcSwapOption::empty(),
@@ -180,14 +218,23 @@ impl Pool {
             state: Mutex::new(State::default()),
             ids,
             startup: Mutex::new(None),
-            retry_after: Mutex::new(None),
+            login_failure: Mutex::new(None),
+            groups,
             stats: PoolStats::default(),
             clients: Arc::default(),
             servers: Arc::default(),
             epoch: AtomicU64::new(0),
             retired: AtomicBool::new(false),
             changed: Notify::new(),
-        })
+        });
+        pool.groups.db.add_member(&pool);
+        pool.groups.user.add_member(&pool);
+        pool
+    }
+
+    /// The database and user groups the pool counts its connections in.
+    pub fn groups(&self) -> &Groups {
+        &self.groups
     }
 
     /// The pool's identity.
@@ -274,36 +321,54 @@ impl Pool {
             if let Some(c) = &client {
                 c.set_waiting();
             }
-            if !st.paused && st.total < settings.size {
-                st.total += 1;
-                None
+            // Waiters first: a new client does not overtake queued ones.
+            let open = if st.waiters.iter().any(|w| !w.is_closed()) {
+                Open::Full
             } else {
-                let (tx, rx) = oneshot::channel();
-                if st.waiters.len() > 64 && st.waiters.len().is_power_of_two() {
-                    st.waiters.retain(|w| !w.is_closed());
+                self.may_open(&mut st, settings.size)
+            };
+            match open {
+                Open::Yes => None,
+                open => {
+                    let (tx, rx) = oneshot::channel();
+                    if st.waiters.len() > 64 && st.waiters.len().is_power_of_two() {
+                        st.waiters.retain(|w| !w.is_closed());
+                    }
+                    st.waiters.push_back(tx);
+                    Some((rx, open))
                 }
-                st.waiters.push_back(tx);
-                Some(rx)
             }
         };
         self.close_members(stale, "stale");
         let slot = match waiter {
             None => checkout::Slot::new(self.clone()),
-            Some(rx) => match self.wait(rx, settings.wait_timeout).await? {
-                Grant::Conn(mut c) => {
-                    self.stats.add_wait(started.elapsed());
-                    c.attach(client);
-                    return Ok(c);
+            Some((rx, open)) => {
+                if let Open::Group(g) = open {
+                    // Blocked only by the database or user cap: free an idle
+                    // connection of another pool of the group, if there is one.
+                    g.evict_idle(self);
                 }
-                Grant::Slot(slot) => slot,
-            },
+                match self.wait(rx, &settings).await? {
+                    Grant::Conn(mut c) => {
+                        self.stats.add_wait(started.elapsed());
+                        c.attach(client);
+                        return Ok(c);
+                    }
+                    Grant::Slot(slot) => slot,
+                }
+            }
         };
+        if let Some(notice) = self.login_failing(&settings) {
+            // server_login_retry: fail at once, without another attempt.
+            return Err(PoolError::LoginRetry(notice));
+        }
         let conn = Box::pin(server::connect(
             self.connect_target(),
             self.ids.next(),
             settings.connect_timeout,
         ))
-        .await?;
+        .await
+        .inspect_err(|e| self.login_failed(e))?;
         self.stats.add_wait(started.elapsed());
         let mut co = slot.fill(conn);
         co.attach(client);
@@ -311,14 +376,38 @@ impl Pool {
     }
 
     async fn wait(
+        self: &Arc<Self>,
+        mut rx: oneshot::Receiver<Grant>,
+        settings: &PoolSettings,
+    ) -> Result<Grant, PoolError> {
+        let limit = settings.wait_timeout;
+        if let Some((_, after)) = settings.reserve() {
+            if limit.is_none_or(|l| after < l) {
+                match tokio::time::timeout(after, &mut rx).await {
+                    Ok(r) => return r.map_err(|_| PoolError::Closed),
+                    Err(_) => {
+                        // Waited reserve_pool_timeout: the oldest waiter (this one or
+                        // one queued earlier) may open a reserve connection.
+                        self.grant_reserve();
+                    }
+                }
+                let rest = limit.map(|l| l - after);
+                return self.wait_rest(rx, rest, limit).await;
+            }
+        }
+        self.wait_rest(rx, limit, limit).await
+    }
+
+    async fn wait_rest(
         &self,
         mut rx: oneshot::Receiver<Grant>,
+        rest: Option<Duration>,
         limit: Option<Duration>,
     ) -> Result<Grant, PoolError> {
-        let Some(limit) = limit else {
+        let (Some(rest), Some(limit)) = (rest, limit) else {
             return rx.await.map_err(|_| PoolError::Closed);
         };
-        match tokio::time::timeout(limit, &mut rx).await {
+        match tokio::time::timeout(rest, &mut rx).await {
             Ok(Ok(g)) => Ok(g),
             Ok(Err(_)) => Err(PoolError::Closed),
             Err(_) => {
@@ -362,7 +451,7 @@ impl Pool {
     /// reconnect, or the pool holds more connections than its (reloaded) size.
     fn put_back(self: &Arc<Self>, mut m: Member) {
         m.conn.last_used = Instant::now();
-        let size = self.settings.load().size;
+        let size = self.settings.load().max_total();
         loop {
             let waiter = {
                 let mut st = self.lock();
@@ -385,6 +474,14 @@ impl Pool {
                 }
                 match st.waiters.pop_front() {
                     Some(w) => w,
+                    None if self.groups.others_blocked(self) => {
+                        // Another pool of the database or user waits for room under
+                        // max_db_connections / max_user_connections: make it.
+                        st.total -= 1;
+                        drop(st);
+                        self.close_members(vec![m], "connection limit: room for another pool");
+                        return;
+                    }
                     None => {
                         m.info().unlink(ServerState::Idle);
                         st.idle.push(m);
@@ -418,6 +515,7 @@ impl Pool {
                 None => {
                     st.total -= 1;
                     drop(st);
+                    self.groups.release(1);
                     self.changed.notify_waiters();
                     return;
                 }
@@ -427,24 +525,10 @@ impl Pool {
         let _ = waiter.send(Grant::Slot(checkout::Slot::new(self.clone())));
     }
 
-    /// Lets waiters open connections while the pool is below its size (after RESUME or
-    /// a larger pool size).
-    fn grant_waiters(self: &Arc<Self>) {
-        loop {
-            let waiter = {
-                let mut st = self.lock();
-                if st.closed || st.paused || st.total >= self.settings.load().size {
-                    return;
-                }
-                let Some(w) = st.waiters.pop_front() else {
-                    return;
-                };
-                st.total += 1;
-                w
-            };
-            // A dead waiter hands the slot on through Slot's Drop.
-            let _ = waiter.send(Grant::Slot(checkout::Slot::new(self.clone())));
-        }
+    /// Lets waiters open connections while the pool is below its size and its groups
+    /// below their caps (after RESUME, a larger pool size, or room in a group).
+    pub(crate) fn grant_waiters(self: &Arc<Self>) {
+        self.grant(false);
     }
 
     /// Closes a connection that will not be reused, and frees its slot.
@@ -460,6 +544,7 @@ impl Pool {
         if members.is_empty() {
             return;
         }
+        self.groups.release(members.len());
         for m in members {
             tracing::info!(server = %m.conn.id, pool = %self.key, reason, "server connection closed");
             m.info().unlink(ServerState::Closing);

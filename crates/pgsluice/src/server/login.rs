@@ -291,14 +291,33 @@ fn scram_client_for(target: &ServerTarget) -> Result<scram::ScramClient, ServerE
     }
 }
 
-/// Sends a CancelRequest for `key` to the server at `target` over a new connection.
+/// Sends a CancelRequest for `key` to the server at `target` over a new connection
+/// (bounded at 5 s overall; see [`send_cancel_within`]).
 pub async fn send_cancel(target: &ServerTarget, key: &BackendKey) -> Result<(), ServerError> {
-    let mut stream = open_socket(target).await?;
-    let mut out = BytesMut::with_capacity(16);
-    startup::write_cancel(&mut out, key.pid, &key.secret);
-    stream.write_all(&out).await?;
-    // PostgreSQL closes the connection once it has read the request.
-    let mut sink = [0u8; 16];
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut sink)).await;
-    Ok(())
+    send_cancel_within(target, key, Some(Duration::from_secs(5))).await
+}
+
+/// Sends a CancelRequest and waits for PostgreSQL to close the connection, giving up
+/// (and closing it) after `limit` (cancel_wait_timeout; None = no limit).
+pub async fn send_cancel_within(
+    target: &ServerTarget,
+    key: &BackendKey,
+    limit: Option<Duration>,
+) -> Result<(), ServerError> {
+    let send = async {
+        let mut stream = open_socket(target).await?;
+        let mut out = BytesMut::with_capacity(16);
+        startup::write_cancel(&mut out, key.pid, &key.secret);
+        stream.write_all(&out).await?;
+        // PostgreSQL closes the connection once it has read the request.
+        let mut sink = [0u8; 16];
+        let _ = stream.read(&mut sink).await;
+        Ok(())
+    };
+    match limit {
+        None => send.await,
+        Some(d) => tokio::time::timeout(d, send)
+            .await
+            .unwrap_or_else(|_| Err(ServerError::CancelTimeout(target.display_addr()))),
+    }
 }

@@ -18,7 +18,7 @@ use crate::error::ServerError;
 use crate::net::Stream;
 use crate::params::ParamSet;
 
-pub use login::{connect, send_cancel};
+pub use login::{connect, send_cancel, send_cancel_within};
 
 /// Size of each relay buffer (client to server, server to client).
 pub const RELAY_BUF: usize = 16 * 1024;
