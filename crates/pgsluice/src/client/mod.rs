@@ -26,7 +26,7 @@ use crate::cancel::CancelHandle;
 use crate::error::{ClientError, ClientNotice};
 use crate::net::Stream;
 use crate::params::ParamSet;
-use crate::pool::registry::{socket_endpoints, Endpoint, CURRENT_CLIENT};
+use crate::pool::registry::{socket_endpoints, Endpoint};
 use crate::pool::{ClientInfo, ClientReg};
 use crate::shutdown::TaskToken;
 
@@ -196,7 +196,7 @@ pub async fn serve(
     ));
     let reg: ClientReg = pool_reg.pool.register_client(info.clone());
     // KILL / KILL_CLIENT reach the session through `info`: it tells the client itself.
-    let run = Box::pin(CURRENT_CLIENT.scope(info.clone(), session.run(stream, Some(info.clone()))));
+    let run = Box::pin(session.run(stream, Some(info.clone())));
     let summary = run.await;
     drop(reg);
     tracing::info!(

@@ -264,6 +264,7 @@ impl Session {
         info: Option<Arc<ClientInfo>>,
     ) -> SessionSummary {
         let mut summary = SessionSummary::default();
+        let client = info.clone();
         // One stop future per session, polled by every select below: creating and
         // dropping one per transaction costs a lock on the shared channel each time.
         let mut stop_watch = self.app.shutdown_watch();
@@ -320,9 +321,13 @@ impl Session {
                     continue;
                 }
             }
-            // Boxed: the checkout state (timer, waiter) is short-lived; inline it would
-            // size every idle session.
-            let mut co = match Box::pin(self.pool.checkout()).await {
+            let co = match self.pool.try_idle(client.as_ref()) {
+                Some(c) => Ok(c),
+                // Boxed: the checkout state (timer, waiter) is short-lived; inline it
+                // would size every idle session.
+                None => Box::pin(self.pool.checkout(client.clone())).await,
+            };
+            let mut co = match co {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(pool = %self.pool.key(), error = %e, "no server connection for client");
@@ -332,11 +337,13 @@ impl Session {
                 }
             };
             let held_since = Instant::now();
-            if let Err(e) = Box::pin(self.sync_params(&mut co)).await {
-                tracing::warn!(server = %co.conn().id, error = %e, "could not apply client parameters");
-                send_fatal(&mut stream, &e.to_notice()).await;
-                summary.reason = "parameter sync failed";
-                return summary;
+            if let Some(sql) = self.params.sync_sql(&co.conn().params) {
+                if let Err(e) = Box::pin(self.sync_params(&mut co, sql)).await {
+                    tracing::warn!(server = %co.conn().id, error = %e, "could not apply client parameters");
+                    send_fatal(&mut stream, &e.to_notice()).await;
+                    summary.reason = "parameter sync failed";
+                    return summary;
+                }
             }
             summary.transactions += 1;
             let mode = self.pool.settings_guard().mode;
@@ -545,13 +552,15 @@ impl Session {
         Some(reply)
     }
 
-    async fn sync_params(&mut self, co: &mut Checkout) -> Result<(), crate::error::ServerError> {
+    async fn sync_params(
+        &mut self,
+        co: &mut Checkout,
+        sql: String,
+    ) -> Result<(), crate::error::ServerError> {
         let conn = co.conn();
-        if let Some(sql) = self.params.sync_sql(&conn.params) {
-            conn.run_discarding(&sql).await?;
-            // PostgreSQL reports the canonical spelling ("utc" becomes "UTC").
-            self.params.clone_from(&conn.params);
-        }
+        conn.run_discarding(&sql).await?;
+        // PostgreSQL reports the canonical spelling ("utc" becomes "UTC").
+        self.params.clone_from(&conn.params);
         Ok(())
     }
 }

@@ -32,7 +32,7 @@ use crate::config::PoolMode;
 use crate::error::{ClientNotice, PoolError};
 use crate::params::ParamSet;
 use crate::server::{self, PassThrough, ServerConn, ServerId, ServerTarget};
-use registry::{InfoList, ServerReg, CURRENT_CLIENT};
+use registry::{InfoList, ServerReg};
 
 /// Identity of a pool: the database name clients use and the client user name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -273,12 +273,42 @@ impl Pool {
         }
     }
 
+    /// Takes a clean idle connection at once, without waiting and without a future:
+    /// the hot path of a transaction. `None` when the pool has none to give (empty,
+    /// paused or closed); [`Pool::checkout`] then does the rest.
+    pub fn try_idle(self: &Arc<Self>, client: Option<&Arc<ClientInfo>>) -> Option<Checkout> {
+        let settings = self.settings.load();
+        let mut stale = Vec::new();
+        let found = {
+            let mut st = self.lock();
+            let mut found = None;
+            while !st.paused && !st.closed {
+                let Some(m) = st.idle.pop() else { break };
+                if self.usable(&m, &settings) {
+                    found = Some(m);
+                    break;
+                }
+                st.total -= 1;
+                stale.push(m);
+            }
+            found
+        };
+        self.close_members(stale, "stale");
+        let m = found?;
+        self.stats.add_wait(Duration::ZERO);
+        let mut co = Checkout::new(m, self.clone());
+        co.attach(client.cloned());
+        Some(co)
+    }
+
     /// Waits for a connection: an idle one, a new one if below size, or the next one
     /// returned (FIFO) within the wait timeout. While the pool is paused every request
-    /// waits. The client of the calling task (see [`registry::CURRENT_CLIENT`]) is
-    /// marked waiting, then linked to the connection.
-    pub async fn checkout(self: &Arc<Self>) -> Result<Checkout, PoolError> {
-        let client = CURRENT_CLIENT.try_with(Arc::clone).ok();
+    /// waits. `client` (the admin view of the client asking) is marked waiting, then
+    /// linked to the connection.
+    pub async fn checkout(
+        self: &Arc<Self>,
+        client: Option<Arc<ClientInfo>>,
+    ) -> Result<Checkout, PoolError> {
         let r = self.checkout_inner(client.clone()).await;
         if r.is_err() {
             if let Some(c) = &client {
@@ -564,7 +594,7 @@ impl Pool {
         {
             return Ok(info);
         }
-        let mut guard = self.checkout().await?;
+        let mut guard = self.checkout(None).await?;
         let conn = guard.conn();
         let mut tracked = ParamSet::default();
         for (k, v) in &conn.startup_params {

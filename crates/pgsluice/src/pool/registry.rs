@@ -15,12 +15,6 @@ use tokio::sync::Notify;
 
 use crate::server::{BackendKey, ServerTarget};
 
-tokio::task_local! {
-    /// The client a task serves; set by the client task around its session so that
-    /// [`super::Pool::checkout`] can link the client and its server connection.
-    pub static CURRENT_CLIENT: Arc<ClientInfo>;
-}
-
 /// Microseconds since the Unix epoch, now.
 pub fn now_us() -> u64 {
     SystemTime::now()
