@@ -209,6 +209,12 @@ impl App {
     /// Starts a shutdown of the given kind.
     pub fn trigger_shutdown(&self, kind: ShutdownKind) {
         self.shutdown.trigger(kind);
+        // Sessions poll the shutdown state when their task wakes: wake every one.
+        for pool in self.pools() {
+            for c in pool.clients() {
+                c.wake_stop();
+            }
+        }
     }
 
     /// Asks the process to stop (admin SHUTDOWN); see [`App::stop_requested`].

@@ -44,14 +44,57 @@ pub enum Admission {
     Full,
 }
 
+/// A pool client after login: what its task keeps while the session runs.
+struct Opened {
+    session: session::Session,
+    stream: Stream,
+    info: Arc<ClientInfo>,
+    /// The client's entry in the admin views, removed when it leaves.
+    _reg: ClientReg,
+    /// Places under max_client_conn and max_db_client_connections, held until it leaves.
+    _admission: Admission,
+    _db_slot: crate::pool::ClientSlot,
+    peer: String,
+    started: Instant,
+}
+
 /// Serves one client connection from accept to close.
+///
+/// The startup, TLS handshake and login run in a boxed future that is freed once the
+/// client is logged in; the session then runs inline in the task, so that an idle
+/// client costs one allocation sized for the session alone.
 pub async fn serve(
-    mut stream: Stream,
+    stream: Stream,
     peer: String,
     app: Arc<App>,
     admission: Admission,
     _token: TaskToken,
 ) {
+    let Some(mut o) = Box::pin(open(stream, peer, app, admission)).await else {
+        return;
+    };
+    // KILL / KILL_CLIENT reach the session through `info`: it tells the client itself.
+    let summary = o.session.run(&mut o.stream, &o.info).await;
+    tracing::info!(
+        client = o.info.id,
+        peer = %o.peer,
+        duration_ms = o.started.elapsed().as_millis() as u64,
+        bytes_in = summary.bytes_in,
+        bytes_out = summary.bytes_out,
+        transactions = summary.transactions,
+        reason = summary.reason,
+        "client logout"
+    );
+}
+
+/// Everything before a pool session: startup packet, TLS, login (or a whole admin
+/// console session, or a cancel request). `None` when the connection is done.
+async fn open(
+    mut stream: Stream,
+    peer: String,
+    app: Arc<App>,
+    admission: Admission,
+) -> Option<Opened> {
     let started = Instant::now();
     let login_timeout = app.config().general.client_login_timeout.0;
     let deadline = tokio::time::Instant::now() + login_timeout;
@@ -67,16 +110,18 @@ pub async fn serve(
         {
             Ok(Ok(Startup::Packet(p))) => break p,
             Ok(Ok(Startup::Tls)) => {
-                let Stream::Tcp(tcp) = stream else { return };
+                let Stream::Tcp(tcp) = stream else {
+                    return None;
+                };
                 match Box::pin(tokio::time::timeout_at(deadline, tls.clients.accept(tcp))).await {
                     Ok(Ok(s)) => stream = s,
                     Ok(Err(e)) => {
                         tracing::info!(peer = %peer, error = %e, "TLS handshake with client failed");
-                        return;
+                        return None;
                     }
                     Err(_) => {
                         tracing::info!(peer = %peer, "client_login_timeout during TLS handshake");
-                        return;
+                        return None;
                     }
                 }
             }
@@ -87,22 +132,22 @@ pub async fn serve(
                     format!("invalid startup packet: {e}"),
                 );
                 send_fatal(&mut stream, &n).await;
-                return;
+                return None;
             }
             Ok(Err(e)) => {
                 tracing::debug!(peer = %peer, error = %e, "client left during startup");
-                return;
+                return None;
             }
             Err(_) => {
                 tracing::info!(peer = %peer, "client_login_timeout during startup");
-                return;
+                return None;
             }
         }
     };
     let params = match startup {
         StartupPacket::Cancel { pid, secret } => {
             Box::pin(app.forward_cancel(pid, &secret)).await;
-            return;
+            return None;
         }
         StartupPacket::UnsupportedVersion { major, minor } => {
             let n = ClientNotice::fatal(
@@ -112,9 +157,9 @@ pub async fn serve(
                 ),
             );
             send_fatal(&mut stream, &n).await;
-            return;
+            return None;
         }
-        StartupPacket::SslRequest | StartupPacket::GssEncRequest => return,
+        StartupPacket::SslRequest | StartupPacket::GssEncRequest => return None,
         StartupPacket::Startup { minor, params } => (minor, params),
     };
     if tls.clients.requires_tls() && !stream.is_tls() {
@@ -127,7 +172,7 @@ pub async fn serve(
             ),
         );
         send_fatal(&mut stream, &n).await;
-        return;
+        return None;
     }
     if let Admission::Full = admission {
         let n = ClientNotice::fatal(
@@ -135,7 +180,7 @@ pub async fn serve(
             "no more connections allowed (max_client_conn)",
         );
         send_fatal(&mut stream, &n).await;
-        return;
+        return None;
     }
     let (remote, local, fd) = socket_endpoints(&stream);
     let login =
@@ -153,13 +198,13 @@ pub async fn serve(
                 started,
             ))
             .await;
-            return;
+            return None;
         }
         Ok(Ok(LoggedIn::Pool(s, pool_reg))) => (s, pool_reg),
         Ok(Err(LoginFailure::Notice(n))) => {
             tracing::info!(peer = %peer, code = %n.code, reason = %n.message, "client login refused");
             send_fatal(&mut stream, &n).await;
-            return;
+            return None;
         }
         Ok(Err(LoginFailure::Client(e))) => {
             tracing::info!(peer = %peer, error = %e, "client login failed");
@@ -167,13 +212,13 @@ pub async fn serve(
                 let n = ClientNotice::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string());
                 send_fatal(&mut stream, &n).await;
             }
-            return;
+            return None;
         }
         Err(_) => {
             tracing::info!(peer = %peer, "client_login_timeout");
             let n = ClientNotice::fatal(SqlState::PROTOCOL_VIOLATION, "client_login_timeout");
             send_fatal(&mut stream, &n).await;
-            return;
+            return None;
         }
     };
     let (session, pool_reg) = session;
@@ -195,20 +240,16 @@ pub async fn serve(
         fd,
     ));
     let reg: ClientReg = pool_reg.pool.register_client(info.clone());
-    // KILL / KILL_CLIENT reach the session through `info`: it tells the client itself.
-    let run = Box::pin(session.run(stream, Some(info.clone())));
-    let summary = run.await;
-    drop(reg);
-    tracing::info!(
-        client = client_id,
-        peer = %peer,
-        duration_ms = started.elapsed().as_millis() as u64,
-        bytes_in = summary.bytes_in,
-        bytes_out = summary.bytes_out,
-        transactions = summary.transactions,
-        reason = summary.reason,
-        "client logout"
-    );
+    Some(Opened {
+        session,
+        stream,
+        info,
+        _reg: reg,
+        _admission: admission,
+        _db_slot: pool_reg._db_slot,
+        peer,
+        started,
+    })
 }
 
 /// What [`read_startup`] found.

@@ -22,6 +22,7 @@ use crate::params::ParamSet;
 use crate::pool::registry::ClientInfo;
 use crate::pool::{Checkout, Pool, ReturnAs};
 use crate::server::{self, RELAY_BUF};
+use crate::shutdown::ShutdownWatch;
 
 fn mode_is_transaction(pool: &Pool) -> bool {
     pool.settings_guard().mode == PoolMode::Transaction
@@ -205,6 +206,38 @@ enum Stop {
     Killed,
 }
 
+/// Resolves when the session is asked to stop: KILL / KILL_CLIENT (through the
+/// client's admin entry) or a shutdown. Every select of the session polls it, so a poll
+/// is two atomic loads; the task's waker is registered once with the client's entry,
+/// which KILL and [`crate::app::App::trigger_shutdown`] wake.
+struct StopSignal {
+    shutdown: ShutdownWatch,
+    info: Arc<ClientInfo>,
+    registered: bool,
+}
+
+impl std::future::Future for StopSignal {
+    type Output = Stop;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Stop> {
+        if !self.registered {
+            // Before the checks: a stop between them and the registration still wakes.
+            self.info.register_stop_waker(cx.waker());
+            self.registered = true;
+        }
+        if self.info.is_killed() {
+            std::task::Poll::Ready(Stop::Killed)
+        } else if self.shutdown.is_requested() {
+            std::task::Poll::Ready(Stop::Shutdown)
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
 /// What the client is told when it is stopped, and the logout reason.
 fn stop_notice(why: Stop) -> (ClientNotice, &'static str) {
     match why {
@@ -258,33 +291,23 @@ impl Session {
 
     /// Runs the session until the client leaves or is sent away. `info` is the client's
     /// entry in the admin views; KILL / KILL_CLIENT end the session through it.
-    pub async fn run(
-        mut self,
-        mut stream: Stream,
-        info: Option<Arc<ClientInfo>>,
-    ) -> SessionSummary {
+    ///
+    /// Takes its parts by reference so that the client's task holds them once: the
+    /// future of an `async fn` keeps a copy of by-value arguments beside the moved-in
+    /// locals, and this future is what every idle client costs.
+    pub async fn run(&mut self, stream: &mut Stream, info: &Arc<ClientInfo>) -> SessionSummary {
         let mut summary = SessionSummary::default();
-        let client = info.clone();
-        // One stop future per session, polled by every select below: creating and
-        // dropping one per transaction costs a lock on the shared channel each time.
-        let mut stop_watch = self.app.shutdown_watch();
-        let mut stopped = stop_watch.is_requested().then_some(Stop::Shutdown);
-        let stop = async move {
-            match info {
-                Some(info) => tokio::select! {
-                    _ = stop_watch.requested() => Stop::Shutdown,
-                    _ = info.killed() => Stop::Killed,
-                },
-                None => {
-                    stop_watch.requested().await;
-                    Stop::Shutdown
-                }
-            }
+        let client = Some(info.clone());
+        let stop = StopSignal {
+            shutdown: self.app.shutdown_watch(),
+            info: info.clone(),
+            registered: false,
         };
+        let mut stopped = stop.shutdown.is_requested().then_some(Stop::Shutdown);
         tokio::pin!(stop);
         loop {
             let prefix = match self
-                .wait_for_work(&mut stream, stop.as_mut(), &mut stopped)
+                .wait_for_work(stream, stop.as_mut(), &mut stopped)
                 .await
             {
                 Idle::Data(b) => b,
@@ -294,7 +317,7 @@ impl Session {
                 }
                 Idle::Stopped(why) => {
                     let (n, reason) = stop_notice(why);
-                    send_fatal(&mut stream, &n).await;
+                    send_fatal(stream, &n).await;
                     summary.reason = reason;
                     return summary;
                 }
@@ -303,7 +326,7 @@ impl Session {
                         SqlState::IDLE_SESSION_TIMEOUT,
                         "terminating connection due to client_idle_timeout",
                     );
-                    send_fatal(&mut stream, &n).await;
+                    send_fatal(stream, &n).await;
                     summary.reason = "client_idle_timeout";
                     return summary;
                 }
@@ -331,7 +354,7 @@ impl Session {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(pool = %self.pool.key(), error = %e, "no server connection for client");
-                    send_fatal(&mut stream, &e.to_notice()).await;
+                    send_fatal(stream, &e.to_notice()).await;
                     summary.reason = "no server connection";
                     return summary;
                 }
@@ -340,7 +363,7 @@ impl Session {
             if let Some(sql) = self.params.sync_sql(&co.conn().params) {
                 if let Err(e) = Box::pin(self.sync_params(&mut co, sql)).await {
                     tracing::warn!(server = %co.conn().id, error = %e, "could not apply client parameters");
-                    send_fatal(&mut stream, &e.to_notice()).await;
+                    send_fatal(stream, &e.to_notice()).await;
                     summary.reason = "parameter sync failed";
                     return summary;
                 }
@@ -349,7 +372,7 @@ impl Session {
             let mode = self.pool.settings_guard().mode;
             // Boxed: the relay state lives only while a server connection is held.
             let (end, counts, queries, busy) = Box::pin(self.relay_once(
-                &mut stream,
+                stream,
                 &mut co,
                 &prefix,
                 mode,
@@ -371,7 +394,7 @@ impl Session {
                 Next::Continue => {}
                 Next::End(notice, reason) => {
                     if let Some(n) = notice {
-                        send_fatal(&mut stream, &n).await;
+                        send_fatal(stream, &n).await;
                     }
                     summary.reason = reason;
                     return summary;
@@ -488,15 +511,18 @@ impl Session {
         // Boxed only when configured: an idle client keeps no timer otherwise.
         let mut idle_timer = idle_limit.map(|_| Box::pin(idle_timer));
         loop {
+            // Biased, stop first: a client told to stop (KILL) before its next request
+            // arrived is stopped, whatever order the wake-ups come in.
             tokio::select! {
+                biased;
+                why = stop.as_mut() => {
+                    *stopped = Some(why);
+                    return Idle::Stopped(why);
+                }
                 r = stream.readable() => {
                     if r.is_err() {
                         return Idle::Closed;
                     }
-                }
-                why = stop.as_mut() => {
-                    *stopped = Some(why);
-                    return Idle::Stopped(why);
                 }
                 _ = async { idle_timer.as_mut().unwrap().await }, if idle_timer.is_some() => {
                     return Idle::Timeout;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::Notify;
+use std::task::Waker;
 
 use crate::server::{BackendKey, ServerTarget};
 
@@ -94,7 +94,8 @@ pub struct ClientInfo {
     wait_since_us: AtomicU64,
     link: AtomicU64,
     killed: AtomicBool,
-    kill: Notify,
+    /// The waker of the task serving the client, woken by KILL and by shutdown.
+    stop_waker: Mutex<Option<Waker>>,
 }
 
 impl ClientInfo {
@@ -123,7 +124,7 @@ impl ClientInfo {
             wait_since_us: AtomicU64::new(0),
             link: AtomicU64::new(0),
             killed: AtomicBool::new(false),
-            kill: Notify::new(),
+            stop_waker: Mutex::new(None),
         }
     }
 
@@ -178,7 +179,26 @@ impl ClientInfo {
     /// Asks the client's task to close the connection (KILL, KILL_CLIENT).
     pub fn kill(&self) {
         self.killed.store(true, Relaxed);
-        self.kill.notify_one();
+        self.wake_stop();
+    }
+
+    /// Wakes the client's task so that it looks at its stop conditions (KILL, shutdown).
+    pub fn wake_stop(&self) {
+        let slot = self.stop_waker.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = &*slot {
+            w.wake_by_ref();
+        }
+    }
+
+    /// Registers the waker [`ClientInfo::wake_stop`] wakes (it is kept after a wake).
+    /// A task's waker stays the same for its whole life, so the serving task needs to
+    /// register only once.
+    pub fn register_stop_waker(&self, w: &Waker) {
+        let mut slot = self.stop_waker.lock().unwrap_or_else(|p| p.into_inner());
+        match &*slot {
+            Some(old) if old.will_wake(w) => {}
+            _ => *slot = Some(w.clone()),
+        }
     }
 
     /// Whether [`ClientInfo::kill`] was called.
@@ -188,10 +208,15 @@ impl ClientInfo {
 
     /// Resolves once [`ClientInfo::kill`] is called (at once if it already was).
     pub async fn killed(&self) {
-        if self.is_killed() {
-            return;
-        }
-        self.kill.notified().await;
+        std::future::poll_fn(|cx| {
+            self.register_stop_waker(cx.waker());
+            if self.is_killed() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await
     }
 }
 
