@@ -514,6 +514,7 @@ fn server_target(
         application_name: db.application_name.clone(),
         tls,
         passthrough: None,
+        scram_keys: Default::default(),
     }
 }
 

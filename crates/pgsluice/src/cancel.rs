@@ -151,6 +151,7 @@ mod tests {
             application_name: None,
             tls: None,
             passthrough: None,
+            scram_keys: Default::default(),
         });
         h.set_current(Some(CancelTarget {
             target,

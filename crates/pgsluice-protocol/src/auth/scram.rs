@@ -576,6 +576,34 @@ pub struct ScramClient {
     nonce: String,
     binding: ChannelBinding,
     state: ClientState,
+    /// Keys derived from the password: given by the caller (a cache) or computed in
+    /// [`ScramClient::handle_server_first`].
+    derived: Option<DerivedKeys>,
+}
+
+/// The keys a password yields for one salt and iteration count: the result of the
+/// PBKDF2 rounds, which cost as much CPU as thousands of pooled transactions. A caller
+/// that logs in again with the same password keeps them (see
+/// [`ScramClient::with_derived_keys`]) and skips the derivation while the server's
+/// verifier stays the same. As secret as the password itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DerivedKeys {
+    /// The salt the server sent.
+    pub salt: Vec<u8>,
+    /// The iteration count the server sent.
+    pub iterations: u32,
+    /// HMAC(SaltedPassword, "Client Key").
+    pub client_key: [u8; 32],
+    /// HMAC(SaltedPassword, "Server Key").
+    pub server_key: [u8; 32],
+}
+
+impl fmt::Debug for DerivedKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DerivedKeys")
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for ScramClient {
@@ -612,6 +640,24 @@ impl ScramClient {
             nonce,
             binding: ChannelBinding::Unsupported,
             state: ClientState::Initial,
+            derived: None,
+        }
+    }
+
+    /// Reuses keys derived from the same password by an earlier login: when the
+    /// server sends the same salt and iteration count, no PBKDF2 runs.
+    pub fn with_derived_keys(mut self, keys: Option<DerivedKeys>) -> ScramClient {
+        self.derived = keys;
+        self
+    }
+
+    /// The keys this password yielded for the server's salt (after
+    /// [`ScramClient::handle_server_first`]; `None` with a ClientKey), for the
+    /// caller to keep once the server has accepted the login.
+    pub fn derived_keys(&self) -> Option<&DerivedKeys> {
+        match self.credentials {
+            ClientCredentials::Password(_) => self.derived.as_ref(),
+            ClientCredentials::ClientKey { .. } => None,
         }
     }
 
@@ -622,6 +668,7 @@ impl ScramClient {
             nonce: random_nonce(),
             binding: ChannelBinding::Unsupported,
             state: ClientState::Initial,
+            derived: None,
         }
     }
 
@@ -682,13 +729,25 @@ impl ScramClient {
             parse_iterations(iterations).ok_or(AuthError::Malformed("invalid iteration count"))?;
 
         let (client_key, server_key) = match &self.credentials {
-            ClientCredentials::Password(password) => {
-                if iterations > MAX_ITERATIONS {
-                    return Err(AuthError::Malformed("iteration count too large"));
+            ClientCredentials::Password(password) => match &self.derived {
+                Some(k) if k.salt == salt && k.iterations == iterations => {
+                    (k.client_key, k.server_key)
                 }
-                let salted = salted_password(password, &salt, iterations);
-                (client_key_of(&salted), server_key_of(&salted))
-            }
+                _ => {
+                    if iterations > MAX_ITERATIONS {
+                        return Err(AuthError::Malformed("iteration count too large"));
+                    }
+                    let salted = salted_password(password, &salt, iterations);
+                    let keys = (client_key_of(&salted), server_key_of(&salted));
+                    self.derived = Some(DerivedKeys {
+                        salt: salt.clone(),
+                        iterations,
+                        client_key: keys.0,
+                        server_key: keys.1,
+                    });
+                    keys
+                }
+            },
             ClientCredentials::ClientKey { client_key, secret } => {
                 if salt != secret.salt || iterations != secret.iterations {
                     return Err(AuthError::Malformed("salt mismatch"));
@@ -766,6 +825,52 @@ mod tests {
 
     fn pencil() -> ScramSecret {
         ScramSecret::parse(PENCIL_SECRET).expect("valid secret")
+    }
+
+    /// One exchange against the pencil verifier with fixed nonces: the client-final
+    /// message, whether the server accepted it, and the keys the client ends with.
+    fn pencil_login(keys: Option<DerivedKeys>) -> (Vec<u8>, bool, Option<DerivedKeys>) {
+        let mut c =
+            ScramClient::with_nonce("pencil", RFC_CLIENT_NONCE.into()).with_derived_keys(keys);
+        let mut srv = ScramServer::with_nonce(pencil(), RFC_SERVER_NONCE.into());
+        let first = srv
+            .handle_client_first(SCRAM_SHA_256, &c.client_first())
+            .unwrap();
+        let fin = c.handle_server_first(&first).unwrap();
+        let accepted = match srv.handle_client_final(&fin) {
+            Ok(last) => c.handle_server_final(&last).is_ok(),
+            Err(_) => false,
+        };
+        (fin, accepted, c.derived_keys().cloned())
+    }
+
+    #[test]
+    fn derived_keys_are_reused_for_the_same_salt_only() {
+        let (fin, ok, keys) = pencil_login(None);
+        assert!(ok);
+        let keys = keys.expect("keys derived");
+        assert_eq!(keys.iterations, 4096);
+        // The same keys again: same proof, no derivation needed.
+        let (fin2, ok2, keys2) = pencil_login(Some(keys.clone()));
+        assert!(ok2);
+        assert_eq!(fin, fin2);
+        assert_eq!(keys2.as_ref(), Some(&keys));
+        // Keys kept for another salt (the password or verifier changed) are not used.
+        let stale = DerivedKeys {
+            salt: b"another salt".to_vec(),
+            client_key: [7; 32],
+            ..keys.clone()
+        };
+        let (fin3, ok3, keys3) = pencil_login(Some(stale));
+        assert!(ok3);
+        assert_eq!(fin, fin3);
+        assert_eq!(keys3, Some(keys.clone()));
+        // Wrong keys for the right salt make a proof the server refuses.
+        let wrong = DerivedKeys {
+            client_key: [7; 32],
+            ..keys
+        };
+        assert!(!pencil_login(Some(wrong)).1);
     }
 
     /// Runs a full exchange between our client and our server.

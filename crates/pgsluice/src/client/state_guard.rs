@@ -85,9 +85,13 @@ fn plainly_harmless(sql: &str) -> bool {
             return false;
         }
     }
-    !t.as_bytes()
-        .windows(8)
-        .any(|w| w.eq_ignore_ascii_case(b"advisory"))
+    // Compare only where an 'a' or 'A' starts: one byte test per position.
+    let b = t.as_bytes();
+    !b.iter().enumerate().any(|(i, &c)| {
+        c | 0x20 == b'a'
+            && b.get(i..i + 8)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"advisory"))
+    })
 }
 
 fn check_statement(stmt: &str) -> Option<Refusal> {

@@ -207,6 +207,15 @@ impl Pool {
     /// Waits until `done(self)` holds, re-checking whenever a connection is released
     /// or closed (and every 100 ms).
     pub async fn wait_until(&self, done: impl Fn(&Pool) -> bool) {
+        /// Counts this task in `watchers` while it waits.
+        struct Watching<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Watching<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.watchers.fetch_add(1, Ordering::SeqCst);
+        let _watching = Watching(&self.watchers);
         loop {
             let notified = self.changed.notified();
             if done(self) {

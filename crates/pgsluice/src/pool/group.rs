@@ -300,6 +300,7 @@ mod tests {
             application_name: None,
             tls: None,
             passthrough: None,
+            scram_keys: Default::default(),
         };
         let settings = PoolSettings {
             size: 5,

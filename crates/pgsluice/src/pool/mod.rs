@@ -180,6 +180,9 @@ pub struct Pool {
     retired: AtomicBool,
     /// Woken whenever a server connection is closed or released.
     changed: Notify,
+    /// Tasks in [`Pool::wait_until`]: the hot path skips `changed` when there are none
+    /// (waking no one still takes the Notify's lock).
+    watchers: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Pool {
@@ -226,6 +229,7 @@ impl Pool {
             epoch: AtomicU64::new(0),
             retired: AtomicBool::new(false),
             changed: Notify::new(),
+            watchers: std::sync::atomic::AtomicUsize::new(0),
         });
         pool.groups.db.add_member(&pool);
         pool.groups.user.add_member(&pool);
@@ -516,7 +520,9 @@ impl Pool {
                         m.info().unlink(ServerState::Idle);
                         st.idle.push(m);
                         drop(st);
-                        self.changed.notify_waiters();
+                        if self.watchers.load(Ordering::SeqCst) > 0 {
+                            self.changed.notify_waiters();
+                        }
                         return;
                     }
                 }

@@ -183,6 +183,10 @@ async fn connect_inner(
                             .as_mut()
                             .ok_or(ServerError::UnsupportedAuth(12))?;
                         client.handle_server_final(data)?;
+                        // Accepted: the next connection can skip the key derivation.
+                        if let Some(keys) = client.derived_keys() {
+                            target.scram_keys.set(keys.clone());
+                        }
                         continue;
                     }
                     AuthRequest::Unsupported(code) => {
@@ -280,7 +284,7 @@ fn md5_secret(target: &ServerTarget) -> Result<&str, ServerError> {
 /// from a client's SCRAM login.
 fn scram_client_for(target: &ServerTarget) -> Result<scram::ScramClient, ServerError> {
     if let Ok(pw) = plaintext_password(target) {
-        return Ok(scram::ScramClient::new(pw));
+        return Ok(scram::ScramClient::new(pw).with_derived_keys(target.scram_keys.get()));
     }
     match target.passthrough.as_deref() {
         Some(PassThrough::Scram { client_key, secret }) => Ok(scram::ScramClient::with_client_key(

@@ -45,6 +45,43 @@ pub struct ServerTarget {
     /// A credential taken over from a client's login, used when `password` cannot
     /// answer what the server asks (see [`PassThrough`]).
     pub passthrough: Option<Arc<PassThrough>>,
+    /// SCRAM keys derived from `password` by an earlier login to this target.
+    pub scram_keys: ScramKeyCache,
+}
+
+/// The SCRAM keys the configured password yielded at the last login, so that the
+/// next connections of a pool skip the PBKDF2 rounds (several milliseconds of CPU
+/// each) while the server's verifier stays the same. Shared by the clones of one
+/// target; not part of its identity (comparisons ignore it).
+#[derive(Clone, Default)]
+pub struct ScramKeyCache(
+    Arc<std::sync::Mutex<Option<pgsluice_protocol::auth::scram::DerivedKeys>>>,
+);
+
+impl ScramKeyCache {
+    /// The keys kept, if any.
+    pub fn get(&self) -> Option<pgsluice_protocol::auth::scram::DerivedKeys> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Keeps `keys` (after the server accepted a login made with them).
+    pub fn set(&self, keys: pgsluice_protocol::auth::scram::DerivedKeys) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(keys);
+    }
+}
+
+impl PartialEq for ScramKeyCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ScramKeyCache {}
+
+impl std::fmt::Debug for ScramKeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScramKeyCache")
+    }
 }
 
 /// A credential for the server learnt from a client's successful login, for users

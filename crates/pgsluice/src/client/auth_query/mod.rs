@@ -109,6 +109,7 @@ fn lookup_target(
         application_name: Some(LOOKUP_APPLICATION_NAME.to_owned()),
         tls,
         passthrough: None,
+        scram_keys: Default::default(),
     })
 }
 
