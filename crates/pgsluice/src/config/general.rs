@@ -261,29 +261,14 @@ impl General {
             "adding the client address to application_name",
         );
         not_yet(
-            "admin_users",
-            !self.admin_users.is_empty(),
-            "the admin console (database `pgbouncer`)",
-        );
-        not_yet(
-            "stats_users",
-            !self.stats_users.is_empty(),
-            "the admin console (database `pgbouncer`)",
-        );
-        not_yet(
             "unix_socket_group",
             self.unix_socket_group.is_some(),
-            "listening on a unix socket",
+            "a group for the listening unix socket (it keeps the process's group)",
         );
         not_yet(
             "server_round_robin",
             self.server_round_robin,
             "round-robin reuse of server connections (pgsluice reuses them LIFO)",
-        );
-        not_yet(
-            "stats_period",
-            self.stats_period != d.stats_period,
-            "averaged statistics",
         );
         // TLS is implemented; only explicit OpenSSL cipher lists are not applied.
         let keyword = |v: &str| {

@@ -146,7 +146,7 @@ pub const KEYS: &[KeyInfo] = &[
     k(Pgbouncer, "listen_port", "6432", Implemented, Mapped, ""),
     k(Pgbouncer, "unix_socket_dir", "/tmp", Implemented, Mapped, "pgsluice listens on `<dir>/.s.PGSQL.<listen_port>` (a stale file is replaced, a live one refused; removed at exit); empty = no unix socket. Also the server socket directory of databases without `host`. User `pgbouncer` connecting over it from the OS user running pgsluice gets the admin console without a password, as in PgBouncer."),
     k(Pgbouncer, "unix_socket_mode", "0777", Implemented, Mapped, "Permissions of the listening unix socket."),
-    k(Pgbouncer, "unix_socket_group", "not set", NotYet, Mapped, "No unix socket listener yet."),
+    k(Pgbouncer, "unix_socket_group", "not set", NotYet, Mapped, "The listening socket keeps the group of the pgsluice process."),
     k(Pgbouncer, "user", "not set", Implemented, Mapped, "Same as `-u`: switch to this Unix user at startup (needs root)."),
     k(Pgbouncer, "pool_mode", "session", Partial, Mapped, "`session` and `transaction`; `statement` is refused with an error."),
     k(Pgbouncer, "max_client_conn", "100", Implemented, Mapped, ""),
@@ -167,7 +167,7 @@ pub const KEYS: &[KeyInfo] = &[
     k(Pgbouncer, "conffile", "the file given on the command line", NotYet, Ignored(Str, Never), "pgsluice always reloads the file it was started with."),
     k(Pgbouncer, "service_name", "pgbouncer", NotApplicable, Ignored(Str, Never), "Windows service registration."),
     k(Pgbouncer, "job_name", "pgbouncer", NotApplicable, Ignored(Str, Never), "Alias of `service_name`."),
-    k(Pgbouncer, "stats_period", "60", NotYet, Mapped, ""),
+    k(Pgbouncer, "stats_period", "60", Implemented, Mapped, "Period of the averages in SHOW STATS and `/metrics`."),
     k(Pgbouncer, "max_prepared_statements", "200 (0 before 1.22)", Implemented, Mapped, "Bound of the per-server-connection statement cache in transaction mode. pgsluice always carries named prepared statements across server connections; 0 means the default bound, 200 (see docs/prepared-statements.md)."),
     k(Pgbouncer, "scram_iterations", "4096", NotYet, Ignored(Int, Values(&["4096"])), ""),
     // Authentication settings.
@@ -188,8 +188,8 @@ pub const KEYS: &[KeyInfo] = &[
     k(Pgbouncer, "log_stats", "1", NotYet, Ignored(Bool, ZERO), "pgsluice does not write periodic statistics to its log."),
     k(Pgbouncer, "verbose", "0", Implemented, Mapped, "0 = info, 1 = debug, 2 or more = trace. `-v`, `-q`, `--log-level` and `RUST_LOG` take precedence."),
     // Console access control.
-    k(Pgbouncer, "admin_users", "empty", NotYet, Mapped, "The admin console is being added separately; until then a non-empty list warns."),
-    k(Pgbouncer, "stats_users", "empty", NotYet, Mapped, "As `admin_users`."),
+    k(Pgbouncer, "admin_users", "empty", Implemented, Mapped, "Users allowed every admin console command (database `pgbouncer`)."),
+    k(Pgbouncer, "stats_users", "empty", Implemented, Mapped, "Users allowed the read-only SHOW commands of the admin console."),
     // Connection sanity checks, timeouts.
     k(Pgbouncer, "server_reset_query", "DISCARD ALL", Implemented, Mapped, ""),
     k(Pgbouncer, "server_reset_query_always", "0", Implemented, Mapped, ""),
