@@ -151,22 +151,28 @@ impl Stream {
     /// also come for a TLS record without data, after which
     /// [`Stream::try_read_buf`] says WouldBlock.
     pub async fn readable(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_read_ready(cx)).await
+    }
+
+    /// [`Stream::readable`] as a poll function: registers `cx` for read readiness
+    /// without a future to keep (an idle client's task stays small).
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            Stream::Tcp(s) => s.readable().await,
-            Stream::Unix(s) => s.readable().await,
+            Stream::Tcp(s) => s.poll_read_ready(cx),
+            Stream::Unix(s) => s.poll_read_ready(cx),
             Stream::TlsAccepted(t) => {
                 let (tcp, conn) = t.inner.get_ref();
                 if !conn.wants_read() {
-                    return Ok(());
+                    return Poll::Ready(Ok(()));
                 }
-                tcp.readable().await
+                tcp.poll_read_ready(cx)
             }
             Stream::TlsConnected(t) => {
                 let (tcp, conn) = t.inner.get_ref();
                 if !conn.wants_read() {
-                    return Ok(());
+                    return Poll::Ready(Ok(()));
                 }
-                tcp.readable().await
+                tcp.poll_read_ready(cx)
             }
         }
     }

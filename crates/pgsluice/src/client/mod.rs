@@ -63,28 +63,34 @@ struct Opened {
 /// The startup, TLS handshake and login run in a boxed future that is freed once the
 /// client is logged in; the session then runs inline in the task, so that an idle
 /// client costs one allocation sized for the session alone.
-pub async fn serve(
+pub fn serve(
     stream: Stream,
     peer: String,
     app: Arc<App>,
     admission: Admission,
-    _token: TaskToken,
-) {
-    let Some(mut o) = Box::pin(open(stream, peer, app, admission)).await else {
-        return;
-    };
-    // KILL / KILL_CLIENT reach the session through `info`: it tells the client itself.
-    let summary = o.session.run(&mut o.stream, &o.info).await;
-    tracing::info!(
-        client = o.info.id,
-        peer = %o.peer,
-        duration_ms = o.started.elapsed().as_millis() as u64,
-        bytes_in = summary.bytes_in,
-        bytes_out = summary.bytes_out,
-        transactions = summary.transactions,
-        reason = summary.reason,
-        "client logout"
-    );
+    token: TaskToken,
+) -> impl std::future::Future<Output = ()> + Send {
+    // Boxed here, not inside the task's future: the arguments then live in the box
+    // only, and the task keeps a pointer to it.
+    let opening = Box::pin(open(stream, peer, app, admission));
+    async move {
+        let _token = token;
+        let Some(mut o) = opening.await else {
+            return;
+        };
+        // KILL / KILL_CLIENT reach the session through `info`: it tells the client itself.
+        let summary = o.session.run(&mut o.stream, &o.info).await;
+        tracing::info!(
+            client = o.info.id,
+            peer = %o.peer,
+            duration_ms = o.started.elapsed().as_millis() as u64,
+            bytes_in = summary.bytes_in,
+            bytes_out = summary.bytes_out,
+            transactions = summary.transactions,
+            reason = summary.reason,
+            "client logout"
+        );
+    }
 }
 
 /// Everything before a pool session: startup packet, TLS, login (or a whole admin
@@ -485,7 +491,9 @@ async fn login(
             database,
             client_params,
             cancel,
-            buf.split(),
+            // A copy, not `split()`: a split would keep the whole login buffer alive
+            // for the session; usually nothing is pending and nothing is allocated.
+            BytesMut::from(&buf[..]),
         ),
         pool_login,
     ))

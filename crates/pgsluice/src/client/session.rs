@@ -2,8 +2,9 @@
 //! the release point, gives the connection back clean. The state lives in plain locals
 //! of one loop: *idle* (no server), *active* (relaying with a [`Checkout`]).
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -190,6 +191,14 @@ pub struct SessionSummary {
     pub reason: &'static str,
 }
 
+/// What woke an idle session.
+enum IdleWake {
+    Readable,
+    Closed,
+    Stop(Stop),
+    Timeout,
+}
+
 enum Idle {
     Data(BytesMut),
     Closed,
@@ -297,6 +306,23 @@ impl Session {
     /// locals, and this future is what every idle client costs.
     pub async fn run(&mut self, stream: &mut Stream, info: &Arc<ClientInfo>) -> SessionSummary {
         let mut summary = SessionSummary::default();
+        let fatal = self.run_loop(stream, info, &mut summary).await;
+        // Sent here, after the loop: the loop's future (what an idle client costs)
+        // then holds no notice and no write in progress.
+        if let Some(n) = fatal {
+            send_fatal(stream, &n).await;
+        }
+        summary
+    }
+
+    /// The session loop; returns the FATAL to tell the client, if any, with
+    /// `summary.reason` set.
+    async fn run_loop(
+        &mut self,
+        stream: &mut Stream,
+        info: &Arc<ClientInfo>,
+        summary: &mut SessionSummary,
+    ) -> Option<ClientNotice> {
         let client = Some(info.clone());
         let stop = StopSignal {
             shutdown: self.app.shutdown_watch(),
@@ -313,33 +339,31 @@ impl Session {
                 Idle::Data(b) => b,
                 Idle::Closed => {
                     summary.reason = "client closed";
-                    return summary;
+                    return None;
                 }
                 Idle::Stopped(why) => {
                     let (n, reason) = stop_notice(why);
-                    send_fatal(stream, &n).await;
                     summary.reason = reason;
-                    return summary;
+                    return Some(n);
                 }
                 Idle::Timeout => {
                     let n = ClientNotice::fatal(
                         SqlState::IDLE_SESSION_TIMEOUT,
                         "terminating connection due to client_idle_timeout",
                     );
-                    send_fatal(stream, &n).await;
                     summary.reason = "client_idle_timeout";
-                    return summary;
+                    return Some(n);
                 }
             };
             if prefix.first() == Some(&b'X') {
                 summary.reason = "client terminated";
-                return summary;
+                return None;
             }
             if mode_is_transaction(&self.pool) {
                 if let Some(reply) = self.answer_locally(&prefix) {
                     if stream.write_all(&reply).await.is_err() {
                         summary.reason = "client connection error";
-                        return summary;
+                        return None;
                     }
                     continue;
                 }
@@ -354,18 +378,16 @@ impl Session {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(pool = %self.pool.key(), error = %e, "no server connection for client");
-                    send_fatal(stream, &e.to_notice()).await;
                     summary.reason = "no server connection";
-                    return summary;
+                    return Some(e.to_notice());
                 }
             };
             let held_since = Instant::now();
             if let Some(sql) = self.params.sync_sql(&co.conn().params) {
                 if let Err(e) = Box::pin(self.sync_params(&mut co, sql)).await {
                     tracing::warn!(server = %co.conn().id, error = %e, "could not apply client parameters");
-                    send_fatal(stream, &e.to_notice()).await;
                     summary.reason = "parameter sync failed";
-                    return summary;
+                    return Some(e.to_notice());
                 }
             }
             summary.transactions += 1;
@@ -393,11 +415,8 @@ impl Session {
             match conclude(end, co, mode, busy, stopped) {
                 Next::Continue => {}
                 Next::End(notice, reason) => {
-                    if let Some(n) = notice {
-                        send_fatal(stream, &n).await;
-                    }
                     summary.reason = reason;
-                    return summary;
+                    return notice;
                 }
             }
         }
@@ -502,31 +521,39 @@ impl Session {
             .general
             .client_idle_timeout
             .non_zero();
-        let idle_timer = async {
-            match idle_limit {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
         // Boxed only when configured: an idle client keeps no timer otherwise.
-        let mut idle_timer = idle_limit.map(|_| Box::pin(idle_timer));
+        let mut idle_timer = idle_limit.map(|d| Box::pin(tokio::time::sleep(d)));
         loop {
-            // Biased, stop first: a client told to stop (KILL) before its next request
-            // arrived is stopped, whatever order the wake-ups come in.
-            tokio::select! {
-                biased;
-                why = stop.as_mut() => {
+            // A poll function rather than a select over futures: nothing to keep but
+            // references while the client is idle. Stop first: a client told to stop
+            // (KILL) before its next request arrived is stopped, whatever order the
+            // wake-ups come in.
+            let woke = poll_fn(|cx| {
+                if let Poll::Ready(why) = stop.as_mut().poll(cx) {
+                    return Poll::Ready(IdleWake::Stop(why));
+                }
+                if let Poll::Ready(r) = stream.poll_read_ready(cx) {
+                    return Poll::Ready(match r {
+                        Ok(()) => IdleWake::Readable,
+                        Err(_) => IdleWake::Closed,
+                    });
+                }
+                if let Some(t) = idle_timer.as_mut() {
+                    if t.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(IdleWake::Timeout);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match woke {
+                IdleWake::Readable => {}
+                IdleWake::Closed => return Idle::Closed,
+                IdleWake::Stop(why) => {
                     *stopped = Some(why);
                     return Idle::Stopped(why);
                 }
-                r = stream.readable() => {
-                    if r.is_err() {
-                        return Idle::Closed;
-                    }
-                }
-                _ = async { idle_timer.as_mut().unwrap().await }, if idle_timer.is_some() => {
-                    return Idle::Timeout;
-                }
+                IdleWake::Timeout => return Idle::Timeout,
             }
             // The buffer exists only once there is something to read.
             let mut buf = BytesMut::with_capacity(IDLE_READ.min(RELAY_BUF));

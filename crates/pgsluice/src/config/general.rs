@@ -245,7 +245,6 @@ impl General {
     /// not do yet: `(key, explanation)`, one per key. Values equal to the
     /// defaults (which describe what pgsluice does) are not listed.
     pub fn unimplemented(&self) -> Vec<(&'static str, String)> {
-        let d = General::default();
         let mut out: Vec<(&'static str, String)> = Vec::new();
         let mut not_yet = |key: &'static str, differs: bool, what: &str| {
             if differs {
