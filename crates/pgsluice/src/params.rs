@@ -5,6 +5,8 @@
 //! both what each client believes and what each server connection has, and makes them
 //! match with one `SET` round trip before forwarding a transaction.
 
+use std::sync::Arc;
+
 /// The parameters tracked per client and per server connection.
 pub const TRACKED: [&str; 6] = [
     "client_encoding",
@@ -16,8 +18,12 @@ pub const TRACKED: [&str; 6] = [
 ];
 
 /// Values of the tracked parameters (None = unknown / not set).
+///
+/// Values are shared (`Arc<str>`): clients that set nothing hold the pool's defaults
+/// without a copy each, and equal values shared between a client and a server
+/// connection compare by pointer on the per-transaction check.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ParamSet([Option<Box<str>>; TRACKED.len()]);
+pub struct ParamSet([Option<Arc<str>>; TRACKED.len()]);
 
 impl ParamSet {
     /// Index of a tracked parameter (case-insensitive, as PostgreSQL treats GUC names).
@@ -57,8 +63,11 @@ impl ParamSet {
     pub fn sync_sql(&self, server: &ParamSet) -> Option<String> {
         let mut sql = String::new();
         for (i, name) in TRACKED.iter().enumerate() {
-            if let Some(want) = self.0[i].as_deref() {
-                if server.0[i].as_deref() != Some(want) {
+            if let Some(want) = self.0[i].as_ref() {
+                let same = server.0[i]
+                    .as_ref()
+                    .is_some_and(|have| Arc::ptr_eq(have, want) || have == want);
+                if !same {
                     sql.push_str("SET ");
                     sql.push_str(name);
                     sql.push_str(" TO ");
