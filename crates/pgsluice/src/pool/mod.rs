@@ -285,17 +285,11 @@ impl Pool {
         let mut stale = Vec::new();
         let found = {
             let mut st = self.lock();
-            let mut found = None;
-            while !st.paused && !st.closed {
-                let Some(m) = st.idle.pop() else { break };
-                if self.usable(&m, &settings) {
-                    found = Some(m);
-                    break;
-                }
-                st.total -= 1;
-                stale.push(m);
+            if st.closed {
+                None
+            } else {
+                self.pop_usable(&mut st, &settings, &mut stale)
             }
-            found
         };
         self.close_members(stale, "stale");
         let m = found?;
@@ -334,17 +328,7 @@ impl Pool {
             if st.closed {
                 return Err(PoolError::Closed);
             }
-            let mut found = None;
-            while !st.paused {
-                let Some(m) = st.idle.pop() else { break };
-                if self.usable(&m, &settings) {
-                    found = Some(m);
-                    break;
-                }
-                st.total -= 1;
-                stale.push(m);
-            }
-            if let Some(m) = found {
+            if let Some(m) = self.pop_usable(&mut st, &settings, &mut stale) {
                 drop(st);
                 self.close_members(stale, "stale");
                 self.stats.add_wait(Duration::ZERO);
@@ -450,6 +434,26 @@ impl Pool {
                 rx.try_recv().map_err(|_| PoolError::WaitTimeout(limit))
             }
         }
+    }
+
+    /// The most recently used idle connection that is still usable (none while the
+    /// pool is paused); unusable ones on the way are taken out of the count into
+    /// `stale`, for the caller to close once the lock is released.
+    fn pop_usable(
+        &self,
+        st: &mut State,
+        settings: &PoolSettings,
+        stale: &mut Vec<Member>,
+    ) -> Option<Member> {
+        while !st.paused {
+            let m = st.idle.pop()?;
+            if self.usable(&m, settings) {
+                return Some(m);
+            }
+            st.total -= 1;
+            stale.push(m);
+        }
+        None
     }
 
     fn usable(&self, m: &Member, settings: &PoolSettings) -> bool {

@@ -1,0 +1,271 @@
+//! The started server: listeners (TCP and the unix socket), accept loops, the
+//! janitor, warm-up of `min_pool_size`, and shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use super::{lock, App, ServerOptions};
+use crate::client::{self, Admission};
+use crate::config::Config;
+use crate::net::Stream;
+use crate::shutdown::ShutdownKind;
+use crate::tls::TlsState;
+
+/// A started server: listeners bound, accept loops running.
+#[derive(Debug)]
+pub struct Server {
+    app: Arc<App>,
+    addrs: Vec<SocketAddr>,
+    accept_tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds every listen address and starts accepting. Must run inside a Tokio runtime.
+    pub async fn start(config: Config) -> io::Result<Server> {
+        Self::start_with(config, ServerOptions::default()).await
+    }
+
+    /// [`Server::start`] with a reloader and log control (the binary's way).
+    pub async fn start_with(config: Config, opts: ServerOptions) -> io::Result<Server> {
+        TlsState::load(&config.general).map_err(io::Error::other)?;
+        let app = App::with_options(config, opts);
+        let cfg = app.config();
+        let mut addrs = Vec::new();
+        let mut accept_tasks = Vec::new();
+        for addr in &cfg.general.listen {
+            let listener = TcpListener::bind(addr).await?;
+            let local = listener.local_addr()?;
+            tracing::info!("listening on {local}");
+            addrs.push(local);
+            accept_tasks.push(tokio::spawn(accept_loop(
+                Listener::Tcp(listener),
+                app.clone(),
+            )));
+        }
+        if let Some(path) = unix_socket_path(&cfg.general) {
+            let listener = bind_unix(&path, cfg.general.unix_socket_mode)?;
+            tracing::info!("listening on unix socket {}", path.display());
+            accept_tasks.push(tokio::spawn(accept_loop(
+                Listener::Unix(listener, path),
+                app.clone(),
+            )));
+        }
+        *lock(&app.listen) = addrs.clone();
+        if let Some(addr) = cfg.general.metrics_listen {
+            let listener = TcpListener::bind(addr).await?;
+            let local = listener.local_addr()?;
+            tracing::info!("metrics listening on http://{local}/metrics");
+            *lock(&app.metrics_addr) = Some(local);
+            accept_tasks.push(tokio::spawn(crate::metrics::serve(listener, app.clone())));
+        }
+        tokio::spawn(janitor(app.clone()));
+        app.warm_pools();
+        Ok(Server {
+            app,
+            addrs,
+            accept_tasks,
+        })
+    }
+
+    /// The bound addresses (useful with port 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The bound address of the metrics endpoint, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.app.metrics_addr()
+    }
+
+    /// The shared state.
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Graceful shutdown: stop accepting, let transactions finish, close idle clients
+    /// with 57P01; after `deadline`, or on `immediate`, close everything.
+    pub async fn shutdown(
+        self,
+        deadline: Duration,
+        immediate: impl std::future::Future<Output = ()>,
+    ) {
+        self.app.trigger_shutdown(ShutdownKind::Graceful);
+        for t in &self.accept_tasks {
+            t.abort();
+        }
+        tracing::info!(
+            clients = self.app.tracker.live(),
+            "graceful shutdown started"
+        );
+        tokio::select! {
+            _ = self.app.tracker.wait() => tracing::info!("all clients finished"),
+            _ = tokio::time::sleep(deadline) => tracing::warn!(
+                clients = self.app.tracker.live(),
+                "shutdown_timeout reached; closing remaining clients"
+            ),
+            _ = immediate => tracing::warn!("immediate shutdown requested"),
+        }
+        self.app.trigger_shutdown(ShutdownKind::Immediate);
+        self.app.close_pools();
+    }
+
+    /// SHUTDOWN WAIT_FOR_CLIENTS: stop accepting, then wait (without disturbing them)
+    /// until no pool has a client left, or until `immediate`; then close everything.
+    pub async fn shutdown_wait_for_clients(self, immediate: impl std::future::Future<Output = ()>) {
+        for t in &self.accept_tasks {
+            t.abort();
+        }
+        tracing::info!("waiting for every client to disconnect before stopping");
+        let app = self.app.clone();
+        let clients_gone = async move {
+            loop {
+                if app.pools().iter().all(|p| p.client_count() == 0) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            _ = clients_gone => tracing::info!("all clients disconnected"),
+            _ = immediate => tracing::warn!("immediate shutdown requested"),
+        }
+        self.app.trigger_shutdown(ShutdownKind::Immediate);
+        self.app.close_pools();
+    }
+}
+
+impl App {
+    /// Opens the pools whose min_pool_size asks for warm connections.
+    pub(super) fn warm_pools(self: &Arc<Self>) {
+        let cfg = self.config();
+        for (name, db) in cfg.databases.iter().filter(|(n, _)| n.as_str() != "*") {
+            if cfg.min_pool_size(name) == 0 {
+                continue;
+            }
+            match &db.user {
+                Some(user) => {
+                    let _ = self.pool_for(name, user);
+                }
+                None => {
+                    for user in cfg.users.keys() {
+                        let _ = self.pool_for(name, user);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Background upkeep of the server: retired pools, stats periods.
+async fn janitor(app: Arc<App>) {
+    let mut shutdown = app.shutdown_watch();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut period_start = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.requested() => return,
+        }
+        app.janitor_tick();
+        let period = app
+            .config()
+            .general
+            .stats_period
+            .0
+            .max(Duration::from_secs(1));
+        let elapsed = period_start.elapsed();
+        if elapsed + Duration::from_millis(100) >= period {
+            app.stats_tick(elapsed);
+            period_start = Instant::now();
+        }
+    }
+}
+
+/// A listening socket: TCP, or the unix socket `.s.PGSQL.<port>` (removed on drop).
+enum Listener {
+    Tcp(TcpListener),
+    Unix(tokio::net::UnixListener, std::path::PathBuf),
+}
+
+impl Listener {
+    async fn accept(&self) -> io::Result<(Stream, String)> {
+        match self {
+            Listener::Tcp(l) => l
+                .accept()
+                .await
+                .map(|(s, peer)| (Stream::from(s), peer.to_string())),
+            Listener::Unix(l, path) => l
+                .accept()
+                .await
+                .map(|(s, _)| (Stream::from(s), format!("unix:{}", path.display()))),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// `<unix_socket_dir>/.s.PGSQL.<port>`, with the port of the first TCP listen address
+/// (PgBouncer's listen_port), when a directory is configured.
+fn unix_socket_path(g: &crate::config::General) -> Option<std::path::PathBuf> {
+    let dir = g.unix_socket_dir.as_deref().filter(|d| !d.is_empty())?;
+    let port = g.listen.first().map_or(6432, |a| a.port());
+    Some(std::path::Path::new(dir).join(format!(".s.PGSQL.{port}")))
+}
+
+/// Binds the unix socket, replacing a stale file but refusing one a live pooler uses.
+fn bind_unix(path: &std::path::Path, mode: u32) -> io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "unix socket {} is in use by another process",
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+async fn accept_loop(listener: Listener, app: Arc<App>) {
+    let mut shutdown = app.shutdown_watch();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.requested() => return,
+        };
+        match accepted {
+            Ok((sock, peer)) => {
+                let admission = match app.client_slots.clone().try_acquire_owned() {
+                    Ok(p) => Admission::Admitted(p),
+                    Err(_) => Admission::Full,
+                };
+                let token = app.tracker.token();
+                let fut = client::serve(sock, peer, app.clone(), admission, token);
+                tokio::spawn(fut);
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
