@@ -9,6 +9,7 @@ pub mod prepared;
 pub mod relay;
 mod session;
 pub mod state_guard;
+mod stop;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -14,6 +14,7 @@ use tokio::io::AsyncWriteExt;
 use super::prepared::{ClientStatements, ExtState, DEFAULT_MAX_PREPARED};
 use super::relay::{ExtCx, Relay, RelayCounts, RelayEnd, RelayTimeouts};
 use super::send_fatal;
+use super::stop::{stop_notice, Stop, StopSignal};
 use crate::app::App;
 use crate::cancel::{CancelHandle, CancelTarget};
 use crate::config::PoolMode;
@@ -23,7 +24,6 @@ use crate::params::ParamSet;
 use crate::pool::registry::ClientInfo;
 use crate::pool::{Checkout, Pool, ReturnAs};
 use crate::server::{self, RELAY_BUF};
-use crate::shutdown::ShutdownWatch;
 
 fn mode_is_transaction(pool: &Pool) -> bool {
     pool.settings_guard().mode == PoolMode::Transaction
@@ -31,8 +31,6 @@ fn mode_is_transaction(pool: &Pool) -> bool {
 
 /// How much an idle client may send before a server connection is attached.
 const IDLE_READ: usize = 4096;
-/// PostgreSQL's message for 57P01.
-const ADMIN_SHUTDOWN_MSG: &str = "terminating connection due to administrator command";
 
 /// A client after login.
 #[derive(Debug)]
@@ -204,61 +202,6 @@ enum Idle {
     Closed,
     Stopped(Stop),
     Timeout,
-}
-
-/// Why a session is asked to stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    /// Graceful shutdown: at the next release point.
-    Shutdown,
-    /// KILL / KILL_CLIENT: now.
-    Killed,
-}
-
-/// Resolves when the session is asked to stop: KILL / KILL_CLIENT (through the
-/// client's admin entry) or a shutdown. Every select of the session polls it, so a poll
-/// is two atomic loads; the task's waker is registered once with the client's entry,
-/// which KILL and [`crate::app::App::trigger_shutdown`] wake.
-struct StopSignal {
-    shutdown: ShutdownWatch,
-    info: Arc<ClientInfo>,
-    registered: bool,
-}
-
-impl std::future::Future for StopSignal {
-    type Output = Stop;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Stop> {
-        if !self.registered {
-            // Before the checks: a stop between them and the registration still wakes.
-            self.info.register_stop_waker(cx.waker());
-            self.registered = true;
-        }
-        if self.info.is_killed() {
-            std::task::Poll::Ready(Stop::Killed)
-        } else if self.shutdown.is_requested() {
-            std::task::Poll::Ready(Stop::Shutdown)
-        } else {
-            std::task::Poll::Pending
-        }
-    }
-}
-
-/// What the client is told when it is stopped, and the logout reason.
-fn stop_notice(why: Stop) -> (ClientNotice, &'static str) {
-    match why {
-        Stop::Shutdown => (
-            ClientNotice::fatal(SqlState::ADMIN_SHUTDOWN, ADMIN_SHUTDOWN_MSG),
-            "shutdown",
-        ),
-        Stop::Killed => (
-            ClientNotice::fatal(SqlState::ADMIN_SHUTDOWN, "admin forced disconnect"),
-            "killed by admin command",
-        ),
-    }
 }
 
 impl Session {
