@@ -369,11 +369,11 @@ fn users(ctx: &Ctx<'_>) -> ResultSet {
     let mut clients_by_user: BTreeMap<String, usize> = BTreeMap::new();
     for p in &pools {
         for c in p.clients() {
-            *clients_by_user.entry(c.user.clone()).or_default() += 1;
+            *clients_by_user.entry(c.user.to_string()).or_default() += 1;
         }
     }
     for c in ctx.app.admin_clients.snapshot() {
-        *clients_by_user.entry(c.user.clone()).or_default() += 1;
+        *clients_by_user.entry(c.user.to_string()).or_default() += 1;
     }
     for name in names {
         let u = cfg.users.get(&name);

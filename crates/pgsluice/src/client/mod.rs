@@ -55,7 +55,6 @@ struct Opened {
     /// Places under max_client_conn and max_db_client_connections, held until it leaves.
     _admission: Admission,
     _db_slot: crate::pool::ClientSlot,
-    peer: String,
     started: Instant,
 }
 
@@ -83,7 +82,7 @@ pub fn serve(
         let summary = o.session.run(&mut o.stream, &o.info).await;
         tracing::info!(
             client = o.info.id,
-            peer = %o.peer,
+            peer = %o.info.remote,
             duration_ms = o.started.elapsed().as_millis() as u64,
             bytes_in = summary.bytes_in,
             bytes_out = summary.bytes_out,
@@ -239,8 +238,8 @@ async fn open(
     );
     let info = Arc::new(ClientInfo::new(
         client_id as u64,
-        session.user().to_owned(),
-        session.database().to_owned(),
+        session.user_arc(),
+        session.database_arc(),
         remote,
         local,
         pool_reg.application_name,
@@ -254,7 +253,6 @@ async fn open(
         _reg: reg,
         _admission: admission,
         _db_slot: pool_reg._db_slot,
-        peer,
         started,
     })
 }
@@ -484,11 +482,13 @@ async fn login(
         application_name,
         _db_slot: db_slot,
     };
+    // The pool key already holds the database name: share it.
+    let database: Arc<str> = pool.key().database.clone();
     Ok(LoggedIn::Pool(
         Session::new(
             app.clone(),
             pool,
-            user,
+            user.into(),
             database,
             client_params,
             cancel,
@@ -513,8 +513,8 @@ async fn serve_admin(
     tracing::info!(client = client_id, peer = %peer, user = %a.user, access = ?a.access, "admin console login");
     let info = Arc::new(ClientInfo::new(
         client_id as u64,
-        a.user,
-        "pgbouncer".to_owned(),
+        a.user.into(),
+        "pgbouncer".into(),
         remote,
         local,
         a.application_name,

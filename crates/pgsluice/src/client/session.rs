@@ -37,8 +37,8 @@ const IDLE_READ: usize = 4096;
 pub struct Session {
     app: Arc<App>,
     pool: Arc<Pool>,
-    user: String,
-    database: String,
+    user: Arc<str>,
+    database: Arc<str>,
     params: ParamSet,
     cancel: CancelHandle,
     pending: BytesMut,
@@ -208,8 +208,8 @@ impl Session {
     pub(super) fn new(
         app: Arc<App>,
         pool: Arc<Pool>,
-        user: String,
-        database: String,
+        user: Arc<str>,
+        database: Arc<str>,
         params: ParamSet,
         cancel: CancelHandle,
         pending: BytesMut,
@@ -234,6 +234,16 @@ impl Session {
     /// Database name the client asked for.
     pub fn database(&self) -> &str {
         &self.database
+    }
+
+    /// User name the client logged in as.
+    pub fn user_arc(&self) -> Arc<str> {
+        self.user.clone()
+    }
+
+    /// Database name the client asked for, shared.
+    pub fn database_arc(&self) -> Arc<str> {
+        self.database.clone()
     }
 
     /// User name the client logged in as.

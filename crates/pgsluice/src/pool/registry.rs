@@ -22,11 +22,12 @@ pub fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// A socket address split for display: address text and port (0 for Unix sockets).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A socket address split for display: address and port (0 for Unix sockets). Kept
+/// as an address, not text, so that every client does not carry two strings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Endpoint {
-    /// IP address, or `unix` for a Unix-domain socket.
-    pub addr: String,
+    /// IP address; `None` for a Unix-domain socket.
+    pub ip: Option<std::net::IpAddr>,
     /// Port (0 when not TCP).
     pub port: u16,
 }
@@ -35,16 +36,28 @@ impl Endpoint {
     /// From a socket address.
     pub fn from_socket(a: std::net::SocketAddr) -> Endpoint {
         Endpoint {
-            addr: a.ip().to_string(),
+            ip: Some(a.ip()),
             port: a.port(),
         }
     }
 
     /// The endpoint of a Unix-domain socket.
     pub fn unix() -> Endpoint {
-        Endpoint {
-            addr: "unix".into(),
-            port: 0,
+        Endpoint { ip: None, port: 0 }
+    }
+
+    /// The address as the admin console shows it: the IP, or `unix`.
+    pub fn addr(&self) -> String {
+        self.ip
+            .map_or_else(|| "unix".to_owned(), |ip| ip.to_string())
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.ip {
+            Some(ip) => write!(f, "{}", std::net::SocketAddr::new(ip, self.port)),
+            None => f.write_str("unix"),
         }
     }
 }
@@ -75,10 +88,10 @@ impl ClientState {
 pub struct ClientInfo {
     /// Unique id (the pid of the client's cancel key); KILL_CLIENT takes it.
     pub id: u64,
-    /// User name the client logged in as.
-    pub user: String,
-    /// Database name the client asked for.
-    pub database: String,
+    /// User name the client logged in as (shared with the session).
+    pub user: Arc<str>,
+    /// Database name the client asked for (shared with the session and pool key).
+    pub database: Arc<str>,
     /// The client's address.
     pub remote: Endpoint,
     /// Our end of the connection.
@@ -102,8 +115,8 @@ impl ClientInfo {
     /// A new entry in the idle state.
     pub fn new(
         id: u64,
-        user: String,
-        database: String,
+        user: Arc<str>,
+        database: Arc<str>,
         remote: Endpoint,
         local: Endpoint,
         application_name: String,

@@ -62,13 +62,13 @@ fn client_row(c: &ClientInfo, state: &str, debug: bool) -> Vec<Cell> {
     let wait_us = c.wait_since_us().map_or(0, |t| now_us().saturating_sub(t));
     let mut row: Vec<Cell> = vec![
         "C".into(),
-        c.user.as_str().into(),
-        c.database.as_str().into(),
+        (&*c.user).into(),
+        (&*c.database).into(),
         "none".into(),
         state.into(),
-        c.remote.addr.as_str().into(),
+        c.remote.addr().into(),
         c.remote.port.into(),
-        c.local.addr.as_str().into(),
+        c.local.addr().into(),
         c.local.port.into(),
         format_time(c.connect_time_us).into(),
         format_time(c.request_time_us()).into(),
@@ -101,9 +101,9 @@ fn server_row(p: &Pool, s: &ServerInfo, state: &str, debug: bool) -> Vec<Cell> {
         p.key().database.as_ref().into(),
         "none".into(),
         state.into(),
-        s.remote.addr.as_str().into(),
+        s.remote.addr().into(),
         s.remote.port.into(),
-        s.local.addr.as_str().into(),
+        s.local.addr().into(),
         s.local.port.into(),
         format_time(s.connect_time_us).into(),
         format_time(s.request_time_us()).into(),
@@ -153,7 +153,7 @@ pub(super) fn clients(ctx: &Ctx<'_>) -> ResultSet {
         }
     }
     for c in admin_clients(ctx) {
-        debug_assert_eq!(c.database, ADMIN_DB);
+        debug_assert_eq!(&*c.database, ADMIN_DB);
         rs.push(client_row(&c, "active", false));
     }
     rs
@@ -246,9 +246,9 @@ pub(super) fn fds(ctx: &Ctx<'_>) -> ResultSet {
             let mut row: Vec<Cell> = vec![
                 c.fd.into(),
                 "client".into(),
-                c.user.as_str().into(),
-                c.database.as_str().into(),
-                c.remote.addr.as_str().into(),
+                (&*c.user).into(),
+                (&*c.database).into(),
+                c.remote.addr().into(),
                 c.remote.port.into(),
                 0u64.into(),
                 c.link().map_or(0, fd_of_server).into(),
@@ -267,7 +267,7 @@ pub(super) fn fds(ctx: &Ctx<'_>) -> ResultSet {
                 "server".into(),
                 p.key().user.as_ref().into(),
                 p.key().database.as_ref().into(),
-                s.remote.addr.as_str().into(),
+                s.remote.addr().into(),
                 s.remote.port.into(),
                 0u64.into(),
                 link.into(),
