@@ -146,16 +146,11 @@ impl Stream {
         }
     }
 
-    /// Waits until the socket is readable (data or EOF) without reading. For TLS:
+    /// Ready once the socket is readable (data or EOF), without reading; registers `cx`
+    /// otherwise, with no future to keep (an idle client's task stays small). For TLS:
     /// at once when rustls already holds plaintext (or a close_notify); a wake-up may
     /// also come for a TLS record without data, after which
     /// [`Stream::try_read_buf`] says WouldBlock.
-    pub async fn readable(&self) -> io::Result<()> {
-        std::future::poll_fn(|cx| self.poll_read_ready(cx)).await
-    }
-
-    /// [`Stream::readable`] as a poll function: registers `cx` for read readiness
-    /// without a future to keep (an idle client's task stays small).
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Stream::Tcp(s) => s.poll_read_ready(cx),
@@ -327,10 +322,10 @@ pub fn peer_uid(stream: &Stream) -> Option<u32> {
 pub fn os_user_name(uid: u32) -> Option<String> {
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: `pwd` is plain old data that getpwuid_r fills (zeroed is a valid value
-    // for it); every pointer passed points to live, writable memory of the stated size,
-    // and `buf` outlives the reads of `pw_name` below, which points into it when
-    // `result` is not null. `pw_name` is then a NUL-terminated string.
+    // `pwd` is plain old data that getpwuid_r fills (zeroed is a valid value for it);
+    // `pw_name` points into `buf`, which outlives the read below.
+    // SAFETY: every pointer passed is live, writable memory of the stated size; a
+    // non-null `result` means `pw_name` is a NUL-terminated string.
     let name = unsafe {
         let mut pwd: libc::passwd = std::mem::zeroed();
         let rc = libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result);

@@ -189,14 +189,6 @@ pub struct SessionSummary {
     pub reason: &'static str,
 }
 
-/// What woke an idle session.
-enum IdleWake {
-    Readable,
-    Closed,
-    Stop(Stop),
-    Timeout,
-}
-
 enum Idle {
     Data(BytesMut),
     Closed,
@@ -481,32 +473,25 @@ impl Session {
             // references while the client is idle. Stop first: a client told to stop
             // (KILL) before its next request arrived is stopped, whatever order the
             // wake-ups come in.
+            // `None`: the socket is readable.
             let woke = poll_fn(|cx| {
                 if let Poll::Ready(why) = stop.as_mut().poll(cx) {
-                    return Poll::Ready(IdleWake::Stop(why));
+                    *stopped = Some(why);
+                    return Poll::Ready(Some(Idle::Stopped(why)));
                 }
                 if let Poll::Ready(r) = stream.poll_read_ready(cx) {
-                    return Poll::Ready(match r {
-                        Ok(()) => IdleWake::Readable,
-                        Err(_) => IdleWake::Closed,
-                    });
+                    return Poll::Ready(r.err().map(|_| Idle::Closed));
                 }
                 if let Some(t) = idle_timer.as_mut() {
                     if t.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(IdleWake::Timeout);
+                        return Poll::Ready(Some(Idle::Timeout));
                     }
                 }
                 Poll::Pending
             })
             .await;
-            match woke {
-                IdleWake::Readable => {}
-                IdleWake::Closed => return Idle::Closed,
-                IdleWake::Stop(why) => {
-                    *stopped = Some(why);
-                    return Idle::Stopped(why);
-                }
-                IdleWake::Timeout => return Idle::Timeout,
+            if let Some(idle) = woke {
+                return idle;
             }
             // The buffer exists only once there is something to read.
             let mut buf = BytesMut::with_capacity(IDLE_READ.min(RELAY_BUF));
