@@ -205,6 +205,11 @@ impl App {
         self.shutdown.watch()
     }
 
+    /// True once a shutdown was requested (one atomic load, for hot paths).
+    pub fn shutdown_requested(&self) -> bool {
+        self.shutdown.is_requested()
+    }
+
     /// Starts a shutdown of the given kind.
     pub fn trigger_shutdown(&self, kind: ShutdownKind) {
         self.shutdown.trigger(kind);

@@ -17,26 +17,45 @@ pub const TRACKED: [&str; 6] = [
     "application_name",
 ];
 
+type Values = [Option<Arc<str>>; TRACKED.len()];
+
 /// Values of the tracked parameters (None = unknown / not set).
 ///
-/// Values are shared (`Arc<str>`): clients that set nothing hold the pool's defaults
-/// without a copy each, and equal values shared between a client and a server
-/// connection compare by pointer on the per-transaction check.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ParamSet([Option<Arc<str>>; TRACKED.len()]);
+/// The whole set is shared and copied on write (one pointer per holder): clients that
+/// set nothing hold the pool's defaults, a client that just synced holds its server
+/// connection's set, and the per-transaction check between two holders of the same
+/// set is one pointer comparison. Values are shared `Arc<str>` inside a set, too.
+#[derive(Debug, Clone, Default)]
+pub struct ParamSet(Option<Arc<Values>>);
+
+const NONE: Values = [None, None, None, None, None, None];
+
+impl PartialEq for ParamSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.values() == other.values()
+    }
+}
+
+impl Eq for ParamSet {}
 
 impl ParamSet {
+    fn values(&self) -> &Values {
+        self.0.as_deref().unwrap_or(&NONE)
+    }
+
     /// Index of a tracked parameter (case-insensitive, as PostgreSQL treats GUC names).
     pub fn index(name: &str) -> Option<usize> {
         TRACKED.iter().position(|t| t.eq_ignore_ascii_case(name))
     }
 
-    /// Records a value; returns false if the parameter is not tracked.
+    /// Records a value; returns false if the parameter is not tracked. The set is
+    /// copied first only when it is shared and the value changes.
     pub fn set(&mut self, name: &str, value: &str) -> bool {
         match Self::index(name) {
             Some(i) => {
-                if self.0[i].as_deref() != Some(value) {
-                    self.0[i] = Some(value.into());
+                if self.values()[i].as_deref() != Some(value) {
+                    let values = Arc::make_mut(self.0.get_or_insert_with(|| Arc::new(NONE)));
+                    values[i] = Some(value.into());
                 }
                 true
             }
@@ -46,14 +65,30 @@ impl ParamSet {
 
     /// The value of a tracked parameter.
     pub fn get(&self, name: &str) -> Option<&str> {
-        Self::index(name).and_then(|i| self.0[i].as_deref())
+        Self::index(name).and_then(|i| self.values()[i].as_deref())
+    }
+
+    /// The value of a tracked parameter, shared.
+    pub fn get_shared(&self, name: &str) -> Option<&Arc<str>> {
+        Self::index(name).and_then(|i| self.values()[i].as_ref())
     }
 
     /// Fills parameters this set does not know from `defaults`.
     pub fn fill_from(&mut self, defaults: &ParamSet) {
-        for (mine, theirs) in self.0.iter_mut().zip(defaults.0.iter()) {
-            if mine.is_none() {
-                mine.clone_from(theirs);
+        if self.0.is_none() {
+            self.clone_from(defaults);
+            return;
+        }
+        let missing = |(mine, theirs): (&Option<Arc<str>>, &Option<Arc<str>>)| {
+            mine.is_none() && theirs.is_some()
+        };
+        if self.values().iter().zip(defaults.values()).any(missing) {
+            let theirs = defaults.values();
+            let mine = Arc::make_mut(self.0.get_or_insert_with(|| Arc::new(NONE)));
+            for (m, t) in mine.iter_mut().zip(theirs.iter()) {
+                if m.is_none() {
+                    m.clone_from(t);
+                }
             }
         }
     }
@@ -61,10 +96,16 @@ impl ParamSet {
     /// The SQL that makes a server connection holding `server` match this set, or None
     /// when they already match.
     pub fn sync_sql(&self, server: &ParamSet) -> Option<String> {
+        if let (Some(a), Some(b)) = (&self.0, &server.0) {
+            if Arc::ptr_eq(a, b) {
+                return None;
+            }
+        }
+        let (mine, theirs) = (self.values(), server.values());
         let mut sql = String::new();
         for (i, name) in TRACKED.iter().enumerate() {
-            if let Some(want) = self.0[i].as_ref() {
-                let same = server.0[i]
+            if let Some(want) = mine[i].as_ref() {
+                let same = theirs[i]
                     .as_ref()
                     .is_some_and(|have| Arc::ptr_eq(have, want) || have == want);
                 if !same {
@@ -83,7 +124,7 @@ impl ParamSet {
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
         TRACKED
             .iter()
-            .zip(self.0.iter())
+            .zip(self.values().iter())
             .filter_map(|(n, v)| v.as_deref().map(|v| (*n, v)))
     }
 }
@@ -128,5 +169,28 @@ mod tests {
             "SET application_name TO E'a''b\\\\c';"
         );
         assert!(!client.set("search_path", "x"));
+    }
+
+    #[test]
+    fn shared_sets_are_copied_on_write() {
+        let mut pool_defaults = ParamSet::default();
+        pool_defaults.set("TimeZone", "UTC");
+        let mut client = ParamSet::default();
+        client.fill_from(&pool_defaults);
+        assert_eq!(client.sync_sql(&pool_defaults), None);
+        client.set("TimeZone", "Europe/Paris");
+        assert_eq!(pool_defaults.get("TimeZone"), Some("UTC"));
+        assert_eq!(client.get("TimeZone"), Some("Europe/Paris"));
+        assert!(client.sync_sql(&pool_defaults).is_some());
+        // Setting the value a set already has copies nothing and changes nothing.
+        let mut again = pool_defaults.clone();
+        again.set("timezone", "UTC");
+        assert_eq!(again, pool_defaults);
+        // A partly known set takes only the missing values.
+        let mut partial = ParamSet::default();
+        partial.set("application_name", "app");
+        partial.fill_from(&pool_defaults);
+        assert_eq!(partial.get("TimeZone"), Some("UTC"));
+        assert_eq!(partial.get("application_name"), Some("app"));
     }
 }

@@ -4,7 +4,7 @@
 //! Tasks look at it only at protocol-safe points: an idle client between transactions, a
 //! relay that has just reached ReadyForQuery(idle), an accept loop between accepts.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{watch, Notify};
@@ -24,6 +24,9 @@ pub enum ShutdownKind {
 #[derive(Debug)]
 pub struct Shutdown {
     tx: watch::Sender<ShutdownKind>,
+    /// Set with the first shutdown request: read on every poll of a session, where the
+    /// watch channel's lock would be too much.
+    requested: AtomicBool,
 }
 
 /// A task's view of the shutdown state.
@@ -37,6 +40,7 @@ impl Shutdown {
     pub fn new() -> Self {
         Shutdown {
             tx: watch::Sender::new(ShutdownKind::Running),
+            requested: AtomicBool::new(false),
         }
     }
 
@@ -49,6 +53,9 @@ impl Shutdown {
 
     /// Moves to `kind` (never back to a milder kind).
     pub fn trigger(&self, kind: ShutdownKind) {
+        if kind != ShutdownKind::Running {
+            self.requested.store(true, Ordering::SeqCst);
+        }
         self.tx.send_if_modified(|k| {
             let stronger = matches!(
                 (*k, kind),
@@ -67,6 +74,11 @@ impl Shutdown {
     /// The current kind.
     pub fn kind(&self) -> ShutdownKind {
         *self.tx.borrow()
+    }
+
+    /// True once any shutdown was requested: one atomic load.
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
     }
 }
 

@@ -49,13 +49,12 @@ pub enum Admission {
 struct Opened {
     session: session::Session,
     stream: Stream,
-    info: Arc<ClientInfo>,
-    /// The client's entry in the admin views, removed when it leaves.
-    _reg: ClientReg,
+    /// The client's entry in the admin views (its login time included), removed when
+    /// it leaves.
+    reg: ClientReg,
     /// Places under max_client_conn and max_db_client_connections, held until it leaves.
     _admission: Admission,
     _db_slot: crate::pool::ClientSlot,
-    started: Instant,
 }
 
 /// Serves one client connection from accept to close.
@@ -73,23 +72,30 @@ pub fn serve(
     // Boxed here, not inside the task's future: the arguments then live in the box
     // only, and the task keeps a pointer to it.
     let opening = Box::pin(open(stream, peer, app, admission));
+    // `token` stays a capture of the block (not rebound into a local): held until the
+    // task ends.
     async move {
-        let _token = token;
         let Some(mut o) = opening.await else {
+            drop(token);
             return;
         };
         // KILL / KILL_CLIENT reach the session through `info`: it tells the client itself.
-        let summary = o.session.run(&mut o.stream, &o.info).await;
+        let summary = o.session.run(&mut o.stream, o.reg.info()).await;
+        let info = o.reg.info();
         tracing::info!(
-            client = o.info.id,
-            peer = %o.info.remote,
-            duration_ms = o.started.elapsed().as_millis() as u64,
+            client = info.id,
+            peer = %info.remote,
+            duration_ms = crate::pool::registry::now_us().saturating_sub(info.connect_time_us) / 1000,
             bytes_in = summary.bytes_in,
             bytes_out = summary.bytes_out,
             transactions = summary.transactions,
             reason = summary.reason,
             "client logout"
         );
+        // The client leaves the admin views and its places before the task counts
+        // as finished.
+        drop(o);
+        drop(token);
     }
 }
 
@@ -232,28 +238,35 @@ async fn open(
     tracing::info!(
         client = client_id,
         peer = %peer,
-        db = %session.database(),
-        user = %session.user(),
+        db = %pool_reg.database,
+        user = %pool_reg.user,
         "client login"
     );
+    let app_name = pool_reg.application_name;
+    let application_name = (!app_name.is_empty()).then(|| {
+        session
+            .params()
+            .get_shared("application_name")
+            .filter(|v| ***v == *app_name)
+            .cloned()
+            .unwrap_or_else(|| app_name.as_str().into())
+    });
     let info = Arc::new(ClientInfo::new(
         client_id as u64,
-        session.user_arc(),
-        session.database_arc(),
+        pool_reg.user,
+        pool_reg.database,
         remote,
         local,
-        pool_reg.application_name,
+        application_name,
         fd,
     ));
     let reg: ClientReg = pool_reg.pool.register_client(info.clone());
     Some(Opened {
         session,
         stream,
-        info,
-        _reg: reg,
+        reg,
         _admission: admission,
         _db_slot: pool_reg._db_slot,
-        started,
     })
 }
 
@@ -330,6 +343,9 @@ enum LoggedIn {
 /// What the session of a pool client needs beyond [`Session`].
 struct PoolLogin {
     pool: Arc<crate::pool::Pool>,
+    /// User and database names, shared by the client's admin entry and the pool key.
+    user: Arc<str>,
+    database: Arc<str>,
     application_name: String,
     /// The client's place under max_db_client_connections, held until it leaves.
     _db_slot: crate::pool::ClientSlot,
@@ -466,6 +482,7 @@ async fn login(
         .await
         .map_err(|e| LoginFailure::Notice(e.to_notice()))?;
     client_params.fill_from(&info.tracked);
+    let client_params = pool.share_params(client_params, &info.tracked);
     let cancel = app.cancel.register();
     let (pid, secret) = cancel.key();
 
@@ -479,23 +496,14 @@ async fn login(
     stream.write_all(&out).await?;
     let pool_login = PoolLogin {
         pool: pool.clone(),
+        user: user.into(),
+        // The pool key already holds the database name: share it.
+        database: pool.key().database.clone(),
         application_name,
         _db_slot: db_slot,
     };
-    // The pool key already holds the database name: share it.
-    let database: Arc<str> = pool.key().database.clone();
     Ok(LoggedIn::Pool(
-        Session::new(
-            app.clone(),
-            pool,
-            user.into(),
-            database,
-            client_params,
-            cancel,
-            // A copy, not `split()`: a split would keep the whole login buffer alive
-            // for the session; usually nothing is pending and nothing is allocated.
-            BytesMut::from(&buf[..]),
-        ),
+        Session::new(app.clone(), pool, client_params, cancel, &buf[..]),
         pool_login,
     ))
 }
@@ -517,7 +525,7 @@ async fn serve_admin(
         "pgbouncer".into(),
         remote,
         local,
-        a.application_name,
+        (!a.application_name.is_empty()).then(|| a.application_name.as_str().into()),
         fd,
     ));
     let reg = ClientReg::new(info.clone(), app.admin_clients.clone());

@@ -25,10 +25,6 @@ use crate::pool::registry::ClientInfo;
 use crate::pool::{Checkout, Pool, ReturnAs};
 use crate::server::{self, RELAY_BUF};
 
-fn mode_is_transaction(pool: &Pool) -> bool {
-    pool.settings_guard().mode == PoolMode::Transaction
-}
-
 /// How much an idle client may send before a server connection is attached.
 const IDLE_READ: usize = 4096;
 
@@ -37,11 +33,10 @@ const IDLE_READ: usize = 4096;
 pub struct Session {
     app: Arc<App>,
     pool: Arc<Pool>,
-    user: Arc<str>,
-    database: Arc<str>,
     params: ParamSet,
     cancel: CancelHandle,
-    pending: BytesMut,
+    /// Bytes that came with the login, served first (boxed: usually there are none).
+    pending: Option<Box<BytesMut>>,
     stmts: ClientStatements,
 }
 
@@ -189,6 +184,15 @@ pub struct SessionSummary {
     pub reason: &'static str,
 }
 
+/// What a session counts while it runs (the reason comes only at its end: kept apart,
+/// it takes no room in the idle future).
+#[derive(Debug, Default)]
+struct Traffic {
+    bytes_in: u64,
+    bytes_out: u64,
+    transactions: u64,
+}
+
 enum Idle {
     Data(BytesMut),
     Closed,
@@ -196,26 +200,49 @@ enum Idle {
     Timeout,
 }
 
+/// The request bytes an idle wait brought, or the end of the session: the FATAL to
+/// send, if any, and the reason.
+fn idle_outcome(woke: Idle) -> Result<BytesMut, (Option<ClientNotice>, &'static str)> {
+    match woke {
+        Idle::Data(b) => Ok(b),
+        Idle::Closed => Err((None, "client closed")),
+        Idle::Stopped(why) => {
+            let (n, reason) = stop_notice(why);
+            Err((Some(n), reason))
+        }
+        Idle::Timeout => Err((
+            Some(ClientNotice::fatal(
+                SqlState::IDLE_SESSION_TIMEOUT,
+                "terminating connection due to client_idle_timeout",
+            )),
+            "client_idle_timeout",
+        )),
+    }
+}
+
 impl Session {
     pub(super) fn new(
         app: Arc<App>,
         pool: Arc<Pool>,
-        user: Arc<str>,
-        database: Arc<str>,
         params: ParamSet,
         cancel: CancelHandle,
-        pending: BytesMut,
+        pending: &[u8],
     ) -> Self {
         Session {
             app,
             pool,
-            user,
-            database,
             params,
             cancel,
-            pending,
+            // A copy, not a split of the login buffer: a split would keep the whole
+            // buffer alive for the session.
+            pending: (!pending.is_empty()).then(|| Box::new(BytesMut::from(pending))),
             stmts: ClientStatements::default(),
         }
+    }
+
+    /// The client's tracked parameters.
+    pub fn params(&self) -> &ParamSet {
+        &self.params
     }
 
     /// The client's cancel key.
@@ -223,159 +250,128 @@ impl Session {
         self.cancel.key()
     }
 
-    /// Database name the client asked for.
-    pub fn database(&self) -> &str {
-        &self.database
-    }
-
-    /// User name the client logged in as.
-    pub fn user_arc(&self) -> Arc<str> {
-        self.user.clone()
-    }
-
-    /// Database name the client asked for, shared.
-    pub fn database_arc(&self) -> Arc<str> {
-        self.database.clone()
-    }
-
-    /// User name the client logged in as.
-    pub fn user(&self) -> &str {
-        &self.user
-    }
-
     /// Runs the session until the client leaves or is sent away. `info` is the client's
     /// entry in the admin views; KILL / KILL_CLIENT end the session through it.
     ///
-    /// Takes its parts by reference so that the client's task holds them once: the
-    /// future of an `async fn` keeps a copy of by-value arguments beside the moved-in
-    /// locals, and this future is what every idle client costs.
-    pub async fn run(&mut self, stream: &mut Stream, info: &Arc<ClientInfo>) -> SessionSummary {
-        let mut summary = SessionSummary::default();
-        let fatal = self.run_loop(stream, info, &mut summary).await;
-        // Sent here, after the loop: the loop's future (what an idle client costs)
-        // then holds no notice and no write in progress.
-        if let Some(n) = fatal {
-            send_fatal(stream, &n).await;
+    /// This future is what every idle client costs, so it keeps only the idle wait's
+    /// state inline: everything a request needs (checkout, parameter sync, relay) lives
+    /// in one boxed future per request, and the parts come in by reference (an
+    /// `async fn` keeps by-value arguments beside its moved-in locals).
+    // Not `async fn`, on purpose (see above): clippy's suggestion would add 24 bytes.
+    #[allow(clippy::manual_async_fn)]
+    pub fn run<'a>(
+        &'a mut self,
+        stream: &'a mut Stream,
+        info: &'a Arc<ClientInfo>,
+    ) -> impl Future<Output = SessionSummary> + 'a {
+        // An async block, not an `async fn`: the references are kept once, as the
+        // block's captures (an `async fn` also copies its arguments into locals).
+        async move {
+            let mut traffic = Traffic::default();
+            let mut stop = StopSignal {
+                app: self.app.clone(),
+                info: info.clone(),
+                registered: false,
+                fired: self.app.shutdown_requested().then_some(Stop::Shutdown),
+            };
+            let (fatal, reason) = loop {
+                // Tested, not matched: a match's scrutinee would stay in this future across
+                // the wait.
+                let woke = if self.pending.is_some() || stop.fired.is_some() {
+                    self.ready_work(stop.fired)
+                } else {
+                    self.wait_for_work(stream, &mut stop).await
+                };
+                let prefix = match idle_outcome(woke) {
+                    Ok(prefix) => prefix,
+                    Err(end) => break end,
+                };
+                let request = self.request(stream, info, prefix, &mut stop, &mut traffic);
+                match Box::pin(request).await {
+                    Next::Continue => {}
+                    Next::End(notice, reason) => break (notice, reason),
+                }
+            };
+            // Boxed and owning the notice: nothing of it sits in the idle future.
+            if let Some(send) = fatal.map(|n| Box::pin(async move { send_fatal(stream, &n).await }))
+            {
+                send.await;
+            }
+            SessionSummary {
+                bytes_in: traffic.bytes_in,
+                bytes_out: traffic.bytes_out,
+                transactions: traffic.transactions,
+                reason,
+            }
         }
-        summary
     }
 
-    /// The session loop; returns the FATAL to tell the client, if any, with
-    /// `summary.reason` set.
-    async fn run_loop(
+    /// Serves one request from an idle client: answers it locally, or checks a server
+    /// connection out, syncs parameters and relays until the release point.
+    async fn request(
         &mut self,
         stream: &mut Stream,
         info: &Arc<ClientInfo>,
-        summary: &mut SessionSummary,
-    ) -> Option<ClientNotice> {
-        let client = Some(info.clone());
-        let stop = StopSignal {
-            shutdown: self.app.shutdown_watch(),
-            info: info.clone(),
-            registered: false,
-        };
-        let mut stopped = stop.shutdown.is_requested().then_some(Stop::Shutdown);
-        tokio::pin!(stop);
-        loop {
-            let prefix = match self
-                .wait_for_work(stream, stop.as_mut(), &mut stopped)
-                .await
-            {
-                Idle::Data(b) => b,
-                Idle::Closed => {
-                    summary.reason = "client closed";
-                    return None;
+        prefix: BytesMut,
+        stop: &mut StopSignal,
+        traffic: &mut Traffic,
+    ) -> Next {
+        if prefix.first() == Some(&b'X') {
+            return Next::End(None, "client terminated");
+        }
+        let mode = self.pool.settings_guard().mode;
+        if mode == PoolMode::Transaction {
+            if let Some(reply) = self.answer_locally(&prefix) {
+                if stream.write_all(&reply).await.is_err() {
+                    return Next::End(None, "client connection error");
                 }
-                Idle::Stopped(why) => {
-                    let (n, reason) = stop_notice(why);
-                    summary.reason = reason;
-                    return Some(n);
-                }
-                Idle::Timeout => {
-                    let n = ClientNotice::fatal(
-                        SqlState::IDLE_SESSION_TIMEOUT,
-                        "terminating connection due to client_idle_timeout",
-                    );
-                    summary.reason = "client_idle_timeout";
-                    return Some(n);
-                }
-            };
-            if prefix.first() == Some(&b'X') {
-                summary.reason = "client terminated";
-                return None;
-            }
-            if mode_is_transaction(&self.pool) {
-                if let Some(reply) = self.answer_locally(&prefix) {
-                    if stream.write_all(&reply).await.is_err() {
-                        summary.reason = "client connection error";
-                        return None;
-                    }
-                    continue;
-                }
-            }
-            let co = match self.pool.try_idle(client.as_ref()) {
-                Some(c) => Ok(c),
-                // Boxed: the checkout state (timer, waiter) is short-lived; inline it
-                // would size every idle session.
-                None => Box::pin(self.pool.checkout(client.clone())).await,
-            };
-            let mut co = match co {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(pool = %self.pool.key(), error = %e, "no server connection for client");
-                    summary.reason = "no server connection";
-                    return Some(e.to_notice());
-                }
-            };
-            let held_since = Instant::now();
-            if let Some(sql) = self.params.sync_sql(&co.conn().params) {
-                if let Err(e) = Box::pin(self.sync_params(&mut co, sql)).await {
-                    tracing::warn!(server = %co.conn().id, error = %e, "could not apply client parameters");
-                    summary.reason = "parameter sync failed";
-                    return Some(e.to_notice());
-                }
-            }
-            summary.transactions += 1;
-            let mode = self.pool.settings_guard().mode;
-            // Boxed: the relay state lives only while a server connection is held.
-            let (end, counts, queries, busy) = Box::pin(self.relay_once(
-                stream,
-                &mut co,
-                &prefix,
-                mode,
-                stop.as_mut(),
-                &mut stopped,
-            ))
-            .await;
-            self.cancel.set_current(None);
-            drop(prefix);
-            summary.bytes_in += counts.bytes_in;
-            summary.bytes_out += counts.bytes_out;
-            self.pool.stats.add_xact(
-                queries,
-                counts.bytes_in,
-                counts.bytes_out,
-                held_since.elapsed(),
-            );
-            match conclude(end, co, mode, busy, stopped) {
-                Next::Continue => {}
-                Next::End(notice, reason) => {
-                    summary.reason = reason;
-                    return notice;
-                }
+                return Next::Continue;
             }
         }
+        let co = match self.pool.try_idle(Some(info)) {
+            Some(c) => Ok(c),
+            // Boxed: the checkout state (timer, waiter) is needed only when the pool
+            // has no idle connection.
+            None => Box::pin(self.pool.checkout(Some(info.clone()))).await,
+        };
+        let mut co = match co {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(pool = %self.pool.key(), error = %e, "no server connection for client");
+                return Next::End(Some(e.to_notice()), "no server connection");
+            }
+        };
+        let held_since = Instant::now();
+        if let Some(sql) = self.params.sync_sql(&co.conn().params) {
+            if let Err(e) = Box::pin(self.sync_params(&mut co, sql)).await {
+                tracing::warn!(server = %co.conn().id, error = %e, "could not apply client parameters");
+                return Next::End(Some(e.to_notice()), "parameter sync failed");
+            }
+        }
+        traffic.transactions += 1;
+        let (end, counts, queries, busy) =
+            self.relay_once(stream, &mut co, &prefix, mode, stop).await;
+        self.cancel.set_current(None);
+        drop(prefix);
+        traffic.bytes_in += counts.bytes_in;
+        traffic.bytes_out += counts.bytes_out;
+        self.pool.stats.add_xact(
+            queries,
+            counts.bytes_in,
+            counts.bytes_out,
+            held_since.elapsed(),
+        );
+        conclude(end, co, mode, busy, stop.fired)
     }
 
     /// One relay run over a checked-out connection: until the release point, or the end.
-    async fn relay_once<F: std::future::Future<Output = Stop>>(
+    async fn relay_once(
         &mut self,
         stream: &mut Stream,
         co: &mut Checkout,
         prefix: &[u8],
         mode: PoolMode,
-        mut stop: std::pin::Pin<&mut F>,
-        stopped: &mut Option<Stop>,
+        stop: &mut StopSignal,
     ) -> (RelayEnd, RelayCounts, u64, bool) {
         // Read what this run needs, then let the configuration guard go before any await.
         let (max_message, max_prepared, timeouts) = {
@@ -426,14 +422,14 @@ impl Session {
         );
         match relay {
             Ok(mut relay) => {
-                relay.release_at_idle(mode == PoolMode::Transaction || stopped.is_some());
+                relay.release_at_idle(mode == PoolMode::Transaction || stop.fired.is_some());
                 relay.set_timeouts(timeouts);
                 let end = loop {
                     tokio::select! {
                         biased;
                         end = poll_fn(|cx| relay.poll_relay(cx)) => break end,
-                        why = stop.as_mut(), if stopped.is_none() => {
-                            *stopped = Some(why);
+                        why = &mut *stop, if stop.fired.is_none() => {
+                            stop.fired = Some(why);
                             match why {
                                 Stop::Shutdown => relay.release_at_idle(true),
                                 Stop::Killed => break RelayEnd::Killed,
@@ -447,19 +443,26 @@ impl Session {
         }
     }
 
+    /// What the idle client has for the session without waiting: bytes that came with
+    /// the login, else the stop already requested (the caller checked there is one).
+    fn ready_work(&mut self, stopped: Option<Stop>) -> Idle {
+        match (self.pending.take(), stopped) {
+            (Some(pending), _) => Idle::Data(*pending),
+            (None, Some(why)) => Idle::Stopped(why),
+            (None, None) => Idle::Closed,
+        }
+    }
+
     /// Waits, holding no server connection and no buffer, until the client sends bytes.
-    async fn wait_for_work<F: std::future::Future<Output = Stop>>(
-        &mut self,
-        stream: &mut Stream,
-        mut stop: std::pin::Pin<&mut F>,
-        stopped: &mut Option<Stop>,
-    ) -> Idle {
-        if !self.pending.is_empty() {
-            return Idle::Data(self.pending.split());
-        }
-        if let Some(why) = *stopped {
-            return Idle::Stopped(why);
-        }
+    ///
+    /// A poll function rather than an `async fn` or a select over futures: it keeps
+    /// three references and the optional timer, and this state is what an idle
+    /// client's task holds.
+    fn wait_for_work<'a>(
+        &self,
+        stream: &'a mut Stream,
+        stop: &'a mut StopSignal,
+    ) -> impl Future<Output = Idle> + 'a {
         let idle_limit = self
             .app
             .config_guard()
@@ -468,40 +471,35 @@ impl Session {
             .non_zero();
         // Boxed only when configured: an idle client keeps no timer otherwise.
         let mut idle_timer = idle_limit.map(|d| Box::pin(tokio::time::sleep(d)));
-        loop {
-            // A poll function rather than a select over futures: nothing to keep but
-            // references while the client is idle. Stop first: a client told to stop
-            // (KILL) before its next request arrived is stopped, whatever order the
-            // wake-ups come in.
-            // `None`: the socket is readable.
-            let woke = poll_fn(|cx| {
-                if let Poll::Ready(why) = stop.as_mut().poll(cx) {
-                    *stopped = Some(why);
-                    return Poll::Ready(Some(Idle::Stopped(why)));
-                }
-                if let Poll::Ready(r) = stream.poll_read_ready(cx) {
-                    return Poll::Ready(r.err().map(|_| Idle::Closed));
-                }
-                if let Some(t) = idle_timer.as_mut() {
-                    if t.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Some(Idle::Timeout));
-                    }
-                }
-                Poll::Pending
-            })
-            .await;
-            if let Some(idle) = woke {
-                return idle;
+        poll_fn(move |cx| loop {
+            // Stop first: a client told to stop (KILL) before its next request arrived
+            // is stopped, whatever order the wake-ups come in.
+            if let Poll::Ready(why) = std::pin::Pin::new(&mut *stop).poll(cx) {
+                stop.fired = Some(why);
+                return Poll::Ready(Idle::Stopped(why));
             }
-            // The buffer exists only once there is something to read.
-            let mut buf = BytesMut::with_capacity(IDLE_READ.min(RELAY_BUF));
-            match stream.try_read_buf(&mut buf) {
-                Ok(0) => return Idle::Closed,
-                Ok(_) => return Idle::Data(buf),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(_) => return Idle::Closed,
+            match stream.poll_read_ready(cx) {
+                Poll::Ready(Err(_)) => return Poll::Ready(Idle::Closed),
+                Poll::Ready(Ok(())) => {
+                    // The buffer exists only once there is something to read.
+                    let mut buf = BytesMut::with_capacity(IDLE_READ.min(RELAY_BUF));
+                    return match stream.try_read_buf(&mut buf) {
+                        Ok(0) => Poll::Ready(Idle::Closed),
+                        Ok(_) => Poll::Ready(Idle::Data(buf)),
+                        // Readiness was stale and is cleared now: wait again.
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(_) => Poll::Ready(Idle::Closed),
+                    };
+                }
+                Poll::Pending => {}
             }
-        }
+            if let Some(t) = idle_timer.as_mut() {
+                if t.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Idle::Timeout);
+                }
+            }
+            return Poll::Pending;
+        })
     }
 
     /// Answers `Parse(named)... Sync` without a server when every statement is one a

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use pgsluice_protocol::SqlState;
 
+use crate::app::App;
 use crate::error::ClientNotice;
 use crate::pool::registry::ClientInfo;
-use crate::shutdown::ShutdownWatch;
 
 /// PostgreSQL's message for 57P01.
 const ADMIN_SHUTDOWN_MSG: &str = "terminating connection due to administrator command";
@@ -26,9 +26,11 @@ pub(super) enum Stop {
 /// is two atomic loads; the task's waker is registered once with the client's entry,
 /// which KILL and [`crate::app::App::trigger_shutdown`] wake.
 pub(super) struct StopSignal {
-    pub(super) shutdown: ShutdownWatch,
+    pub(super) app: Arc<App>,
     pub(super) info: Arc<ClientInfo>,
     pub(super) registered: bool,
+    /// The stop seen, once seen (kept here: it packs beside `registered`).
+    pub(super) fired: Option<Stop>,
 }
 
 impl std::future::Future for StopSignal {
@@ -45,7 +47,7 @@ impl std::future::Future for StopSignal {
         }
         if self.info.is_killed() {
             std::task::Poll::Ready(Stop::Killed)
-        } else if self.shutdown.is_requested() {
+        } else if self.app.shutdown_requested() {
             std::task::Poll::Ready(Stop::Shutdown)
         } else {
             std::task::Poll::Pending

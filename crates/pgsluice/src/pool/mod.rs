@@ -167,6 +167,9 @@ pub struct Pool {
     state: Mutex<State>,
     ids: Arc<IdGen>,
     startup: Mutex<Option<Arc<StartupInfo>>>,
+    /// The last client parameter set that differed from the defaults, shared with
+    /// clients logging in with the same one (see [`Pool::share_params`]).
+    recent_params: Mutex<ParamSet>,
     /// The last failed connect or login, until server_login_retry has passed.
     login_failure: Mutex<Option<(Instant, ClientNotice)>>,
     /// The database and user groups (max_db_connections, max_user_connections).
@@ -222,6 +225,7 @@ impl Pool {
             state: Mutex::new(State::default()),
             ids,
             startup: Mutex::new(None),
+            recent_params: Mutex::new(ParamSet::default()),
             login_failure: Mutex::new(None),
             groups,
             stats: PoolStats::default(),
@@ -509,6 +513,21 @@ impl Pool {
         guard.return_as(ReturnAs::Clean);
         *self.startup.lock().unwrap_or_else(|p| p.into_inner()) = Some(info.clone());
         Ok(info)
+    }
+
+    /// A set equal to `params` that other clients already hold, when there is one:
+    /// the server's defaults, or the set the previous client logged in with. Clients
+    /// of one application mostly log in alike, so they end up sharing one copy.
+    pub fn share_params(&self, params: ParamSet, defaults: &ParamSet) -> ParamSet {
+        if params == *defaults {
+            return defaults.clone();
+        }
+        let mut recent = self.recent_params.lock().unwrap_or_else(|p| p.into_inner());
+        if *recent == params {
+            return recent.clone();
+        }
+        recent.clone_from(&params);
+        params
     }
 
     /// Closes idle connections and refuses new checkouts; used when a database is

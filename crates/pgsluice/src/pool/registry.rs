@@ -96,8 +96,9 @@ pub struct ClientInfo {
     pub remote: Endpoint,
     /// Our end of the connection.
     pub local: Endpoint,
-    /// `application_name` from the startup packet.
-    pub application_name: String,
+    /// `application_name` from the startup packet (None when empty), shared with the
+    /// client's parameter set when it holds the same value.
+    pub application_name: Option<Arc<str>>,
     /// Socket file descriptor (-1 when unknown).
     pub fd: i32,
     /// Login time, µs since the epoch.
@@ -119,7 +120,7 @@ impl ClientInfo {
         database: Arc<str>,
         remote: Endpoint,
         local: Endpoint,
-        application_name: String,
+        application_name: Option<Arc<str>>,
         fd: i32,
     ) -> ClientInfo {
         let now = now_us();

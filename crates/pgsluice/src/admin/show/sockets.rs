@@ -79,7 +79,7 @@ fn client_row(c: &ClientInfo, state: &str, debug: bool) -> Vec<Cell> {
         c.link().map(server_ptr).unwrap_or_default().into(),
         0i32.into(),
         "".into(),
-        c.application_name.as_str().into(),
+        c.application_name.as_deref().unwrap_or("").into(),
         0i32.into(),
         c.id.into(),
     ];
@@ -93,7 +93,7 @@ fn server_row(p: &Pool, s: &ServerInfo, state: &str, debug: bool) -> Vec<Cell> {
     let app_name = s
         .link()
         .and_then(|id| p.clients().into_iter().find(|c| c.id == id))
-        .map(|c| c.application_name.clone())
+        .and_then(|c| c.application_name.as_deref().map(str::to_owned))
         .unwrap_or_default();
     let mut row: Vec<Cell> = vec![
         "S".into(),

@@ -393,8 +393,8 @@ impl MessageCx<'_> {
                             stmts.present.remove(&id);
                             // A failed Parse leaves nothing behind: the client name goes too.
                             if let Some(name) = client_name {
-                                if client.map.get(&**name).is_some_and(|s| s.id == id) {
-                                    client.map.remove(&**name);
+                                if client.get(name).is_some_and(|s| s.id == id) {
+                                    client.remove(name);
                                 }
                             }
                         }
@@ -503,7 +503,7 @@ impl Rewrite<'_> {
             ft::CLOSE => {
                 let (kind, name) = frontend::parse_target(body)?;
                 if kind == b'S' && !name.is_empty() {
-                    self.client.map.remove(name);
+                    self.client.remove(name);
                     self.synth(b'3');
                     return Ok(());
                 }
@@ -535,7 +535,7 @@ impl Rewrite<'_> {
         if name.is_empty() {
             return None;
         }
-        self.client.map.get(name).cloned()
+        self.client.get(name).cloned()
     }
 
     fn parse(&mut self, body: &[u8]) -> Result<(), ProtocolError> {
@@ -583,7 +583,7 @@ impl Rewrite<'_> {
             return Ok(());
         }
         let stmt = self.registry.intern(p.query, &p.param_types);
-        self.client.map.insert(p.name.into(), stmt.clone());
+        self.client.insert(p.name, stmt.clone());
         if self.stmts.has(stmt.id) {
             self.registry.stats.hits.fetch_add(1, Relaxed);
             self.synth(b'1');
