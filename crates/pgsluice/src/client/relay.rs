@@ -318,22 +318,30 @@ impl<'a> Relay<'a> {
 
     /// Drives both directions until the relay ends.
     pub fn poll_relay(&mut self, cx: &mut Context<'_>) -> Poll<RelayEnd> {
+        // A direction that returned Pending has its waker registered and is not polled
+        // again in this call: nothing the other direction does makes its socket ready.
+        // Client-side progress can queue replies pgsluice makes up, though, so it
+        // unblocks the server-to-client side.
+        let (mut c2s_blocked, mut s2c_blocked) = (false, false);
         loop {
             if self.release_at_idle && !self.terminated && self.server_idle() {
                 return Poll::Ready(RelayEnd::Idle);
             }
-            let mut progress = false;
-            match self.poll_c2s(cx) {
-                Poll::Ready(Some(end)) => return Poll::Ready(end),
-                Poll::Ready(None) => progress = true,
-                Poll::Pending => {}
+            if !c2s_blocked {
+                match self.poll_c2s(cx) {
+                    Poll::Ready(Some(end)) => return Poll::Ready(end),
+                    Poll::Ready(None) => s2c_blocked = false,
+                    Poll::Pending => c2s_blocked = true,
+                }
             }
-            match self.poll_s2c(cx) {
-                Poll::Ready(Some(end)) => return Poll::Ready(end),
-                Poll::Ready(None) => progress = true,
-                Poll::Pending => {}
+            if !s2c_blocked {
+                match self.poll_s2c(cx) {
+                    Poll::Ready(Some(end)) => return Poll::Ready(end),
+                    Poll::Ready(None) => {}
+                    Poll::Pending => s2c_blocked = true,
+                }
             }
-            if !progress {
+            if c2s_blocked && s2c_blocked {
                 return self.poll_timeouts(cx);
             }
         }

@@ -26,7 +26,10 @@ use crate::pool::{Checkout, Pool, ReturnAs};
 use crate::server::{self, RELAY_BUF};
 
 /// How much an idle client may send before a server connection is attached.
-const IDLE_READ: usize = 4096;
+/// Small enough for the allocator's per-thread cache (glibc's tcache takes up to
+/// 1 KiB): this buffer is allocated once per request. Longer requests are read on by
+/// the relay.
+const IDLE_READ: usize = 1024;
 
 /// A client after login.
 #[derive(Debug)]
@@ -409,7 +412,8 @@ impl Session {
             }),
             PoolMode::Session => None,
         };
-        let relay = Relay::new(
+        // One binding: a `match` over the `Result` would keep both in this future.
+        let mut relay = match Relay::new(
             stream,
             &mut conn.stream,
             &mut buffers.c2s,
@@ -419,28 +423,34 @@ impl Session {
             &mut self.params,
             &mut conn.params,
             ext,
-        );
-        match relay {
-            Ok(mut relay) => {
-                relay.release_at_idle(mode == PoolMode::Transaction || stop.fired.is_some());
-                relay.set_timeouts(timeouts);
-                let end = loop {
-                    tokio::select! {
-                        biased;
-                        end = poll_fn(|cx| relay.poll_relay(cx)) => break end,
-                        why = &mut *stop, if stop.fired.is_none() => {
-                            stop.fired = Some(why);
-                            match why {
-                                Stop::Shutdown => relay.release_at_idle(true),
-                                Stop::Killed => break RelayEnd::Killed,
-                            }
-                        }
-                    }
-                };
-                (end, relay.counts, relay.queries(), relay.busy())
+        ) {
+            Ok(relay) => relay,
+            Err(end) => return (end, RelayCounts::default(), 0, false),
+        };
+        relay.release_at_idle(mode == PoolMode::Transaction || stop.fired.is_some());
+        relay.set_timeouts(timeouts);
+        // The relay first, then the stop signal (a poll function: no select state).
+        let end = poll_fn(|cx| loop {
+            if let Poll::Ready(end) = relay.poll_relay(cx) {
+                return Poll::Ready(end);
             }
-            Err(end) => (end, RelayCounts::default(), 0, false),
-        }
+            if stop.fired.is_none() {
+                if let Poll::Ready(why) = std::pin::Pin::new(&mut *stop).poll(cx) {
+                    stop.fired = Some(why);
+                    match why {
+                        // Finish the transaction, then stop at its release point.
+                        Stop::Shutdown => {
+                            relay.release_at_idle(true);
+                            continue;
+                        }
+                        Stop::Killed => return Poll::Ready(RelayEnd::Killed),
+                    }
+                }
+            }
+            return Poll::Pending;
+        })
+        .await;
+        (end, relay.counts, relay.queries(), relay.busy())
     }
 
     /// What the idle client has for the session without waiting: bytes that came with
