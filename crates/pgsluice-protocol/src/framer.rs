@@ -96,6 +96,11 @@ impl Framer {
         }
     }
 
+    /// The longest message accepted.
+    pub fn max_len(&self) -> u32 {
+        self.max_len
+    }
+
     /// True between messages.
     pub fn at_boundary(&self) -> bool {
         matches!(self.state, State::Header { have: 0 })

@@ -21,7 +21,7 @@ use pgsluice_protocol::ProtocolError;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 pub use super::flow::Flow;
-use super::prepared::{ClientStatements, ExtState, StatementRegistry};
+use super::prepared::{ClientStatements, ExtState, Route, StatementRegistry};
 use crate::net::Stream;
 use crate::params::ParamSet;
 
@@ -194,6 +194,16 @@ impl<'a> Relay<'a> {
                 .client_bytes(prefix, ext.registry, ext.client, &mut relay.flow)
                 .map_err(RelayEnd::ClientProtocol)?;
             relay.terminated = pass.terminated;
+            if pass.route == Route::AsRead {
+                match relay.c2s.buf.get_mut(..prefix.len()) {
+                    Some(buf) => {
+                        buf.copy_from_slice(prefix);
+                        relay.c2s.end = prefix.len();
+                    }
+                    // Longer than the buffer: the (empty) out buffer takes it.
+                    None => ext.state.c2s_out.extend_from_slice(prefix),
+                }
+            }
             return Ok(relay);
         }
         let n = prefix.len().min(relay.c2s.buf.len());
@@ -348,6 +358,24 @@ impl<'a> Relay<'a> {
     }
 
     fn poll_c2s(&mut self, cx: &mut Context<'_>) -> Poll<Option<RelayEnd>> {
+        // Bytes passed on as read first: they came before anything in the out buffer.
+        if !self.c2s.flushed() {
+            let d = &mut self.c2s;
+            return match Pin::new(&mut *self.server).poll_write(cx, &d.buf[d.start..d.end]) {
+                Poll::Ready(Ok(0)) => Poll::Ready(Some(RelayEnd::ServerGone(None))),
+                Poll::Ready(Ok(n)) => {
+                    d.start += n;
+                    self.counts.bytes_in += n as u64;
+                    if d.flushed() {
+                        d.start = 0;
+                        d.end = 0;
+                    }
+                    Poll::Ready(None)
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Some(RelayEnd::ServerGone(Some(e)))),
+                Poll::Pending => Poll::Pending,
+            };
+        }
         if let Some(ext) = self.ext.as_mut() {
             let out = &mut ext.state.c2s_out;
             if !out.is_empty() {
@@ -365,22 +393,6 @@ impl<'a> Relay<'a> {
                     Poll::Pending => Poll::Pending,
                 };
             }
-        } else if !self.c2s.flushed() {
-            let d = &mut self.c2s;
-            return match Pin::new(&mut *self.server).poll_write(cx, &d.buf[d.start..d.end]) {
-                Poll::Ready(Ok(0)) => Poll::Ready(Some(RelayEnd::ServerGone(None))),
-                Poll::Ready(Ok(n)) => {
-                    d.start += n;
-                    self.counts.bytes_in += n as u64;
-                    if d.flushed() {
-                        d.start = 0;
-                        d.end = 0;
-                    }
-                    Poll::Ready(None)
-                }
-                Poll::Ready(Err(e)) => Poll::Ready(Some(RelayEnd::ServerGone(Some(e)))),
-                Poll::Pending => Poll::Pending,
-            };
         }
         if self.terminated {
             return Poll::Ready(Some(RelayEnd::Terminated {
@@ -407,6 +419,9 @@ impl<'a> Relay<'a> {
                     ) {
                         Ok(pass) => {
                             self.terminated |= pass.terminated;
+                            if pass.route == Route::AsRead {
+                                self.c2s.end = n;
+                            }
                             Poll::Ready(None)
                         }
                         Err(e) => Poll::Ready(Some(RelayEnd::ClientProtocol(e))),
@@ -427,6 +442,30 @@ impl<'a> Relay<'a> {
     }
 
     fn poll_s2c(&mut self, cx: &mut Context<'_>) -> Poll<Option<RelayEnd>> {
+        // Bytes passed on as read first: they came before anything in the out buffer.
+        if !self.s2c.flushed() {
+            let d = &mut self.s2c;
+            return match Pin::new(&mut *self.client).poll_write(cx, &d.buf[d.start..d.end]) {
+                Poll::Ready(Ok(0)) => Poll::Ready(Some(RelayEnd::ClientGone {
+                    server_idle: false,
+                    error: None,
+                })),
+                Poll::Ready(Ok(n)) => {
+                    d.start += n;
+                    self.counts.bytes_out += n as u64;
+                    if d.flushed() {
+                        d.start = 0;
+                        d.end = 0;
+                    }
+                    Poll::Ready(None)
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Some(RelayEnd::ClientGone {
+                    server_idle: false,
+                    error: Some(e),
+                })),
+                Poll::Pending => Poll::Pending,
+            };
+        }
         if let Some(ext) = self.ext.as_mut() {
             let out = &mut ext.state.s2c_out;
             if !out.is_empty() {
@@ -450,28 +489,6 @@ impl<'a> Relay<'a> {
                     Poll::Pending => Poll::Pending,
                 };
             }
-        } else if !self.s2c.flushed() {
-            let d = &mut self.s2c;
-            return match Pin::new(&mut *self.client).poll_write(cx, &d.buf[d.start..d.end]) {
-                Poll::Ready(Ok(0)) => Poll::Ready(Some(RelayEnd::ClientGone {
-                    server_idle: false,
-                    error: None,
-                })),
-                Poll::Ready(Ok(n)) => {
-                    d.start += n;
-                    self.counts.bytes_out += n as u64;
-                    if d.flushed() {
-                        d.start = 0;
-                        d.end = 0;
-                    }
-                    Poll::Ready(None)
-                }
-                Poll::Ready(Err(e)) => Poll::Ready(Some(RelayEnd::ClientGone {
-                    server_idle: false,
-                    error: Some(e),
-                })),
-                Poll::Pending => Poll::Pending,
-            };
         }
         let mut rb = ReadBuf::new(self.s2c.buf);
         match Pin::new(&mut *self.server).poll_read(cx, &mut rb) {
@@ -490,7 +507,12 @@ impl<'a> Relay<'a> {
                         self.server_params,
                     );
                     return match r {
-                        Ok(()) => Poll::Ready(None),
+                        Ok(route) => {
+                            if route == Route::AsRead {
+                                self.s2c.end = n;
+                            }
+                            Poll::Ready(None)
+                        }
                         Err(e) => Poll::Ready(Some(RelayEnd::ServerProtocol(e))),
                     };
                 }

@@ -1,19 +1,25 @@
 //! The rewriting relay path of transaction mode: a queue of the responses expected from
-//! the server, and the client-to-server rewriting of named statements (see the parent
-//! module for the design).
+//! the server, fed by the client side ([`super::rewrite`]) and matched by the server side
+//! ([`super::replies`]); see the parent module for the design.
+//!
+//! Most reads need no rewriting: complete messages that all go on unchanged (simple
+//! queries, unnamed extended-protocol messages, their results). Such a read is handled
+//! in place and the relay sends the bytes as it read them ([`Route::AsRead`]); anything
+//! else goes through a [`Framer`] into an out buffer.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
+use pgsluice_protocol::frame::parse_header;
 use pgsluice_protocol::framer::{Framer, Mode, Piece};
-use pgsluice_protocol::frontend::{self, tag as ft};
+use pgsluice_protocol::frontend::tag as ft;
 use pgsluice_protocol::ProtocolError;
 
+use super::replies::{drain_synth, emit, put_message, Forward, MessageCx};
+use super::rewrite::{Emit, Rewrite};
 use super::{ClientStatements, ServerStatements, StatementRegistry, Stmt};
 use crate::client::relay::Flow;
-use crate::client::state_guard;
 use crate::params::ParamSet;
 
 /// Messages up to this size are handled whole on the server-to-client path.
@@ -25,7 +31,7 @@ const BIND_PREFIX_LIMIT: usize = 16 * 1024;
 
 /// What the server will send next, per message sent to it.
 #[derive(Debug)]
-enum Expect {
+pub(super) enum Expect {
     Parse {
         forward: bool,
         client_name: Option<Box<str>>,
@@ -60,11 +66,75 @@ pub struct ExtState {
     pub s2c_out: BytesMut,
 }
 
+/// Where the bytes of one read go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Send them as read: every message in them goes on unchanged, and nothing was
+    /// written to the out buffer.
+    AsRead,
+    /// The out buffer holds what to send instead (possibly nothing).
+    Rewritten,
+}
+
 /// What the client-side pass found.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ClientPass {
     /// The client sent Terminate (bytes after it are dropped).
     pub terminated: bool,
+    /// Where the bytes go.
+    pub route: Route,
+}
+
+/// How the client-to-server framer delivers each message type.
+fn c2s_mode(tag: u8, len: u32) -> Mode {
+    match tag {
+        ft::PARSE
+        | ft::DESCRIBE
+        | ft::CLOSE
+        | ft::TERMINATE
+        | ft::SYNC
+        | ft::FLUSH
+        | ft::EXECUTE => Mode::Whole,
+        ft::BIND => Mode::Prefix {
+            limit: BIND_PREFIX_LIMIT,
+        },
+        ft::QUERY if len <= GUARDED_QUERY => Mode::Whole,
+        _ => Mode::Stream,
+    }
+}
+
+/// True when `data` is nothing but complete messages, each valid under `max_len` and
+/// accepted by `ok(tag, declared length)`.
+fn complete_messages(data: &[u8], max_len: u32, ok: impl Fn(u8, u32) -> bool) -> bool {
+    let mut rest = data;
+    while !rest.is_empty() {
+        let Ok(Some(h)) = parse_header(rest, max_len) else {
+            return false;
+        };
+        if rest.len() < h.total_len() || !ok(h.tag, h.len) {
+            return false;
+        }
+        rest = &rest[h.total_len()..];
+    }
+    true
+}
+
+/// Calls `each(tag, declared length, body, start, end)` for every message of `data`,
+/// which [`complete_messages`] accepted.
+fn for_each_message(
+    data: &[u8],
+    mut each: impl FnMut(u8, u32, &[u8], usize, usize) -> Result<(), ProtocolError>,
+) -> Result<(), ProtocolError> {
+    let mut at = 0;
+    while let Ok(Some(h)) = parse_header(&data[at..], u32::MAX) {
+        let end = at + h.total_len();
+        let Some(body) = data.get(at + 5..end) else {
+            break;
+        };
+        each(h.tag, h.len, body, at, end)?;
+        at = end;
+    }
+    Ok(())
 }
 
 impl ExtState {
@@ -106,7 +176,8 @@ impl ExtState {
         }
     }
 
-    /// Rewrites client bytes into `c2s_out` (and synthesised replies into `s2c_out`).
+    /// Handles client bytes: rewritten into `c2s_out` (and replies made up into
+    /// `s2c_out`), or, when every message goes on unchanged, left to be sent as read.
     pub fn client_bytes(
         &mut self,
         data: &[u8],
@@ -114,7 +185,6 @@ impl ExtState {
         client: &mut ClientStatements,
         flow: &mut Flow,
     ) -> Result<ClientPass, ProtocolError> {
-        let mut pass = ClientPass::default();
         let ExtState {
             stmts,
             queue,
@@ -123,70 +193,103 @@ impl ExtState {
             s2c_out,
             ..
         } = self;
-        let mut cx = Rewrite {
-            out: c2s_out,
-            s2c_out,
-            queue,
-            stmts,
-            client,
-            registry,
-        };
+        let in_place = c2s.at_boundary()
+            && c2s_out.is_empty()
+            && complete_messages(data, c2s.max_len(), |tag, len| {
+                tag != ft::TERMINATE && (tag != ft::BIND || len as usize <= BIND_PREFIX_LIMIT)
+            });
+        if in_place {
+            let mut cx = Rewrite::new(c2s_out, s2c_out, queue, stmts, client, registry, data);
+            for_each_message(data, |tag, len, body, start, end| {
+                let emit = match c2s_mode(tag, len) {
+                    Mode::Whole => {
+                        flow.client_tag(tag)?;
+                        cx.whole(tag, body)?
+                    }
+                    Mode::Prefix { .. } => {
+                        flow.client_tag(tag)?;
+                        cx.bind(len, body)?
+                    }
+                    Mode::Stream => {
+                        stream_start(&mut cx, flow, tag)?;
+                        Emit::Same
+                    }
+                };
+                match emit {
+                    Emit::Same => cx.pass_run(start, end),
+                    // Ends the run (a message answered locally leaves a gap).
+                    Emit::Done => {
+                        cx.out();
+                    }
+                }
+                Ok(())
+            })?;
+            let route = if cx.all_unchanged() {
+                Route::AsRead
+            } else {
+                cx.out();
+                Route::Rewritten
+            };
+            return Ok(ClientPass {
+                terminated: false,
+                route,
+            });
+        }
+        let mut terminated = false;
+        let mut cx = Rewrite::new(c2s_out, s2c_out, queue, stmts, client, registry, &[]);
         c2s.feed::<ProtocolError>(
             data,
-            |tag, len| match tag {
-                ft::PARSE
-                | ft::DESCRIBE
-                | ft::CLOSE
-                | ft::TERMINATE
-                | ft::SYNC
-                | ft::FLUSH
-                | ft::EXECUTE => Mode::Whole,
-                ft::BIND => Mode::Prefix {
-                    limit: BIND_PREFIX_LIMIT,
-                },
-                ft::QUERY if len <= GUARDED_QUERY => Mode::Whole,
-                _ => Mode::Stream,
-            },
+            c2s_mode,
             |_, prefix| prefix.iter().filter(|&&b| b == 0).count() >= 2,
             |piece| {
-                if pass.terminated {
+                if terminated {
                     return Ok(());
                 }
                 match piece {
                     Piece::Whole { tag, body } => {
                         tracing::trace!(tag = %(tag as char), queue = ?cx.queue, "c2s whole");
                         if tag == ft::TERMINATE {
-                            pass.terminated = true;
+                            terminated = true;
                             return Ok(());
                         }
                         flow.client_tag(tag)?;
-                        cx.whole(tag, body)
+                        if cx.whole(tag, body)? == Emit::Same {
+                            put_message(cx.out(), tag, body);
+                        }
+                        Ok(())
                     }
                     Piece::Prefix { tag, len, prefix } => {
                         flow.client_tag(tag)?;
-                        cx.bind(len, prefix)
+                        if cx.bind(len, prefix)? == Emit::Same {
+                            let out = cx.out();
+                            out.put_u8(tag);
+                            out.put_u32(len);
+                            out.extend_from_slice(prefix);
+                        }
+                        Ok(())
                     }
                     Piece::Start { tag, len } => {
-                        if tag == ft::COPY_DONE || tag == ft::COPY_FAIL {
-                            cx.forget_syncs(flow.syncs_ignored_by_copy());
-                        }
-                        flow.client_tag(tag)?;
-                        cx.expect_for(tag);
-                        cx.out.put_u8(tag);
-                        cx.out.put_u32(len);
+                        stream_start(&mut cx, flow, tag)?;
+                        let out = cx.out();
+                        out.put_u8(tag);
+                        out.put_u32(len);
                         Ok(())
                     }
                     Piece::Body(b) => {
-                        cx.out.extend_from_slice(b);
+                        cx.out().extend_from_slice(b);
                         Ok(())
                     }
                 }
             },
         )?;
-        Ok(pass)
+        Ok(ClientPass {
+            terminated,
+            route: Route::Rewritten,
+        })
     }
 
-    /// Processes server bytes into `s2c_out`, dropping and adding replies as queued.
+    /// Handles server bytes: into `s2c_out`, dropping and adding replies as queued, or,
+    /// when every message goes to the client unchanged, left to be sent as read.
     pub fn server_bytes(
         &mut self,
         data: &[u8],
@@ -194,7 +297,7 @@ impl ExtState {
         client: &mut ClientStatements,
         client_params: &mut ParamSet,
         server_params: &mut ParamSet,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<Route, ProtocolError> {
         let ExtState {
             stmts,
             queue,
@@ -210,6 +313,34 @@ impl ExtState {
             client_params,
             server_params,
         };
+        let in_place = s2c.at_boundary()
+            && s2c_out.is_empty()
+            && complete_messages(data, s2c.max_len(), |_, len| len <= SMALL_MESSAGE);
+        if in_place {
+            // Unchanged so far: nothing written. At the first message that is not
+            // forwarded as it is, or that has a made-up reply after it, the bytes before
+            // it are copied and the rest is written message by message.
+            let mut copying = false;
+            for_each_message(data, |tag, _, body, start, _| {
+                let forward = m.on_message(tag, Some(body))?;
+                let synth_due = matches!(m.queue.front(), Some(Expect::Synth(_)));
+                if !copying && matches!(forward, Forward::Yes) && !synth_due {
+                    return Ok(());
+                }
+                if !copying {
+                    s2c_out.extend_from_slice(&data[..start]);
+                    copying = true;
+                }
+                emit(s2c_out, forward, tag, body);
+                drain_synth(m.queue, s2c_out);
+                Ok(())
+            })?;
+            return Ok(if copying {
+                Route::Rewritten
+            } else {
+                Route::AsRead
+            });
+        }
         s2c.feed::<ProtocolError>(
             data,
             |_, len| {
@@ -224,14 +355,7 @@ impl ExtState {
                 Piece::Whole { tag, body } => {
                     tracing::trace!(tag = %(tag as char), queue = ?m.queue, "s2c whole");
                     let forward = m.on_message(tag, Some(body))?;
-                    match forward {
-                        Forward::Yes => put_message(s2c_out, tag, body),
-                        Forward::No => {}
-                        Forward::Renamed(from, to) => {
-                            let text = String::from_utf8_lossy(body).replace(&*from, &to);
-                            put_message(s2c_out, tag, text.as_bytes());
-                        }
-                    }
+                    emit(s2c_out, forward, tag, body);
                     drain_synth(m.queue, s2c_out);
                     Ok(())
                 }
@@ -248,379 +372,22 @@ impl ExtState {
                 }
                 Piece::Prefix { .. } => Ok(()),
             },
-        )
+        )?;
+        Ok(Route::Rewritten)
     }
 }
 
-fn put_message(out: &mut BytesMut, tag: u8, body: &[u8]) {
-    out.put_u8(tag);
-    out.put_u32(body.len() as u32 + 4);
-    out.extend_from_slice(body);
+/// Accounts for a client message that streams (CopyData, large queries...): it goes on
+/// unchanged.
+fn stream_start(cx: &mut Rewrite<'_>, flow: &mut Flow, tag: u8) -> Result<(), ProtocolError> {
+    if tag == ft::COPY_DONE || tag == ft::COPY_FAIL {
+        cx.forget_syncs(flow.syncs_ignored_by_copy());
+    }
+    flow.client_tag(tag)?;
+    cx.expect_for(tag);
+    Ok(())
 }
 
-fn drain_synth(queue: &mut VecDeque<Expect>, out: &mut BytesMut) {
-    while let Some(Expect::Synth(tag)) = queue.front() {
-        out.extend_from_slice(&[*tag, 0, 0, 0, 4]);
-        queue.pop_front();
-    }
-}
-
-enum Forward {
-    Yes,
-    No,
-    Renamed(Box<str>, Box<str>),
-}
-
-/// Matches one server message against the queue. `body` is None for streamed messages.
-struct MessageCx<'x> {
-    queue: &'x mut VecDeque<Expect>,
-    stmts: &'x mut ServerStatements,
-    flow: &'x mut Flow,
-    client: &'x mut ClientStatements,
-    client_params: &'x mut ParamSet,
-    server_params: &'x mut ParamSet,
-}
-
-impl MessageCx<'_> {
-    fn on_message(&mut self, tag: u8, body: Option<&[u8]>) -> Result<Forward, ProtocolError> {
-        let MessageCx {
-            queue,
-            stmts,
-            flow,
-            client,
-            client_params,
-            server_params,
-        } = self;
-        use pgsluice_protocol::backend::{parse_parameter_status, TxStatus};
-        let mut forward = Forward::Yes;
-        match tag {
-            b'1' => {
-                if let Some(Expect::Parse {
-                    forward: f, stmt, ..
-                }) = queue.front()
-                {
-                    if let Some(s) = stmt {
-                        s.verified.store(true, Relaxed);
-                    }
-                    if !f {
-                        forward = Forward::No;
-                    }
-                    queue.pop_front();
-                }
-            }
-            b'2' => {
-                if matches!(queue.front(), Some(Expect::Bind)) {
-                    queue.pop_front();
-                }
-            }
-            b'n' => {
-                if matches!(
-                    queue.front(),
-                    Some(Expect::DescribeStatement | Expect::DescribePortal)
-                ) {
-                    queue.pop_front();
-                }
-            }
-            b'I' | b's' => {
-                if matches!(queue.front(), Some(Expect::Execute)) {
-                    queue.pop_front();
-                }
-            }
-            b'3' => {
-                if let Some(Expect::Close { forward: f }) = queue.front() {
-                    if !f {
-                        forward = Forward::No;
-                    }
-                    queue.pop_front();
-                }
-            }
-            b'T' => {
-                if matches!(
-                    queue.front(),
-                    Some(Expect::DescribeStatement | Expect::DescribePortal)
-                ) {
-                    queue.pop_front();
-                }
-            }
-            b'C' => {
-                if let Some(b) = body {
-                    let tag_text = b.strip_suffix(b"\0").unwrap_or(b);
-                    if tag_text == b"DISCARD ALL" || tag_text == b"DEALLOCATE ALL" {
-                        stmts.present.clear();
-                    }
-                }
-                if matches!(queue.front(), Some(Expect::Execute)) {
-                    queue.pop_front();
-                }
-            }
-            b'Z' => {
-                let status = body
-                    .and_then(|b| b.first().copied())
-                    .and_then(TxStatus::from_byte)
-                    .ok_or(ProtocolError::Malformed("ReadyForQuery"))?;
-                flow.server_ready(status);
-                if matches!(
-                    queue.front(),
-                    Some(Expect::Sync | Expect::Query | Expect::FunctionCall)
-                ) {
-                    queue.pop_front();
-                }
-            }
-            b'S' => {
-                if let Some(b) = body {
-                    let (name, value) = parse_parameter_status(b)?;
-                    server_params.set(name, value);
-                    client_params.set(name, value);
-                }
-            }
-            b'E' => match queue.front() {
-                Some(Expect::Query | Expect::FunctionCall) | None => {}
-                Some(_) => {
-                    if let Some(Expect::Parse {
-                        client_name,
-                        stmt,
-                        rename,
-                        ..
-                    }) = queue.front_mut()
-                    {
-                        if let Some((from, to)) = rename.take() {
-                            forward = Forward::Renamed(
-                                format!("\"{from}\"").into(),
-                                format!("\"{to}\"").into(),
-                            );
-                        } else if let Some(failed) = stmt {
-                            let id = failed.id;
-                            stmts.present.remove(&id);
-                            // A failed Parse leaves nothing behind: the client name goes too.
-                            if let Some(name) = client_name {
-                                if client.get(name).is_some_and(|s| s.id == id) {
-                                    client.remove(name);
-                                }
-                            }
-                        }
-                    }
-                    // PostgreSQL skips everything up to the next Sync; so does the queue.
-                    while let Some(e) = queue.front() {
-                        if matches!(e, Expect::Sync) {
-                            break;
-                        }
-                        queue.pop_front();
-                    }
-                }
-            },
-            _ => {}
-        }
-        Ok(forward)
-    }
-}
-
-/// The client-to-server rewriting context for one chunk.
-struct Rewrite<'x> {
-    out: &'x mut BytesMut,
-    s2c_out: &'x mut BytesMut,
-    queue: &'x mut VecDeque<Expect>,
-    stmts: &'x mut ServerStatements,
-    client: &'x mut ClientStatements,
-    registry: &'x StatementRegistry,
-}
-
-impl Rewrite<'_> {
-    fn expect_for(&mut self, tag: u8) {
-        let e = match tag {
-            ft::EXECUTE => Expect::Execute,
-            ft::SYNC => Expect::Sync,
-            ft::QUERY => Expect::Query,
-            ft::FUNCTION_CALL => Expect::FunctionCall,
-            _ => return,
-        };
-        self.queue.push_back(e);
-    }
-
-    /// Drops the last `n` Sync entries: PostgreSQL ignored those Syncs in copy-in mode.
-    fn forget_syncs(&mut self, mut n: u32) {
-        let mut i = self.queue.len();
-        while n > 0 && i > 0 {
-            i -= 1;
-            if matches!(self.queue[i], Expect::Sync) {
-                self.queue.remove(i);
-                n -= 1;
-            }
-        }
-    }
-
-    fn synth(&mut self, tag: u8) {
-        if self.queue.is_empty() {
-            self.s2c_out.extend_from_slice(&[tag, 0, 0, 0, 4]);
-        } else {
-            self.queue.push_back(Expect::Synth(tag));
-        }
-    }
-
-    /// Makes sure the server holds `stmt`, injecting a Parse (reply swallowed) if not.
-    fn ensure(&mut self, stmt: &Arc<Stmt>) {
-        if self.stmts.has(stmt.id) {
-            self.registry.stats.hits.fetch_add(1, Relaxed);
-            return;
-        }
-        self.registry.stats.misses.fetch_add(1, Relaxed);
-        self.evict_for(stmt);
-        frontend::parse(self.out, &stmt.server_name, &stmt.query, &stmt.types);
-        self.queue.push_back(Expect::Parse {
-            forward: false,
-            client_name: None,
-            stmt: Some(stmt.clone()),
-            rename: None,
-        });
-    }
-
-    fn evict_for(&mut self, stmt: &Stmt) {
-        if let Some(victim) = self.stmts.insert(stmt) {
-            self.registry.stats.evictions.fetch_add(1, Relaxed);
-            frontend::target_message(self.out, ft::CLOSE, b'S', &victim);
-            self.queue.push_back(Expect::Close { forward: false });
-        }
-    }
-
-    fn whole(&mut self, tag: u8, body: &[u8]) -> Result<(), ProtocolError> {
-        match tag {
-            ft::PARSE => self.parse(body),
-            ft::DESCRIBE => {
-                let (kind, name) = frontend::parse_target(body)?;
-                if kind == b'S' {
-                    if let Some(stmt) = self.lookup(name) {
-                        self.ensure(&stmt);
-                        self.queue.push_back(Expect::DescribeStatement);
-                        frontend::target_message(self.out, ft::DESCRIBE, b'S', &stmt.server_name);
-                        return Ok(());
-                    }
-                    self.queue.push_back(Expect::DescribeStatement);
-                } else {
-                    self.queue.push_back(Expect::DescribePortal);
-                }
-                put_message(self.out, tag, body);
-                Ok(())
-            }
-            ft::CLOSE => {
-                let (kind, name) = frontend::parse_target(body)?;
-                if kind == b'S' && !name.is_empty() {
-                    self.client.remove(name);
-                    self.synth(b'3');
-                    return Ok(());
-                }
-                self.queue.push_back(Expect::Close { forward: true });
-                put_message(self.out, tag, body);
-                Ok(())
-            }
-            ft::QUERY => {
-                self.expect_for(tag);
-                let sql = frontend::parse_query(body)?;
-                match state_guard::check(sql) {
-                    Some(refusal) => {
-                        tracing::info!(what = %refusal.what, "refused session state in transaction mode");
-                        frontend::query(self.out, &state_guard::refusal_sql(&refusal));
-                    }
-                    None => put_message(self.out, tag, body),
-                }
-                Ok(())
-            }
-            _ => {
-                self.expect_for(tag);
-                put_message(self.out, tag, body);
-                Ok(())
-            }
-        }
-    }
-
-    fn lookup(&self, name: &str) -> Option<Arc<Stmt>> {
-        if name.is_empty() {
-            return None;
-        }
-        self.client.get(name).cloned()
-    }
-
-    fn parse(&mut self, body: &[u8]) -> Result<(), ProtocolError> {
-        let mut p = frontend::parse_parse(body)?;
-        let refused;
-        if let Some(r) = state_guard::check(p.query) {
-            tracing::info!(what = %r.what, "refused session state in transaction mode");
-            refused = state_guard::refusal_sql(&r);
-            p.query = &refused;
-            p.param_types.clear();
-            let mut rewritten = BytesMut::new();
-            frontend::parse(&mut rewritten, p.name, p.query, &[]);
-            if p.name.is_empty() {
-                self.queue.push_back(Expect::Parse {
-                    forward: true,
-                    client_name: None,
-                    stmt: None,
-                    rename: None,
-                });
-                self.out.extend_from_slice(&rewritten);
-                return Ok(());
-            }
-        }
-        if p.name.is_empty() {
-            self.queue.push_back(Expect::Parse {
-                forward: true,
-                client_name: None,
-                stmt: None,
-                rename: None,
-            });
-            put_message(self.out, ft::PARSE, body);
-            return Ok(());
-        }
-        if let Some(existing) = self.lookup(p.name) {
-            // PostgreSQL answers a duplicate name with 42P05 and skips to Sync; let the
-            // server do exactly that on its own copy, then show the client's name.
-            self.ensure(&existing);
-            frontend::parse(self.out, &existing.server_name, p.query, &p.param_types);
-            self.queue.push_back(Expect::Parse {
-                forward: true,
-                client_name: None,
-                stmt: None,
-                rename: Some((existing.server_name.clone(), p.name.into())),
-            });
-            return Ok(());
-        }
-        let stmt = self.registry.intern(p.query, &p.param_types);
-        self.client.insert(p.name, stmt.clone());
-        if self.stmts.has(stmt.id) {
-            self.registry.stats.hits.fetch_add(1, Relaxed);
-            self.synth(b'1');
-            return Ok(());
-        }
-        self.registry.stats.misses.fetch_add(1, Relaxed);
-        self.evict_for(&stmt);
-        frontend::parse(self.out, &stmt.server_name, p.query, &p.param_types);
-        self.queue.push_back(Expect::Parse {
-            forward: true,
-            client_name: Some(p.name.into()),
-            stmt: Some(stmt.clone()),
-            rename: None,
-        });
-        Ok(())
-    }
-
-    fn bind(&mut self, len: u32, prefix: &[u8]) -> Result<(), ProtocolError> {
-        if let Some((portal, name, used)) = frontend::bind_names(prefix)? {
-            if let Some(stmt) = self.lookup(name) {
-                self.ensure(&stmt);
-                let new_len = len as usize - name.len() + stmt.server_name.len();
-                self.out.put_u8(ft::BIND);
-                self.out.put_u32(new_len as u32);
-                self.out.extend_from_slice(portal.as_bytes());
-                self.out.put_u8(0);
-                self.out.extend_from_slice(stmt.server_name.as_bytes());
-                self.out.put_u8(0);
-                self.out.extend_from_slice(&prefix[used..]);
-                self.queue.push_back(Expect::Bind);
-                return Ok(());
-            }
-        }
-        self.out.put_u8(ft::BIND);
-        self.out.put_u32(len);
-        self.out.extend_from_slice(prefix);
-        self.queue.push_back(Expect::Bind);
-        Ok(())
-    }
-}
+#[cfg(test)]
+#[path = "ext_tests.rs"]
+mod tests;

@@ -17,12 +17,14 @@
 //! skips to the next Sync, and so does the queue).
 
 mod ext;
+mod replies;
+mod rewrite;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 
-pub use ext::{ClientPass, ExtState};
+pub use ext::{ClientPass, ExtState, Route};
 
 /// Default bound on statements cached per server connection (PgBouncer's default).
 pub const DEFAULT_MAX_PREPARED: usize = 200;

@@ -1,0 +1,281 @@
+//! The in-place route against the framer route: the same conversation, fed once in
+//! message-aligned reads (eligible for [`Route::AsRead`]) and once a byte at a time
+//! (always through the framers), must send the same bytes both ways and leave the same
+//! state behind.
+
+use bytes::{BufMut, BytesMut};
+use pgsluice_protocol::backend::{self, TxStatus};
+use pgsluice_protocol::frontend;
+use proptest::prelude::*;
+
+use super::{ExtState, Route};
+use crate::client::prepared::{ClientStatements, StatementRegistry};
+use crate::client::relay::Flow;
+use crate::params::ParamSet;
+
+/// One side of the comparison: a connection's rewriting state and its client's.
+struct Side {
+    ext: ExtState,
+    registry: StatementRegistry,
+    client: ClientStatements,
+    flow: Flow,
+    client_params: ParamSet,
+    server_params: ParamSet,
+    to_server: Vec<u8>,
+    to_client: Vec<u8>,
+    as_read: usize,
+}
+
+impl Side {
+    fn new() -> Self {
+        Side {
+            ext: ExtState::new(1 << 20, 4),
+            registry: StatementRegistry::default(),
+            client: ClientStatements::default(),
+            flow: Flow::new(),
+            client_params: ParamSet::default(),
+            server_params: ParamSet::default(),
+            to_server: Vec::new(),
+            to_client: Vec::new(),
+            as_read: 0,
+        }
+    }
+
+    fn client_sends(&mut self, chunk: &[u8]) {
+        let pass = self
+            .ext
+            .client_bytes(chunk, &self.registry, &mut self.client, &mut self.flow)
+            .expect("valid client bytes");
+        assert!(!pass.terminated);
+        if pass.route == Route::AsRead {
+            assert!(self.ext.c2s_out.is_empty());
+            self.as_read += 1;
+            self.to_server.extend_from_slice(chunk);
+        }
+        self.to_server.extend_from_slice(&self.ext.c2s_out.split());
+        self.to_client.extend_from_slice(&self.ext.s2c_out.split());
+    }
+
+    fn server_sends(&mut self, chunk: &[u8]) {
+        let route = self
+            .ext
+            .server_bytes(
+                chunk,
+                &mut self.flow,
+                &mut self.client,
+                &mut self.client_params,
+                &mut self.server_params,
+            )
+            .expect("valid server bytes");
+        if route == Route::AsRead {
+            assert!(self.ext.s2c_out.is_empty());
+            self.as_read += 1;
+            self.to_client.extend_from_slice(chunk);
+        }
+        self.to_client.extend_from_slice(&self.ext.s2c_out.split());
+    }
+
+    /// Everything observable, for comparison.
+    fn state(&self) -> String {
+        format!(
+            "queue {:?} flow {:?} client statements {} server statements {} params {:?}",
+            self.ext.queue,
+            self.flow,
+            self.client.len(),
+            self.ext.stmts.len(),
+            self.client_params.iter().collect::<Vec<_>>()
+        )
+    }
+}
+
+/// A client message, by kind.
+#[derive(Debug, Clone, Copy)]
+enum Msg {
+    Query,
+    RefusedQuery,
+    ParseUnnamed,
+    ParseNamed(u8),
+    BindUnnamed,
+    BindNamed(u8),
+    DescribePortal,
+    DescribeNamed(u8),
+    CloseNamed(u8),
+    ClosePortal,
+    Execute,
+    Sync,
+    Flush,
+}
+
+fn msg() -> impl Strategy<Value = Msg> {
+    prop_oneof![
+        Just(Msg::Query),
+        Just(Msg::RefusedQuery),
+        Just(Msg::ParseUnnamed),
+        (0u8..3).prop_map(Msg::ParseNamed),
+        Just(Msg::BindUnnamed),
+        (0u8..3).prop_map(Msg::BindNamed),
+        Just(Msg::DescribePortal),
+        (0u8..3).prop_map(Msg::DescribeNamed),
+        (0u8..3).prop_map(Msg::CloseNamed),
+        Just(Msg::ClosePortal),
+        Just(Msg::Execute),
+        Just(Msg::Sync),
+        Just(Msg::Flush),
+    ]
+}
+
+fn write(buf: &mut BytesMut, m: Msg) {
+    let name = |n: u8| format!("s{n}");
+    match m {
+        Msg::Query => frontend::query(buf, "select 1"),
+        Msg::RefusedQuery => frontend::query(buf, "SET search_path = x"),
+        Msg::ParseUnnamed => frontend::parse(buf, "", "select $1", &[23]),
+        Msg::ParseNamed(n) => frontend::parse(buf, &name(n), "select 2", &[]),
+        Msg::BindUnnamed => frontend::bind_text(buf, "", "", &[Some(b"1")]),
+        Msg::BindNamed(n) => frontend::bind_text(buf, "", &name(n), &[]),
+        Msg::DescribePortal => frontend::target_message(buf, b'D', b'P', ""),
+        Msg::DescribeNamed(n) => frontend::target_message(buf, b'D', b'S', &name(n)),
+        Msg::CloseNamed(n) => frontend::target_message(buf, b'C', b'S', &name(n)),
+        Msg::ClosePortal => frontend::target_message(buf, b'C', b'P', ""),
+        Msg::Execute => frontend::execute(buf, "", 0),
+        Msg::Sync => frontend::sync(buf),
+        Msg::Flush => buf.extend_from_slice(&[b'H', 0, 0, 0, 4]),
+    }
+}
+
+/// What a server answers to what the queue expects, in order; `fail` makes the first
+/// Parse answered fail (PostgreSQL then skips to the Sync).
+fn replies(ext: &ExtState, fail: bool) -> Vec<BytesMut> {
+    use super::Expect;
+    let mut out = Vec::new();
+    let mut skipping = false;
+    let mut failed = !fail;
+    for e in &ext.queue {
+        let mut m = BytesMut::new();
+        if skipping && !matches!(e, Expect::Sync) {
+            continue;
+        }
+        match e {
+            Expect::Parse { .. } if !failed => {
+                failed = true;
+                skipping = true;
+                m.put_u8(b'E');
+                let body = b"SERROR\0C42601\0Msyntax error\0\0";
+                m.put_u32(body.len() as u32 + 4);
+                m.extend_from_slice(body);
+            }
+            Expect::Parse { .. } => m.extend_from_slice(&[b'1', 0, 0, 0, 4]),
+            Expect::Bind => m.extend_from_slice(&[b'2', 0, 0, 0, 4]),
+            Expect::DescribeStatement => {
+                m.extend_from_slice(&[b't', 0, 0, 0, 6, 0, 0]);
+                m.extend_from_slice(&[b'n', 0, 0, 0, 4]);
+            }
+            Expect::DescribePortal => backend::row_description(&mut m, &[("x", 23)]),
+            Expect::Execute => {
+                backend::data_row(&mut m, &[Some("1")]);
+                backend::command_complete(&mut m, "SELECT 1");
+            }
+            Expect::Close { .. } => m.extend_from_slice(&[b'3', 0, 0, 0, 4]),
+            Expect::Query => {
+                backend::row_description(&mut m, &[("x", 23)]);
+                backend::data_row(&mut m, &[Some("1")]);
+                backend::command_complete(&mut m, "SELECT 1");
+                backend::parameter_status(&mut m, "application_name", "app");
+                backend::ready_for_query(&mut m, TxStatus::Idle);
+            }
+            Expect::Sync | Expect::FunctionCall => {
+                skipping = false;
+                backend::ready_for_query(&mut m, TxStatus::Idle);
+            }
+            Expect::Synth(_) => continue,
+        }
+        out.push(m);
+    }
+    out
+}
+
+/// Splits `messages` into reads of `sizes[i] % 3 + 1` messages each.
+fn group(messages: &[BytesMut], sizes: &[usize]) -> Vec<Vec<u8>> {
+    let mut reads = Vec::new();
+    let mut i = 0;
+    let mut k = 0;
+    while i < messages.len() {
+        let n = sizes.get(k).map_or(1, |s| s % 3 + 1);
+        let end = (i + n).min(messages.len());
+        reads.push(
+            messages[i..end]
+                .iter()
+                .flat_map(|m| m.iter().copied())
+                .collect(),
+        );
+        i = end;
+        k += 1;
+    }
+    reads
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn in_place_and_framed_routes_agree(
+        rounds in prop::collection::vec(
+            (prop::collection::vec(msg(), 1..8), prop::collection::vec(0usize..9, 8), any::<bool>()),
+            1..5,
+        )
+    ) {
+        let mut fast = Side::new();
+        let mut slow = Side::new();
+        for (msgs, sizes, fail) in rounds {
+            let messages: Vec<BytesMut> = msgs
+                .iter()
+                .map(|&m| {
+                    let mut b = BytesMut::new();
+                    write(&mut b, m);
+                    b
+                })
+                .collect();
+            for read in group(&messages, &sizes) {
+                fast.client_sends(&read);
+                for b in &read {
+                    slow.client_sends(std::slice::from_ref(b));
+                }
+            }
+            prop_assert_eq!(&fast.to_server, &slow.to_server);
+            prop_assert_eq!(fast.state(), slow.state());
+            let answers = replies(&fast.ext, fail);
+            for read in group(&answers, &sizes) {
+                fast.server_sends(&read);
+                for b in &read {
+                    slow.server_sends(std::slice::from_ref(b));
+                }
+            }
+            prop_assert_eq!(&fast.to_client, &slow.to_client);
+            prop_assert_eq!(fast.state(), slow.state());
+        }
+        // Byte-at-a-time reads never take the in-place route.
+        prop_assert_eq!(slow.as_read, 0);
+    }
+}
+
+#[test]
+fn plain_traffic_goes_as_read() {
+    let mut side = Side::new();
+    let mut q = BytesMut::new();
+    frontend::query(&mut q, "select 1");
+    side.client_sends(&q);
+    assert_eq!(side.as_read, 1, "a simple query is sent as read");
+    let answers = replies(&side.ext, false);
+    let all: Vec<u8> = answers.iter().flat_map(|m| m.iter().copied()).collect();
+    side.server_sends(&all);
+    assert_eq!(side.as_read, 2, "its result is sent as read");
+    assert!(side.ext.quiescent());
+    // A named statement's Bind is rewritten: not as read.
+    let mut p = BytesMut::new();
+    frontend::parse(&mut p, "s0", "select 2", &[]);
+    frontend::bind_text(&mut p, "", "s0", &[]);
+    frontend::sync(&mut p);
+    side.client_sends(&p);
+    assert_eq!(side.as_read, 2);
+    assert!(side.to_server.windows(9).any(|w| w == b"PGSLUICE_"));
+}
