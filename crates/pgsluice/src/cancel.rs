@@ -6,7 +6,7 @@
 //! when the client holds no server connection, as PostgreSQL drops unknown keys.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use subtle::ConstantTimeEq;
@@ -25,7 +25,14 @@ pub struct CancelTarget {
 #[derive(Debug)]
 struct Entry {
     secret: [u8; 4],
-    current: Mutex<Option<CancelTarget>>,
+    /// The server connection the client last used, kept between its transactions: a
+    /// client that gets the same connection again only sets `active`.
+    last: Mutex<Option<CancelTarget>>,
+    /// Address of `last`'s backend key (0 for none), to recognise it without the lock.
+    /// `last` holds that key alive, so the address cannot be reused meanwhile.
+    last_key: AtomicUsize,
+    /// True while the client uses `last`.
+    active: AtomicBool,
 }
 
 /// All live clients' cancel keys.
@@ -58,7 +65,9 @@ impl CancelRegistry {
         let secret: [u8; 4] = rand::random();
         let entry = Arc::new(Entry {
             secret,
-            current: Mutex::new(None),
+            last: Mutex::new(None),
+            last_key: AtomicUsize::new(0),
+            active: AtomicBool::new(false),
         });
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let pid = loop {
@@ -88,12 +97,11 @@ impl CancelRegistry {
         if secret.len() != 4 || !bool::from(entry.secret.ct_eq(secret)) {
             return None;
         }
-        let current = entry
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        current
+        if !entry.active.load(Ordering::Acquire) {
+            return None;
+        }
+        let last = entry.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        last
     }
 
     /// Number of registered clients.
@@ -113,9 +121,25 @@ impl CancelHandle {
         (self.pid, i32::from_be_bytes(self.entry.secret))
     }
 
-    /// Records the server connection the client now uses (None when it has none).
-    pub fn set_current(&self, target: Option<CancelTarget>) {
-        *self.entry.current.lock().unwrap_or_else(|p| p.into_inner()) = target;
+    /// Records the server connection the client now uses. Only the client's own task
+    /// calls this (and [`CancelHandle::detach`]), so the identity check needs no lock.
+    pub fn attach(&self, target: &Arc<ServerTarget>, key: &Arc<BackendKey>) {
+        let e = &self.entry;
+        let key_addr = Arc::as_ptr(key) as usize;
+        if e.last_key.load(Ordering::Relaxed) != key_addr {
+            *e.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(CancelTarget {
+                target: target.clone(),
+                key: key.clone(),
+            });
+            e.last_key.store(key_addr, Ordering::Relaxed);
+        }
+        e.active.store(true, Ordering::Release);
+    }
+
+    /// The client no longer uses a server connection: cancels are dropped, as
+    /// PostgreSQL drops them for an idle backend.
+    pub fn detach(&self) {
+        self.entry.active.store(false, Ordering::Release);
     }
 }
 
@@ -153,15 +177,26 @@ mod tests {
             passthrough: None,
             scram_keys: Default::default(),
         });
-        h.set_current(Some(CancelTarget {
-            target,
-            key: Arc::new(BackendKey {
-                pid: 99,
-                secret: vec![1, 2, 3, 4],
-            }),
-        }));
+        let key = Arc::new(BackendKey {
+            pid: 99,
+            secret: vec![1, 2, 3, 4],
+        });
+        h.attach(&target, &key);
         assert_eq!(reg.lookup(pid, &secret.to_be_bytes()).unwrap().key.pid, 99);
         assert!(reg.lookup(pid, &(secret ^ 1).to_be_bytes()).is_none());
+        // Idle between transactions: nothing to cancel.
+        h.detach();
+        assert!(reg.lookup(pid, &secret.to_be_bytes()).is_none());
+        // Another connection replaces the remembered one; the same one is reused.
+        let other = Arc::new(BackendKey {
+            pid: 100,
+            secret: vec![5, 6, 7, 8],
+        });
+        h.attach(&target, &other);
+        assert_eq!(reg.lookup(pid, &secret.to_be_bytes()).unwrap().key.pid, 100);
+        h.detach();
+        h.attach(&target, &key);
+        assert_eq!(reg.lookup(pid, &secret.to_be_bytes()).unwrap().key.pid, 99);
         drop(h);
         assert!(reg.lookup(pid, &secret.to_be_bytes()).is_none());
         assert!(reg.is_empty());

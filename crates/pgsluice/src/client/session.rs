@@ -16,7 +16,7 @@ use super::relay::{ExtCx, Relay, RelayCounts, RelayEnd, RelayTimeouts};
 use super::send_fatal;
 use super::stop::{stop_notice, Stop, StopSignal};
 use crate::app::App;
-use crate::cancel::{CancelHandle, CancelTarget};
+use crate::cancel::CancelHandle;
 use crate::config::PoolMode;
 use crate::error::ClientNotice;
 use crate::net::Stream;
@@ -331,11 +331,12 @@ impl Session {
                 return Next::Continue;
             }
         }
-        let co = match self.pool.try_idle(Some(info)) {
-            Some(c) => Ok(c),
+        let now = Instant::now();
+        let (co, waited) = match self.pool.try_idle(Some(info), now) {
+            Some(c) => (Ok(c), false),
             // Boxed: the checkout state (timer, waiter) is needed only when the pool
             // has no idle connection.
-            None => Box::pin(self.pool.checkout(Some(info.clone()))).await,
+            None => (Box::pin(self.pool.checkout(Some(info.clone()))).await, true),
         };
         let mut co = match co {
             Ok(c) => c,
@@ -344,7 +345,9 @@ impl Session {
                 return Next::End(Some(e.to_notice()), "no server connection");
             }
         };
-        let held_since = Instant::now();
+        // The clock read before the checkout when a connection was idle; waiting
+        // clients are timed from when they got one.
+        let held_since = if waited { Instant::now() } else { now };
         if let Some(sql) = self.params.sync_sql(&co.conn().params) {
             if let Err(e) = Box::pin(self.sync_params(&mut co, sql)).await {
                 tracing::warn!(server = %co.conn().id, error = %e, "could not apply client parameters");
@@ -354,7 +357,7 @@ impl Session {
         traffic.transactions += 1;
         let (end, counts, queries, busy) =
             self.relay_once(stream, &mut co, &prefix, mode, stop).await;
-        self.cancel.set_current(None);
+        self.cancel.detach();
         drop(prefix);
         traffic.bytes_in += counts.bytes_in;
         traffic.bytes_out += counts.bytes_out;
@@ -397,10 +400,7 @@ impl Session {
             )
         };
         let conn = co.conn();
-        self.cancel.set_current(Some(CancelTarget {
-            target: conn.target.clone(),
-            key: conn.key.clone(),
-        }));
+        self.cancel.attach(&conn.target, &conn.key);
         let buffers = &mut conn.buffers;
         let ext = match mode {
             PoolMode::Transaction => Some(ExtCx {

@@ -285,7 +285,12 @@ impl Pool {
     /// Takes a clean idle connection at once, without waiting and without a future:
     /// the hot path of a transaction. `None` when the pool has none to give (empty,
     /// paused or closed); [`Pool::checkout`] then does the rest.
-    pub fn try_idle(self: &Arc<Self>, client: Option<&Arc<ClientInfo>>) -> Option<Checkout> {
+    /// `now` is the caller's clock reading (one fewer on the hot path).
+    pub fn try_idle(
+        self: &Arc<Self>,
+        client: Option<&Arc<ClientInfo>>,
+        now: Instant,
+    ) -> Option<Checkout> {
         let settings = self.settings.load();
         let mut stale = Vec::new();
         let found = {
@@ -293,7 +298,7 @@ impl Pool {
             if st.closed {
                 None
             } else {
-                self.pop_usable(&mut st, &settings, &mut stale)
+                self.pop_usable(&mut st, &settings, &mut stale, now)
             }
         };
         self.close_members(stale, "stale");
@@ -333,7 +338,7 @@ impl Pool {
             if st.closed {
                 return Err(PoolError::Closed);
             }
-            if let Some(m) = self.pop_usable(&mut st, &settings, &mut stale) {
+            if let Some(m) = self.pop_usable(&mut st, &settings, &mut stale, started) {
                 drop(st);
                 self.close_members(stale, "stale");
                 self.stats.add_wait(Duration::ZERO);
@@ -449,10 +454,11 @@ impl Pool {
         st: &mut State,
         settings: &PoolSettings,
         stale: &mut Vec<Member>,
+        now: Instant,
     ) -> Option<Member> {
         while !st.paused {
             let m = st.idle.pop()?;
-            if self.usable(&m, settings) {
+            if self.usable(&m, settings, now) {
                 return Some(m);
             }
             st.total -= 1;
@@ -461,8 +467,8 @@ impl Pool {
         None
     }
 
-    fn usable(&self, m: &Member, settings: &PoolSettings) -> bool {
-        if settings.lifetime.is_some_and(|l| m.conn.age() >= l) {
+    fn usable(&self, m: &Member, settings: &PoolSettings, now: Instant) -> bool {
+        if settings.lifetime.is_some_and(|l| m.conn.age_at(now) >= l) {
             return false;
         }
         if m.info().epoch < self.epoch.load(Ordering::Relaxed) {

@@ -223,6 +223,11 @@ impl ServerConn {
         self.created.elapsed()
     }
 
+    /// Age of the connection at `now`.
+    pub fn age_at(&self, now: Instant) -> std::time::Duration {
+        now.saturating_duration_since(self.created)
+    }
+
     /// Sends Terminate and closes, best effort.
     pub async fn close(mut self) {
         let mut out = BytesMut::with_capacity(5);
