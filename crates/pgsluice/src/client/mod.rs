@@ -555,3 +555,40 @@ pub(crate) async fn send_fatal(stream: &mut Stream, notice: &ClientNotice) {
     ))
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle client costs mostly its task: tokio puts the task's future in a cell of
+    /// about 104 bytes more, rounded up to a multiple of 128. At 280 bytes the cell is
+    /// 384; a few bytes more and every idle client costs 128 more (see
+    /// docs/rust-practices.md, "Performance"). Grow this future only on purpose, and
+    /// measure the memory row of the benchmark when you do. Unoptimised builds (the
+    /// test profile) lay it out 8 bytes larger; the release figure is the one that counts.
+    const IDLE_FUTURE_BUDGET: usize = if cfg!(debug_assertions) { 288 } else { 280 };
+
+    #[tokio::test]
+    async fn the_client_task_fits_its_memory_budget() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let (sock, _) = accepted.unwrap();
+        let app = App::new(crate::config::Config::default());
+        let task = serve(
+            Stream::Tcp(sock),
+            "test".into(),
+            app.clone(),
+            Admission::Full,
+            app.tracker.token(),
+        );
+        let size = std::mem::size_of_val(&task);
+        assert!(
+            size <= IDLE_FUTURE_BUDGET,
+            "the client task's future is {size} bytes, over its {IDLE_FUTURE_BUDGET}-byte budget"
+        );
+        drop(task);
+        drop(client);
+    }
+}
