@@ -285,42 +285,9 @@ impl Groups {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PoolMode;
-    use crate::pool::{IdGen, PoolKey, PoolSettings};
-    use crate::server::ServerTarget;
-    use std::time::Duration;
 
     fn pool(db: &str, user: &str, groups: Groups) -> Arc<Pool> {
-        let target = ServerTarget {
-            host: "127.0.0.1".into(),
-            port: 1,
-            database: db.into(),
-            user: user.into(),
-            password: None,
-            application_name: None,
-            tls: None,
-            passthrough: None,
-            scram_keys: Default::default(),
-        };
-        let settings = PoolSettings {
-            size: 5,
-            min_size: 0,
-            mode: PoolMode::Transaction,
-            wait_timeout: None,
-            connect_timeout: Duration::from_secs(1),
-            idle_timeout: None,
-            lifetime: None,
-            reset_query: None,
-            reset_query_always: false,
-            reserve_size: 0,
-            reserve_timeout: None,
-            login_retry: None,
-        };
-        let key = PoolKey {
-            database: db.into(),
-            user: user.into(),
-        };
-        Pool::new(key, target, settings, Arc::new(IdGen::default()), groups)
+        crate::pool::test_support::pool(db, user, groups, |_| {})
     }
 
     #[test]

@@ -58,7 +58,7 @@ impl Pool {
             match waiter.send(Grant::Conn(Checkout::new(m, self.clone()))) {
                 Ok(()) => return,
                 Err(Grant::Conn(mut c)) => m = c.take(),
-                Err(Grant::Slot(_)) => unreachable!("sent a connection"),
+                Err(Grant::Slot(_) | Grant::Expired) => unreachable!("sent a connection"),
             }
         }
     }

@@ -10,14 +10,6 @@ use super::{checkout, Grant, GroupKind, Open, Pool, PoolSettings, State};
 use crate::error::ClientNotice;
 
 impl Pool {
-    /// A waiter has waited reserve_pool_timeout: the first waiter may open one
-    /// connection beyond the pool size, up to the reserve.
-    pub(super) fn grant_reserve(self: &Arc<Self>) {
-        if self.grant(true) > 0 {
-            tracing::info!(pool = %self.key, "taking a connection from the reserve pool");
-        }
-    }
-
     /// Grants slots to waiters, FIFO: as many as room allows, or one from the reserve.
     pub(super) fn grant(self: &Arc<Self>, reserve: bool) -> usize {
         let mut granted = 0;

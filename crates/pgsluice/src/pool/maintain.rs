@@ -73,6 +73,7 @@ impl Pool {
             need
         };
         self.close_members(closing, "idle timeout, lifetime or reconnect");
+        self.expire_waits(&settings, now);
         for _ in 0..fill {
             let slot = Slot::new(self.clone());
             let pool = self.clone();
@@ -88,5 +89,45 @@ impl Pool {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::error::PoolError;
+    use crate::pool::group::{GroupKind, GroupLimit, Groups};
+    use crate::pool::test_support::pool;
+
+    #[tokio::test]
+    async fn waits_end_at_the_upkeep_after_query_wait_timeout() {
+        let groups = Groups {
+            db: GroupLimit::new(GroupKind::Database, "d", 0),
+            user: GroupLimit::new(GroupKind::User, "u", 0),
+        };
+        // Size 0: every checkout waits.
+        let p = pool("d", "u", groups, |s| {
+            s.size = 0;
+            s.wait_timeout = Some(Duration::from_secs(5));
+        });
+        let waiting = tokio::spawn({
+            let p = p.clone();
+            async move { p.checkout(None).await.map(|_| ()) }
+        });
+        while p.status().waiting == 0 {
+            tokio::task::yield_now().await;
+        }
+        let settings = p.settings();
+        let start = Instant::now();
+        p.expire_waits(&settings, start + Duration::from_secs(4));
+        assert_eq!(p.status().waiting, 1, "not yet due");
+        p.expire_waits(&settings, start + Duration::from_secs(6));
+        assert_eq!(p.status().waiting, 0);
+        let r = waiting.await.unwrap();
+        assert!(
+            matches!(r, Err(PoolError::WaitTimeout(d)) if d == Duration::from_secs(5)),
+            "{r:?}"
+        );
     }
 }

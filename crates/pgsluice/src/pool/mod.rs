@@ -4,7 +4,9 @@
 //! first waiting client (FIFO), else to the idle stack (LIFO, so hot connections stay
 //! hot). A guard is only put back as-is when the client side marked it clean; otherwise
 //! it is reset or closed. The pool lock is a `std::sync::Mutex` held for a few pointer
-//! moves and never across an `.await`; waiters park on a oneshot channel.
+//! moves and never across an `.await`; waiters park on a oneshot channel, and their
+//! deadlines (query_wait_timeout, reserve_pool_timeout) are checked by the pool's
+//! once-a-second upkeep, not by a timer per wait.
 
 mod checkout;
 mod control;
@@ -14,6 +16,8 @@ mod limits;
 mod maintain;
 pub mod registry;
 mod stats;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -129,6 +133,25 @@ pub(crate) enum Grant {
     Conn(Checkout),
     /// Permission to open a new connection.
     Slot(checkout::Slot),
+    /// The wait passed query_wait_timeout.
+    Expired,
+}
+
+/// A client waiting for a connection.
+struct Waiter {
+    tx: oneshot::Sender<Grant>,
+    /// When it started waiting (waiters queue in this order).
+    since: Instant,
+}
+
+impl Waiter {
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    fn send(self, grant: Grant) -> Result<(), Grant> {
+        self.tx.send(grant)
+    }
 }
 
 /// A server connection owned by a pool, with its entry in the pool's server list (the
@@ -151,7 +174,7 @@ struct State {
     idle: Vec<Member>,
     /// idle + checked out + being reset + being opened.
     total: usize,
-    waiters: VecDeque<oneshot::Sender<Grant>>,
+    waiters: VecDeque<Waiter>,
     closed: bool,
     /// PAUSE/KILL: no new assignments; returned connections are closed.
     paused: bool,
@@ -362,7 +385,7 @@ impl Pool {
                     if st.waiters.len() > 64 && st.waiters.len().is_power_of_two() {
                         st.waiters.retain(|w| !w.is_closed());
                     }
-                    st.waiters.push_back(tx);
+                    st.waiters.push_back(Waiter { tx, since: started });
                     Some((rx, open))
                 }
             }
@@ -383,6 +406,11 @@ impl Pool {
                         return Ok(c);
                     }
                     Grant::Slot(slot) => slot,
+                    Grant::Expired => {
+                        return Err(PoolError::WaitTimeout(
+                            settings.wait_timeout.unwrap_or_default(),
+                        ))
+                    }
                 }
             }
         };
@@ -405,45 +433,55 @@ impl Pool {
 
     async fn wait(
         self: &Arc<Self>,
-        mut rx: oneshot::Receiver<Grant>,
+        rx: oneshot::Receiver<Grant>,
         settings: &PoolSettings,
     ) -> Result<Grant, PoolError> {
-        let limit = settings.wait_timeout;
-        if let Some((_, after)) = settings.reserve() {
-            if limit.is_none_or(|l| after < l) {
-                match tokio::time::timeout(after, &mut rx).await {
-                    Ok(r) => return r.map_err(|_| PoolError::Closed),
-                    Err(_) => {
-                        // Waited reserve_pool_timeout: the oldest waiter (this one or
-                        // one queued earlier) may open a reserve connection.
-                        self.grant_reserve();
-                    }
-                }
-                let rest = limit.map(|l| l - after);
-                return self.wait_rest(rx, rest, limit).await;
-            }
+        match rx.await {
+            Ok(Grant::Expired) => Err(PoolError::WaitTimeout(
+                settings.wait_timeout.unwrap_or_default(),
+            )),
+            Ok(grant) => Ok(grant),
+            Err(_) => Err(PoolError::Closed),
         }
-        self.wait_rest(rx, limit, limit).await
     }
 
-    async fn wait_rest(
-        &self,
-        mut rx: oneshot::Receiver<Grant>,
-        rest: Option<Duration>,
-        limit: Option<Duration>,
-    ) -> Result<Grant, PoolError> {
-        let (Some(rest), Some(limit)) = (rest, limit) else {
-            return rx.await.map_err(|_| PoolError::Closed);
+    /// Ends the waits that passed query_wait_timeout and, once the oldest waiter has
+    /// waited reserve_pool_timeout, lets waiters open reserve connections. Run by the
+    /// upkeep every second: a wait ends up to a second after its limit, as in PgBouncer,
+    /// and waiting costs no timer.
+    pub(super) fn expire_waits(self: &Arc<Self>, settings: &PoolSettings, now: Instant) {
+        let expired: Vec<Waiter> = {
+            let mut st = self.lock();
+            let mut expired = Vec::new();
+            while let Some(w) = st.waiters.front() {
+                let overdue = settings
+                    .wait_timeout
+                    .is_some_and(|l| now.saturating_duration_since(w.since) >= l);
+                if !(w.is_closed() || overdue) {
+                    break;
+                }
+                expired.extend(st.waiters.pop_front().filter(|w| !w.is_closed()));
+            }
+            expired
         };
-        match tokio::time::timeout(rest, &mut rx).await {
-            Ok(Ok(g)) => Ok(g),
-            Ok(Err(_)) => Err(PoolError::Closed),
-            Err(_) => {
-                // A grant may have raced the timer: take it rather than lose it.
-                rx.close();
-                rx.try_recv().map_err(|_| PoolError::WaitTimeout(limit))
+        for w in expired {
+            let _ = w.send(Grant::Expired);
+        }
+        if let Some((_, after)) = settings.reserve() {
+            while self.oldest_wait(now).is_some_and(|waited| waited >= after) {
+                if self.grant(true) == 0 {
+                    break;
+                }
+                tracing::info!(pool = %self.key, "taking a connection from the reserve pool");
             }
         }
+    }
+
+    /// How long the first live waiter has waited.
+    fn oldest_wait(&self, now: Instant) -> Option<Duration> {
+        let st = self.lock();
+        let w = st.waiters.iter().find(|w| !w.is_closed())?;
+        Some(now.saturating_duration_since(w.since))
     }
 
     /// The most recently used idle connection that is still usable (none while the
