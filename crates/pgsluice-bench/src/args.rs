@@ -118,7 +118,7 @@ chart.svg, runs.csv and results.json. See bench/README.md.
   --workloads LIST        select-only,tpcb-like (default: both)
   --only LIST             sections to run: throughput,latency,memory,pooler-only,storm
   --pool-size N           server connections per pool, both poolers (default 20)
-  --workers N             pgsluice worker threads (default: one per core)
+  --workers N             pgsluice worker threads (default: pgsluice's, half the cores)
   --pooler-only-workers N pgsluice worker threads in the pooler-only test (default 2)
   --scale N               pgbench scale factor (default 10; quick 1)
   --max-connections N     PostgreSQL max_connections (default 300); direct runs

@@ -141,7 +141,7 @@ fn meta(a: &Args, pgsluice_bin: &Path, iso: &str, r: &mut Results) {
                 a.duration,
                 a.scale,
                 a.pool_size,
-                a.workers.map_or("= cores".into(), |w| w.to_string()),
+                a.workers.map_or("default (half the cores)".into(), |w| w.to_string()),
             ),
         ),
     ];

@@ -126,7 +126,7 @@ pub struct Cli {
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
 
-    /// Number of worker threads [default: number of cores].
+    /// Number of worker threads [default: half the cores, at least 1].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 

@@ -102,9 +102,7 @@ fn run(cfg: Config, reloader: Reloader) -> ExitCode {
         tracing::warn!("{w}");
     }
     let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = cfg.general.workers {
-        rt.worker_threads(n.max(1));
-    }
+    rt.worker_threads(cfg.general.worker_threads().max(1));
     let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

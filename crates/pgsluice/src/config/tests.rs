@@ -59,6 +59,7 @@ fn defaults() {
         vec!["127.0.0.1:6432".parse::<SocketAddr>().unwrap()]
     );
     assert_eq!(g.workers, None);
+    assert!(g.worker_threads() >= 1);
     assert_eq!(g.max_client_conn, 10_000);
     assert_eq!(g.pool_mode, PoolMode::Transaction);
     assert_eq!(g.default_pool_size, 20);
@@ -706,4 +707,13 @@ fn warnings() {
     .unwrap()
     .warnings()
     .is_empty());
+}
+
+#[test]
+fn default_workers_are_half_the_cores() {
+    use crate::config::general::default_workers;
+    assert_eq!(default_workers(1), 1);
+    assert_eq!(default_workers(2), 1);
+    assert_eq!(default_workers(3), 1);
+    assert_eq!(default_workers(8), 4);
 }
