@@ -22,7 +22,7 @@ use crate::error::ClientNotice;
 use crate::net::Stream;
 use crate::params::ParamSet;
 use crate::pool::registry::ClientInfo;
-use crate::pool::{Checkout, Pool, ReturnAs};
+use crate::pool::{Checkout, Pool, ReturnAs, Start};
 use crate::server::{self, RELAY_BUF};
 
 /// How much an idle client may send before a server connection is attached.
@@ -332,12 +332,20 @@ impl Session {
             }
         }
         let now = Instant::now();
-        let (co, waited) = match self.pool.try_idle(Some(info), now) {
-            Some(c) => (Ok(c), false),
-            // Boxed: the checkout state (timer, waiter) is needed only when the pool
-            // has no idle connection.
-            None => (Box::pin(self.pool.checkout(Some(info.clone()))).await, true),
+        // Synchronous unless the pool has no idle connection; then a small wait in the
+        // queue, and opening a connection boxed.
+        let (co, waited) = match self.pool.start_checkout(Some(info), now) {
+            Ok(Start::Ready(c)) => (Ok(c), false),
+            Ok(Start::Wait(w)) => (self.pool.wait_for(w, Some(info.clone())).await, true),
+            Ok(Start::Open(slot, t)) => {
+                let open = self.pool.open_with(slot, t, Some(info.clone()));
+                (Box::pin(open).await, true)
+            }
+            Err(e) => (Err(e), true),
         };
+        if co.is_err() {
+            info.set_idle();
+        }
         let mut co = match co {
             Ok(c) => c,
             Err(e) => {

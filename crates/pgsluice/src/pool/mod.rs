@@ -128,6 +128,22 @@ pub struct StartupInfo {
     pub tracked: ParamSet,
 }
 
+/// What [`Pool::start_checkout`] found.
+pub(crate) enum Start {
+    /// A connection, at once.
+    Ready(Checkout),
+    /// A place in the queue.
+    Wait(Queued),
+    /// Permission to open a connection (and when the request started).
+    Open(checkout::Slot, Instant),
+}
+
+/// A place in a pool's wait queue.
+pub(crate) struct Queued {
+    rx: oneshot::Receiver<Grant>,
+    started: Instant,
+}
+
 pub(crate) enum Grant {
     /// A clean idle connection.
     Conn(Checkout),
@@ -305,33 +321,6 @@ impl Pool {
         }
     }
 
-    /// Takes a clean idle connection at once, without waiting and without a future:
-    /// the hot path of a transaction. `None` when the pool has none to give (empty,
-    /// paused or closed); [`Pool::checkout`] then does the rest.
-    /// `now` is the caller's clock reading (one fewer on the hot path).
-    pub fn try_idle(
-        self: &Arc<Self>,
-        client: Option<&Arc<ClientInfo>>,
-        now: Instant,
-    ) -> Option<Checkout> {
-        let settings = self.settings.load();
-        let mut stale = Vec::new();
-        let found = {
-            let mut st = self.lock();
-            if st.closed {
-                None
-            } else {
-                self.pop_usable(&mut st, &settings, &mut stale, now)
-            }
-        };
-        self.close_members(stale, "stale");
-        let m = found?;
-        self.stats.add_wait(Duration::ZERO);
-        let mut co = Checkout::new(m, self.clone());
-        co.attach(client.cloned());
-        Some(co)
-    }
-
     /// Waits for a connection: an idle one, a new one if below size, or the next one
     /// returned (FIFO) within the wait timeout. While the pool is paused every request
     /// waits. `client` (the admin view of the client asking) is marked waiting, then
@@ -353,10 +342,24 @@ impl Pool {
         self: &Arc<Self>,
         client: Option<Arc<ClientInfo>>,
     ) -> Result<Checkout, PoolError> {
-        let settings = self.settings.load_full();
-        let started = Instant::now();
+        match self.start_checkout(client.as_ref(), Instant::now())? {
+            Start::Ready(c) => Ok(c),
+            Start::Wait(w) => self.wait_for(w, client).await,
+            Start::Open(slot, started) => self.open_with(slot, started, client).await,
+        }
+    }
+
+    /// The part of a checkout that needs no waiting: an idle connection, a place in
+    /// the queue, or permission to open a connection. `client` is marked waiting unless
+    /// it got a connection.
+    pub(crate) fn start_checkout(
+        self: &Arc<Self>,
+        client: Option<&Arc<ClientInfo>>,
+        started: Instant,
+    ) -> Result<Start, PoolError> {
+        let settings = self.settings.load();
         let mut stale = Vec::new();
-        let waiter = {
+        let queued = {
             let mut st = self.lock();
             if st.closed {
                 return Err(PoolError::Closed);
@@ -366,10 +369,10 @@ impl Pool {
                 self.close_members(stale, "stale");
                 self.stats.add_wait(Duration::ZERO);
                 let mut co = Checkout::new(m, self.clone());
-                co.attach(client);
-                return Ok(co);
+                co.attach(client.cloned());
+                return Ok(Start::Ready(co));
             }
-            if let Some(c) = &client {
+            if let Some(c) = client {
                 c.set_waiting();
             }
             // Waiters first: a new client does not overtake queued ones.
@@ -391,29 +394,48 @@ impl Pool {
             }
         };
         self.close_members(stale, "stale");
-        let slot = match waiter {
-            None => checkout::Slot::new(self.clone()),
+        match queued {
+            None => Ok(Start::Open(checkout::Slot::new(self.clone()), started)),
             Some((rx, open)) => {
                 if let Open::Group(g) = open {
                     // Blocked only by the database or user cap: free an idle
                     // connection of another pool of the group, if there is one.
                     g.evict_idle(self);
                 }
-                match self.wait(rx, &settings).await? {
-                    Grant::Conn(mut c) => {
-                        self.stats.add_wait(started.elapsed());
-                        c.attach(client);
-                        return Ok(c);
-                    }
-                    Grant::Slot(slot) => slot,
-                    Grant::Expired => {
-                        return Err(PoolError::WaitTimeout(
-                            settings.wait_timeout.unwrap_or_default(),
-                        ))
-                    }
-                }
+                Ok(Start::Wait(Queued { rx, started }))
             }
-        };
+        }
+    }
+
+    /// Waits in the queue (see [`Pool::start_checkout`]) for a connection, or for
+    /// permission to open one (the open is boxed: the wait itself stays small).
+    pub(crate) async fn wait_for(
+        self: &Arc<Self>,
+        w: Queued,
+        client: Option<Arc<ClientInfo>>,
+    ) -> Result<Checkout, PoolError> {
+        match w.rx.await {
+            Ok(Grant::Conn(mut c)) => {
+                self.stats.add_wait(w.started.elapsed());
+                c.attach(client);
+                Ok(c)
+            }
+            Ok(Grant::Slot(slot)) => Box::pin(self.open_with(slot, w.started, client)).await,
+            Ok(Grant::Expired) => Err(PoolError::WaitTimeout(
+                self.settings.load().wait_timeout.unwrap_or_default(),
+            )),
+            Err(_) => Err(PoolError::Closed),
+        }
+    }
+
+    /// Opens a new server connection in `slot` for `client`.
+    pub(crate) async fn open_with(
+        self: &Arc<Self>,
+        slot: checkout::Slot,
+        started: Instant,
+        client: Option<Arc<ClientInfo>>,
+    ) -> Result<Checkout, PoolError> {
+        let settings = self.settings.load_full();
         if let Some(notice) = self.login_failing(&settings) {
             // server_login_retry: fail at once, without another attempt.
             return Err(PoolError::LoginRetry(notice));
@@ -429,20 +451,6 @@ impl Pool {
         let mut co = slot.fill(conn);
         co.attach(client);
         Ok(co)
-    }
-
-    async fn wait(
-        self: &Arc<Self>,
-        rx: oneshot::Receiver<Grant>,
-        settings: &PoolSettings,
-    ) -> Result<Grant, PoolError> {
-        match rx.await {
-            Ok(Grant::Expired) => Err(PoolError::WaitTimeout(
-                settings.wait_timeout.unwrap_or_default(),
-            )),
-            Ok(grant) => Ok(grant),
-            Err(_) => Err(PoolError::Closed),
-        }
     }
 
     /// Ends the waits that passed query_wait_timeout and, once the oldest waiter has
