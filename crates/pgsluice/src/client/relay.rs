@@ -10,7 +10,7 @@
 
 use std::io;
 
-use bytes::Buf;
+use bytes::{Buf, BytesMut};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -358,41 +358,18 @@ impl<'a> Relay<'a> {
     }
 
     fn poll_c2s(&mut self, cx: &mut Context<'_>) -> Poll<Option<RelayEnd>> {
-        // Bytes passed on as read first: they came before anything in the out buffer.
-        if !self.c2s.flushed() {
-            let d = &mut self.c2s;
-            return match Pin::new(&mut *self.server).poll_write(cx, &d.buf[d.start..d.end]) {
-                Poll::Ready(Ok(0)) => Poll::Ready(Some(RelayEnd::ServerGone(None))),
-                Poll::Ready(Ok(n)) => {
-                    d.start += n;
-                    self.counts.bytes_in += n as u64;
-                    if d.flushed() {
-                        d.start = 0;
-                        d.end = 0;
-                    }
-                    Poll::Ready(None)
-                }
-                Poll::Ready(Err(e)) => Poll::Ready(Some(RelayEnd::ServerGone(Some(e)))),
-                Poll::Pending => Poll::Pending,
-            };
-        }
-        if let Some(ext) = self.ext.as_mut() {
-            let out = &mut ext.state.c2s_out;
-            if !out.is_empty() {
-                return match Pin::new(&mut *self.server).poll_write(cx, out) {
-                    Poll::Ready(Ok(0)) => Poll::Ready(Some(RelayEnd::ServerGone(None))),
-                    Poll::Ready(Ok(n)) => {
-                        out.advance(n);
-                        if out.is_empty() {
-                            out.clear();
-                        }
-                        self.counts.bytes_in += n as u64;
-                        Poll::Ready(None)
-                    }
-                    Poll::Ready(Err(e)) => Poll::Ready(Some(RelayEnd::ServerGone(Some(e)))),
-                    Poll::Pending => Poll::Pending,
-                };
-            }
+        let out = self.ext.as_mut().map(|e| &mut e.state.c2s_out);
+        match poll_send(
+            &mut self.c2s,
+            out,
+            self.server,
+            cx,
+            &mut self.counts.bytes_in,
+        ) {
+            Poll::Ready(Ok(true)) => return Poll::Ready(None),
+            Poll::Ready(Ok(false)) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Some(RelayEnd::ServerGone(e))),
+            Poll::Pending => return Poll::Pending,
         }
         if self.terminated {
             return Poll::Ready(Some(RelayEnd::Terminated {
@@ -442,53 +419,23 @@ impl<'a> Relay<'a> {
     }
 
     fn poll_s2c(&mut self, cx: &mut Context<'_>) -> Poll<Option<RelayEnd>> {
-        // Bytes passed on as read first: they came before anything in the out buffer.
-        if !self.s2c.flushed() {
-            let d = &mut self.s2c;
-            return match Pin::new(&mut *self.client).poll_write(cx, &d.buf[d.start..d.end]) {
-                Poll::Ready(Ok(0)) => Poll::Ready(Some(RelayEnd::ClientGone {
+        let out = self.ext.as_mut().map(|e| &mut e.state.s2c_out);
+        match poll_send(
+            &mut self.s2c,
+            out,
+            self.client,
+            cx,
+            &mut self.counts.bytes_out,
+        ) {
+            Poll::Ready(Ok(true)) => return Poll::Ready(None),
+            Poll::Ready(Ok(false)) => {}
+            Poll::Ready(Err(error)) => {
+                return Poll::Ready(Some(RelayEnd::ClientGone {
                     server_idle: false,
-                    error: None,
-                })),
-                Poll::Ready(Ok(n)) => {
-                    d.start += n;
-                    self.counts.bytes_out += n as u64;
-                    if d.flushed() {
-                        d.start = 0;
-                        d.end = 0;
-                    }
-                    Poll::Ready(None)
-                }
-                Poll::Ready(Err(e)) => Poll::Ready(Some(RelayEnd::ClientGone {
-                    server_idle: false,
-                    error: Some(e),
-                })),
-                Poll::Pending => Poll::Pending,
-            };
-        }
-        if let Some(ext) = self.ext.as_mut() {
-            let out = &mut ext.state.s2c_out;
-            if !out.is_empty() {
-                return match Pin::new(&mut *self.client).poll_write(cx, out) {
-                    Poll::Ready(Ok(0)) => Poll::Ready(Some(RelayEnd::ClientGone {
-                        server_idle: false,
-                        error: None,
-                    })),
-                    Poll::Ready(Ok(n)) => {
-                        out.advance(n);
-                        if out.is_empty() {
-                            out.clear();
-                        }
-                        self.counts.bytes_out += n as u64;
-                        Poll::Ready(None)
-                    }
-                    Poll::Ready(Err(e)) => Poll::Ready(Some(RelayEnd::ClientGone {
-                        server_idle: false,
-                        error: Some(e),
-                    })),
-                    Poll::Pending => Poll::Pending,
-                };
+                    error,
+                }))
             }
+            Poll::Pending => return Poll::Pending,
         }
         let mut rb = ReadBuf::new(self.s2c.buf);
         match Pin::new(&mut *self.server).poll_read(cx, &mut rb) {
@@ -577,6 +524,48 @@ impl<'a> Relay<'a> {
             Ok(())
         })
     }
+}
+
+/// Writes what one direction has pending to `to`: the bytes passed on as read first
+/// (they came before anything in the out buffer), then the out buffer. `Ok(true)` when
+/// something was written, `Ok(false)` when nothing is pending, `Err(None)` when the peer
+/// closed.
+///
+/// Inlined into both directions: as a call it cost about 200 instructions a
+/// transaction (callgrind, `scripts/profile instructions`).
+#[inline(always)]
+fn poll_send(
+    d: &mut Dir<'_>,
+    out: Option<&mut BytesMut>,
+    to: &mut Stream,
+    cx: &mut Context<'_>,
+    sent: &mut u64,
+) -> Poll<Result<bool, Option<io::Error>>> {
+    let as_read = !d.flushed();
+    let bytes: &[u8] = match &out {
+        _ if as_read => &d.buf[d.start..d.end],
+        Some(o) if !o.is_empty() => o,
+        _ => return Poll::Ready(Ok(false)),
+    };
+    let n = match std::task::ready!(Pin::new(to).poll_write(cx, bytes)) {
+        Ok(0) => return Poll::Ready(Err(None)),
+        Ok(n) => n,
+        Err(e) => return Poll::Ready(Err(Some(e))),
+    };
+    *sent += n as u64;
+    if as_read {
+        d.start += n;
+        if d.flushed() {
+            d.start = 0;
+            d.end = 0;
+        }
+    } else if let Some(o) = out {
+        o.advance(n);
+        if o.is_empty() {
+            o.clear();
+        }
+    }
+    Poll::Ready(Ok(true))
 }
 
 #[cfg(test)]

@@ -343,9 +343,6 @@ impl Session {
             }
             Err(e) => (Err(e), true),
         };
-        if co.is_err() {
-            info.set_idle();
-        }
         let mut co = match co {
             Ok(c) => c,
             Err(e) => {

@@ -14,6 +14,7 @@ pub mod group;
 mod handback;
 mod limits;
 mod maintain;
+mod queue;
 pub mod registry;
 mod stats;
 #[cfg(test)]
@@ -25,18 +26,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
 pub use checkout::{Checkout, ReturnAs};
 pub use control::PoolCounts;
 pub use group::{ClientSlot, GroupKind, GroupLimit, Groups};
+pub(crate) use queue::Start;
+use queue::Waiter;
 pub use registry::{ClientInfo, ClientReg, ClientState, ServerInfo, ServerState};
 pub use stats::{PoolStats, PoolStatsSnapshot};
 
 use crate::config::PoolMode;
 use crate::error::{ClientNotice, PoolError};
 use crate::params::ParamSet;
-use crate::server::{self, PassThrough, ServerConn, ServerId, ServerTarget};
+use crate::server::{PassThrough, ServerConn, ServerId, ServerTarget};
 use registry::{InfoList, ServerReg};
 
 /// Identity of a pool: the database name clients use and the client user name.
@@ -128,22 +131,6 @@ pub struct StartupInfo {
     pub tracked: ParamSet,
 }
 
-/// What [`Pool::start_checkout`] found.
-pub(crate) enum Start {
-    /// A connection, at once.
-    Ready(Checkout),
-    /// A place in the queue.
-    Wait(Queued),
-    /// Permission to open a connection (and when the request started).
-    Open(checkout::Slot, Instant),
-}
-
-/// A place in a pool's wait queue.
-pub(crate) struct Queued {
-    rx: oneshot::Receiver<Grant>,
-    started: Instant,
-}
-
 pub(crate) enum Grant {
     /// A clean idle connection.
     Conn(Checkout),
@@ -151,23 +138,6 @@ pub(crate) enum Grant {
     Slot(checkout::Slot),
     /// The wait passed query_wait_timeout.
     Expired,
-}
-
-/// A client waiting for a connection.
-struct Waiter {
-    tx: oneshot::Sender<Grant>,
-    /// When it started waiting (waiters queue in this order).
-    since: Instant,
-}
-
-impl Waiter {
-    fn is_closed(&self) -> bool {
-        self.tx.is_closed()
-    }
-
-    fn send(self, grant: Grant) -> Result<(), Grant> {
-        self.tx.send(grant)
-    }
 }
 
 /// A server connection owned by a pool, with its entry in the pool's server list (the
@@ -319,177 +289,6 @@ impl Pool {
             total: st.total,
             waiting: st.waiters.iter().filter(|w| !w.is_closed()).count(),
         }
-    }
-
-    /// Waits for a connection: an idle one, a new one if below size, or the next one
-    /// returned (FIFO) within the wait timeout. While the pool is paused every request
-    /// waits. `client` (the admin view of the client asking) is marked waiting, then
-    /// linked to the connection.
-    pub async fn checkout(
-        self: &Arc<Self>,
-        client: Option<Arc<ClientInfo>>,
-    ) -> Result<Checkout, PoolError> {
-        let r = self.checkout_inner(client.clone()).await;
-        if r.is_err() {
-            if let Some(c) = &client {
-                c.set_idle();
-            }
-        }
-        r
-    }
-
-    async fn checkout_inner(
-        self: &Arc<Self>,
-        client: Option<Arc<ClientInfo>>,
-    ) -> Result<Checkout, PoolError> {
-        match self.start_checkout(client.as_ref(), Instant::now())? {
-            Start::Ready(c) => Ok(c),
-            Start::Wait(w) => self.wait_for(w, client).await,
-            Start::Open(slot, started) => self.open_with(slot, started, client).await,
-        }
-    }
-
-    /// The part of a checkout that needs no waiting: an idle connection, a place in
-    /// the queue, or permission to open a connection. `client` is marked waiting unless
-    /// it got a connection.
-    pub(crate) fn start_checkout(
-        self: &Arc<Self>,
-        client: Option<&Arc<ClientInfo>>,
-        started: Instant,
-    ) -> Result<Start, PoolError> {
-        let settings = self.settings.load();
-        let mut stale = Vec::new();
-        let queued = {
-            let mut st = self.lock();
-            if st.closed {
-                return Err(PoolError::Closed);
-            }
-            if let Some(m) = self.pop_usable(&mut st, &settings, &mut stale, started) {
-                drop(st);
-                self.close_members(stale, "stale");
-                self.stats.add_wait(Duration::ZERO);
-                let mut co = Checkout::new(m, self.clone());
-                co.attach(client.cloned());
-                return Ok(Start::Ready(co));
-            }
-            if let Some(c) = client {
-                c.set_waiting();
-            }
-            // Waiters first: a new client does not overtake queued ones.
-            let open = if st.waiters.iter().any(|w| !w.is_closed()) {
-                Open::Full
-            } else {
-                self.may_open(&mut st, settings.size)
-            };
-            match open {
-                Open::Yes => None,
-                open => {
-                    let (tx, rx) = oneshot::channel();
-                    if st.waiters.len() > 64 && st.waiters.len().is_power_of_two() {
-                        st.waiters.retain(|w| !w.is_closed());
-                    }
-                    st.waiters.push_back(Waiter { tx, since: started });
-                    Some((rx, open))
-                }
-            }
-        };
-        self.close_members(stale, "stale");
-        match queued {
-            None => Ok(Start::Open(checkout::Slot::new(self.clone()), started)),
-            Some((rx, open)) => {
-                if let Open::Group(g) = open {
-                    // Blocked only by the database or user cap: free an idle
-                    // connection of another pool of the group, if there is one.
-                    g.evict_idle(self);
-                }
-                Ok(Start::Wait(Queued { rx, started }))
-            }
-        }
-    }
-
-    /// Waits in the queue (see [`Pool::start_checkout`]) for a connection, or for
-    /// permission to open one (the open is boxed: the wait itself stays small).
-    pub(crate) async fn wait_for(
-        self: &Arc<Self>,
-        w: Queued,
-        client: Option<Arc<ClientInfo>>,
-    ) -> Result<Checkout, PoolError> {
-        match w.rx.await {
-            Ok(Grant::Conn(mut c)) => {
-                self.stats.add_wait(w.started.elapsed());
-                c.attach(client);
-                Ok(c)
-            }
-            Ok(Grant::Slot(slot)) => Box::pin(self.open_with(slot, w.started, client)).await,
-            Ok(Grant::Expired) => Err(PoolError::WaitTimeout(
-                self.settings.load().wait_timeout.unwrap_or_default(),
-            )),
-            Err(_) => Err(PoolError::Closed),
-        }
-    }
-
-    /// Opens a new server connection in `slot` for `client`.
-    pub(crate) async fn open_with(
-        self: &Arc<Self>,
-        slot: checkout::Slot,
-        started: Instant,
-        client: Option<Arc<ClientInfo>>,
-    ) -> Result<Checkout, PoolError> {
-        let settings = self.settings.load_full();
-        if let Some(notice) = self.login_failing(&settings) {
-            // server_login_retry: fail at once, without another attempt.
-            return Err(PoolError::LoginRetry(notice));
-        }
-        let conn = Box::pin(server::connect(
-            self.connect_target(),
-            self.ids.next(),
-            settings.connect_timeout,
-        ))
-        .await
-        .inspect_err(|e| self.login_failed(e))?;
-        self.stats.add_wait(started.elapsed());
-        let mut co = slot.fill(conn);
-        co.attach(client);
-        Ok(co)
-    }
-
-    /// Ends the waits that passed query_wait_timeout and, once the oldest waiter has
-    /// waited reserve_pool_timeout, lets waiters open reserve connections. Run by the
-    /// upkeep every second: a wait ends up to a second after its limit, as in PgBouncer,
-    /// and waiting costs no timer.
-    pub(super) fn expire_waits(self: &Arc<Self>, settings: &PoolSettings, now: Instant) {
-        let expired: Vec<Waiter> = {
-            let mut st = self.lock();
-            let mut expired = Vec::new();
-            while let Some(w) = st.waiters.front() {
-                let overdue = settings
-                    .wait_timeout
-                    .is_some_and(|l| now.saturating_duration_since(w.since) >= l);
-                if !(w.is_closed() || overdue) {
-                    break;
-                }
-                expired.extend(st.waiters.pop_front().filter(|w| !w.is_closed()));
-            }
-            expired
-        };
-        for w in expired {
-            let _ = w.send(Grant::Expired);
-        }
-        if let Some((_, after)) = settings.reserve() {
-            while self.oldest_wait(now).is_some_and(|waited| waited >= after) {
-                if self.grant(true) == 0 {
-                    break;
-                }
-                tracing::info!(pool = %self.key, "taking a connection from the reserve pool");
-            }
-        }
-    }
-
-    /// How long the first live waiter has waited.
-    fn oldest_wait(&self, now: Instant) -> Option<Duration> {
-        let st = self.lock();
-        let w = st.waiters.iter().find(|w| !w.is_closed())?;
-        Some(now.saturating_duration_since(w.since))
     }
 
     /// The most recently used idle connection that is still usable (none while the

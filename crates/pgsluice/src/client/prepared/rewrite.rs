@@ -193,24 +193,13 @@ impl<'x> Rewrite<'x> {
 
     fn parse(&mut self, body: &[u8]) -> Result<Emit, ProtocolError> {
         let mut p = frontend::parse_parse(body)?;
-        let refused;
-        if let Some(r) = state_guard::check(p.query) {
+        let refused = state_guard::check(p.query).map(|r| {
             tracing::info!(what = %r.what, "refused session state in transaction mode");
-            refused = state_guard::refusal_sql(&r);
-            p.query = &refused;
+            state_guard::refusal_sql(&r)
+        });
+        if let Some(sql) = &refused {
+            p.query = sql;
             p.param_types.clear();
-            let mut rewritten = BytesMut::new();
-            frontend::parse(&mut rewritten, p.name, p.query, &[]);
-            if p.name.is_empty() {
-                self.queue.push_back(Expect::Parse {
-                    forward: true,
-                    client_name: None,
-                    stmt: None,
-                    rename: None,
-                });
-                self.out().extend_from_slice(&rewritten);
-                return Ok(Emit::Done);
-            }
         }
         if p.name.is_empty() {
             self.queue.push_back(Expect::Parse {
@@ -219,7 +208,11 @@ impl<'x> Rewrite<'x> {
                 stmt: None,
                 rename: None,
             });
-            return Ok(Emit::Same);
+            if refused.is_none() {
+                return Ok(Emit::Same);
+            }
+            frontend::parse(self.out(), "", p.query, &[]);
+            return Ok(Emit::Done);
         }
         if let Some(existing) = self.lookup(p.name) {
             // PostgreSQL answers a duplicate name with 42P05 and skips to Sync; let the
