@@ -22,6 +22,7 @@ use crate::cancel::CancelRegistry;
 use crate::client::auth::Secrets;
 use crate::client::auth_query::AuthQuery;
 use crate::client::prepared::StatementRegistry;
+use crate::client::ParkingLot;
 use crate::config::{AuthType, Config, ConfigError, DatabaseConfig};
 use crate::error::ClientNotice;
 use crate::logging::LogControl;
@@ -126,6 +127,8 @@ pub struct App {
     started: Instant,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// Idle clients without a task (`None` when the system gave no epoll set).
+    pub parking: Option<ParkingLot>,
 }
 
 impl std::fmt::Debug for App {
@@ -176,6 +179,7 @@ impl App {
             started: Instant::now(),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            parking: ParkingLot::new(),
         })
     }
 
@@ -213,6 +217,10 @@ impl App {
     /// Starts a shutdown of the given kind.
     pub fn trigger_shutdown(&self, kind: ShutdownKind) {
         self.shutdown.trigger(kind);
+        // Parked clients go back to their sessions, which tell them.
+        if let Some(lot) = &self.parking {
+            lot.ring();
+        }
         // Sessions poll the shutdown state when their task wakes: wake every one.
         for pool in self.pools() {
             for c in pool.clients() {

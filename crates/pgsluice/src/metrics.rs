@@ -185,6 +185,16 @@ pub fn render(app: &App) -> String {
         "",
         u8::from(control.paused_all || control.suspended),
     );
+    f.header(
+        "pgsluice_clients_parked",
+        "gauge",
+        "Idle clients parked without a task (their sockets in the parking epoll set).",
+    );
+    f.sample(
+        "pgsluice_clients_parked",
+        "",
+        app.parking.as_ref().map_or(0, |l| l.len()),
+    );
     let (ok, failed) = app.reload_counts();
     f.header(
         "pgsluice_config_reloads_total",

@@ -64,6 +64,7 @@ impl Server {
             accept_tasks.push(tokio::spawn(crate::metrics::serve(listener, app.clone())));
         }
         tokio::spawn(janitor(app.clone()));
+        tokio::spawn(client::park::keep(app.clone()));
         app.warm_pools();
         Ok(Server {
             app,

@@ -5,11 +5,13 @@ pub mod auth;
 pub mod auth_query;
 mod flow;
 mod hba;
+pub(crate) mod park;
 pub mod prepared;
 pub mod relay;
 mod session;
 pub mod state_guard;
 mod stop;
+mod task;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,7 +33,10 @@ use crate::pool::registry::{socket_endpoints, Endpoint};
 use crate::pool::{ClientInfo, ClientReg};
 use crate::shutdown::TaskToken;
 
+pub use park::ParkingLot;
 pub use session::Session;
+pub use task::serve;
+use task::{Held, Opened};
 
 /// Startup parameters always accepted and ignored.
 const IGNORED_PARAMS: &[&str] = crate::config::ALWAYS_IGNORED_STARTUP_PARAMETERS;
@@ -45,60 +50,6 @@ pub enum Admission {
     Full,
 }
 
-/// A pool client after login: what its task keeps while the session runs.
-struct Opened {
-    session: session::Session,
-    stream: Stream,
-    /// The client's entry in the admin views (its login time included), removed when
-    /// it leaves.
-    reg: ClientReg,
-    /// Places under max_client_conn and max_db_client_connections, held until it leaves.
-    _admission: Admission,
-    _db_slot: crate::pool::ClientSlot,
-}
-
-/// Serves one client connection from accept to close.
-///
-/// The startup, TLS handshake and login run in a boxed future that is freed once the
-/// client is logged in; the session then runs inline in the task, so that an idle
-/// client costs one allocation sized for the session alone.
-pub fn serve(
-    stream: Stream,
-    peer: String,
-    app: Arc<App>,
-    admission: Admission,
-    token: TaskToken,
-) -> impl std::future::Future<Output = ()> + Send {
-    // Boxed here, not inside the task's future: the arguments then live in the box
-    // only, and the task keeps a pointer to it.
-    let opening = Box::pin(open(stream, peer, app, admission));
-    // `token` stays a capture of the block (not rebound into a local): held until the
-    // task ends.
-    async move {
-        let Some(mut o) = opening.await else {
-            drop(token);
-            return;
-        };
-        // KILL / KILL_CLIENT reach the session through `info`: it tells the client itself.
-        let summary = o.session.run(&mut o.stream, o.reg.info()).await;
-        let info = o.reg.info();
-        tracing::info!(
-            client = info.id,
-            peer = %info.remote,
-            duration_ms = crate::pool::registry::now_us().saturating_sub(info.connect_time_us) / 1000,
-            bytes_in = summary.bytes_in,
-            bytes_out = summary.bytes_out,
-            transactions = summary.transactions,
-            reason = summary.reason,
-            "client logout"
-        );
-        // The client leaves the admin views and its places before the task counts
-        // as finished.
-        drop(o);
-        drop(token);
-    }
-}
-
 /// Everything before a pool session: startup packet, TLS, login (or a whole admin
 /// console session, or a cancel request). `None` when the connection is done.
 async fn open(
@@ -106,6 +57,7 @@ async fn open(
     peer: String,
     app: Arc<App>,
     admission: Admission,
+    token: TaskToken,
 ) -> Option<Opened> {
     let started = Instant::now();
     let login_timeout = app.config().general.client_login_timeout.0;
@@ -260,13 +212,19 @@ async fn open(
         application_name,
         fd,
     ));
+    if stream.is_tls() {
+        info.never_park();
+    }
     let reg: ClientReg = pool_reg.pool.register_client(info.clone());
     Some(Opened {
         session,
         stream,
-        reg,
-        _admission: admission,
-        _db_slot: pool_reg._db_slot,
+        held: Box::new(Held {
+            reg,
+            _admission: admission,
+            _db_slot: pool_reg._db_slot,
+            _token: token,
+        }),
     })
 }
 
@@ -554,41 +512,4 @@ pub(crate) async fn send_fatal(stream: &mut Stream, notice: &ClientNotice) {
         },
     ))
     .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// An idle client costs mostly its task: tokio puts the task's future in a cell of
-    /// about 104 bytes more, rounded up to a multiple of 128. At 280 bytes the cell is
-    /// 384; a few bytes more and every idle client costs 128 more (see
-    /// docs/rust-practices.md, "Performance"). Grow this future only on purpose, and
-    /// measure the memory row of the benchmark when you do. Unoptimised builds (the
-    /// test profile) lay it out 8 bytes larger; the release figure is the one that counts.
-    const IDLE_FUTURE_BUDGET: usize = if cfg!(debug_assertions) { 288 } else { 280 };
-
-    #[tokio::test]
-    async fn the_client_task_fits_its_memory_budget() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (client, accepted) =
-            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
-        let (sock, _) = accepted.unwrap();
-        let app = App::new(crate::config::Config::default());
-        let task = serve(
-            Stream::Tcp(sock),
-            "test".into(),
-            app.clone(),
-            Admission::Full,
-            app.tracker.token(),
-        );
-        let size = std::mem::size_of_val(&task);
-        assert!(
-            size <= IDLE_FUTURE_BUDGET,
-            "the client task's future is {size} bytes, over its {IDLE_FUTURE_BUDGET}-byte budget"
-        );
-        drop(task);
-        drop(client);
-    }
 }

@@ -29,7 +29,7 @@ use crate::server::{self, RELAY_BUF};
 /// Small enough for the allocator's per-thread cache (glibc's tcache takes up to
 /// 1 KiB): this buffer is allocated once per request. Longer requests are read on by
 /// the relay.
-const IDLE_READ: usize = 1024;
+pub(super) const IDLE_READ: usize = 1024;
 
 /// A client after login.
 #[derive(Debug)]
@@ -41,6 +41,17 @@ pub struct Session {
     /// Bytes that came with the login, served first (boxed: usually there are none).
     pending: Option<Box<BytesMut>>,
     stmts: ClientStatements,
+    /// What the session moved so far (kept across parkings, for the logout line).
+    traffic: Traffic,
+}
+
+/// How [`Session::run`] ended.
+pub(super) enum Ran {
+    /// The session is over, for this reason.
+    Ended(&'static str),
+    /// The client is idle and asked to park; its client_idle_timeout ends it at the
+    /// deadline, if it has one.
+    Park(Option<std::time::Instant>),
 }
 
 /// What the session does after a relay run.
@@ -176,7 +187,7 @@ fn cancel_running(co: &mut Checkout) {
 
 /// What the logout line reports.
 #[derive(Debug, Default)]
-pub struct SessionSummary {
+pub(super) struct SessionSummary {
     /// Bytes from the client.
     pub bytes_in: u64,
     /// Bytes to the client.
@@ -187,8 +198,8 @@ pub struct SessionSummary {
     pub reason: &'static str,
 }
 
-/// What a session counts while it runs (the reason comes only at its end: kept apart,
-/// it takes no room in the idle future).
+/// What a session counts while it runs (kept in the session, so that it survives
+/// parking).
 #[derive(Debug, Default)]
 struct Traffic {
     bytes_in: u64,
@@ -196,30 +207,36 @@ struct Traffic {
     transactions: u64,
 }
 
+/// What an idle wait brought.
 enum Idle {
     Data(BytesMut),
+    /// Asked to park; the idle timer's deadline, if there is one.
+    Park(Option<std::time::Instant>),
+    End(IdleEnd),
+}
+
+/// How an idle wait ended the session.
+enum IdleEnd {
     Closed,
     Stopped(Stop),
     Timeout,
 }
 
-/// The request bytes an idle wait brought, or the end of the session: the FATAL to
-/// send, if any, and the reason.
-fn idle_outcome(woke: Idle) -> Result<BytesMut, (Option<ClientNotice>, &'static str)> {
-    match woke {
-        Idle::Data(b) => Ok(b),
-        Idle::Closed => Err((None, "client closed")),
-        Idle::Stopped(why) => {
+/// The FATAL to send for an idle wait that ended the session, if any, and the reason.
+fn idle_end(end: IdleEnd) -> (Option<ClientNotice>, &'static str) {
+    match end {
+        IdleEnd::Closed => (None, "client closed"),
+        IdleEnd::Stopped(why) => {
             let (n, reason) = stop_notice(why);
-            Err((Some(n), reason))
+            (Some(n), reason)
         }
-        Idle::Timeout => Err((
+        IdleEnd::Timeout => (
             Some(ClientNotice::fatal(
                 SqlState::IDLE_SESSION_TIMEOUT,
                 "terminating connection due to client_idle_timeout",
             )),
             "client_idle_timeout",
-        )),
+        ),
     }
 }
 
@@ -240,7 +257,43 @@ impl Session {
             // buffer alive for the session.
             pending: (!pending.is_empty()).then(|| Box::new(BytesMut::from(pending))),
             stmts: ClientStatements::default(),
+            traffic: Traffic::default(),
         }
+    }
+
+    /// The shared state.
+    pub(super) fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Whether bytes wait to be served before the next read.
+    pub(super) fn has_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Bytes the client sent that were read before the session's next run (a parked
+    /// client's request).
+    pub(super) fn set_pending(&mut self, bytes: BytesMut) {
+        self.pending = Some(Box::new(bytes));
+    }
+
+    /// What the logout line reports.
+    pub(super) fn summary(&self, reason: &'static str) -> SessionSummary {
+        SessionSummary {
+            bytes_in: self.traffic.bytes_in,
+            bytes_out: self.traffic.bytes_out,
+            transactions: self.traffic.transactions,
+            reason,
+        }
+    }
+
+    /// Ends a session whose client_idle_timeout passed while it was parked.
+    pub(super) async fn idle_timed_out(&mut self, stream: &mut Stream) -> &'static str {
+        let (notice, reason) = idle_end(IdleEnd::Timeout);
+        if let Some(n) = notice {
+            send_fatal(stream, &n).await;
+        }
+        reason
     }
 
     /// The client's tracked parameters.
@@ -262,15 +315,14 @@ impl Session {
     /// `async fn` keeps by-value arguments beside its moved-in locals).
     // Not `async fn`, on purpose (see above): clippy's suggestion would add 24 bytes.
     #[allow(clippy::manual_async_fn)]
-    pub fn run<'a>(
+    pub(super) fn run<'a>(
         &'a mut self,
         stream: &'a mut Stream,
         info: &'a Arc<ClientInfo>,
-    ) -> impl Future<Output = SessionSummary> + 'a {
+    ) -> impl Future<Output = Ran> + 'a {
         // An async block, not an `async fn`: the references are kept once, as the
         // block's captures (an `async fn` also copies its arguments into locals).
         async move {
-            let mut traffic = Traffic::default();
             let mut stop = StopSignal {
                 app: self.app.clone(),
                 info: info.clone(),
@@ -285,11 +337,12 @@ impl Session {
                 } else {
                     self.wait_for_work(stream, &mut stop).await
                 };
-                let prefix = match idle_outcome(woke) {
-                    Ok(prefix) => prefix,
-                    Err(end) => break end,
+                let prefix = match woke {
+                    Idle::Data(prefix) => prefix,
+                    Idle::Park(deadline) => return Ran::Park(deadline),
+                    Idle::End(end) => break idle_end(end),
                 };
-                let request = self.request(stream, info, prefix, &mut stop, &mut traffic);
+                let request = self.request(stream, info, prefix, &mut stop);
                 match Box::pin(request).await {
                     Next::Continue => {}
                     Next::End(notice, reason) => break (notice, reason),
@@ -300,12 +353,7 @@ impl Session {
             {
                 send.await;
             }
-            SessionSummary {
-                bytes_in: traffic.bytes_in,
-                bytes_out: traffic.bytes_out,
-                transactions: traffic.transactions,
-                reason,
-            }
+            Ran::Ended(reason)
         }
     }
 
@@ -317,7 +365,6 @@ impl Session {
         info: &Arc<ClientInfo>,
         prefix: BytesMut,
         stop: &mut StopSignal,
-        traffic: &mut Traffic,
     ) -> Next {
         if prefix.first() == Some(&b'X') {
             return Next::End(None, "client terminated");
@@ -359,13 +406,13 @@ impl Session {
                 return Next::End(Some(e.to_notice()), "parameter sync failed");
             }
         }
-        traffic.transactions += 1;
+        self.traffic.transactions += 1;
         let (end, counts, queries, busy) =
             self.relay_once(stream, &mut co, &prefix, mode, stop).await;
         self.cancel.detach();
         drop(prefix);
-        traffic.bytes_in += counts.bytes_in;
-        traffic.bytes_out += counts.bytes_out;
+        self.traffic.bytes_in += counts.bytes_in;
+        self.traffic.bytes_out += counts.bytes_out;
         self.pool.stats.add_xact(
             queries,
             counts.bytes_in,
@@ -463,8 +510,8 @@ impl Session {
     fn ready_work(&mut self, stopped: Option<Stop>) -> Idle {
         match (self.pending.take(), stopped) {
             (Some(pending), _) => Idle::Data(*pending),
-            (None, Some(why)) => Idle::Stopped(why),
-            (None, None) => Idle::Closed,
+            (None, Some(why)) => Idle::End(IdleEnd::Stopped(why)),
+            (None, None) => Idle::End(IdleEnd::Closed),
         }
     }
 
@@ -491,27 +538,34 @@ impl Session {
             // is stopped, whatever order the wake-ups come in.
             if let Poll::Ready(why) = std::pin::Pin::new(&mut *stop).poll(cx) {
                 stop.fired = Some(why);
-                return Poll::Ready(Idle::Stopped(why));
+                return Poll::Ready(Idle::End(IdleEnd::Stopped(why)));
             }
+            // The parking sweep woke the task: it parks (its timer's deadline goes
+            // with it) unless it can read already.
+            let park = stop.info.park_requested();
             match stream.poll_read_ready(cx) {
-                Poll::Ready(Err(_)) => return Poll::Ready(Idle::Closed),
+                Poll::Ready(Err(_)) => return Poll::Ready(Idle::End(IdleEnd::Closed)),
                 Poll::Ready(Ok(())) => {
                     // The buffer exists only once there is something to read.
                     let mut buf = BytesMut::with_capacity(IDLE_READ.min(RELAY_BUF));
                     return match stream.try_read_buf(&mut buf) {
-                        Ok(0) => Poll::Ready(Idle::Closed),
+                        Ok(0) => Poll::Ready(Idle::End(IdleEnd::Closed)),
                         Ok(_) => Poll::Ready(Idle::Data(buf)),
                         // Readiness was stale and is cleared now: wait again.
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                        Err(_) => Poll::Ready(Idle::Closed),
+                        Err(_) => Poll::Ready(Idle::End(IdleEnd::Closed)),
                     };
                 }
                 Poll::Pending => {}
             }
             if let Some(t) = idle_timer.as_mut() {
                 if t.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Idle::Timeout);
+                    return Poll::Ready(Idle::End(IdleEnd::Timeout));
                 }
+            }
+            if park {
+                let deadline = idle_timer.as_ref().map(|t| t.deadline().into_std());
+                return Poll::Ready(Idle::Park(deadline));
             }
             return Poll::Pending;
         })

@@ -78,6 +78,11 @@ impl Pool {
         self.clients.snapshot()
     }
 
+    /// One pass of the parking sweep over the pool's clients ([`ClientInfo::sweep`]).
+    pub(crate) fn sweep_clients(&self) {
+        self.clients.for_each(|c| c.sweep());
+    }
+
     /// Every open server connection of the pool (closing ones excluded).
     pub fn servers(&self) -> Vec<Arc<ServerInfo>> {
         let mut v = self.servers.snapshot();

@@ -83,6 +83,13 @@ impl ClientState {
     }
 }
 
+/// [`ClientInfo`]'s `park` states: not seen idle by a sweep yet, seen idle once,
+/// asked to park, never to be parked.
+const PARK_NONE: u8 = 0;
+const PARK_SEEN: u8 = 1;
+const PARK_ASKED: u8 = 2;
+const PARK_NEVER: u8 = 3;
+
 /// One logged-in client.
 #[derive(Debug)]
 pub struct ClientInfo {
@@ -108,6 +115,8 @@ pub struct ClientInfo {
     wait_since_us: AtomicU64,
     link: AtomicU64,
     killed: AtomicBool,
+    /// Where the client is on the way to being parked (see [`ClientInfo::sweep`]).
+    park: AtomicU8,
     /// The waker of the task serving the client, woken by KILL and by shutdown.
     stop_waker: Mutex<Option<Waker>>,
 }
@@ -138,6 +147,7 @@ impl ClientInfo {
             wait_since_us: AtomicU64::new(0),
             link: AtomicU64::new(0),
             killed: AtomicBool::new(false),
+            park: AtomicU8::new(PARK_NONE),
             stop_waker: Mutex::new(None),
         }
     }
@@ -185,6 +195,10 @@ impl ClientInfo {
 
     /// The client gave its server connection back (or stopped waiting).
     pub(crate) fn set_idle(&self) {
+        // Idle from now on: the sweeps count from here.
+        if self.park.load(Relaxed) != PARK_NEVER {
+            self.park.store(PARK_NONE, Relaxed);
+        }
         self.wait_since_us.store(0, Relaxed);
         self.link.store(0, Relaxed);
         self.state.store(0, Relaxed);
@@ -213,6 +227,34 @@ impl ClientInfo {
             Some(old) if old.will_wake(w) => {}
             _ => *slot = Some(w.clone()),
         }
+    }
+
+    /// One pass of the parking sweep (once a second): an idle client seen idle by two
+    /// passes in a row, with no request between them, is asked to park (its task is
+    /// woken and finds [`ClientInfo::park_requested`]). So a client parks after one
+    /// to two seconds idle.
+    pub(crate) fn sweep(&self) {
+        if self.state() != ClientState::Idle {
+            return;
+        }
+        match self.park.load(Relaxed) {
+            PARK_NONE => self.park.store(PARK_SEEN, Relaxed),
+            PARK_SEEN => {
+                self.park.store(PARK_ASKED, Relaxed);
+                self.wake_stop();
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the sweep asked the client to park.
+    pub(crate) fn park_requested(&self) -> bool {
+        self.park.load(Relaxed) == PARK_ASKED
+    }
+
+    /// The client cannot park (its stream is TLS): the sweep leaves it alone.
+    pub(crate) fn never_park(&self) {
+        self.park.store(PARK_NEVER, Relaxed);
     }
 
     /// Whether [`ClientInfo::kill`] was called.
@@ -389,6 +431,13 @@ impl<T> InfoList<T> {
     /// Looks an entry up.
     pub fn get(&self, id: u64) -> Option<Arc<T>> {
         self.lock().get(&id).cloned()
+    }
+
+    /// Calls `f` on every entry, under the list's lock (keep `f` short).
+    pub fn for_each(&self, mut f: impl FnMut(&T)) {
+        for v in self.lock().values() {
+            f(v);
+        }
     }
 
     /// Every entry, in id order.

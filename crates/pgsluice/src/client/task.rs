@@ -1,0 +1,203 @@
+//! A client's tasks: [`serve`] runs the startup and login; after login the client
+//! parks, and each time it has work a session task ([`live`]) runs it until it parks
+//! again or leaves. What the client holds in between ([`Opened`]) moves from task to
+//! lot to task.
+
+use std::sync::Arc;
+
+use super::{open, session, Admission};
+use crate::app::App;
+use crate::net::Stream;
+use crate::pool::ClientReg;
+use crate::shutdown::TaskToken;
+
+/// A pool client after login: what its task keeps while the session runs (or the
+/// parking lot while it is parked, its socket then out of the reactor).
+#[derive(Debug)]
+pub(super) struct Opened<S = Stream> {
+    pub(super) session: session::Session,
+    pub(super) stream: S,
+    /// Boxed: it is only touched at login and logout, and inline it would add 40
+    /// bytes to every session task.
+    pub(super) held: Box<Held>,
+}
+
+/// What a client holds for as long as it is connected, whatever it does.
+#[derive(Debug)]
+pub(super) struct Held {
+    /// The client's entry in the admin views (its login time included), removed when
+    /// it leaves.
+    pub(super) reg: ClientReg,
+    /// Places under max_client_conn and max_db_client_connections, held until it leaves.
+    pub(super) _admission: Admission,
+    pub(super) _db_slot: crate::pool::ClientSlot,
+    /// Counts the client in the graceful shutdown's wait: dropped last.
+    pub(super) _token: TaskToken,
+}
+
+impl<S> Opened<S> {
+    /// The same client over another form of its socket; on failure the socket is
+    /// gone and the client is given back without one.
+    pub(super) fn map_stream<T>(
+        self,
+        f: impl FnOnce(S) -> std::io::Result<T>,
+    ) -> Result<Opened<T>, (Opened<()>, std::io::Error)> {
+        let Opened {
+            session,
+            stream,
+            held,
+        } = self;
+        match f(stream) {
+            Ok(stream) => Ok(Opened {
+                session,
+                stream,
+                held,
+            }),
+            Err(e) => Err((
+                Opened {
+                    session,
+                    stream: (),
+                    held,
+                },
+                e,
+            )),
+        }
+    }
+
+    /// The logout line; then the client leaves the admin views and its places, and
+    /// last its task counts as finished (the fields drop in that order).
+    pub(super) fn logout(self, reason: &'static str) {
+        let summary = self.session.summary(reason);
+        let info = self.held.reg.info();
+        tracing::info!(
+            client = info.id,
+            peer = %info.remote,
+            duration_ms = crate::pool::registry::now_us().saturating_sub(info.connect_time_us) / 1000,
+            bytes_in = summary.bytes_in,
+            bytes_out = summary.bytes_out,
+            transactions = summary.transactions,
+            reason = summary.reason,
+            "client logout"
+        );
+    }
+}
+
+/// Why a client's session task starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Resume {
+    /// Just logged in, or not parked after all.
+    Fresh,
+    /// Its parked socket turned readable.
+    Readable,
+    /// Parked and killed, or a shutdown started.
+    Stop,
+    /// Parked past client_idle_timeout.
+    IdleTimeout,
+}
+
+/// Serves one client connection from accept to close.
+///
+/// The startup, TLS handshake and login run in a boxed future (this task); a logged-in
+/// client then parks ([`park`]) until it sends something, and its session runs in a
+/// task of its own ([`live`]), so that an idle client costs neither.
+pub fn serve(
+    stream: Stream,
+    peer: String,
+    app: Arc<App>,
+    admission: Admission,
+    token: TaskToken,
+) -> impl std::future::Future<Output = ()> + Send {
+    let opening = Box::pin(open(stream, peer, app, admission, token));
+    async move {
+        let Some(o) = opening.await else {
+            return;
+        };
+        if o.session.has_pending() {
+            tokio::spawn(live(o, Resume::Fresh));
+            return;
+        }
+        let app = o.session.app().clone();
+        let deadline = app
+            .config_guard()
+            .general
+            .client_idle_timeout
+            .non_zero()
+            .map(|d| std::time::Instant::now() + d);
+        if let Err(o) = park_client(&app, o, deadline) {
+            tokio::spawn(live(o, Resume::Fresh));
+        }
+    }
+}
+
+/// Parks `o` in the app's lot, or gives it back.
+#[allow(clippy::result_large_err)] // the client itself, handed back whole
+fn park_client(app: &App, o: Opened, deadline: Option<std::time::Instant>) -> Result<(), Opened> {
+    match &app.parking {
+        Some(lot) => lot.park(app, o, deadline),
+        None => Err(o),
+    }
+}
+
+/// A logged-in client's session task: runs the session until the client leaves, or
+/// until it parks (the task then ends; the lot starts a new one when the client is
+/// back).
+///
+/// This future is what every client with work in flight costs, so it is kept small
+/// (see [`Session::run`]).
+// Not `async fn`, on purpose: an `async fn` keeps its by-value arguments beside the
+// locals they move into (measured: 408 bytes against 280).
+#[allow(clippy::manual_async_fn)]
+pub(super) fn live(mut o: Opened, mut why: Resume) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        loop {
+            let ran = if why == Resume::IdleTimeout {
+                session::Ran::Ended(Box::pin(o.session.idle_timed_out(&mut o.stream)).await)
+            } else {
+                o.session.run(&mut o.stream, o.held.reg.info()).await
+            };
+            match ran {
+                session::Ran::Ended(reason) => return o.logout(reason),
+                session::Ran::Park(deadline) => {
+                    let app = o.session.app().clone();
+                    match park_client(&app, o, deadline) {
+                        Ok(()) => return,
+                        Err(back) => {
+                            // It may not park (TLS, shutdown): the sweep leaves it be.
+                            back.held.reg.info().never_park();
+                            o = back;
+                            why = Resume::Fresh;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client with work costs mostly its session task (a parked one has none): tokio
+    /// puts the task's future in a cell of about 104 bytes more, rounded up to a
+    /// multiple of 128. At 280 bytes the cell is 384; a few bytes more and every such
+    /// client costs 128 more (see docs/rust-practices.md, "Performance"). Grow this
+    /// future only on purpose. Unoptimised builds (the
+    /// test profile) lay it out 8 bytes larger; the release figure is the one that counts.
+    const IDLE_FUTURE_BUDGET: usize = if cfg!(debug_assertions) { 288 } else { 280 };
+
+    /// The size of what `f` returns (a future type cannot be named, but it can be
+    /// measured without building one).
+    fn returned_size<A, B, R>(_f: fn(A, B) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    #[test]
+    fn the_client_task_fits_its_memory_budget() {
+        let size = returned_size(live);
+        assert!(
+            size <= IDLE_FUTURE_BUDGET,
+            "the session task's future is {size} bytes, over its {IDLE_FUTURE_BUDGET}-byte budget"
+        );
+    }
+}
