@@ -119,6 +119,20 @@ async fn client_idle_timeout_ends_a_parked_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_client_idle_timeout_reaches_parked_clients() {
+    let setup = setup(PoolMode::Transaction, 2).await;
+    let server = setup.server.as_ref().unwrap();
+    let conn = connect_full(setup.addr).await;
+    until_parked(server, 1).await;
+    let app = server.app();
+    let mut cfg = (*app.config()).clone();
+    cfg.general.client_idle_timeout = Secs(Duration::from_secs(2));
+    app.apply_config(cfg).expect("reload");
+    let e = ended_with(conn).await;
+    assert_eq!(code(&e).as_deref(), Some("57P05"), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_tells_parked_clients() {
     let mut setup = setup(PoolMode::Transaction, 2).await;
     let conns = [

@@ -69,8 +69,9 @@ impl ParkedStream {
 #[derive(Debug)]
 pub(super) struct Parked {
     opened: Opened<ParkedStream>,
-    /// When client_idle_timeout ends the client, if it is set.
-    idle_deadline: Option<Instant>,
+    /// Since when the client is idle: client_idle_timeout (as configured now, so a
+    /// reload applies to parked clients too) counts from here.
+    idle_since: Instant,
 }
 
 impl Parked {
@@ -242,7 +243,7 @@ impl ParkingLot {
         &self,
         app: &App,
         opened: Opened,
-        idle_deadline: Option<Instant>,
+        idle_since: Instant,
     ) -> Result<(), Opened> {
         if !matches!(opened.stream, Stream::Tcp(_) | Stream::Unix(_))
             || app.shutdown_requested()
@@ -272,10 +273,7 @@ impl ParkingLot {
             drop(slots);
             return self.give_back(opened);
         }
-        let i = slots.insert(Box::new(Parked {
-            opened,
-            idle_deadline,
-        }));
+        let i = slots.insert(Box::new(Parked { opened, idle_since }));
         if let Err(e) = self
             .registry
             .register(&mut SourceFd(&fd), Token(i), Interest::READABLE)
@@ -408,12 +406,15 @@ pub(crate) async fn keep(app: Arc<App>) {
             }
         }
         if found.tick {
-            let now = Instant::now();
-            let expired = lot
-                .slots()
-                .take_where(|p| p.idle_deadline.is_some_and(|d| d <= now));
-            for p in expired {
-                lot.unpark(p, Resume::IdleTimeout);
+            let limit = app.config_guard().general.client_idle_timeout.non_zero();
+            if let Some(limit) = limit {
+                let now = Instant::now();
+                let expired = lot
+                    .slots()
+                    .take_where(|p| now.saturating_duration_since(p.idle_since) >= limit);
+                for p in expired {
+                    lot.unpark(p, Resume::IdleTimeout);
+                }
             }
             for pool in app.pools() {
                 pool.sweep_clients();

@@ -49,9 +49,8 @@ pub struct Session {
 pub(super) enum Ran {
     /// The session is over, for this reason.
     Ended(&'static str),
-    /// The client is idle and asked to park; its client_idle_timeout ends it at the
-    /// deadline, if it has one.
-    Park(Option<std::time::Instant>),
+    /// The client is idle and asked to park; idle since then (for client_idle_timeout).
+    Park(std::time::Instant),
 }
 
 /// What the session does after a relay run.
@@ -210,8 +209,8 @@ struct Traffic {
 /// What an idle wait brought.
 enum Idle {
     Data(BytesMut),
-    /// Asked to park; the idle timer's deadline, if there is one.
-    Park(Option<std::time::Instant>),
+    /// Asked to park; idle since then.
+    Park(std::time::Instant),
     End(IdleEnd),
 }
 
@@ -339,7 +338,7 @@ impl Session {
                 };
                 let prefix = match woke {
                     Idle::Data(prefix) => prefix,
-                    Idle::Park(deadline) => return Ran::Park(deadline),
+                    Idle::Park(since) => return Ran::Park(since),
                     Idle::End(end) => break idle_end(end),
                 };
                 let request = self.request(stream, info, prefix, &mut stop);
@@ -540,8 +539,7 @@ impl Session {
                 stop.fired = Some(why);
                 return Poll::Ready(Idle::End(IdleEnd::Stopped(why)));
             }
-            // The parking sweep woke the task: it parks (its timer's deadline goes
-            // with it) unless it can read already.
+            // The parking sweep woke the task: it parks unless it can read already.
             let park = stop.info.park_requested();
             match stream.poll_read_ready(cx) {
                 Poll::Ready(Err(_)) => return Poll::Ready(Idle::End(IdleEnd::Closed)),
@@ -564,8 +562,18 @@ impl Session {
                 }
             }
             if park {
-                let deadline = idle_timer.as_ref().map(|t| t.deadline().into_std());
-                return Poll::Ready(Idle::Park(deadline));
+                // Idle since its timer started when it has one; else for at least the
+                // sweep's second.
+                let now = std::time::Instant::now();
+                let since = idle_timer
+                    .as_ref()
+                    .and_then(|t| {
+                        let limit = stop.app.config_guard().general.client_idle_timeout.0;
+                        t.deadline().into_std().checked_sub(limit)
+                    })
+                    .filter(|s| *s <= now)
+                    .unwrap_or_else(|| now - std::time::Duration::from_secs(1));
+                return Poll::Ready(Idle::Park(since));
             }
             return Poll::Pending;
         })

@@ -117,13 +117,7 @@ pub fn serve(
             return;
         }
         let app = o.session.app().clone();
-        let deadline = app
-            .config_guard()
-            .general
-            .client_idle_timeout
-            .non_zero()
-            .map(|d| std::time::Instant::now() + d);
-        if let Err(o) = park_client(&app, o, deadline) {
+        if let Err(o) = park_client(&app, o, std::time::Instant::now()) {
             tokio::spawn(live(o, Resume::Fresh));
         }
     }
@@ -131,9 +125,9 @@ pub fn serve(
 
 /// Parks `o` in the app's lot, or gives it back.
 #[allow(clippy::result_large_err)] // the client itself, handed back whole
-fn park_client(app: &App, o: Opened, deadline: Option<std::time::Instant>) -> Result<(), Opened> {
+fn park_client(app: &App, o: Opened, idle_since: std::time::Instant) -> Result<(), Opened> {
     match &app.parking {
-        Some(lot) => lot.park(app, o, deadline),
+        Some(lot) => lot.park(app, o, idle_since),
         None => Err(o),
     }
 }
@@ -157,9 +151,9 @@ pub(super) fn live(mut o: Opened, mut why: Resume) -> impl std::future::Future<O
             };
             match ran {
                 session::Ran::Ended(reason) => return o.logout(reason),
-                session::Ran::Park(deadline) => {
+                session::Ran::Park(since) => {
                     let app = o.session.app().clone();
-                    match park_client(&app, o, deadline) {
+                    match park_client(&app, o, since) {
                         Ok(()) => return,
                         Err(back) => {
                             // It may not park (TLS, shutdown): the sweep leaves it be.
