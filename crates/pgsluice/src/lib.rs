@@ -5,8 +5,8 @@
 //! in-process with a [`config::Config`].
 //!
 //! Layout (dependencies point down): [`cli`] and [`config`] produce a typed
-//! configuration; [`app`] owns the shared state and accept loops; [`client`] runs one
-//! task per client (login, session loop, relay); [`pool`] hands out server connections
+//! configuration; [`app`] owns the shared state and accept loops; [`client`] runs a
+//! task per client with work (login, session loop, relay) and parks idle ones; [`pool`] hands out server connections
 //! behind RAII guards; [`server`] opens and logs in to PostgreSQL; [`cancel`],
 //! [`shutdown`], [`params`] serve them; the wire format lives in `pgsluice-protocol`.
 

@@ -1,5 +1,5 @@
-//! One task per client: the startup phase and login here, the session loop in
-//! `session`, the byte relay in [`relay`].
+//! Clients: the startup phase and login here, the tasks in `task`, the session loop
+//! in `session`, the byte relay in [`relay`], idle clients without a task in `park`.
 
 pub mod auth;
 pub mod auth_query;

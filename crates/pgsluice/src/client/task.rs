@@ -89,7 +89,7 @@ pub(super) enum Resume {
     Fresh,
     /// Its parked socket turned readable.
     Readable,
-    /// Parked and killed, or a shutdown started.
+    /// Parked and killed, or a shutdown started (or the lot closed).
     Stop,
     /// Parked past client_idle_timeout.
     IdleTimeout,

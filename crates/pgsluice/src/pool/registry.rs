@@ -252,6 +252,13 @@ impl ClientInfo {
         self.park.load(Relaxed) == PARK_ASKED
     }
 
+    /// The client is parked: the sweep leaves it alone until its next request ends.
+    pub(crate) fn parked(&self) {
+        if self.park.load(Relaxed) != PARK_NEVER {
+            self.park.store(PARK_ASKED, Relaxed);
+        }
+    }
+
     /// The client cannot park (its stream is TLS): the sweep leaves it alone.
     pub(crate) fn never_park(&self) {
         self.park.store(PARK_NEVER, Relaxed);
