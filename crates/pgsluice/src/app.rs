@@ -5,6 +5,7 @@
 //! ([`App::reload`]) in `reload`; the database flags that PAUSE,
 //! DISABLE and friends set live in [`DbControl`].
 
+mod hot;
 mod listen;
 mod reload;
 
@@ -94,6 +95,8 @@ impl DbControl {
 /// State shared by every task of one pgsluice server.
 pub struct App {
     config: ArcSwap<Config>,
+    /// What every transaction reads of `config`, as plain atomics.
+    hot: hot::HotConfig,
     secrets: ArcSwap<Secrets>,
     /// TLS material, replaced on reload.
     tls: ArcSwap<TlsState>,
@@ -154,6 +157,7 @@ impl App {
         let reloader = opts.reloader.unwrap_or_else(|| default_reloader(&config));
         let ids = Arc::new(IdGen::default());
         Arc::new(App {
+            hot: hot::HotConfig::new(&config.general),
             config: ArcSwap::from_pointee(config),
             secrets: ArcSwap::from_pointee(secrets),
             tls: ArcSwap::from_pointee(tls),
@@ -192,6 +196,11 @@ impl App {
     /// per-transaction path, where the value is read and dropped at once.
     pub(crate) fn config_guard(&self) -> arc_swap::Guard<Arc<Config>> {
         self.config.load()
+    }
+
+    /// The per-transaction settings of the configuration in force.
+    pub(crate) fn hot(&self) -> &hot::HotConfig {
+        &self.hot
     }
 
     /// Client secrets for the configuration in force.

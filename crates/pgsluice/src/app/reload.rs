@@ -118,6 +118,7 @@ impl App {
         // Certificate, key and CA files are read again on every reload.
         let tls = TlsState::load(&new.general)?;
         let secrets = Secrets::from_config(&new);
+        self.hot.set(&new.general);
         self.config.store(Arc::new(new));
         self.secrets.store(Arc::new(secrets));
         self.tls.store(Arc::new(tls));

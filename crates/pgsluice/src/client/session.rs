@@ -11,8 +11,8 @@ use bytes::BytesMut;
 use pgsluice_protocol::SqlState;
 use tokio::io::AsyncWriteExt;
 
-use super::prepared::{ClientStatements, ExtState, DEFAULT_MAX_PREPARED};
-use super::relay::{ExtCx, Relay, RelayCounts, RelayEnd, RelayTimeouts};
+use super::prepared::{ClientStatements, ExtState};
+use super::relay::{ExtCx, Relay, RelayCounts, RelayEnd};
 use super::send_fatal;
 use super::stop::{stop_notice, Stop, StopSignal};
 use crate::app::App;
@@ -368,7 +368,7 @@ impl Session {
         if prefix.first() == Some(&b'X') {
             return Next::End(None, "client terminated");
         }
-        let mode = self.pool.settings_guard().mode;
+        let mode = self.pool.mode();
         if mode == PoolMode::Transaction {
             if let Some(reply) = self.answer_locally(&prefix) {
                 if stream.write_all(&reply).await.is_err() {
@@ -430,26 +430,9 @@ impl Session {
         mode: PoolMode,
         stop: &mut StopSignal,
     ) -> (RelayEnd, RelayCounts, u64, bool) {
-        // Read what this run needs, then let the configuration guard go before any await.
-        let (max_message, max_prepared, timeouts) = {
-            let config = self.app.config_guard();
-            let general = &config.general;
-            let max_prepared = match general.max_prepared_statements {
-                0 => DEFAULT_MAX_PREPARED,
-                n => n,
-            };
-            let timeouts = RelayTimeouts {
-                query: general.query_timeout.non_zero(),
-                idle_in_transaction: general.idle_transaction_timeout.non_zero(),
-                client_idle: general.client_idle_timeout.non_zero(),
-                transaction: general.transaction_timeout.non_zero(),
-            };
-            (
-                general.max_message_size.min(u32::MAX as usize) as u32,
-                max_prepared,
-                timeouts,
-            )
-        };
+        let hot = self.app.hot();
+        let (max_message, max_prepared) = (hot.max_message(), hot.max_prepared());
+        let timeouts = hot.relay_timeouts();
         let conn = co.conn();
         self.cancel.attach(&conn.target, &conn.key);
         let buffers = &mut conn.buffers;
@@ -524,12 +507,7 @@ impl Session {
         stream: &'a mut Stream,
         stop: &'a mut StopSignal,
     ) -> impl Future<Output = Idle> + 'a {
-        let idle_limit = self
-            .app
-            .config_guard()
-            .general
-            .client_idle_timeout
-            .non_zero();
+        let idle_limit = self.app.hot().client_idle_timeout();
         // Boxed only when configured: an idle client keeps no timer otherwise.
         let mut idle_timer = idle_limit.map(|d| Box::pin(tokio::time::sleep(d)));
         poll_fn(move |cx| loop {

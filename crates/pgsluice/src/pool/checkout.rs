@@ -89,16 +89,7 @@ impl Drop for Checkout {
         };
         // Decide without cloning anything: the common case (Clean, no reset) must not
         // allocate or touch a reference count.
-        let wants_reset = {
-            let settings = self.pool.settings_guard();
-            settings.reset_query.is_some()
-                && match self.return_as {
-                    ReturnAs::Reset => true,
-                    ReturnAs::Clean => settings.reset_query_always,
-                    ReturnAs::Close => false,
-                }
-        };
-        let reset = if wants_reset {
+        let reset = if self.pool.wants_reset(self.return_as) {
             let settings = self.pool.settings();
             settings.reset_query.clone().map(|q| (q, settings))
         } else {

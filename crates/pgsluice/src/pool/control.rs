@@ -104,6 +104,7 @@ impl Pool {
     /// Replaces the settings (RELOAD, SET). A larger size lets waiting clients open
     /// connections at once; a smaller one closes connections as they come back.
     pub fn set_settings(self: &Arc<Self>, settings: PoolSettings) {
+        self.hot.set(&settings);
         self.settings.store(Arc::new(settings));
         self.grant_waiters();
         self.maintain(std::time::Instant::now());

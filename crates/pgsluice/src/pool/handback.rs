@@ -13,7 +13,7 @@ impl Pool {
     /// reconnect, or the pool holds more connections than its (reloaded) size.
     pub(super) fn put_back(self: &Arc<Self>, mut m: Member) {
         m.conn.last_used = Instant::now();
-        let size = self.settings.load().max_total();
+        let size = self.hot.max_total.load(Ordering::Relaxed);
         loop {
             let waiter = {
                 let mut st = self.lock();

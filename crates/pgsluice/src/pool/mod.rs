@@ -21,7 +21,7 @@ mod stats;
 pub(crate) mod test_support;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -84,6 +84,43 @@ pub struct PoolSettings {
     pub reserve_timeout: Option<Duration>,
     /// After a failed connect or login, new connections fail at once this long.
     pub login_retry: Option<Duration>,
+}
+
+/// What every transaction reads of a pool's settings, mirrored as plain atomics
+/// (written with the settings): one load each instead of an `ArcSwap` guard.
+#[derive(Debug, Default)]
+struct HotSettings {
+    transaction_mode: AtomicBool,
+    /// A reset query is set, and it runs in transaction mode too.
+    reset: AtomicBool,
+    reset_always: AtomicBool,
+    max_total: AtomicUsize,
+    size: AtomicUsize,
+    /// server_lifetime in nanoseconds, 0 = none.
+    lifetime: AtomicU64,
+}
+
+impl HotSettings {
+    fn set(&self, s: &PoolSettings) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.transaction_mode
+            .store(s.mode == PoolMode::Transaction, Relaxed);
+        self.reset.store(s.reset_query.is_some(), Relaxed);
+        self.reset_always.store(s.reset_query_always, Relaxed);
+        self.max_total.store(s.max_total(), Relaxed);
+        self.size.store(s.size, Relaxed);
+        let lifetime = s
+            .lifetime
+            .map_or(0, |l| l.as_nanos().clamp(1, u64::MAX as u128));
+        self.lifetime.store(lifetime as u64, Relaxed);
+    }
+
+    fn lifetime(&self) -> Option<Duration> {
+        match self.lifetime.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            n => Some(Duration::from_nanos(n)),
+        }
+    }
 }
 
 impl PoolSettings {
@@ -173,6 +210,7 @@ pub struct Pool {
     /// A credential passed through from a client's login (auth_query users...).
     passthrough: arc_swap::ArcSwapOption<PassThrough>,
     settings: ArcSwap<PoolSettings>,
+    hot: HotSettings,
     state: Mutex<State>,
     ids: Arc<IdGen>,
     startup: Mutex<Option<Arc<StartupInfo>>>,
@@ -226,7 +264,10 @@ impl Pool {
         ids: Arc<IdGen>,
         groups: Groups,
     ) -> Arc<Pool> {
+        let hot = HotSettings::default();
+        hot.set(&settings);
         let pool = Arc::new(Pool {
+            hot,
             key,
             target: ArcSwap::from_pointee(target),
             passthrough: arc_swap::ArcSwapOption::empty(),
@@ -265,9 +306,23 @@ impl Pool {
         self.target.load_full()
     }
 
-    /// Current settings without touching the reference count (hot path).
-    pub(crate) fn settings_guard(&self) -> arc_swap::Guard<Arc<PoolSettings>> {
-        self.settings.load()
+    /// The pool mode in force (one atomic load).
+    pub(crate) fn mode(&self) -> PoolMode {
+        if self.hot.transaction_mode.load(Ordering::Relaxed) {
+            PoolMode::Transaction
+        } else {
+            PoolMode::Session
+        }
+    }
+
+    /// Whether a connection returned `how` gets the reset query first.
+    pub(crate) fn wants_reset(&self, how: ReturnAs) -> bool {
+        self.hot.reset.load(Ordering::Relaxed)
+            && match how {
+                ReturnAs::Reset => true,
+                ReturnAs::Clean => self.hot.reset_always.load(Ordering::Relaxed),
+                ReturnAs::Close => false,
+            }
     }
 
     /// Current settings (an owned handle).
@@ -294,16 +349,11 @@ impl Pool {
     /// The most recently used idle connection that is still usable (none while the
     /// pool is paused); unusable ones on the way are taken out of the count into
     /// `stale`, for the caller to close once the lock is released.
-    fn pop_usable(
-        &self,
-        st: &mut State,
-        settings: &PoolSettings,
-        stale: &mut Vec<Member>,
-        now: Instant,
-    ) -> Option<Member> {
+    fn pop_usable(&self, st: &mut State, stale: &mut Vec<Member>, now: Instant) -> Option<Member> {
+        let lifetime = self.hot.lifetime();
         while !st.paused {
             let m = st.idle.pop()?;
-            if self.usable(&m, settings, now) {
+            if self.usable(&m, lifetime, now) {
                 return Some(m);
             }
             st.total -= 1;
@@ -312,8 +362,8 @@ impl Pool {
         None
     }
 
-    fn usable(&self, m: &Member, settings: &PoolSettings, now: Instant) -> bool {
-        if settings.lifetime.is_some_and(|l| m.conn.age_at(now) >= l) {
+    fn usable(&self, m: &Member, lifetime: Option<Duration>, now: Instant) -> bool {
+        if lifetime.is_some_and(|l| m.conn.age_at(now) >= l) {
             return false;
         }
         if m.info().epoch < self.epoch.load(Ordering::Relaxed) {

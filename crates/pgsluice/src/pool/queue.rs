@@ -2,6 +2,7 @@
 //! permission to open one; and the queue's deadlines (query_wait_timeout,
 //! reserve_pool_timeout), checked by the pool's upkeep rather than by a timer per wait.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -76,14 +77,13 @@ impl Pool {
         client: Option<&Arc<ClientInfo>>,
         started: Instant,
     ) -> Result<Start, PoolError> {
-        let settings = self.settings.load();
         let mut stale = Vec::new();
         let queued = {
             let mut st = self.lock();
             if st.closed {
                 return Err(PoolError::Closed);
             }
-            if let Some(m) = self.pop_usable(&mut st, &settings, &mut stale, started) {
+            if let Some(m) = self.pop_usable(&mut st, &mut stale, started) {
                 drop(st);
                 self.close_members(stale, "stale");
                 self.stats.add_wait(Duration::ZERO);
@@ -98,7 +98,7 @@ impl Pool {
             let open = if st.waiters.iter().any(|w| !w.is_closed()) {
                 Open::Full
             } else {
-                self.may_open(&mut st, settings.size)
+                self.may_open(&mut st, self.hot.size.load(Ordering::Relaxed))
             };
             match open {
                 Open::Yes => None,
