@@ -118,9 +118,10 @@ pub fn parse_sasl_initial_response(body: &[u8]) -> Result<(&str, &[u8]), Protoco
     Ok((mechanism, data))
 }
 
-/// Decodes a simple Query body into its SQL text.
-pub fn parse_query(body: &[u8]) -> Result<&str, ProtocolError> {
-    Reader::new(body).cstr()
+/// Decodes a simple Query body into its SQL text, as bytes: the text is in the
+/// client's encoding (client_encoding), which need not be UTF-8.
+pub fn parse_query(body: &[u8]) -> Result<&[u8], ProtocolError> {
+    Reader::new(body).cstr_bytes()
 }
 
 #[cfg(test)]
@@ -142,7 +143,9 @@ mod tests {
         let m = split_message(&mut buf, 1 << 20).unwrap().unwrap();
         assert_eq!(parse_password(&m.body).unwrap(), b"secret");
         let m = split_message(&mut buf, 1 << 20).unwrap().unwrap();
-        assert_eq!(parse_query(&m.body).unwrap(), "select 1");
+        assert_eq!(parse_query(&m.body).unwrap(), b"select 1");
+        // Text in another client_encoding (here LATIN1) is not UTF-8, and is fine.
+        assert_eq!(parse_query(b"select '\xe9'\0").unwrap(), b"select '\xe9'");
         assert!(parse_sasl_initial_response(b"SCRAM\0\0\0\0\x09ab").is_err());
         assert!(parse_password(b"abc").is_err());
     }
@@ -153,8 +156,8 @@ mod tests {
 pub struct Parse<'a> {
     /// Statement name ("" = unnamed).
     pub name: &'a str,
-    /// Query text.
-    pub query: &'a str,
+    /// Query text, in the client's encoding (not necessarily UTF-8).
+    pub query: &'a [u8],
     /// Parameter type OIDs (0 = unspecified).
     pub param_types: Vec<u32>,
 }
@@ -163,7 +166,7 @@ pub struct Parse<'a> {
 pub fn parse_parse(body: &[u8]) -> Result<Parse<'_>, ProtocolError> {
     let mut r = Reader::new(body);
     let name = r.cstr()?;
-    let query = r.cstr()?;
+    let query = r.cstr_bytes()?;
     let n = r.i16()?;
     if n < 0 {
         return Err(ProtocolError::Malformed("Parse parameter count"));
@@ -183,10 +186,10 @@ pub fn parse_parse(body: &[u8]) -> Result<Parse<'_>, ProtocolError> {
 }
 
 /// Appends a Parse message.
-pub fn parse(buf: &mut BytesMut, name: &str, query: &str, param_types: &[u32]) {
+pub fn parse(buf: &mut BytesMut, name: &str, query: &[u8], param_types: &[u32]) {
     write_message(buf, tag::PARSE, |b| {
         put_cstr(b, name.as_bytes());
-        put_cstr(b, query.as_bytes());
+        put_cstr(b, query);
         b.put_i16(param_types.len() as i16);
         for t in param_types {
             b.put_u32(*t);
@@ -274,13 +277,13 @@ mod extended_tests {
     #[test]
     fn parse_round_trip() {
         let mut buf = BytesMut::new();
-        parse(&mut buf, "s1", "select $1", &[23]);
+        parse(&mut buf, "s1", b"select $1", &[23]);
         target_message(&mut buf, tag::CLOSE, b'S', "s1");
         let m = split_message(&mut buf, 1 << 20).unwrap().unwrap();
         let p = parse_parse(&m.body).unwrap();
         assert_eq!(
             (p.name, p.query, p.param_types),
-            ("s1", "select $1", vec![23])
+            ("s1", &b"select $1"[..], vec![23])
         );
         let m = split_message(&mut buf, 1 << 20).unwrap().unwrap();
         assert_eq!(parse_target(&m.body).unwrap(), (b'S', "s1"));

@@ -183,13 +183,13 @@ async fn same_statement_name_different_sql_per_client() {
     let mut a = Raw::connect(s.addr()).await;
     let mut b = Raw::connect(s.addr()).await;
     a.send(|o| {
-        frontend::parse(o, "s1", "select 'from a'", &[]);
+        frontend::parse(o, "s1", b"select 'from a'", &[]);
         frontend::sync(o);
     })
     .await;
     assert_eq!(a.until_ready().await.2, "1Z");
     b.send(|o| {
-        frontend::parse(o, "s1", "select 'from b'", &[]);
+        frontend::parse(o, "s1", b"select 'from b'", &[]);
         frontend::sync(o);
     })
     .await;
@@ -208,7 +208,7 @@ async fn same_statement_name_different_sql_per_client() {
     }
     // A duplicate name is 42P05, as PostgreSQL says, and the pipeline skips to Sync.
     a.send(|o| {
-        frontend::parse(o, "s1", "select 'again'", &[]);
+        frontend::parse(o, "s1", b"select 'again'", &[]);
         bind_execute(o, "s1");
         frontend::sync(o);
     })
@@ -230,7 +230,7 @@ async fn same_statement_name_different_sql_per_client() {
     .await;
     assert_eq!(a.until_ready().await.1, vec!["26000".to_owned()]);
     a.send(|o| {
-        frontend::parse(o, "s1", "select 'new a'", &[]);
+        frontend::parse(o, "s1", b"select 'new a'", &[]);
         bind_execute(o, "s1");
         frontend::sync(o);
     })
@@ -245,7 +245,7 @@ async fn same_statement_name_different_sql_per_client() {
     assert_eq!(b.until_ready().await.0, vec!["from b".to_owned()]);
     // A failed Parse leaves nothing behind.
     b.send(|o| {
-        frontend::parse(o, "bad", "select * from no_such_table", &[]);
+        frontend::parse(o, "bad", b"select * from no_such_table", &[]);
         frontend::sync(o);
     })
     .await;

@@ -390,3 +390,79 @@ async fn extended_protocol_flush_before_sync() {
     raw.unwrap();
     assert_eq!(v, 5);
 }
+
+/// The values of the DataRows in `bytes` (single-column rows, text format).
+fn single_values(bytes: &[u8]) -> Vec<Vec<u8>> {
+    backend_messages(bytes)
+        .into_iter()
+        .filter(|(t, _)| *t == b'D')
+        .map(|(_, body)| body[6..].to_vec())
+        .collect()
+}
+
+/// A client in another encoding (client_encoding = LATIN1) sends text that is not
+/// UTF-8, in simple and extended queries and named statements: transaction mode reads
+/// query texts (for session state and statement names) and must pass them on
+/// unchanged, as PostgreSQL takes them.
+#[tokio::test(flavor = "multi_thread")]
+async fn latin1_text_passes_in_transaction_mode() {
+    let s = setup_with(PoolMode::Transaction, 1, |c, _| {
+        c.general.auth_type = pgsluice::config::AuthType::Trust;
+    })
+    .await;
+    let addr = s.addr;
+    tokio::task::spawn_blocking(move || {
+        let (mut sock, _) = raw_login(
+            addr,
+            &[
+                ("user", USER),
+                ("database", DB),
+                ("client_encoding", "LATIN1"),
+            ],
+        );
+        // 0xE9 is é in LATIN1 (and not UTF-8 on its own).
+        let mut out = b"Q\0\0\0\x1fselect 'caf\xe9' = 'caf' || chr(233)\0".to_vec();
+        let len = (out.len() - 1) as i32;
+        out[1..5].copy_from_slice(&len.to_be_bytes());
+        sock.write_all(&out).unwrap();
+        let (got, closed) = read_until_ready_or_close(&mut sock);
+        assert!(!closed, "closed: {:?}", first_error(&got));
+        assert_eq!(
+            single_values(&got),
+            vec![b"t".to_vec()],
+            "{:?}",
+            first_error(&got)
+        );
+        // A named statement and an unnamed one, each Bind + Execute, one Sync.
+        let mut out = msg(b'P', b"s1\0select length('\xe9t\xe9')\0\0\0");
+        out.extend(msg(b'B', b"\0s1\0\0\0\0\0\0\0"));
+        out.extend(msg(b'E', b"\0\0\0\0\0"));
+        out.extend(msg(b'P', b"\0select 'na\xefve'::text\0\0\0"));
+        out.extend(msg(b'B', b"\0\0\0\0\0\0\0\0"));
+        out.extend(msg(b'E', b"\0\0\0\0\0"));
+        out.extend(msg(b'S', b""));
+        sock.write_all(&out).unwrap();
+        let (got, closed) = read_until_ready_or_close(&mut sock);
+        assert!(!closed, "closed: {:?}", first_error(&got));
+        assert_eq!(first_error(&got), None);
+        // Results come back in LATIN1 too.
+        assert_eq!(
+            single_values(&got),
+            vec![b"3".to_vec(), b"na\xefve".to_vec()]
+        );
+        // The named statement again, on what may be another server connection.
+        let mut out = msg(b'B', b"\0s1\0\0\0\0\0\0\0");
+        out.extend(msg(b'E', b"\0\0\0\0\0"));
+        out.extend(msg(b'S', b""));
+        sock.write_all(&out).unwrap();
+        let (got, _) = read_until_ready_or_close(&mut sock);
+        assert_eq!(
+            single_values(&got),
+            vec![b"3".to_vec()],
+            "{:?}",
+            first_error(&got)
+        );
+    })
+    .await
+    .unwrap();
+}

@@ -191,7 +191,12 @@ pub async fn serve(
         let mut flow = Flow::Continue;
         match msg.tag {
             frontend::tag::QUERY => {
-                let query = match frontend::parse_query(&msg.body) {
+                // Admin commands are ASCII; the console takes UTF-8 only.
+                let text = frontend::parse_query(&msg.body).and_then(|q| {
+                    std::str::from_utf8(q)
+                        .map_err(|_| pgsluice_protocol::ProtocolError::Malformed("invalid UTF-8"))
+                });
+                let query = match text {
                     Ok(q) => q.to_owned(),
                     Err(e) => {
                         let n = ClientNotice::fatal(

@@ -26,11 +26,16 @@ const HINT_SET: &str = "use SET LOCAL inside a transaction, ALTER ROLE/DATABASE 
 const HINT_SESSION: &str =
     "this needs a dedicated server connection: use pool_mode = session for this database or user";
 
-/// Checks a query text; `Some` when it would leave session state behind.
-pub fn check(sql: &str) -> Option<Refusal> {
+/// Checks a query text (in the client's encoding, which need not be UTF-8: every
+/// keyword looked for is ASCII); `Some` when it would leave session state behind.
+pub fn check(sql: &[u8]) -> Option<Refusal> {
     if plainly_harmless(sql) {
         return None;
     }
+    check_text(&String::from_utf8_lossy(sql))
+}
+
+fn check_text(sql: &str) -> Option<Refusal> {
     let lower = sql.to_ascii_lowercase();
     if lower.contains("advisory_lock") {
         for f in [
@@ -56,14 +61,14 @@ pub fn check(sql: &str) -> Option<Refusal> {
 }
 
 /// The hot path: one statement whose first word cannot start session state and that
-/// names no advisory lock function. Decides without allocating.
-fn plainly_harmless(sql: &str) -> bool {
-    let t = sql.trim_start();
-    if t.starts_with("--") || t.starts_with("/*") {
+/// names no advisory lock function. Decides on the bytes, without allocating.
+fn plainly_harmless(sql: &[u8]) -> bool {
+    let t = sql.trim_ascii_start();
+    if t.starts_with(b"--") || t.starts_with(b"/*") {
         return false;
     }
-    let word_len = t.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
-    let word = &t.as_bytes()[..word_len];
+    let word_len = t.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+    let word = &t[..word_len];
     if [
         &b"set"[..],
         b"listen",
@@ -77,16 +82,16 @@ fn plainly_harmless(sql: &str) -> bool {
     {
         return false;
     }
-    if let Some(semi) = t.find(';') {
+    if let Some(semi) = t.iter().position(|&c| c == b';') {
         if !t[semi..]
-            .trim_matches(|c: char| c == ';' || c.is_whitespace())
-            .is_empty()
+            .iter()
+            .all(|&c| c == b';' || c.is_ascii_whitespace())
         {
             return false;
         }
     }
     // Compare only where an 'a' or 'A' starts: one byte test per position.
-    let b = t.as_bytes();
+    let b = t;
     !b.iter().enumerate().any(|(i, &c)| {
         c | 0x20 == b'a'
             && b.get(i..i + 8)
@@ -244,8 +249,23 @@ mod tests {
             "declare c cursor for select 1",
             "RESET ALL",
         ] {
-            assert_eq!(check(ok), None, "{ok}");
+            assert_eq!(check(ok.as_bytes()), None, "{ok}");
         }
+    }
+
+    #[test]
+    fn text_in_another_encoding_is_checked_too() {
+        // LATIN1 bytes (client_encoding = LATIN1): not UTF-8, and no business of ours.
+        assert_eq!(check(b"select 'caf\xe9'"), None);
+        assert_eq!(check(b"select 1; select '\xe9'"), None);
+        assert_eq!(
+            check(b"SET search_path = 'caf\xe9'").map(|r| r.what),
+            Some("SET search_path".to_owned())
+        );
+        assert_eq!(
+            check(b"select '\xe9'; LISTEN chan").map(|r| r.what),
+            Some("LISTEN".to_owned())
+        );
     }
 
     #[test]
@@ -267,7 +287,11 @@ mod tests {
             ),
             ("set role admin", "SET ROLE ADMIN"),
         ] {
-            assert_eq!(check(bad).map(|r| r.what), Some(what.to_owned()), "{bad}");
+            assert_eq!(
+                check(bad.as_bytes()).map(|r| r.what),
+                Some(what.to_owned()),
+                "{bad}"
+            );
         }
     }
 

@@ -197,7 +197,7 @@ impl LookupPool {
 /// inner result is the answer, with the connection when it can be reused.
 async fn run_on(mut conn: ServerConn, query: &str, user: &str) -> Result<Ran, LookupError> {
     let mut out = BytesMut::with_capacity(query.len() + user.len() + 64);
-    frontend::parse(&mut out, "", query, &[]);
+    frontend::parse(&mut out, "", query.as_bytes(), &[]);
     frontend::bind_text(&mut out, "", "", &[Some(user.as_bytes())]);
     frontend::execute(&mut out, "", 0);
     frontend::sync(&mut out);

@@ -129,8 +129,8 @@ fn write(buf: &mut BytesMut, m: Msg) {
     match m {
         Msg::Query => frontend::query(buf, "select 1"),
         Msg::RefusedQuery => frontend::query(buf, "SET search_path = x"),
-        Msg::ParseUnnamed => frontend::parse(buf, "", "select $1", &[23]),
-        Msg::ParseNamed(n) => frontend::parse(buf, &name(n), "select 2", &[]),
+        Msg::ParseUnnamed => frontend::parse(buf, "", b"select $1", &[23]),
+        Msg::ParseNamed(n) => frontend::parse(buf, &name(n), b"select 2", &[]),
         Msg::BindUnnamed => frontend::bind_text(buf, "", "", &[Some(b"1")]),
         Msg::BindNamed(n) => frontend::bind_text(buf, "", &name(n), &[]),
         Msg::DescribePortal => frontend::target_message(buf, b'D', b'P', ""),
@@ -272,7 +272,7 @@ fn plain_traffic_goes_as_read() {
     assert!(side.ext.quiescent());
     // A named statement's Bind is rewritten: not as read.
     let mut p = BytesMut::new();
-    frontend::parse(&mut p, "s0", "select 2", &[]);
+    frontend::parse(&mut p, "s0", b"select 2", &[]);
     frontend::bind_text(&mut p, "", "s0", &[]);
     frontend::sync(&mut p);
     side.client_sends(&p);

@@ -32,7 +32,7 @@ pub const DEFAULT_MAX_PREPARED: usize = 200;
 /// Full identity of a statement.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct StmtKey {
-    query: Box<str>,
+    query: Box<[u8]>,
     types: Box<[u32]>,
 }
 
@@ -41,7 +41,8 @@ struct StmtKey {
 pub struct Stmt {
     /// Registry id.
     pub id: u64,
-    pub(super) query: Box<str>,
+    /// The text, in the client's encoding.
+    pub(super) query: Box<[u8]>,
     pub(super) types: Box<[u32]>,
     /// Name used on server connections.
     pub server_name: Box<str>,
@@ -71,7 +72,7 @@ pub struct StatementRegistry {
 
 impl StatementRegistry {
     /// The statement for this text and types, shared with every client using it.
-    pub fn intern(&self, query: &str, types: &[u32]) -> Arc<Stmt> {
+    pub fn intern(&self, query: &[u8], types: &[u32]) -> Arc<Stmt> {
         let key = StmtKey {
             query: query.into(),
             types: types.into(),
@@ -96,7 +97,7 @@ impl StatementRegistry {
     }
 
     /// The statement for this text and types if a server has already accepted it.
-    pub fn verified(&self, query: &str, types: &[u32]) -> Option<Arc<Stmt>> {
+    pub fn verified(&self, query: &[u8], types: &[u32]) -> Option<Arc<Stmt>> {
         let key = StmtKey {
             query: query.into(),
             types: types.into(),

@@ -198,7 +198,7 @@ impl<'x> Rewrite<'x> {
             state_guard::refusal_sql(&r)
         });
         if let Some(sql) = &refused {
-            p.query = sql;
+            p.query = sql.as_bytes();
             p.param_types.clear();
         }
         if p.name.is_empty() {
