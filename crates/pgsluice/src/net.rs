@@ -8,7 +8,7 @@
 //!   only once its ciphertext is in the kernel: [`Stream::poll_write`] answers
 //!   `Pending` until then and the caller's retry (with the same bytes first, as every
 //!   `AsyncWrite` user does) gets the count. A write is never lost or sent twice.
-//! * Probes without reading ([`Stream::readable`], [`Stream::try_read_buf`],
+//! * Probes without reading ([`Stream::poll_read_ready`], [`Stream::try_read_buf`],
 //!   [`Stream::is_closed_or_dirty`]): rustls may hold decrypted bytes that the socket
 //!   no longer shows, so its buffer is checked first. [`Stream::is_closed_or_dirty`]
 //!   is conservative: any byte waiting on the socket of an idle TLS connection (even a

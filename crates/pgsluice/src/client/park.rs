@@ -197,7 +197,7 @@ pub struct ParkingLot {
 }
 
 impl ParkingLot {
-    /// An empty lot; parking starts when [`keep`] runs. `None` when the system gives
+    /// An empty lot; parking starts when the keeper (`keep`) runs. `None` when the system gives
     /// no epoll descriptor (clients then simply never park).
     pub fn new() -> Option<ParkingLot> {
         let poll = mio::Poll::new()
@@ -382,9 +382,11 @@ pub(crate) async fn keep(app: Arc<App>) {
                     .get_inner_mut()
                     .poll(&mut events, Some(Duration::ZERO))
                 {
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        tracing::warn!(error = %e, "parked clients: epoll failed");
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
                     }
+                    // Readiness stays set: the next tick tries again.
+                    tracing::warn!(error = %e, "parked clients: epoll failed");
                     break;
                 }
                 if events.is_empty() {

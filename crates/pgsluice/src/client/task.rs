@@ -98,8 +98,8 @@ pub(super) enum Resume {
 /// Serves one client connection from accept to close.
 ///
 /// The startup, TLS handshake and login run in a boxed future (this task); a logged-in
-/// client then parks ([`park`]) until it sends something, and its session runs in a
-/// task of its own ([`live`]), so that an idle client costs neither.
+/// client then parks (`park.rs`) until it sends something, and its session runs in a
+/// task of its own (`live`), so that an idle client costs neither.
 pub fn serve(
     stream: Stream,
     peer: String,
@@ -137,7 +137,7 @@ fn park_client(app: &App, o: Opened, idle_since: std::time::Instant) -> Result<(
 /// back).
 ///
 /// This future is what every client with work in flight costs, so it is kept small
-/// (see [`Session::run`]).
+/// (see [`session::Session::run`]).
 // Not `async fn`, on purpose: an `async fn` keeps its by-value arguments beside the
 // locals they move into (measured: 408 bytes against 280).
 #[allow(clippy::manual_async_fn)]
@@ -176,8 +176,8 @@ mod tests {
     /// puts the task's future in a cell of about 104 bytes more, rounded up to a
     /// multiple of 128. At 280 bytes the cell is 384; a few bytes more and every such
     /// client costs 128 more (see docs/rust-practices.md, "Performance"). Grow this
-    /// future only on purpose. Unoptimised builds (the
-    /// test profile) lay it out 8 bytes larger; the release figure is the one that counts.
+    /// future only on purpose. Unoptimised builds (the test profile) lay it out 8 bytes
+    /// larger; the release figure is the one that counts.
     const IDLE_FUTURE_BUDGET: usize = if cfg!(debug_assertions) { 288 } else { 280 };
 
     /// The size of what `f` returns (a future type cannot be named, but it can be

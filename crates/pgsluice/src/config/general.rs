@@ -170,7 +170,7 @@ pub(crate) fn default_workers(cores: usize) -> usize {
 }
 
 impl General {
-    /// Worker threads to run: `workers`, or [`default_workers`] for this machine.
+    /// Worker threads to run: `workers`, or `default_workers` for this machine.
     pub fn worker_threads(&self) -> usize {
         self.workers.unwrap_or_else(|| {
             default_workers(std::thread::available_parallelism().map_or(1, |n| n.get()))
