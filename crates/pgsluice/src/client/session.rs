@@ -38,7 +38,8 @@ pub struct Session {
     pool: Arc<Pool>,
     params: ParamSet,
     cancel: CancelHandle,
-    /// Bytes that came with the login, served first (boxed: usually there are none).
+    /// Bytes already read, served first: what came with the login, or what a parked
+    /// client sent (boxed: usually there are none).
     pending: Option<Box<BytesMut>>,
     stmts: ClientStatements,
     /// What the session moved so far (kept across parkings, for the logout line).
