@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod auth_query;
+mod conclude;
 mod flow;
 mod hba;
 pub(crate) mod park;

@@ -345,10 +345,10 @@ pub(crate) async fn keep(app: Arc<App>) {
     let Some(poll) = lot.poll.lock().unwrap_or_else(|p| p.into_inner()).take() else {
         return;
     };
+    #[allow(unsafe_code)]
     // SAFETY: `poll` owns its epoll descriptor (an `OwnedFd` inside mio), so
     // `as_raw_fd` names the same open descriptor until `poll` is dropped, and the
     // `AsyncFd` owns `poll` from here on: the descriptor outlives its registration.
-    #[allow(unsafe_code)]
     let set = unsafe { AsyncFd::register_with_interest(poll, tokio::io::Interest::READABLE) };
     let mut set = match set {
         Ok(s) => s,
@@ -424,8 +424,7 @@ pub(crate) async fn keep(app: Arc<App>) {
             }
         }
         if found.tick {
-            let limit = app.config_guard().general.client_idle_timeout.non_zero();
-            if let Some(limit) = limit {
+            if let Some(limit) = app.hot().client_idle_timeout() {
                 let now = Instant::now();
                 let expired = lot
                     .slots()

@@ -11,6 +11,7 @@ use bytes::BytesMut;
 use pgsluice_protocol::SqlState;
 use tokio::io::AsyncWriteExt;
 
+use super::conclude::{conclude, Next};
 use super::prepared::{ClientStatements, ExtState};
 use super::relay::{ExtCx, Relay, RelayCounts, RelayEnd};
 use super::send_fatal;
@@ -22,8 +23,8 @@ use crate::error::ClientNotice;
 use crate::net::Stream;
 use crate::params::ParamSet;
 use crate::pool::registry::ClientInfo;
-use crate::pool::{Checkout, Pool, ReturnAs, Start};
-use crate::server::{self, RELAY_BUF};
+use crate::pool::{Checkout, Pool, Start};
+use crate::server::RELAY_BUF;
 
 /// How much an idle client may send before a server connection is attached.
 /// Small enough for the allocator's per-thread cache (glibc's tcache takes up to
@@ -52,137 +53,6 @@ pub(super) enum Ran {
     Ended(&'static str),
     /// The client is idle and asked to park; idle since then (for client_idle_timeout).
     Park(std::time::Instant),
-}
-
-/// What the session does after a relay run.
-enum Next {
-    /// Wait for the client's next request.
-    Continue,
-    /// Tell the client (if anything) and end the session, for this reason.
-    End(Option<ClientNotice>, &'static str),
-}
-
-/// Returns the server connection as the way the relay ended allows, and says what the
-/// client is told. Only an idle release point returns it for reuse.
-fn conclude(
-    end: RelayEnd,
-    mut co: Checkout,
-    mode: PoolMode,
-    busy: bool,
-    stopped: Option<Stop>,
-) -> Next {
-    let clean = match mode {
-        PoolMode::Transaction => ReturnAs::Clean,
-        PoolMode::Session => ReturnAs::Reset,
-    };
-    let fatal = |code, msg: &str| Some(ClientNotice::fatal(code, msg));
-    match end {
-        RelayEnd::Idle => {
-            co.return_as(clean);
-            if stopped.is_some() || mode == PoolMode::Session {
-                let (n, reason) = stop_notice(stopped.unwrap_or(Stop::Shutdown));
-                return Next::End(Some(n), reason);
-            }
-            Next::Continue
-        }
-        RelayEnd::Killed => {
-            if busy {
-                cancel_running(&mut co);
-            }
-            let (n, reason) = stop_notice(Stop::Killed);
-            Next::End(Some(n), reason)
-        }
-        RelayEnd::Terminated { server_idle } => {
-            co.return_as(if server_idle { clean } else { ReturnAs::Close });
-            Next::End(None, "client terminated")
-        }
-        RelayEnd::ClientGone { server_idle, error } => {
-            if server_idle {
-                co.return_as(clean);
-            } else {
-                tracing::info!(
-                    server = %co.conn().id,
-                    "client left in the middle of a transaction; closing its server connection"
-                );
-                if busy {
-                    // Stop the running query before the connection closes, so the
-                    // backend notices at once and rolls back.
-                    cancel_running(&mut co);
-                }
-            }
-            let reason = if error.is_some() {
-                "client connection error"
-            } else {
-                "client closed"
-            };
-            Next::End(None, reason)
-        }
-        RelayEnd::ServerGone(e) => {
-            tracing::warn!(server = %co.conn().id, error = ?e, "server connection lost while in use");
-            let msg = "server closed the connection unexpectedly";
-            Next::End(
-                fatal(SqlState::CONNECTION_FAILURE, msg),
-                "server connection lost",
-            )
-        }
-        RelayEnd::ClientProtocol(e) => {
-            let msg = format!("invalid message: {e}");
-            Next::End(
-                fatal(SqlState::PROTOCOL_VIOLATION, &msg),
-                "client protocol violation",
-            )
-        }
-        RelayEnd::ServerProtocol(e) => {
-            tracing::warn!(server = %co.conn().id, error = %e, "server protocol violation");
-            let msg = "server protocol violation";
-            Next::End(
-                fatal(SqlState::PROTOCOL_VIOLATION, msg),
-                "server protocol violation",
-            )
-        }
-        RelayEnd::QueryTimeout => {
-            tracing::info!(server = %co.conn().id, "query_timeout: cancelling and closing");
-            cancel_running(&mut co);
-            let msg = "query_timeout: query ran too long";
-            Next::End(fatal(SqlState::QUERY_CANCELED, msg), "query_timeout")
-        }
-        RelayEnd::IdleInTransactionTimeout => {
-            let msg = "terminating connection due to idle_transaction_timeout";
-            Next::End(
-                fatal(SqlState::IDLE_IN_TRANSACTION_TIMEOUT, msg),
-                "idle_transaction_timeout",
-            )
-        }
-        RelayEnd::TransactionTimeout => {
-            tracing::info!(server = %co.conn().id, "transaction_timeout: closing the server connection");
-            if busy {
-                // Stop the running statement so that the backend rolls back at once.
-                cancel_running(&mut co);
-            }
-            let msg = "terminating connection due to transaction timeout";
-            Next::End(
-                fatal(SqlState::TRANSACTION_TIMEOUT, msg),
-                "transaction_timeout",
-            )
-        }
-        RelayEnd::ClientIdleTimeout => {
-            co.return_as(clean);
-            let msg = "terminating connection due to client_idle_timeout";
-            Next::End(
-                fatal(SqlState::IDLE_SESSION_TIMEOUT, msg),
-                "client_idle_timeout",
-            )
-        }
-    }
-}
-
-/// Sends PostgreSQL a CancelRequest for what runs on `co` (over a new connection).
-fn cancel_running(co: &mut Checkout) {
-    let conn = co.conn();
-    let (target, key) = (conn.target.clone(), conn.key.clone());
-    tokio::spawn(async move {
-        let _ = server::send_cancel(&target, &key).await;
-    });
 }
 
 /// What the logout line reports.
@@ -547,7 +417,7 @@ impl Session {
                 let since = idle_timer
                     .as_ref()
                     .and_then(|t| {
-                        let limit = stop.app.config_guard().general.client_idle_timeout.0;
+                        let limit = stop.app.hot().client_idle_timeout()?;
                         t.deadline().into_std().checked_sub(limit)
                     })
                     .filter(|s| *s <= now)
