@@ -125,6 +125,9 @@ pub struct Relay<'a> {
     client: &'a mut Stream,
     server: &'a mut Stream,
     c2s: Dir<'a>,
+    /// Client bytes read before the relay started that did not fit `c2s` (session
+    /// mode): fed through `c2s` before anything more is read from the client.
+    backlog: &'a [u8],
     s2c: Dir<'a>,
     flow: Flow,
     release_at_idle: bool,
@@ -145,14 +148,15 @@ pub struct Relay<'a> {
 
 impl<'a> Relay<'a> {
     /// A relay over a server connection that is idle, starting with `prefix` (bytes
-    /// already read from the client, at most the size of `c2s_buf`).
+    /// already read from the client, of any length: what does not fit `c2s_buf` goes
+    /// out after it, before the client is read again).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: &'a mut Stream,
         server: &'a mut Stream,
         c2s_buf: &'a mut [u8],
         s2c_buf: &'a mut [u8],
-        prefix: &[u8],
+        prefix: &'a [u8],
         max_message: u32,
         client_params: &'a mut ParamSet,
         server_params: &'a mut ParamSet,
@@ -167,6 +171,7 @@ impl<'a> Relay<'a> {
                 end: 0,
                 scanner: Scanner::new(max_message, TagSet::EMPTY, 0),
             },
+            backlog: &[],
             s2c: Dir {
                 buf: s2c_buf,
                 start: 0,
@@ -206,13 +211,21 @@ impl<'a> Relay<'a> {
             }
             return Ok(relay);
         }
-        let n = prefix.len().min(relay.c2s.buf.len());
-        relay.c2s.buf[..n].copy_from_slice(&prefix[..n]);
-        relay.c2s.end = n;
-        if let Err(e) = relay.scan_c2s() {
+        relay.backlog = prefix;
+        if let Err(e) = relay.feed_backlog() {
             return Err(RelayEnd::ClientProtocol(e));
         }
         Ok(relay)
+    }
+
+    /// Moves the next chunk of the backlog into the (flushed) client buffer and scans it.
+    fn feed_backlog(&mut self) -> Result<(), ProtocolError> {
+        let n = self.backlog.len().min(self.c2s.buf.len());
+        let (chunk, rest) = self.backlog.split_at(n);
+        self.c2s.buf[..n].copy_from_slice(chunk);
+        self.c2s.end = n;
+        self.backlog = rest;
+        self.scan_c2s()
     }
 
     /// Enforces these timeouts from now on.
@@ -306,6 +319,7 @@ impl<'a> Relay<'a> {
         self.flow.idle()
             && self.ext.as_ref().is_none_or(|e| e.state.quiescent())
             && self.c2s.flushed()
+            && self.backlog.is_empty()
             && self.c2s.scanner.at_boundary()
             && self.s2c.flushed()
             && self.s2c.scanner.at_boundary()
@@ -375,6 +389,9 @@ impl<'a> Relay<'a> {
             return Poll::Ready(Some(RelayEnd::Terminated {
                 server_idle: self.server_idle(),
             }));
+        }
+        if !self.backlog.is_empty() {
+            return Poll::Ready(self.feed_backlog().err().map(RelayEnd::ClientProtocol));
         }
         let mut rb = ReadBuf::new(self.c2s.buf);
         match Pin::new(&mut *self.client).poll_read(cx, &mut rb) {
@@ -492,6 +509,8 @@ impl<'a> Relay<'a> {
         })?;
         if let Some(at) = terminate_at {
             self.terminated = true;
+            // Nothing after Terminate is meant for the server.
+            self.backlog = &[];
             self.c2s.end = at.max(self.c2s.start);
         }
         Ok(())

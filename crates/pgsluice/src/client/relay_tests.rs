@@ -42,10 +42,11 @@ async fn releases_only_after_last_ready_for_query() {
     )
     .unwrap();
     relay.release_at_idle(true);
+    let sent = first.clone();
     let server_side = tokio::spawn(async move {
-        let mut got = vec![0u8; first.len()];
+        let mut got = vec![0u8; sent.len()];
         server_peer.read_exact(&mut got).await.unwrap();
-        assert_eq!(got, first);
+        assert_eq!(got, sent);
         let mut reply = msg(b'1', b"");
         reply.extend(msg(b'Z', b"I"));
         reply.extend(msg(b'S', b"TimeZone\0Asia/Tokyo\0"));
@@ -84,4 +85,54 @@ async fn releases_only_after_last_ready_for_query() {
         matches!(end, RelayEnd::Terminated { server_idle: false }),
         "{end:?}"
     );
+}
+
+/// Bytes a client sent before the relay started (with its login, say) may be longer
+/// than the relay's buffer: all of them reach the server, in order, before the relay
+/// reads the client again, and the relay releases only after their last answer.
+#[tokio::test]
+async fn a_prefix_longer_than_the_buffer_is_forwarded_whole() {
+    let (mut client, _client_peer) = pair().await;
+    let (mut server, mut server_peer) = pair().await;
+    let (mut c2s, mut s2c) = (vec![0u8; 1024], vec![0u8; 1024]);
+    let (mut cp, mut sp) = (ParamSet::default(), ParamSet::default());
+    let mut prefix = Vec::new();
+    for i in 0..200 {
+        prefix.extend(msg(b'Q', format!("select {i}\0").as_bytes()));
+    }
+    assert!(prefix.len() > 2 * c2s.len());
+    let expected = prefix.clone();
+    let mut relay = Relay::new(
+        &mut client,
+        &mut server,
+        &mut c2s,
+        &mut s2c,
+        &prefix,
+        1 << 20,
+        &mut cp,
+        &mut sp,
+        None,
+    )
+    .unwrap();
+    relay.release_at_idle(true);
+    let server_side = tokio::spawn(async move {
+        let mut got = vec![0u8; expected.len()];
+        server_peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, expected);
+        let mut reply = Vec::new();
+        for _ in 0..200 {
+            reply.extend(msg(b'Z', b"I"));
+        }
+        server_peer.write_all(&reply).await.unwrap();
+        server_peer
+    });
+    let relayed = std::future::poll_fn(|cx| relay.poll_relay(cx));
+    let end = tokio::time::timeout(std::time::Duration::from_secs(10), relayed)
+        .await
+        .expect("the relay stalled: part of the prefix never reached the server");
+    assert!(matches!(end, RelayEnd::Idle), "{end:?}");
+    assert_eq!(relay.queries(), 200);
+    assert_eq!(relay.counts.bytes_in, prefix.len() as u64);
+    drop(relay);
+    server_side.await.unwrap();
 }
