@@ -64,7 +64,10 @@ pub(crate) async fn method_for(
             let cn = stream
                 .client_certificate()
                 .and_then(pgsluice_protocol::auth::cert::subject_common_name);
-            if !cn.as_deref().is_some_and(|cn| rules.permits(rule, cn, user)) {
+            if !cn
+                .as_deref()
+                .is_some_and(|cn| rules.permits(rule, cn, user))
+            {
                 tracing::info!(user, common_name = ?cn, map, line = rule.line, "certificate user name map has no match");
                 return Err(crate::client::auth::failure_notice(AuthType::Cert, user));
             }

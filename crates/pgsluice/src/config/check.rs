@@ -29,11 +29,13 @@ impl Config {
     pub(crate) fn auth_query_warnings(&self) -> Vec<String> {
         let g = &self.general;
         let sources = std::iter::once(("general".to_owned(), Some(&g.auth_query), &g.auth_dbname))
-            .chain(
-                self.databases
-                    .iter()
-                    .map(|(name, d)| (format!("databases.{name}"), d.auth_query.as_ref(), &d.auth_dbname)),
-            );
+            .chain(self.databases.iter().map(|(name, d)| {
+                (
+                    format!("databases.{name}"),
+                    d.auth_query.as_ref(),
+                    &d.auth_dbname,
+                )
+            }));
         let mut out = Vec::new();
         for (at, query, dbname) in sources {
             if let Some(q) = query.filter(|q| !q.contains("$1")) {

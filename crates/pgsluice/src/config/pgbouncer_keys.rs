@@ -177,7 +177,7 @@ pub const KEYS: &[KeyInfo] = &[
     k(Pgbouncer, "auth_file", "not set", Implemented, Mapped, "userlist.txt format; plain, md5 and SCRAM secrets. A relative path is taken next to the configuration file, else in the current directory."),
     k(Pgbouncer, "auth_user", "not set", Implemented, Mapped, "Users missing from the auth file are looked up with `auth_query` on a connection logging in as this user (its password comes from the auth file). The found secret (SCRAM verifier or md5 hash) is passed through to the server as PgBouncer does."),
     k(Pgbouncer, "auth_query", "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin", Implemented, Mapped, "pgsluice's default is the same query with every name schema-qualified and `OPERATOR(pg_catalog.=)`; it runs with the user name bound as a parameter, on a connection whose `search_path` is `pg_catalog, pg_temp`. Results are cached briefly (see docs/security.md)."),
-    k(Pgbouncer, "auth_dbname", "not set", Implemented, Mapped, "Must name a database of `[databases]`; not set: the database the client asked for."),
+    k(Pgbouncer, "auth_dbname", "not set", Implemented, Mapped, "Names a database of `[databases]` (another name loads with a warning and its lookups fail, as in PgBouncer); not set: the database the client asked for."),
     // Log settings.
     k(Pgbouncer, "syslog", "0", NotYet, Ignored(Bool, ZERO), ""),
     k(Pgbouncer, "syslog_ident", "pgbouncer", NotYet, Ignored(Str, Values(&["pgbouncer"])), ""),

@@ -241,7 +241,11 @@ mod tests {
             );
         }
         assert!(
-            !cfg(BASE).unwrap().warnings().iter().any(|w| w.contains("auth_")),
+            !cfg(BASE)
+                .unwrap()
+                .warnings()
+                .iter()
+                .any(|w| w.contains("auth_")),
             "{:?}",
             cfg(BASE).unwrap().warnings()
         );

@@ -117,7 +117,12 @@ fn errors_name_line_field_and_token() {
             "regular expressions",
         ),
         ("certs alice +admins", 1, "database user", "+admins"),
-        ("certs alice /^app", 1, "database user", "regular expressions"),
+        (
+            "certs alice /^app",
+            1,
+            "database user",
+            "regular expressions",
+        ),
         ("include other.conf", 1, "map", "`include`"),
         ("include_dir conf.d", 1, "map", "`include_dir`"),
         ("certs \"alice app", 1, "line", "unterminated"),
@@ -143,8 +148,14 @@ fn map_option_parsing() {
         "no option, no map"
     );
     for (text, needle) in [
-        ("local all all md5 map=x", "only valid for the cert and peer"),
-        ("host all all all trust map=x", "only valid for the cert and peer"),
+        (
+            "local all all md5 map=x",
+            "only valid for the cert and peer",
+        ),
+        (
+            "host all all all trust map=x",
+            "only valid for the cert and peer",
+        ),
         ("local all all peer map=", "map=NAME"),
         ("local all all peer map=a,b", "map=NAME"),
         ("local all all peer map=x ident_file=y", "`ident_file`"),
@@ -256,7 +267,10 @@ mod config_loading {
                     "[general]\nauth_type = \"hba\"\nauth_hba_file = \"hba.conf\"\n\
                      [databases.app]\nhost = \"127.0.0.1\"\n",
                 ),
-                ("hba.conf", "local all all trust\nlocal all all peer map=m\n"),
+                (
+                    "hba.conf",
+                    "local all all trust\nlocal all all peer map=m\n",
+                ),
             ],
         );
         let c = load_file(&p, Vec::new()).unwrap();
