@@ -1,6 +1,8 @@
 //! auth_query / auth_user / auth_dbname against real PostgreSQL: users missing from
 //! the auth file are looked up, checked, and their credential passed through to the
-//! server (which itself requires scram-sha-256 or md5).
+//! server (which itself requires scram-sha-256 or md5); 60,000-byte passwords through
+//! SCRAM and cleartext, from the auth file and from auth_query; a RELOAD of forms
+//! PgBouncer accepts.
 
 mod common;
 
@@ -338,4 +340,114 @@ async fn auth_file_verifier_passes_through_to_a_scram_server() {
     login_as(s.addr, USER, PASSWORD).await.unwrap();
     psql_ok(s.addr, USER, PASSWORD);
     assert_refused(s.addr, USER, "wrong").await;
+}
+
+/// A 60,000-byte password (cloud IAM tokens are several KB; PostgreSQL and PgBouncer
+/// take up to 64 KB).
+fn long_password(seed: char) -> String {
+    std::iter::once(seed)
+        .chain("abcdefghijklmnopqrstuvwxyz0123456789".chars().cycle())
+        .take(60_000)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sixty_kilobyte_passwords_log_in() {
+    // The server requires SCRAM; PostgreSQL stores a verifier of the long password.
+    let s = aq_setup(HostAuth::Scram, AuthType::ScramSha256).await;
+    let looked_up = long_password('L');
+    let listed = long_password('U');
+    create_role(&s.pg, "tokenuser", &looked_up, "scram-sha-256", "");
+    create_role(&s.pg, "listed", &listed, "scram-sha-256", "");
+    pg_sql(&s.pg, "GRANT ALL ON DATABASE appdb TO tokenuser, listed;");
+    // auth_query + SCRAM from the client: tokio-postgres and psql (libpq).
+    login_as(s.addr, "tokenuser", &looked_up).await.unwrap();
+    psql_ok(s.addr, "tokenuser", &looked_up);
+    assert_refused(s.addr, "tokenuser", &long_password('x')).await;
+
+    // Cleartext `password` messages of 60 KB: from the auth file (plaintext, used to
+    // log in to the server) and through auth_query (a verifier, whose ClientKey the
+    // check recovers for the server login).
+    let mut cfg = config(&s.pg);
+    cfg.general.auth_type = AuthType::Plain;
+    cfg.general.auth_user = Some(LOOKUP_USER.into());
+    for (user, password) in [(LOOKUP_USER, LOOKUP_PW), ("listed", listed.as_str())] {
+        cfg.users.insert(
+            user.into(),
+            UserConfig {
+                password: Some(password.into()),
+                ..UserConfig::default()
+            },
+        );
+    }
+    let (_plain, addr) = start_pooler(cfg).await;
+    login_as(addr, "listed", &listed).await.unwrap();
+    login_as(addr, "tokenuser", &looked_up).await.unwrap();
+    assert_refused(addr, "listed", &looked_up).await;
+    assert_refused(addr, "tokenuser", &listed).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_accepts_auth_query_forms_pgbouncer_accepts() {
+    // PgBouncer reads any auth_query text and any auth_dbname, and fails only the
+    // logins that use them; so does pgsluice, on RELOAD as at startup.
+    let pg = cluster_with(ClusterOptions::with_auth(HostAuth::Scram));
+    create_role(&pg, "lookup3", "lookup3-pw", "scram-sha-256", "SUPERUSER");
+    create_role(&pg, "erin", "erin-pw", "scram-sha-256", "");
+    let dir = std::env::temp_dir().join(format!("pgsluice-authq-reload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("userlist.txt"),
+        "\"app\" \"secret\"\n\"lookup3\" \"lookup3-pw\"\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let ini = |extra_db: &str| {
+        format!(
+            "[databases]\n\
+             appdb = host=127.0.0.1 port={pg_port} dbname=appdb\n{extra_db}\
+             [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
+             auth_type = scram-sha-256\nauth_file = userlist.txt\nauth_user = lookup3\n\
+             pool_mode = transaction\ndefault_pool_size = 2\n",
+            pg_port = pg.port()
+        )
+    };
+    let path = dir.join("pgbouncer.ini");
+    std::fs::write(&path, ini("")).unwrap();
+    let cfg = pgsluice::config::load_file(&path, Vec::new()).expect("load pgbouncer.ini");
+    let (server, addr) = start_pooler(cfg).await;
+    login_as(addr, "erin", "erin-pw").await.unwrap();
+
+    // A database whose auth_query does not take the user name as $1, and one whose
+    // auth_dbname names no database: both were refused before.
+    std::fs::write(
+        &path,
+        ini("nodollar = host=127.0.0.1 port={pg_port} dbname=appdb \
+             auth_query='SELECT usename, passwd FROM pg_shadow WHERE usename = current_user'\n\
+             nowhere = host=127.0.0.1 port={pg_port} dbname=appdb auth_dbname=missing\n")
+        .replace("{pg_port}", &pg.port().to_string()),
+    )
+    .unwrap();
+    let report = server.app().reload().expect("the reload is accepted");
+    assert!(
+        report.changes.iter().any(|c| c.contains("nodollar")),
+        "{report:?}"
+    );
+    // The other databases work; logins that need the odd lookups get a clear FATAL.
+    login_as(addr, "erin", "erin-pw").await.unwrap();
+    for db in ["nodollar", "nowhere"] {
+        let e = try_connect(&client_config(addr, "erin", "erin-pw", db))
+            .await
+            .expect_err("the lookup cannot succeed");
+        assert_eq!(code(&e).as_deref(), Some("58000"), "{db}: {e:?}");
+        assert!(message(&e).contains("auth_query"), "{db}: {}", message(&e));
+        // Auth-file users do not need the lookup.
+        let c = try_connect(&client_config(addr, USER, PASSWORD, db))
+            .await
+            .unwrap_or_else(|e| panic!("{db}: {e:?}"));
+        assert_eq!(count(&c, "select 41 + 1::int8").await, 42);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(pg);
 }

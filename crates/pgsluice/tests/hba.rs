@@ -1,8 +1,9 @@
 //! `auth_type = hba`: rules from `auth_hba_file` choose the method per connection (real
 //! PostgreSQL, tokio-postgres, psql and raw sockets): reject and no-match refusals with
 //! PostgreSQL's messages, md5 and SCRAM by rule, trust for one database, hostssl rules
-//! over plain TCP and TLS, `peer` over the unix socket, the admin console, reload with a
-//! changed or broken file, and a broken file at startup.
+//! over plain TCP and TLS, `peer` over the unix socket (also with a user name map of
+//! `auth_ident_file`), the admin console, reload with a changed or broken file, and a
+//! broken file at startup.
 
 mod common;
 
@@ -322,6 +323,61 @@ async fn peer_over_the_unix_socket() {
         .await
         .expect("same-user admin login");
     assert!(c.simple_query("SHOW VERSION").await.is_ok());
+}
+
+/// `peer map=...`: the OS user logs in as the database user its map names (and, with a
+/// map, not as its own name unless the map says so).
+#[tokio::test(flavor = "multi_thread")]
+async fn peer_with_a_user_name_map() {
+    let pg = cluster_two_users();
+    let dir = Dir::new("peermap");
+    let os_user = pgsluice::net::os_user_name(my_uid()).expect("OS user name");
+    dir.write("hba.conf", "local  appdb ,trustdb  all  peer map=osmap\n");
+    dir.write(
+        "ident.conf",
+        &format!("# MAPNAME SYSTEM-USERNAME PG-USERNAME\nosmap \"{os_user}\" app\n"),
+    );
+    let port = free_port();
+    let extra = format!(
+        "unix_socket_dir = \"{}\"\nauth_ident_file = \"ident.conf\"",
+        dir.0.display()
+    );
+    let text = config_text(&pg, &extra).replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let cfg = load_file(&dir.write("pgsluice.toml", &text), Vec::new()).unwrap();
+    assert!(cfg.warnings().iter().all(|w| !w.contains("map=")));
+    let (_server, _addr) = start_pooler(cfg).await;
+    let unix = |user: &str, db: &str| {
+        let mut c = tokio_postgres::Config::new();
+        c.host_path(&dir.0)
+            .port(port)
+            .user(user)
+            .password("x")
+            .dbname(db);
+        c
+    };
+    for db in ["appdb", "trustdb"] {
+        let c = try_connect(&unix("app", db))
+            .await
+            .unwrap_or_else(|e| panic!("{db}: mapped peer login: {e:?}"));
+        assert_eq!(
+            simple_value(&c, "select current_user")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(USER)
+        );
+    }
+    for user in ["other", os_user.as_str()]
+        .into_iter()
+        .filter(|u| *u != "app")
+    {
+        let e = try_connect(&unix(user, "appdb")).await.unwrap_err();
+        assert_eq!(code(&e).as_deref(), Some("28000"), "{user}");
+        assert_eq!(
+            message(&e),
+            format!("Peer authentication failed for user \"{user}\"")
+        );
+    }
 }
 
 /// This process's uid (the owner of /proc/self).

@@ -552,3 +552,79 @@ fn server_side_lower_modes() {
         assert_eq!(out, "t", "{mode}");
     }
 }
+
+/// `auth_type = hba` with `cert map=...`: the user name map of `auth_ident_file` says
+/// which certificate common name may log in as which user (a certificate for the user
+/// name itself is not enough), and SIGHUP reads the map file again.
+#[test]
+fn cert_rule_with_user_name_map() {
+    let certs = Certs::new("certmap");
+    certs.issue("alice", "alice@example.com", "clientAuth", None);
+    let pg = pg_with_app();
+    std::fs::write(
+        certs.dir.join("hba.conf"),
+        "hostssl all all 127.0.0.1/32 cert map=certs\n",
+    )
+    .unwrap();
+    std::fs::write(
+        certs.dir.join("ident.conf"),
+        "# MAPNAME SYSTEM-USERNAME    PG-USERNAME\ncerts   alice@example.com  app\n",
+    )
+    .unwrap();
+    let general = format!(
+        "auth_type = \"hba\"\nauth_hba_file = \"hba.conf\"\nauth_ident_file = \"ident.conf\"\n{}",
+        client_tls_settings(&certs, "verify-full")
+    );
+    let s = spawn(&certs, &general, "127.0.0.1", &pg);
+    let with_cert = |name: &str| {
+        format!(
+            "sslmode=verify-full sslcert={} sslkey={}",
+            certs.path(&format!("{name}.crt")),
+            certs.path(&format!("{name}.key"))
+        )
+    };
+    // alice@example.com's certificate logs in as app through the map.
+    let (ok, out, err) = psql(
+        &conninfo(s.addr, &certs, &with_cert("alice")),
+        "select current_user",
+    );
+    assert!(ok, "mapped cert login failed: {err}");
+    assert_eq!(out, "app");
+    // A certificate whose common name is app: the map does not list it.
+    let (ok, _, err) = psql(&conninfo(s.addr, &certs, &with_cert("client")), "select 1");
+    assert!(!ok);
+    assert!(
+        err.contains("certificate authentication failed for user \"app\""),
+        "{err}"
+    );
+
+    // The map is read again on SIGHUP: now app's own certificate is listed too.
+    std::fs::write(
+        certs.dir.join("ident.conf"),
+        "certs alice@example.com app\ncerts app all\n",
+    )
+    .unwrap();
+    let since = s.pooler.line_count();
+    s.pooler.signal(libc::SIGHUP).unwrap();
+    s.pooler
+        .wait_for_line_since(since, "configuration reloaded", T)
+        .expect("reloaded");
+    let (ok, out, err) = psql(
+        &conninfo(s.addr, &certs, &with_cert("client")),
+        "select current_user",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "app");
+
+    // A broken map file is refused naming file and line; the maps in force stay.
+    std::fs::write(certs.dir.join("ident.conf"), "certs /^(.*)$ \\1\n").unwrap();
+    let since = s.pooler.line_count();
+    s.pooler.signal(libc::SIGHUP).unwrap();
+    let line = s
+        .pooler
+        .wait_for_line_since(since, "reload failed", T)
+        .expect("reload refused");
+    assert!(line.contains("ident.conf:1:"), "{line}");
+    let (ok, _, err) = psql(&conninfo(s.addr, &certs, &with_cert("alice")), "select 1");
+    assert!(ok, "{err}");
+}

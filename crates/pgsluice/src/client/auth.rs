@@ -18,8 +18,10 @@ use crate::error::{ClientError, ClientNotice};
 use crate::net::Stream;
 use crate::server::PassThrough;
 
-/// Largest password/SASL message accepted from a client.
-const MAX_AUTH_MESSAGE: u32 = 16 * 1024;
+/// Largest password/SASL message accepted from a client (its length field):
+/// PostgreSQL's `PG_MAX_AUTH_TOKEN_LENGTH`, so that cleartext passwords and tokens of
+/// up to 64 KB (cloud IAM tokens are several KB) pass, as they do with PgBouncer.
+const MAX_AUTH_MESSAGE: u32 = 65_535;
 
 /// What pgsluice knows of one user's password, in every form it can check.
 #[derive(Clone)]
@@ -182,7 +184,24 @@ pub async fn authenticate_with(
             let msg = read_auth_message(stream, buf).await?;
             let given = frontend::parse_password(&msg.body)?;
             let given = std::str::from_utf8(given).unwrap_or("");
-            Ok(ok(secret.is_some_and(|s| check_plain(user, s, given))))
+            let Some(s) = secret else {
+                return Ok(ok(false));
+            };
+            if let (None, Some(verifier)) = (&s.plain, &s.scram) {
+                // Only a verifier: the check yields the ClientKey, which logs in to a
+                // server holding the same verifier (as after a SCRAM exchange).
+                return Ok(match verifier.client_key_for(given) {
+                    Some(client_key) => Verdict {
+                        ok: true,
+                        passthrough: Some(PassThrough::Scram {
+                            client_key,
+                            secret: verifier.clone(),
+                        }),
+                    },
+                    None => Verdict::default(),
+                });
+            }
+            Ok(ok(check_plain(user, s, given)))
         }
         AuthType::Md5 if secret.is_some_and(|s| s.md5.is_none() && s.scram.is_some()) => {
             // PostgreSQL also upgrades md5 to SCRAM when only a SCRAM verifier is stored.
@@ -213,10 +232,7 @@ fn check_plain(user: &str, secret: &UserSecret, given: &str) -> bool {
         let h = md5::hash_password(user, given);
         return bool::from(h.as_bytes().ct_eq(stored.as_bytes()));
     }
-    if let Some(s) = &secret.scram {
-        let derived = scram::ScramSecret::from_password(given, &s.salt, s.iterations);
-        return bool::from(derived.stored_key.ct_eq(&s.stored_key));
-    }
+    // A verifier-only secret is checked by the caller (ScramSecret::client_key_for).
     false
 }
 

@@ -1,7 +1,8 @@
 //! Choosing the authentication method of one client connection: `auth_type`, or with
 //! `auth_type = hba` the first matching rule of `auth_hba_file` (refusing the client
 //! the way PostgreSQL does when a rule rejects it or none matches, and checking `peer`
-//! rules against the unix-socket peer's OS user).
+//! rules against the unix-socket peer's OS user, and `cert` rules with a `map=` against
+//! the user name map of `auth_ident_file`).
 
 use pgsluice_protocol::SqlState;
 
@@ -39,10 +40,10 @@ pub(crate) async fn method_for(
         )
     };
     // Validation guarantees the rules with auth_type = hba; without them, refuse.
-    let Some(rule) = cfg
+    let Some((rules, rule)) = cfg
         .hba
         .as_ref()
-        .and_then(|r| r.find(transport, database, user))
+        .and_then(|r| Some((r, r.find(transport, database, user)?)))
     else {
         return Err(refuse("no pg_hba.conf entry"));
     };
@@ -53,7 +54,25 @@ pub(crate) async fn method_for(
         HbaMethod::Md5 => AuthType::Md5,
         HbaMethod::Password => AuthType::Plain,
         HbaMethod::ScramSha256 => AuthType::ScramSha256,
-        HbaMethod::Cert => AuthType::Cert,
+        HbaMethod::Cert => {
+            let Some(map) = &rule.map else {
+                // No map: `authenticate` checks that the common name is the user name.
+                return Ok(AuthType::Cert);
+            };
+            // The certificate was validated in the TLS handshake (hostssl rules only
+            // match TLS clients; client_tls_sslmode verify-ca or verify-full).
+            let cn = stream
+                .client_certificate()
+                .and_then(pgsluice_protocol::auth::cert::subject_common_name);
+            if !cn
+                .as_deref()
+                .is_some_and(|cn| rules.permits(rule, cn, user))
+            {
+                tracing::info!(user, common_name = ?cn, map, line = rule.line, "certificate user name map has no match");
+                return Err(crate::client::auth::failure_notice(AuthType::Cert, user));
+            }
+            AuthType::Trust
+        }
         HbaMethod::Peer => {
             let uid = crate::net::peer_uid(stream);
             let os_user = match uid {
@@ -63,8 +82,11 @@ pub(crate) async fn method_for(
                     .flatten(),
                 None => None,
             };
-            if os_user.as_deref() != Some(user) {
-                tracing::info!(user, os_user = ?os_user, uid = ?uid, "peer authentication failed");
+            if !os_user
+                .as_deref()
+                .is_some_and(|os| rules.permits(rule, os, user))
+            {
+                tracing::info!(user, os_user = ?os_user, uid = ?uid, map = ?rule.map, "peer authentication failed");
                 return Err(ClientNotice::fatal(
                     SqlState::INVALID_AUTHORIZATION,
                     format!("Peer authentication failed for user \"{user}\""),

@@ -22,41 +22,37 @@ fn issue(keys: Vec<Vec<String>>, message: impl Into<String>) -> Issue {
 }
 
 impl Config {
-    /// `auth_query` must have a `$1`; `auth_dbname` must name a database.
-    fn check_auth_query(&self) -> Result<(), Issue> {
+    /// What is odd in the `auth_query` and `auth_dbname` settings. Warnings, not
+    /// errors: PgBouncer accepts any query text and any auth_dbname when it reads the
+    /// file, and fails the logins that use them; pgsluice does the same (a lookup
+    /// failure is a FATAL for that client) and says so once at load and reload.
+    pub(crate) fn auth_query_warnings(&self) -> Vec<String> {
         let g = &self.general;
-        let sources = std::iter::once((path(&["general"]), &g.auth_query, &g.auth_dbname, true))
+        let sources = std::iter::once(("general".to_owned(), Some(&g.auth_query), &g.auth_dbname))
             .chain(self.databases.iter().map(|(name, d)| {
-                let q = d.auth_query.as_ref().unwrap_or(&g.auth_query);
                 (
-                    path(&["databases", name]),
-                    q,
+                    format!("databases.{name}"),
+                    d.auth_query.as_ref(),
                     &d.auth_dbname,
-                    d.auth_query.is_some(),
                 )
             }));
-        for (at, query, dbname, own_query) in sources {
-            let key = |k: &str| {
-                let mut p = at.clone();
-                p.push(k.to_owned());
-                p
-            };
-            if own_query && !query.contains("$1") {
-                return Err(issue(
-                    vec![key("auth_query")],
-                    "must use the user name as the parameter $1",
+        let mut out = Vec::new();
+        for (at, query, dbname) in sources {
+            if let Some(q) = query.filter(|q| !q.contains("$1")) {
+                out.push(format!(
+                    "key `{at}.auth_query`: `{q}` does not use the parameter $1: the user \
+                     name is always bound as $1, so PostgreSQL refuses this query at every \
+                     lookup and those logins fail"
                 ));
             }
-            if let Some(db) = dbname {
-                if db.is_empty() || (self.database(db).is_none()) {
-                    return Err(issue(
-                        vec![key("auth_dbname")],
-                        format!("`{db}` is not a database of [databases]"),
-                    ));
-                }
+            if let Some(db) = dbname.as_ref().filter(|db| self.database(db).is_none()) {
+                out.push(format!(
+                    "key `{at}.auth_dbname`: `{db}` is not a database of [databases]: \
+                     logins that need auth_query there fail"
+                ));
             }
         }
-        Ok(())
+        out
     }
 }
 
@@ -143,7 +139,6 @@ impl Config {
             ));
         }
         check_log_level(&g.log_level).map_err(|m| issue(vec![gk("log_level")], m))?;
-        self.check_auth_query()?;
 
         for (name, d) in &self.databases {
             let dk = |k: &str| path(&["databases", name, k]);

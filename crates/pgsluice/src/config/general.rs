@@ -78,6 +78,9 @@ pub struct General {
     /// A pg_hba.conf-style file of rules choosing the method per connection, read when
     /// `auth_type = hba`; default none.
     pub auth_hba_file: Option<PathBuf>,
+    /// A pg_ident.conf-style file of the user name maps that `map=` options of
+    /// `auth_hba_file` name, read with it; default none.
+    pub auth_ident_file: Option<PathBuf>,
     /// User whose connection runs `auth_query` for users missing from `users`; default none.
     pub auth_user: Option<String>,
     /// Query returning (user name, secret) for a user name `$1`; default
@@ -205,6 +208,7 @@ impl Default for General {
             metrics_listen: None,
             auth_file: None,
             auth_hba_file: None,
+            auth_ident_file: None,
             auth_user: None,
             auth_query: DEFAULT_AUTH_QUERY.to_owned(),
             auth_dbname: None,

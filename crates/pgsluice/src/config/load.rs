@@ -267,21 +267,25 @@ pub(crate) fn finish_located(
     })
 }
 
-/// [`super::hba::load_into`], blaming an override of `auth_hba_file` for an unreadable
-/// file, else `at_key`.
+/// [`super::hba::load_into`], blaming an override of `auth_hba_file` (or
+/// `auth_ident_file`) for an unreadable file, else `at_key`.
 fn load_hba(
     cfg: &mut Config,
     overrides: &[Override],
     at_key: &dyn Fn(&[String], String) -> ConfigError,
 ) -> Result<(), ConfigError> {
-    let key = ["general".to_owned(), "auth_hba_file".to_owned()];
-    super::hba::load_into(
-        cfg,
-        &|m| match overrides.iter().rev().find(|o| o.path == key) {
+    super::hba::load_into(cfg, &|ident, m| {
+        let name = if ident {
+            "auth_ident_file"
+        } else {
+            "auth_hba_file"
+        };
+        let key = ["general".to_owned(), name.to_owned()];
+        match overrides.iter().rev().find(|o| o.path == key) {
             Some(o) => o.error(m),
             None => at_key(&key, m),
-        },
-    )
+        }
+    })
 }
 
 /// Applies overrides (already collected) to a configuration and validates.
@@ -368,6 +372,10 @@ fn build_from_text(
     if let Some(hba_file) = &cfg.general.auth_hba_file {
         let resolved = super::ini::resolve_path(&path, &hba_file.display().to_string());
         cfg.general.auth_hba_file = Some(resolved);
+    }
+    if let Some(ident_file) = &cfg.general.auth_ident_file {
+        let resolved = super::ini::resolve_path(&path, &ident_file.display().to_string());
+        cfg.general.auth_ident_file = Some(resolved);
     }
     load_hba(&mut cfg, &overrides, &|key, m| located.error(key, m))?;
     cfg.source = Some(path);

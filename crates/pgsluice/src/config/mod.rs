@@ -465,6 +465,21 @@ impl Config {
                 "key `general.auth_hba_file`: not used with auth_type = \"{auth}\" (only with \"hba\")"
             ));
         }
+        if auth != AuthType::Hba && self.general.auth_ident_file.is_some() {
+            out.push(format!(
+                "key `general.auth_ident_file`: not used with auth_type = \"{auth}\" (only with \"hba\")"
+            ));
+        }
+        out.extend(self.auth_query_warnings());
+        if let Some(hba) = &self.hba {
+            for (line, map) in hba.undefined_maps() {
+                out.push(format!(
+                    "{}:{line}: map={map}: auth_ident_file does not define this map, so every \
+                     login through this rule is refused",
+                    hba.file
+                ));
+            }
+        }
         let verifies = matches!(
             self.general.client_tls_sslmode,
             TlsMode::VerifyCa | TlsMode::VerifyFull

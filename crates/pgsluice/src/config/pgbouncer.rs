@@ -175,6 +175,11 @@ impl Builder {
                             f.map(|f| ini::resolve_path(Path::new(&e.loc.file), &f));
                         "auth_hba_file"
                     }
+                    Applied::AuthIdentFile(f) => {
+                        self.cfg.general.auth_ident_file =
+                            f.map(|f| ini::resolve_path(Path::new(&e.loc.file), &f));
+                        "auth_ident_file"
+                    }
                 };
                 self.locs.set(&["general", field], &e.loc, key);
                 Ok(())

@@ -173,11 +173,11 @@ pub const KEYS: &[KeyInfo] = &[
     // Authentication settings.
     k(Pgbouncer, "auth_type", "md5", Partial, Mapped, "`trust`, `plain`, `md5`, `scram-sha-256`, `cert` (needs `client_tls_sslmode` verify-ca or verify-full), `hba` (rules from `auth_hba_file`); `pam`, `any`, `ldap` are refused with an error. PgBouncer's `md5` also accepts SCRAM for users with a SCRAM secret; pgsluice warns about such users."),
     k(Pgbouncer, "auth_hba_file", "not set", Implemented, Mapped, "PgBouncer's pg_hba.conf subset (see docs/security.md); unsupported forms are errors naming file, line and token. A relative path is taken next to the configuration file. Read again on RELOAD/SIGHUP; a broken file keeps the old rules."),
-    k(Pgbouncer, "auth_ident_file", "not set", NotYet, Ignored(Str, Never), "User name maps (`map=`) are not supported in `auth_hba_file`."),
+    k(Pgbouncer, "auth_ident_file", "not set", Implemented, Mapped, "User name maps for `map=` on `cert` and `peer` rules of `auth_hba_file`, PgBouncer's subset of pg_ident.conf (no regular expressions, `+group` or includes: errors naming file and line). Read again on RELOAD/SIGHUP."),
     k(Pgbouncer, "auth_file", "not set", Implemented, Mapped, "userlist.txt format; plain, md5 and SCRAM secrets. A relative path is taken next to the configuration file, else in the current directory."),
     k(Pgbouncer, "auth_user", "not set", Implemented, Mapped, "Users missing from the auth file are looked up with `auth_query` on a connection logging in as this user (its password comes from the auth file). The found secret (SCRAM verifier or md5 hash) is passed through to the server as PgBouncer does."),
     k(Pgbouncer, "auth_query", "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin", Implemented, Mapped, "pgsluice's default is the same query with every name schema-qualified and `OPERATOR(pg_catalog.=)`; it runs with the user name bound as a parameter, on a connection whose `search_path` is `pg_catalog, pg_temp`. Results are cached briefly (see docs/security.md)."),
-    k(Pgbouncer, "auth_dbname", "not set", Implemented, Mapped, "Must name a database of `[databases]`; not set: the database the client asked for."),
+    k(Pgbouncer, "auth_dbname", "not set", Implemented, Mapped, "Names a database of `[databases]` (another name loads with a warning and its lookups fail, as in PgBouncer); not set: the database the client asked for."),
     // Log settings.
     k(Pgbouncer, "syslog", "0", NotYet, Ignored(Bool, ZERO), ""),
     k(Pgbouncer, "syslog_ident", "pgbouncer", NotYet, Ignored(Str, Values(&["pgbouncer"])), ""),

@@ -26,6 +26,8 @@ pub(crate) enum Applied {
     AuthFile(Option<String>),
     /// `auth_hba_file`: the name as written (resolved at the end, like `auth_file`).
     AuthHbaFile(Option<String>),
+    /// `auth_ident_file`: the name as written (resolved like `auth_hba_file`).
+    AuthIdentFile(Option<String>),
 }
 
 fn secs(v: &str) -> Result<Secs, String> {
@@ -98,6 +100,7 @@ pub(crate) fn apply(g: &mut General, name: &str, v: &str) -> Result<Applied, Str
         "auth_type" => set!(auth_type = parsed::<AuthType>(v)?),
         "auth_file" => Applied::AuthFile(opt(v)),
         "auth_hba_file" => Applied::AuthHbaFile(opt(v)),
+        "auth_ident_file" => Applied::AuthIdentFile(opt(v)),
         "auth_user" => set!(auth_user = opt(v)),
         "auth_query" => set!(auth_query = v.to_owned()),
         "auth_dbname" => set!(auth_dbname = opt(v)),

@@ -87,6 +87,11 @@ pub(crate) fn to_table(cfg: &Config) -> Table {
     general.insert("stats_users".into(), strings(&g.stats_users));
     opt_path(&mut general, "auth_file", g.auth_file.as_deref());
     opt_path(&mut general, "auth_hba_file", g.auth_hba_file.as_deref());
+    opt_path(
+        &mut general,
+        "auth_ident_file",
+        g.auth_ident_file.as_deref(),
+    );
     opt_string(&mut general, "auth_user", g.auth_user.as_deref());
     general.insert("auth_query".into(), string(&g.auth_query));
     opt_string(&mut general, "auth_dbname", g.auth_dbname.as_deref());

@@ -27,6 +27,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use super::AuthError;
 
@@ -224,6 +225,27 @@ impl ScramSecret {
             stored_key: sha256(&client_key_of(&salted)),
             server_key: server_key_of(&salted),
         }
+    }
+
+    /// The ClientKey of `password` under this verifier's salt and iteration count, when
+    /// the password matches the verifier (constant-time comparison). A cleartext
+    /// password check that also yields what a SCRAM login to a server holding the same
+    /// verifier needs.
+    ///
+    /// ```
+    /// use pgsluice_protocol::auth::scram::ScramSecret;
+    /// let s = ScramSecret::from_password("pw", b"salt", 4);
+    /// assert!(s.client_key_for("pw").is_some());
+    /// assert!(s.client_key_for("other").is_none());
+    /// ```
+    pub fn client_key_for(&self, password: &str) -> Option<[u8; KEY_LEN]> {
+        let salted = salted_password(
+            &prepare_password(password),
+            &self.salt,
+            self.iterations.max(1),
+        );
+        let client_key = client_key_of(&salted);
+        bool::from(sha256(&client_key).ct_eq(&self.stored_key)).then_some(client_key)
     }
 
     /// Random 16-byte salt, DEFAULT_ITERATIONS.

@@ -208,15 +208,46 @@ mod tests {
         assert!(no_auth_user.auth_lookup("a").is_none());
     }
 
+    /// PgBouncer reads any auth_query and auth_dbname and fails only the logins that
+    /// use them: such files load, with a warning naming the key.
     #[test]
-    fn invalid_settings_name_the_key() {
-        let e = cfg(&BASE.replace("auth_dbname = \"a\"", "auth_dbname = \"zz\""))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("auth_dbname") && e.contains("zz"), "{e}");
-        let e = cfg(&BASE.replace("f($1)", "f('x')"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("auth_query") && e.contains("$1"), "{e}");
+    fn odd_settings_load_and_warn_with_the_key() {
+        let c = cfg(&BASE.replace("auth_dbname = \"a\"", "auth_dbname = \"zz\"")).unwrap();
+        let w = c.warnings();
+        assert!(
+            w.iter()
+                .any(|w| w.contains("databases.b.auth_dbname") && w.contains("zz")),
+            "{w:?}"
+        );
+        // The lookup itself then fails with a clear error.
+        let lookup = c.auth_lookup("b").unwrap();
+        assert!(matches!(
+            lookup_target(&c, None, &lookup),
+            Err(LookupError::NoDatabase(d)) if d == "zz"
+        ));
+        for (from, to, key) in [
+            ("f($1)", "f('x')", "databases.b.auth_query"),
+            (
+                "auth_user = \"lookup\"\n",
+                "auth_user = \"lookup\"\nauth_query = \"\"\n",
+                "general.auth_query",
+            ),
+        ] {
+            let c = cfg(&BASE.replacen(from, to, 1)).unwrap();
+            let w = c.warnings();
+            assert!(
+                w.iter().any(|w| w.contains(key) && w.contains("$1")),
+                "{key}: {w:?}"
+            );
+        }
+        assert!(
+            !cfg(BASE)
+                .unwrap()
+                .warnings()
+                .iter()
+                .any(|w| w.contains("auth_")),
+            "{:?}",
+            cfg(BASE).unwrap().warnings()
+        );
     }
 }

@@ -1,19 +1,22 @@
 //! `auth_hba_file`: host-based authentication rules in PostgreSQL's `pg_hba.conf`
-//! syntax, the subset PgBouncer supports.
+//! syntax, the subset PgBouncer supports, and `auth_ident_file`: the user name maps
+//! (`pg_ident.conf` syntax) its `map=` options name.
 //!
 //! Sans-IO: [`parse`] turns text into [`HbaRules`] (reading `@file` name lists through a
-//! callback), and [`HbaRules::find`] picks the first rule matching a connection. Only
-//! [`load`] touches the file system.
+//! callback), [`parse_ident`] turns a map file into [`IdentMaps`], and
+//! [`HbaRules::find`] picks the first rule matching a connection. Only [`load`] touches
+//! the file system.
 //!
 //! Supported: record types `local`, `host`, `hostssl`, `hostnossl`; databases `all`,
 //! `sameuser`, `replication` (matches only replication connections, which pgsluice does
-//! not serve), names, comma lists, quoted names, `@file`; users `all`, names, comma
-//! lists, `@file`; addresses `all`, IPv4/IPv6 in CIDR form or with a mask column;
-//! methods `trust`, `reject`, `md5`, `password`, `scram-sha-256`, `cert` (hostssl only)
-//! and `peer` (local only); `#` comments and backslash line continuation. Everything
-//! else (`samehost`, host names, `+group`, `samerole`, regular expressions, `map=` and
-//! other options, `include` directives, other methods) is an error naming the file, the
-//! line, the field and the token.
+//! not serve), names, comma lists (also with blanks around the commas, as PgBouncer
+//! reads them), quoted names, `@file`; users `all`, names, comma lists, `@file`;
+//! addresses `all`, IPv4/IPv6 in CIDR form or with a mask column; methods `trust`,
+//! `reject`, `md5`, `password`, `scram-sha-256`, `cert` (hostssl only) and `peer`
+//! (local only); the option `map=NAME` on `cert` and `peer` rules; `#` comments and
+//! backslash line continuation. Everything else (`samehost`, host names, `+group`,
+//! `samerole`, regular expressions, other options, `include` directives, other
+//! methods) is an error naming the file, the line, the field and the token.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -29,6 +32,8 @@ pub struct HbaRules {
     pub file: String,
     /// The rules, first match wins.
     pub rules: Vec<HbaRule>,
+    /// The user name maps of `auth_ident_file`, when it is set.
+    pub ident: Option<IdentMaps>,
 }
 
 /// One line of the file.
@@ -46,6 +51,9 @@ pub struct HbaRule {
     pub address: AddrMatch,
     /// What to do with a matching connection.
     pub method: HbaMethod,
+    /// `map=NAME` (cert and peer only): the user name map of `auth_ident_file` that
+    /// says which certificate or OS user may log in as which database user.
+    pub map: Option<String>,
 }
 
 /// Record type of a rule.
@@ -160,6 +168,29 @@ pub struct HbaError {
 }
 
 impl HbaRules {
+    /// Whether `system_user` (a certificate's common name, a unix peer's OS user) may
+    /// log in as `user` through `rule`: through its map when it names one, else only
+    /// when the two names are equal (PostgreSQL's and PgBouncer's rule).
+    pub fn permits(&self, rule: &HbaRule, system_user: &str, user: &str) -> bool {
+        match &rule.map {
+            None => system_user == user,
+            Some(map) => self
+                .ident
+                .as_ref()
+                .is_some_and(|i| i.permits(map, system_user, user)),
+        }
+    }
+
+    /// The rules whose `map=` names a map `auth_ident_file` does not define (every
+    /// login through them fails): (line, map name).
+    pub fn undefined_maps(&self) -> Vec<(usize, &str)> {
+        self.rules
+            .iter()
+            .filter_map(|r| Some((r.line, r.map.as_deref()?)))
+            .filter(|(_, m)| !self.ident.as_ref().is_some_and(|i| i.defines(m)))
+            .collect()
+    }
+
     /// The first rule matching a connection, if any.
     pub fn find(&self, transport: Transport, database: &str, user: &str) -> Option<&HbaRule> {
         self.rules
@@ -232,9 +263,9 @@ fn prefix_mask(addr: IpAddr, bits: u8) -> Option<IpAddr> {
 /// (the file's name for messages, its text), or why it cannot be read.
 pub type IncludeReader<'a> = dyn FnMut(&str, &str) -> Result<(String, String), String> + 'a;
 
-/// Reads and parses an HBA file; `@file` lists are taken relative to the directory of
-/// the file naming them.
-pub fn load(path: &Path) -> Result<HbaRules, LoadError> {
+/// Reads and parses an HBA file, and the ident map file `ident` when given; `@file`
+/// lists are taken relative to the directory of the file naming them.
+pub fn load(path: &Path, ident: Option<&Path>) -> Result<HbaRules, LoadError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| LoadError::Read(format!("cannot read the auth_hba_file {file}: {e}")))?;
@@ -252,15 +283,24 @@ pub fn load(path: &Path) -> Result<HbaRules, LoadError> {
             .map(|t| (shown.clone(), t))
             .map_err(|e| format!("cannot read `@{name}` ({shown}): {e}"))
     };
-    parse(&text, &file, &mut read).map_err(LoadError::Parse)
+    let mut rules = parse(&text, &file, &mut read).map_err(LoadError::Parse)?;
+    if let Some(ident) = ident {
+        let name = ident.display().to_string();
+        let text = std::fs::read_to_string(ident).map_err(|e| {
+            LoadError::ReadIdent(format!("cannot read the auth_ident_file {name}: {e}"))
+        })?;
+        rules.ident = Some(parse_ident(&text, &name).map_err(LoadError::Parse)?);
+    }
+    Ok(rules)
 }
 
-/// Reads the rules of `general.auth_hba_file` into [`Config::hba`] when `auth_type =
-/// hba` (without a file, the validation checks complain). `blame` makes the error for
-/// an unreadable file, about the key; errors in the file name the file, line and field.
+/// Reads the rules of `general.auth_hba_file` (and the maps of `auth_ident_file`) into
+/// [`Config::hba`] when `auth_type = hba` (without a file, the validation checks
+/// complain). `blame` makes the error for an unreadable file, about the key (`true`:
+/// `auth_ident_file`); errors in the files name the file, line and field.
 pub(crate) fn load_into(
     cfg: &mut super::Config,
-    blame: &dyn Fn(String) -> super::ConfigError,
+    blame: &dyn Fn(bool, String) -> super::ConfigError,
 ) -> Result<(), super::ConfigError> {
     cfg.hba = None;
     if cfg.general.auth_type != super::AuthType::Hba {
@@ -269,12 +309,13 @@ pub(crate) fn load_into(
     let Some(path) = cfg.general.auth_hba_file.clone() else {
         return Ok(());
     };
-    match load(&path) {
+    match load(&path, cfg.general.auth_ident_file.as_deref()) {
         Ok(rules) => {
             cfg.hba = Some(std::sync::Arc::new(rules));
             Ok(())
         }
-        Err(LoadError::Read(message)) => Err(blame(message)),
+        Err(LoadError::Read(message)) => Err(blame(false, message)),
+        Err(LoadError::ReadIdent(message)) => Err(blame(true, message)),
         Err(LoadError::Parse(e)) => Err(super::ConfigError::At {
             file: e.file,
             line: e.line,
@@ -287,9 +328,12 @@ pub(crate) fn load_into(
 /// Why [`load`] failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoadError {
-    /// The file itself cannot be read.
+    /// The HBA file itself cannot be read.
     #[error("{0}")]
     Read(String),
+    /// The ident map file cannot be read.
+    #[error("{0}")]
+    ReadIdent(String),
     /// A line is wrong.
     #[error("{0}")]
     Parse(HbaError),
@@ -301,9 +345,13 @@ impl fmt::Display for HbaMethod {
     }
 }
 
+mod ident;
 mod parse;
+pub use ident::{parse_ident, IdentLine, IdentMaps, IdentUser};
 pub use parse::parse;
 
+#[cfg(test)]
+mod tests_ident;
 #[cfg(test)]
 mod tests_match;
 #[cfg(test)]

@@ -11,19 +11,19 @@ use super::{
 /// A token of a line: its text without quotes, and whether any part was quoted
 /// (quoted tokens are never keywords).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Token {
-    text: String,
-    quoted: bool,
+pub(super) struct Token {
+    pub(super) text: String,
+    pub(super) quoted: bool,
 }
 
 impl Token {
-    fn is_kw(&self, kw: &str) -> bool {
+    pub(super) fn is_kw(&self, kw: &str) -> bool {
         !self.quoted && self.text == kw
     }
 }
 
 /// The logical lines of a text: (first line number, text), continuation lines joined.
-fn logical_lines(text: &str) -> Vec<(usize, String)> {
+pub(super) fn logical_lines(text: &str) -> Vec<(usize, String)> {
     let mut out = Vec::new();
     let mut pending: Option<(usize, String)> = None;
     for (i, raw) in text.split('\n').enumerate() {
@@ -43,7 +43,7 @@ fn logical_lines(text: &str) -> Vec<(usize, String)> {
 }
 
 /// Splits a logical line into fields, each a comma-separated list of tokens.
-fn tokenize(line: &str) -> Result<Vec<Vec<Token>>, String> {
+pub(super) fn tokenize(line: &str) -> Result<Vec<Vec<Token>>, String> {
     let blank = |c: char| c == ' ' || c == '\t' || c == '\r' || c == '\x0c' || c == '\x0b';
     let mut chars = line.chars().peekable();
     let mut fields: Vec<Vec<Token>> = Vec::new();
@@ -55,12 +55,16 @@ fn tokenize(line: &str) -> Result<Vec<Vec<Token>>, String> {
         }
         match chars.peek() {
             None | Some('#') => break,
+            Some(',') if after_comma || fields.is_empty() => {
+                return Err("empty entry in a comma-separated list".to_owned());
+            }
             Some(',') => {
-                return Err(if after_comma || fields.is_empty() {
-                    "empty entry in a comma-separated list".to_owned()
-                } else {
-                    "a comma after a space: write lists as `a,b` or `a, b`".to_owned()
-                });
+                // A comma after blanks continues the previous field's list, as in
+                // PgBouncer (`db1 , db2` and `db1 ,db2` are the list db1,db2).
+                chars.next();
+                field = fields.pop().unwrap_or_default();
+                after_comma = true;
+                continue;
             }
             _ => {}
         }
@@ -140,6 +144,7 @@ pub fn parse(
     Ok(HbaRules {
         file: file.to_owned(),
         rules,
+        ident: None,
     })
 }
 
@@ -271,19 +276,7 @@ impl LineParser<'_, '_> {
             }
             _ => {}
         }
-        if let Some(opts) = self.fields.next() {
-            let o = &opts[0].text;
-            let message = match o.split_once('=') {
-                Some(("map", _)) => {
-                    format!("user name maps (`{o}`) are not supported")
-                }
-                Some((name, _)) => {
-                    format!("authentication option `{name}` (`{o}`) is not supported")
-                }
-                None => format!("`{o}`: authentication options must be written name=value"),
-            };
-            return Err(self.err("option", message));
-        }
+        let map = self.options(method)?;
         Ok(HbaRule {
             line: self.line,
             conn,
@@ -291,7 +284,51 @@ impl LineParser<'_, '_> {
             users,
             address,
             method,
+            map,
         })
+    }
+
+    /// The option fields after the method: only `map=NAME`, and only for `cert` and
+    /// `peer` (the methods PgBouncer applies user name maps to).
+    fn options(&mut self, method: HbaMethod) -> Result<Option<String>, HbaError> {
+        let mut map = None;
+        while let Some(field) = self.fields.next() {
+            let o = field
+                .iter()
+                .map(|t| t.text.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
+            match o.split_once('=') {
+                Some(("map", name)) if matches!(method, HbaMethod::Cert | HbaMethod::Peer) => {
+                    if name.is_empty() || field.len() > 1 {
+                        return Err(self.err("option", format!("`{o}`: expected map=NAME")));
+                    }
+                    map = Some(name.to_owned());
+                }
+                Some(("map", _)) => {
+                    return Err(self.err(
+                        "option",
+                        format!(
+                            "`{o}`: user name maps are only valid for the cert and peer methods, \
+                             not {method}"
+                        ),
+                    ))
+                }
+                Some((name, _)) => {
+                    return Err(self.err(
+                        "option",
+                        format!("authentication option `{name}` (`{o}`) is not supported"),
+                    ))
+                }
+                None => {
+                    return Err(self.err(
+                        "option",
+                        format!("`{o}`: authentication options must be written name=value"),
+                    ))
+                }
+            }
+        }
+        Ok(map)
     }
 
     /// A database or user field, `@file` lists expanded.

@@ -120,7 +120,7 @@ fn load_reads_at_files_beside_the_hba_file() {
     std::fs::write(dir.join("sub/users.txt"), "alice\n@more.txt\n").unwrap();
     std::fs::write(dir.join("sub/more.txt"), "bob").unwrap();
     std::fs::write(dir.join("hba.conf"), "local all @sub/users.txt trust\n").unwrap();
-    let r = load(&dir.join("hba.conf")).unwrap();
+    let r = load(&dir.join("hba.conf"), None).unwrap();
     assert_eq!(
         r.rules[0].users,
         vec![
@@ -129,7 +129,7 @@ fn load_reads_at_files_beside_the_hba_file() {
         ]
     );
     std::fs::write(dir.join("hba.conf"), "local all @nope trust\n").unwrap();
-    match load(&dir.join("hba.conf")) {
+    match load(&dir.join("hba.conf"), None) {
         Err(LoadError::Parse(e)) => {
             assert_eq!(e.line, 1);
             assert!(e.message.contains("@nope"), "{e}");
@@ -137,7 +137,7 @@ fn load_reads_at_files_beside_the_hba_file() {
         other => panic!("{other:?}"),
     }
     assert!(
-        matches!(load(&dir.join("missing.conf")), Err(LoadError::Read(m)) if m.contains("missing.conf"))
+        matches!(load(&dir.join("missing.conf"), None), Err(LoadError::Read(m)) if m.contains("missing.conf"))
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
