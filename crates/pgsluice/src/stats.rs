@@ -269,6 +269,9 @@ mod tests {
             wait_time_us: 2_000,
             client_connects: 2,
             servers_opened: 1,
+            client_parses: 6,
+            server_parses: 4,
+            binds: 30,
         };
         let a = Averages::between(old, new, Duration::from_secs(2));
         assert_eq!(a.xacts, 5);
@@ -279,6 +282,7 @@ mod tests {
         assert_eq!(a.query_time_us, 1_000);
         assert_eq!(a.wait_time_us, 100);
         assert_eq!(a.client_connects, 1);
+        assert_eq!((a.client_parses, a.server_parses, a.binds), (3, 2, 15));
         assert_eq!(
             Averages::between(old, new, Duration::ZERO),
             Averages::default()

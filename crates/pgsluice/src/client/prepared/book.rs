@@ -61,6 +61,10 @@ pub(super) enum Expect {
         /// The Parse creates `stmt` on the server. False for a client Parse of a name it
         /// already has: that one is sent only for the server to refuse it (42P05).
         creates: bool,
+        /// Should this Parse fail or be skipped, the server does not hold `stmt` (it
+        /// was absent, and no Close of ours precedes the Parse): the client's name then
+        /// exists exactly when the statement does.
+        tied: bool,
     },
     Bind(Option<Rename>),
     DescribeStatement(Option<Rename>),
@@ -195,11 +199,12 @@ impl Book {
                 creates: true,
                 stmt: Some(s),
                 client,
+                tied,
                 ..
             } => {
                 self.stmts.plan(s.id, true, epoch);
                 if let Some(name) = client {
-                    self.plan_name(name, Some(s.clone()), None, true);
+                    self.plan_name(name, Some(s.clone()), None, *tied);
                 }
             }
             Expect::Close {
@@ -308,6 +313,16 @@ impl Book {
                 (known, true)
             }
             None => (Named::Unknown, true),
+        }
+    }
+
+    /// What `name` stands for should a Close of it sent now be skipped: the statement
+    /// of its last Parse, or, after another Close, what that one found (if the earlier
+    /// Close was carried out, the name is gone either way).
+    pub(super) fn before_close(&self, client: &ClientStatements, name: &str) -> Option<Arc<Stmt>> {
+        match self.names.get(name) {
+            Some(p) => p.stmt.clone().or_else(|| p.prior.clone()),
+            None => client.get(name).map(|(_, s)| s.clone()),
         }
     }
 

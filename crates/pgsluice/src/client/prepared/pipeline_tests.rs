@@ -518,3 +518,33 @@ fn statement_needed_again_across_sync_windows() {
     assert!(errors(&seen).is_empty(), "{seen:?}");
     assert_eq!(seen.iter().filter(|m| *m == "Dselect 1").count(), 3);
 }
+
+/// A name parsed again in the next Sync window before the first answer came (libpq
+/// pipelines do this): refused (42P05) exactly when the first Parse succeeded.
+#[test]
+fn name_parsed_again_across_sync_windows() {
+    let skipped = vec![S(vec![
+        ParseUnnamed(2),
+        Parse(1, 0),
+        Sync,
+        Parse(1, 0),
+        Bind(1),
+        Execute,
+        Sync,
+    ])];
+    let seen = exact(&skipped, 200);
+    assert_eq!(errors(&seen).len(), 1, "{seen:?}");
+    assert!(seen.iter().any(|m| m == "Dselect 1"));
+    let done = vec![S(vec![
+        Parse(1, 0),
+        Sync,
+        Parse(1, 0),
+        Sync,
+        Bind(1),
+        Execute,
+        Sync,
+    ])];
+    let seen = exact(&done, 200);
+    assert_eq!(errors(&seen).len(), 1, "{seen:?}");
+    assert!(errors(&seen)[0].contains("prepared statement \"s1\" already exists"));
+}

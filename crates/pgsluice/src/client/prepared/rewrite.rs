@@ -140,6 +140,7 @@ impl<'x> Rewrite<'x> {
             stmt: Some(stmt.clone()),
             client: None,
             creates: true,
+            tied: false,
         };
         self.send_parse(stmt, &stmt.query, &stmt.types, e);
     }
@@ -196,13 +197,7 @@ impl<'x> Rewrite<'x> {
             ft::CLOSE => {
                 let (kind, name) = frontend::parse_target(body)?;
                 if kind == b'S' && !name.is_empty() {
-                    let prior = match self.book.look_up(self.client, name).0 {
-                        Named::Known { rename, .. }
-                        | Named::Closing {
-                            prior: Some(rename),
-                        } => Some(rename.stmt),
-                        Named::Unknown | Named::Closing { prior: None } => None,
-                    };
+                    let prior = self.book.before_close(self.client, name);
                     let name = name.into();
                     self.synth(Synth::Closed { name, prior });
                     return Ok(Emit::Done);
@@ -248,6 +243,7 @@ impl<'x> Rewrite<'x> {
                 stmt: None,
                 client: None,
                 creates: false,
+                tied: false,
             });
             if refused.is_none() {
                 return Ok(Emit::Same);
@@ -256,7 +252,8 @@ impl<'x> Rewrite<'x> {
             return Ok(Emit::Done);
         }
         self.book.counts.client_parses += 1;
-        let rename = match self.book.named(self.client, p.name) {
+        let (named, exact) = self.book.look_up(self.client, p.name);
+        let rename = match named {
             Named::Known { rename, certain } => Some((rename, certain)),
             // Should that Close be skipped, PostgreSQL refuses this Parse (42P05).
             Named::Closing { prior } => {
@@ -268,12 +265,30 @@ impl<'x> Rewrite<'x> {
             Named::Unknown => None,
         };
         if let Some((rename, certain)) = rename {
-            // PostgreSQL answers a duplicate name with 42P05 and skips to Sync; let the
-            // server do exactly that on its own copy, then show the client's name.
+            if !certain && exact {
+                // The name rests on its own Parse of an earlier Sync window, not
+                // answered yet, and exists exactly when the server statement does.
+                let stmt = self.registry.intern(p.query, &p.param_types);
+                if Arc::ptr_eq(&stmt, &rename.stmt) {
+                    // The same statement: parse it again. The server refuses it (42P05,
+                    // under the client's name) exactly when the earlier one succeeded.
+                    let e = Expect::Parse {
+                        forward: true,
+                        stmt: Some(stmt.clone()),
+                        client: Some(rename.name),
+                        creates: true,
+                        tied: true,
+                    };
+                    self.send_parse(&stmt, p.query, &p.param_types, e);
+                    return Ok(Emit::Done);
+                }
+            }
             if !certain {
                 // If the earlier Parse fails, PostgreSQL would accept this one.
                 self.book.mark_inexact();
             }
+            // PostgreSQL answers a duplicate name with 42P05 and skips to Sync; let the
+            // server do exactly that on its own copy, then show the client's name.
             self.ensure(&rename.stmt);
             self.book.counts.server_parses += 1;
             frontend::parse(
@@ -287,24 +302,37 @@ impl<'x> Rewrite<'x> {
                 stmt: Some(rename.stmt),
                 client: Some(rename.name),
                 creates: false,
+                tied: false,
             });
             return Ok(Emit::Done);
         }
         let stmt = self.registry.intern(p.query, &p.param_types);
+        // A Close of the name earlier in this window may be skipped yet: then the name
+        // keeps its statement even if this Parse is skipped.
+        let prior = self.book.before_close(self.client, p.name);
         let name: Arc<str> = p.name.into();
-        let presence = self.book.presence(&stmt);
+        let mut presence = self.book.presence(&stmt);
         if presence == Presence::Present {
             self.registry.stats.hits.fetch_add(1, Relaxed);
-            self.synth(Synth::Parsed { name, stmt });
-            return Ok(Emit::Done);
+            if self.book.queue.is_empty() {
+                self.synth(Synth::Parsed { name, stmt });
+                return Ok(Emit::Done);
+            }
+            // In a pipeline, an error before this Parse would have PostgreSQL skip it,
+            // and nothing later in the pipeline could tell whether the name exists: the
+            // server parses it again (after a Close), so the name lives exactly when
+            // the statement does, as without a pooler.
+            presence = Presence::Uncertain;
+        } else {
+            self.registry.stats.misses.fetch_add(1, Relaxed);
         }
-        self.registry.stats.misses.fetch_add(1, Relaxed);
         self.clear_uncertain(&stmt, presence);
         let e = Expect::Parse {
             forward: true,
             stmt: Some(stmt.clone()),
             client: Some(name),
             creates: true,
+            tied: presence == Presence::Absent && prior.is_none(),
         };
         self.send_parse(&stmt, p.query, &p.param_types, e);
         Ok(Emit::Done)

@@ -17,9 +17,9 @@ use super::Stmt;
 pub(super) enum Presence {
     /// Confirmed, or planned in the current Sync window.
     Present,
-    /// Planned in an earlier Sync window whose outcome is not known yet.
+    /// Parsed or closed in an earlier Sync window whose outcome is not known yet.
     Uncertain,
-    /// Not there, or a Close of it is planned.
+    /// Not there, or a Close of it is planned in the current Sync window.
     Absent,
 }
 
@@ -82,9 +82,10 @@ impl ServerStatements {
     pub(super) fn view(&mut self, id: u64, epoch: u64) -> Presence {
         self.tick += 1;
         match self.planned.get(&id) {
-            Some(p) if !p.parsed => Presence::Absent,
-            Some(p) if p.epoch == epoch => Presence::Present,
-            Some(_) => Presence::Uncertain,
+            // A Close of an earlier window may be skipped too: uncertain as well.
+            Some(p) if p.epoch != epoch => Presence::Uncertain,
+            Some(p) if p.parsed => Presence::Present,
+            Some(_) => Presence::Absent,
             None => match self.present.get_mut(&id) {
                 Some(e) => {
                     e.0 = self.tick;
