@@ -294,7 +294,7 @@ pub fn render(app: &App) -> String {
     }
 
     let totals: Vec<_> = pools.iter().map(|p| p.stats.totals()).collect();
-    let counters: [Counter; 9] = [
+    let counters: [Counter; 12] = [
         (
             "pgsluice_server_assignments_total",
             "Server connections assigned to clients.",
@@ -332,6 +332,21 @@ pub fn render(app: &App) -> String {
         ("pgsluice_client_logins_total", "Client logins.", |t| {
             t.client_connects as f64
         }),
+        (
+            "pgsluice_prepared_client_parses_total",
+            "Parse messages of named statements from clients (SHOW STATS total_client_parse_count).",
+            |t| t.client_parses as f64,
+        ),
+        (
+            "pgsluice_prepared_server_parses_total",
+            "Parse messages of named statements sent to servers (SHOW STATS total_server_parse_count).",
+            |t| t.server_parses as f64,
+        ),
+        (
+            "pgsluice_prepared_binds_total",
+            "Bind messages of named statements from clients (SHOW STATS total_bind_count).",
+            |t| t.binds as f64,
+        ),
     ];
     for (name, help, get) in counters {
         f.header(name, "counter", help);

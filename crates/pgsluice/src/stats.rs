@@ -103,6 +103,12 @@ pub struct Totals {
     pub client_connects: u64,
     /// Server connections opened.
     pub servers_opened: u64,
+    /// Parse messages of named statements from clients (transaction mode).
+    pub client_parses: u64,
+    /// Parse messages of named statements sent to servers, the clients' and pgsluice's.
+    pub server_parses: u64,
+    /// Bind messages of named statements from clients (transaction mode).
+    pub binds: u64,
 }
 
 impl Add for Totals {
@@ -119,6 +125,9 @@ impl Add for Totals {
             wait_time_us: self.wait_time_us + o.wait_time_us,
             client_connects: self.client_connects + o.client_connects,
             servers_opened: self.servers_opened + o.servers_opened,
+            client_parses: self.client_parses + o.client_parses,
+            server_parses: self.server_parses + o.server_parses,
+            binds: self.binds + o.binds,
         }
     }
 }
@@ -137,6 +146,9 @@ impl Sub for Totals {
             wait_time_us: self.wait_time_us.saturating_sub(o.wait_time_us),
             client_connects: self.client_connects.saturating_sub(o.client_connects),
             servers_opened: self.servers_opened.saturating_sub(o.servers_opened),
+            client_parses: self.client_parses.saturating_sub(o.client_parses),
+            server_parses: self.server_parses.saturating_sub(o.server_parses),
+            binds: self.binds.saturating_sub(o.binds),
         }
     }
 }
@@ -163,6 +175,12 @@ pub struct Averages {
     pub wait_time_us: u64,
     /// Client logins per second.
     pub client_connects: u64,
+    /// Client Parse messages (named) per second.
+    pub client_parses: u64,
+    /// Parse messages sent to servers per second.
+    pub server_parses: u64,
+    /// Client Bind messages (named) per second.
+    pub binds: u64,
 }
 
 impl Averages {
@@ -185,6 +203,9 @@ impl Averages {
             query_time_us: per(d.query_time_us, d.queries),
             wait_time_us: per(d.wait_time_us, d.server_assignments),
             client_connects: rate(d.client_connects),
+            client_parses: rate(d.client_parses),
+            server_parses: rate(d.server_parses),
+            binds: rate(d.binds),
         }
     }
 }
@@ -248,6 +269,9 @@ mod tests {
             wait_time_us: 2_000,
             client_connects: 2,
             servers_opened: 1,
+            client_parses: 6,
+            server_parses: 4,
+            binds: 30,
         };
         let a = Averages::between(old, new, Duration::from_secs(2));
         assert_eq!(a.xacts, 5);
@@ -258,6 +282,7 @@ mod tests {
         assert_eq!(a.query_time_us, 1_000);
         assert_eq!(a.wait_time_us, 100);
         assert_eq!(a.client_connects, 1);
+        assert_eq!((a.client_parses, a.server_parses, a.binds), (3, 2, 15));
         assert_eq!(
             Averages::between(old, new, Duration::ZERO),
             Averages::default()

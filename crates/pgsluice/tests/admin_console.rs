@@ -689,3 +689,60 @@ async fn killed_client_is_told_why() {
     })
     .await;
 }
+
+/// PgBouncer 1.24's prepared-statement counters: a client's named Parse (sent to the
+/// server once), its Binds, and the injected Parse when the statement is needed on a
+/// connection that lacks it; in SHOW STATS, STATS_TOTALS, TOTALS and /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statement_counters() {
+    let pg = pg_with_app();
+    let mut cfg = base_config(&pg);
+    cfg.general.pool_mode = pgsluice::config::PoolMode::Transaction;
+    cfg.general.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let (server, addr) = start(cfg).await;
+    let metrics = server.metrics_addr().expect("metrics endpoint");
+    let client = app_client(addr).await;
+    let stmt = client.prepare("select $1::int4 + 1").await.unwrap();
+    for i in 0..3 {
+        let row = client.query_one(&stmt, &[&i]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), i + 1);
+    }
+    // A second client holds the first server connection in a transaction, so the
+    // first client's next Bind lands on a new connection: pgsluice parses there too.
+    let other = app_client(addr).await;
+    other.batch_execute("begin; select 1").await.unwrap();
+    let row = client.query_one(&stmt, &[&9]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 10);
+    other.batch_execute("commit").await.unwrap();
+    blocking(move || {
+        let get = |cmd: &str, col: &str| {
+            cell(addr, cmd, "database", "app", col)
+                .unwrap_or_else(|| panic!("{cmd} {col}"))
+                .parse::<u64>()
+                .unwrap()
+        };
+        // tokio-postgres names its statements: one Parse, four Binds.
+        assert_eq!(get("SHOW STATS", "total_client_parse_count"), 1);
+        assert_eq!(get("SHOW STATS", "total_bind_count"), 4);
+        assert_eq!(get("SHOW STATS", "total_server_parse_count"), 2);
+        assert_eq!(get("SHOW STATS_TOTALS", "client_parse_count"), 1);
+        assert_eq!(get("SHOW STATS_TOTALS", "server_parse_count"), 2);
+        assert_eq!(get("SHOW STATS_TOTALS", "bind_count"), 4);
+        let totals = show(addr, "SHOW TOTALS").1;
+        assert!(
+            totals
+                .iter()
+                .any(|r| r[0] == "total_ps_bind_count" && r[1] == "4"),
+            "{totals:?}"
+        );
+        let body = http_get(metrics, "/metrics");
+        for line in [
+            "pgsluice_prepared_client_parses_total{database=\"app\",user=\"app\"} 1",
+            "pgsluice_prepared_server_parses_total{database=\"app\",user=\"app\"} 2",
+            "pgsluice_prepared_binds_total{database=\"app\",user=\"app\"} 4",
+        ] {
+            assert!(body.lines().any(|l| l == line), "missing {line} in\n{body}");
+        }
+    })
+    .await;
+}

@@ -289,6 +289,9 @@ impl Session {
             counts.bytes_out,
             held_since.elapsed(),
         );
+        if let Some(ext) = co.conn().ext.as_mut() {
+            self.pool.stats.add_prepared(ext.take_counts());
+        }
         conclude(end, co, mode, busy, stop.fired)
     }
 
@@ -456,6 +459,12 @@ impl Session {
             }
         }
         let mut reply = BytesMut::with_capacity(found.len() * 5 + 6);
+        self.pool
+            .stats
+            .add_prepared(super::prepared::PreparedCounts {
+                client_parses: found.len() as u64,
+                ..Default::default()
+            });
         for (name, stmt) in found {
             self.stmts.insert(&name, stmt);
             reply.extend_from_slice(&[b'1', 0, 0, 0, 4]);

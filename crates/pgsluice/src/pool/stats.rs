@@ -21,6 +21,9 @@ pub struct PoolStats {
     waits: AtomicU64,
     servers_opened: AtomicU64,
     client_connects: AtomicU64,
+    client_parses: AtomicU64,
+    server_parses: AtomicU64,
+    binds: AtomicU64,
     /// Transaction (server hold) durations.
     pub xact_hist: Histogram,
     /// Query durations (estimated per transaction: hold time / queries).
@@ -85,6 +88,20 @@ impl PoolStats {
         self.servers_opened.fetch_add(1, Relaxed);
     }
 
+    /// Records a relay run's prepared-statement traffic (named Parse from the client,
+    /// Parse sent to the server, named Bind), once per transaction.
+    pub fn add_prepared(&self, c: crate::client::prepared::PreparedCounts) {
+        for (counter, n) in [
+            (&self.client_parses, c.client_parses),
+            (&self.server_parses, c.server_parses),
+            (&self.binds, c.binds),
+        ] {
+            if n > 0 {
+                counter.fetch_add(n, Relaxed);
+            }
+        }
+    }
+
     /// Records a client login.
     pub fn client_connected(&self) {
         self.client_connects.fetch_add(1, Relaxed);
@@ -117,6 +134,9 @@ impl PoolStats {
             wait_time_us: self.wait_time_us.load(Relaxed),
             client_connects: self.client_connects.load(Relaxed),
             servers_opened: self.servers_opened.load(Relaxed),
+            client_parses: self.client_parses.load(Relaxed),
+            server_parses: self.server_parses.load(Relaxed),
+            binds: self.binds.load(Relaxed),
         }
     }
 

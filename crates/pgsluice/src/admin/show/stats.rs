@@ -1,6 +1,7 @@
 //! SHOW STATS, STATS_TOTALS, STATS_AVERAGES and TOTALS: per-database totals since
-//! start and averages over the last completed `stats_period`. The prepared-statement
-//! counters (parse, bind) are 0: pgsluice does not count them yet.
+//! start and averages over the last completed `stats_period`, with PgBouncer 1.24's
+//! prepared-statement counters (client Parse, server Parse, Bind of named statements;
+//! counted in transaction mode, where pgsluice tracks statements, as PgBouncer does).
 
 use std::collections::BTreeMap;
 
@@ -21,9 +22,9 @@ fn total_cells(t: &Totals) -> [Cell; 12] {
         t.xact_time_us.into(),
         t.query_time_us.into(),
         t.wait_time_us.into(),
-        0u64.into(),
-        0u64.into(),
-        0u64.into(),
+        t.client_parses.into(),
+        t.server_parses.into(),
+        t.binds.into(),
         t.client_connects.into(),
     ]
 }
@@ -38,9 +39,9 @@ fn average_cells(a: &Averages) -> [Cell; 12] {
         a.xact_time_us.into(),
         a.query_time_us.into(),
         a.wait_time_us.into(),
-        0u64.into(),
-        0u64.into(),
-        0u64.into(),
+        a.client_parses.into(),
+        a.server_parses.into(),
+        a.binds.into(),
         a.client_connects.into(),
     ]
 }

@@ -7,18 +7,16 @@
 //! in place and the relay sends the bytes as it read them ([`Route::AsRead`]); anything
 //! else goes through a [`Framer`] into an out buffer.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
-
 use bytes::{BufMut, BytesMut};
 use pgsluice_protocol::frame::parse_header;
 use pgsluice_protocol::framer::{Framer, Mode, Piece};
 use pgsluice_protocol::frontend::tag as ft;
 use pgsluice_protocol::ProtocolError;
 
-use super::replies::{drain_synth, emit, put_message, Forward, MessageCx};
+use super::book::{Book, PreparedCounts};
+use super::replies::{emit, put_message, Forward, MessageCx};
 use super::rewrite::{Emit, Rewrite};
-use super::{ClientStatements, ServerStatements, StatementRegistry, Stmt};
+use super::{ClientStatements, StatementRegistry};
 use crate::client::relay::Flow;
 use crate::params::ParamSet;
 
@@ -29,35 +27,11 @@ const GUARDED_QUERY: u32 = 1 << 20;
 /// Most bytes read to find the names at the front of a Bind.
 const BIND_PREFIX_LIMIT: usize = 16 * 1024;
 
-/// What the server will send next, per message sent to it.
-#[derive(Debug)]
-pub(super) enum Expect {
-    Parse {
-        forward: bool,
-        client_name: Option<Box<str>>,
-        stmt: Option<Arc<Stmt>>,
-        rename: Option<(Box<str>, Box<str>)>,
-    },
-    Bind,
-    DescribeStatement,
-    DescribePortal,
-    Execute,
-    Close {
-        forward: bool,
-    },
-    Sync,
-    Query,
-    FunctionCall,
-    /// A response pgsluice makes up (ParseComplete, CloseComplete) when its turn comes.
-    Synth(u8),
-}
-
 /// Per-server-connection state for the rewriting relay path.
 #[derive(Debug)]
 pub struct ExtState {
-    /// Statements on this connection.
-    pub stmts: ServerStatements,
-    queue: VecDeque<Expect>,
+    /// The queue of expected replies and the statements on this connection.
+    pub(super) book: Book,
     c2s: Framer,
     s2c: Framer,
     /// Bytes ready for the server.
@@ -141,8 +115,7 @@ impl ExtState {
     /// Fresh state for a new server connection.
     pub fn new(max_message: u32, max_prepared: usize) -> Self {
         ExtState {
-            stmts: ServerStatements::new(max_prepared),
-            queue: VecDeque::new(),
+            book: Book::new(max_prepared),
             c2s: Framer::new(max_message),
             s2c: Framer::new(u32::MAX),
             c2s_out: BytesMut::new(),
@@ -152,12 +125,22 @@ impl ExtState {
 
     /// Called when a client takes the connection.
     pub fn begin_checkout(&mut self) {
-        self.stmts.checkout_tick = self.stmts.tick + 1;
+        self.book.begin_checkout();
+    }
+
+    /// Number of statements the server confirmed on this connection.
+    pub fn statements(&self) -> usize {
+        self.book.stmts.len()
+    }
+
+    /// The prepared-statement counters since the last call (for SHOW STATS).
+    pub fn take_counts(&mut self) -> PreparedCounts {
+        std::mem::take(&mut self.book.counts)
     }
 
     /// Nothing buffered, nothing expected: the connection is between messages.
     pub fn quiescent(&self) -> bool {
-        self.queue.is_empty()
+        self.book.settled()
             && self.c2s_out.is_empty()
             && self.s2c_out.is_empty()
             && self.c2s.at_boundary()
@@ -186,8 +169,7 @@ impl ExtState {
         flow: &mut Flow,
     ) -> Result<ClientPass, ProtocolError> {
         let ExtState {
-            stmts,
-            queue,
+            book,
             c2s,
             c2s_out,
             s2c_out,
@@ -199,7 +181,7 @@ impl ExtState {
                 tag != ft::TERMINATE && (tag != ft::BIND || len as usize <= BIND_PREFIX_LIMIT)
             });
         if in_place {
-            let mut cx = Rewrite::new(c2s_out, s2c_out, queue, stmts, client, registry, data);
+            let mut cx = Rewrite::new(c2s_out, s2c_out, book, client, registry, data);
             for_each_message(data, |tag, len, body, start, end| {
                 let emit = match c2s_mode(tag, len) {
                     Mode::Whole => {
@@ -236,7 +218,7 @@ impl ExtState {
             });
         }
         let mut terminated = false;
-        let mut cx = Rewrite::new(c2s_out, s2c_out, queue, stmts, client, registry, &[]);
+        let mut cx = Rewrite::new(c2s_out, s2c_out, book, client, registry, &[]);
         c2s.feed::<ProtocolError>(
             data,
             c2s_mode,
@@ -247,7 +229,7 @@ impl ExtState {
                 }
                 match piece {
                     Piece::Whole { tag, body } => {
-                        tracing::trace!(tag = %(tag as char), queue = ?cx.queue, "c2s whole");
+                        tracing::trace!(tag = %(tag as char), queue = ?cx.book.queue, "c2s whole");
                         if tag == ft::TERMINATE {
                             terminated = true;
                             return Ok(());
@@ -299,15 +281,10 @@ impl ExtState {
         server_params: &mut ParamSet,
     ) -> Result<Route, ProtocolError> {
         let ExtState {
-            stmts,
-            queue,
-            s2c,
-            s2c_out,
-            ..
+            book, s2c, s2c_out, ..
         } = self;
         let mut m = MessageCx {
-            queue,
-            stmts,
+            book,
             flow,
             client,
             client_params,
@@ -323,7 +300,7 @@ impl ExtState {
             let mut copying = false;
             for_each_message(data, |tag, _, body, start, _| {
                 let forward = m.on_message(tag, Some(body))?;
-                let synth_due = matches!(m.queue.front(), Some(Expect::Synth(_)));
+                let synth_due = m.synth_due();
                 if !copying && matches!(forward, Forward::Yes) && !synth_due {
                     return Ok(());
                 }
@@ -332,7 +309,7 @@ impl ExtState {
                     copying = true;
                 }
                 emit(s2c_out, forward, tag, body);
-                drain_synth(m.queue, s2c_out);
+                m.book.drain_synth(s2c_out, m.client);
                 Ok(())
             })?;
             return Ok(if copying {
@@ -353,17 +330,17 @@ impl ExtState {
             |_, _| false,
             |piece| match piece {
                 Piece::Whole { tag, body } => {
-                    tracing::trace!(tag = %(tag as char), queue = ?m.queue, "s2c whole");
+                    tracing::trace!(tag = %(tag as char), queue = ?m.book.queue, "s2c whole");
                     let forward = m.on_message(tag, Some(body))?;
                     emit(s2c_out, forward, tag, body);
-                    drain_synth(m.queue, s2c_out);
+                    m.book.drain_synth(s2c_out, m.client);
                     Ok(())
                 }
                 Piece::Start { tag, len } => {
                     m.on_message(tag, None)?;
                     s2c_out.put_u8(tag);
                     s2c_out.put_u32(len);
-                    drain_synth(m.queue, s2c_out);
+                    m.book.drain_synth(s2c_out, m.client);
                     Ok(())
                 }
                 Piece::Body(b) => {
@@ -381,7 +358,7 @@ impl ExtState {
 /// unchanged.
 fn stream_start(cx: &mut Rewrite<'_>, flow: &mut Flow, tag: u8) -> Result<(), ProtocolError> {
     if tag == ft::COPY_DONE || tag == ft::COPY_FAIL {
-        cx.forget_syncs(flow.syncs_ignored_by_copy());
+        cx.book.forget_syncs(flow.syncs_ignored_by_copy());
     }
     flow.client_tag(tag)?;
     cx.expect_for(tag);

@@ -79,10 +79,10 @@ impl Side {
     fn state(&self) -> String {
         format!(
             "queue {:?} flow {:?} client statements {} server statements {} params {:?}",
-            self.ext.queue,
+            self.ext.book.queue,
             self.flow,
             self.client.len(),
-            self.ext.stmts.len(),
+            self.ext.book.stmts.len(),
             self.client_params.iter().collect::<Vec<_>>()
         )
     }
@@ -146,11 +146,11 @@ fn write(buf: &mut BytesMut, m: Msg) {
 /// What a server answers to what the queue expects, in order; `fail` makes the first
 /// Parse answered fail (PostgreSQL then skips to the Sync).
 fn replies(ext: &ExtState, fail: bool) -> Vec<BytesMut> {
-    use super::Expect;
+    use super::super::book::Expect;
     let mut out = Vec::new();
     let mut skipping = false;
     let mut failed = !fail;
-    for e in &ext.queue {
+    for e in &ext.book.queue {
         let mut m = BytesMut::new();
         if skipping && !matches!(e, Expect::Sync) {
             continue;
@@ -165,8 +165,8 @@ fn replies(ext: &ExtState, fail: bool) -> Vec<BytesMut> {
                 m.extend_from_slice(body);
             }
             Expect::Parse { .. } => m.extend_from_slice(&[b'1', 0, 0, 0, 4]),
-            Expect::Bind => m.extend_from_slice(&[b'2', 0, 0, 0, 4]),
-            Expect::DescribeStatement => {
+            Expect::Bind(_) => m.extend_from_slice(&[b'2', 0, 0, 0, 4]),
+            Expect::DescribeStatement(_) => {
                 m.extend_from_slice(&[b't', 0, 0, 0, 6, 0, 0]);
                 m.extend_from_slice(&[b'n', 0, 0, 0, 4]);
             }

@@ -15,16 +15,28 @@
 //! the responses expected from the server, so that dropped and synthesised messages land
 //! exactly where PostgreSQL would have put them, including after errors (PostgreSQL
 //! skips to the next Sync, and so does the queue).
+//!
+//! State is recorded only when the server confirms it ([`book`]): a Parse counts once its
+//! ParseComplete arrives, a Close once its CloseComplete does, and a message skipped in
+//! an error window (ErrorResponse to the next Sync's ReadyForQuery) counts as never
+//! sent. Until then the message is *planned*, which is what later messages of the same
+//! Sync window may rely on: if the plan fails, PostgreSQL skips them too.
 
+mod book;
 mod ext;
+#[cfg(test)]
+mod pipeline_tests;
 mod replies;
 mod rewrite;
+mod server;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 
+pub use book::PreparedCounts;
 pub use ext::{ClientPass, ExtState, Route};
+pub use server::ServerStatements;
 
 /// Default bound on statements cached per server connection (PgBouncer's default).
 pub const DEFAULT_MAX_PREPARED: usize = 200;
@@ -119,13 +131,14 @@ impl StatementRegistry {
     }
 }
 
-/// A client's named statements. The map is allocated with the first one: most clients
-/// never name a statement, and this sits in every idle session.
+/// A client's named statements, as PostgreSQL would hold them: only names whose Parse
+/// was confirmed (and not closed since). The map is allocated with the first one: most
+/// clients never name a statement, and this sits in every idle session.
 #[derive(Debug, Default)]
 pub struct ClientStatements {
     // The box is the point: an empty HashMap is 48 bytes inline, the box 8.
     #[allow(clippy::box_collection)]
-    map: Option<Box<HashMap<Box<str>, Arc<Stmt>>>>,
+    map: Option<Box<HashMap<Arc<str>, Arc<Stmt>>>>,
 }
 
 impl ClientStatements {
@@ -134,14 +147,18 @@ impl ClientStatements {
         self.map.as_ref().is_some_and(|m| m.contains_key(name))
     }
 
-    /// The statement under a client name.
-    pub(super) fn get(&self, name: &str) -> Option<&Arc<Stmt>> {
-        self.map.as_ref()?.get(name)
+    /// The name as stored (shared, for error renaming) and its statement.
+    pub(super) fn get(&self, name: &str) -> Option<(&Arc<str>, &Arc<Stmt>)> {
+        self.map.as_ref()?.get_key_value(name)
     }
 
     /// Records a statement under a client name.
     pub fn insert(&mut self, name: &str, stmt: Arc<Stmt>) {
-        self.map.get_or_insert_default().insert(name.into(), stmt);
+        self.insert_shared(name.into(), stmt);
+    }
+
+    pub(super) fn insert_shared(&mut self, name: Arc<str>, stmt: Arc<Stmt>) {
+        self.map.get_or_insert_default().insert(name, stmt);
     }
 
     /// Forgets a client name.
@@ -159,64 +176,5 @@ impl ClientStatements {
     /// True when the client has none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// Statements present on one server connection, with LRU order.
-#[derive(Debug)]
-pub struct ServerStatements {
-    pub(super) present: HashMap<u64, (u64, Box<str>)>,
-    pub(super) tick: u64,
-    /// Tick at the start of the current checkout: statements used since are not evicted.
-    pub(super) checkout_tick: u64,
-    cap: usize,
-}
-
-impl ServerStatements {
-    pub(super) fn new(cap: usize) -> Self {
-        ServerStatements {
-            present: HashMap::new(),
-            tick: 0,
-            checkout_tick: 0,
-            cap: cap.max(1),
-        }
-    }
-
-    /// Number of statements cached on this connection.
-    pub fn len(&self) -> usize {
-        self.present.len()
-    }
-
-    /// True when none are cached.
-    pub fn is_empty(&self) -> bool {
-        self.present.is_empty()
-    }
-
-    pub(super) fn has(&mut self, id: u64) -> bool {
-        self.tick += 1;
-        match self.present.get_mut(&id) {
-            Some(e) => {
-                e.0 = self.tick;
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Records a statement; returns the name of one to close if over the bound.
-    pub(super) fn insert(&mut self, stmt: &Stmt) -> Option<Box<str>> {
-        self.tick += 1;
-        self.present
-            .insert(stmt.id, (self.tick, stmt.server_name.clone()));
-        if self.present.len() <= self.cap {
-            return None;
-        }
-        let victim = self
-            .present
-            .iter()
-            .filter(|(_, (t, _))| *t < self.checkout_tick)
-            .min_by_key(|(_, (t, _))| *t)
-            .map(|(id, _)| *id)?;
-        self.present.remove(&victim).map(|(_, name)| name)
     }
 }

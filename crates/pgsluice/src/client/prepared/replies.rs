@@ -2,14 +2,11 @@
 //! against the queue of expected replies, then forwarded, dropped or renamed, with the
 //! replies pgsluice makes up put in their turn.
 
-use std::collections::VecDeque;
-use std::sync::atomic::Ordering::Relaxed;
-
 use bytes::{BufMut, BytesMut};
 use pgsluice_protocol::ProtocolError;
 
-use super::ext::Expect;
-use super::{ClientStatements, ServerStatements};
+use super::book::{Book, Expect};
+use super::ClientStatements;
 use crate::client::relay::Flow;
 use crate::params::ParamSet;
 
@@ -18,14 +15,6 @@ pub(super) fn put_message(out: &mut BytesMut, tag: u8, body: &[u8]) {
     out.put_u8(tag);
     out.put_u32(body.len() as u32 + 4);
     out.extend_from_slice(body);
-}
-
-/// Appends the replies pgsluice makes up that are due now (at the front of the queue).
-pub(super) fn drain_synth(queue: &mut VecDeque<Expect>, out: &mut BytesMut) {
-    while let Some(Expect::Synth(tag)) = queue.front() {
-        out.extend_from_slice(&[*tag, 0, 0, 0, 4]);
-        queue.pop_front();
-    }
 }
 
 /// What becomes of one server message.
@@ -52,8 +41,7 @@ pub(super) fn emit(out: &mut BytesMut, forward: Forward, tag: u8, body: &[u8]) {
 
 /// Matches one server message against the queue. `body` is None for streamed messages.
 pub(super) struct MessageCx<'x> {
-    pub(super) queue: &'x mut VecDeque<Expect>,
-    pub(super) stmts: &'x mut ServerStatements,
+    pub(super) book: &'x mut Book,
     pub(super) flow: &'x mut Flow,
     pub(super) client: &'x mut ClientStatements,
     pub(super) client_params: &'x mut ParamSet,
@@ -61,6 +49,16 @@ pub(super) struct MessageCx<'x> {
 }
 
 impl MessageCx<'_> {
+    /// True when a made-up reply is due (at the front of the queue).
+    pub(super) fn synth_due(&self) -> bool {
+        self.front_is(|e| matches!(e, Expect::Synth(_)))
+    }
+
+    /// True when the front of the queue expects a reply of this kind.
+    fn front_is(&self, want: impl Fn(&Expect) -> bool) -> bool {
+        self.book.queue.front().is_some_and(want)
+    }
+
     /// Accounts for one server message (queue, statements, flow, parameters) and says
     /// what becomes of it.
     pub(super) fn on_message(
@@ -68,132 +66,82 @@ impl MessageCx<'_> {
         tag: u8,
         body: Option<&[u8]>,
     ) -> Result<Forward, ProtocolError> {
-        let MessageCx {
-            queue,
-            stmts,
-            flow,
-            client,
-            client_params,
-            server_params,
-        } = self;
         use pgsluice_protocol::backend::{parse_parameter_status, TxStatus};
         let mut forward = Forward::Yes;
-        match tag {
-            b'1' => {
-                if let Some(Expect::Parse {
-                    forward: f, stmt, ..
-                }) = queue.front()
-                {
-                    if let Some(s) = stmt {
-                        s.verified.store(true, Relaxed);
-                    }
+        let done = match tag {
+            b'1' => match self.book.queue.front() {
+                Some(Expect::Parse { forward: f, .. }) => {
                     if !f {
                         forward = Forward::No;
                     }
-                    queue.pop_front();
+                    true
                 }
-            }
-            b'2' => {
-                if matches!(queue.front(), Some(Expect::Bind)) {
-                    queue.pop_front();
-                }
-            }
-            b'n' => {
-                if matches!(
-                    queue.front(),
-                    Some(Expect::DescribeStatement | Expect::DescribePortal)
-                ) {
-                    queue.pop_front();
-                }
-            }
-            b'I' | b's' => {
-                if matches!(queue.front(), Some(Expect::Execute)) {
-                    queue.pop_front();
-                }
-            }
-            b'3' => {
-                if let Some(Expect::Close { forward: f }) = queue.front() {
+                _ => false,
+            },
+            b'2' => self.front_is(|e| matches!(e, Expect::Bind(_))),
+            b'n' | b'T' => self
+                .front_is(|e| matches!(e, Expect::DescribeStatement(_) | Expect::DescribePortal)),
+            b'I' | b's' => self.front_is(|e| matches!(e, Expect::Execute)),
+            b'3' => match self.book.queue.front() {
+                Some(Expect::Close { forward: f, .. }) => {
                     if !f {
                         forward = Forward::No;
                     }
-                    queue.pop_front();
+                    true
                 }
-            }
-            b'T' => {
-                if matches!(
-                    queue.front(),
-                    Some(Expect::DescribeStatement | Expect::DescribePortal)
-                ) {
-                    queue.pop_front();
-                }
-            }
+                _ => false,
+            },
             b'C' => {
                 if let Some(b) = body {
                     let tag_text = b.strip_suffix(b"\0").unwrap_or(b);
                     if tag_text == b"DISCARD ALL" || tag_text == b"DEALLOCATE ALL" {
-                        stmts.present.clear();
+                        self.book.stmts.clear_confirmed();
                     }
                 }
-                if matches!(queue.front(), Some(Expect::Execute)) {
-                    queue.pop_front();
-                }
+                self.front_is(|e| matches!(e, Expect::Execute))
             }
             b'Z' => {
                 let status = body
                     .and_then(|b| b.first().copied())
                     .and_then(TxStatus::from_byte)
                     .ok_or(ProtocolError::Malformed("ReadyForQuery"))?;
-                flow.server_ready(status);
-                if matches!(
-                    queue.front(),
-                    Some(Expect::Sync | Expect::Query | Expect::FunctionCall)
-                ) {
-                    queue.pop_front();
-                }
+                self.flow.server_ready(status);
+                self.front_is(|e| matches!(e, Expect::Sync | Expect::Query | Expect::FunctionCall))
             }
             b'S' => {
                 if let Some(b) = body {
                     let (name, value) = parse_parameter_status(b)?;
-                    server_params.set(name, value);
-                    client_params.set(name, value);
+                    self.server_params.set(name, value);
+                    self.client_params.set(name, value);
                 }
+                false
             }
-            b'E' => match queue.front() {
-                Some(Expect::Query | Expect::FunctionCall) | None => {}
-                Some(_) => {
-                    if let Some(Expect::Parse {
-                        client_name,
-                        stmt,
-                        rename,
-                        ..
-                    }) = queue.front_mut()
-                    {
-                        if let Some((from, to)) = rename.take() {
+            b'E' => {
+                match self.book.queue.front() {
+                    // A simple query's error ends with its own ReadyForQuery.
+                    Some(Expect::Query | Expect::FunctionCall) | None => {}
+                    // An error while the Sync itself runs (a deferred constraint at
+                    // commit): nothing left to skip.
+                    Some(Expect::Sync) => {}
+                    Some(e) => {
+                        if let Some(r) = e.rename() {
                             forward = Forward::Renamed(
-                                format!("\"{from}\"").into(),
-                                format!("\"{to}\"").into(),
+                                format!("\"{}\"", r.stmt.server_name).into(),
+                                format!("\"{}\"", r.name).into(),
                             );
-                        } else if let Some(failed) = stmt {
-                            let id = failed.id;
-                            stmts.present.remove(&id);
-                            // A failed Parse leaves nothing behind: the client name goes too.
-                            if let Some(name) = client_name {
-                                if client.get(name).is_some_and(|s| s.id == id) {
-                                    client.remove(name);
-                                }
-                            }
                         }
-                    }
-                    // PostgreSQL skips everything up to the next Sync; so does the queue.
-                    while let Some(e) = queue.front() {
-                        if matches!(e, Expect::Sync) {
-                            break;
-                        }
-                        queue.pop_front();
+                        // The failed message did nothing; PostgreSQL skips everything
+                        // up to the next Sync, and so does the queue.
+                        self.book.finish(false, self.client);
+                        self.book.skip_to_sync(self.client);
                     }
                 }
-            },
-            _ => {}
+                false
+            }
+            _ => false,
+        };
+        if done {
+            self.book.finish(true, self.client);
         }
         Ok(forward)
     }

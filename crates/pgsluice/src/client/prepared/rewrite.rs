@@ -2,7 +2,6 @@
 //! their server names (and injected where a connection lacks them), client Close of a
 //! statement is answered locally, and session-state SQL is refused.
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -10,8 +9,9 @@ use bytes::{BufMut, BytesMut};
 use pgsluice_protocol::frontend::{self, tag as ft};
 use pgsluice_protocol::ProtocolError;
 
-use super::ext::Expect;
-use super::{ClientStatements, ServerStatements, StatementRegistry, Stmt};
+use super::book::{Book, Expect, Named, Rename, Synth};
+use super::server::Presence;
+use super::{ClientStatements, StatementRegistry, Stmt};
 use crate::client::state_guard;
 
 /// What a handler did with one client message.
@@ -27,8 +27,7 @@ pub(super) enum Emit {
 pub(super) struct Rewrite<'x> {
     out: &'x mut BytesMut,
     pub(super) s2c_out: &'x mut BytesMut,
-    pub(super) queue: &'x mut VecDeque<Expect>,
-    pub(super) stmts: &'x mut ServerStatements,
+    pub(super) book: &'x mut Book,
     pub(super) client: &'x mut ClientStatements,
     pub(super) registry: &'x StatementRegistry,
     /// The bytes read, when they are handled in place (see [`Rewrite::pass_run`]).
@@ -41,8 +40,7 @@ impl<'x> Rewrite<'x> {
     pub(super) fn new(
         out: &'x mut BytesMut,
         s2c_out: &'x mut BytesMut,
-        queue: &'x mut VecDeque<Expect>,
-        stmts: &'x mut ServerStatements,
+        book: &'x mut Book,
         client: &'x mut ClientStatements,
         registry: &'x StatementRegistry,
         src: &'x [u8],
@@ -50,8 +48,7 @@ impl<'x> Rewrite<'x> {
         Rewrite {
             out,
             s2c_out,
-            queue,
-            stmts,
+            book,
             client,
             registry,
             src,
@@ -87,51 +84,88 @@ impl<'x> Rewrite<'x> {
             ft::FUNCTION_CALL => Expect::FunctionCall,
             _ => return,
         };
-        self.queue.push_back(e);
+        self.book.push(e);
     }
 
-    /// Drops the last `n` Sync entries: PostgreSQL ignored those Syncs in copy-in mode.
-    pub(super) fn forget_syncs(&mut self, mut n: u32) {
-        let mut i = self.queue.len();
-        while n > 0 && i > 0 {
-            i -= 1;
-            if matches!(self.queue[i], Expect::Sync) {
-                self.queue.remove(i);
-                n -= 1;
-            }
+    /// A reply made up for a client message, sent in its turn (at once when nothing is
+    /// in flight).
+    fn synth(&mut self, s: Synth) {
+        self.book.push(Expect::Synth(s));
+        if self.book.queue.len() == 1 {
+            self.book.drain_synth(self.s2c_out, self.client);
         }
     }
 
-    fn synth(&mut self, tag: u8) {
-        if self.queue.is_empty() {
-            self.s2c_out.extend_from_slice(&[tag, 0, 0, 0, 4]);
-        } else {
-            self.queue.push_back(Expect::Synth(tag));
+    /// Sends a Parse of `stmt` under its server name (`query` is the text to send:
+    /// the client's, or the interned one), queued as `e`; closes what the bound asks.
+    fn send_parse(&mut self, stmt: &Stmt, query: &[u8], types: &[u32], e: Expect) {
+        self.book.counts.server_parses += 1;
+        frontend::parse(self.out(), &stmt.server_name, query, types);
+        self.book.push(e);
+        if let Some((id, victim)) = self.book.stmts.victim() {
+            self.registry.stats.evictions.fetch_add(1, Relaxed);
+            frontend::target_message(self.out(), ft::CLOSE, b'S', &victim);
+            self.book.push(Expect::Close {
+                forward: false,
+                evict: Some(id),
+            });
         }
     }
 
-    /// Makes sure the server holds `stmt`, injecting a Parse (reply swallowed) if not.
+    /// Prepares for a Parse of `stmt` that creates it: when an earlier Sync window's
+    /// Parse of it is still unanswered, the server may or may not hold it, so it is
+    /// closed first (Close of a missing statement is no error) and parsed again.
+    fn clear_uncertain(&mut self, stmt: &Stmt, presence: Presence) {
+        if presence == Presence::Uncertain {
+            frontend::target_message(self.out(), ft::CLOSE, b'S', &stmt.server_name);
+            self.book.push(Expect::Close {
+                forward: false,
+                evict: Some(stmt.id),
+            });
+        }
+    }
+
+    /// Makes sure the server holds `stmt` for the next message, injecting a Parse
+    /// (reply swallowed) if not.
     fn ensure(&mut self, stmt: &Arc<Stmt>) {
-        if self.stmts.has(stmt.id) {
+        let presence = self.book.presence(stmt);
+        if presence == Presence::Present {
             self.registry.stats.hits.fetch_add(1, Relaxed);
             return;
         }
         self.registry.stats.misses.fetch_add(1, Relaxed);
-        self.evict_for(stmt);
-        frontend::parse(self.out(), &stmt.server_name, &stmt.query, &stmt.types);
-        self.queue.push_back(Expect::Parse {
+        self.clear_uncertain(stmt, presence);
+        let e = Expect::Parse {
             forward: false,
-            client_name: None,
             stmt: Some(stmt.clone()),
-            rename: None,
-        });
+            client: None,
+            creates: true,
+            tied: false,
+        };
+        self.send_parse(stmt, &stmt.query, &stmt.types, e);
     }
 
-    fn evict_for(&mut self, stmt: &Stmt) {
-        if let Some(victim) = self.stmts.insert(stmt) {
-            self.registry.stats.evictions.fetch_add(1, Relaxed);
-            frontend::target_message(self.out(), ft::CLOSE, b'S', &victim);
-            self.queue.push_back(Expect::Close { forward: false });
+    /// The statement a Bind or Describe names, made present on the server when the
+    /// name is sure to exist. A name resting on an unanswered Parse of an earlier Sync
+    /// window is not: its server statement exists exactly when that Parse succeeded,
+    /// as the name does in PostgreSQL, so nothing is injected for it.
+    fn target(&mut self, name: &str) -> Option<Rename> {
+        match self.book.named(self.client, name) {
+            Named::Unknown | Named::Closing { prior: None } => None,
+            Named::Known { rename, certain } => {
+                if certain {
+                    self.ensure(&rename.stmt);
+                }
+                Some(rename)
+            }
+            // Should that Close be skipped, the name still exists (PostgreSQL skips
+            // it with the rest); if not, this may succeed where PostgreSQL refuses.
+            Named::Closing {
+                prior: Some(rename),
+            } => {
+                self.ensure(&rename.stmt);
+                Some(rename)
+            }
         }
     }
 
@@ -141,28 +175,37 @@ impl<'x> Rewrite<'x> {
             ft::PARSE => self.parse(body),
             ft::DESCRIBE => {
                 let (kind, name) = frontend::parse_target(body)?;
-                if kind == b'S' {
-                    if let Some(stmt) = self.lookup(name) {
-                        self.ensure(&stmt);
-                        self.queue.push_back(Expect::DescribeStatement);
-                        let name = &stmt.server_name;
-                        frontend::target_message(self.out(), ft::DESCRIBE, b'S', name);
-                        return Ok(Emit::Done);
-                    }
-                    self.queue.push_back(Expect::DescribeStatement);
-                } else {
-                    self.queue.push_back(Expect::DescribePortal);
+                if kind != b'S' {
+                    self.book.push(Expect::DescribePortal);
+                    return Ok(Emit::Same);
                 }
-                Ok(Emit::Same)
+                match self.target(name) {
+                    Some(r) => {
+                        let server_name = r.stmt.server_name.clone();
+                        self.book.push(Expect::DescribeStatement(Some(r)));
+                        frontend::target_message(self.out(), ft::DESCRIBE, b'S', &server_name);
+                        Ok(Emit::Done)
+                    }
+                    // Unnamed, or a name the client does not have: the server answers
+                    // (26000 under the client's own name, as PostgreSQL would).
+                    None => {
+                        self.book.push(Expect::DescribeStatement(None));
+                        Ok(Emit::Same)
+                    }
+                }
             }
             ft::CLOSE => {
                 let (kind, name) = frontend::parse_target(body)?;
                 if kind == b'S' && !name.is_empty() {
-                    self.client.remove(name);
-                    self.synth(b'3');
+                    let prior = self.book.before_close(self.client, name);
+                    let name = name.into();
+                    self.synth(Synth::Closed { name, prior });
                     return Ok(Emit::Done);
                 }
-                self.queue.push_back(Expect::Close { forward: true });
+                self.book.push(Expect::Close {
+                    forward: true,
+                    evict: None,
+                });
                 Ok(Emit::Same)
             }
             ft::QUERY => {
@@ -184,13 +227,6 @@ impl<'x> Rewrite<'x> {
         }
     }
 
-    fn lookup(&self, name: &str) -> Option<Arc<Stmt>> {
-        if name.is_empty() {
-            return None;
-        }
-        self.client.get(name).cloned()
-    }
-
     fn parse(&mut self, body: &[u8]) -> Result<Emit, ProtocolError> {
         let mut p = frontend::parse_parse(body)?;
         let refused = state_guard::check(p.query).map(|r| {
@@ -202,11 +238,12 @@ impl<'x> Rewrite<'x> {
             p.param_types.clear();
         }
         if p.name.is_empty() {
-            self.queue.push_back(Expect::Parse {
+            self.book.push(Expect::Parse {
                 forward: true,
-                client_name: None,
                 stmt: None,
-                rename: None,
+                client: None,
+                creates: false,
+                tied: false,
             });
             if refused.is_none() {
                 return Ok(Emit::Same);
@@ -214,35 +251,90 @@ impl<'x> Rewrite<'x> {
             frontend::parse(self.out(), "", p.query, &[]);
             return Ok(Emit::Done);
         }
-        if let Some(existing) = self.lookup(p.name) {
+        self.book.counts.client_parses += 1;
+        let (named, exact) = self.book.look_up(self.client, p.name);
+        let rename = match named {
+            Named::Known { rename, certain } => Some((rename, certain)),
+            // Should that Close be skipped, PostgreSQL refuses this Parse (42P05).
+            Named::Closing { prior } => {
+                if prior.is_some() {
+                    self.book.mark_inexact();
+                }
+                None
+            }
+            Named::Unknown => None,
+        };
+        if let Some((rename, certain)) = rename {
+            if !certain && exact {
+                // The name rests on its own Parse of an earlier Sync window, not
+                // answered yet, and exists exactly when the server statement does.
+                let stmt = self.registry.intern(p.query, &p.param_types);
+                if Arc::ptr_eq(&stmt, &rename.stmt) {
+                    // The same statement: parse it again. The server refuses it (42P05,
+                    // under the client's name) exactly when the earlier one succeeded.
+                    let e = Expect::Parse {
+                        forward: true,
+                        stmt: Some(stmt.clone()),
+                        client: Some(rename.name),
+                        creates: true,
+                        tied: true,
+                    };
+                    self.send_parse(&stmt, p.query, &p.param_types, e);
+                    return Ok(Emit::Done);
+                }
+            }
+            if !certain {
+                // If the earlier Parse fails, PostgreSQL would accept this one.
+                self.book.mark_inexact();
+            }
             // PostgreSQL answers a duplicate name with 42P05 and skips to Sync; let the
             // server do exactly that on its own copy, then show the client's name.
-            self.ensure(&existing);
-            frontend::parse(self.out(), &existing.server_name, p.query, &p.param_types);
-            self.queue.push_back(Expect::Parse {
+            self.ensure(&rename.stmt);
+            self.book.counts.server_parses += 1;
+            frontend::parse(
+                self.out(),
+                &rename.stmt.server_name,
+                p.query,
+                &p.param_types,
+            );
+            self.book.push(Expect::Parse {
                 forward: true,
-                client_name: None,
-                stmt: None,
-                rename: Some((existing.server_name.clone(), p.name.into())),
+                stmt: Some(rename.stmt),
+                client: Some(rename.name),
+                creates: false,
+                tied: false,
             });
             return Ok(Emit::Done);
         }
         let stmt = self.registry.intern(p.query, &p.param_types);
-        self.client.insert(p.name, stmt.clone());
-        if self.stmts.has(stmt.id) {
+        // A Close of the name earlier in this window may be skipped yet: then the name
+        // keeps its statement even if this Parse is skipped.
+        let prior = self.book.before_close(self.client, p.name);
+        let name: Arc<str> = p.name.into();
+        let mut presence = self.book.presence(&stmt);
+        if presence == Presence::Present {
             self.registry.stats.hits.fetch_add(1, Relaxed);
-            self.synth(b'1');
-            return Ok(Emit::Done);
+            if self.book.queue.is_empty() {
+                self.synth(Synth::Parsed { name, stmt });
+                return Ok(Emit::Done);
+            }
+            // In a pipeline, an error before this Parse would have PostgreSQL skip it,
+            // and nothing later in the pipeline could tell whether the name exists: the
+            // server parses it again (after a Close), so the name lives exactly when
+            // the statement does, as without a pooler.
+            presence = Presence::Uncertain;
+        } else {
+            self.registry.stats.misses.fetch_add(1, Relaxed);
         }
-        self.registry.stats.misses.fetch_add(1, Relaxed);
-        self.evict_for(&stmt);
-        frontend::parse(self.out(), &stmt.server_name, p.query, &p.param_types);
-        self.queue.push_back(Expect::Parse {
+        self.clear_uncertain(&stmt, presence);
+        let e = Expect::Parse {
             forward: true,
-            client_name: Some(p.name.into()),
             stmt: Some(stmt.clone()),
-            rename: None,
-        });
+            client: Some(name),
+            creates: true,
+            tied: presence == Presence::Absent && prior.is_none(),
+        };
+        self.send_parse(&stmt, p.query, &p.param_types, e);
         Ok(Emit::Done)
     }
 
@@ -250,22 +342,25 @@ impl<'x> Rewrite<'x> {
     /// portal and statement names when they are short; the rest follows unchanged).
     pub(super) fn bind(&mut self, len: u32, prefix: &[u8]) -> Result<Emit, ProtocolError> {
         if let Some((portal, name, used)) = frontend::bind_names(prefix)? {
-            if let Some(stmt) = self.lookup(name) {
-                self.ensure(&stmt);
-                let new_len = len as usize - name.len() + stmt.server_name.len();
+            if !name.is_empty() {
+                self.book.counts.binds += 1;
+            }
+            if let Some(r) = self.target(name) {
+                let server_name = &r.stmt.server_name;
+                let new_len = len as usize - name.len() + server_name.len();
                 let out = self.out();
                 out.put_u8(ft::BIND);
                 out.put_u32(new_len as u32);
                 out.extend_from_slice(portal.as_bytes());
                 out.put_u8(0);
-                out.extend_from_slice(stmt.server_name.as_bytes());
+                out.extend_from_slice(server_name.as_bytes());
                 out.put_u8(0);
                 out.extend_from_slice(&prefix[used..]);
-                self.queue.push_back(Expect::Bind);
+                self.book.push(Expect::Bind(Some(r)));
                 return Ok(Emit::Done);
             }
         }
-        self.queue.push_back(Expect::Bind);
+        self.book.push(Expect::Bind(None));
         Ok(Emit::Same)
     }
 }
