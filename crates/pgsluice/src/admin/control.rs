@@ -10,6 +10,7 @@ use pgsluice_protocol::SqlState;
 use super::show::{general_settings, is_fake_param};
 use super::{is_admin_db, notice, AdminError, Ctx, Flow};
 use crate::app::{App, StopRequest};
+use crate::config::pgbouncer_show::{self, SetError};
 use crate::config::Config;
 use crate::pool::Pool;
 
@@ -28,8 +29,8 @@ const COMMANDS: [&str; 12] = [
     "select",
 ];
 
-/// Keys SET cannot change (they need a restart).
-const FIXED_KEYS: [&str; 4] = ["listen", "workers", "log_format", "metrics_listen"];
+/// pgsluice's own keys SET cannot change (they need a restart).
+pub(super) const FIXED_KEYS: [&str; 4] = ["listen", "workers", "log_format", "metrics_listen"];
 
 fn err(code: SqlState, msg: impl Into<String>) -> AdminError {
     AdminError::new(code, msg)
@@ -300,8 +301,10 @@ pub(super) async fn action(
     Ok(flow)
 }
 
-/// SET key = value: changes a `[general]` setting at run time through the same path
-/// as a reload (validated as a whole; a later RELOAD re-reads the file).
+/// SET key = value: changes a setting at run time through the same path as a reload
+/// (validated as a whole; a later RELOAD re-reads the file). PgBouncer's keys are
+/// parsed as the pgbouncer.ini loader parses them; pgsluice's own `[general]` keys
+/// as in its TOML file.
 pub(super) fn set(
     ctx: &Ctx<'_>,
     key: &str,
@@ -315,24 +318,38 @@ pub(super) fn set(
     }
     ctx.require_admin()?;
     let cfg = ctx.app.config();
-    let current = general_settings(&cfg);
-    if !current.contains_key(key) {
-        return Err(err(
-            SqlState::UNDEFINED_OBJECT,
-            format!("unknown configuration parameter: {key}"),
-        ));
-    }
-    if FIXED_KEYS.contains(&key) {
-        return Err(err(
+    let invalid = |m: String| err(SqlState::INVALID_PARAMETER_VALUE, format!("SET {key}: {m}"));
+    let fixed = || {
+        err(
             SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!("{key} cannot be changed while running"),
-        ));
-    }
-    let new = with_general_key(&cfg, key, value)
-        .map_err(|m| err(SqlState::INVALID_PARAMETER_VALUE, format!("SET {key}: {m}")))?;
-    ctx.app
-        .apply_config(new)
-        .map_err(|m| err(SqlState::INVALID_PARAMETER_VALUE, format!("SET {key}: {m}")))?;
+        )
+    };
+    let lower = key.to_ascii_lowercase();
+    let new = match pgbouncer_show::set(&cfg, &lower, value) {
+        Some(Ok(done)) => {
+            if let Some(n) = &done.notice {
+                tracing::warn!(key = lower, "SET: {n}");
+                notice(out, n, None);
+            }
+            done.config
+        }
+        Some(Err(SetError::Fixed)) => return Err(fixed()),
+        Some(Err(SetError::Invalid(m))) => return Err(invalid(m)),
+        None => {
+            if !general_settings(&cfg).contains_key(key) {
+                return Err(err(
+                    SqlState::UNDEFINED_OBJECT,
+                    format!("unknown configuration parameter: {key}"),
+                ));
+            }
+            if FIXED_KEYS.contains(&key) {
+                return Err(fixed());
+            }
+            with_general_key(&cfg, key, value).map_err(invalid)?
+        }
+    };
+    ctx.app.apply_config(new).map_err(invalid)?;
     tracing::info!(key, value, "SET command issued");
     backend::command_complete(out, &format!("SET {key}={value}"));
     Ok(())

@@ -9,7 +9,7 @@ use pgsluice_protocol::SqlState;
 
 use super::result::{Cell, ResultSet, Ty};
 use super::{notice, AdminError, Ctx};
-use crate::config::Config;
+use crate::config::{pgbouncer_show, Config};
 use crate::pool::{ClientInfo, Pool, ServerInfo};
 
 mod sockets;
@@ -118,7 +118,8 @@ const HELP: &str = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|V
 /// The admin console's own database name in the views.
 pub(super) const ADMIN_DB: &str = "pgbouncer";
 
-/// SHOW CONFIG: the `[general]` settings in force.
+/// SHOW CONFIG: every PgBouncer `[pgbouncer]` key (PgBouncer's value formats and
+/// `changeable` column), then pgsluice's own `[general]` keys, all alphabetical.
 fn config(ctx: &Ctx<'_>) -> ResultSet {
     let mut rs = ResultSet::new(&[
         ("key", Text),
@@ -127,19 +128,31 @@ fn config(ctx: &Ctx<'_>) -> ResultSet {
         ("changeable", Text),
     ]);
     let cfg = ctx.app.config();
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    let mut rows: Vec<[String; 4]> = pgbouncer_show::rows(&cfg)
+        .into_iter()
+        .map(|r| {
+            [
+                r.key.to_owned(),
+                r.value,
+                r.default,
+                yes_no(r.changeable).to_owned(),
+            ]
+        })
+        .collect();
     let current = general_settings(&cfg);
     let defaults = general_settings(&Config::default());
-    for (key, value) in &current {
-        let changeable = !matches!(
-            key.as_str(),
-            "listen" | "workers" | "log_format" | "metrics_listen"
-        );
-        rs.push(vec![
-            key.as_str().into(),
-            value.as_str().into(),
-            defaults.get(key).cloned().unwrap_or_default().into(),
-            if changeable { "yes" } else { "no" }.into(),
-        ]);
+    for (key, value) in current {
+        if pgbouncer_show::changeable(&key).is_some() {
+            continue;
+        }
+        let changeable = !super::control::FIXED_KEYS.contains(&key.as_str());
+        let default = defaults.get(&key).cloned().unwrap_or_default();
+        rows.push([key, value, default, yes_no(changeable).to_owned()]);
+    }
+    rows.sort();
+    for row in rows {
+        rs.push(row.into_iter().map(Cell::from).collect());
     }
     rs
 }

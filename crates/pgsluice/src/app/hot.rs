@@ -1,4 +1,4 @@
-//! The few settings every transaction reads, mirrored as plain atomics: written when
+//! The few settings every transaction (or every wait in a pool's queue) reads, mirrored as plain atomics: written when
 //! the configuration is loaded or reloaded, read with one load each. The hot path
 //! then takes no `ArcSwap` guard on the whole configuration (two of those per
 //! transaction cost about 170 instructions).
@@ -20,6 +20,7 @@ pub(crate) struct HotConfig {
     idle_in_transaction: AtomicU64,
     client_idle: AtomicU64,
     transaction: AtomicU64,
+    query_wait_notify: AtomicU64,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -54,6 +55,8 @@ impl HotConfig {
             .store(nanos(g.client_idle_timeout.0), Relaxed);
         self.transaction
             .store(nanos(g.transaction_timeout.0), Relaxed);
+        self.query_wait_notify
+            .store(nanos(g.query_wait_notify.0), Relaxed);
     }
 
     /// max_message_size, at most `u32::MAX`.
@@ -69,6 +72,11 @@ impl HotConfig {
     /// client_idle_timeout, when on.
     pub(crate) fn client_idle_timeout(&self) -> Option<Duration> {
         duration(self.client_idle.load(Relaxed))
+    }
+
+    /// query_wait_notify, when on.
+    pub(crate) fn query_wait_notify(&self) -> Option<Duration> {
+        duration(self.query_wait_notify.load(Relaxed))
     }
 
     /// The timeouts a relay enforces.

@@ -8,6 +8,7 @@ mod flow;
 mod hba;
 pub(crate) mod park;
 pub mod prepared;
+mod queue_notice;
 pub mod relay;
 mod session;
 pub mod state_guard;

@@ -13,6 +13,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::conclude::{conclude, Next};
 use super::prepared::{ClientStatements, ExtState};
+use super::queue_notice::wait_notifying;
 use super::relay::{ExtCx, Relay, RelayCounts, RelayEnd};
 use super::send_fatal;
 use super::stop::{stop_notice, Stop, StopSignal};
@@ -253,7 +254,13 @@ impl Session {
         // queue, and opening a connection boxed.
         let (co, waited) = match self.pool.start_checkout(Some(info), now) {
             Ok(Start::Ready(c)) => (Ok(c), false),
-            Ok(Start::Wait(w)) => (self.pool.wait_for(w, Some(info.clone())).await, true),
+            Ok(Start::Wait(w)) => match self.app.hot().query_wait_notify() {
+                None => (self.pool.wait_for(w, Some(info.clone())).await, true),
+                Some(after) => {
+                    let wait = wait_notifying(&self.pool, stream, w, info, after);
+                    (Box::pin(wait).await, true)
+                }
+            },
             Ok(Start::Open(slot, t)) => {
                 let open = self.pool.open_with(slot, t, Some(info.clone()));
                 (Box::pin(open).await, true)

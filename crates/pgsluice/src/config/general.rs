@@ -38,6 +38,9 @@ pub struct General {
     pub min_pool_size: usize,
     /// How long a client may wait for a server connection; default 120s; 0 = wait forever.
     pub query_wait_timeout: Secs,
+    /// A client waiting this long for a server connection gets a NOTICE saying it is
+    /// queued; default 0 = never (5 s in a pgbouncer.ini, as in PgBouncer).
+    pub query_wait_notify: Secs,
     /// Timeout for connecting and logging in to a server; default 15s; must be > 0.
     pub server_connect_timeout: Secs,
     /// Close server connections idle for longer than this; default 600s; 0 = disabled.
@@ -191,6 +194,7 @@ impl Default for General {
             default_pool_size: 20,
             min_pool_size: 0,
             query_wait_timeout: Secs::from_secs(120),
+            query_wait_notify: Secs::from_secs(0),
             server_connect_timeout: Secs::from_secs(15),
             server_idle_timeout: Secs::from_secs(600),
             server_lifetime: Secs::from_secs(3600),
@@ -255,10 +259,12 @@ pub const ALWAYS_IGNORED_STARTUP_PARAMETERS: &[&str] = &["extra_float_digits"];
 impl General {
     /// The defaults PgBouncer documents, for a pgbouncer.ini file: like
     /// [`General::default`] except `pool_mode = session`, `max_client_conn =
-    /// 100`, `auth_type = md5` and `max_packet_size` = 2147483647.
+    /// 100`, `auth_type = md5`, `max_packet_size` = 2147483647 and
+    /// `query_wait_notify = 5`.
     pub fn pgbouncer_defaults() -> General {
         General {
             max_client_conn: 100,
+            query_wait_notify: Secs::from_secs(5),
             pool_mode: PoolMode::Session,
             auth_type: AuthType::Md5,
             max_message_size: i32::MAX as usize,

@@ -229,10 +229,12 @@ pub(crate) fn finish_located(
     if !overrides.is_empty() {
         let source = cfg.source.take();
         let notices = std::mem::take(&mut cfg.notices);
+        let extra = std::mem::take(&mut cfg.pgbouncer_extra);
         let base = to_table(&cfg);
         cfg = deserialize_with_overrides(&base, &overrides, &Located::none(file))?;
         cfg.source = source;
         cfg.notices = notices;
+        cfg.pgbouncer_extra = extra;
     }
     load_hba(&mut cfg, &overrides, &|key, message| match locate(key) {
         Some((file, line, key)) => ConfigError::At {
@@ -303,6 +305,7 @@ pub(crate) fn apply_overrides(
         cfg
     } else {
         let mut out = deserialize_with_overrides(&base, &overrides, &Located::none(&file))?;
+        out.pgbouncer_extra.clone_from(&cfg.pgbouncer_extra);
         load_hba(&mut out, &overrides, &|key, m| {
             Located::none(&file).error(key, m)
         })?;

@@ -23,6 +23,7 @@ mod locate;
 mod pgbouncer;
 pub mod pgbouncer_keys;
 mod pgbouncer_settings;
+pub mod pgbouncer_show;
 mod quick;
 mod table;
 mod types;
@@ -71,6 +72,10 @@ pub struct Config {
     /// (and at every reload).
     #[serde(skip)]
     pub hba: Option<Arc<hba::HbaRules>>,
+    /// The `[pgbouncer]` keys of a pgbouncer.ini as written (key to value), for SHOW
+    /// CONFIG: the only record of the keys pgsluice parses without implementing.
+    #[serde(skip)]
+    pub pgbouncer_extra: BTreeMap<String, String>,
 }
 
 /// The effective `auth_user`, `auth_query` and `auth_dbname` of a database

@@ -150,9 +150,17 @@ impl Builder {
                 if !inert {
                     self.cfg.notices.push(not_implemented(&e.loc, &key, info));
                 }
+                // Kept for SHOW CONFIG.
+                self.cfg
+                    .pgbouncer_extra
+                    .insert(info.name.to_owned(), e.value.trim().to_owned());
                 Ok(())
             }
             Handling::Mapped => {
+                // As written, for SHOW CONFIG (which prefers the typed value).
+                self.cfg
+                    .pgbouncer_extra
+                    .insert(info.name.to_owned(), e.value.trim().to_owned());
                 let applied = settings::apply(&mut self.cfg.general, &name, &e.value)
                     .map_err(|m| at(&e.loc, &key, m))?;
                 let field = match applied {

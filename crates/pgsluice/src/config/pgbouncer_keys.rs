@@ -63,6 +63,9 @@ pub(crate) enum Kind {
     Bool,
     Int,
     Secs,
+    /// Seconds, or `-1` for "not set" (PgBouncer 1.26's per-database and per-user
+    /// `query_wait_timeout`).
+    SecsOrUnset,
     Str,
     Enum(&'static [&'static str]),
 }
@@ -178,6 +181,7 @@ pub const KEYS: &[KeyInfo] = &[
     k(Pgbouncer, "auth_user", "not set", Implemented, Mapped, "Users missing from the auth file are looked up with `auth_query` on a connection logging in as this user (its password comes from the auth file). The found secret (SCRAM verifier or md5 hash) is passed through to the server as PgBouncer does."),
     k(Pgbouncer, "auth_query", "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin", Implemented, Mapped, "pgsluice's default is the same query with every name schema-qualified and `OPERATOR(pg_catalog.=)`; it runs with the user name bound as a parameter, on a connection whose `search_path` is `pg_catalog, pg_temp`. Results are cached briefly (see docs/security.md)."),
     k(Pgbouncer, "auth_dbname", "not set", Implemented, Mapped, "Names a database of `[databases]` (another name loads with a warning and its lookups fail, as in PgBouncer); not set: the database the client asked for."),
+    k(Pgbouncer, "auth_ldap_options", "not set", NotYet, Ignored(Str, Never), "LDAP authentication (`auth_type = ldap`, `ldap` rules in `auth_hba_file`) is not supported."),
     // Log settings.
     k(Pgbouncer, "syslog", "0", NotYet, Ignored(Bool, ZERO), ""),
     k(Pgbouncer, "syslog_ident", "pgbouncer", NotYet, Ignored(Str, Values(&["pgbouncer"])), ""),
@@ -202,10 +206,12 @@ pub const KEYS: &[KeyInfo] = &[
     k(Pgbouncer, "server_login_retry", "15", Implemented, Mapped, "After a failed connect or login, clients of that pool that need a new connection get the error at once (with a note naming the setting) until it has passed; `min_pool_size` filling waits too. RECONNECT, RESUME or a changed target start over."),
     k(Pgbouncer, "client_login_timeout", "60", Implemented, Mapped, "0 = no limit."),
     k(Pgbouncer, "autodb_idle_timeout", "3600", NotYet, Ignored(Secs, Never), "Pools made through `*` stay until shutdown."),
+    k(Pgbouncer, "pool_idle_timeout", "unreleased (merged for 1.26)", NotYet, Ignored(Secs, Never), "Pools of removed databases and users close once their clients leave; other pools stay until shutdown."),
     k(Pgbouncer, "dns_max_ttl", "15", NotYet, Ignored(Secs, Never), "pgsluice resolves host names at every server connection."),
     k(Pgbouncer, "dns_nxdomain_ttl", "15", NotYet, Ignored(Secs, Never), ""),
     k(Pgbouncer, "dns_zone_check_period", "0", NotYet, Ignored(Secs, ZERO), ""),
     k(Pgbouncer, "resolv_conf", "empty", NotYet, Ignored(Str, EMPTY), ""),
+    k(Pgbouncer, "query_wait_notify", "5", Implemented, Mapped, "A client that has waited this many seconds for a server connection gets one NOTICE `No server connection available in postgres backend, client being queued` (PgBouncer's text); 0 = never."),
     // TLS settings.
     k(Pgbouncer, "client_tls_sslmode", "disable", Implemented, Mapped, "See docs/tls.md. verify-ca and verify-full both require a client certificate valid under `client_tls_ca_file`."),
     k(Pgbouncer, "client_tls_key_file", "not set", Implemented, Mapped, "PEM. Re-read on RELOAD/SIGHUP."),
@@ -262,6 +268,7 @@ pub const KEYS: &[KeyInfo] = &[
     k(Database, "load_balance_hosts", "round-robin", NotYet, Ignored(Kind::Enum(&["disable", "round-robin"]), Never), ""),
     k(Database, "max_db_connections", "max_db_connections", Implemented, Mapped, ""),
     k(Database, "max_db_client_connections", "max_db_client_connections", Implemented, Mapped, ""),
+    k(Database, "query_wait_timeout", "query_wait_timeout", NotYet, Ignored(Kind::SecsOrUnset, Values(&["-1"])), "Merged for PgBouncer 1.26; -1 = not set."),
     k(Database, "server_lifetime", "server_lifetime", NotYet, Ignored(Secs, Never), ""),
     k(Database, "client_encoding", "not set", NotYet, Mapped, ""),
     k(Database, "datestyle", "not set", NotYet, Mapped, ""),
@@ -273,9 +280,11 @@ pub const KEYS: &[KeyInfo] = &[
     k(User, "reserve_pool_size", "the database's", Implemented, Mapped, ""),
     k(User, "max_user_connections", "max_user_connections", Implemented, Mapped, ""),
     k(User, "max_user_client_connections", "max_user_client_connections", NotYet, Ignored(Int, ZERO), ""),
+    k(User, "transaction_timeout", "transaction_timeout", NotYet, Ignored(Secs, ZERO), ""),
     k(User, "query_timeout", "query_timeout", NotYet, Ignored(Secs, ZERO), ""),
     k(User, "idle_transaction_timeout", "idle_transaction_timeout", NotYet, Ignored(Secs, ZERO), ""),
     k(User, "client_idle_timeout", "client_idle_timeout", NotYet, Ignored(Secs, ZERO), ""),
+    k(User, "query_wait_timeout", "query_wait_timeout", NotYet, Ignored(Kind::SecsOrUnset, Values(&["-1"])), "Merged for PgBouncer 1.26; -1 = not set."),
     // [peers] parameters.
     k(Peer, "host", "not set", NotYet, Mapped, "Peering is not implemented: each `[peers]` entry warns."),
     k(Peer, "port", "6432", NotYet, Mapped, ""),
@@ -300,6 +309,11 @@ pub(crate) fn check_ignored(kind: Kind, inert: Inert, value: &str) -> Result<boo
             Bool => u8::from(super::types::parse_bool(v).map_err(|e| e.0)?).to_string(),
             Int => super::types::parse_count(v).map_err(|e| e.0)?.to_string(),
             Secs => format!(
+                "{:?}",
+                super::types::parse_pgbouncer_secs(v).map_err(|e| e.0)?.0
+            ),
+            Kind::SecsOrUnset if v.trim() == "-1" => "-1".to_owned(),
+            Kind::SecsOrUnset => format!(
                 "{:?}",
                 super::types::parse_pgbouncer_secs(v).map_err(|e| e.0)?.0
             ),

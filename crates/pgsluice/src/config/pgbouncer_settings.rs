@@ -142,6 +142,8 @@ pub(crate) fn apply(g: &mut General, name: &str, v: &str) -> Result<Applied, Str
         "server_tls_ciphers" => set!(server_tls_ciphers = v.to_owned()),
         "query_timeout" => set!(query_timeout = secs(v)?),
         "query_wait_timeout" => set!(query_wait_timeout = secs(v)?),
+        // Whole seconds, as PgBouncer reads it.
+        "query_wait_notify" => set!(query_wait_notify = Secs::from_secs(count(v)? as u64)),
         "client_idle_timeout" => set!(client_idle_timeout = secs(v)?),
         "idle_transaction_timeout" => set!(idle_transaction_timeout = secs(v)?),
         "max_packet_size" => set!(max_message_size = count(v)?),

@@ -62,6 +62,7 @@ pub(crate) fn to_table(cfg: &Config) -> Table {
     general.insert("default_pool_size".into(), int(g.default_pool_size));
     general.insert("min_pool_size".into(), int(g.min_pool_size));
     general.insert("query_wait_timeout".into(), secs(g.query_wait_timeout));
+    general.insert("query_wait_notify".into(), secs(g.query_wait_notify));
     general.insert(
         "server_connect_timeout".into(),
         secs(g.server_connect_timeout),

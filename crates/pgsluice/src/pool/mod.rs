@@ -31,8 +31,8 @@ use tokio::sync::Notify;
 pub use checkout::{Checkout, ReturnAs};
 pub use control::PoolCounts;
 pub use group::{ClientSlot, GroupKind, GroupLimit, Groups};
-pub(crate) use queue::Start;
 use queue::Waiter;
+pub(crate) use queue::{Queued, Start};
 pub use registry::{ClientInfo, ClientReg, ClientState, ServerInfo, ServerState};
 pub use stats::{PoolStats, PoolStatsSnapshot};
 
