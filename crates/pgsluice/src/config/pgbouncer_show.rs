@@ -244,6 +244,7 @@ fn mapped_value(g: &General, key: &str) -> Option<String> {
         "max_prepared_statements" => g.max_prepared_statements.to_string(),
         "auth_type" => g.auth_type.as_str().to_owned(),
         "auth_hba_file" => path(&g.auth_hba_file),
+        "auth_ident_file" => path(&g.auth_ident_file),
         "auth_file" => path(&g.auth_file),
         "auth_user" => opt(&g.auth_user),
         "auth_query" => g.auth_query.clone(),
@@ -376,6 +377,9 @@ fn set_mapped(mut new: Config, key: &str, value: &str) -> Result<(Config, Option
         Applied::AuthHbaFile(f) => {
             new.general.auth_hba_file = f.map(|f| ini::resolve_path(&base, &f));
         }
+        Applied::AuthIdentFile(f) => {
+            new.general.auth_ident_file = f.map(|f| ini::resolve_path(&base, &f));
+        }
         Applied::AuthFile(f) => {
             let resolved = f.map(|f| ini::resolve_path(&base, &f));
             if let Some(path) = &resolved {
@@ -387,8 +391,9 @@ fn set_mapped(mut new: Config, key: &str, value: &str) -> Result<(Config, Option
             return Err(format!("{key} cannot be changed while running"));
         }
     }
-    if matches!(key, "auth_type" | "auth_hba_file") {
-        hba::load_into(&mut new, &|m| super::ConfigError::Invalid(m)).map_err(|e| e.to_string())?;
+    if matches!(key, "auth_type" | "auth_hba_file" | "auth_ident_file") {
+        hba::load_into(&mut new, &|_, m| super::ConfigError::Invalid(m))
+            .map_err(|e| e.to_string())?;
     }
     let notice = new
         .general
