@@ -81,7 +81,10 @@ async fn pgoptions_beyond_tracked_parameters_are_refused_or_ignored() {
     );
     let (code, msg) = startup_refusal(s.addr, &login("-e")).unwrap();
     assert_eq!(code, "08P01");
-    assert!(msg.starts_with("unsupported options startup parameter"), "{msg}");
+    assert!(
+        msg.starts_with("unsupported options startup parameter"),
+        "{msg}"
+    );
     // psql shows the message.
     let out = psql_with_options(s.addr, "-c geqo=off", "select 1;\n");
     assert!(!out.status.success());
@@ -101,7 +104,11 @@ async fn pgoptions_beyond_tracked_parameters_are_refused_or_ignored() {
             cfg.general.ignore_startup_parameters = vec![ignore.to_owned()];
         })
         .await;
-        let out = psql_with_options(s.addr, "-c geqo=off -c DateStyle=German", "show DateStyle;\n");
+        let out = psql_with_options(
+            s.addr,
+            "-c geqo=off -c DateStyle=German",
+            "show DateStyle;\n",
+        );
         assert!(out.status.success(), "{ignore}: {}", stderr(&out));
         assert_eq!(stdout(&out), "German, DMY", "{ignore}");
         if ignore == "options" {
@@ -183,14 +190,20 @@ async fn setup_sets_are_carried_per_client_across_server_connections() {
         .unwrap();
     assert_eq!(count(&e, "select 41::bigint + 1").await, 42);
     assert_eq!(
-        simple_value(&e, "select current_setting('myapp.tenant') || ' ' || current_setting('statement_timeout')")
-            .await
-            .unwrap()
-            .as_deref(),
+        simple_value(
+            &e,
+            "select current_setting('myapp.tenant') || ' ' || current_setting('statement_timeout')"
+        )
+        .await
+        .unwrap()
+        .as_deref(),
         Some("acme 5s")
     );
     assert_eq!(
-        simple_value(&plain, "show statement_timeout").await.unwrap().as_deref(),
+        simple_value(&plain, "show statement_timeout")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("0")
     );
 }
@@ -203,7 +216,10 @@ async fn pgjdbc_with_default_settings_in_transaction_mode() {
         "pgjdbc is not installed ({jar}): run scripts/install-deps"
     );
     let s = setup(PoolMode::Transaction, 2).await;
-    let program = format!("{}/tests/java/JdbcDefaults.java", env!("CARGO_MANIFEST_DIR"));
+    let program = format!(
+        "{}/tests/java/JdbcDefaults.java",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let url = format!("jdbc:postgresql://127.0.0.1:{}/{DB}", s.addr.port());
     let out = tokio::task::block_in_place(|| {
         Command::new("java")

@@ -144,7 +144,9 @@ fn statement(t: &[Tok<'_>]) -> Option<Option<Change>> {
     match word(0)?.as_str() {
         "reset" => {
             let name = match t.get(1..)? {
-                [Tok::Word(w)] if w.eq_ignore_ascii_case("all") => return Some(Some(Change::ResetAll)),
+                [Tok::Word(w)] if w.eq_ignore_ascii_case("all") => {
+                    return Some(Some(Change::ResetAll))
+                }
                 [Tok::Word(a), Tok::Word(b)]
                     if a.eq_ignore_ascii_case("time") && b.eq_ignore_ascii_case("zone") =>
                 {
@@ -173,9 +175,9 @@ fn statement(t: &[Tok<'_>]) -> Option<Option<Change>> {
                 _ => {}
             }
             let rest = &t[i..];
-            let to = rest
-                .iter()
-                .position(|x| *x == Tok::Eq || matches!(x, Tok::Word(w) if w.eq_ignore_ascii_case("to")))?;
+            let to = rest.iter().position(|x| {
+                *x == Tok::Eq || matches!(x, Tok::Word(w) if w.eq_ignore_ascii_case("to"))
+            })?;
             let name = name(&rest[..to])?;
             set_value(&name, &rest[to + 1..])
         }
@@ -223,7 +225,9 @@ fn name(t: &[Tok<'_>]) -> Option<String> {
     for (i, tok) in t.iter().enumerate() {
         match (i % 2, tok) {
             (0, Tok::Word(w)) => out.push_str(&w.to_ascii_lowercase()),
-            (0, Tok::Ident(w)) => out.push_str(&w[1..w.len() - 1].replace("\"\"", "\"").to_ascii_lowercase()),
+            (0, Tok::Ident(w)) => {
+                out.push_str(&w[1..w.len() - 1].replace("\"\"", "\"").to_ascii_lowercase())
+            }
             (1, Tok::Dot) => out.push('.'),
             _ => return None,
         }
@@ -297,7 +301,11 @@ fn tokens(sql: &str) -> Option<Vec<Tok<'_>>> {
                     }
                 }
                 let text = &sql[start..i];
-                out.push(if c == b'"' { Tok::Ident(text) } else { Tok::Str(text) });
+                out.push(if c == b'"' {
+                    Tok::Ident(text)
+                } else {
+                    Tok::Str(text)
+                });
                 continue;
             }
             b'=' => out.push(Tok::Eq),
@@ -306,7 +314,9 @@ fn tokens(sql: &str) -> Option<Vec<Tok<'_>>> {
             b'+' | b'-' if b.get(i + 1) != Some(&b'-') => out.push(Tok::Sign(c as char)),
             b'.' if !b.get(i + 1).is_some_and(u8::is_ascii_digit) => out.push(Tok::Dot),
             _ if c.is_ascii_alphanumeric() || c == b'_' || c == b'.' => {
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'_' | b'.' | b'$')) {
+                while i < b.len()
+                    && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'_' | b'.' | b'$'))
+                {
                     // A dot splits names (a.b), but stays inside numbers (1.5).
                     if b[i] == b'.' && !b[start].is_ascii_digit() && b[start] != b'.' {
                         break;
@@ -346,15 +356,33 @@ mod tests {
     #[test]
     fn driver_setup_statements_are_carried() {
         let p = |sql: &str| plan(&query(sql), true);
-        assert_eq!(p("SET extra_float_digits = 3"), Some(vec![set("extra_float_digits", "3")]));
+        assert_eq!(
+            p("SET extra_float_digits = 3"),
+            Some(vec![set("extra_float_digits", "3")])
+        );
         assert_eq!(
             p("set session Statement_Timeout to '5s'; SET search_path = a, \"B\""),
-            Some(vec![set("statement_timeout", "'5s'"), set("search_path", "a, \"B\"")])
+            Some(vec![
+                set("statement_timeout", "'5s'"),
+                set("search_path", "a, \"B\"")
+            ])
         );
-        assert_eq!(p("SET extra_float_digits TO -2;"), Some(vec![set("extra_float_digits", "-2")]));
-        assert_eq!(p("SET myapp.tenant = 'x'"), Some(vec![set("myapp.tenant", "'x'")]));
-        assert_eq!(p("SET SCHEMA 'app'"), Some(vec![set("search_path", "'app'")]));
-        assert_eq!(p("SET work_mem TO DEFAULT"), Some(vec![Change::Reset("work_mem".into())]));
+        assert_eq!(
+            p("SET extra_float_digits TO -2;"),
+            Some(vec![set("extra_float_digits", "-2")])
+        );
+        assert_eq!(
+            p("SET myapp.tenant = 'x'"),
+            Some(vec![set("myapp.tenant", "'x'")])
+        );
+        assert_eq!(
+            p("SET SCHEMA 'app'"),
+            Some(vec![set("search_path", "'app'")])
+        );
+        assert_eq!(
+            p("SET work_mem TO DEFAULT"),
+            Some(vec![Change::Reset("work_mem".into())])
+        );
         assert_eq!(p("RESET ALL"), Some(vec![Change::ResetAll]));
         assert_eq!(
             p("SET DateStyle = ISO; SET extra_float_digits = 3"),
@@ -375,7 +403,10 @@ mod tests {
             m
         };
         let mut out = msg(b'P', &[&[0], sql.as_bytes(), &[0, 0, 0]].concat());
-        out.extend(msg(b'B', &[&[0], stmt.as_bytes(), &[0, 0, 0, 0, 0, 0, 0]].concat()));
+        out.extend(msg(
+            b'B',
+            &[&[0], stmt.as_bytes(), &[0, 0, 0, 0, 0, 0, 0]].concat(),
+        ));
         if let Some(kind) = describe {
             out.extend(msg(b'D', &[kind, 0]));
         }
@@ -403,7 +434,10 @@ mod tests {
     fn after_setup_only_resets_are_handled() {
         let p = |sql: &str| plan(&query(sql), false);
         assert_eq!(p("SET extra_float_digits = 3"), None);
-        assert_eq!(p("RESET extra_float_digits"), Some(vec![Change::Reset("extra_float_digits".into())]));
+        assert_eq!(
+            p("RESET extra_float_digits"),
+            Some(vec![Change::Reset("extra_float_digits".into())])
+        );
         assert_eq!(p("reset all"), Some(vec![Change::ResetAll]));
     }
 
@@ -443,7 +477,10 @@ mod tests {
     #[test]
     fn changes_apply_to_the_client_set() {
         let mut p = ParamSet::default();
-        apply(&mut p, &[set("extra_float_digits", "3"), set("work_mem", "'1MB'")]);
+        apply(
+            &mut p,
+            &[set("extra_float_digits", "3"), set("work_mem", "'1MB'")],
+        );
         assert_eq!(p.extra("extra_float_digits"), Some("3"));
         apply(&mut p, &[Change::Reset("work_mem".into())]);
         assert_eq!(p.extra("work_mem"), None);

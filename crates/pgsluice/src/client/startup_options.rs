@@ -120,7 +120,10 @@ mod tests {
                 pair("a.b", "x=y")
             ]
         );
-        assert_eq!(ok("-c search_path=a\\,\\ b\\\\c"), vec![pair("search_path", "a, b\\c")]);
+        assert_eq!(
+            ok("-c search_path=a\\,\\ b\\\\c"),
+            vec![pair("search_path", "a, b\\c")]
+        );
         assert_eq!(ok("-c x="), vec![pair("x", "")]);
         assert_eq!(ok(""), vec![]);
         assert_eq!(ok("   "), vec![]);
@@ -149,7 +152,9 @@ mod tests {
         );
         let e = err("-e");
         assert_eq!(e.code, SqlState::PROTOCOL_VIOLATION);
-        assert!(e.message.starts_with("unsupported options startup parameter"));
+        assert!(e
+            .message
+            .starts_with("unsupported options startup parameter"));
     }
 
     proptest::proptest! {
