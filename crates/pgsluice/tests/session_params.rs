@@ -141,6 +141,7 @@ async fn setup_sets_are_carried_per_client_across_server_connections() {
     let s = setup(PoolMode::Transaction, 1).await;
     let a = client_with_digits(s.addr, "0").await;
     let b = client_with_digits(s.addr, "2").await;
+    let b2 = client_with_digits(s.addr, "2").await;
     let plain = connect(s.addr).await;
     for _ in 0..2 {
         assert_eq!(digits(&a).await, "0");
@@ -175,8 +176,10 @@ async fn setup_sets_are_carried_per_client_across_server_connections() {
     assert_eq!(digits(&b).await, "2");
 
     // DISCARD ALL through the ordinary path forgets the client's values, and the server
-    // connection's record of them: the next client gets its own value back.
+    // connection's record of them: the next client with the same value gets it back.
+    assert_eq!(digits(&b).await, "2");
     b.simple_query("DISCARD ALL").await.unwrap();
+    assert_eq!(digits(&b2).await, "2");
     assert_eq!(digits(&b).await, "1");
     let d = client_with_digits(s.addr, "3").await;
     assert_eq!(digits(&d).await, "3");
