@@ -4,6 +4,12 @@
 //! parameters (GUC_REPORT) with ParameterStatus whenever they change, so pgsluice knows
 //! both what each client believes and what each server connection has, and makes them
 //! match with one `SET` round trip before forwarding a transaction.
+//!
+//! A set also carries *extra* parameters: session settings PostgreSQL does not report
+//! (`extra_float_digits`...) that a client set while setting up its connection (see
+//! `client::param_request`). Nothing reports their values, so a client's set holds the
+//! SQL text it asked for and a server connection's set holds what pgsluice applied to
+//! it; the sync SETs what differs and RESETs what the client does not have.
 
 use std::sync::Arc;
 
@@ -19,6 +25,23 @@ pub const TRACKED: [&str; 6] = [
 
 type Values = [Option<Arc<str>>; TRACKED.len()];
 
+/// An extra (unreported) parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Extra {
+    /// Lower-case name.
+    name: Arc<str>,
+    /// The value as SQL text (a literal or a list, as the client wrote it); `None` on a
+    /// server connection whose value is unknown (a RESET or DISCARD ran): the next
+    /// sync sets or resets it.
+    value: Option<Arc<str>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Inner {
+    tracked: Values,
+    extras: Vec<Extra>,
+}
+
 /// Values of the tracked parameters (None = unknown / not set).
 ///
 /// The whole set is shared and copied on write (one pointer per holder): clients that
@@ -26,21 +49,33 @@ type Values = [Option<Arc<str>>; TRACKED.len()];
 /// connection's set, and the per-transaction check between two holders of the same
 /// set is one pointer comparison. Values are shared `Arc<str>` inside a set, too.
 #[derive(Debug, Clone, Default)]
-pub struct ParamSet(Option<Arc<Values>>);
+pub struct ParamSet(Option<Arc<Inner>>);
 
-const NONE: Values = [None, None, None, None, None, None];
+const NONE: Inner = Inner {
+    tracked: [None, None, None, None, None, None],
+    extras: Vec::new(),
+};
 
 impl PartialEq for ParamSet {
     fn eq(&self, other: &Self) -> bool {
-        self.values() == other.values()
+        self.inner() == other.inner()
     }
 }
 
 impl Eq for ParamSet {}
 
 impl ParamSet {
+    fn inner(&self) -> &Inner {
+        static EMPTY: Inner = NONE;
+        self.0.as_deref().unwrap_or(&EMPTY)
+    }
+
     fn values(&self) -> &Values {
-        self.0.as_deref().unwrap_or(&NONE)
+        &self.inner().tracked
+    }
+
+    fn inner_mut(&mut self) -> &mut Inner {
+        Arc::make_mut(self.0.get_or_insert_with(|| Arc::new(NONE)))
     }
 
     /// Index of a tracked parameter (case-insensitive, as PostgreSQL treats GUC names).
@@ -54,8 +89,7 @@ impl ParamSet {
         match Self::index(name) {
             Some(i) => {
                 if self.values()[i].as_deref() != Some(value) {
-                    let values = Arc::make_mut(self.0.get_or_insert_with(|| Arc::new(NONE)));
-                    values[i] = Some(value.into());
+                    self.inner_mut().tracked[i] = Some(value.into());
                 }
                 true
             }
@@ -84,7 +118,7 @@ impl ParamSet {
         };
         if self.values().iter().zip(defaults.values()).any(missing) {
             let theirs = defaults.values();
-            let mine = Arc::make_mut(self.0.get_or_insert_with(|| Arc::new(NONE)));
+            let mine = &mut self.inner_mut().tracked;
             for (m, t) in mine.iter_mut().zip(theirs.iter()) {
                 if m.is_none() {
                     m.clone_from(t);
@@ -117,7 +151,95 @@ impl ParamSet {
                 }
             }
         }
+        self.extras_sync_sql(server, &mut sql);
         (!sql.is_empty()).then_some(sql)
+    }
+
+    /// Appends the SETs and RESETs that make `server`'s extra parameters match this
+    /// set's. The values are ASCII without backslashes (`client::param_request`
+    /// carries no others), so neither client_encoding nor standard_conforming_strings
+    /// changes how PostgreSQL reads them.
+    fn extras_sync_sql(&self, server: &ParamSet, sql: &mut String) {
+        let (mine, theirs) = (&self.inner().extras, &server.inner().extras);
+        for e in theirs {
+            if !mine.iter().any(|m| m.name == e.name) {
+                sql.push_str("RESET ");
+                push_ident(sql, &e.name);
+                sql.push(';');
+            }
+        }
+        for m in mine {
+            let Some(want) = &m.value else { continue };
+            let same = theirs
+                .iter()
+                .any(|e| e.name == m.name && e.value.as_ref() == Some(want));
+            if !same {
+                sql.push_str("SET ");
+                push_ident(sql, &m.name);
+                sql.push_str(" TO ");
+                sql.push_str(want);
+                sql.push(';');
+            }
+        }
+    }
+
+    /// Records an extra parameter's value (`name` lower-case, `value_sql` the value as
+    /// the client's SET wrote it).
+    pub fn set_extra(&mut self, name: &str, value_sql: &str) {
+        let current = self.inner().extras.iter().position(|e| &*e.name == name);
+        if let Some(i) = current {
+            if self.inner().extras[i].value.as_deref() == Some(value_sql) {
+                return;
+            }
+            self.inner_mut().extras[i].value = Some(value_sql.into());
+        } else {
+            self.inner_mut().extras.push(Extra {
+                name: name.into(),
+                value: Some(value_sql.into()),
+            });
+        }
+    }
+
+    /// Forgets an extra parameter (the client reset it).
+    pub fn remove_extra(&mut self, name: &str) {
+        if self.inner().extras.iter().any(|e| &*e.name == name) {
+            self.inner_mut().extras.retain(|e| &*e.name != name);
+        }
+    }
+
+    /// Forgets every extra parameter (the client ran RESET ALL or DISCARD ALL).
+    pub fn clear_extras(&mut self) {
+        if !self.inner().extras.is_empty() {
+            self.inner_mut().extras.clear();
+        }
+    }
+
+    /// On a server connection: something may have reset the extra parameters pgsluice
+    /// applied (RESET, DISCARD ALL), so their values are unknown; the next sync sets
+    /// or resets each of them again.
+    pub fn forget_extra_values(&mut self) {
+        if self.inner().extras.iter().any(|e| e.value.is_some()) {
+            for e in &mut self.inner_mut().extras {
+                e.value = None;
+            }
+        }
+    }
+
+    /// On a server connection after a successful sync: its extra parameters are now
+    /// the client's.
+    pub fn adopt_extras(&mut self, client: &ParamSet) {
+        if self.inner().extras != client.inner().extras {
+            self.inner_mut().extras.clone_from(&client.inner().extras);
+        }
+    }
+
+    /// The value (SQL text) of an extra parameter, if set.
+    pub fn extra(&self, name: &str) -> Option<&str> {
+        self.inner()
+            .extras
+            .iter()
+            .find(|e| &*e.name == name)
+            .and_then(|e| e.value.as_deref())
     }
 
     /// Iterates over known (name, value) pairs.
@@ -127,6 +249,13 @@ impl ParamSet {
             .zip(self.values().iter())
             .filter_map(|(n, v)| v.as_deref().map(|v| (*n, v)))
     }
+}
+
+/// Appends `name` as a quoted SQL identifier (a dotted custom name stays one name).
+fn push_ident(sql: &mut String, name: &str) {
+    sql.push('"');
+    sql.push_str(&name.replace('"', "\"\""));
+    sql.push('"');
 }
 
 /// Appends `value` as a SQL string literal (E'' form when it has a backslash).
@@ -169,6 +298,47 @@ mod tests {
             "SET application_name TO E'a''b\\\\c';"
         );
         assert!(!client.set("search_path", "x"));
+    }
+
+    #[test]
+    fn extras_are_set_where_they_differ_and_reset_where_the_client_has_none() {
+        let mut client = ParamSet::default();
+        client.set_extra("extra_float_digits", "3");
+        let mut server = ParamSet::default();
+        assert_eq!(
+            client.sync_sql(&server).unwrap(),
+            "SET \"extra_float_digits\" TO 3;"
+        );
+        server.adopt_extras(&client);
+        assert_eq!(client.sync_sql(&server), None);
+        assert_eq!(server.extra("extra_float_digits"), Some("3"));
+        // Another client without it gets the server's default back.
+        let plain = ParamSet::default();
+        assert_eq!(
+            plain.sync_sql(&server).unwrap(),
+            "RESET \"extra_float_digits\";"
+        );
+        // A RESET ALL or DISCARD ALL on the server: set again at the next sync.
+        server.forget_extra_values();
+        assert_eq!(
+            client.sync_sql(&server).unwrap(),
+            "SET \"extra_float_digits\" TO 3;"
+        );
+        assert_eq!(
+            plain.sync_sql(&server).unwrap(),
+            "RESET \"extra_float_digits\";"
+        );
+        // Tracked parameters first, then the extras.
+        client.set("TimeZone", "UTC");
+        client.set_extra("my.x", "'a\"b'");
+        assert_eq!(
+            client.sync_sql(&plain).unwrap(),
+            "SET TimeZone TO 'UTC';SET \"extra_float_digits\" TO 3;SET \"my.x\" TO 'a\"b';"
+        );
+        client.remove_extra("extra_float_digits");
+        client.clear_extras();
+        assert_eq!(client.extra("my.x"), None);
+        assert_ne!(client, server);
     }
 
     #[test]

@@ -440,6 +440,9 @@ async fn untracked_session_state_is_refused_not_leaked() {
     let s = Setup::start(1).await;
     let a = s.connect().await;
     let b = s.connect().await;
+    // Past its setup: a SET as a client's first requests is carried, not refused
+    // (tests/session_params.rs).
+    a.batch_execute("select 1").await.unwrap();
     let e = a
         .batch_execute("set statement_timeout = '1ms'")
         .await

@@ -6,11 +6,13 @@ pub mod auth_query;
 mod conclude;
 mod flow;
 mod hba;
+mod param_request;
 pub(crate) mod park;
 pub mod prepared;
 mod queue_notice;
 pub mod relay;
 mod session;
+mod startup_options;
 pub mod state_guard;
 mod stop;
 mod task;
@@ -345,18 +347,25 @@ async fn login(
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| user.clone());
     let cfg = app.config();
+    let ignored = |k: &str| {
+        IGNORED_PARAMS.contains(&k)
+            || cfg
+                .general
+                .ignore_startup_parameters
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(k))
+    };
     let mut client_params = ParamSet::default();
+    // As in PostgreSQL, `options` first: the packet's own parameters override it.
+    if let Some((_, options)) = params.iter().find(|(k, _)| k == "options") {
+        apply_options(options, &mut client_params, ignored("options"), ignored)?;
+    }
     let mut unrecognized = Vec::new();
     for (k, v) in &params {
         match k.as_str() {
-            "user" | "database" => {}
+            "user" | "database" | "options" => {}
             k if k.starts_with("_pq_.") => unrecognized.push(k.to_owned()),
-            k if IGNORED_PARAMS.contains(&k)
-                || cfg
-                    .general
-                    .ignore_startup_parameters
-                    .iter()
-                    .any(|p| p.eq_ignore_ascii_case(k)) => {}
+            k if ignored(k) => {}
             k if client_params.set(k, v) => {}
             k => {
                 return Err(fatal(
@@ -466,6 +475,33 @@ async fn login(
         Session::new(app.clone(), pool, client_params, cancel, &buf[..]),
         pool_login,
     ))
+}
+
+/// Applies the `options` startup parameter: tracked parameters set with `-c` become
+/// the client's; others are ignored when `ignore_startup_parameters` lists them,
+/// refused otherwise (PgBouncer's rule). With `options` itself listed, anything
+/// pgsluice cannot apply is ignored, as when pgsluice ignored the whole parameter.
+fn apply_options(
+    options: &str,
+    params: &mut ParamSet,
+    lenient: bool,
+    ignored: impl Fn(&str) -> bool,
+) -> Result<(), LoginFailure> {
+    let fatal = |code, msg: String| LoginFailure::Notice(ClientNotice::fatal(code, msg));
+    let settings = match startup_options::settings(options) {
+        Ok(s) => s,
+        Err(_) if lenient => return Ok(()),
+        Err(e) => return Err(fatal(e.code, e.message)),
+    };
+    for (name, value) in settings {
+        if !params.set(&name, &value) && !lenient && !ignored(&name) {
+            return Err(fatal(
+                SqlState::PROTOCOL_VIOLATION,
+                format!("unsupported startup parameter in options: {name}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Runs an admin console session.

@@ -12,6 +12,7 @@ use pgsluice_protocol::SqlState;
 use tokio::io::AsyncWriteExt;
 
 use super::conclude::{conclude, Next};
+use super::param_request::{self, Change};
 use super::prepared::{ClientStatements, ExtState};
 use super::queue_notice::wait_notifying;
 use super::relay::{ExtCx, Relay, RelayCounts, RelayEnd};
@@ -46,6 +47,9 @@ pub struct Session {
     stmts: ClientStatements,
     /// What the session moved so far (kept across parkings, for the logout line).
     traffic: Traffic,
+    /// Still setting up: every request so far was a parameter request (see
+    /// [`param_request`]).
+    setting_up: bool,
 }
 
 /// How [`Session::run`] ended.
@@ -129,6 +133,7 @@ impl Session {
             pending: (!pending.is_empty()).then(|| Box::new(BytesMut::from(pending))),
             stmts: ClientStatements::default(),
             traffic: Traffic::default(),
+            setting_up: true,
         }
     }
 
@@ -249,6 +254,7 @@ impl Session {
                 return Next::Continue;
             }
         }
+        let changes = self.param_plan(&prefix, mode);
         let now = Instant::now();
         // Synchronous unless the pool has no idle connection; then a small wait in the
         // queue, and opening a connection boxed.
@@ -284,6 +290,10 @@ impl Session {
             }
         }
         self.traffic.transactions += 1;
+        if let Some(changes) = changes {
+            let run = self.param_request(stream, co, &prefix, &changes, held_since, stop);
+            return Box::pin(run).await;
+        }
         let (end, counts, queries, busy) =
             self.relay_once(stream, &mut co, &prefix, mode, stop).await;
         self.cancel.detach();
@@ -483,6 +493,65 @@ impl Session {
         Some(reply)
     }
 
+    /// The changes of a parameter request pgsluice runs itself; ends the setting-up
+    /// phase at the first request that is no parameter request.
+    fn param_plan(&mut self, prefix: &[u8], mode: PoolMode) -> Option<Vec<Change>> {
+        if mode == PoolMode::Session {
+            return None;
+        }
+        let plan = param_request::plan(prefix, self.setting_up);
+        if plan.is_none() && self.setting_up && !param_request::is_param_request(prefix) {
+            self.setting_up = false;
+        }
+        plan
+    }
+
+    /// Runs a parameter request on `co` and passes PostgreSQL's answer on; when it
+    /// succeeded, the client's extra parameters change and the connection records
+    /// that it holds them.
+    async fn param_request(
+        &mut self,
+        stream: &mut Stream,
+        mut co: Checkout,
+        prefix: &[u8],
+        changes: &[Change],
+        held_since: Instant,
+        stop: &StopSignal,
+    ) -> Next {
+        let limit = self.pool.settings().connect_timeout;
+        let conn = co.conn();
+        let mut answer = BytesMut::with_capacity(256);
+        let run = conn.run_for_client(prefix, &mut answer, param_request::MAX_ANSWER);
+        let answered = match tokio::time::timeout(limit, run).await {
+            Ok(Ok(a)) if a.status == pgsluice_protocol::backend::TxStatus::Idle => a,
+            Ok(Ok(_)) | Ok(Err(_)) | Err(_) => {
+                tracing::warn!(server = %conn.id, "parameter request failed on the server connection; closing it");
+                let n = ClientNotice::fatal(
+                    SqlState::CONNECTION_FAILURE,
+                    "server connection failed while setting a parameter",
+                );
+                return Next::End(Some(n), "server connection lost");
+            }
+        };
+        if !answered.failed {
+            param_request::apply(&mut self.params, changes);
+            conn.params.adopt_extras(&self.params);
+        }
+        // Tracked values the server reported (and, now, the same extras).
+        self.params.clone_from(&conn.params);
+        self.traffic.bytes_in += prefix.len() as u64;
+        self.traffic.bytes_out += answer.len() as u64;
+        let (bytes_in, bytes_out) = (prefix.len() as u64, answer.len() as u64);
+        self.pool
+            .stats
+            .add_xact(1, bytes_in, bytes_out, held_since.elapsed());
+        let next = conclude(RelayEnd::Idle, co, PoolMode::Transaction, false, stop.fired);
+        if stream.write_all(&answer).await.is_err() {
+            return Next::End(None, "client connection error");
+        }
+        next
+    }
+
     async fn sync_params(
         &mut self,
         co: &mut Checkout,
@@ -490,7 +559,9 @@ impl Session {
     ) -> Result<(), crate::error::ServerError> {
         let conn = co.conn();
         conn.run_discarding(&sql).await?;
-        // PostgreSQL reports the canonical spelling ("utc" becomes "UTC").
+        // PostgreSQL reports the canonical spelling ("utc" becomes "UTC"); the extra
+        // parameters are now the client's.
+        conn.params.adopt_extras(&self.params);
         self.params.clone_from(&conn.params);
         Ok(())
     }

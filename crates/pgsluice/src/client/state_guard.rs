@@ -9,7 +9,9 @@
 //! raised by PostgreSQL itself (the statement is replaced by a `DO` block that raises),
 //! so transaction semantics (an aborted transaction block, skip-to-Sync) stay exactly
 //! PostgreSQL's. Parameters in [`crate::params::TRACKED`] are allowed: pgsluice
-//! re-applies them on every server connection the client gets.
+//! re-applies them on every server connection the client gets. SETs a client sends
+//! while it sets up never reach this guard: `client::param_request` runs and carries
+//! them.
 
 use crate::params::ParamSet;
 

@@ -174,6 +174,15 @@ pub struct ServerConn {
     pub ext: Option<Box<crate::client::prepared::ExtState>>,
 }
 
+/// What PostgreSQL answered to [`ServerConn::run_for_client`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answered {
+    /// An ErrorResponse came.
+    pub failed: bool,
+    /// The status of the final ReadyForQuery.
+    pub status: backend::TxStatus,
+}
+
 impl ServerConn {
     /// Runs a simple query whose results pgsluice discards (SET, DISCARD ALL, ROLLBACK),
     /// recording ParameterStatus changes. Fails if PostgreSQL reports an error.
@@ -212,6 +221,58 @@ impl ServerConn {
                         ));
                     }
                     return failure.map_or(Ok(()), Err);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends a request a client made (whole messages ending in a Query or Sync) and
+    /// collects PostgreSQL's answer up to ReadyForQuery into `answer`, unchanged, for
+    /// the client; records ParameterStatus changes. Fails when the answer passes `max`
+    /// bytes (the caller then closes the connection).
+    pub async fn run_for_client(
+        &mut self,
+        request: &[u8],
+        answer: &mut BytesMut,
+        max: usize,
+    ) -> Result<Answered, ServerError> {
+        self.stream.write_all(request).await?;
+        let mut buf = BytesMut::with_capacity(1024);
+        let mut failed = false;
+        loop {
+            let msg = loop {
+                if let Some(m) = split_message(&mut buf, MAX_CONTROL_MESSAGE)? {
+                    break m;
+                }
+                if self.stream.read_buf(&mut buf).await? == 0 {
+                    return Err(ServerError::Closed);
+                }
+            };
+            if answer.len() + msg.body.len() + 5 > max {
+                return Err(ServerError::Protocol(
+                    pgsluice_protocol::ProtocolError::Malformed("answer too long"),
+                ));
+            }
+            answer.extend_from_slice(&[msg.tag]);
+            answer.extend_from_slice(&(msg.body.len() as u32 + 4).to_be_bytes());
+            answer.extend_from_slice(&msg.body);
+            match msg.tag {
+                tag::PARAMETER_STATUS => {
+                    let (name, value) = backend::parse_parameter_status(&msg.body)?;
+                    self.params.set(name, value);
+                }
+                tag::ERROR_RESPONSE => failed = true,
+                tag::READY_FOR_QUERY => {
+                    let status = msg
+                        .body
+                        .first()
+                        .and_then(|&b| backend::TxStatus::from_byte(b))
+                        .filter(|_| buf.is_empty())
+                        .ok_or(ServerError::Protocol(
+                            pgsluice_protocol::ProtocolError::Malformed("ReadyForQuery"),
+                        ))?;
+                    return Ok(Answered { failed, status });
                 }
                 _ => {}
             }

@@ -97,6 +97,14 @@ impl MessageCx<'_> {
                     if tag_text == b"DISCARD ALL" || tag_text == b"DEALLOCATE ALL" {
                         self.book.stmts.clear_confirmed();
                     }
+                    // Extra parameters (params.rs): DISCARD ALL or RESET may have
+                    // reset what pgsluice applied; the next sync applies them again.
+                    if tag_text == b"DISCARD ALL" || tag_text == b"RESET" {
+                        server_params.forget_extra_values();
+                    }
+                    if tag_text == b"DISCARD ALL" {
+                        client_params.clear_extras();
+                    }
                 }
                 self.front_is(|e| matches!(e, Expect::Execute))
             }
