@@ -100,10 +100,10 @@ impl MessageCx<'_> {
                     // Extra parameters (params.rs): DISCARD ALL or RESET may have
                     // reset what pgsluice applied; the next sync applies them again.
                     if tag_text == b"DISCARD ALL" || tag_text == b"RESET" {
-                        server_params.forget_extra_values();
+                        self.server_params.forget_extra_values();
                     }
                     if tag_text == b"DISCARD ALL" {
-                        client_params.clear_extras();
+                        self.client_params.clear_extras();
                     }
                 }
                 self.front_is(|e| matches!(e, Expect::Execute))
