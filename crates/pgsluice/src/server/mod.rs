@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use pgsluice_protocol::backend::{self, tag};
-use pgsluice_protocol::frame::split_message;
+use pgsluice_protocol::frame::{split_message, Message};
 use pgsluice_protocol::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -184,6 +184,18 @@ pub struct Answered {
 }
 
 impl ServerConn {
+    /// The next whole message from the server, reading into `buf` as needed.
+    async fn next_message(&mut self, buf: &mut BytesMut) -> Result<Message, ServerError> {
+        loop {
+            if let Some(m) = split_message(buf, MAX_CONTROL_MESSAGE)? {
+                return Ok(m);
+            }
+            if self.stream.read_buf(buf).await? == 0 {
+                return Err(ServerError::Closed);
+            }
+        }
+    }
+
     /// Runs a simple query whose results pgsluice discards (SET, DISCARD ALL, ROLLBACK),
     /// recording ParameterStatus changes. Fails if PostgreSQL reports an error.
     pub async fn run_discarding(&mut self, sql: &str) -> Result<(), ServerError> {
@@ -193,14 +205,7 @@ impl ServerConn {
         let mut buf = BytesMut::with_capacity(1024);
         let mut failure = None;
         loop {
-            let msg = loop {
-                if let Some(m) = split_message(&mut buf, MAX_CONTROL_MESSAGE)? {
-                    break m;
-                }
-                if self.stream.read_buf(&mut buf).await? == 0 {
-                    return Err(ServerError::Closed);
-                }
-            };
+            let msg = self.next_message(&mut buf).await?;
             match msg.tag {
                 tag::PARAMETER_STATUS => {
                     let (name, value) = backend::parse_parameter_status(&msg.body)?;
@@ -241,14 +246,7 @@ impl ServerConn {
         let mut buf = BytesMut::with_capacity(1024);
         let mut failed = false;
         loop {
-            let msg = loop {
-                if let Some(m) = split_message(&mut buf, MAX_CONTROL_MESSAGE)? {
-                    break m;
-                }
-                if self.stream.read_buf(&mut buf).await? == 0 {
-                    return Err(ServerError::Closed);
-                }
-            };
+            let msg = self.next_message(&mut buf).await?;
             if answer.len() + msg.body.len() + 5 > max {
                 return Err(ServerError::Protocol(
                     pgsluice_protocol::ProtocolError::Malformed("answer too long"),
