@@ -167,12 +167,11 @@ async fn behind_server_auth(auth: HostAuth) {
     // Several server connections log in, not just the first.
     let a = connect(s.addr).await;
     let b = connect(s.addr).await;
-    let (ra, rb) = tokio::join!(
-        a.simple_query("select pg_sleep(0.2)"),
-        b.simple_query("select pg_sleep(0.2)")
-    );
-    ra.unwrap();
-    rb.unwrap();
+    // A's open transaction holds one server connection, so B's needs a second.
+    a.batch_execute("begin; select 1").await.unwrap();
+    b.batch_execute("begin; select 1").await.unwrap();
+    a.batch_execute("commit").await.unwrap();
+    b.batch_execute("commit").await.unwrap();
     let direct = direct(&s.pg, DB).await;
     assert_eq!(app_backends(&direct).await, 2);
 }

@@ -111,12 +111,11 @@ async fn scram_role_absent_from_auth_file_logs_in() {
     let b = try_connect(&client_config(s.addr, "alice", "alice-pw", DB))
         .await
         .unwrap();
-    let (ra, rb) = tokio::join!(
-        a.simple_query("select pg_sleep(0.2)"),
-        b.simple_query("select pg_sleep(0.2)")
-    );
-    ra.unwrap();
-    rb.unwrap();
+    // A's open transaction holds one server connection, so B's needs a second.
+    a.batch_execute("begin; select 1").await.unwrap();
+    b.batch_execute("begin; select 1").await.unwrap();
+    a.batch_execute("commit").await.unwrap();
+    b.batch_execute("commit").await.unwrap();
     let direct = direct(&s.pg, DB).await;
     let n: i64 = direct
         .query_one(

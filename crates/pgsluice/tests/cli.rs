@@ -144,6 +144,60 @@ fn bad_backend_url_is_a_clear_error() {
     assert!(stderr(&out).contains("postgres://"), "{}", stderr(&out));
 }
 
+/// Runs `select pg_backend_pid()` on every client at once while an advisory lock held
+/// by `direct` blocks each query on the server, so that all of them want a server
+/// connection at the same time; lets them go once `servers` backends are blocked (the
+/// pool is full). Returns the distinct backend pids and the most `app` backends
+/// PostgreSQL had while the queries ran.
+async fn concurrent_pids(
+    clients: &[tokio_postgres::Client],
+    direct: &tokio_postgres::Client,
+    servers: i64,
+) -> (HashSet<i64>, i64) {
+    direct
+        .batch_execute("select pg_advisory_lock(4242)")
+        .await
+        .unwrap();
+    let queries = futures_util::future::join_all(clients.iter().map(|c| async move {
+        count(
+            c,
+            "select pg_backend_pid()::int8 from pg_advisory_xact_lock_shared(4242)",
+        )
+        .await
+    }));
+    let gate = async {
+        let blocked = "select count(*) from pg_stat_activity where usename = 'app' \
+                       and wait_event_type = 'Lock'";
+        eventually(
+            &format!("{servers} backends blocked on the lock"),
+            PROMPTLY,
+            || async move { (count(direct, blocked).await >= servers).then_some(()) },
+        )
+        .await;
+        direct
+            .batch_execute("select pg_advisory_unlock(4242)")
+            .await
+            .unwrap();
+    };
+    // Samples the backends until every query is answered (10 ms sampling interval).
+    let (pids, max) = {
+        let queries = async {
+            let (pids, ()) = tokio::join!(queries, gate);
+            pids
+        };
+        tokio::pin!(queries);
+        let mut max = 0;
+        loop {
+            max = max.max(app_backends(direct).await);
+            tokio::select! {
+                pids = &mut queries => break (pids, max.max(app_backends(direct).await)),
+                () = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
+            }
+        }
+    };
+    (pids.into_iter().collect(), max)
+}
+
 /// PGSLUICE_DEFAULT_POOL_SIZE=2 caps the server connections of a running pooler.
 #[tokio::test(flavor = "multi_thread")]
 async fn env_default_pool_size_caps_server_connections() {
@@ -155,19 +209,7 @@ async fn env_default_pool_size_caps_server_connections() {
         clients.push(connect(addr).await);
     }
     let direct = direct(&pg, DB).await;
-    let sampling = async {
-        let mut max = 0;
-        for _ in 0..40 {
-            max = max.max(app_backends(&direct).await);
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        max
-    };
-    let queries = futures_util::future::join_all(clients.iter().map(|c| async move {
-        count(c, "select pg_backend_pid()::int8 from pg_sleep(0.3)").await
-    }));
-    let (pids, max) = tokio::join!(queries, sampling);
-    let distinct: HashSet<i64> = pids.into_iter().collect();
+    let (distinct, max) = concurrent_pids(&clients, &direct, 2).await;
     assert_eq!(
         distinct.len(),
         2,
@@ -186,10 +228,6 @@ async fn env_default_pool_size_caps_server_connections() {
     for _ in 0..8 {
         clients.push(connect(addr).await);
     }
-    let pids = futures_util::future::join_all(clients.iter().map(|c| async move {
-        count(c, "select pg_backend_pid()::int8 from pg_sleep(0.3)").await
-    }))
-    .await;
-    let distinct: HashSet<i64> = pids.into_iter().collect();
+    let (distinct, _) = concurrent_pids(&clients, &direct, 3).await;
     assert_eq!(distinct.len(), 3, "{distinct:?}");
 }

@@ -185,16 +185,21 @@ async fn postgres_restart(mode: StopMode) {
     let mut s = setup(PoolMode::Transaction, 2).await;
     let a = connect(s.addr).await;
     let b = connect(s.addr).await;
-    a.batch_execute("create table t(x int); insert into t values (1)")
-        .await
-        .unwrap();
-    // Two server connections in the pool.
-    let (ra, rb) = tokio::join!(
-        a.simple_query("select pg_sleep(0.2)"),
-        b.simple_query("select pg_sleep(0.2)")
-    );
-    ra.unwrap();
-    rb.unwrap();
+    // The testkit's clusters run with synchronous_commit = off, and an immediate stop
+    // is a crash: only a flushed commit survives it, so this one is synchronous.
+    a.batch_execute(
+        "begin; set local synchronous_commit = on; \
+         create table t(x int); insert into t values (1); commit",
+    )
+    .await
+    .unwrap();
+    // Two server connections in the pool: A's open transaction holds one, so B's needs
+    // the second.
+    a.batch_execute("begin; select 1").await.unwrap();
+    b.batch_execute("begin; select 1").await.unwrap();
+    a.batch_execute("commit").await.unwrap();
+    b.batch_execute("commit").await.unwrap();
+    assert_eq!(server_counts(s.server()).0, 2, "server connections open");
 
     tokio::task::block_in_place(|| s.pg.restart(mode)).expect("restart PostgreSQL");
 
@@ -240,18 +245,31 @@ async fn half_sent_message_then_disconnect_does_not_poison_the_pool() {
     })
     .await;
     let addr = s.addr;
-    tokio::task::spawn_blocking(move || {
-        let (mut sock, _) = raw_login(addr, &[("user", USER), ("database", DB)]);
-        // A Query announcing 1000 bytes, of which only a few are sent.
-        let mut m = vec![b'Q'];
-        m.extend_from_slice(&1004i32.to_be_bytes());
-        m.extend_from_slice(b"select 1 /* and then nothing");
-        sock.write_all(&m).unwrap();
-        std::thread::sleep(Duration::from_millis(200));
-        drop(sock);
+    let server = s.server();
+    let (mut sock, _) =
+        tokio::task::block_in_place(|| raw_login(addr, &[("user", USER), ("database", DB)]));
+    // The pool's one connection is idle before the client starts its query...
+    eventually("an idle server connection", PROMPTLY, || {
+        let idle = server_counts(server) == (1, 1);
+        async move { idle.then_some(()) }
     })
-    .await
-    .unwrap();
+    .await;
+    // A Query announcing 1000 bytes, of which only a few are sent.
+    let mut m = vec![b'Q'];
+    m.extend_from_slice(&1004i32.to_be_bytes());
+    m.extend_from_slice(b"select 1 /* and then nothing");
+    sock.write_all(&m).unwrap();
+    // ...and handed to it (its first bytes go with it) before the client vanishes.
+    eventually(
+        "the server connection handed to the client",
+        PROMPTLY,
+        || {
+            let busy = server_counts(server) == (1, 0);
+            async move { busy.then_some(()) }
+        },
+    )
+    .await;
+    drop(sock);
     for i in 0..3i64 {
         let b = connect_trust(addr).await;
         let v = tokio::time::timeout(PROMPTLY, b.simple_query(&format!("select {i} + 40")))
@@ -311,14 +329,16 @@ async fn client_leaving_while_waiting_for_a_server_does_not_leak() {
     let b = connect_full(s.addr).await;
     let b_client = b.client;
     let waiting = tokio::spawn(async move { b_client.simple_query("select 1").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_queued(s.server(), 1, || waiting.is_finished()).await;
     assert!(
         !waiting.is_finished(),
         "B should be waiting for the only connection"
     );
+    // B goes away: once both tasks are gone, its socket is closed.
     waiting.abort();
     b.task.abort();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = waiting.await;
+    let _ = b.task.await;
     a.batch_execute("commit").await.unwrap();
     for i in 0..3i64 {
         let c = connect(s.addr).await;

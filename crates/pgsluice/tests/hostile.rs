@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio_postgres::NoTls;
 
 struct Setup {
-    _cluster: PgCluster,
+    cluster: PgCluster,
     server: pgsluice::Server,
 }
 
@@ -28,10 +28,7 @@ async fn start(edit: impl FnOnce(&mut Config)) -> Setup {
     cfg.general.pool_mode = PoolMode::Transaction;
     edit(&mut cfg);
     let server = pgsluice::Server::start(cfg).await.unwrap();
-    Setup {
-        _cluster: cluster,
-        server,
-    }
+    Setup { cluster, server }
 }
 
 impl Setup {
@@ -223,7 +220,32 @@ async fn client_that_never_reads_results_gets_back_pressure_not_buffering() {
         pgsluice_protocol::frontend::query(&mut q, "select repeat('x', 10*1024*1024)");
     }
     c.write_all(&q).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Back-pressure has reached PostgreSQL once its backend blocks writing the results.
+    let (direct, conn) = tokio_postgres::connect(&s.cluster.superuser_url(), NoTls)
+        .await
+        .expect("direct connection");
+    tokio::spawn(conn);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let blocked: i64 = direct
+            .query_one(
+                "select count(*) from pg_stat_activity where usename = 'app' \
+                 and state = 'active' and wait_event = 'ClientWrite' \
+                 and strpos(query, 'repeat(') > 0",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if blocked == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the backend never blocked writing to the pooler"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     // The pooler holds one fixed buffer for it, not the results: others are served.
     // (pool size 2: the stuck client holds one connection, the good client uses the other)
     s.assert_healthy().await;

@@ -110,7 +110,11 @@ async fn waiting_client_is_served_within_query_wait_timeout() {
     a.batch_execute("begin").await.unwrap();
     let b = connect(s.addr).await;
     let waiting = tokio::spawn(async move { b.simple_query("select 1").await.map(|_| ()) });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_queued(s.server(), 1, || waiting.is_finished()).await;
+    assert!(
+        !waiting.is_finished(),
+        "B was served while A's transaction held the only connection"
+    );
     a.batch_execute("commit").await.unwrap();
     tokio::time::timeout(PROMPTLY, waiting)
         .await

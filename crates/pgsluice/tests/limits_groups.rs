@@ -230,6 +230,8 @@ async fn reserve_pool_grants_extra_connections_after_the_timeout() {
         async move { (p.status().waiting == 1).then_some(()) }
     })
     .await;
+    // The wait is the scenario: C stays queued for three reserve_pool_timeouts, and a
+    // pooler that granted a second reserve connection would have done so by now.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(p.status().waiting, 1, "no second reserve connection");
     assert_eq!(count(&direct, BACKENDS).await, 2);

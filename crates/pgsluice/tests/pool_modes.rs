@@ -7,7 +7,6 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::*;
 use pgsluice::config::PoolMode;
@@ -124,7 +123,7 @@ async fn transaction_holds_its_server_until_commit() {
         })
     };
     // B must be waiting for the only server connection, held by A's transaction.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_queued(s.server(), 1, || b_done.load(Ordering::SeqCst)).await;
     assert!(
         !b_done.load(Ordering::SeqCst),
         "client B ran while client A's transaction held the only server connection"
@@ -166,7 +165,7 @@ async fn session_mode_keeps_server_for_the_session() {
             (b, pid)
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_queued(s.server(), 1, || b_done.load(Ordering::SeqCst)).await;
     assert!(
         !b_done.load(Ordering::SeqCst),
         "session mode gave A's server to B while A was connected"
@@ -227,12 +226,34 @@ async fn session_mode_resets_server_before_reuse() {
     );
 }
 
+/// Creates its file when dropped, so a psql waiting for it goes on even when the test
+/// fails before it lets psql go on purpose.
+struct GoFile(std::path::PathBuf);
+
+impl Drop for GoFile {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, "");
+    }
+}
+
 /// client_encoding is per client: a LATIN1 psql and a UTF8 tokio-postgres client share
 /// one backend, and each gets its own bytes for the same character.
 #[tokio::test(flavor = "multi_thread")]
 async fn client_encoding_per_client_in_transaction_mode() {
     let s = setup(PoolMode::Transaction, 1).await;
     let addr = s.addr;
+    // psql runs its first half, then waits in a shell escape (between transactions, so
+    // the backend is free) until the test creates `go`: the UTF8 client's queries run
+    // on the shared backend between psql's two halves.
+    let half = s.pg.root_dir().join("psql-first-half-done");
+    let go = GoFile(s.pg.root_dir().join("psql-go"));
+    let script = format!(
+        "show client_encoding;\nselect chr(233);\n\\! touch '{half}'\n\
+         \\! i=0; while [ ! -e '{go}' ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done\n\
+         show client_encoding;\nselect chr(233);\n",
+        half = half.display(),
+        go = go.0.display()
+    );
     let psql_run = tokio::task::spawn_blocking(move || {
         psql(
             addr,
@@ -240,13 +261,16 @@ async fn client_encoding_per_client_in_transaction_mode() {
             PASSWORD,
             "dbname=appdb client_encoding=LATIN1",
             &[],
-            "show client_encoding;\nselect chr(233);\nselect pg_sleep(0.3);\n\
-             select pg_sleep(0.3);\nshow client_encoding;\nselect chr(233);\n",
+            &script,
         )
     });
+    eventually("psql's first half", PROMPTLY, || {
+        let reached = half.exists() || psql_run.is_finished();
+        async move { reached.then_some(()) }
+    })
+    .await;
     let b = connect(s.addr).await;
-    let mut b_checks = 0;
-    while !psql_run.is_finished() {
+    for _ in 0..3 {
         assert_eq!(show(&b, "client_encoding").await, "UTF8");
         assert_eq!(
             simple_value(&b, "select chr(233)")
@@ -255,10 +279,12 @@ async fn client_encoding_per_client_in_transaction_mode() {
                 .as_deref(),
             Some("é")
         );
-        b_checks += 1;
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(b_checks > 0);
+    assert!(
+        !psql_run.is_finished(),
+        "psql ended before the UTF8 client's checks ran in between its halves"
+    );
+    drop(go);
     let out = psql_run.await.unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let lines: Vec<&[u8]> = out

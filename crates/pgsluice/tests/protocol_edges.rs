@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use common::*;
 use pgsluice::config::{PoolMode, Secs};
@@ -327,17 +326,28 @@ async fn extended_protocol_flush_before_sync() {
     .await;
     let addr = s.addr;
     let other_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    // The other client starts only once the raw client holds the server connection.
+    // The other client starts only once the raw client holds the server connection;
+    // the raw client goes on once the other one is queued for it (or was served).
     let (holding_tx, holding_rx) = tokio::sync::oneshot::channel::<()>();
+    let (queued_tx, queued_rx) = std::sync::mpsc::channel::<()>();
     let other = {
         let done = other_done.clone();
         let addr = s.addr;
+        let server = s.server();
         async move {
             holding_rx.await.expect("raw client reached Flush");
-            let c = connect_trust(addr).await;
-            let v = count(&c, "select 5::int8").await;
-            done.store(true, std::sync::atomic::Ordering::SeqCst);
-            v
+            let query = {
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let c = connect_trust(addr).await;
+                    let v = count(&c, "select 5::int8").await;
+                    done.store(true, std::sync::atomic::Ordering::SeqCst);
+                    v
+                })
+            };
+            wait_queued(server, 1, || done.load(std::sync::atomic::Ordering::SeqCst)).await;
+            queued_tx.send(()).unwrap();
+            query.await.unwrap()
         }
     };
     let raw = tokio::task::spawn_blocking({
@@ -364,7 +374,7 @@ async fn extended_protocol_flush_before_sync() {
             // Another client wants the only server connection meanwhile; it must not
             // get it before our Sync.
             holding_tx.send(()).unwrap();
-            std::thread::sleep(Duration::from_millis(400));
+            queued_rx.recv().expect("the other client queued");
             assert!(
                 !other_done.load(std::sync::atomic::Ordering::SeqCst),
                 "server connection released between Flush and Sync"

@@ -301,6 +301,52 @@ pub async fn wait_active_query(direct: &Client, needle: &str) -> i32 {
     .await
 }
 
+// ---------------------------------------------------------------------------
+// Pool counters of an in-process pooler (what SHOW POOLS reports), for tests that
+// must wait until a client is queued or a server connection is handed out instead
+// of sleeping and hoping it happened.
+
+impl Setup {
+    /// The running pooler; panics once the test has shut it down.
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("pooler still running")
+    }
+}
+
+/// Clients queued for a server connection, over every pool (cl_waiting).
+pub fn clients_waiting(server: &Server) -> usize {
+    server
+        .app()
+        .pools()
+        .iter()
+        .map(|p| p.status().waiting)
+        .sum()
+}
+
+/// Server connections (open or being opened) and how many of them sit idle in their
+/// pool, over every pool; `total - idle` are handed out to clients.
+pub fn server_counts(server: &Server) -> (usize, usize) {
+    server.app().pools().iter().fold((0, 0), |(t, i), p| {
+        let st = p.status();
+        (t + st.total, i + st.idle)
+    })
+}
+
+/// Waits until at least `n` clients are queued for a server connection, or until
+/// `served()` says what they wait for happened anyway, so that the caller's own
+/// assertion (not a timeout) reports a pooler that let them through.
+pub async fn wait_queued(server: &Server, n: usize, served: impl Fn() -> bool) {
+    eventually(
+        &format!("{n} client(s) queued for a server connection"),
+        PROMPTLY,
+        || {
+            let done = clients_waiting(server) >= n || served();
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
+}
+
 /// Runs psql against the pooler at `addr` as `user` with `password`, feeding `script`
 /// on stdin (`-X -q -A -t`, no ON_ERROR_STOP unless `extra` sets it). Blocking.
 pub fn psql(
