@@ -190,6 +190,9 @@ async fn network_cut_mid_query_reports_08006_and_pool_recovers_after_resume() {
 async fn network_blackhole_gives_new_clients_a_connect_timeout_error() {
     let (s, proxy) = setup_behind_proxy(2, |c| {
         c.general.server_connect_timeout = Secs::from_secs(1);
+        // After a failed connect, logins are refused for server_login_retry (15 s by
+        // default, as long as `wait_serving`'s whole budget): keep the recovery short.
+        c.general.server_login_retry = Secs::from_secs(1);
     })
     .await;
 
