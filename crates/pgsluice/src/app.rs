@@ -33,6 +33,7 @@ use crate::pool::{
 };
 use crate::server::{self, ServerTarget};
 use crate::shutdown::{Shutdown, ShutdownKind, ShutdownWatch, TaskTracker};
+use crate::sync::LockExt;
 use crate::tls::{ServerTls, TlsState};
 
 pub use listen::Server;
@@ -256,13 +257,13 @@ impl App {
     /// Every pool that exists now (retired ones included), sorted by key.
     pub fn pools(&self) -> Vec<Arc<Pool>> {
         let mut v: Vec<_> = self.lock_pools().values().cloned().collect();
-        v.extend(lock(&self.retired).iter().cloned());
+        v.extend(self.retired.locked().iter().cloned());
         v.sort_by(|a, b| a.key().cmp(b.key()));
         v
     }
 
     fn lock_pools(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Arc<Pool>>> {
-        lock(&self.pools)
+        self.pools.locked()
     }
 
     /// Reads or changes the database flags. `f` also gets the current pools, and runs
@@ -270,14 +271,14 @@ impl App {
     pub fn control<R>(&self, f: impl FnOnce(&mut DbControl, &[Arc<Pool>]) -> R) -> R {
         let pools = self.lock_pools();
         let mut all: Vec<Arc<Pool>> = pools.values().cloned().collect();
-        all.extend(lock(&self.retired).iter().cloned());
-        let mut c = lock(&self.control);
+        all.extend(self.retired.locked().iter().cloned());
+        let mut c = self.control.locked();
         f(&mut c, &all)
     }
 
     /// A copy of the database flags.
     pub fn db_control(&self) -> DbControl {
-        lock(&self.control).clone()
+        self.control.locked().clone()
     }
 
     /// The pool serving `user` on `database`, created on first use.
@@ -293,7 +294,7 @@ impl App {
                 format!("no such database: {database}"),
             )
         })?;
-        if lock(&self.control).disabled.contains(database) {
+        if self.control.locked().disabled.contains(database) {
             return Err(ClientNotice::fatal(
                 SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
                 format!("database \"{database}\" does not allow connections (DISABLE)"),
@@ -324,7 +325,7 @@ impl App {
             .entry(key.clone())
             .or_insert_with(|| {
                 let p = Pool::new(key, target, settings, self.ids.clone(), groups);
-                if lock(&self.control).is_paused(database) {
+                if self.control.locked().is_paused(database) {
                     p.pause();
                 }
                 p.start_maintenance(self.shutdown.watch());
@@ -336,7 +337,8 @@ impl App {
 
     /// The group of client-side database `database`, created on first use.
     fn db_group(&self, cfg: &Config, database: &str) -> Arc<GroupLimit> {
-        lock(&self.db_groups)
+        self.db_groups
+            .locked()
             .entry(database.to_owned())
             .or_insert_with(|| {
                 GroupLimit::new(
@@ -350,7 +352,8 @@ impl App {
 
     /// The group of server-side user `user`, created on first use.
     fn user_group(&self, cfg: &Config, user: &str) -> Arc<GroupLimit> {
-        lock(&self.user_groups)
+        self.user_groups
+            .locked()
             .entry(user.to_owned())
             .or_insert_with(|| {
                 GroupLimit::new(GroupKind::User, user, cfg.max_user_connections(user))
@@ -360,12 +363,12 @@ impl App {
 
     /// The group of database `database`, if one of its pools was ever used.
     pub fn database_group(&self, database: &str) -> Option<Arc<GroupLimit>> {
-        lock(&self.db_groups).get(database).cloned()
+        self.db_groups.locked().get(database).cloned()
     }
 
     /// The group of server user `user`, if one of its pools was ever used.
     pub fn user_group_of(&self, user: &str) -> Option<Arc<GroupLimit>> {
-        lock(&self.user_groups).get(user).cloned()
+        self.user_groups.locked().get(user).cloned()
     }
 
     /// A logged-in client's place under max_db_client_connections of `database`; the
@@ -385,10 +388,10 @@ impl App {
 
     /// Applies the configuration's caps to the existing groups (reload).
     fn update_groups(&self, cfg: &Config) {
-        for (name, g) in lock(&self.db_groups).clone() {
+        for (name, g) in self.db_groups.locked().clone() {
             g.set_max(cfg.max_db_connections(&name));
         }
-        for (name, g) in lock(&self.user_groups).clone() {
+        for (name, g) in self.user_groups.locked().clone() {
             g.set_max(cfg.max_user_connections(&name));
         }
     }
@@ -421,12 +424,12 @@ impl App {
 
     /// The addresses the server listens on.
     pub fn listen_addrs(&self) -> Vec<SocketAddr> {
-        lock(&self.listen).clone()
+        self.listen.locked().clone()
     }
 
     /// The bound address of the metrics endpoint, if enabled.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        *lock(&self.metrics_addr)
+        *self.metrics_addr.locked()
     }
 
     /// Time since start.
@@ -445,7 +448,7 @@ impl App {
     /// One round of background upkeep: closes retired pools whose clients left.
     fn janitor_tick(&self) {
         let done: Vec<Arc<Pool>> = {
-            let mut retired = lock(&self.retired);
+            let mut retired = self.retired.locked();
             let (done, keep) = retired
                 .drain(..)
                 .partition(|p: &Arc<Pool>| p.client_count() == 0);
@@ -464,10 +467,6 @@ impl App {
             p.stats.advance_window(period);
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The reloader used when none is given: re-read the file the configuration came from,

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
 
 use crate::server::{BackendKey, ServerTarget};
+use crate::sync::LockExt;
 
 /// Where a cancel for a client goes right now.
 #[derive(Debug, Clone)]
@@ -69,7 +70,7 @@ impl CancelRegistry {
             last_key: AtomicUsize::new(0),
             active: AtomicBool::new(false),
         });
-        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.entries.locked();
         let pid = loop {
             // Positive pids, wrapping; skip any still in use.
             let pid = self.next_pid.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
@@ -88,25 +89,20 @@ impl CancelRegistry {
     /// The server target for a cancel request, if the key is valid and the client is
     /// using a server connection.
     pub fn lookup(&self, pid: i32, secret: &[u8]) -> Option<CancelTarget> {
-        let entry = self
-            .entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&pid)
-            .cloned()?;
+        let entry = self.entries.locked().get(&pid).cloned()?;
         if secret.len() != 4 || !bool::from(entry.secret.ct_eq(secret)) {
             return None;
         }
         if !entry.active.load(Ordering::Acquire) {
             return None;
         }
-        let last = entry.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let last = entry.last.locked().clone();
         last
     }
 
     /// Number of registered clients.
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.entries.locked().len()
     }
 
     /// True when no client is registered.
@@ -127,7 +123,7 @@ impl CancelHandle {
         let e = &self.entry;
         let key_addr = Arc::as_ptr(key) as usize;
         if e.last_key.load(Ordering::Relaxed) != key_addr {
-            *e.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(CancelTarget {
+            *e.last.locked() = Some(CancelTarget {
                 target: target.clone(),
                 key: key.clone(),
             });
@@ -145,11 +141,7 @@ impl CancelHandle {
 
 impl Drop for CancelHandle {
     fn drop(&mut self) {
-        self.registry
-            .entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.pid);
+        self.registry.entries.locked().remove(&self.pid);
     }
 }
 

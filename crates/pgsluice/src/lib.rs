@@ -25,6 +25,7 @@ pub mod pool;
 pub mod server;
 pub mod shutdown;
 pub mod stats;
+mod sync;
 pub mod tls;
 
 pub use app::Server;

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use super::{lock, App, ServerOptions};
+use super::{App, ServerOptions};
 use crate::client::{self, Admission};
 use crate::config::Config;
 use crate::net::Stream;
 use crate::shutdown::ShutdownKind;
+use crate::sync::LockExt;
 use crate::tls::TlsState;
 
 /// A started server: listeners bound, accept loops running.
@@ -55,12 +56,12 @@ impl Server {
                 app.clone(),
             )));
         }
-        *lock(&app.listen) = addrs.clone();
+        *app.listen.locked() = addrs.clone();
         if let Some(addr) = cfg.general.metrics_listen {
             let listener = TcpListener::bind(addr).await?;
             let local = listener.local_addr()?;
             tracing::info!("metrics listening on http://{local}/metrics");
-            *lock(&app.metrics_addr) = Some(local);
+            *app.metrics_addr.locked() = Some(local);
             accept_tasks.push(tokio::spawn(crate::metrics::serve(listener, app.clone())));
         }
         tokio::spawn(janitor(app.clone()));

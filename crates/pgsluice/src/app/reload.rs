@@ -13,9 +13,10 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{lock, pool_spec, App};
+use super::{pool_spec, App};
 use crate::client::auth::Secrets;
 use crate::config::Config;
+use crate::sync::LockExt;
 use crate::tls::TlsState;
 
 /// What a successful reload did.
@@ -153,7 +154,7 @@ impl App {
             tracing::info!(pool = %p.key(), clients = p.client_count(), "pool retired by reload; it closes when its clients leave");
             p.retire();
         }
-        lock(&self.retired).extend(gone);
+        self.retired.locked().extend(gone);
     }
 
     /// Changes how many clients may be connected at once.

@@ -32,6 +32,7 @@ use tokio::io::unix::AsyncFd;
 use super::task::{live, Opened, Resume};
 use crate::app::App;
 use crate::net::Stream;
+use crate::sync::LockExt;
 
 /// A parked client's socket, out of tokio's reactor.
 #[derive(Debug)]
@@ -179,7 +180,7 @@ impl Wake for Bell {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.rang.store(true, Ordering::SeqCst);
-        if let Some(w) = &*self.keeper.lock().unwrap_or_else(|p| p.into_inner()) {
+        if let Some(w) = &*self.keeper.locked() {
             w.wake_by_ref();
         }
     }
@@ -215,7 +216,7 @@ impl ParkingLot {
     }
 
     fn slots(&self) -> MutexGuard<'_, Slots> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+        self.slots.locked()
     }
 
     /// How many clients are parked.
@@ -342,7 +343,7 @@ pub(crate) async fn keep(app: Arc<App>) {
     let Some(lot) = app.parking.as_ref() else {
         return;
     };
-    let Some(poll) = lot.poll.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+    let Some(poll) = lot.poll.locked().take() else {
         return;
     };
     #[allow(unsafe_code)]
@@ -368,7 +369,7 @@ pub(crate) async fn keep(app: Arc<App>) {
         let found = std::future::poll_fn(|cx| {
             let mut found = Found::default();
             {
-                let mut w = lot.bell.keeper.lock().unwrap_or_else(|p| p.into_inner());
+                let mut w = lot.bell.keeper.locked();
                 if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     *w = Some(cx.waker().clone());
                 }

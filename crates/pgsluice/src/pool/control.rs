@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::registry::{now_us, ClientInfo, ClientReg, ClientState, ServerInfo, ServerState};
 use super::{Pool, PoolSettings};
 use crate::server::{self, PassThrough, ServerTarget};
+use crate::sync::LockExt;
 
 /// How often waits re-check their condition even without a wake-up.
 const RECHECK: Duration = Duration::from_millis(100);
@@ -117,7 +118,7 @@ impl Pool {
             return;
         }
         self.target.store(Arc::new(target));
-        *self.startup.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.startup.locked() = None;
         self.clear_login_failure();
         self.reconnect();
     }

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::{checkout, Grant, GroupKind, Open, Pool, PoolSettings, State};
 use crate::error::ClientNotice;
+use crate::sync::LockExt;
 
 impl Pool {
     /// Grants slots to waiters, FIFO: as many as room allows, or one from the reserve.
@@ -80,7 +81,7 @@ impl Pool {
     /// The error of the last failed login while server_login_retry has not passed.
     pub(super) fn login_failing(&self, settings: &PoolSettings) -> Option<ClientNotice> {
         let retry = settings.login_retry?;
-        let failure = self.login_failure.lock().unwrap_or_else(|p| p.into_inner());
+        let failure = self.login_failure.locked();
         let (at, notice) = failure.as_ref()?;
         (at.elapsed() < retry).then(|| notice.clone())
     }
@@ -91,12 +92,11 @@ impl Pool {
         notice
             .message
             .push_str(" (server_login_retry: not retrying yet)");
-        *self.login_failure.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((Instant::now(), notice));
+        *self.login_failure.locked() = Some((Instant::now(), notice));
     }
 
     /// Forgets a failed login: the next client tries again.
     pub(crate) fn clear_login_failure(&self) {
-        *self.login_failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.login_failure.locked() = None;
     }
 }

@@ -40,6 +40,7 @@ use crate::config::PoolMode;
 use crate::error::{ClientNotice, PoolError};
 use crate::params::ParamSet;
 use crate::server::{PassThrough, ServerConn, ServerId, ServerTarget};
+use crate::sync::LockExt;
 use registry::{InfoList, ServerReg};
 
 /// Identity of a pool: the database name clients use and the client user name.
@@ -333,7 +334,7 @@ impl Pool {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the counts half-updated in a way
         // worse than losing the pool; keep serving rather than poisoning every client.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.locked()
     }
 
     /// Counts right now.
@@ -393,12 +394,7 @@ impl Pool {
     /// The parameters clients are told at login, learning them from a server connection
     /// the first time.
     pub async fn startup_info(self: &Arc<Self>) -> Result<Arc<StartupInfo>, PoolError> {
-        if let Some(info) = self
-            .startup
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        {
+        if let Some(info) = self.startup.locked().clone() {
             return Ok(info);
         }
         let mut guard = self.checkout(None).await?;
@@ -412,7 +408,7 @@ impl Pool {
             tracked,
         });
         guard.return_as(ReturnAs::Clean);
-        *self.startup.lock().unwrap_or_else(|p| p.into_inner()) = Some(info.clone());
+        *self.startup.locked() = Some(info.clone());
         Ok(info)
     }
 
@@ -423,7 +419,7 @@ impl Pool {
         if params == *defaults {
             return defaults.clone();
         }
-        let mut recent = self.recent_params.lock().unwrap_or_else(|p| p.into_inner());
+        let mut recent = self.recent_params.locked();
         if *recent == params {
             return recent.clone();
         }

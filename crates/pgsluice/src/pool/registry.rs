@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use std::task::Waker;
 
 use crate::server::{BackendKey, ServerTarget};
+use crate::sync::LockExt;
 
 /// Microseconds since the Unix epoch, now.
 pub fn now_us() -> u64 {
@@ -212,7 +213,7 @@ impl ClientInfo {
 
     /// Wakes the client's task so that it looks at its stop conditions (KILL, shutdown).
     pub fn wake_stop(&self) {
-        let slot = self.stop_waker.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = self.stop_waker.locked();
         if let Some(w) = &*slot {
             w.wake_by_ref();
         }
@@ -222,7 +223,7 @@ impl ClientInfo {
     /// A task's waker stays the same for its whole life, so the serving task needs to
     /// register only once.
     pub fn register_stop_waker(&self, w: &Waker) {
-        let mut slot = self.stop_waker.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.stop_waker.locked();
         match &*slot {
             Some(old) if old.will_wake(w) => {}
             _ => *slot = Some(w.clone()),
@@ -422,7 +423,7 @@ impl<T> Default for InfoList<T> {
 
 impl<T> InfoList<T> {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<T>>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+        self.map.locked()
     }
 
     /// Adds an entry.

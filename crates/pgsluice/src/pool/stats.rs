@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::stats::{Histogram, HistogramSnapshot, Totals, Window};
+use crate::sync::LockExt;
 
 /// Counters since the pool was created.
 #[derive(Debug, Default)]
@@ -143,15 +144,12 @@ impl PoolStats {
     /// Closes a stats period of length `period`.
     pub fn advance_window(&self, period: Duration) {
         let now = self.totals();
-        self.window
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .advance(now, period);
+        self.window.locked().advance(now, period);
     }
 
     /// The window the averages come from.
     pub fn window(&self) -> Window {
-        *self.window.lock().unwrap_or_else(|p| p.into_inner())
+        *self.window.locked()
     }
 
     /// The three histograms: (query, transaction, wait).

@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::error::ServerError;
 use crate::net::Stream;
 use crate::params::ParamSet;
+use crate::sync::LockExt;
 
 pub use login::{connect, send_cancel, send_cancel_within};
 
@@ -61,12 +62,12 @@ pub struct ScramKeyCache(
 impl ScramKeyCache {
     /// The keys kept, if any.
     pub fn get(&self) -> Option<pgsluice_protocol::auth::scram::DerivedKeys> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0.locked().clone()
     }
 
     /// Keeps `keys` (after the server accepted a login made with them).
     pub fn set(&self, keys: pgsluice_protocol::auth::scram::DerivedKeys) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(keys);
+        *self.0.locked() = Some(keys);
     }
 }
 

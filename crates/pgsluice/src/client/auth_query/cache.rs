@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::client::auth::UserSecret;
+use crate::sync::LockExt;
 
 /// Where a lookup runs: the server, database and user of the lookup connection.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -59,7 +60,7 @@ impl SecretCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Arc<LookupKey>, String), Entry>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+        self.entries.locked()
     }
 
     /// The secret of `user`, if cached and not older than the TTL at `now`.

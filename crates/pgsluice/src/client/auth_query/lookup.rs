@@ -18,6 +18,7 @@ use super::cache::LookupKey;
 use crate::error::{ClientNotice, ServerError};
 use crate::pool::IdGen;
 use crate::server::{self, ServerConn, ServerTarget};
+use crate::sync::LockExt;
 
 /// Set on every lookup connection right after login: only the system catalog, and
 /// temporary objects last, so no user-created object can shadow what the query uses.
@@ -117,7 +118,7 @@ impl LookupPools {
 
     /// The pool of `key`, replaced when its target changed (RELOAD).
     fn pool(&self, key: &Arc<LookupKey>, target: ServerTarget) -> Arc<LookupPool> {
-        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pools = self.pools.locked();
         match pools.get(key) {
             Some(p) if *p.target == target => p.clone(),
             _ => {
@@ -170,7 +171,7 @@ impl LookupPools {
 
 impl LookupPool {
     fn take_idle(&self) -> Option<ServerConn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle.locked();
         while let Some(c) = idle.pop() {
             if c.last_used.elapsed() < MAX_IDLE_TIME && !c.stream.is_closed_or_dirty() {
                 return Some(c);
@@ -184,7 +185,7 @@ impl LookupPool {
         let (conn, answer) = r?;
         if let Some(mut c) = conn {
             c.last_used = Instant::now();
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let mut idle = self.idle.locked();
             if idle.len() < MAX_IDLE {
                 idle.push(c);
             }

@@ -30,6 +30,7 @@ mod replies;
 mod rewrite;
 mod server;
 
+use crate::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
@@ -89,7 +90,7 @@ impl StatementRegistry {
             query: query.into(),
             types: types.into(),
         };
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.map.locked();
         if let Some(s) = map.get(&key).and_then(Weak::upgrade) {
             return s;
         }
@@ -114,7 +115,7 @@ impl StatementRegistry {
             query: query.into(),
             types: types.into(),
         };
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.map.locked();
         map.get(&key)
             .and_then(Weak::upgrade)
             .filter(|s| s.verified.load(Relaxed))
@@ -123,8 +124,7 @@ impl StatementRegistry {
     /// Statements some client still holds.
     pub fn live(&self) -> usize {
         self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .values()
             .filter(|w| w.strong_count() > 0)
             .count()
