@@ -11,6 +11,7 @@ pub mod prepared;
 pub mod relay;
 mod session;
 pub mod state_guard;
+pub mod statement;
 mod stop;
 mod task;
 
