@@ -94,7 +94,7 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
     pub listen: Vec<SocketAddr>,
 
-    /// Pool mode: session or transaction [default: transaction].
+    /// Pool mode: session, transaction or statement [default: transaction].
     #[arg(long, value_name = "MODE")]
     pub pool_mode: Option<PoolMode>,
 
@@ -398,6 +398,17 @@ mod tests {
         // flags > env
         assert_eq!(c.general.default_pool_size, 9);
         assert_eq!(c.general.pool_mode, PoolMode::Session);
+        let c = run(
+            &[
+                "--backend",
+                "postgres://u:pw@localhost/d",
+                "--pool-mode",
+                "statement",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.general.pool_mode, PoolMode::Statement);
     }
 
     #[test]
@@ -445,14 +456,14 @@ mod tests {
         assert!(parse(&["a.toml", "--config", "b.toml"]).is_err());
         assert!(parse(&["--check-config", "a.toml", "--pool-size", "3"]).is_err());
         // Bad flag values are clap errors.
-        assert!(parse(&["a.toml", "--pool-mode", "statement"]).is_err());
+        assert!(parse(&["a.toml", "--pool-mode", "statements"]).is_err());
         assert!(parse(&["a.toml", "--listen", "nowhere"]).is_err());
         assert!(parse(&["a.toml", "--query-wait-timeout", "5x"]).is_err());
         assert!(parse(&["a.toml", "--auth-type", "pam"]).is_err());
-        let e = parse(&["a.toml", "--pool-mode", "statement"])
+        let e = parse(&["a.toml", "--pool-mode", "autocommit"])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("not supported"), "{e}");
+        assert!(e.contains("invalid pool mode"), "{e}");
         // Version and help.
         let v = parse(&["-V"]).unwrap_err();
         assert_eq!(v.kind(), clap::error::ErrorKind::DisplayVersion);

@@ -87,7 +87,7 @@ fn check_config_names_file_line_and_key() {
             "databases.app.port",
         ),
         (
-            GOOD.replace("pool_mode = \"transaction\"", "pool_mode = \"statement\""),
+            GOOD.replace("pool_mode = \"transaction\"", "pool_mode = \"statements\""),
             4,
             "general.pool_mode",
         ),

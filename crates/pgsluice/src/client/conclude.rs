@@ -5,6 +5,7 @@
 use pgsluice_protocol::SqlState;
 
 use super::relay::RelayEnd;
+use super::statement;
 use super::stop::{stop_notice, Stop};
 use crate::config::PoolMode;
 use crate::error::ClientNotice;
@@ -28,9 +29,10 @@ pub(super) fn conclude(
     busy: bool,
     stopped: Option<Stop>,
 ) -> Next {
-    let clean = match mode {
-        PoolMode::Transaction => ReturnAs::Clean,
-        PoolMode::Session => ReturnAs::Reset,
+    let clean = if mode.shares_servers() {
+        ReturnAs::Clean
+    } else {
+        ReturnAs::Reset
     };
     let fatal = |code, msg: &str| Some(ClientNotice::fatal(code, msg));
     match end {
@@ -41,6 +43,21 @@ pub(super) fn conclude(
                 return Next::End(Some(n), reason);
             }
             Next::Continue
+        }
+        RelayEnd::TransactionBlock { server_quiet } => {
+            tracing::info!(
+                server = %co.conn().id,
+                "transaction block in statement mode: closing the client, rolling back its server connection"
+            );
+            co.return_as(if server_quiet {
+                ReturnAs::Rollback
+            } else {
+                ReturnAs::Close
+            });
+            Next::End(
+                fatal(SqlState::PROTOCOL_VIOLATION, statement::REFUSAL),
+                "transaction block in statement mode",
+            )
         }
         RelayEnd::Killed => {
             if busy {

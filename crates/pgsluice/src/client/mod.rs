@@ -14,6 +14,7 @@ pub mod relay;
 mod session;
 mod startup_options;
 pub mod state_guard;
+pub mod statement;
 mod stop;
 mod task;
 

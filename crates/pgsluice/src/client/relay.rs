@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 pub use super::flow::Flow;
 use super::prepared::{ClientStatements, ExtState, Route, StatementRegistry};
+use super::statement::StatementGate;
 use crate::net::Stream;
 use crate::params::ParamSet;
 
@@ -62,6 +63,12 @@ pub enum RelayEnd {
     /// An admin command (KILL, KILL_CLIENT) ended the client; the relay was abandoned
     /// wherever it was, so the server connection is not reusable.
     Killed,
+    /// Statement mode: the server reported a transaction block, which the client is
+    /// refused (see [`super::statement`]).
+    TransactionBlock {
+        /// Nothing is in flight: a ROLLBACK makes the connection clean again.
+        server_quiet: bool,
+    },
 }
 
 /// Timeouts a relay enforces (None = off, the default for each).
@@ -110,7 +117,7 @@ impl Dir<'_> {
     }
 }
 
-/// The prepared-statement rewriting context (transaction mode).
+/// The prepared-statement rewriting context (transaction and statement modes).
 pub struct ExtCx<'a> {
     /// Per-connection rewriting state.
     pub state: &'a mut ExtState,
@@ -118,6 +125,8 @@ pub struct ExtCx<'a> {
     pub client: &'a mut ClientStatements,
     /// All statements.
     pub registry: &'a StatementRegistry,
+    /// Statement mode: one request at a time (None in transaction mode).
+    pub gate: Option<StatementGate>,
 }
 
 /// One relay run between a client and a server connection.
@@ -194,6 +203,7 @@ impl<'a> Relay<'a> {
         };
         if let Some(ext) = relay.ext.as_mut() {
             ext.state.begin_checkout();
+            let prefix = statement_mode::admit_prefix(ext.gate.as_mut(), prefix);
             let pass = ext
                 .state
                 .client_bytes(prefix, ext.registry, ext.client, &mut relay.flow)
@@ -316,7 +326,14 @@ impl<'a> Relay<'a> {
 
     /// True when the server connection is idle with nothing in flight.
     pub fn server_idle(&self) -> bool {
-        self.flow.idle()
+        self.flow.idle() && self.server_quiet()
+    }
+
+    /// True when nothing is in flight on the server connection, whatever its
+    /// transaction status.
+    fn server_quiet(&self) -> bool {
+        self.flow.pending == 0
+            && !self.flow.unsynced
             && self.ext.as_ref().is_none_or(|e| e.state.quiescent())
             && self.c2s.flushed()
             && self.backlog.is_empty()
@@ -351,6 +368,9 @@ impl<'a> Relay<'a> {
             if self.release_at_idle && !self.terminated && self.server_idle() {
                 return Poll::Ready(RelayEnd::Idle);
             }
+            if self.refused() {
+                return self.poll_refusal(cx);
+            }
             if !c2s_blocked {
                 match self.poll_c2s(cx) {
                     Poll::Ready(Some(end)) => return Poll::Ready(end),
@@ -361,7 +381,8 @@ impl<'a> Relay<'a> {
             if !s2c_blocked {
                 match self.poll_s2c(cx) {
                     Poll::Ready(Some(end)) => return Poll::Ready(end),
-                    Poll::Ready(None) => {}
+                    // Held client bytes may go once the server has answered.
+                    Poll::Ready(None) => c2s_blocked &= !self.holding(),
                     Poll::Pending => s2c_blocked = true,
                 }
             }
@@ -393,6 +414,9 @@ impl<'a> Relay<'a> {
         if !self.backlog.is_empty() {
             return Poll::Ready(self.feed_backlog().err().map(RelayEnd::ClientProtocol));
         }
+        if self.holding() {
+            return self.admit_held();
+        }
         let mut rb = ReadBuf::new(self.c2s.buf);
         match Pin::new(&mut *self.client).poll_read(cx, &mut rb) {
             Poll::Ready(Ok(())) => {
@@ -403,6 +427,7 @@ impl<'a> Relay<'a> {
                         error: None,
                     }));
                 }
+                let n = self.admit_read(n);
                 if let Some(ext) = self.ext.as_mut() {
                     let data = &self.c2s.buf[..n];
                     return match ext.state.client_bytes(
@@ -475,6 +500,7 @@ impl<'a> Relay<'a> {
                             if route == Route::AsRead {
                                 self.s2c.end = n;
                             }
+                            self.check_transaction_block(route);
                             Poll::Ready(None)
                         }
                         Err(e) => Poll::Ready(Some(RelayEnd::ServerProtocol(e))),
@@ -586,6 +612,9 @@ fn poll_send(
     }
     Poll::Ready(Ok(true))
 }
+
+#[path = "relay_statement.rs"]
+mod statement_mode;
 
 #[cfg(test)]
 #[path = "relay_tests.rs"]

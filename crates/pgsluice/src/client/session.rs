@@ -17,6 +17,7 @@ use super::prepared::{ClientStatements, ExtState};
 use super::queue_notice::wait_notifying;
 use super::relay::{ExtCx, Relay, RelayCounts, RelayEnd};
 use super::send_fatal;
+use super::statement::StatementGate;
 use super::stop::{stop_notice, Stop, StopSignal};
 use crate::app::App;
 use crate::cancel::CancelHandle;
@@ -246,7 +247,7 @@ impl Session {
             return Next::End(None, "client terminated");
         }
         let mode = self.pool.mode();
-        if mode == PoolMode::Transaction {
+        if mode.shares_servers() {
             if let Some(reply) = self.answer_locally(&prefix) {
                 if stream.write_all(&reply).await.is_err() {
                     return Next::End(None, "client connection error");
@@ -294,8 +295,12 @@ impl Session {
             let run = self.param_request(stream, co, &prefix, &changes, held_since, stop);
             return Box::pin(run).await;
         }
-        let (end, counts, queries, busy) =
+        let (end, counts, queries, busy, held) =
             self.relay_once(stream, &mut co, &prefix, mode, stop).await;
+        // Statement mode: what the client sent after the request starts its next one.
+        if let Some(held) = held {
+            self.pending = Some(Box::new(held));
+        }
         self.cancel.detach();
         drop(prefix);
         self.traffic.bytes_in += counts.bytes_in;
@@ -320,7 +325,7 @@ impl Session {
         prefix: &[u8],
         mode: PoolMode,
         stop: &mut StopSignal,
-    ) -> (RelayEnd, RelayCounts, u64, bool) {
+    ) -> (RelayEnd, RelayCounts, u64, bool, Option<BytesMut>) {
         let hot = self.app.hot();
         let (max_message, max_prepared) = (hot.max_message(), hot.max_prepared());
         let timeouts = hot.relay_timeouts();
@@ -328,12 +333,13 @@ impl Session {
         self.cancel.attach(&conn.target, &conn.key);
         let buffers = &mut conn.buffers;
         let ext = match mode {
-            PoolMode::Transaction => Some(ExtCx {
+            PoolMode::Transaction | PoolMode::Statement => Some(ExtCx {
                 state: conn
                     .ext
                     .get_or_insert_with(|| Box::new(ExtState::new(max_message, max_prepared))),
                 client: &mut self.stmts,
                 registry: &self.app.statements,
+                gate: (mode == PoolMode::Statement).then(StatementGate::new),
             }),
             PoolMode::Session => None,
         };
@@ -350,9 +356,9 @@ impl Session {
             ext,
         ) {
             Ok(relay) => relay,
-            Err(end) => return (end, RelayCounts::default(), 0, false),
+            Err(end) => return (end, RelayCounts::default(), 0, false, None),
         };
-        relay.release_at_idle(mode == PoolMode::Transaction || stop.fired.is_some());
+        relay.release_at_idle(mode.shares_servers() || stop.fired.is_some());
         relay.set_timeouts(timeouts);
         // The relay first, then the stop signal (a poll function: no select state).
         let end = poll_fn(|cx| loop {
@@ -375,7 +381,8 @@ impl Session {
             return Poll::Pending;
         })
         .await;
-        (end, relay.counts, relay.queries(), relay.busy())
+        let held = relay.take_held();
+        (end, relay.counts, relay.queries(), relay.busy(), held)
     }
 
     /// What the idle client has for the session without waiting: bytes that came with

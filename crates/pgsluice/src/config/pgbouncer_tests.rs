@@ -261,10 +261,10 @@ fn unknown_keys_and_bad_values_are_errors_with_lines() {
     assert_eq!((line, key.as_str()), (5, "pgbouncer.tcp_keepidle"));
     let (_, line, key, msg) = at(load_ini(
         "bad-mode",
-        &format!("{BASE}pool_mode = statement\n"),
+        &format!("{BASE}pool_mode = statements\n"),
     ));
     assert_eq!((line, key.as_str()), (5, "pgbouncer.pool_mode"));
-    assert!(msg.contains("not supported"), "{msg}");
+    assert!(msg.contains("invalid pool mode"), "{msg}");
     let (_, line, key, _) = at(load_ini(
         "bad-secs",
         &format!("{BASE}query_wait_timeout = 1.5.2\n"),
@@ -507,4 +507,33 @@ fn example_ini_loads_without_warnings() {
         PasswordKind::of(c.users["app"].password.as_deref().unwrap()),
         PasswordKind::ScramSha256
     );
+}
+
+#[test]
+fn statement_mode_globally_per_database_and_per_user() {
+    let c = load_ini(
+        "statement-mode",
+        "[databases]\n\
+         app = host=127.0.0.1\n\
+         tx = host=127.0.0.1 pool_mode=transaction\n\
+         sess = host=127.0.0.1 pool_mode=session\n\
+         [users]\n\
+         batch = pool_mode=statement\n\
+         [pgbouncer]\n\
+         pool_mode = statement\n",
+    )
+    .unwrap();
+    assert_eq!(c.general.pool_mode, PoolMode::Statement);
+    assert_eq!(c.pool_mode("app", "alice"), PoolMode::Statement);
+    assert_eq!(c.pool_mode("tx", "alice"), PoolMode::Transaction);
+    assert_eq!(c.pool_mode("sess", "alice"), PoolMode::Session);
+    assert_eq!(c.pool_mode("sess", "batch"), PoolMode::Statement);
+    let one_db = load_ini(
+        "statement-db",
+        "[databases]\napp = host=127.0.0.1\nauto = host=127.0.0.1 pool_mode=statement\n\
+         [pgbouncer]\npool_mode = transaction\n",
+    )
+    .unwrap();
+    assert_eq!(one_db.pool_mode("app", "alice"), PoolMode::Transaction);
+    assert_eq!(one_db.pool_mode("auto", "alice"), PoolMode::Statement);
 }

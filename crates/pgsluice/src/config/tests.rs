@@ -280,13 +280,16 @@ fn bad_value_type_error_line() {
     assert_eq!((line, key.as_str()), (4, "general.listen"));
     assert!(msg.contains("invalid listen address `nowhere`"), "{msg}");
 
-    let (line, key, msg) = at(parse("[general]\npool_mode = \"statement\"\n"));
+    let (line, key, msg) = at(parse("[general]\npool_mode = \"statements\"\n"));
     assert_eq!((line, key.as_str()), (2, "general.pool_mode"));
-    assert!(msg.contains("`statement` is not supported"), "{msg}");
+    assert!(msg.contains("invalid pool mode `statements`"), "{msg}");
 
-    let (line, key, msg) = at(parse(&format!("{DB}pool_mode = \"statement\"\n")));
+    let (line, key, msg) = at(parse(&format!("{DB}pool_mode = \"stmt\"\n")));
     assert_eq!((line, key.as_str()), (3, "databases.app.pool_mode"));
-    assert!(msg.contains("not supported"), "{msg}");
+    assert!(
+        msg.contains("`session`, `transaction` or `statement`"),
+        "{msg}"
+    );
 
     let (line, key, _) = at(parse("[general]\nauth_type = \"password\"\n"));
     assert_eq!((line, key.as_str()), (2, "general.auth_type"));
@@ -466,7 +469,7 @@ fn env_override_errors() {
     assert_eq!(var, "PGSLUICE_DEFAULT_POOL_SIZE");
     assert!(msg.contains("invalid type"), "{msg}");
 
-    let (var, _) = env_err(parse_env("", &[("PGSLUICE_POOL_MODE", "statement")]));
+    let (var, _) = env_err(parse_env("", &[("PGSLUICE_POOL_MODE", "autocommit")]));
     assert_eq!(var, "PGSLUICE_POOL_MODE");
 
     let (var, msg) = env_err(parse_env("", &[("PGSLUICE_DATABASES__app__PORT", "5")]));
@@ -556,7 +559,11 @@ fn durations() {
 
 #[test]
 fn enums_parse_and_display() {
-    for m in [PoolMode::Session, PoolMode::Transaction] {
+    for m in [
+        PoolMode::Session,
+        PoolMode::Transaction,
+        PoolMode::Statement,
+    ] {
         assert_eq!(m.to_string().parse::<PoolMode>(), Ok(m));
     }
     for a in [
@@ -570,11 +577,12 @@ fn enums_parse_and_display() {
     for f in [LogFormat::Text, LogFormat::Json] {
         assert_eq!(f.to_string().parse::<LogFormat>(), Ok(f));
     }
-    assert!("statement"
+    assert_eq!(" Statement ".parse::<PoolMode>(), Ok(PoolMode::Statement));
+    assert!("autocommit"
         .parse::<PoolMode>()
         .unwrap_err()
         .0
-        .contains("not supported"));
+        .contains("invalid pool mode"));
     assert_eq!(
         "SCRAM-SHA-256".parse::<AuthType>(),
         Ok(AuthType::ScramSha256)
@@ -716,4 +724,20 @@ fn default_workers_are_half_the_cores() {
     assert_eq!(default_workers(2), 1);
     assert_eq!(default_workers(3), 1);
     assert_eq!(default_workers(8), 4);
+}
+
+#[test]
+fn statement_mode_in_toml() {
+    let c = parse(
+        "[general]\npool_mode = \"statement\"\n\
+         [databases.app]\nhost = \"127.0.0.1\"\n\
+         [databases.tx]\nhost = \"127.0.0.1\"\npool_mode = \"transaction\"\n\
+         [users.batch]\npool_mode = \"statement\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.pool_mode("app", "alice"), PoolMode::Statement);
+    assert_eq!(c.pool_mode("tx", "alice"), PoolMode::Transaction);
+    assert_eq!(c.pool_mode("tx", "batch"), PoolMode::Statement);
+    let env = parse_env(DB, &[("PGSLUICE_POOL_MODE", "statement")]).unwrap();
+    assert_eq!(env.general.pool_mode, PoolMode::Statement);
 }

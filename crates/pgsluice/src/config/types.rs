@@ -32,15 +32,27 @@ pub enum PoolMode {
     Session,
     /// A server connection is assigned to a client for one transaction.
     Transaction,
+    /// A server connection is assigned to a client for one statement (PgBouncer's
+    /// `statement` mode): autocommit only, transaction blocks are refused.
+    Statement,
 }
 
 impl PoolMode {
-    /// The configuration spelling (`"session"` / `"transaction"`).
+    /// The configuration spelling (`"session"` / `"transaction"` / `"statement"`).
     pub fn as_str(self) -> &'static str {
         match self {
             PoolMode::Session => "session",
             PoolMode::Transaction => "transaction",
+            PoolMode::Statement => "statement",
         }
+    }
+
+    /// Whether a server connection goes back to the pool while the client stays
+    /// (transaction and statement modes): the connection must then be left clean, and
+    /// client state that cannot follow the client (named statements, session state)
+    /// is handled per checkout.
+    pub fn shares_servers(self) -> bool {
+        self != PoolMode::Session
     }
 }
 
@@ -57,11 +69,9 @@ impl FromStr for PoolMode {
         match s.trim().to_ascii_lowercase().as_str() {
             "session" => Ok(PoolMode::Session),
             "transaction" => Ok(PoolMode::Transaction),
-            "statement" => Err(InvalidValue(
-                "pool mode `statement` is not supported; use `session` or `transaction`".into(),
-            )),
+            "statement" => Ok(PoolMode::Statement),
             _ => Err(InvalidValue(format!(
-                "invalid pool mode `{s}`: expected `session` or `transaction`"
+                "invalid pool mode `{s}`: expected `session`, `transaction` or `statement`"
             ))),
         }
     }
@@ -318,7 +328,10 @@ where
 }
 
 pub(crate) fn de_pool_mode<'de, D: Deserializer<'de>>(d: D) -> Result<PoolMode, D::Error> {
-    from_str_value(d, "a pool mode string (\"session\" or \"transaction\")")
+    from_str_value(
+        d,
+        "a pool mode string (\"session\", \"transaction\" or \"statement\")",
+    )
 }
 
 pub(crate) fn de_opt_pool_mode<'de, D: Deserializer<'de>>(

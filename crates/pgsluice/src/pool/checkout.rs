@@ -14,6 +14,9 @@ pub enum ReturnAs {
     Clean,
     /// Idle but carrying session state: run the reset query first.
     Reset,
+    /// Inside a transaction block with nothing in flight (statement mode refused the
+    /// block): ROLLBACK first, then as `Clean`.
+    Rollback,
     /// Unknown or dirty state: close it.
     Close,
 }
@@ -95,22 +98,33 @@ impl Drop for Checkout {
         } else {
             None
         };
+        let rollback = self.return_as == ReturnAs::Rollback;
         match (self.return_as, reset) {
             (ReturnAs::Close, _) => self.pool.discard(m, "not clean"),
-            (_, None) => self.pool.put_back(m),
-            (_, Some((sql, settings))) => {
+            (_, None) if !rollback => self.pool.put_back(m),
+            (_, reset) => {
                 let pool = self.pool.clone();
+                let limit = match &reset {
+                    Some((_, settings)) => settings.connect_timeout,
+                    None => self.pool.settings().connect_timeout,
+                };
+                let reset = reset.map(|(sql, _)| sql);
                 m.reg.info.unlink(ServerState::Tested);
                 match tokio::runtime::Handle::try_current() {
                     Ok(rt) => {
                         rt.spawn(async move {
                             let mut m = m;
-                            match tokio::time::timeout(
-                                settings.connect_timeout,
-                                m.conn.run_discarding(&sql),
-                            )
-                            .await
-                            {
+                            let cleaned = tokio::time::timeout(limit, async {
+                                if rollback {
+                                    m.conn.run_discarding("ROLLBACK").await?;
+                                }
+                                match &reset {
+                                    Some(sql) => m.conn.run_discarding(sql).await,
+                                    None => Ok(()),
+                                }
+                            })
+                            .await;
+                            match cleaned {
                                 Ok(Ok(())) => pool.put_back(m),
                                 _ => pool.discard(m, "reset query failed"),
                             }

@@ -21,7 +21,7 @@ mod stats;
 pub(crate) mod test_support;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -65,7 +65,7 @@ pub struct PoolSettings {
     pub size: usize,
     /// Server connections kept open even when idle.
     pub min_size: usize,
-    /// Session or transaction pooling.
+    /// Session, transaction or statement pooling.
     pub mode: PoolMode,
     /// How long a client waits for a connection; None = forever.
     pub wait_timeout: Option<Duration>,
@@ -87,11 +87,21 @@ pub struct PoolSettings {
     pub login_retry: Option<Duration>,
 }
 
+/// The number a pool mode is stored as in [`HotSettings`] (read back by `Pool::mode`).
+fn mode_index(mode: PoolMode) -> u8 {
+    match mode {
+        PoolMode::Session => 0,
+        PoolMode::Transaction => 1,
+        PoolMode::Statement => 2,
+    }
+}
+
 /// What every transaction reads of a pool's settings, mirrored as plain atomics
 /// (written with the settings): one load each instead of an `ArcSwap` guard.
 #[derive(Debug, Default)]
 struct HotSettings {
-    transaction_mode: AtomicBool,
+    /// The pool mode, as [`mode_index`] numbers it.
+    mode: AtomicU8,
     /// A reset query is set, and it runs in transaction mode too.
     reset: AtomicBool,
     reset_always: AtomicBool,
@@ -104,8 +114,7 @@ struct HotSettings {
 impl HotSettings {
     fn set(&self, s: &PoolSettings) {
         use std::sync::atomic::Ordering::Relaxed;
-        self.transaction_mode
-            .store(s.mode == PoolMode::Transaction, Relaxed);
+        self.mode.store(mode_index(s.mode), Relaxed);
         self.reset.store(s.reset_query.is_some(), Relaxed);
         self.reset_always.store(s.reset_query_always, Relaxed);
         self.max_total.store(s.max_total(), Relaxed);
@@ -309,10 +318,10 @@ impl Pool {
 
     /// The pool mode in force (one atomic load).
     pub(crate) fn mode(&self) -> PoolMode {
-        if self.hot.transaction_mode.load(Ordering::Relaxed) {
-            PoolMode::Transaction
-        } else {
-            PoolMode::Session
+        match self.hot.mode.load(Ordering::Relaxed) {
+            1 => PoolMode::Transaction,
+            2 => PoolMode::Statement,
+            _ => PoolMode::Session,
         }
     }
 
@@ -321,7 +330,9 @@ impl Pool {
         self.hot.reset.load(Ordering::Relaxed)
             && match how {
                 ReturnAs::Reset => true,
-                ReturnAs::Clean => self.hot.reset_always.load(Ordering::Relaxed),
+                ReturnAs::Clean | ReturnAs::Rollback => {
+                    self.hot.reset_always.load(Ordering::Relaxed)
+                }
                 ReturnAs::Close => false,
             }
     }
