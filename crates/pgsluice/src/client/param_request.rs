@@ -58,6 +58,16 @@ pub(super) fn is_param_request(request: &[u8]) -> bool {
 /// Unnamed statements and portals are no business of the prepared-statement layer, so
 /// such a request can run outside the relay.
 fn request_sql(request: &[u8]) -> Option<&str> {
+    // This runs for every request of a transaction-mode client: look at the first word
+    // of the text before parsing anything (a Query's text starts after the 5-byte
+    // header, a Parse's after the header and its empty name).
+    let text = match request {
+        [b'Q', _, _, _, _, text @ ..] | [b'P', _, _, _, _, 0, text @ ..] => text,
+        _ => return None,
+    };
+    if !starts_with_word(text, b"set") && !starts_with_word(text, b"reset") {
+        return None;
+    }
     let mut rest = request;
     let mut next = || {
         let h = pgsluice_protocol::frame::parse_header(rest, u32::MAX).ok()??;
@@ -71,13 +81,6 @@ fn request_sql(request: &[u8]) -> Option<&str> {
         (b'P', [0, body @ ..]) => (cstr(body)?, true),
         _ => return None,
     };
-    // Decided on the first word before anything else, without allocating: this runs
-    // for every request of a transaction-mode client that starts with Query or Parse.
-    let t = sql.trim_ascii_start();
-    let word = &t[..t.iter().take_while(|c| c.is_ascii_alphabetic()).count()];
-    if !word.eq_ignore_ascii_case(b"set") && !word.eq_ignore_ascii_case(b"reset") {
-        return None;
-    }
     if extended {
         // Bind of the unnamed portal to the unnamed statement, an optional Describe
         // of either, Execute of the unnamed portal, Sync.
@@ -96,6 +99,15 @@ fn request_sql(request: &[u8]) -> Option<&str> {
         return None;
     }
     std::str::from_utf8(sql).ok().filter(|s| s.is_ascii())
+}
+
+/// Whether `text`, after leading blanks, starts with the keyword `word` (ASCII
+/// lowercase) as a whole word, in any case.
+fn starts_with_word(text: &[u8], word: &[u8]) -> bool {
+    let t = text.trim_ascii_start();
+    t.get(..word.len())
+        .is_some_and(|w| w.eq_ignore_ascii_case(word))
+        && !t.get(word.len()).is_some_and(|c| c.is_ascii_alphabetic())
 }
 
 /// A NUL-terminated string at the start of `body`.
