@@ -56,8 +56,8 @@ mod proxy;
 mod sys;
 
 pub use cluster::{
-    free_port, pg_bin, quote_ident, quote_literal, ClusterOptions, HostAuth, PgCluster, StopMode,
-    SUPERUSER, SUPERUSER_PASSWORD,
+    clean_pg_env, free_port, pg_bin, quote_ident, quote_literal, ClusterOptions, HostAuth,
+    PgCluster, StopMode, SUPERUSER, SUPERUSER_PASSWORD,
 };
 pub use pooler::{Pooler, Stream};
 pub use proxy::{FaultProxy, ProxyMode};

@@ -26,6 +26,7 @@ const PG_ENV_VARS: &[&str] = &[
     "PGCLIENTENCODING",
     "PGTARGETSESSIONATTRS",
     "PGDATA",
+    "PGAPPNAME",
     "PSQLRC",
 ];
 
@@ -80,8 +81,9 @@ pub(super) fn env_flag(name: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Removes [`PG_ENV_VARS`] from `cmd`'s environment.
-pub(super) fn clean_pg_env(cmd: &mut Command) {
+/// Removes the libpq variables that would change what a psql, pgbench or initdb run
+/// does ([`PG_ENV_VARS`]) from `cmd`'s environment.
+pub fn clean_pg_env(cmd: &mut Command) {
     for v in PG_ENV_VARS {
         cmd.env_remove(v);
     }

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-pub use env::{free_port, pg_bin};
+pub use env::{clean_pg_env, free_port, pg_bin};
 pub use options::{ClusterOptions, HostAuth, StopMode};
 #[cfg(test)]
 pub(crate) use sql::percent_encode;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use pgsluice::config::{Config, PoolMode};
 use pgsluice::Server;
+pub use pgsluice_testkit::clean_pg_env;
 use pgsluice_testkit::{pg_bin, ClusterOptions, PgCluster, Pooler};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -368,30 +369,6 @@ pub fn psql(
         .env("PGCONNECT_TIMEOUT", "10")
         .env("PGPASSFILE", "/nonexistent");
     run_with_stdin(cmd, script.as_bytes())
-}
-
-/// Removes libpq environment variables that would change what a psql/pgbench run does.
-pub fn clean_pg_env(cmd: &mut Command) {
-    for v in [
-        "PGHOST",
-        "PGHOSTADDR",
-        "PGPORT",
-        "PGDATABASE",
-        "PGUSER",
-        "PGPASSWORD",
-        "PGPASSFILE",
-        "PGSERVICE",
-        "PGSERVICEFILE",
-        "PGOPTIONS",
-        "PGSSLMODE",
-        "PGREQUIRESSL",
-        "PGCONNECT_TIMEOUT",
-        "PGCLIENTENCODING",
-        "PGAPPNAME",
-        "PSQLRC",
-    ] {
-        cmd.env_remove(v);
-    }
 }
 
 /// Runs `cmd` with `input` on stdin; blocking.
