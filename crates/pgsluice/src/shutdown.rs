@@ -141,6 +141,40 @@ impl TaskTracker {
         }
     }
 
+    /// Spawns `fut` on the current runtime as a tracked task: it holds a token until
+    /// it ends, so [`TaskTracker::wait`] waits for it.
+    pub fn spawn<F>(&self, fut: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let token = self.token();
+        tokio::spawn(async move {
+            let out = fut.await;
+            drop(token);
+            out
+        })
+    }
+
+    /// [`TaskTracker::spawn`] on the given runtime (from a thread outside it, or from a
+    /// `Drop` that may run anywhere).
+    pub fn spawn_on<F>(
+        &self,
+        rt: &tokio::runtime::Handle,
+        fut: F,
+    ) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let token = self.token();
+        rt.spawn(async move {
+            let out = fut.await;
+            drop(token);
+            out
+        })
+    }
+
     /// Number of tasks still running.
     pub fn live(&self) -> usize {
         self.inner.live.load(Ordering::Acquire)
@@ -193,5 +227,17 @@ mod tests {
         drop(tok);
         h.await.unwrap();
         assert_eq!(t.live(), 0);
+    }
+
+    #[tokio::test]
+    async fn spawned_tasks_are_counted_until_they_end() {
+        let t = TaskTracker::default();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let h = t.spawn(async move { rx.await.is_ok() });
+        assert_eq!(t.live(), 1);
+        tx.send(()).unwrap();
+        assert!(h.await.unwrap());
+        assert_eq!(t.live(), 0);
+        t.wait().await;
     }
 }
