@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use std::sync::Arc;
 
-use pgsluice::app::{App, Reloader, ServerOptions, StopRequest};
+use pgsluice::admin::StopRequest;
+use pgsluice::app::{App, Reloader, ServerOptions};
 use pgsluice::cli::{Cli, Command};
 use pgsluice::config::{Config, ConfigError};
 use pgsluice::Server;
@@ -172,17 +173,17 @@ async fn control_signals(app: Arc<App>, mut hup: Signal, mut usr1: Signal, mut u
             _ = hup.recv() => {
                 tracing::info!("SIGHUP received: reloading the configuration");
                 // Errors are logged by reload; the running configuration stays.
-                let _ = app.reload();
+                let _ = app.reload().await;
             }
             _ = usr1.recv() => {
                 tracing::info!("SIGUSR1 received: pausing");
-                if let Err(e) = pgsluice::admin::pause_all(&app) {
+                if let Err(e) = app.pause_all() {
                     tracing::warn!(error = %e, "SIGUSR1 ignored");
                 }
             }
             _ = usr2.recv() => {
                 tracing::info!("SIGUSR2 received: resuming");
-                if let Err(e) = pgsluice::admin::resume_all(&app) {
+                if let Err(e) = app.resume_all() {
                     tracing::warn!(error = %e, "SIGUSR2 ignored");
                 }
             }

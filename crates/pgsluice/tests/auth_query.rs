@@ -428,7 +428,7 @@ async fn reload_accepts_auth_query_forms_pgbouncer_accepts() {
         .replace("{pg_port}", &pg.port().to_string()),
     )
     .unwrap();
-    let report = server.app().reload().expect("the reload is accepted");
+    let report = server.app().reload().await.expect("the reload is accepted");
     assert!(
         report.changes.iter().any(|c| c.contains("nodollar")),
         "{report:?}"

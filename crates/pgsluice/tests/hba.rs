@@ -401,7 +401,7 @@ async fn reload_reads_the_file_again_and_keeps_rules_on_errors() {
     assert!(e.contains("pg_hba.conf rejects connection"), "{e}");
 
     dir.write("hba.conf", "host all app all scram-sha-256\n");
-    let rep = server.app().reload().expect("reload");
+    let rep = server.app().reload().await.expect("reload");
     assert!(
         rep.changes.iter().any(|c| c.contains("auth_hba_file")),
         "{rep:?}"
@@ -413,7 +413,11 @@ async fn reload_reads_the_file_again_and_keeps_rules_on_errors() {
         "hba.conf",
         "host all app all scram-sha-256\nhost all all example.com md5\n",
     );
-    let e = server.app().reload().expect_err("broken file refused");
+    let e = server
+        .app()
+        .reload()
+        .await
+        .expect_err("broken file refused");
     assert!(
         e.contains("hba.conf:2:") && e.contains("example.com"),
         "{e}"

@@ -107,7 +107,7 @@ async fn max_db_connections_caps_every_pool_of_the_database() {
     assert!((1..=2).contains(&peak), "peak server connections {peak}");
     // The admin view agrees with the cap.
     let app = s.server.as_ref().unwrap().app();
-    let g = app.database_group(DB).expect("database group");
+    let g = app.router().database_group(DB).expect("database group");
     assert_eq!(g.max(), 2);
     assert!(g.open() <= 2);
 }
@@ -333,7 +333,7 @@ async fn cancel_wait_timeout_abandons_an_unreachable_cancel() {
     let running = tokio::spawn(async move { c.simple_query("select pg_sleep(30)").await.err() });
     wait_active_query(&direct, "pg_sleep(30)").await;
     let app = s.server.as_ref().unwrap().app().clone();
-    let before = app.tracker.live();
+    let before = app.client_tasks().live();
     proxy.blackhole();
     token
         .cancel_query(tokio_postgres::NoTls)
@@ -343,7 +343,7 @@ async fn cancel_wait_timeout_abandons_an_unreachable_cancel() {
     // bound (generous upper limit); without a bound it would wait forever.
     eventually("the cancel connection accepted", PROMPTLY, || {
         let app = app.clone();
-        async move { (app.tracker.live() > before).then_some(()) }
+        async move { (app.client_tasks().live() > before).then_some(()) }
     })
     .await;
     eventually(
@@ -351,7 +351,7 @@ async fn cancel_wait_timeout_abandons_an_unreachable_cancel() {
         Duration::from_secs(20),
         || {
             let app = app.clone();
-            async move { (app.tracker.live() <= before).then_some(()) }
+            async move { (app.client_tasks().live() <= before).then_some(()) }
         },
     )
     .await;

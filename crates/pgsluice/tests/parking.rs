@@ -12,7 +12,7 @@ use pgsluice::Server;
 
 /// How many clients are parked now.
 fn parked(server: &Server) -> usize {
-    server.app().parking.as_ref().map_or(0, |l| l.len())
+    server.app().parked_clients()
 }
 
 /// The error the connection ended with (the client kept open meanwhile: dropping it
@@ -60,7 +60,7 @@ async fn an_idle_client_parks_and_comes_back_with_its_state() {
     assert_eq!(row.get::<_, i32>(0), 42);
     // And once more, with the metrics endpoint counting it.
     until_parked(server, 1).await;
-    let text = pgsluice::metrics::render(server.app());
+    let text = pgsluice::metrics::render(&**server.app());
     assert!(
         text.contains("\npgsluice_clients_parked 1\n"),
         "{}",
@@ -127,7 +127,7 @@ async fn a_reloaded_client_idle_timeout_reaches_parked_clients() {
     let app = server.app();
     let mut cfg = (*app.config()).clone();
     cfg.general.client_idle_timeout = Secs(Duration::from_secs(2));
-    app.apply_config(cfg).expect("reload");
+    app.apply_config(cfg).await.expect("reload");
     let e = ended_with(conn).await;
     assert_eq!(code(&e).as_deref(), Some("57P05"), "{e:?}");
 }
@@ -152,5 +152,5 @@ async fn shutdown_tells_parked_clients() {
         let e = ended_with(conn).await;
         assert_eq!(code(&e).as_deref(), Some("57P01"), "{e:?}");
     }
-    assert!(app.parking.as_ref().is_some_and(|l| l.is_empty()));
+    assert_eq!(app.parked_clients(), 0);
 }

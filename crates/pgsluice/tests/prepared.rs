@@ -348,7 +348,7 @@ async fn eviction_is_invisible_to_clients() {
         .parse()
         .unwrap();
     assert_eq!(on_server, 1);
-    let stats = &s.server.app().statements.stats;
+    let stats = &s.server.app().clients().statements.stats;
     assert!(
         stats.evictions.load(std::sync::atomic::Ordering::Relaxed) > 0,
         "evictions happened"

@@ -7,12 +7,13 @@ use bytes::BytesMut;
 use pgsluice_protocol::backend;
 use pgsluice_protocol::SqlState;
 
+use super::console::StopRequest;
 use super::show::{general_settings, is_fake_param};
 use super::{is_admin_db, notice, AdminError, Ctx, Flow};
-use crate::app::{App, StopRequest};
 use crate::config::pgbouncer_show::{self, SetError};
 use crate::config::Config;
 use crate::pool::Pool;
+use crate::router::Router;
 
 const COMMANDS: [&str; 12] = [
     "pause",
@@ -51,7 +52,7 @@ fn known_db(ctx: &Ctx<'_>, db: &str, what: &str) -> Result<(), AdminError> {
             format!("cannot {what} admin db: {db}"),
         ));
     }
-    if !ctx.app.config().databases.contains_key(db) {
+    if !ctx.console.config().databases.contains_key(db) {
         return Err(err(
             SqlState::INVALID_CATALOG_NAME,
             format!("no such database: {db}"),
@@ -77,8 +78,8 @@ async fn wait_all(pools: &[Arc<Pool>], done: impl Fn(&Pool) -> bool + Copy) {
 
 /// PAUSE (also SIGUSR1): pauses every pool; returns them, to wait for their server
 /// connections to close.
-pub fn pause_all(app: &App) -> Result<Vec<Arc<Pool>>, AdminError> {
-    app.control(|c, pools| {
+pub fn pause_all(router: &Router) -> Result<Vec<Arc<Pool>>, AdminError> {
+    router.flags(|c, pools| {
         if c.paused_all || c.suspended {
             return Err(already_paused());
         }
@@ -89,8 +90,8 @@ pub fn pause_all(app: &App) -> Result<Vec<Arc<Pool>>, AdminError> {
 }
 
 /// RESUME (also SIGUSR2): ends PAUSE or SUSPEND; databases paused one by one stay so.
-pub fn resume_all(app: &App) -> Result<(), AdminError> {
-    app.control(|c, pools| {
+pub fn resume_all(router: &Router) -> Result<(), AdminError> {
+    router.flags(|c, pools| {
         if !c.paused_all && !c.suspended {
             return Err(err(
                 SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -132,18 +133,18 @@ pub(super) async fn action(
         ));
     }
     ctx.require_admin()?;
-    let app = ctx.app;
+    let router = ctx.console.router();
     let mut flow = Flow::Continue;
     match (word, arg) {
         ("pause", None) => {
             tracing::info!("PAUSE command issued");
-            let pools = pause_all(app)?;
+            let pools = pause_all(router)?;
             wait_all(&pools, |p| p.server_count() == 0).await;
         }
         ("pause", Some(db)) => {
             known_db(ctx, db, "pause")?;
             tracing::info!(db, "PAUSE db command issued");
-            let pools = app.control(|c, pools| {
+            let pools = router.flags(|c, pools| {
                 if c.paused_all || c.suspended {
                     return Err(already_paused());
                 }
@@ -156,7 +157,7 @@ pub(super) async fn action(
         }
         ("suspend", _) => {
             tracing::info!("SUSPEND command issued");
-            let pools = app.control(|c, pools| {
+            let pools = router.flags(|c, pools| {
                 if c.paused_all || c.suspended {
                     return Err(already_paused());
                 }
@@ -174,17 +175,17 @@ pub(super) async fn action(
         }
         ("resume", None) => {
             tracing::info!("RESUME command issued");
-            resume_all(app)?;
+            resume_all(router)?;
         }
         ("resume", Some(db)) => {
             tracing::info!(db, "RESUME db command issued");
-            if !app.config().databases.contains_key(db) {
+            if !ctx.console.config().databases.contains_key(db) {
                 return Err(err(
                     SqlState::INVALID_CATALOG_NAME,
                     format!("no such database: {db}"),
                 ));
             }
-            app.control(|c, pools| {
+            router.flags(|c, pools| {
                 if !c.paused.remove(db) {
                     return Err(err(
                         SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -203,19 +204,19 @@ pub(super) async fn action(
         ("disable", Some(db)) => {
             known_db(ctx, db, "disable")?;
             tracing::info!(db, "DISABLE command issued");
-            app.control(|c, _| c.disabled.insert(db.to_owned()));
+            router.flags(|c, _| c.disabled.insert(db.to_owned()));
         }
         ("enable", Some(db)) => {
             known_db(ctx, db, "enable")?;
             tracing::info!(db, "ENABLE command issued");
-            app.control(|c, _| c.disabled.remove(db));
+            router.flags(|c, _| c.disabled.remove(db));
         }
         ("reconnect", db) => {
             if let Some(db) = db {
                 known_db(ctx, db, "reconnect")?;
             }
             tracing::info!(db, "RECONNECT command issued");
-            pools_of(&app.pools(), db)
+            pools_of(&router.pools(), db)
                 .iter()
                 .for_each(|p| p.reconnect());
         }
@@ -224,8 +225,8 @@ pub(super) async fn action(
                 known_db(ctx, db, "kill")?;
             }
             tracing::info!(db, "KILL command issued");
-            let cfg = app.config();
-            app.control(|c, pools| {
+            let cfg = ctx.console.config();
+            router.flags(|c, pools| {
                 if c.paused_all || c.suspended {
                     return Err(already_paused());
                 }
@@ -249,11 +250,11 @@ pub(super) async fn action(
                     format!("invalid client id: {id}"),
                 )
             })?;
-            let client = app
+            let client = router
                 .pools()
                 .iter()
                 .flat_map(|p| p.clients())
-                .chain(app.admin_clients.snapshot())
+                .chain(ctx.console.admin_clients().snapshot())
                 .find(|c| c.id == id)
                 .ok_or_else(|| err(SqlState::UNDEFINED_OBJECT, "client not found"))?;
             tracing::info!(client = id, user = %client.user, db = %client.database, "KILL_CLIENT command issued");
@@ -264,7 +265,7 @@ pub(super) async fn action(
                 known_db(ctx, db, "wait in")?;
             }
             tracing::info!(db, "WAIT_CLOSE command issued");
-            let pools = pools_of(&app.pools(), db);
+            let pools = pools_of(&router.pools(), db);
             wait_all(&pools, |p| p.close_needed_count() == 0).await;
         }
         ("shutdown", mode) => {
@@ -280,14 +281,16 @@ pub(super) async fn action(
                 }
             };
             tracing::info!(mode = ?how, "SHUTDOWN command issued");
-            app.request_stop(how);
+            ctx.console.request_stop(how);
             if how == StopRequest::Immediate {
                 flow = Flow::Close;
             }
         }
         ("reload", _) => {
             tracing::info!("RELOAD command issued");
-            app.reload()
+            ctx.console
+                .reload()
+                .await
                 .map_err(|e| err(SqlState::CONFIG_FILE_ERROR, format!("RELOAD failed: {e}")))?;
         }
         _ => {
@@ -305,7 +308,7 @@ pub(super) async fn action(
 /// (validated as a whole; a later RELOAD re-reads the file). PgBouncer's keys are
 /// parsed as the pgbouncer.ini loader parses them; pgsluice's own `[general]` keys
 /// as in its TOML file.
-pub(super) fn set(
+pub(super) async fn set(
     ctx: &Ctx<'_>,
     key: &str,
     value: &str,
@@ -317,7 +320,7 @@ pub(super) fn set(
         return Ok(());
     }
     ctx.require_admin()?;
-    let cfg = ctx.app.config();
+    let cfg = ctx.console.config();
     let invalid = |m: String| err(SqlState::INVALID_PARAMETER_VALUE, format!("SET {key}: {m}"));
     let fixed = || {
         err(
@@ -349,7 +352,7 @@ pub(super) fn set(
             with_general_key(&cfg, key, value).map_err(invalid)?
         }
     };
-    ctx.app.apply_config(new).map_err(invalid)?;
+    ctx.console.apply_config(new).await.map_err(invalid)?;
     tracing::info!(key, value, "SET command issued");
     backend::command_complete(out, &format!("SET {key}={value}"));
     Ok(())

@@ -7,6 +7,7 @@
 //! When both lists are empty and there is no configuration file (quick mode), the one
 //! configured user is an admin. See `docs/admin-console.md`.
 
+mod console;
 mod control;
 pub mod parse;
 pub mod result;
@@ -20,12 +21,12 @@ use pgsluice_protocol::frame::{split_message, Message};
 use pgsluice_protocol::{frontend, SqlState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::app::App;
 use crate::config::Config;
 use crate::error::ClientNotice;
 use crate::net::Stream;
 use crate::pool::ClientInfo;
 
+pub use console::{ClientCounts, Console, ReloadReport, Reloading, StopRequest};
 pub use control::{pause_all, resume_all};
 pub use parse::Command;
 
@@ -104,7 +105,7 @@ impl std::fmt::Display for AdminError {
 
 /// What a command handler sees.
 pub(crate) struct Ctx<'a> {
-    pub(crate) app: &'a Arc<App>,
+    pub(crate) console: &'a dyn Console,
     pub(crate) access: Access,
     pub(crate) me: &'a Arc<ClientInfo>,
 }
@@ -154,11 +155,11 @@ pub fn write_startup(out: &mut BytesMut, pid: i32, secret: i32) {
 pub async fn serve(
     mut stream: Stream,
     mut buf: BytesMut,
-    app: Arc<App>,
+    console: &dyn Console,
     access: Access,
     me: Arc<ClientInfo>,
 ) -> &'static str {
-    let mut shutdown = app.shutdown_watch();
+    let mut shutdown = console.shutdown_watch();
     let mut out = BytesMut::with_capacity(4096);
     let mut skipping_extended = false;
     loop {
@@ -166,12 +167,12 @@ pub async fn serve(
             m = read_message(&mut stream, &mut buf) => m,
             _ = shutdown.requested() => {
                 let n = ClientNotice::fatal(SqlState::ADMIN_SHUTDOWN, "terminating connection due to administrator command");
-                crate::client::send_fatal(&mut stream, &n).await;
+                crate::net::send_fatal(&mut stream, &n).await;
                 return "shutdown";
             }
             _ = me.killed() => {
                 let n = ClientNotice::fatal(SqlState::ADMIN_SHUTDOWN, "admin forced disconnect");
-                crate::client::send_fatal(&mut stream, &n).await;
+                crate::net::send_fatal(&mut stream, &n).await;
                 return "killed";
             }
         };
@@ -183,7 +184,7 @@ pub async fn serve(
                     SqlState::PROTOCOL_VIOLATION,
                     format!("invalid message: {e}"),
                 );
-                crate::client::send_fatal(&mut stream, &n).await;
+                crate::net::send_fatal(&mut stream, &n).await;
                 return "client protocol violation";
             }
         };
@@ -203,12 +204,12 @@ pub async fn serve(
                             SqlState::PROTOCOL_VIOLATION,
                             format!("invalid message: {e}"),
                         );
-                        crate::client::send_fatal(&mut stream, &n).await;
+                        crate::net::send_fatal(&mut stream, &n).await;
                         return "client protocol violation";
                     }
                 };
                 let ctx = Ctx {
-                    app: &app,
+                    console,
                     access,
                     me: &me,
                 };
@@ -246,7 +247,7 @@ pub async fn serve(
                         other as char
                     ),
                 );
-                crate::client::send_fatal(&mut stream, &n).await;
+                crate::net::send_fatal(&mut stream, &n).await;
                 return "client protocol violation";
             }
         }
@@ -278,9 +279,9 @@ async fn run_query(ctx: &Ctx<'_>, query: &str, out: &mut BytesMut) -> Flow {
     for cmd in commands {
         let r = match cmd {
             Command::Show(what) => show::show(ctx, &what, out).map(|()| Flow::Continue),
-            Command::Set { key, value } => {
-                control::set(ctx, &key, &value, out).map(|()| Flow::Continue)
-            }
+            Command::Set { key, value } => control::set(ctx, &key, &value, out)
+                .await
+                .map(|()| Flow::Continue),
             Command::Action { word, arg } => control::action(ctx, &word, arg.as_deref(), out).await,
         };
         match r {

@@ -127,7 +127,7 @@ fn config(ctx: &Ctx<'_>) -> ResultSet {
         ("default", Text),
         ("changeable", Text),
     ]);
-    let cfg = ctx.app.config();
+    let cfg = ctx.console.config();
     let yes_no = |b: bool| if b { "yes" } else { "no" };
     let mut rows: Vec<[String; 4]> = pgbouncer_show::rows(&cfg)
         .into_iter()
@@ -192,7 +192,7 @@ fn display_value(v: &toml::Value) -> String {
 /// Pools grouped by database name.
 pub(super) fn pools_by_db(ctx: &Ctx<'_>) -> BTreeMap<String, Vec<Arc<Pool>>> {
     let mut m: BTreeMap<String, Vec<Arc<Pool>>> = BTreeMap::new();
-    for p in ctx.app.pools() {
+    for p in ctx.console.router().pools() {
         m.entry(p.key().database.to_string()).or_default().push(p);
     }
     m
@@ -219,15 +219,15 @@ fn databases(ctx: &Ctx<'_>) -> ResultSet {
         ("paused", Int4),
         ("disabled", Int4),
     ]);
-    let cfg = ctx.app.config();
-    let control = ctx.app.db_control();
+    let cfg = ctx.console.config();
+    let control = ctx.console.router().db_flags();
     let by_db = pools_by_db(ctx);
     let mut names: Vec<&str> = cfg.databases.keys().map(String::as_str).collect();
     names.push(ADMIN_DB);
     names.sort_unstable();
     for name in names {
         if name == ADMIN_DB && !cfg.databases.contains_key(name) {
-            let port = ctx.app.listen_addrs().first().map_or(0, |a| a.port());
+            let port = ctx.console.listen_addrs().first().map_or(0, |a| a.port());
             rs.push(vec![
                 ADMIN_DB.into(),
                 Cell::Null,
@@ -243,7 +243,7 @@ fn databases(ctx: &Ctx<'_>) -> ResultSet {
                 0i32.into(),
                 0i32.into(),
                 0i32.into(),
-                ctx.app.admin_clients.len().into(),
+                ctx.console.admin_clients().len().into(),
                 0i32.into(),
                 0i32.into(),
             ]);
@@ -251,7 +251,7 @@ fn databases(ctx: &Ctx<'_>) -> ResultSet {
         }
         let d = &cfg.databases[name];
         let pools = by_db.get(name).map(Vec::as_slice).unwrap_or_default();
-        let group = ctx.app.database_group(name);
+        let group = ctx.console.router().database_group(name);
         let servers = group.as_ref().map_or_else(
             || pools.iter().map(|p| p.server_count()).sum(),
             |g| g.open(),
@@ -304,7 +304,7 @@ fn pools(ctx: &Ctx<'_>) -> ResultSet {
         ("load_balance_hosts", Text),
     ]);
     let mut rows: Vec<(String, String, Vec<Cell>)> = Vec::new();
-    for p in ctx.app.pools() {
+    for p in ctx.console.router().pools() {
         let c = p.counts();
         let k = p.key();
         rows.push((
@@ -331,7 +331,7 @@ fn pools(ctx: &Ctx<'_>) -> ResultSet {
             ],
         ));
     }
-    let admin = ctx.app.admin_clients.len();
+    let admin = ctx.console.admin_clients().len();
     rows.push((
         ADMIN_DB.into(),
         ADMIN_DB.into(),
@@ -374,23 +374,23 @@ fn users(ctx: &Ctx<'_>) -> ResultSet {
         ("max_user_client_connections", Int4),
         ("current_client_connections", Int4),
     ]);
-    let cfg = ctx.app.config();
+    let cfg = ctx.console.config();
     let mut names: std::collections::BTreeSet<String> = cfg.users.keys().cloned().collect();
     names.extend(cfg.databases.values().filter_map(|d| d.user.clone()));
     names.insert(ADMIN_DB.into());
-    let pools = ctx.app.pools();
+    let pools = ctx.console.router().pools();
     let mut clients_by_user: BTreeMap<String, usize> = BTreeMap::new();
     for p in &pools {
         for c in p.clients() {
             *clients_by_user.entry(c.user.to_string()).or_default() += 1;
         }
     }
-    for c in ctx.app.admin_clients.snapshot() {
+    for c in ctx.console.admin_clients().snapshot() {
         *clients_by_user.entry(c.user.to_string()).or_default() += 1;
     }
     for name in names {
         let u = cfg.users.get(&name);
-        let servers: usize = match ctx.app.user_group_of(&name) {
+        let servers: usize = match ctx.console.router().user_group_of(&name) {
             Some(g) => g.open(),
             None => pools
                 .iter()
@@ -421,12 +421,12 @@ fn users(ctx: &Ctx<'_>) -> ResultSet {
 /// SHOW LISTS.
 fn lists(ctx: &Ctx<'_>) -> ResultSet {
     let mut rs = ResultSet::new(&[("list", Text), ("items", Int4)]);
-    let cfg = ctx.app.config();
-    let pools = ctx.app.pools();
+    let cfg = ctx.console.config();
+    let pools = ctx.console.router().pools();
     let clients: usize =
-        pools.iter().map(|p| p.client_count()).sum::<usize>() + ctx.app.admin_clients.len();
+        pools.iter().map(|p| p.client_count()).sum::<usize>() + ctx.console.admin_clients().len();
     let servers: usize = pools.iter().map(|p| p.servers().len()).sum();
-    let login = ctx.app.tracker.live().saturating_sub(clients);
+    let login = ctx.console.client_counts().tasks.saturating_sub(clients);
     let users = users(ctx).rows().len();
     for (name, n) in [
         ("databases", cfg.databases.len() + 1),
@@ -452,7 +452,7 @@ fn lists(ctx: &Ctx<'_>) -> ResultSet {
 /// SHOW STATE.
 fn state(ctx: &Ctx<'_>) -> ResultSet {
     let mut rs = ResultSet::new(&[("key", Text), ("value", Text)]);
-    let c = ctx.app.db_control();
+    let c = ctx.console.router().db_flags();
     let yes = |b: bool| Cell::from(if b { "yes" } else { "no" });
     rs.push(vec!["active".into(), yes(!c.paused_all && !c.suspended)]);
     rs.push(vec!["paused".into(), yes(c.paused_all && !c.suspended)]);
@@ -469,9 +469,9 @@ fn mem(ctx: &Ctx<'_>) -> ResultSet {
         ("free", Int4),
         ("memtotal", Int4),
     ]);
-    let pools = ctx.app.pools();
+    let pools = ctx.console.router().pools();
     let clients: usize =
-        pools.iter().map(|p| p.client_count()).sum::<usize>() + ctx.app.admin_clients.len();
+        pools.iter().map(|p| p.client_count()).sum::<usize>() + ctx.console.admin_clients().len();
     let servers: usize = pools.iter().map(|p| p.servers().len()).sum();
     for (name, size, used) in [
         ("client_info", std::mem::size_of::<ClientInfo>(), clients),

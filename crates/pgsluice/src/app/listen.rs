@@ -62,11 +62,17 @@ impl Server {
             let local = listener.local_addr()?;
             tracing::info!("metrics listening on http://{local}/metrics");
             *app.metrics_addr.locked() = Some(local);
-            accept_tasks.push(tokio::spawn(crate::metrics::serve(listener, app.clone())));
+            let console: Arc<dyn crate::admin::Console> = app.clone();
+            accept_tasks.push(tokio::spawn(crate::metrics::serve(
+                listener,
+                console,
+                app.background.clone(),
+            )));
         }
-        tokio::spawn(janitor(app.clone()));
-        tokio::spawn(client::park::keep(app.clone()));
-        app.warm_pools();
+        app.background.spawn(janitor(app.clone()));
+        app.background
+            .spawn(client::park::keep(app.clients.clone()));
+        app.router.warm_pools();
         Ok(Server {
             app,
             addrs,
@@ -113,7 +119,8 @@ impl Server {
             _ = immediate => tracing::warn!("immediate shutdown requested"),
         }
         self.app.trigger_shutdown(ShutdownKind::Immediate);
-        self.app.close_pools();
+        self.app.router.close_pools();
+        self.app.wait_background().await;
     }
 
     /// SHUTDOWN WAIT_FOR_CLIENTS: stop accepting, then wait (without disturbing them)
@@ -123,10 +130,10 @@ impl Server {
             t.abort();
         }
         tracing::info!("waiting for every client to disconnect before stopping");
-        let app = self.app.clone();
+        let router = self.app.router.clone();
         let clients_gone = async move {
             loop {
-                if app.pools().iter().all(|p| p.client_count() == 0) {
+                if router.no_clients() {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -137,35 +144,34 @@ impl Server {
             _ = immediate => tracing::warn!("immediate shutdown requested"),
         }
         self.app.trigger_shutdown(ShutdownKind::Immediate);
-        self.app.close_pools();
+        self.app.router.close_pools();
+        self.app.wait_background().await;
     }
 }
 
+/// How long shutdown waits for background tasks once the clients are gone (their
+/// round trips are bounded by their own timeouts; this bounds the sum).
+const BACKGROUND_GRACE: Duration = Duration::from_secs(5);
+
 impl App {
-    /// Opens the pools whose min_pool_size asks for warm connections.
-    pub(super) fn warm_pools(self: &Arc<Self>) {
-        let cfg = self.config();
-        for (name, db) in cfg.databases.iter().filter(|(n, _)| n.as_str() != "*") {
-            if cfg.min_pool_size(name) == 0 {
-                continue;
-            }
-            match &db.user {
-                Some(user) => {
-                    let _ = self.pool_for(name, user);
-                }
-                None => {
-                    for user in cfg.users.keys() {
-                        let _ = self.pool_for(name, user);
-                    }
-                }
-            }
+    /// Waits for the background tasks to end (they stop on shutdown or finish their
+    /// last round trip), at most [`BACKGROUND_GRACE`].
+    async fn wait_background(&self) {
+        if tokio::time::timeout(BACKGROUND_GRACE, self.background.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.background.live(),
+                "background tasks still running after shutdown; leaving them"
+            );
         }
     }
 }
 
 /// Background upkeep of the server: retired pools, stats periods.
 async fn janitor(app: Arc<App>) {
-    let mut shutdown = app.shutdown_watch();
+    let mut shutdown = app.shutdown.watch();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut period_start = Instant::now();
@@ -174,7 +180,7 @@ async fn janitor(app: Arc<App>) {
             _ = tick.tick() => {}
             _ = shutdown.requested() => return,
         }
-        app.janitor_tick();
+        app.router.close_retired();
         let period = app
             .config()
             .general
@@ -183,7 +189,7 @@ async fn janitor(app: Arc<App>) {
             .max(Duration::from_secs(1));
         let elapsed = period_start.elapsed();
         if elapsed + Duration::from_millis(100) >= period {
-            app.stats_tick(elapsed);
+            app.router.advance_stats(elapsed);
             period_start = Instant::now();
         }
     }
@@ -247,7 +253,7 @@ fn bind_unix(path: &std::path::Path, mode: u32) -> io::Result<tokio::net::UnixLi
 }
 
 async fn accept_loop(listener: Listener, app: Arc<App>) {
-    let mut shutdown = app.shutdown_watch();
+    let mut shutdown = app.shutdown.watch();
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -260,7 +266,8 @@ async fn accept_loop(listener: Listener, app: Arc<App>) {
                     Err(_) => Admission::Full,
                 };
                 let token = app.tracker.token();
-                let fut = client::serve(sock, peer, app.clone(), admission, token);
+                let console: Arc<dyn crate::admin::Console> = app.clone();
+                let fut = client::serve(sock, peer, app.clients.clone(), console, admission, token);
                 tokio::spawn(fut);
             }
             Err(e) => {

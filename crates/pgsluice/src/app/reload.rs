@@ -1,5 +1,7 @@
-//! Hot reload (RELOAD, SIGHUP, SET): a new configuration is validated as a whole
-//! before anything changes; then it replaces the old one without dropping a client.
+//! Hot reload (RELOAD, SIGHUP, SET): the new configuration becomes one new generation,
+//! built and validated as a whole on a blocking thread (it reads files and derives
+//! SCRAM verifiers); then it is published with one store, and the pools follow it,
+//! without dropping a client.
 //!
 //! What changes on the fly: databases and users (added ones serve new clients; pools of
 //! removed ones keep serving their clients and close once those leave), pool sizes and
@@ -13,28 +15,25 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{pool_spec, App};
-use crate::client::auth::Secrets;
+use super::App;
+use crate::admin::ReloadReport;
 use crate::config::Config;
-use crate::sync::LockExt;
-use crate::tls::TlsState;
-
-/// What a successful reload did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReloadReport {
-    /// Changes applied, for the log.
-    pub changes: Vec<String>,
-    /// Settings that need a restart and were left as they are.
-    pub warnings: Vec<String>,
-}
+use crate::generation::Generation;
 
 impl App {
     /// Reads the configuration again (see [`super::Reloader`]) and applies it. On any
     /// error nothing changes and the error says why.
-    pub fn reload(self: &Arc<Self>) -> Result<ReloadReport, String> {
-        let r = (self.reloader)()
-            .map_err(|e| e.to_string())
-            .and_then(|cfg| self.apply_config(cfg));
+    pub async fn reload(&self) -> Result<ReloadReport, String> {
+        let reloader = self.reloader.clone();
+        // The reloader reads files: off the runtime threads.
+        let read = tokio::task::spawn_blocking(move || reloader())
+            .await
+            .map_err(|e| format!("reload task failed: {e}"))
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        let r = match read {
+            Ok(cfg) => self.apply_config(cfg).await,
+            Err(e) => Err(e),
+        };
         match &r {
             Ok(rep) => {
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
@@ -55,106 +54,32 @@ impl App {
         r
     }
 
-    /// Validates `new` and makes it the configuration in force.
-    pub fn apply_config(self: &Arc<Self>, mut new: Config) -> Result<ReloadReport, String> {
-        new.validate().map_err(|e| e.to_string())?;
-        let old = self.config();
-        let mut rep = ReloadReport::default();
-        let (o, n) = (&old.general, &mut new.general);
-        if n.listen != o.listen {
-            rep.warnings
-                .push("`listen` changes need a restart; still listening as before".into());
-            n.listen.clone_from(&o.listen);
-        }
-        if n.workers != o.workers {
-            rep.warnings.push("`workers` changes need a restart".into());
-            n.workers = o.workers;
-        }
-        if n.log_format != o.log_format {
-            rep.warnings
-                .push("`log_format` changes need a restart".into());
-            n.log_format = o.log_format;
-        }
-        if n.metrics_listen != o.metrics_listen {
-            rep.warnings
-                .push("`metrics_listen` changes need a restart".into());
-            n.metrics_listen = o.metrics_listen;
-        }
+    /// Validates `new`, builds its generation and makes it the one in force.
+    pub async fn apply_config(&self, mut new: Config) -> Result<ReloadReport, String> {
+        // One reload at a time: each is built against the generation it replaces.
+        let _one = self.reloading.lock().await;
+        let old = self.live.current();
+        let rep = compare(&old.config, &mut new);
+        let number = self.live.next_number();
+        let built = tokio::task::spawn_blocking(move || Generation::build(number, new))
+            .await
+            .map_err(|e| format!("reload task failed: {e}"))?
+            .map_err(|e| e.0)?;
+        // Everything that can fail is done: from here on the reload is applied whole.
+        let (o, n) = (&old.config.general, &built.config.general);
         if n.log_level != o.log_level {
             if let Some(log) = &self.log {
                 log.set_level(&n.log_level)?;
             }
-            rep.changes
-                .push(format!("log_level = {:?}", n.log_level.as_str()));
         }
         if n.max_client_conn != o.max_client_conn {
             self.set_client_limit(n.max_client_conn);
-            rep.changes
-                .push(format!("max_client_conn = {}", n.max_client_conn));
         }
-        if new.general != old.general {
-            rep.changes.push("[general] settings".into());
-        }
-        for name in new.databases.keys() {
-            match old.databases.get(name) {
-                None => rep.changes.push(format!("database `{name}` added")),
-                Some(d) if Some(d) != new.databases.get(name) => {
-                    rep.changes.push(format!("database `{name}` changed"))
-                }
-                Some(_) => {}
-            }
-        }
-        for name in old.databases.keys() {
-            if !new.databases.contains_key(name) {
-                rep.changes.push(format!("database `{name}` removed"));
-            }
-        }
-        if new.users != old.users {
-            rep.changes.push("users changed".into());
-        }
-        if new.hba != old.hba {
-            rep.changes.push("auth_hba_file rules".into());
-        }
-
-        // Certificate, key and CA files are read again on every reload.
-        let tls = TlsState::load(&new.general)?;
-        let secrets = Secrets::from_config(&new);
-        self.hot.set(&new.general);
-        self.config.store(Arc::new(new));
-        self.secrets.store(Arc::new(secrets));
-        self.tls.store(Arc::new(tls));
-        self.update_pools();
-        self.warm_pools();
+        let plan = self.router.plan(&built);
+        let next = Arc::new(built);
+        self.live.publish(next.clone());
+        self.router.apply(&next, plan);
         Ok(rep)
-    }
-
-    /// Brings every pool in line with the configuration in force.
-    fn update_pools(self: &Arc<Self>) {
-        let cfg = self.config();
-        self.update_groups(&cfg);
-        let tls = self.tls().servers.clone();
-        let mut gone = Vec::new();
-        {
-            let mut pools = self.lock_pools();
-            pools.retain(|key, pool| {
-                match pool_spec(&cfg, tls.clone(), &key.database, &key.user) {
-                    Some((target, settings)) => {
-                        pool.set_target(target);
-                        pool.set_settings(settings);
-                        true
-                    }
-                    None => {
-                        gone.push(pool.clone());
-                        false
-                    }
-                }
-            });
-        }
-        for p in &gone {
-            tracing::info!(pool = %p.key(), clients = p.client_count(), "pool retired by reload; it closes when its clients leave");
-            p.retire();
-        }
-        self.retired.locked().extend(gone);
     }
 
     /// Changes how many clients may be connected at once.
@@ -168,12 +93,76 @@ impl App {
             remaining -= self.client_slots.forget_permits(remaining);
             if remaining > 0 {
                 let slots = self.client_slots.clone();
-                tokio::spawn(async move {
-                    if let Ok(p) = slots.acquire_many_owned(remaining as u32).await {
-                        p.forget();
+                let mut shutdown = self.shutdown.watch();
+                self.background.spawn(async move {
+                    tokio::select! {
+                        p = slots.acquire_many_owned(remaining as u32) => {
+                            if let Ok(p) = p {
+                                p.forget();
+                            }
+                        }
+                        _ = shutdown.requested() => {}
                     }
                 });
             }
         }
     }
+}
+
+/// What changes from `old` to `new`, for the log; settings that need a restart are
+/// put back to their running values in `new`, with a warning.
+fn compare(old: &Config, new: &mut Config) -> ReloadReport {
+    let mut rep = ReloadReport::default();
+    let (o, n) = (&old.general, &mut new.general);
+    if n.listen != o.listen {
+        rep.warnings
+            .push("`listen` changes need a restart; still listening as before".into());
+        n.listen.clone_from(&o.listen);
+    }
+    if n.workers != o.workers {
+        rep.warnings.push("`workers` changes need a restart".into());
+        n.workers = o.workers;
+    }
+    if n.log_format != o.log_format {
+        rep.warnings
+            .push("`log_format` changes need a restart".into());
+        n.log_format = o.log_format;
+    }
+    if n.metrics_listen != o.metrics_listen {
+        rep.warnings
+            .push("`metrics_listen` changes need a restart".into());
+        n.metrics_listen = o.metrics_listen;
+    }
+    if n.log_level != o.log_level {
+        rep.changes
+            .push(format!("log_level = {:?}", n.log_level.as_str()));
+    }
+    if n.max_client_conn != o.max_client_conn {
+        rep.changes
+            .push(format!("max_client_conn = {}", n.max_client_conn));
+    }
+    if new.general != old.general {
+        rep.changes.push("[general] settings".into());
+    }
+    for name in new.databases.keys() {
+        match old.databases.get(name) {
+            None => rep.changes.push(format!("database `{name}` added")),
+            Some(d) if Some(d) != new.databases.get(name) => {
+                rep.changes.push(format!("database `{name}` changed"))
+            }
+            Some(_) => {}
+        }
+    }
+    for name in old.databases.keys() {
+        if !new.databases.contains_key(name) {
+            rep.changes.push(format!("database `{name}` removed"));
+        }
+    }
+    if new.users != old.users {
+        rep.changes.push("users changed".into());
+    }
+    if new.hba != old.hba {
+        rep.changes.push("auth_hba_file rules".into());
+    }
+    rep
 }

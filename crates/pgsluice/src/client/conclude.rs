@@ -11,6 +11,7 @@ use crate::config::PoolMode;
 use crate::error::ClientNotice;
 use crate::pool::{Checkout, ReturnAs};
 use crate::server;
+use crate::shutdown::TaskTracker;
 
 /// What the session does after a relay run.
 pub(super) enum Next {
@@ -28,6 +29,7 @@ pub(super) fn conclude(
     mode: PoolMode,
     busy: bool,
     stopped: Option<Stop>,
+    tasks: &TaskTracker,
 ) -> Next {
     let clean = if mode.shares_servers() {
         ReturnAs::Clean
@@ -61,7 +63,7 @@ pub(super) fn conclude(
         }
         RelayEnd::Killed => {
             if busy {
-                cancel_running(&mut co);
+                cancel_running(&mut co, tasks);
             }
             let (n, reason) = stop_notice(Stop::Killed);
             Next::End(Some(n), reason)
@@ -81,7 +83,7 @@ pub(super) fn conclude(
                 if busy {
                     // Stop the running query before the connection closes, so the
                     // backend notices at once and rolls back.
-                    cancel_running(&mut co);
+                    cancel_running(&mut co, tasks);
                 }
             }
             let reason = if error.is_some() {
@@ -116,7 +118,7 @@ pub(super) fn conclude(
         }
         RelayEnd::QueryTimeout => {
             tracing::info!(server = %co.conn().id, "query_timeout: cancelling and closing");
-            cancel_running(&mut co);
+            cancel_running(&mut co, tasks);
             let msg = "query_timeout: query ran too long";
             Next::End(fatal(SqlState::QUERY_CANCELED, msg), "query_timeout")
         }
@@ -131,7 +133,7 @@ pub(super) fn conclude(
             tracing::info!(server = %co.conn().id, "transaction_timeout: closing the server connection");
             if busy {
                 // Stop the running statement so that the backend rolls back at once.
-                cancel_running(&mut co);
+                cancel_running(&mut co, tasks);
             }
             let msg = "terminating connection due to transaction timeout";
             Next::End(
@@ -150,11 +152,12 @@ pub(super) fn conclude(
     }
 }
 
-/// Sends PostgreSQL a CancelRequest for what runs on `co` (over a new connection).
-fn cancel_running(co: &mut Checkout) {
+/// Sends PostgreSQL a CancelRequest for what runs on `co` (over a new connection), in
+/// a task of `tasks` (bounded: `send_cancel` gives up after 5 s).
+fn cancel_running(co: &mut Checkout, tasks: &TaskTracker) {
     let conn = co.conn();
     let (target, key) = (conn.target.clone(), conn.key.clone());
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let _ = server::send_cancel(&target, &key).await;
     });
 }

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod auth_query;
 mod conclude;
+pub mod context;
 mod flow;
 mod hba;
 mod param_request;
@@ -28,8 +29,7 @@ use pgsluice_protocol::SqlState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::admin::{self, Access};
-use crate::app::App;
+use crate::admin::{self, Access, Console};
 use crate::cancel::CancelHandle;
 use crate::error::{ClientError, ClientNotice};
 use crate::net::Stream;
@@ -38,6 +38,7 @@ use crate::pool::registry::{socket_endpoints, Endpoint};
 use crate::pool::{ClientInfo, ClientReg};
 use crate::shutdown::TaskToken;
 
+pub use context::ClientContext;
 pub use park::ParkingLot;
 pub use session::Session;
 pub use task::serve;
@@ -60,15 +61,21 @@ pub enum Admission {
 async fn open(
     mut stream: Stream,
     peer: String,
-    app: Arc<App>,
+    ctx: Arc<ClientContext>,
+    console: Arc<dyn Console>,
     admission: Admission,
     token: TaskToken,
 ) -> Option<Opened> {
     let started = Instant::now();
-    let login_timeout = app.config().general.client_login_timeout.0;
+    let (login_timeout, tls) = {
+        let generation = ctx.live.load();
+        (
+            generation.config.general.client_login_timeout.0,
+            generation.tls.clone(),
+        )
+    };
     let deadline = tokio::time::Instant::now() + login_timeout;
     let mut buf = BytesMut::with_capacity(256);
-    let tls = app.tls();
     let startup = loop {
         // Boxed: a timer is large; an idle client's task should not carry one.
         match Box::pin(tokio::time::timeout_at(
@@ -115,7 +122,7 @@ async fn open(
     };
     let params = match startup {
         StartupPacket::Cancel { pid, secret } => {
-            Box::pin(app.forward_cancel(pid, &secret)).await;
+            Box::pin(forward_cancel(&ctx, pid, &secret)).await;
             return None;
         }
         StartupPacket::UnsupportedVersion { major, minor } => {
@@ -155,13 +162,14 @@ async fn open(
     let login =
         // Boxed: the login state (SCRAM exchange, buffers) is large and short-lived; kept
         // inline it would size every idle client's task for the whole connection.
-        Box::pin(tokio::time::timeout(login_timeout, login(&mut stream, &mut buf, &app, params))).await;
+        Box::pin(tokio::time::timeout(login_timeout, login(&mut stream, &mut buf, &ctx, params))).await;
     let session = match login {
         Ok(Ok(LoggedIn::Admin(a))) => {
             Box::pin(serve_admin(
                 stream,
                 peer,
-                &app,
+                &ctx,
+                &*console,
                 a,
                 (remote, local, fd),
                 started,
@@ -220,7 +228,7 @@ async fn open(
     if stream.is_tls() {
         info.never_park();
     }
-    let reg: ClientReg = pool_reg.pool.register_client(info.clone());
+    let reg: ClientReg = pool_reg.route.home().register_client(info.clone());
     Some(Opened {
         session,
         stream,
@@ -305,7 +313,7 @@ enum LoggedIn {
 
 /// What the session of a pool client needs beyond [`Session`].
 struct PoolLogin {
-    pool: Arc<crate::pool::Pool>,
+    route: crate::router::Route,
     /// User and database names, shared by the client's admin entry and the pool key.
     user: Arc<str>,
     database: Arc<str>,
@@ -326,7 +334,7 @@ struct AdminLogin {
 async fn login(
     stream: &mut Stream,
     buf: &mut BytesMut,
-    app: &Arc<App>,
+    ctx: &Arc<ClientContext>,
     (minor, params): (u16, Vec<(String, String)>),
 ) -> Result<LoggedIn, LoginFailure> {
     let fatal = |code, msg: String| LoginFailure::Notice(ClientNotice::fatal(code, msg));
@@ -347,7 +355,9 @@ async fn login(
         .map(|(_, v)| v.clone())
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| user.clone());
-    let cfg = app.config();
+    // One generation for the whole login: its configuration, secrets and TLS agree.
+    let generation = ctx.live.current();
+    let cfg = &generation.config;
     let ignored = |k: &str| {
         IGNORED_PARAMS.contains(&k)
             || cfg
@@ -389,27 +399,26 @@ async fn login(
         .find(|(k, _)| k == "application_name")
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
-    let cfg = app.config();
     if admin::is_admin_db(&database) {
         // PgBouncer's rule: user "pgbouncer" over the unix socket, from the OS user that
         // runs the pooler, is an admin without a password.
         let same_uid_owner = user == "pgbouncer" && crate::net::peer_is_same_user(stream);
-        let secrets = app.secrets();
+        let secrets = &generation.secrets;
         let method = if same_uid_owner {
             crate::config::AuthType::Trust
         } else {
-            hba::method_for(stream, &cfg, &database, &user)
+            hba::method_for(stream, cfg, &database, &user)
                 .await
                 .map_err(LoginFailure::Notice)?
         };
-        let ok = same_uid_owner || auth::authenticate(stream, buf, method, &user, &secrets).await?;
+        let ok = same_uid_owner || auth::authenticate(stream, buf, method, &user, secrets).await?;
         if !ok {
             return Err(LoginFailure::Notice(auth::failure_notice(method, &user)));
         }
         let access = if same_uid_owner {
             Some(admin::Access::Admin)
         } else {
-            admin::access_for(&cfg, &user)
+            admin::access_for(cfg, &user)
         };
         let Some(access) = access else {
             return Err(fatal(
@@ -417,7 +426,7 @@ async fn login(
                 format!("user \"{user}\" is not allowed to use the admin console (admin_users, stats_users)"),
             ));
         };
-        let cancel = app.cancel.register();
+        let cancel = ctx.cancel.register();
         let (pid, secret) = cancel.key();
         backend::auth_ok(&mut out);
         admin::write_startup(&mut out, pid, secret);
@@ -430,21 +439,24 @@ async fn login(
             pending: buf.split(),
         }));
     }
-    let pool = app
-        .pool_for(&database, &user)
+    let route = ctx
+        .router
+        .route(&database, &user)
         .map_err(LoginFailure::Notice)?;
-    let method = hba::method_for(stream, &cfg, &database, &user)
+    let pool = route.home().clone();
+    let method = hba::method_for(stream, cfg, &database, &user)
         .await
         .map_err(LoginFailure::Notice)?;
     let verdict =
-        auth_query::authenticate(stream, buf, app, &cfg, method, &database, &user).await?;
+        auth_query::authenticate(stream, buf, ctx, &generation, method, &database, &user).await?;
     if !verdict.ok {
         return Err(LoginFailure::Notice(auth::failure_notice(method, &user)));
     }
     if let Some(p) = verdict.passthrough.filter(|_| *pool.key().user == *user) {
         pool.set_passthrough(p);
     }
-    let db_slot = app
+    let db_slot = ctx
+        .router
         .admit_db_client(&database)
         .map_err(LoginFailure::Notice)?;
     let info = pool
@@ -453,7 +465,7 @@ async fn login(
         .map_err(|e| LoginFailure::Notice(e.to_notice()))?;
     client_params.fill_from(&info.tracked);
     let client_params = pool.share_params(client_params, &info.tracked);
-    let cancel = app.cancel.register();
+    let cancel = ctx.cancel.register();
     let (pid, secret) = cancel.key();
 
     backend::auth_ok(&mut out);
@@ -465,7 +477,7 @@ async fn login(
     backend::ready_for_query(&mut out, TxStatus::Idle);
     stream.write_all(&out).await?;
     let pool_login = PoolLogin {
-        pool: pool.clone(),
+        route: route.clone(),
         user: user.into(),
         // The pool key already holds the database name: share it.
         database: pool.key().database.clone(),
@@ -473,7 +485,7 @@ async fn login(
         _db_slot: db_slot,
     };
     Ok(LoggedIn::Pool(
-        Session::new(app.clone(), pool, client_params, cancel, &buf[..]),
+        Session::new(ctx.clone(), route, client_params, cancel, &buf[..]),
         pool_login,
     ))
 }
@@ -509,7 +521,8 @@ fn apply_options(
 async fn serve_admin(
     stream: Stream,
     peer: String,
-    app: &Arc<App>,
+    ctx: &ClientContext,
+    console: &dyn Console,
     a: AdminLogin,
     (remote, local, fd): (Endpoint, Endpoint, i32),
     started: Instant,
@@ -525,8 +538,8 @@ async fn serve_admin(
         (!a.application_name.is_empty()).then(|| a.application_name.as_str().into()),
         fd,
     ));
-    let reg = ClientReg::new(info.clone(), app.admin_clients.clone());
-    let reason = admin::serve(stream, a.pending, app.clone(), a.access, info).await;
+    let reg = ClientReg::new(info.clone(), ctx.admin_clients.clone());
+    let reason = admin::serve(stream, a.pending, console, a.access, info).await;
     drop(reg);
     drop(a.cancel);
     tracing::info!(
@@ -538,17 +551,23 @@ async fn serve_admin(
     );
 }
 
-/// Sends a FATAL error and closes, best effort.
-pub(crate) async fn send_fatal(stream: &mut Stream, notice: &ClientNotice) {
-    let mut out = BytesMut::with_capacity(128);
-    notice.write(&mut out);
-    // Boxed: a timer is large, and this runs once per connection at most.
-    let _ = Box::pin(tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        async {
-            let _ = stream.write_all(&out).await;
-            let _ = stream.shutdown().await;
-        },
-    ))
-    .await;
+pub(crate) use crate::net::send_fatal;
+
+/// Forwards a client's CancelRequest to the server connection it is using, if any,
+/// giving up after cancel_wait_timeout.
+async fn forward_cancel(ctx: &ClientContext, pid: i32, secret: &[u8]) {
+    match ctx.cancel.lookup(pid, secret) {
+        Some(t) => {
+            tracing::info!(
+                client = pid,
+                backend_pid = t.key.pid,
+                "forwarding cancel request"
+            );
+            let limit = ctx.live.load().hot.cancel_wait_timeout;
+            if let Err(e) = crate::server::send_cancel_within(&t.target, &t.key, limit).await {
+                tracing::warn!(error = %e, "could not forward cancel request");
+            }
+        }
+        None => tracing::debug!(client = pid, "cancel request for no running query; ignored"),
+    }
 }

@@ -29,8 +29,8 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
 use tokio::io::unix::AsyncFd;
 
+use super::context::ClientContext;
 use super::task::{live, Opened, Resume};
-use crate::app::App;
 use crate::net::Stream;
 use crate::sync::LockExt;
 
@@ -242,12 +242,12 @@ impl ParkingLot {
     #[allow(clippy::result_large_err)]
     pub(super) fn park(
         &self,
-        app: &App,
+        ctx: &ClientContext,
         opened: Opened,
         idle_since: Instant,
     ) -> Result<(), Opened> {
         if !matches!(opened.stream, Stream::Tcp(_) | Stream::Unix(_))
-            || app.shutdown_requested()
+            || ctx.shutdown_requested()
             || !self.slots().open
         {
             return Err(opened);
@@ -286,7 +286,7 @@ impl ParkingLot {
             return parked.map_or(Ok(()), |o| self.give_back(o));
         }
         drop(slots);
-        if info.is_killed() || app.shutdown_requested() {
+        if info.is_killed() || ctx.shutdown_requested() {
             self.ring();
         }
         Ok(())
@@ -339,8 +339,8 @@ impl Drop for Closing<'_> {
 
 /// The keeper: runs for the server's life (until a shutdown has emptied the lot).
 /// Wakes when parked sockets turn readable, when the bell rings, and once a second.
-pub(crate) async fn keep(app: Arc<App>) {
-    let Some(lot) = app.parking.as_ref() else {
+pub(crate) async fn keep(ctx: Arc<ClientContext>) {
+    let Some(lot) = ctx.parking.as_ref() else {
         return;
     };
     let Some(poll) = lot.poll.locked().take() else {
@@ -412,7 +412,7 @@ pub(crate) async fn keep(app: Arc<App>) {
             }
         }
         if found.bell || found.tick {
-            if app.shutdown_requested() {
+            if ctx.shutdown_requested() {
                 // Every parked client goes back to its session, which tells it (see
                 // `Closing`).
                 return;
@@ -425,7 +425,7 @@ pub(crate) async fn keep(app: Arc<App>) {
             }
         }
         if found.tick {
-            if let Some(limit) = app.hot().client_idle_timeout() {
+            if let Some(limit) = ctx.live.load().hot.client_idle_timeout {
                 let now = Instant::now();
                 let expired = lot
                     .slots()
@@ -434,7 +434,7 @@ pub(crate) async fn keep(app: Arc<App>) {
                     lot.unpark(*p, Resume::IdleTimeout);
                 }
             }
-            for pool in app.pools() {
+            for pool in ctx.router.pools() {
                 pool.sweep_clients();
             }
         }

@@ -12,6 +12,7 @@ use pgsluice_protocol::SqlState;
 use tokio::io::AsyncWriteExt;
 
 use super::conclude::{conclude, Next};
+use super::context::{ClientContext, RelaySettings};
 use super::param_request::{self, Change};
 use super::prepared::{ClientStatements, ExtState};
 use super::queue_notice::wait_notifying;
@@ -19,7 +20,6 @@ use super::relay::{ExtCx, Relay, RelayCounts, RelayEnd};
 use super::send_fatal;
 use super::statement::StatementGate;
 use super::stop::{stop_notice, Stop, StopSignal};
-use crate::app::App;
 use crate::cancel::CancelHandle;
 use crate::config::PoolMode;
 use crate::error::ClientNotice;
@@ -27,6 +27,7 @@ use crate::net::Stream;
 use crate::params::ParamSet;
 use crate::pool::registry::ClientInfo;
 use crate::pool::{Checkout, Pool, Start};
+use crate::router::{Route, Target, Work};
 use crate::server::RELAY_BUF;
 
 /// How much an idle client may send before a server connection is attached.
@@ -38,8 +39,8 @@ pub(super) const IDLE_READ: usize = 1024;
 /// A client after login.
 #[derive(Debug)]
 pub struct Session {
-    app: Arc<App>,
-    pool: Arc<Pool>,
+    ctx: Arc<ClientContext>,
+    route: Route,
     params: ParamSet,
     cancel: CancelHandle,
     /// Bytes already read, served first: what came with the login, or what a parked
@@ -118,15 +119,15 @@ fn idle_end(end: IdleEnd) -> (Option<ClientNotice>, &'static str) {
 
 impl Session {
     pub(super) fn new(
-        app: Arc<App>,
-        pool: Arc<Pool>,
+        ctx: Arc<ClientContext>,
+        route: Route,
         params: ParamSet,
         cancel: CancelHandle,
         pending: &[u8],
     ) -> Self {
         Session {
-            app,
-            pool,
+            ctx,
+            route,
             params,
             cancel,
             // A copy, not a split of the login buffer: a split would keep the whole
@@ -138,9 +139,9 @@ impl Session {
         }
     }
 
-    /// The shared state.
-    pub(super) fn app(&self) -> &Arc<App> {
-        &self.app
+    /// What the client may use of the process.
+    pub(super) fn ctx(&self) -> &Arc<ClientContext> {
+        &self.ctx
     }
 
     /// Whether bytes wait to be served before the next read.
@@ -201,10 +202,10 @@ impl Session {
         // block's captures (an `async fn` also copies its arguments into locals).
         async move {
             let mut stop = StopSignal {
-                app: self.app.clone(),
+                ctx: self.ctx.clone(),
                 info: info.clone(),
                 registered: false,
-                fired: self.app.shutdown_requested().then_some(Stop::Shutdown),
+                fired: self.ctx.shutdown_requested().then_some(Stop::Shutdown),
             };
             let (fatal, reason) = loop {
                 // Tested, not matched: a match's scrutinee would stay in this future across
@@ -246,7 +247,7 @@ impl Session {
         if prefix.first() == Some(&b'X') {
             return Next::End(None, "client terminated");
         }
-        let mode = self.pool.mode();
+        let mode = self.route.mode();
         if mode.shares_servers() {
             if let Some(reply) = self.answer_locally(&prefix) {
                 if stream.write_all(&reply).await.is_err() {
@@ -256,20 +257,33 @@ impl Session {
             }
         }
         let changes = self.param_plan(&prefix, mode);
+        // The router picks the pool; the session's own route is cloned (one reference
+        // count) so that the session stays free to change while the request runs.
+        let pool = match self.route.target(Work { request: &prefix }) {
+            Target::One(pool) => pool.clone(),
+            #[allow(unreachable_patterns)]
+            _ => {
+                let n = ClientNotice::fatal(
+                    SqlState::FEATURE_NOT_SUPPORTED,
+                    "this request needs several server connections at once, which this client path does not support",
+                );
+                return Next::End(Some(n), "unsupported route");
+            }
+        };
         let now = Instant::now();
         // Synchronous unless the pool has no idle connection; then a small wait in the
         // queue, and opening a connection boxed.
-        let (co, waited) = match self.pool.start_checkout(Some(info), now) {
+        let (co, waited) = match pool.start_checkout(Some(info), now) {
             Ok(Start::Ready(c)) => (Ok(c), false),
-            Ok(Start::Wait(w)) => match self.app.hot().query_wait_notify() {
-                None => (self.pool.wait_for(w, Some(info.clone())).await, true),
+            Ok(Start::Wait(w)) => match self.ctx.live.load().hot.query_wait_notify {
+                None => (pool.wait_for(w, Some(info.clone())).await, true),
                 Some(after) => {
-                    let wait = wait_notifying(&self.pool, stream, w, info, after);
+                    let wait = wait_notifying(&pool, stream, w, info, after);
                     (Box::pin(wait).await, true)
                 }
             },
             Ok(Start::Open(slot, t)) => {
-                let open = self.pool.open_with(slot, t, Some(info.clone()));
+                let open = pool.open_with(slot, t, Some(info.clone()));
                 (Box::pin(open).await, true)
             }
             Err(e) => (Err(e), true),
@@ -277,7 +291,7 @@ impl Session {
         let mut co = match co {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(pool = %self.pool.key(), error = %e, "no server connection for client");
+                tracing::warn!(pool = %pool.key(), error = %e, "no server connection for client");
                 return Next::End(Some(e.to_notice()), "no server connection");
             }
         };
@@ -292,7 +306,7 @@ impl Session {
         }
         self.traffic.transactions += 1;
         if let Some(changes) = changes {
-            let run = self.param_request(stream, co, &prefix, &changes, held_since, stop);
+            let run = self.param_request(stream, co, &pool, &prefix, &changes, held_since, stop);
             return Box::pin(run).await;
         }
         let (end, counts, queries, busy, held) =
@@ -305,16 +319,16 @@ impl Session {
         drop(prefix);
         self.traffic.bytes_in += counts.bytes_in;
         self.traffic.bytes_out += counts.bytes_out;
-        self.pool.stats.add_xact(
+        pool.stats.add_xact(
             queries,
             counts.bytes_in,
             counts.bytes_out,
             held_since.elapsed(),
         );
-        if let Some(ext) = co.conn().ext.as_mut() {
-            self.pool.stats.add_prepared(ext.take_counts());
+        if let Some(ext) = co.conn().ext.get_mut::<ExtState>() {
+            pool.stats.add_prepared(ext.take_counts());
         }
-        conclude(end, co, mode, busy, stop.fired)
+        conclude(end, co, mode, busy, stop.fired, &self.ctx.background)
     }
 
     /// One relay run over a checked-out connection: until the release point, or the end.
@@ -326,9 +340,11 @@ impl Session {
         mode: PoolMode,
         stop: &mut StopSignal,
     ) -> (RelayEnd, RelayCounts, u64, bool, Option<BytesMut>) {
-        let hot = self.app.hot();
-        let (max_message, max_prepared) = (hot.max_message(), hot.max_prepared());
-        let timeouts = hot.relay_timeouts();
+        let RelaySettings {
+            max_message,
+            max_prepared,
+            timeouts,
+        } = RelaySettings::of(&self.ctx.live.load().hot);
         let conn = co.conn();
         self.cancel.attach(&conn.target, &conn.key);
         let buffers = &mut conn.buffers;
@@ -336,9 +352,9 @@ impl Session {
             PoolMode::Transaction | PoolMode::Statement => Some(ExtCx {
                 state: conn
                     .ext
-                    .get_or_insert_with(|| Box::new(ExtState::new(max_message, max_prepared))),
+                    .get_or_insert_with(|| ExtState::new(max_message, max_prepared)),
                 client: &mut self.stmts,
-                registry: &self.app.statements,
+                registry: &self.ctx.statements,
                 gate: (mode == PoolMode::Statement).then(StatementGate::new),
             }),
             PoolMode::Session => None,
@@ -405,7 +421,7 @@ impl Session {
         stream: &'a mut Stream,
         stop: &'a mut StopSignal,
     ) -> impl Future<Output = Idle> + 'a {
-        let idle_limit = self.app.hot().client_idle_timeout();
+        let idle_limit = self.ctx.live.load().hot.client_idle_timeout;
         // Boxed only when configured: an idle client keeps no timer otherwise.
         let mut idle_timer = idle_limit.map(|d| Box::pin(tokio::time::sleep(d)));
         poll_fn(move |cx| loop {
@@ -444,7 +460,7 @@ impl Session {
                 let since = idle_timer
                     .as_ref()
                     .and_then(|t| {
-                        let limit = stop.app.hot().client_idle_timeout()?;
+                        let limit = stop.ctx.live.load().hot.client_idle_timeout?;
                         t.deadline().into_std().checked_sub(limit)
                     })
                     .filter(|s| *s <= now)
@@ -475,7 +491,7 @@ impl Session {
                     {
                         return None;
                     }
-                    let stmt = self.app.statements.verified(p.query, &p.param_types)?;
+                    let stmt = self.ctx.statements.verified(p.query, &p.param_types)?;
                     found.push((p.name.to_owned(), stmt));
                 }
                 b'S' if rest.is_empty() && !found.is_empty() => break,
@@ -483,7 +499,8 @@ impl Session {
             }
         }
         let mut reply = BytesMut::with_capacity(found.len() * 5 + 6);
-        self.pool
+        self.route
+            .home()
             .stats
             .add_prepared(super::prepared::PreparedCounts {
                 client_parses: found.len() as u64,
@@ -520,12 +537,13 @@ impl Session {
         &mut self,
         stream: &mut Stream,
         mut co: Checkout,
+        pool: &Pool,
         prefix: &[u8],
         changes: &[Change],
         held_since: Instant,
         stop: &StopSignal,
     ) -> Next {
-        let limit = self.pool.settings().connect_timeout;
+        let limit = pool.settings().connect_timeout;
         let conn = co.conn();
         let mut answer = BytesMut::with_capacity(256);
         let run = conn.run_for_client(prefix, &mut answer, param_request::MAX_ANSWER);
@@ -549,10 +567,16 @@ impl Session {
         self.traffic.bytes_in += prefix.len() as u64;
         self.traffic.bytes_out += answer.len() as u64;
         let (bytes_in, bytes_out) = (prefix.len() as u64, answer.len() as u64);
-        self.pool
-            .stats
+        pool.stats
             .add_xact(1, bytes_in, bytes_out, held_since.elapsed());
-        let next = conclude(RelayEnd::Idle, co, PoolMode::Transaction, false, stop.fired);
+        let next = conclude(
+            RelayEnd::Idle,
+            co,
+            PoolMode::Transaction,
+            false,
+            stop.fired,
+            &self.ctx.background,
+        );
         if stream.write_all(&answer).await.is_err() {
             return Next::End(None, "client connection error");
         }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use pgsluice_protocol::SqlState;
 
-use crate::app::App;
+use super::context::ClientContext;
 use crate::error::ClientNotice;
 use crate::pool::registry::ClientInfo;
 
@@ -24,9 +24,9 @@ pub(super) enum Stop {
 /// Resolves when the session is asked to stop: KILL / KILL_CLIENT (through the
 /// client's admin entry) or a shutdown. Every select of the session polls it, so a poll
 /// is two atomic loads; the task's waker is registered once with the client's entry,
-/// which KILL and [`crate::app::App::trigger_shutdown`] wake.
+/// which KILL and a shutdown wake.
 pub(super) struct StopSignal {
-    pub(super) app: Arc<App>,
+    pub(super) ctx: Arc<ClientContext>,
     pub(super) info: Arc<ClientInfo>,
     pub(super) registered: bool,
     /// The stop seen, once seen (kept here: it packs beside `registered`).
@@ -47,7 +47,7 @@ impl std::future::Future for StopSignal {
         }
         if self.info.is_killed() {
             std::task::Poll::Ready(Stop::Killed)
-        } else if self.app.shutdown_requested() {
+        } else if self.ctx.shutdown_requested() {
             std::task::Poll::Ready(Stop::Shutdown)
         } else {
             std::task::Poll::Pending

@@ -5,8 +5,9 @@
 
 use std::sync::Arc;
 
+use super::context::ClientContext;
 use super::{open, session, Admission};
-use crate::app::App;
+use crate::admin::Console;
 use crate::net::Stream;
 use crate::pool::ClientReg;
 use crate::shutdown::TaskToken;
@@ -103,11 +104,12 @@ pub(super) enum Resume {
 pub fn serve(
     stream: Stream,
     peer: String,
-    app: Arc<App>,
+    ctx: Arc<ClientContext>,
+    console: Arc<dyn Console>,
     admission: Admission,
     token: TaskToken,
 ) -> impl std::future::Future<Output = ()> + Send {
-    let opening = Box::pin(open(stream, peer, app, admission, token));
+    let opening = Box::pin(open(stream, peer, ctx, console, admission, token));
     async move {
         let Some(o) = opening.await else {
             return;
@@ -116,18 +118,22 @@ pub fn serve(
             tokio::spawn(live(o, Resume::Fresh));
             return;
         }
-        let app = o.session.app().clone();
-        if let Err(o) = park_client(&app, o, std::time::Instant::now()) {
+        let ctx = o.session.ctx().clone();
+        if let Err(o) = park_client(&ctx, o, std::time::Instant::now()) {
             tokio::spawn(live(o, Resume::Fresh));
         }
     }
 }
 
-/// Parks `o` in the app's lot, or gives it back.
+/// Parks `o` in the parking lot, or gives it back.
 #[allow(clippy::result_large_err)] // the client itself, handed back whole
-fn park_client(app: &App, o: Opened, idle_since: std::time::Instant) -> Result<(), Opened> {
-    match &app.parking {
-        Some(lot) => lot.park(app, o, idle_since),
+fn park_client(
+    ctx: &ClientContext,
+    o: Opened,
+    idle_since: std::time::Instant,
+) -> Result<(), Opened> {
+    match &ctx.parking {
+        Some(lot) => lot.park(ctx, o, idle_since),
         None => Err(o),
     }
 }
@@ -152,8 +158,8 @@ pub(super) fn live(mut o: Opened, mut why: Resume) -> impl std::future::Future<O
             match ran {
                 session::Ran::Ended(reason) => return o.logout(reason),
                 session::Ran::Park(since) => {
-                    let app = o.session.app().clone();
-                    match park_client(&app, o, since) {
+                    let ctx = o.session.ctx().clone();
+                    match park_client(&ctx, o, since) {
                         Ok(()) => return,
                         Err(back) => {
                             // It may not park (TLS, shutdown): the sweep leaves it be.

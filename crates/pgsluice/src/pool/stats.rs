@@ -91,7 +91,7 @@ impl PoolStats {
 
     /// Records a relay run's prepared-statement traffic (named Parse from the client,
     /// Parse sent to the server, named Bind), once per transaction.
-    pub fn add_prepared(&self, c: crate::client::prepared::PreparedCounts) {
+    pub fn add_prepared(&self, c: crate::stats::PreparedCounts) {
         for (counter, n) in [
             (&self.client_parses, c.client_parses),
             (&self.server_parses, c.server_parses),

@@ -238,7 +238,7 @@ async fn connect_inner(
                         c2s: vec![0; RELAY_BUF].into_boxed_slice(),
                         s2c: vec![0; RELAY_BUF].into_boxed_slice(),
                     },
-                    ext: None,
+                    ext: Default::default(),
                 };
                 tracing::info!(
                     server = %conn.id,

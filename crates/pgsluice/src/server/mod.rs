@@ -171,8 +171,64 @@ pub struct ServerConn {
     pub last_used: Instant,
     /// Relay buffers.
     pub buffers: RelayBuffers,
-    /// Prepared-statement and rewriting state (created on first transaction-mode use).
-    pub ext: Option<Box<crate::client::prepared::ExtState>>,
+    /// What the layer above keeps per connection (the client layer's prepared-statement
+    /// and rewriting state, created on first transaction-mode use), opaque here.
+    pub ext: Extension,
+}
+
+/// Per-connection state owned by a layer above the server and pool layers, which keep
+/// it with the connection without knowing its type: it is created on first use and
+/// dies with the connection (a connection that is closed takes it along).
+#[derive(Default)]
+pub struct Extension(Option<Box<dyn std::any::Any + Send>>);
+
+impl Extension {
+    /// The state of type `T`, made by `init` when there is none (or one of another
+    /// type, which is dropped).
+    pub fn get_or_insert_with<T: std::any::Any + Send>(
+        &mut self,
+        init: impl FnOnce() -> T,
+    ) -> &mut T {
+        if !self.0.as_ref().is_some_and(|b| b.is::<T>()) {
+            self.0 = Some(Box::new(init()));
+        }
+        match self.0.as_mut().and_then(|b| b.downcast_mut::<T>()) {
+            Some(t) => t,
+            // Unreachable: a `T` was stored just above when there was none.
+            None => unreachable!("extension holds the type just stored"),
+        }
+    }
+
+    /// The state of type `T`, if there is one.
+    pub fn get_mut<T: std::any::Any + Send>(&mut self) -> Option<&mut T> {
+        self.0.as_mut().and_then(|b| b.downcast_mut::<T>())
+    }
+}
+
+#[cfg(test)]
+mod extension_tests {
+    use super::Extension;
+
+    #[test]
+    fn holds_one_state_of_the_asked_type() {
+        let mut e = Extension::default();
+        assert!(e.get_mut::<u32>().is_none());
+        *e.get_or_insert_with(|| 1u32) += 1;
+        assert_eq!(e.get_mut::<u32>(), Some(&mut 2));
+        // Another type replaces it.
+        assert_eq!(*e.get_or_insert_with(|| String::from("x")), "x");
+        assert!(e.get_mut::<u32>().is_none());
+    }
+}
+
+impl std::fmt::Debug for Extension {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Extension(set)"
+        } else {
+            "Extension(none)"
+        })
+    }
 }
 
 /// What PostgreSQL answered to [`ServerConn::run_for_client`].

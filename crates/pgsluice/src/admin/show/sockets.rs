@@ -141,13 +141,13 @@ fn server_state(s: &ServerInfo) -> &'static str {
 }
 
 fn admin_clients(ctx: &Ctx<'_>) -> Vec<Arc<ClientInfo>> {
-    ctx.app.admin_clients.snapshot()
+    ctx.console.admin_clients().snapshot()
 }
 
 /// SHOW CLIENTS.
 pub(super) fn clients(ctx: &Ctx<'_>) -> ResultSet {
     let mut rs = ResultSet::new(&SOCKET_COLUMNS);
-    for p in ctx.app.pools() {
+    for p in ctx.console.router().pools() {
         for c in p.clients() {
             rs.push(client_row(&c, client_state(&c), false));
         }
@@ -162,7 +162,7 @@ pub(super) fn clients(ctx: &Ctx<'_>) -> ResultSet {
 /// SHOW SERVERS.
 pub(super) fn servers(ctx: &Ctx<'_>) -> ResultSet {
     let mut rs = ResultSet::new(&SOCKET_COLUMNS);
-    for p in ctx.app.pools() {
+    for p in ctx.console.router().pools() {
         for s in p.servers() {
             rs.push(server_row(&p, &s, server_state(&s), false));
         }
@@ -175,7 +175,7 @@ pub(super) fn sockets(ctx: &Ctx<'_>, active_only: bool) -> ResultSet {
     let mut cols = SOCKET_COLUMNS.to_vec();
     cols.extend(DEBUG_COLUMNS);
     let mut rs = ResultSet::new(&cols);
-    for p in ctx.app.pools() {
+    for p in ctx.console.router().pools() {
         for c in p.clients() {
             let state = match c.state() {
                 ClientState::Waiting => "cl_waiting",
@@ -225,7 +225,7 @@ pub(super) fn fds(ctx: &Ctx<'_>) -> ResultSet {
         ("scram_server_key", Ty::Bytea),
     ]);
     let nulls = || std::iter::repeat_with(|| Cell::Null).take(7);
-    for a in ctx.app.listen_addrs() {
+    for a in ctx.console.listen_addrs() {
         let mut row: Vec<Cell> = vec![
             Cell::Null,
             "pooler".into(),
@@ -239,7 +239,7 @@ pub(super) fn fds(ctx: &Ctx<'_>) -> ResultSet {
         row.extend(nulls());
         rs.push(row);
     }
-    for p in ctx.app.pools() {
+    for p in ctx.console.router().pools() {
         let servers = p.servers();
         let fd_of_server = |id: u64| servers.iter().find(|s| s.id == id).map_or(0, |s| s.fd);
         for c in p.clients() {

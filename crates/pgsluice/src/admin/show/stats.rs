@@ -153,7 +153,7 @@ pub(super) fn totals(ctx: &Ctx<'_>) -> ResultSet {
         Totals::default(),
         std::time::Duration::ZERO,
     );
-    for p in ctx.app.pools() {
+    for p in ctx.console.router().pools() {
         let w = p.stats.window();
         old = old + w.older;
         new = new + w.newer;

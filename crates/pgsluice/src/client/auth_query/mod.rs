@@ -21,9 +21,10 @@ pub use cache::{LookupKey, SecretCache};
 pub use lookup::{LookupError, LookupPools, SAFE_SEARCH_PATH};
 
 use super::auth::{self, UserSecret, Verdict};
+use super::context::ClientContext;
 use super::LoginFailure;
-use crate::app::App;
 use crate::config::{AuthLookup, AuthType, Config};
+use crate::generation::Generation;
 use crate::net::Stream;
 use crate::pool::IdGen;
 use crate::server::ServerTarget;
@@ -119,21 +120,21 @@ fn lookup_target(
 pub(super) async fn authenticate(
     stream: &mut Stream,
     buf: &mut BytesMut,
-    app: &Arc<App>,
-    cfg: &Config,
+    ctx: &ClientContext,
+    generation: &Generation,
     method: AuthType,
     database: &str,
     user: &str,
 ) -> Result<Verdict, LoginFailure> {
-    let secrets = app.secrets();
+    let (cfg, secrets) = (&*generation.config, &generation.secrets);
     let mut source = Source::Config;
     let mut fetched = None;
     let needs_secret = !matches!(method, AuthType::Trust | AuthType::Cert);
     if let (None, true, Some(lookup)) = (secrets.get(user), needs_secret, cfg.auth_lookup(database))
     {
-        match app
+        match ctx
             .auth_query
-            .secret(cfg, app.tls().servers.clone(), &lookup, user)
+            .secret(cfg, generation.tls.servers.clone(), &lookup, user)
             .await
         {
             Ok((key, secret)) => {
@@ -158,7 +159,7 @@ pub(super) async fn authenticate(
         auth::authenticate_with(stream, buf, method, user, secret, secrets.decoy()).await?;
     if let (false, Source::Lookup(key), Some(_)) = (verdict.ok, &source, &fetched) {
         // The password may have changed in PostgreSQL: fetch it again next time.
-        app.auth_query.cache.remove(key, user);
+        ctx.auth_query.cache.remove(key, user);
     }
     Ok(verdict)
 }

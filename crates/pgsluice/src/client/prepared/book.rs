@@ -100,16 +100,7 @@ impl Expect {
     }
 }
 
-/// Prepared-statement traffic of one relay run, PgBouncer's SHOW STATS counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PreparedCounts {
-    /// Parse messages of named statements from the client.
-    pub client_parses: u64,
-    /// Parse messages of named statements sent to the server (the client's and injected).
-    pub server_parses: u64,
-    /// Bind messages of named statements from the client.
-    pub binds: u64,
-}
+pub use crate::stats::PreparedCounts;
 
 /// A client name with messages in flight; `stmt` is what the last one makes it
 /// (None: closed). `tied`: that message is a Parse sent to the server, so the name

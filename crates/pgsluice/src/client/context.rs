@@ -1,0 +1,76 @@
+//! What a client task may use of the process: the router, cancel keys, the generation
+//! in force, the shutdown signal, the statement registry, auth_query and the parking
+//! lot. Built once by the process (`app`) and shared by every client; a client sees
+//! nothing else of it.
+
+use std::sync::Arc;
+
+use crate::cancel::CancelRegistry;
+use crate::generation::{HotValues, Live};
+use crate::pool::registry::InfoList;
+use crate::pool::ClientInfo;
+use crate::router::Router;
+use crate::shutdown::{ShutdownWatch, TaskTracker};
+
+use super::auth_query::AuthQuery;
+use super::prepared::{StatementRegistry, DEFAULT_MAX_PREPARED};
+use super::relay::RelayTimeouts;
+use super::ParkingLot;
+
+/// The client layer's view of the process.
+#[derive(Debug)]
+pub struct ClientContext {
+    /// Where clients' work goes.
+    pub router: Arc<Router>,
+    /// The configuration generation in force.
+    pub live: Live,
+    /// Cancel keys issued to clients.
+    pub cancel: Arc<CancelRegistry>,
+    /// Shutdown: one atomic load to check, a watch to wait on.
+    pub shutdown: ShutdownWatch,
+    /// Named prepared statements of every client (transaction mode).
+    pub statements: StatementRegistry,
+    /// auth_query's secret cache and lookup connections.
+    pub auth_query: AuthQuery,
+    /// Idle clients without a task (`None` when the system gave no epoll set).
+    pub parking: Option<ParkingLot>,
+    /// Clients of the admin console (their entries, for SHOW CLIENTS and KILL_CLIENT).
+    pub admin_clients: Arc<InfoList<ClientInfo>>,
+    /// Short tasks a client starts that outlive its request (a cancel sent to a
+    /// server); shutdown waits for them.
+    pub background: TaskTracker,
+}
+
+impl ClientContext {
+    /// True once a shutdown was requested (one atomic load, for hot paths).
+    pub fn shutdown_requested(&self) -> bool {
+        self.shutdown.is_requested()
+    }
+}
+
+/// What a relay run reads of the generation in force.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RelaySettings {
+    pub(super) max_message: u32,
+    pub(super) max_prepared: usize,
+    pub(super) timeouts: RelayTimeouts,
+}
+
+impl RelaySettings {
+    /// The relay's part of `hot`.
+    pub(super) fn of(hot: &HotValues) -> RelaySettings {
+        RelaySettings {
+            max_message: hot.max_message,
+            max_prepared: match hot.max_prepared_statements {
+                0 => DEFAULT_MAX_PREPARED,
+                n => n,
+            },
+            timeouts: RelayTimeouts {
+                query: hot.query_timeout,
+                idle_in_transaction: hot.idle_transaction_timeout,
+                client_idle: hot.client_idle_timeout,
+                transaction: hot.transaction_timeout,
+            },
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! The router: between clients and pools. It owns the pools (one per database and
+//! server user, created on first use), the connection-limit groups they share and the
+//! per-database switches (PAUSE, DISABLE...), and answers a client's login with a
+//! [`Route`]: which pool or pools serve it. Every checkout a client makes starts from
+//! its route's [`Target`].
+//!
+//! Reloads reach the pools through [`Router::apply`], with the pool settings derived
+//! from the new configuration generation ([`Router::plan`], run before it is published).
+
+mod flags;
+mod route;
+mod spec;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use pgsluice_protocol::SqlState;
+
+use crate::config::Config;
+use crate::error::ClientNotice;
+use crate::generation::{Generation, Live};
+use crate::pool::{ClientSlot, GroupKind, GroupLimit, Groups, IdGen, Pool, PoolKey, PoolSettings};
+use crate::server::ServerTarget;
+use crate::shutdown::{ShutdownWatch, TaskTracker};
+use crate::sync::LockExt;
+
+pub use flags::DbFlags;
+pub use route::{Route, Target, Work};
+pub use spec::{pool_settings, pool_spec};
+
+/// The pools of the process and how clients reach them.
+pub struct Router {
+    live: Live,
+    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    /// Pools of databases or users removed by a reload, closed once their clients left.
+    retired: Mutex<Vec<Arc<Pool>>>,
+    /// max_db_connections / max_db_client_connections groups, by client-side database.
+    db_groups: Mutex<HashMap<String, Arc<GroupLimit>>>,
+    /// max_user_connections groups, by server-side user.
+    user_groups: Mutex<HashMap<String, Arc<GroupLimit>>>,
+    flags: Mutex<DbFlags>,
+    ids: Arc<IdGen>,
+    shutdown: ShutdownWatch,
+    /// Pools' own tasks (upkeep, connection resets).
+    background: TaskTracker,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("pools", &self.pools.locked().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The pool part of a configuration generation: for each existing pool, its new
+/// target and settings, or `None` when the configuration no longer has it.
+#[derive(Debug)]
+pub struct PoolPlan {
+    pools: Vec<(PoolKey, Option<(ServerTarget, PoolSettings)>)>,
+}
+
+impl Router {
+    /// A router without pools yet; pools read `live` and stop their upkeep on
+    /// `shutdown`; their tasks are counted in `background`.
+    pub fn new(
+        live: Live,
+        ids: Arc<IdGen>,
+        shutdown: ShutdownWatch,
+        background: TaskTracker,
+    ) -> Router {
+        Router {
+            live,
+            pools: Mutex::new(HashMap::new()),
+            retired: Mutex::new(Vec::new()),
+            db_groups: Mutex::new(HashMap::new()),
+            user_groups: Mutex::new(HashMap::new()),
+            flags: Mutex::new(DbFlags::default()),
+            ids,
+            shutdown,
+            background,
+        }
+    }
+
+    /// The route of a client logging in as `user` to `database`: its pool, created
+    /// on first use.
+    pub fn route(&self, database: &str, user: &str) -> Result<Route, ClientNotice> {
+        self.pool_for(database, user).map(Route::single)
+    }
+
+    /// The pool serving `user` on `database`, created on first use.
+    fn pool_for(&self, database: &str, user: &str) -> Result<Arc<Pool>, ClientNotice> {
+        let generation = self.live.current();
+        let cfg = &generation.config;
+        let db = cfg.database(database).ok_or_else(|| {
+            ClientNotice::fatal(
+                SqlState::INVALID_CATALOG_NAME,
+                format!("no such database: {database}"),
+            )
+        })?;
+        if self.flags.locked().disabled.contains(database) {
+            return Err(ClientNotice::fatal(
+                SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("database \"{database}\" does not allow connections (DISABLE)"),
+            ));
+        }
+        let server_user = db.user.clone().unwrap_or_else(|| user.to_owned());
+        let key = PoolKey {
+            database: database.into(),
+            user: server_user.as_str().into(),
+        };
+        if let Some(p) = self.lock_pools().get(&key) {
+            return Ok(p.clone());
+        }
+        let target = spec::server_target(
+            cfg,
+            &db,
+            generation.tls.servers.clone(),
+            database,
+            &server_user,
+        );
+        let settings = pool_settings(cfg, database, &server_user);
+        let groups = Groups {
+            db: self.db_group(cfg, database),
+            user: self.user_group(cfg, &server_user),
+        };
+        let mut pools = self.lock_pools();
+        let pool = pools
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let p = Pool::new(key, target, settings, self.ids.clone(), groups);
+                if self.flags.locked().is_paused(database) {
+                    p.pause();
+                }
+                p.start_maintenance(self.shutdown.clone());
+                p
+            })
+            .clone();
+        Ok(pool)
+    }
+
+    fn lock_pools(&self) -> MutexGuard<'_, HashMap<PoolKey, Arc<Pool>>> {
+        self.pools.locked()
+    }
+
+    /// Every pool that exists now (retired ones included), sorted by key.
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        let mut v: Vec<_> = self.lock_pools().values().cloned().collect();
+        v.extend(self.retired.locked().iter().cloned());
+        v.sort_by(|a, b| a.key().cmp(b.key()));
+        v
+    }
+
+    /// Reads or changes the database switches. `f` also gets the current pools, and
+    /// runs with pool creation blocked, so a pool created concurrently sees the change.
+    pub fn flags<R>(&self, f: impl FnOnce(&mut DbFlags, &[Arc<Pool>]) -> R) -> R {
+        let pools = self.lock_pools();
+        let mut all: Vec<Arc<Pool>> = pools.values().cloned().collect();
+        all.extend(self.retired.locked().iter().cloned());
+        let mut c = self.flags.locked();
+        f(&mut c, &all)
+    }
+
+    /// A copy of the database switches.
+    pub fn db_flags(&self) -> DbFlags {
+        self.flags.locked().clone()
+    }
+
+    /// The group of client-side database `database`, created on first use.
+    fn db_group(&self, cfg: &Config, database: &str) -> Arc<GroupLimit> {
+        self.db_groups
+            .locked()
+            .entry(database.to_owned())
+            .or_insert_with(|| {
+                GroupLimit::new(
+                    GroupKind::Database,
+                    database,
+                    cfg.max_db_connections(database),
+                )
+            })
+            .clone()
+    }
+
+    /// The group of server-side user `user`, created on first use.
+    fn user_group(&self, cfg: &Config, user: &str) -> Arc<GroupLimit> {
+        self.user_groups
+            .locked()
+            .entry(user.to_owned())
+            .or_insert_with(|| {
+                GroupLimit::new(GroupKind::User, user, cfg.max_user_connections(user))
+            })
+            .clone()
+    }
+
+    /// The group of database `database`, if one of its pools was ever used.
+    pub fn database_group(&self, database: &str) -> Option<Arc<GroupLimit>> {
+        self.db_groups.locked().get(database).cloned()
+    }
+
+    /// The group of server user `user`, if one of its pools was ever used.
+    pub fn user_group_of(&self, user: &str) -> Option<Arc<GroupLimit>> {
+        self.user_groups.locked().get(user).cloned()
+    }
+
+    /// A logged-in client's place under max_db_client_connections of `database`; the
+    /// FATAL 53300 PgBouncer sends when it is full.
+    pub fn admit_db_client(&self, database: &str) -> Result<ClientSlot, ClientNotice> {
+        let generation = self.live.load();
+        let cfg = &generation.config;
+        let max = cfg.max_db_client_connections(database);
+        self.db_group(cfg, database)
+            .try_add_client(max)
+            .ok_or_else(|| {
+                ClientNotice::fatal(
+                    SqlState::TOO_MANY_CONNECTIONS,
+                    "no more connections allowed (max_db_client_connections)",
+                )
+            })
+    }
+
+    /// What `next` means for the pools that exist now; pure, so that a reload
+    /// computes it before publishing `next`.
+    pub fn plan(&self, next: &Generation) -> PoolPlan {
+        let tls = next.tls.servers.clone();
+        let keys: Vec<PoolKey> = self.lock_pools().keys().cloned().collect();
+        PoolPlan {
+            pools: keys
+                .into_iter()
+                .map(|k| {
+                    let spec = pool_spec(&next.config, tls.clone(), &k.database, &k.user);
+                    (k, spec)
+                })
+                .collect(),
+        }
+    }
+
+    /// Brings the pools in line with `next` (already published), using `plan` made
+    /// from it: new targets and settings, retired pools, group caps, warm pools.
+    pub fn apply(&self, next: &Generation, plan: PoolPlan) {
+        let cfg = &next.config;
+        for (name, g) in self.db_groups.locked().clone() {
+            g.set_max(cfg.max_db_connections(&name));
+        }
+        for (name, g) in self.user_groups.locked().clone() {
+            g.set_max(cfg.max_user_connections(&name));
+        }
+        let tls = next.tls.servers.clone();
+        let mut planned: HashMap<PoolKey, Option<(ServerTarget, PoolSettings)>> =
+            plan.pools.into_iter().collect();
+        let mut gone = Vec::new();
+        {
+            let mut pools = self.lock_pools();
+            pools.retain(|key, pool| {
+                // A pool created after the plan was made was created from `next`
+                // already, or from the one before: derive it now.
+                let spec = planned
+                    .remove(key)
+                    .unwrap_or_else(|| pool_spec(cfg, tls.clone(), &key.database, &key.user));
+                match spec {
+                    Some((target, settings)) => {
+                        pool.set_target(target);
+                        pool.set_settings(settings);
+                        true
+                    }
+                    None => {
+                        gone.push(pool.clone());
+                        false
+                    }
+                }
+            });
+        }
+        for p in &gone {
+            tracing::info!(pool = %p.key(), clients = p.client_count(), "pool retired by reload; it closes when its clients leave");
+            p.retire();
+        }
+        self.retired.locked().extend(gone);
+        self.warm_pools();
+    }
+
+    /// Opens the pools whose min_pool_size asks for warm connections.
+    pub fn warm_pools(&self) {
+        let cfg = self.live.config();
+        for (name, db) in cfg.databases.iter().filter(|(n, _)| n.as_str() != "*") {
+            if cfg.min_pool_size(name) == 0 {
+                continue;
+            }
+            match &db.user {
+                Some(user) => {
+                    let _ = self.pool_for(name, user);
+                }
+                None => {
+                    for user in cfg.users.keys() {
+                        let _ = self.pool_for(name, user);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes every pool's idle connections.
+    pub fn close_pools(&self) {
+        for p in self.pools() {
+            p.close();
+        }
+    }
+
+    /// Whether no pool has a client.
+    pub fn no_clients(&self) -> bool {
+        self.pools().iter().all(|p| p.client_count() == 0)
+    }
+
+    /// One round of upkeep: closes retired pools whose clients left.
+    pub fn close_retired(&self) {
+        let done: Vec<Arc<Pool>> = {
+            let mut retired = self.retired.locked();
+            let (done, keep) = retired
+                .drain(..)
+                .partition(|p: &Arc<Pool>| p.client_count() == 0);
+            *retired = keep;
+            done
+        };
+        for p in done {
+            tracing::info!(pool = %p.key(), "closing the pool of a removed database or user");
+            p.close();
+        }
+    }
+
+    /// Closes a stats period of every pool (SHOW STATS averages).
+    pub fn advance_stats(&self, period: Duration) {
+        for p in self.pools() {
+            p.stats.advance_window(period);
+        }
+    }
+
+    /// The tracker of the pools' own tasks.
+    pub fn background(&self) -> &TaskTracker {
+        &self.background
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DatabaseConfig, UserConfig};
+    use crate::shutdown::Shutdown;
+
+    fn router_for(cfg: Config) -> (Router, Live, Shutdown) {
+        let live = Live::new(Generation::first(cfg));
+        let shutdown = Shutdown::new();
+        let r = Router::new(
+            live.clone(),
+            Arc::new(IdGen::default()),
+            shutdown.watch(),
+            TaskTracker::default(),
+        );
+        (r, live, shutdown)
+    }
+
+    fn config_with(dbs: &[&str]) -> Config {
+        let mut cfg = Config::default();
+        for d in dbs {
+            cfg.databases
+                .insert((*d).into(), DatabaseConfig::new("127.0.0.1"));
+        }
+        cfg.users.insert(
+            "u".into(),
+            UserConfig {
+                password: Some("pw".into()),
+                ..Default::default()
+            },
+        );
+        cfg
+    }
+
+    #[tokio::test]
+    async fn one_pool_per_database_and_user_and_every_route_targets_it() {
+        let (r, _live, _s) = router_for(config_with(&["a", "b"]));
+        let ra = r.route("a", "u").unwrap();
+        let ra2 = r.route("a", "u").unwrap();
+        assert!(Arc::ptr_eq(ra.home(), ra2.home()));
+        let Target::One(p) = ra.target(Work { request: b"Q" });
+        assert!(Arc::ptr_eq(p, ra.home()));
+        let rb = r.route("b", "u").unwrap();
+        assert!(!Arc::ptr_eq(ra.home(), rb.home()));
+        assert_eq!(r.pools().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn unknown_and_disabled_databases_are_refused() {
+        let (r, _live, _s) = router_for(config_with(&["a"]));
+        let e = r.route("nope", "u").unwrap_err();
+        assert_eq!(e.code, SqlState::INVALID_CATALOG_NAME);
+        r.flags(|f, _| f.disabled.insert("a".into()));
+        let e = r.route("a", "u").unwrap_err();
+        assert_eq!(e.code, SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE);
+    }
+
+    #[tokio::test]
+    async fn a_pool_created_while_paused_starts_paused() {
+        let (r, _live, _s) = router_for(config_with(&["a"]));
+        r.flags(|f, _| f.paused_all = true);
+        let route = r.route("a", "u").unwrap();
+        assert!(route.home().is_paused());
+    }
+
+    #[tokio::test]
+    async fn a_reload_retires_the_pools_of_removed_databases() {
+        let (r, live, _s) = router_for(config_with(&["a", "b"]));
+        let ra = r.route("a", "u").unwrap();
+        let _rb = r.route("b", "u").unwrap();
+        let next = Generation::build(live.next_number(), config_with(&["b"])).unwrap();
+        let plan = r.plan(&next);
+        let next = Arc::new(next);
+        live.publish(next.clone());
+        r.apply(&next, plan);
+        // Still listed (retired) until its clients leave; no new route to it.
+        assert_eq!(r.pools().len(), 2);
+        assert!(r.route("a", "u").is_err());
+        assert!(ra.home().is_retired());
+        r.close_retired();
+        assert_eq!(r.pools().len(), 1);
+    }
+}
