@@ -10,6 +10,14 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::procs::{rss_kib, DB, PASSWORD, USER};
 
+/// Percentile `q` (0..=1) of sorted values (nearest rank); 0 when empty.
+pub(crate) fn percentile_f(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
 /// Result of the idle-clients test on one pooler.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct IdleResult {
@@ -203,8 +211,8 @@ pub(crate) fn storm(addr: SocketAddr, n: usize) -> std::io::Result<StormResult> 
         }
         res.total_secs = started.elapsed().as_secs_f64();
         times.sort_by(f64::total_cmp);
-        res.p50_ms = crate::report::percentile_f(&times, 0.50);
-        res.p99_ms = crate::report::percentile_f(&times, 0.99);
+        res.p50_ms = percentile_f(&times, 0.50);
+        res.p99_ms = percentile_f(&times, 0.99);
         res.max_ms = times.last().copied().unwrap_or(0.0);
         Ok(res)
     })

@@ -6,14 +6,6 @@ use std::fmt::Write as _;
 use crate::args::{Mode, Workload};
 use crate::model::{Contender, Results, Summary};
 
-/// Percentile `q` (0..=1) of sorted values (nearest rank); 0 when empty.
-pub(crate) fn percentile_f(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
 fn fmt_tps(summary: Option<&Summary>, mode: Mode) -> String {
     match summary {
         None => "–".into(),

@@ -8,7 +8,7 @@ use pgsluice_protocol::backend;
 use pgsluice_protocol::SqlState;
 
 use super::console::StopRequest;
-use super::show::{general_settings, is_fake_param};
+use super::show::{general_settings, is_fake_param, FIXED_KEYS};
 use super::{is_admin_db, notice, AdminError, Ctx, Flow};
 use crate::config::pgbouncer_show::{self, SetError};
 use crate::config::Config;
@@ -29,9 +29,6 @@ const COMMANDS: [&str; 12] = [
     "reload",
     "select",
 ];
-
-/// pgsluice's own keys SET cannot change (they need a restart).
-pub(super) const FIXED_KEYS: [&str; 4] = ["listen", "workers", "log_format", "metrics_listen"];
 
 fn err(code: SqlState, msg: impl Into<String>) -> AdminError {
     AdminError::new(code, msg)

@@ -17,6 +17,8 @@ mod stats;
 
 use Ty::{Int4, Text};
 
+/// pgsluice's own keys SET cannot change (they need a restart).
+pub(super) const FIXED_KEYS: [&str; 4] = ["listen", "workers", "log_format", "metrics_listen"];
 /// Parameters psql and drivers may SHOW; answered with fixed values.
 const FAKE_PARAMS: [(&str, &str); 6] = [
     ("client_encoding", "UTF8"),
@@ -146,7 +148,7 @@ fn config(ctx: &Ctx<'_>) -> ResultSet {
         if pgbouncer_show::changeable(&key).is_some() {
             continue;
         }
-        let changeable = !super::control::FIXED_KEYS.contains(&key.as_str());
+        let changeable = !FIXED_KEYS.contains(&key.as_str());
         let default = defaults.get(&key).cloned().unwrap_or_default();
         rows.push([key, value, default, yes_no(changeable).to_owned()]);
     }

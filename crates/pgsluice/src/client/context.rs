@@ -74,3 +74,36 @@ impl RelaySettings {
         }
     }
 }
+
+#[cfg(test)]
+impl ClientContext {
+    /// A context over `config` with no pool opened yet, its shutdown controlled by the
+    /// returned handle (for unit tests of the client layer).
+    pub(crate) fn for_tests(
+        config: crate::config::Config,
+    ) -> (Arc<ClientContext>, crate::shutdown::Shutdown) {
+        use crate::generation::Generation;
+        let live = Live::new(Generation::first(config));
+        let shutdown = crate::shutdown::Shutdown::new();
+        let background = TaskTracker::default();
+        let ids = Arc::new(crate::pool::IdGen::default());
+        let router = Arc::new(Router::new(
+            live.clone(),
+            ids.clone(),
+            shutdown.watch(),
+            background.clone(),
+        ));
+        let ctx = ClientContext {
+            router,
+            live,
+            cancel: Arc::new(CancelRegistry::default()),
+            shutdown: shutdown.watch(),
+            statements: StatementRegistry::default(),
+            auth_query: AuthQuery::new(ids),
+            parking: None,
+            admin_clients: Arc::default(),
+            background,
+        };
+        (Arc::new(ctx), shutdown)
+    }
+}

@@ -447,8 +447,16 @@ async fn login(
     let method = hba::method_for(stream, cfg, &database, &user)
         .await
         .map_err(LoginFailure::Notice)?;
-    let verdict =
-        auth_query::authenticate(stream, buf, ctx, &generation, method, &database, &user).await?;
+    let verdict = auth_query::authenticate(
+        stream,
+        buf,
+        &ctx.auth_query,
+        &generation,
+        method,
+        &database,
+        &user,
+    )
+    .await?;
     if !verdict.ok {
         return Err(LoginFailure::Notice(auth::failure_notice(method, &user)));
     }

@@ -26,9 +26,15 @@ use crate::error::ClientNotice;
 use crate::net::Stream;
 use crate::params::ParamSet;
 use crate::pool::registry::ClientInfo;
-use crate::pool::{Checkout, Pool, Start};
+use crate::pool::{Checkout, Start};
 use crate::router::{Route, Target, Work};
 use crate::server::RELAY_BUF;
+
+#[path = "session_local.rs"]
+mod local;
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;
 
 /// How much an idle client may send before a server connection is attached.
 /// Small enough for the allocator's per-thread cache (glibc's tcache takes up to
@@ -306,7 +312,7 @@ impl Session {
         }
         self.traffic.transactions += 1;
         if let Some(changes) = changes {
-            let run = self.param_request(stream, co, &pool, &prefix, &changes, held_since, stop);
+            let run = self.param_request(stream, co, &prefix, &changes, held_since, stop);
             return Box::pin(run).await;
         }
         let (end, counts, queries, busy, held) =
@@ -471,52 +477,6 @@ impl Session {
         })
     }
 
-    /// Answers `Parse(named)... Sync` without a server when every statement is one a
-    /// server has already accepted. Synchronous prepares (libpq's PQprepare) then never
-    /// wait for a pooled connection, which matters when the application holds other
-    /// connections in open transactions on the same thread (pgbench -M prepared).
-    fn answer_locally(&mut self, bytes: &[u8]) -> Option<BytesMut> {
-        let mut rest = bytes;
-        let mut found = Vec::new();
-        loop {
-            let h = pgsluice_protocol::frame::parse_header(rest, u32::MAX).ok()??;
-            let body = rest.get(5..h.total_len())?;
-            rest = &rest[h.total_len()..];
-            match h.tag {
-                b'P' => {
-                    let p = pgsluice_protocol::frontend::parse_parse(body).ok()?;
-                    if p.name.is_empty()
-                        || self.stmts.contains(p.name)
-                        || found.iter().any(|(n, _)| n == p.name)
-                    {
-                        return None;
-                    }
-                    let stmt = self.ctx.statements.verified(p.query, &p.param_types)?;
-                    found.push((p.name.to_owned(), stmt));
-                }
-                b'S' if rest.is_empty() && !found.is_empty() => break,
-                _ => return None,
-            }
-        }
-        let mut reply = BytesMut::with_capacity(found.len() * 5 + 6);
-        self.route
-            .home()
-            .stats
-            .add_prepared(super::prepared::PreparedCounts {
-                client_parses: found.len() as u64,
-                ..Default::default()
-            });
-        for (name, stmt) in found {
-            self.stmts.insert(&name, stmt);
-            reply.extend_from_slice(&[b'1', 0, 0, 0, 4]);
-        }
-        pgsluice_protocol::backend::ready_for_query(
-            &mut reply,
-            pgsluice_protocol::backend::TxStatus::Idle,
-        );
-        Some(reply)
-    }
-
     /// The changes of a parameter request pgsluice runs itself; ends the setting-up
     /// phase at the first request that is no parameter request.
     fn param_plan(&mut self, prefix: &[u8], mode: PoolMode) -> Option<Vec<Change>> {
@@ -537,12 +497,12 @@ impl Session {
         &mut self,
         stream: &mut Stream,
         mut co: Checkout,
-        pool: &Pool,
         prefix: &[u8],
         changes: &[Change],
         held_since: Instant,
         stop: &StopSignal,
     ) -> Next {
+        let pool = co.pool().clone();
         let limit = pool.settings().connect_timeout;
         let conn = co.conn();
         let mut answer = BytesMut::with_capacity(256);

@@ -21,7 +21,6 @@ pub use cache::{LookupKey, SecretCache};
 pub use lookup::{LookupError, LookupPools, SAFE_SEARCH_PATH};
 
 use super::auth::{self, UserSecret, Verdict};
-use super::context::ClientContext;
 use super::LoginFailure;
 use crate::config::{AuthLookup, AuthType, Config};
 use crate::generation::Generation;
@@ -120,7 +119,7 @@ fn lookup_target(
 pub(super) async fn authenticate(
     stream: &mut Stream,
     buf: &mut BytesMut,
-    ctx: &ClientContext,
+    auth_query: &AuthQuery,
     generation: &Generation,
     method: AuthType,
     database: &str,
@@ -132,8 +131,7 @@ pub(super) async fn authenticate(
     let needs_secret = !matches!(method, AuthType::Trust | AuthType::Cert);
     if let (None, true, Some(lookup)) = (secrets.get(user), needs_secret, cfg.auth_lookup(database))
     {
-        match ctx
-            .auth_query
+        match auth_query
             .secret(cfg, generation.tls.servers.clone(), &lookup, user)
             .await
         {
@@ -159,7 +157,7 @@ pub(super) async fn authenticate(
         auth::authenticate_with(stream, buf, method, user, secret, secrets.decoy()).await?;
     if let (false, Source::Lookup(key), Some(_)) = (verdict.ok, &source, &fetched) {
         // The password may have changed in PostgreSQL: fetch it again next time.
-        ctx.auth_query.cache.remove(key, user);
+        auth_query.cache.remove(key, user);
     }
     Ok(verdict)
 }

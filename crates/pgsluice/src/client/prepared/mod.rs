@@ -63,6 +63,14 @@ pub struct Stmt {
     pub(super) verified: std::sync::atomic::AtomicBool,
 }
 
+#[cfg(test)]
+impl Stmt {
+    /// Marks the statement as accepted by a server (what a ParseComplete does).
+    pub(crate) fn mark_verified(&self) {
+        self.verified.store(true, Relaxed);
+    }
+}
+
 /// Counters for the admin console.
 #[derive(Debug, Default)]
 pub struct PreparedStats {
