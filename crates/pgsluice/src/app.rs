@@ -4,7 +4,7 @@
 //! knows it. The admin console and the metrics endpoint see it through
 //! [`admin::Console`]; clients through their [`ClientContext`].
 //!
-//! The listeners, accept loops and [`Server`] live in the `listen` submodule, hot
+//! The listeners, accept loops and [`Instance`] live in the `listen` submodule, hot
 //! reload ([`App::reload`]) in `reload`.
 
 mod listen;
@@ -32,15 +32,15 @@ use crate::shutdown::{Shutdown, ShutdownKind, ShutdownWatch, TaskTracker};
 use crate::sync::LockExt;
 
 pub use crate::admin::ReloadReport;
-pub use listen::Server;
+pub use listen::Instance;
 
 /// Produces a fresh configuration for RELOAD and SIGHUP (re-reading the file and
 /// applying the environment and command-line overrides again).
 pub type Reloader = Arc<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
 
-/// Options of [`Server::start_with`] beyond the configuration.
+/// Options of [`Instance::start_with`] beyond the configuration.
 #[derive(Default)]
-pub struct ServerOptions {
+pub struct InstanceOptions {
     /// How RELOAD gets the new configuration; default: re-read [`Config::source`] with
     /// the `PGSLUICE_*` environment (no file: the configuration in force, unchanged).
     pub reloader: Option<Reloader>,
@@ -48,9 +48,9 @@ pub struct ServerOptions {
     pub log: Option<LogControl>,
 }
 
-impl std::fmt::Debug for ServerOptions {
+impl std::fmt::Debug for InstanceOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerOptions")
+        f.debug_struct("InstanceOptions")
             .field("reloader", &self.reloader.is_some())
             .field("log", &self.log)
             .finish()
@@ -91,11 +91,11 @@ impl std::fmt::Debug for App {
 impl App {
     /// Builds the parts for a validated configuration.
     pub fn new(config: Config) -> Arc<App> {
-        Self::with_options(config, ServerOptions::default())
+        Self::with_options(config, InstanceOptions::default())
     }
 
     /// [`App::new`] with a reloader and log control.
-    pub fn with_options(config: Config, opts: ServerOptions) -> Arc<App> {
+    pub fn with_options(config: Config, opts: InstanceOptions) -> Arc<App> {
         let max_clients = config.general.max_client_conn;
         let reloader = opts.reloader.unwrap_or_else(|| default_reloader(&config));
         let live = Live::new(Generation::first(config));

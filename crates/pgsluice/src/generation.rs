@@ -80,7 +80,7 @@ pub struct BuildError(pub String);
 impl Generation {
     /// The first generation, for a configuration already validated at startup. TLS
     /// files that cannot be used leave TLS off (connections that require it are refused)
-    /// rather than stopping the process; `app::Server::start` checks them first.
+    /// rather than stopping the process; `app::Instance::start` checks them first.
     pub fn first(config: Config) -> Generation {
         let tls = TlsState::load(&config.general).unwrap_or_else(|e| {
             tracing::error!(error = %e, "TLS settings unusable: TLS is off, and connections that require it are refused");

@@ -1,7 +1,7 @@
 //! pgsluice: a PostgreSQL connection pooler.
 //!
 //! The library holds everything; `main.rs` only parses the command line, sets up
-//! logging and the runtime, and waits for signals. Tests start a [`app::Server`]
+//! logging and the runtime, and waits for signals. Tests start a [`app::Instance`]
 //! in-process with a [`config::Config`].
 //!
 //! Layout (dependencies point down): [`cli`] and [`config`] produce a typed
@@ -31,4 +31,4 @@ pub mod stats;
 mod sync;
 pub mod tls;
 
-pub use app::Server;
+pub use app::Instance;

@@ -10,10 +10,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use pgsluice::admin::StopRequest;
-use pgsluice::app::{App, Reloader, ServerOptions};
+use pgsluice::app::{App, InstanceOptions, Reloader};
 use pgsluice::cli::{Cli, Command};
 use pgsluice::config::{Config, ConfigError};
-use pgsluice::Server;
+use pgsluice::Instance;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 fn main() -> ExitCode {
@@ -127,11 +127,11 @@ fn run(cfg: Config, reloader: Reloader) -> ExitCode {
             eprintln!("pgsluice: cannot install signal handlers");
             return ExitCode::from(1);
         };
-        let opts = ServerOptions {
+        let opts = InstanceOptions {
             reloader: Some(reloader),
             log: Some(log),
         };
-        let server = match Server::start_with(cfg, opts).await {
+        let server = match Instance::start_with(cfg, opts).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start (listen addresses or TLS files)");

@@ -163,7 +163,7 @@ type Counter = (&'static str, &'static str, fn(&crate::stats::Totals) -> f64);
 pub fn render(console: &dyn Console) -> String {
     let mut out = String::with_capacity(16 * 1024);
     let pools = console.router().pools();
-    let control = console.router().db_flags();
+    let flags = console.router().db_flags();
     let mut f = Family { out: &mut out };
 
     f.header("pgsluice_up", "gauge", "1 while pgsluice serves.");
@@ -184,7 +184,7 @@ pub fn render(console: &dyn Console) -> String {
     f.sample(
         "pgsluice_paused",
         "",
-        u8::from(control.paused_all || control.suspended),
+        u8::from(flags.paused_all || flags.suspended),
     );
     f.header(
         "pgsluice_clients_parked",

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use admin_common::*;
-use pgsluice::Server;
+use pgsluice::Instance;
 
 const T: Duration = Duration::from_secs(30);
 
@@ -232,8 +232,8 @@ fn expected_headers() -> Vec<(&'static str, Vec<String>)> {
     ]
 }
 
-async fn start(cfg: pgsluice::config::Config) -> (Server, SocketAddr) {
-    let server = Server::start(cfg).await.expect("start pgsluice");
+async fn start(cfg: pgsluice::config::Config) -> (Instance, SocketAddr) {
+    let server = Instance::start(cfg).await.expect("start pgsluice");
     let addr = server.local_addrs()[0];
     (server, addr)
 }

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use admin_common::*;
 use pgsluice::config::AuthType;
-use pgsluice::Server;
+use pgsluice::Instance;
 use pgsluice_testkit::{free_port, Pooler};
 
 /// Columns PgBouncer renamed after 1.18: (command, old name, current name).
@@ -133,7 +133,7 @@ async fn show_columns_match_a_real_pgbouncer() {
     let theirs = bouncer.addr();
     let mut cfg = base_config(&pg);
     cfg.general.auth_type = AuthType::Trust;
-    let server = Server::start(cfg).await.unwrap();
+    let server = Instance::start(cfg).await.unwrap();
     let ours: SocketAddr = server.local_addrs()[0];
     tokio::task::spawn_blocking(move || {
         let version = raw_query(theirs, "admin", "", "pgbouncer", "SHOW VERSION").unwrap();

@@ -15,7 +15,7 @@ use tokio_postgres::NoTls;
 
 struct Setup {
     cluster: PgCluster,
-    server: pgsluice::Server,
+    server: pgsluice::Instance,
 }
 
 async fn start(edit: impl FnOnce(&mut Config)) -> Setup {
@@ -27,7 +27,7 @@ async fn start(edit: impl FnOnce(&mut Config)) -> Setup {
     cfg.general.default_pool_size = 2;
     cfg.general.pool_mode = PoolMode::Transaction;
     edit(&mut cfg);
-    let server = pgsluice::Server::start(cfg).await.unwrap();
+    let server = pgsluice::Instance::start(cfg).await.unwrap();
     Setup { cluster, server }
 }
 

@@ -1,6 +1,6 @@
 //! Limits across pools and the timeouts around them, against real PostgreSQL:
 //! max_db_connections, max_user_connections, max_db_client_connections, the reserve
-//! pool, transaction_timeout, cancel_wait_timeout and server_login_retry. Server
+//! pool, transaction_timeout, cancel_wait_timeout and server_login_retry. Instance
 //! connections are counted in pg_stat_activity; bounds are generous upper limits only.
 
 mod common;
@@ -18,7 +18,7 @@ const USER2: &str = "app2";
 const PASSWORD2: &str = "secret2";
 const DB2: &str = "appdb2";
 
-/// Server backends of the application users, counted directly on PostgreSQL.
+/// Instance backends of the application users, counted directly on PostgreSQL.
 const BACKENDS: &str =
     "select count(*) from pg_stat_activity where backend_type = 'client backend' \
                         and usename in ('app', 'app2')";

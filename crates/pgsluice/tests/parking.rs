@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use common::*;
 use pgsluice::config::{PoolMode, Secs};
-use pgsluice::Server;
+use pgsluice::Instance;
 
 /// How many clients are parked now.
-fn parked(server: &Server) -> usize {
+fn parked(server: &Instance) -> usize {
     server.app().parked_clients()
 }
 
@@ -28,7 +28,7 @@ async fn ended_with(conn: Conn) -> tokio_postgres::Error {
 }
 
 /// Waits until exactly `n` clients are parked.
-async fn until_parked(server: &Server, n: usize) {
+async fn until_parked(server: &Instance, n: usize) {
     eventually(&format!("{n} parked clients"), PROMPTLY, || async move {
         (parked(server) == n).then_some(())
     })

@@ -15,7 +15,7 @@ use std::time::Duration;
 use admin_common::*;
 use pgsluice::config::pgbouncer_keys::{pgbouncer_keys, Section};
 use pgsluice::config::{PoolMode, Secs};
-use pgsluice::Server;
+use pgsluice::Instance;
 use pgsluice_testkit::{free_port, Pooler};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pgsluice");
@@ -352,7 +352,7 @@ async fn a_queued_client_is_told_after_query_wait_notify() {
     cfg.general.pool_mode = PoolMode::Session;
     cfg.general.default_pool_size = 1;
     cfg.general.query_wait_notify = Secs::from_secs(1);
-    let server = Server::start(cfg).await.expect("start pgsluice");
+    let server = Instance::start(cfg).await.expect("start pgsluice");
     let addr = server.local_addrs()[0];
 
     // The only server connection stays with this session.

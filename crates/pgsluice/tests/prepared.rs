@@ -14,7 +14,7 @@ use tokio_postgres::{Client, NoTls};
 
 struct Setup {
     cluster: PgCluster,
-    server: pgsluice::Server,
+    server: pgsluice::Instance,
 }
 
 impl Setup {
@@ -31,7 +31,9 @@ impl Setup {
         cfg.general.default_pool_size = pool_size;
         cfg.general.pool_mode = PoolMode::Transaction;
         edit(&mut cfg);
-        let server = pgsluice::Server::start(cfg).await.expect("start pgsluice");
+        let server = pgsluice::Instance::start(cfg)
+            .await
+            .expect("start pgsluice");
         Setup { cluster, server }
     }
 

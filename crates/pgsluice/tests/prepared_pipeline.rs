@@ -13,7 +13,7 @@ use tokio_postgres::{Client, NoTls};
 
 struct Setup {
     cluster: PgCluster,
-    server: pgsluice::Server,
+    server: pgsluice::Instance,
 }
 
 impl Setup {
@@ -25,7 +25,9 @@ impl Setup {
         cfg.general.listen = vec!["127.0.0.1:0".parse().unwrap()];
         cfg.general.default_pool_size = pool_size;
         cfg.general.pool_mode = PoolMode::Transaction;
-        let server = pgsluice::Server::start(cfg).await.expect("start pgsluice");
+        let server = pgsluice::Instance::start(cfg)
+            .await
+            .expect("start pgsluice");
         Setup { cluster, server }
     }
 

@@ -7,7 +7,7 @@ use pgsluice::config::{Config, PoolMode, Secs};
 use pgsluice_testkit::PgCluster;
 use tokio_postgres::{Client, NoTls};
 
-async fn start(edit: impl FnOnce(&mut Config)) -> (PgCluster, pgsluice::Server) {
+async fn start(edit: impl FnOnce(&mut Config)) -> (PgCluster, pgsluice::Instance) {
     let cluster = PgCluster::start().expect("start PostgreSQL");
     cluster.create_user("app", "app").unwrap();
     cluster.create_database("app", "app").unwrap();
@@ -16,11 +16,11 @@ async fn start(edit: impl FnOnce(&mut Config)) -> (PgCluster, pgsluice::Server) 
     cfg.general.default_pool_size = 2;
     cfg.general.pool_mode = PoolMode::Transaction;
     edit(&mut cfg);
-    let server = pgsluice::Server::start(cfg).await.unwrap();
+    let server = pgsluice::Instance::start(cfg).await.unwrap();
     (cluster, server)
 }
 
-async fn connect(server: &pgsluice::Server) -> Client {
+async fn connect(server: &pgsluice::Instance) -> Client {
     let a = server.local_addrs()[0];
     let conn = format!(
         "host={} port={} user=app password=app dbname=app",

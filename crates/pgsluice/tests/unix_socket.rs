@@ -60,7 +60,7 @@ async fn clients_and_admin_over_the_unix_socket() {
     cfg.general.pool_mode = PoolMode::Transaction;
     cfg.general.unix_socket_dir = Some(dir_s.clone());
     cfg.general.admin_users = vec!["app".into()];
-    let server = pgsluice::Server::start(cfg).await.unwrap();
+    let server = pgsluice::Instance::start(cfg).await.unwrap();
     let sock = dir.join(format!(".s.PGSQL.{port}"));
     assert!(sock.exists(), "socket file {sock:?} created");
 

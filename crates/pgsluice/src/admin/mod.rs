@@ -7,8 +7,8 @@
 //! When both lists are empty and there is no configuration file (quick mode), the one
 //! configured user is an admin. See `docs/admin-console.md`.
 
+mod commands;
 mod console;
-mod control;
 pub mod parse;
 pub mod result;
 mod show;
@@ -26,8 +26,8 @@ use crate::error::ClientNotice;
 use crate::net::Stream;
 use crate::pool::ClientInfo;
 
+pub use commands::{pause_all, resume_all};
 pub use console::{ClientCounts, Console, ReloadReport, Reloading, StopRequest};
-pub use control::{pause_all, resume_all};
 pub use parse::Command;
 
 /// Names of the admin console's virtual database.
@@ -279,10 +279,12 @@ async fn run_query(ctx: &Ctx<'_>, query: &str, out: &mut BytesMut) -> Flow {
     for cmd in commands {
         let r = match cmd {
             Command::Show(what) => show::show(ctx, &what, out).map(|()| Flow::Continue),
-            Command::Set { key, value } => control::set(ctx, &key, &value, out)
+            Command::Set { key, value } => commands::set(ctx, &key, &value, out)
                 .await
                 .map(|()| Flow::Continue),
-            Command::Action { word, arg } => control::action(ctx, &word, arg.as_deref(), out).await,
+            Command::Action { word, arg } => {
+                commands::action(ctx, &word, arg.as_deref(), out).await
+            }
         };
         match r {
             Ok(f) => flow = f,

@@ -222,7 +222,7 @@ fn databases(ctx: &Ctx<'_>) -> ResultSet {
         ("disabled", Int4),
     ]);
     let cfg = ctx.console.config();
-    let control = ctx.console.router().db_flags();
+    let flags = ctx.console.router().db_flags();
     let by_db = pools_by_db(ctx);
     let mut names: Vec<&str> = cfg.databases.keys().map(String::as_str).collect();
     names.push(ADMIN_DB);
@@ -277,8 +277,8 @@ fn databases(ctx: &Ctx<'_>) -> ResultSet {
             servers.into(),
             cfg.max_db_client_connections(name).into(),
             clients.into(),
-            control.is_paused(name).into(),
-            control.disabled.contains(name).into(),
+            flags.is_paused(name).into(),
+            flags.disabled.contains(name).into(),
         ]);
     }
     rs

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use super::{App, ServerOptions};
+use super::{App, InstanceOptions};
 use crate::client::{self, Admission};
 use crate::config::Config;
 use crate::net::Stream;
@@ -17,22 +17,22 @@ use crate::shutdown::ShutdownKind;
 use crate::sync::LockExt;
 use crate::tls::TlsState;
 
-/// A started server: listeners bound, accept loops running.
+/// A running pgsluice instance: its parts built, listeners bound, accept loops started.
 #[derive(Debug)]
-pub struct Server {
+pub struct Instance {
     app: Arc<App>,
     addrs: Vec<SocketAddr>,
     accept_tasks: Vec<JoinHandle<()>>,
 }
 
-impl Server {
+impl Instance {
     /// Binds every listen address and starts accepting. Must run inside a Tokio runtime.
-    pub async fn start(config: Config) -> io::Result<Server> {
-        Self::start_with(config, ServerOptions::default()).await
+    pub async fn start(config: Config) -> io::Result<Instance> {
+        Self::start_with(config, InstanceOptions::default()).await
     }
 
-    /// [`Server::start`] with a reloader and log control (the binary's way).
-    pub async fn start_with(config: Config, opts: ServerOptions) -> io::Result<Server> {
+    /// [`Instance::start`] with a reloader and log control (the binary's way).
+    pub async fn start_with(config: Config, opts: InstanceOptions) -> io::Result<Instance> {
         TlsState::load(&config.general).map_err(io::Error::other)?;
         let app = App::with_options(config, opts);
         let cfg = app.config();
@@ -73,7 +73,7 @@ impl Server {
         app.background
             .spawn(client::park::keep(app.clients.clone()));
         app.router.warm_pools();
-        Ok(Server {
+        Ok(Instance {
             app,
             addrs,
             accept_tasks,

@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use pgsluice::config::{Config, PoolMode};
-use pgsluice::Server;
+use pgsluice::Instance;
 pub use pgsluice_testkit::clean_pg_env;
 use pgsluice_testkit::{pg_bin, ClusterOptions, PgCluster, Pooler};
 use tokio::sync::mpsc;
@@ -71,7 +71,7 @@ pub fn config(pg: &PgCluster) -> Config {
 /// A cluster and an in-process pooler in front of it.
 pub struct Setup {
     /// The pooler (None once shut down by the test).
-    pub server: Option<Server>,
+    pub server: Option<Instance>,
     /// Where clients connect.
     pub addr: SocketAddr,
     /// The PostgreSQL cluster (dropped last).
@@ -79,9 +79,9 @@ pub struct Setup {
 }
 
 /// Starts an in-process pooler with `cfg`.
-pub async fn start_pooler(cfg: Config) -> (Server, SocketAddr) {
+pub async fn start_pooler(cfg: Config) -> (Instance, SocketAddr) {
     init_tracing();
-    let server = Server::start(cfg).await.expect("start pgsluice");
+    let server = Instance::start(cfg).await.expect("start pgsluice");
     let addr = server.local_addrs()[0];
     (server, addr)
 }
@@ -309,13 +309,13 @@ pub async fn wait_active_query(direct: &Client, needle: &str) -> i32 {
 
 impl Setup {
     /// The running pooler; panics once the test has shut it down.
-    pub fn server(&self) -> &Server {
+    pub fn server(&self) -> &Instance {
         self.server.as_ref().expect("pooler still running")
     }
 }
 
 /// Clients queued for a server connection, over every pool (cl_waiting).
-pub fn clients_waiting(server: &Server) -> usize {
+pub fn clients_waiting(server: &Instance) -> usize {
     server
         .app()
         .pools()
@@ -324,9 +324,9 @@ pub fn clients_waiting(server: &Server) -> usize {
         .sum()
 }
 
-/// Server connections (open or being opened) and how many of them sit idle in their
+/// Instance connections (open or being opened) and how many of them sit idle in their
 /// pool, over every pool; `total - idle` are handed out to clients.
-pub fn server_counts(server: &Server) -> (usize, usize) {
+pub fn server_counts(server: &Instance) -> (usize, usize) {
     server.app().pools().iter().fold((0, 0), |(t, i), p| {
         let st = p.status();
         (t + st.total, i + st.idle)
@@ -336,7 +336,7 @@ pub fn server_counts(server: &Server) -> (usize, usize) {
 /// Waits until at least `n` clients are queued for a server connection, or until
 /// `served()` says what they wait for happened anyway, so that the caller's own
 /// assertion (not a timeout) reports a pooler that let them through.
-pub async fn wait_queued(server: &Server, n: usize, served: impl Fn() -> bool) {
+pub async fn wait_queued(server: &Instance, n: usize, served: impl Fn() -> bool) {
     eventually(
         &format!("{n} client(s) queued for a server connection"),
         PROMPTLY,

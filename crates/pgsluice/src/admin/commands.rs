@@ -1,4 +1,4 @@
-//! Process-controlling admin commands (PAUSE, RESUME, SUSPEND, DISABLE, ENABLE,
+//! Admin commands that act on the process (PAUSE, RESUME, SUSPEND, DISABLE, ENABLE,
 //! RECONNECT, KILL, KILL_CLIENT, WAIT_CLOSE, SHUTDOWN, RELOAD) and SET.
 
 use std::sync::Arc;
