@@ -22,7 +22,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub use super::flow::Flow;
 use super::prepared::{ClientStatements, ExtState, Route, StatementRegistry};
 use super::statement::StatementGate;
-use crate::net::Stream;
 use crate::params::ParamSet;
 
 /// Largest ParameterStatus body pgsluice keeps track of.
@@ -128,10 +127,17 @@ pub struct ExtCx<'a> {
     pub gate: Option<StatementGate>,
 }
 
-/// One relay run between a client and a server connection.
-pub struct Relay<'a> {
-    client: &'a mut Stream,
-    server: &'a mut Stream,
+/// A byte stream the relay reads and writes: a socket ([`crate::net::Stream`]) in
+/// service, an in-memory pipe in tests. The relay is generic over it, so each stream
+/// type gets its own compiled relay and the hot path makes no dynamic calls.
+pub trait RelayIo: AsyncRead + AsyncWrite + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + ?Sized> RelayIo for T {}
+
+/// One relay run between a client stream `C` and a server connection `S`.
+pub struct Relay<'a, C, S> {
+    client: &'a mut C,
+    server: &'a mut S,
     c2s: Dir<'a>,
     /// Client bytes read before the relay started that did not fit `c2s` (session
     /// mode): fed through `c2s` before anything more is read from the client.
@@ -154,14 +160,14 @@ pub struct Relay<'a> {
     pub counts: RelayCounts,
 }
 
-impl<'a> Relay<'a> {
+impl<'a, C: RelayIo, S: RelayIo> Relay<'a, C, S> {
     /// A relay over a server connection that is idle, starting with `prefix` (bytes
     /// already read from the client, of any length: what does not fit `c2s_buf` goes
     /// out after it, before the client is read again).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        client: &'a mut Stream,
-        server: &'a mut Stream,
+        client: &'a mut C,
+        server: &'a mut S,
         c2s_buf: &'a mut [u8],
         s2c_buf: &'a mut [u8],
         prefix: &'a [u8],
@@ -512,10 +518,10 @@ impl<'a> Relay<'a> {
 /// Inlined into both directions: as a call it cost about 200 instructions a
 /// transaction (callgrind, `scripts/profile instructions`).
 #[inline(always)]
-fn poll_send(
+fn poll_send<W: RelayIo>(
     d: &mut Dir<'_>,
     out: Option<&mut BytesMut>,
-    to: &mut Stream,
+    to: &mut W,
     cx: &mut Context<'_>,
     sent: &mut u64,
 ) -> Poll<Result<bool, Option<io::Error>>> {
@@ -553,5 +559,13 @@ mod statement_mode;
 mod timeouts;
 
 #[cfg(test)]
+#[path = "relay_testkit.rs"]
+pub(crate) mod testkit;
+
+#[cfg(test)]
 #[path = "relay_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "relay_timeout_tests.rs"]
+mod timeout_tests;

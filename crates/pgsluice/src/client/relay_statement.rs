@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use bytes::BytesMut;
 use pgsluice_protocol::backend::TxStatus;
 
-use super::{poll_send, Relay, RelayEnd, Route, StatementGate};
+use super::{poll_send, Relay, RelayEnd, RelayIo, Route, StatementGate};
 
 /// The part of the first bytes of a run that goes to the server (all of them outside
 /// statement mode); the gate holds the rest.
@@ -23,7 +23,7 @@ pub(super) fn admit_prefix<'p>(gate: Option<&mut StatementGate>, prefix: &'p [u8
     }
 }
 
-impl Relay<'_> {
+impl<C: RelayIo, S: RelayIo> Relay<'_, C, S> {
     /// How many of the `read` bytes just read into the client buffer go to the server
     /// on this run (all of them outside statement mode); the gate holds the rest.
     pub(super) fn admit_read(&mut self, read: usize) -> usize {

@@ -6,9 +6,9 @@
 use std::future::Future;
 use std::task::{Context, Poll};
 
-use super::{Phase, Relay, RelayEnd};
+use super::{Phase, Relay, RelayEnd, RelayIo};
 
-impl Relay<'_> {
+impl<C: RelayIo, S: RelayIo> Relay<'_, C, S> {
     /// Arms, moves or disarms the timer when the phase changes; Ready when it fired.
     pub(super) fn poll_timeouts(&mut self, cx: &mut Context<'_>) -> Poll<RelayEnd> {
         let t = self.timeouts;
