@@ -5,7 +5,6 @@ pub mod auth;
 pub mod auth_query;
 mod conclude;
 pub mod context;
-mod flow;
 mod hba;
 mod param_request;
 pub(crate) mod park;
@@ -18,6 +17,7 @@ pub mod state_guard;
 pub mod statement;
 mod stop;
 mod task;
+mod wire_state;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -19,9 +19,9 @@ use pgsluice_protocol::scan::{ScanEvent, Scanner, TagSet};
 use pgsluice_protocol::ProtocolError;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-pub use super::flow::Flow;
-use super::prepared::{ClientStatements, ExtState, Route, StatementRegistry};
+use super::prepared::{ClientStatements, ReadPath, Rewriter, StatementRegistry};
 use super::statement::StatementGate;
+pub use super::wire_state::WireState;
 use crate::params::ParamSet;
 
 /// Largest ParameterStatus body pgsluice keeps track of.
@@ -116,9 +116,9 @@ impl Dir<'_> {
 }
 
 /// The prepared-statement rewriting context (transaction and statement modes).
-pub struct ExtCx<'a> {
+pub struct RewriteCx<'a> {
     /// Per-connection rewriting state.
-    pub state: &'a mut ExtState,
+    pub state: &'a mut Rewriter,
     /// The client's named statements.
     pub client: &'a mut ClientStatements,
     /// All statements.
@@ -143,12 +143,12 @@ pub struct Relay<'a, C, S> {
     /// mode): fed through `c2s` before anything more is read from the client.
     backlog: &'a [u8],
     s2c: Dir<'a>,
-    flow: Flow,
+    flow: WireState,
     release_at_idle: bool,
     terminated: bool,
     client_params: &'a mut ParamSet,
     server_params: &'a mut ParamSet,
-    ext: Option<ExtCx<'a>>,
+    ext: Option<RewriteCx<'a>>,
     timeouts: RelayTimeouts,
     phase: Phase,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -174,7 +174,7 @@ impl<'a, C: RelayIo, S: RelayIo> Relay<'a, C, S> {
         max_message: u32,
         client_params: &'a mut ParamSet,
         server_params: &'a mut ParamSet,
-        ext: Option<ExtCx<'a>>,
+        ext: Option<RewriteCx<'a>>,
     ) -> Result<Self, RelayEnd> {
         let mut relay = Relay {
             client,
@@ -192,7 +192,7 @@ impl<'a, C: RelayIo, S: RelayIo> Relay<'a, C, S> {
                 end: 0,
                 scanner: Scanner::new(u32::MAX, TagSet::of(b"ZS"), CAPTURE_LIMIT),
             },
-            flow: Flow::new(),
+            flow: WireState::new(),
             release_at_idle: false,
             terminated: false,
             client_params,
@@ -214,7 +214,7 @@ impl<'a, C: RelayIo, S: RelayIo> Relay<'a, C, S> {
                 .client_bytes(prefix, ext.registry, ext.client, &mut relay.flow)
                 .map_err(RelayEnd::ClientProtocol)?;
             relay.terminated = pass.terminated;
-            if pass.route == Route::AsRead {
+            if pass.path == ReadPath::AsRead {
                 match relay.c2s.buf.get_mut(..prefix.len()) {
                     Some(buf) => {
                         buf.copy_from_slice(prefix);
@@ -377,7 +377,7 @@ impl<'a, C: RelayIo, S: RelayIo> Relay<'a, C, S> {
                     ) {
                         Ok(pass) => {
                             self.terminated |= pass.terminated;
-                            if pass.route == Route::AsRead {
+                            if pass.path == ReadPath::AsRead {
                                 self.c2s.end = n;
                             }
                             Poll::Ready(None)
@@ -435,11 +435,11 @@ impl<'a, C: RelayIo, S: RelayIo> Relay<'a, C, S> {
                         self.server_params,
                     );
                     return match r {
-                        Ok(route) => {
-                            if route == Route::AsRead {
+                        Ok(path) => {
+                            if path == ReadPath::AsRead {
                                 self.s2c.end = n;
                             }
-                            self.check_transaction_block(route);
+                            self.check_transaction_block(path);
                             Poll::Ready(None)
                         }
                         Err(e) => Poll::Ready(Some(RelayEnd::ServerProtocol(e))),

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use bytes::BytesMut;
 use pgsluice_protocol::backend::TxStatus;
 
-use super::{poll_send, Relay, RelayEnd, RelayIo, Route, StatementGate};
+use super::{poll_send, ReadPath, Relay, RelayEnd, RelayIo, StatementGate};
 
 /// The part of the first bytes of a run that goes to the server (all of them outside
 /// statement mode); the gate holds the rest.
@@ -120,7 +120,7 @@ impl<C: RelayIo, S: RelayIo> Relay<'_, C, S> {
         {
             Ok(pass) => {
                 self.terminated |= pass.terminated;
-                if pass.route == Route::AsRead {
+                if pass.path == ReadPath::AsRead {
                     // The client buffer is flushed: these go next.
                     ext.state.c2s_out.extend_from_slice(admitted);
                 }
@@ -134,7 +134,7 @@ impl<C: RelayIo, S: RelayIo> Relay<'_, C, S> {
     /// transaction block, records the refusal and withholds its ReadyForQuery from what
     /// goes to the client. Nothing else was pending for the client (that was sent
     /// before this read), so what is pending now is all of it.
-    pub(super) fn check_transaction_block(&mut self, route: Route) {
+    pub(super) fn check_transaction_block(&mut self, path: ReadPath) {
         if self.flow.status == TxStatus::Idle {
             return;
         }
@@ -144,9 +144,9 @@ impl<C: RelayIo, S: RelayIo> Relay<'_, C, S> {
         let Some(gate) = ext.gate.as_mut() else {
             return;
         };
-        match route {
-            Route::AsRead => self.s2c.end = gate.refuse(&self.s2c.buf[..self.s2c.end]),
-            Route::Rewritten => {
+        match path {
+            ReadPath::AsRead => self.s2c.end = gate.refuse(&self.s2c.buf[..self.s2c.end]),
+            ReadPath::Rewritten => {
                 let out = &mut ext.state.s2c_out;
                 out.truncate(gate.refuse(out));
             }

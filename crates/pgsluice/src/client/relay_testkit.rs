@@ -16,7 +16,9 @@ use std::task::Poll;
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::task::unconstrained;
 
-use super::{ClientStatements, ExtCx, ExtState, Relay, RelayEnd, StatementGate, StatementRegistry};
+use super::{
+    ClientStatements, Relay, RelayEnd, RewriteCx, Rewriter, StatementGate, StatementRegistry,
+};
 use crate::params::ParamSet;
 
 /// Largest message the relay under test accepts from the client.
@@ -48,7 +50,7 @@ pub(crate) struct Ends {
     pub client_params: ParamSet,
     /// The server connection's parameters as the relay leaves them.
     pub server_params: ParamSet,
-    state: ExtState,
+    state: Rewriter,
     stmts: ClientStatements,
     registry: StatementRegistry,
 }
@@ -73,7 +75,7 @@ pub(crate) fn ends(pipe: usize, buf: usize) -> (Ends, Peers) {
         prefix: Vec::new(),
         client_params: ParamSet::default(),
         server_params: ParamSet::default(),
-        state: ExtState::new(MAX_MESSAGE, 10),
+        state: Rewriter::new(MAX_MESSAGE, 10),
         stmts: ClientStatements::default(),
         registry: StatementRegistry::default(),
     };
@@ -112,7 +114,7 @@ impl Ends {
         self.prefix = prefix.to_vec();
         let ext = match path {
             Path::Plain => None,
-            Path::Rewriting | Path::Statement => Some(ExtCx {
+            Path::Rewriting | Path::Statement => Some(RewriteCx {
                 state: &mut self.state,
                 client: &mut self.stmts,
                 registry: &self.registry,

@@ -14,9 +14,9 @@ use tokio::io::AsyncWriteExt;
 use super::conclude::{conclude, Next};
 use super::context::{ClientContext, RelaySettings};
 use super::param_request::{self, Change};
-use super::prepared::{ClientStatements, ExtState};
+use super::prepared::{ClientStatements, Rewriter};
 use super::queue_notice::wait_notifying;
-use super::relay::{ExtCx, Relay, RelayCounts, RelayEnd};
+use super::relay::{Relay, RelayCounts, RelayEnd, RewriteCx};
 use super::send_fatal;
 use super::statement::StatementGate;
 use super::stop::{stop_notice, Stop, StopSignal};
@@ -331,7 +331,7 @@ impl Session {
             counts.bytes_out,
             held_since.elapsed(),
         );
-        if let Some(ext) = co.conn().ext.get_mut::<ExtState>() {
+        if let Some(ext) = co.conn().ext.get_mut::<Rewriter>() {
             pool.stats.add_prepared(ext.take_counts());
         }
         conclude(end, co, mode, busy, stop.fired, &self.ctx.background)
@@ -355,10 +355,10 @@ impl Session {
         self.cancel.attach(&conn.target, &conn.key);
         let buffers = &mut conn.buffers;
         let ext = match mode {
-            PoolMode::Transaction | PoolMode::Statement => Some(ExtCx {
+            PoolMode::Transaction | PoolMode::Statement => Some(RewriteCx {
                 state: conn
                     .ext
-                    .get_or_insert_with(|| ExtState::new(max_message, max_prepared)),
+                    .get_or_insert_with(|| Rewriter::new(max_message, max_prepared)),
                 client: &mut self.stmts,
                 registry: &self.ctx.statements,
                 gate: (mode == PoolMode::Statement).then(StatementGate::new),

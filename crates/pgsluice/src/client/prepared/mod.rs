@@ -11,7 +11,7 @@
 //! Client Close of a statement only forgets the client's name (CloseComplete is
 //! synthesised); the server copy stays cached for other clients.
 //!
-//! [`ExtState`] holds the per-connection protocol bookkeeping this needs: a queue of
+//! [`Rewriter`] holds the per-connection protocol bookkeeping this needs: a queue of
 //! the responses expected from the server, so that dropped and synthesised messages land
 //! exactly where PostgreSQL would have put them, including after errors (PostgreSQL
 //! skips to the next Sync, and so does the queue).
@@ -23,11 +23,11 @@
 //! Sync window may rely on: if the plan fails, PostgreSQL skips them too.
 
 mod book;
-mod ext;
 #[cfg(test)]
 mod pipeline_tests;
 mod replies;
 mod rewrite;
+mod rewriting;
 mod server;
 
 use crate::sync::LockExt;
@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 
 pub use book::PreparedCounts;
-pub use ext::{ClientPass, ExtState, Route};
+pub use rewriting::{ClientPass, ReadPath, Rewriter};
 pub use server::ServerStatements;
 
 /// Default bound on statements cached per server connection (PgBouncer's default).

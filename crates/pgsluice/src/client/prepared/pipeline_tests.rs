@@ -12,8 +12,8 @@ use pgsluice_protocol::frame::parse_header;
 use pgsluice_protocol::frontend;
 use proptest::prelude::*;
 
-use super::{ClientStatements, ExtState, Route, StatementRegistry};
-use crate::client::relay::Flow;
+use super::{ClientStatements, ReadPath, Rewriter, StatementRegistry};
+use crate::client::relay::WireState;
 use crate::params::ParamSet;
 
 const GOOD: [&str; 2] = ["select 1", "select 2"];
@@ -152,7 +152,7 @@ impl Model {
 /// One server connection behind the pooler: its rewriting state, the model, and the
 /// model's replies not delivered yet.
 struct Conn {
-    ext: ExtState,
+    ext: Rewriter,
     server: Model,
     undelivered: BytesMut,
 }
@@ -163,14 +163,14 @@ struct Pooler {
     client: ClientStatements,
     conns: [Conn; 2],
     on: usize,
-    flow: Flow,
+    flow: WireState,
     to_client: BytesMut,
 }
 
 impl Pooler {
     fn new(max_prepared: usize) -> Self {
         let conn = || Conn {
-            ext: ExtState::new(1 << 20, max_prepared),
+            ext: Rewriter::new(1 << 20, max_prepared),
             server: Model::default(),
             undelivered: BytesMut::new(),
         };
@@ -179,7 +179,7 @@ impl Pooler {
             client: ClientStatements::default(),
             conns: [conn(), conn()],
             on: 0,
-            flow: Flow::new(),
+            flow: WireState::new(),
             to_client: BytesMut::new(),
         };
         p.conns[0].ext.begin_checkout();
@@ -196,9 +196,9 @@ impl Pooler {
             .ext
             .client_bytes(chunk, &self.registry, &mut self.client, &mut self.flow)
             .expect("valid client bytes");
-        let sent = match pass.route {
-            Route::AsRead => chunk.to_vec(),
-            Route::Rewritten => c.ext.c2s_out.split().to_vec(),
+        let sent = match pass.path {
+            ReadPath::AsRead => chunk.to_vec(),
+            ReadPath::Rewritten => c.ext.c2s_out.split().to_vec(),
         };
         let reply = c.server.handle(&sent);
         c.undelivered.extend_from_slice(&reply);
@@ -212,13 +212,13 @@ impl Pooler {
             return;
         }
         let (mut cp, mut sp) = (ParamSet::default(), ParamSet::default());
-        let route = c
+        let path = c
             .ext
             .server_bytes(&data, &mut self.flow, &mut self.client, &mut cp, &mut sp)
             .expect("valid server bytes");
-        match route {
-            Route::AsRead => self.to_client.extend_from_slice(&data),
-            Route::Rewritten => self.to_client.extend_from_slice(&c.ext.s2c_out.split()),
+        match path {
+            ReadPath::AsRead => self.to_client.extend_from_slice(&data),
+            ReadPath::Rewritten => self.to_client.extend_from_slice(&c.ext.s2c_out.split()),
         }
     }
 

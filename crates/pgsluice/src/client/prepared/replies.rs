@@ -7,7 +7,7 @@ use pgsluice_protocol::ProtocolError;
 
 use super::book::{Book, Expect};
 use super::ClientStatements;
-use crate::client::relay::Flow;
+use crate::client::relay::WireState;
 use crate::params::ParamSet;
 
 /// Appends a message with this type and body.
@@ -42,7 +42,7 @@ pub(super) fn emit(out: &mut BytesMut, forward: Forward, tag: u8, body: &[u8]) {
 /// Matches one server message against the queue. `body` is None for streamed messages.
 pub(super) struct MessageCx<'x> {
     pub(super) book: &'x mut Book,
-    pub(super) flow: &'x mut Flow,
+    pub(super) flow: &'x mut WireState,
     pub(super) client: &'x mut ClientStatements,
     pub(super) client_params: &'x mut ParamSet,
     pub(super) server_params: &'x mut ParamSet,

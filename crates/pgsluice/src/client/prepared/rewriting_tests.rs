@@ -1,5 +1,5 @@
-//! The in-place route against the framer route: the same conversation, fed once in
-//! message-aligned reads (eligible for [`Route::AsRead`]) and once a byte at a time
+//! Sending reads in place against sending them through the framer: the same conversation, fed once in
+//! message-aligned reads (eligible for [`ReadPath::AsRead`]) and once a byte at a time
 //! (always through the framers), must send the same bytes both ways and leave the same
 //! state behind.
 
@@ -8,17 +8,17 @@ use pgsluice_protocol::backend::{self, TxStatus};
 use pgsluice_protocol::frontend;
 use proptest::prelude::*;
 
-use super::{ExtState, Route};
+use super::{ReadPath, Rewriter};
 use crate::client::prepared::{ClientStatements, StatementRegistry};
-use crate::client::relay::Flow;
+use crate::client::relay::WireState;
 use crate::params::ParamSet;
 
 /// One side of the comparison: a connection's rewriting state and its client's.
 struct Side {
-    ext: ExtState,
+    ext: Rewriter,
     registry: StatementRegistry,
     client: ClientStatements,
-    flow: Flow,
+    flow: WireState,
     client_params: ParamSet,
     server_params: ParamSet,
     to_server: Vec<u8>,
@@ -29,10 +29,10 @@ struct Side {
 impl Side {
     fn new() -> Self {
         Side {
-            ext: ExtState::new(1 << 20, 4),
+            ext: Rewriter::new(1 << 20, 4),
             registry: StatementRegistry::default(),
             client: ClientStatements::default(),
-            flow: Flow::new(),
+            flow: WireState::new(),
             client_params: ParamSet::default(),
             server_params: ParamSet::default(),
             to_server: Vec::new(),
@@ -47,7 +47,7 @@ impl Side {
             .client_bytes(chunk, &self.registry, &mut self.client, &mut self.flow)
             .expect("valid client bytes");
         assert!(!pass.terminated);
-        if pass.route == Route::AsRead {
+        if pass.path == ReadPath::AsRead {
             assert!(self.ext.c2s_out.is_empty());
             self.as_read += 1;
             self.to_server.extend_from_slice(chunk);
@@ -57,7 +57,7 @@ impl Side {
     }
 
     fn server_sends(&mut self, chunk: &[u8]) {
-        let route = self
+        let path = self
             .ext
             .server_bytes(
                 chunk,
@@ -67,7 +67,7 @@ impl Side {
                 &mut self.server_params,
             )
             .expect("valid server bytes");
-        if route == Route::AsRead {
+        if path == ReadPath::AsRead {
             assert!(self.ext.s2c_out.is_empty());
             self.as_read += 1;
             self.to_client.extend_from_slice(chunk);
@@ -145,7 +145,7 @@ fn write(buf: &mut BytesMut, m: Msg) {
 
 /// What a server answers to what the queue expects, in order; `fail` makes the first
 /// Parse answered fail (PostgreSQL then skips to the Sync).
-fn replies(ext: &ExtState, fail: bool) -> Vec<BytesMut> {
+fn replies(ext: &Rewriter, fail: bool) -> Vec<BytesMut> {
     use super::super::book::Expect;
     let mut out = Vec::new();
     let mut skipping = false;
@@ -253,7 +253,7 @@ proptest! {
             prop_assert_eq!(&fast.to_client, &slow.to_client);
             prop_assert_eq!(fast.state(), slow.state());
         }
-        // Byte-at-a-time reads never take the in-place route.
+        // Byte-at-a-time reads never take the in-place path.
         prop_assert_eq!(slow.as_read, 0);
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! Most reads need no rewriting: complete messages that all go on unchanged (simple
 //! queries, unnamed extended-protocol messages, their results). Such a read is handled
-//! in place and the relay sends the bytes as it read them ([`Route::AsRead`]); anything
+//! in place and the relay sends the bytes as it read them ([`ReadPath::AsRead`]); anything
 //! else goes through a [`Framer`] into an out buffer.
 
 use bytes::{BufMut, BytesMut};
@@ -17,7 +17,7 @@ use super::book::{Book, PreparedCounts};
 use super::replies::{emit, put_message, Forward, MessageCx};
 use super::rewrite::{Emit, Rewrite};
 use super::{ClientStatements, StatementRegistry};
-use crate::client::relay::Flow;
+use crate::client::relay::WireState;
 use crate::params::ParamSet;
 
 /// Messages up to this size are handled whole on the server-to-client path.
@@ -29,7 +29,7 @@ const BIND_PREFIX_LIMIT: usize = 16 * 1024;
 
 /// Per-server-connection state for the rewriting relay path.
 #[derive(Debug)]
-pub struct ExtState {
+pub struct Rewriter {
     /// The queue of expected replies and the statements on this connection.
     pub(super) book: Book,
     c2s: Framer,
@@ -42,7 +42,7 @@ pub struct ExtState {
 
 /// Where the bytes of one read go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
+pub enum ReadPath {
     /// Send them as read: every message in them goes on unchanged, and nothing was
     /// written to the out buffer.
     AsRead,
@@ -56,7 +56,7 @@ pub struct ClientPass {
     /// The client sent Terminate (bytes after it are dropped).
     pub terminated: bool,
     /// Where the bytes go.
-    pub route: Route,
+    pub path: ReadPath,
 }
 
 /// How the client-to-server framer delivers each message type.
@@ -111,10 +111,10 @@ fn for_each_message(
     Ok(())
 }
 
-impl ExtState {
+impl Rewriter {
     /// Fresh state for a new server connection.
     pub fn new(max_message: u32, max_prepared: usize) -> Self {
-        ExtState {
+        Rewriter {
             book: Book::new(max_prepared),
             c2s: Framer::new(max_message),
             s2c: Framer::new(u32::MAX),
@@ -166,9 +166,9 @@ impl ExtState {
         data: &[u8],
         registry: &StatementRegistry,
         client: &mut ClientStatements,
-        flow: &mut Flow,
+        flow: &mut WireState,
     ) -> Result<ClientPass, ProtocolError> {
-        let ExtState {
+        let Rewriter {
             book,
             c2s,
             c2s_out,
@@ -206,15 +206,15 @@ impl ExtState {
                 }
                 Ok(())
             })?;
-            let route = if cx.all_unchanged() {
-                Route::AsRead
+            let path = if cx.all_unchanged() {
+                ReadPath::AsRead
             } else {
                 cx.out();
-                Route::Rewritten
+                ReadPath::Rewritten
             };
             return Ok(ClientPass {
                 terminated: false,
-                route,
+                path,
             });
         }
         let mut terminated = false;
@@ -266,7 +266,7 @@ impl ExtState {
         )?;
         Ok(ClientPass {
             terminated,
-            route: Route::Rewritten,
+            path: ReadPath::Rewritten,
         })
     }
 
@@ -275,12 +275,12 @@ impl ExtState {
     pub fn server_bytes(
         &mut self,
         data: &[u8],
-        flow: &mut Flow,
+        flow: &mut WireState,
         client: &mut ClientStatements,
         client_params: &mut ParamSet,
         server_params: &mut ParamSet,
-    ) -> Result<Route, ProtocolError> {
-        let ExtState {
+    ) -> Result<ReadPath, ProtocolError> {
+        let Rewriter {
             book, s2c, s2c_out, ..
         } = self;
         let mut m = MessageCx {
@@ -313,9 +313,9 @@ impl ExtState {
                 Ok(())
             })?;
             return Ok(if copying {
-                Route::Rewritten
+                ReadPath::Rewritten
             } else {
-                Route::AsRead
+                ReadPath::AsRead
             });
         }
         s2c.feed::<ProtocolError>(
@@ -350,13 +350,13 @@ impl ExtState {
                 Piece::Prefix { .. } => Ok(()),
             },
         )?;
-        Ok(Route::Rewritten)
+        Ok(ReadPath::Rewritten)
     }
 }
 
 /// Accounts for a client message that streams (CopyData, large queries...): it goes on
 /// unchanged.
-fn stream_start(cx: &mut Rewrite<'_>, flow: &mut Flow, tag: u8) -> Result<(), ProtocolError> {
+fn stream_start(cx: &mut Rewrite<'_>, flow: &mut WireState, tag: u8) -> Result<(), ProtocolError> {
     if tag == ft::COPY_DONE || tag == ft::COPY_FAIL {
         cx.book.forget_syncs(flow.syncs_ignored_by_copy());
     }
@@ -366,5 +366,5 @@ fn stream_start(cx: &mut Rewrite<'_>, flow: &mut Flow, tag: u8) -> Result<(), Pr
 }
 
 #[cfg(test)]
-#[path = "ext_tests.rs"]
+#[path = "rewriting_tests.rs"]
 mod tests;

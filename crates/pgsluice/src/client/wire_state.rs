@@ -7,7 +7,7 @@ use pgsluice_protocol::ProtocolError;
 
 /// Protocol state the relay derives from the message types it sees.
 #[derive(Debug, Clone, Copy)]
-pub struct Flow {
+pub struct WireState {
     /// Query/Sync/FunctionCall sent whose ReadyForQuery has not come back.
     pub(crate) pending: u32,
     /// An extended-protocol message was sent after the last Sync.
@@ -22,9 +22,9 @@ pub struct Flow {
     pub(crate) queries: u64,
 }
 
-impl Flow {
+impl WireState {
     pub(crate) fn new() -> Self {
-        Flow {
+        WireState {
             pending: 0,
             unsynced: false,
             syncs_since_exec: 0,
