@@ -114,6 +114,9 @@ pub struct App {
     shutdown: Shutdown,
     /// Live client tasks.
     pub tracker: TaskTracker,
+    /// Background tasks of the pools (upkeep, opening, resetting and closing server
+    /// connections), waited for briefly at shutdown.
+    pub background: TaskTracker,
     ids: Arc<IdGen>,
     client_slots: Arc<Semaphore>,
     /// Named prepared statements of every client (transaction mode).
@@ -170,6 +173,7 @@ impl App {
             cancel: Arc::new(CancelRegistry::default()),
             shutdown: Shutdown::new(),
             tracker: TaskTracker::default(),
+            background: TaskTracker::default(),
             ids: ids.clone(),
             client_slots: Arc::new(Semaphore::new(max_clients)),
             statements: StatementRegistry::default(),
@@ -324,7 +328,14 @@ impl App {
         let pool = pools
             .entry(key.clone())
             .or_insert_with(|| {
-                let p = Pool::new(key, target, settings, self.ids.clone(), groups);
+                let p = Pool::new(
+                    key,
+                    target,
+                    settings,
+                    self.ids.clone(),
+                    groups,
+                    self.background.clone(),
+                );
                 if self.control.locked().is_paused(database) {
                     p.pause();
                 }
