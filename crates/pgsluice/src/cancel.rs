@@ -147,7 +147,103 @@ impl Drop for CancelHandle {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
+
+    fn target(port: u16) -> Arc<ServerTarget> {
+        Arc::new(ServerTarget {
+            host: "127.0.0.1".into(),
+            port,
+            database: "d".into(),
+            user: "u".into(),
+            password: None,
+            application_name: None,
+            tls: None,
+            passthrough: None,
+            scram_keys: Default::default(),
+        })
+    }
+
+    fn backend(pid: i32) -> Arc<BackendKey> {
+        Arc::new(BackendKey {
+            pid,
+            secret: pid.to_be_bytes().to_vec(),
+        })
+    }
+
+    /// The backend pid a cancel with this key would reach.
+    fn reaches(reg: &CancelRegistry, (pid, secret): (i32, i32)) -> Option<i32> {
+        reg.lookup(pid, &secret.to_be_bytes()).map(|t| t.key.pid)
+    }
+
+    #[test]
+    fn keys_are_positive_and_unique() {
+        let reg = Arc::new(CancelRegistry::default());
+        let handles: Vec<CancelHandle> = (0..1000).map(|_| reg.register()).collect();
+        let pids: HashSet<i32> = handles.iter().map(|h| h.key().0).collect();
+        assert_eq!(pids.len(), 1000);
+        assert!(pids.iter().all(|&p| p > 0));
+        assert_eq!(reg.len(), 1000);
+    }
+
+    #[test]
+    fn pids_wrap_around_skipping_zero_and_those_in_use() {
+        let reg = Arc::new(CancelRegistry::default());
+        let first = reg.register();
+        assert_eq!(first.key().0, 1);
+        reg.next_pid.store(i32::MAX, Ordering::Relaxed);
+        let last = reg.register();
+        assert_eq!(last.key().0, i32::MAX);
+        // Next come 0 (never issued) and 1 (still in use).
+        let wrapped = reg.register();
+        assert_eq!(wrapped.key().0, 2);
+        // A pid is issued again once its client has gone.
+        drop(first);
+        reg.next_pid.store(1, Ordering::Relaxed);
+        assert_eq!(reg.register().key().0, 1);
+    }
+
+    #[test]
+    fn a_cancel_reaches_its_clients_server_only_with_the_right_secret() {
+        let reg = Arc::new(CancelRegistry::default());
+        let (a, b) = (reg.register(), reg.register());
+        a.attach(&target(5432), &backend(10));
+        b.attach(&target(5433), &backend(20));
+        assert_eq!(reaches(&reg, a.key()), Some(10));
+        assert_eq!(reaches(&reg, b.key()), Some(20));
+        let t = reg.lookup(b.key().0, &b.key().1.to_be_bytes()).unwrap();
+        assert_eq!(t.target.port, 5433);
+        let (pid, secret) = a.key();
+        for wrong in [secret ^ 1, secret ^ i32::MIN, b.key().1] {
+            if wrong != secret {
+                assert_eq!(reaches(&reg, (pid, wrong)), None, "secret {wrong:#x}");
+            }
+        }
+        let bytes = secret.to_be_bytes();
+        assert!(reg.lookup(pid, &bytes[..3]).is_none(), "short secret");
+        assert!(
+            reg.lookup(pid, &[&bytes[..], &[0]].concat()).is_none(),
+            "long secret"
+        );
+        assert!(reg.lookup(pid, &[]).is_none());
+        assert_eq!(reaches(&reg, (i32::MAX, secret)), None, "unknown pid");
+    }
+
+    #[test]
+    fn dropping_a_handle_removes_only_its_key() {
+        let reg = Arc::new(CancelRegistry::default());
+        let (a, b) = (reg.register(), reg.register());
+        a.attach(&target(5432), &backend(10));
+        b.attach(&target(5432), &backend(20));
+        let a_key = a.key();
+        drop(a);
+        assert_eq!(reg.len(), 1);
+        assert_eq!(reaches(&reg, a_key), None);
+        assert_eq!(reaches(&reg, b.key()), Some(20));
+        drop(b);
+        assert!(reg.is_empty());
+    }
 
     #[test]
     fn keys_are_checked_and_removed() {
@@ -158,17 +254,7 @@ mod tests {
             reg.lookup(pid, &secret.to_be_bytes()).is_none(),
             "no server yet"
         );
-        let target = Arc::new(ServerTarget {
-            host: "127.0.0.1".into(),
-            port: 5432,
-            database: "d".into(),
-            user: "u".into(),
-            password: None,
-            application_name: None,
-            tls: None,
-            passthrough: None,
-            scram_keys: Default::default(),
-        });
+        let target = target(5432);
         let key = Arc::new(BackendKey {
             pid: 99,
             secret: vec![1, 2, 3, 4],

@@ -184,3 +184,59 @@ async fn sigterm_in_session_mode() {
     assert!(status.success(), "{status}");
     assert_eq!(pg_sql(&pg, "select count(*) from t"), "2");
 }
+
+/// A connection a session-mode client leaves gets the reset query in a background task
+/// of its pool; in-process shutdown waits for that task, and none is left afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_waits_for_a_background_reset() {
+    let pg = cluster();
+    let mut cfg = config(&pg);
+    cfg.general.pool_mode = pgsluice::config::PoolMode::Session;
+    // The reset blocks while the test holds the advisory lock.
+    cfg.general.server_reset_query = "select pg_advisory_xact_lock(4242)".into();
+    let (server, addr) = start_pooler(cfg).await;
+    let app = server.app().clone();
+    let holder = direct(&pg, DB).await;
+    holder
+        .batch_execute("select pg_advisory_lock(4242)")
+        .await
+        .unwrap();
+
+    let c = connect_full(addr).await;
+    assert_eq!(count(&c.client, "select 1::int8").await, 1);
+    c.finished().await.unwrap();
+    wait_active_query(&holder, "pg_advisory_xact_lock").await;
+    let pool = app.pools().pop().expect("the pool");
+    assert_eq!(pool.counts().sv_tested, 1, "the connection is being reset");
+    // The pool's upkeep and the reset.
+    assert_eq!(app.background_tasks().live(), 2);
+
+    let stop = tokio::spawn(server.shutdown(PROMPTLY, std::future::pending()));
+    let pool_ref = &pool;
+    eventually("the pool to close", PROMPTLY, || async move {
+        pool_ref.is_closed().then_some(())
+    })
+    .await;
+    assert!(!stop.is_finished(), "shutdown did not wait for the reset");
+    assert!(app.background_tasks().live() >= 1);
+    holder
+        .batch_execute("select pg_advisory_unlock(4242)")
+        .await
+        .unwrap();
+    tokio::time::timeout(PROMPTLY, stop)
+        .await
+        .expect("shutdown did not end")
+        .unwrap();
+    assert_eq!(
+        app.background_tasks().live(),
+        0,
+        "background tasks left after shutdown"
+    );
+    // The reset connection came back to a closed pool: it was closed.
+    assert_eq!(pool.server_count(), 0);
+    let holder_ref = &holder;
+    eventually("the server connection to close", PROMPTLY, || async move {
+        (app_backends(holder_ref).await == 0).then_some(())
+    })
+    .await;
+}

@@ -102,6 +102,7 @@ impl Instance {
         deadline: Duration,
         immediate: impl std::future::Future<Output = ()>,
     ) {
+        let started = Instant::now();
         self.app.trigger_shutdown(ShutdownKind::Graceful);
         for t in &self.accept_tasks {
             t.abort();
@@ -110,17 +111,29 @@ impl Instance {
             clients = self.app.tracker.live(),
             "graceful shutdown started"
         );
-        tokio::select! {
-            _ = self.app.tracker.wait() => tracing::info!("all clients finished"),
-            _ = tokio::time::sleep(deadline) => tracing::warn!(
-                clients = self.app.tracker.live(),
-                "shutdown_timeout reached; closing remaining clients"
-            ),
-            _ = immediate => tracing::warn!("immediate shutdown requested"),
-        }
+        // Then the background tasks get what is left of the deadline, within bounds.
+        let background = tokio::select! {
+            _ = self.app.tracker.wait() => {
+                tracing::info!("all clients finished");
+                deadline.saturating_sub(started.elapsed())
+            }
+            _ = tokio::time::sleep(deadline) => {
+                tracing::warn!(
+                    clients = self.app.tracker.live(),
+                    "shutdown_timeout reached; closing remaining clients"
+                );
+                Duration::ZERO
+            }
+            _ = immediate => {
+                tracing::warn!("immediate shutdown requested");
+                Duration::ZERO
+            }
+        };
         self.app.trigger_shutdown(ShutdownKind::Immediate);
         self.app.router.close_pools();
-        self.app.wait_background().await;
+        self.app
+            .wait_background(background.clamp(BACKGROUND_WAIT_MIN, BACKGROUND_WAIT))
+            .await;
     }
 
     /// SHUTDOWN WAIT_FOR_CLIENTS: stop accepting, then wait (without disturbing them)
@@ -139,32 +152,47 @@ impl Instance {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         };
-        tokio::select! {
-            _ = clients_gone => tracing::info!("all clients disconnected"),
-            _ = immediate => tracing::warn!("immediate shutdown requested"),
-        }
+        let background = tokio::select! {
+            _ = clients_gone => {
+                tracing::info!("all clients disconnected");
+                BACKGROUND_WAIT
+            }
+            _ = immediate => {
+                tracing::warn!("immediate shutdown requested");
+                BACKGROUND_WAIT_MIN
+            }
+        };
         self.app.trigger_shutdown(ShutdownKind::Immediate);
         self.app.router.close_pools();
-        self.app.wait_background().await;
+        self.app.wait_background(background).await;
     }
 }
 
-/// How long shutdown waits for background tasks once the clients are gone (their
-/// round trips are bounded by their own timeouts; this bounds the sum).
-const BACKGROUND_GRACE: Duration = Duration::from_secs(5);
+/// The longest shutdown waits for the pools' background tasks once clients are gone.
+/// Each of them ends by itself within a bounded time (a reset within
+/// server_connect_timeout, a close within a second), but the process does not wait
+/// for the slowest.
+const BACKGROUND_WAIT: Duration = Duration::from_secs(5);
+
+/// The shortest such wait, even past shutdown_timeout: time to send Terminate to the
+/// server connections just closed.
+const BACKGROUND_WAIT_MIN: Duration = Duration::from_secs(1);
 
 impl App {
-    /// Waits for the background tasks to end (they stop on shutdown or finish their
-    /// last round trip), at most [`BACKGROUND_GRACE`].
-    async fn wait_background(&self) {
-        if tokio::time::timeout(BACKGROUND_GRACE, self.background.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
+    /// Waits up to `limit` for the pools' background tasks to end, and says how many
+    /// are left.
+    async fn wait_background(&self, limit: Duration) {
+        let pending = self.background.live();
+        if pending == 0 {
+            return;
+        }
+        tracing::info!(tasks = pending, "waiting for background tasks");
+        match tokio::time::timeout(limit, self.background.wait()).await {
+            Ok(()) => tracing::info!("background tasks finished"),
+            Err(_) => tracing::warn!(
                 tasks = self.background.live(),
-                "background tasks still running after shutdown; leaving them"
-            );
+                "background tasks still running at exit"
+            ),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! new connection is being opened. No code path can forget to give either back.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::registry::{ClientInfo, ServerState};
 use super::{Member, Pool};
@@ -82,8 +83,18 @@ impl Checkout {
     }
 }
 
-impl Drop for Checkout {
-    fn drop(&mut self) {
+impl Checkout {
+    /// Returns the connection as `how` says at `now` (the time its idle period starts
+    /// from), as dropping the guard does at the current time.
+    #[cfg(test)]
+    pub(super) fn release_at(mut self, how: ReturnAs, now: Instant) {
+        self.return_as = how;
+        self.give_back(now);
+    }
+
+    /// Returns the connection according to `return_as`; a reset or ROLLBACK runs in a
+    /// task of the pool's background tracker, bounded by server_connect_timeout.
+    fn give_back(&mut self, now: Instant) {
         if let Some(c) = self.client.take() {
             c.set_idle();
         }
@@ -101,7 +112,7 @@ impl Drop for Checkout {
         let rollback = self.return_as == ReturnAs::Rollback;
         match (self.return_as, reset) {
             (ReturnAs::Close, _) => self.pool.discard(m, "not clean"),
-            (_, None) if !rollback => self.pool.put_back(m),
+            (_, None) if !rollback => self.pool.put_back(m, now),
             (_, reset) => {
                 let pool = self.pool.clone();
                 let limit = match &reset {
@@ -112,7 +123,8 @@ impl Drop for Checkout {
                 m.reg.info.unlink(ServerState::Tested);
                 match tokio::runtime::Handle::try_current() {
                     Ok(rt) => {
-                        rt.spawn(async move {
+                        // Ends after one round trip, or at `limit`.
+                        self.pool.background.spawn_on(&rt, async move {
                             let mut m = m;
                             let cleaned = tokio::time::timeout(limit, async {
                                 if rollback {
@@ -125,7 +137,7 @@ impl Drop for Checkout {
                             })
                             .await;
                             match cleaned {
-                                Ok(Ok(())) => pool.put_back(m),
+                                Ok(Ok(())) => pool.put_back(m, Instant::now()),
                                 _ => pool.discard(m, "reset query failed"),
                             }
                         });
@@ -134,6 +146,12 @@ impl Drop for Checkout {
                 }
             }
         }
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        self.give_back(Instant::now());
     }
 }
 

@@ -183,6 +183,11 @@ impl Pool {
         self.lock().paused
     }
 
+    /// Whether [`Pool::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     /// KILL: pause, close the connections of every client (they are dropped without
     /// waiting for their transactions) and cancel the queries running for them.
     pub fn kill(&self) {
@@ -190,7 +195,8 @@ impl Pool {
         for s in self.servers() {
             if s.state() == ServerState::Active {
                 let (target, key) = (s.target.clone(), s.key.clone());
-                tokio::spawn(async move {
+                // send_cancel gives up after 5 s.
+                self.background.spawn(async move {
                     let _ = server::send_cancel(&target, &key).await;
                 });
             }

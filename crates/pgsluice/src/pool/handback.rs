@@ -5,14 +5,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{checkout, spawn_close, Checkout, Grant, Member, Pool, ServerState};
+use super::{checkout, Checkout, Grant, Member, Pool, ServerState};
 
 impl Pool {
-    /// Returns a clean connection: to the first live waiter, else to the idle stack.
-    /// Closed instead when the pool is paused or closed, the connection is marked for
-    /// reconnect, or the pool holds more connections than its (reloaded) size.
-    pub(super) fn put_back(self: &Arc<Self>, mut m: Member) {
-        m.conn.last_used = Instant::now();
+    /// Returns a clean connection at `now`: to the first live waiter, else to the idle
+    /// stack (its idle time counts from `now`). Closed instead when the pool is paused
+    /// or closed, the connection is marked for reconnect, or the pool holds more
+    /// connections than its (reloaded) size.
+    pub(super) fn put_back(self: &Arc<Self>, mut m: Member, now: Instant) {
+        m.conn.last_used = now;
         let size = self.hot.max_total.load(Ordering::Relaxed);
         loop {
             let waiter = {
@@ -100,7 +101,7 @@ impl Pool {
         tracing::info!(server = %m.conn.id, pool = %self.key, reason, "server connection closed");
         m.info().unlink(ServerState::Closing);
         self.release_slot();
-        spawn_close(m);
+        self.spawn_close(m);
     }
 
     /// Closes connections already taken out of the count.
@@ -112,7 +113,7 @@ impl Pool {
         for m in members {
             tracing::info!(server = %m.conn.id, pool = %self.key, reason, "server connection closed");
             m.info().unlink(ServerState::Closing);
-            spawn_close(m);
+            self.spawn_close(m);
         }
         self.changed.notify_waiters();
     }

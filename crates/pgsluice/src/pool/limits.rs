@@ -78,21 +78,26 @@ impl Pool {
         true
     }
 
-    /// The error of the last failed login while server_login_retry has not passed.
-    pub(super) fn login_failing(&self, settings: &PoolSettings) -> Option<ClientNotice> {
+    /// The error of the last failed login while server_login_retry has not passed at
+    /// `now`.
+    pub(super) fn login_failing(
+        &self,
+        settings: &PoolSettings,
+        now: Instant,
+    ) -> Option<ClientNotice> {
         let retry = settings.login_retry?;
         let failure = self.login_failure.locked();
         let (at, notice) = failure.as_ref()?;
-        (at.elapsed() < retry).then(|| notice.clone())
+        (now.saturating_duration_since(*at) < retry).then(|| notice.clone())
     }
 
-    /// Records a failed connect or login (server_login_retry).
-    pub(super) fn login_failed(&self, e: &crate::error::ServerError) {
+    /// Records a connect or login that failed at `now` (server_login_retry).
+    pub(super) fn login_failed(&self, e: &crate::error::ServerError, now: Instant) {
         let mut notice = e.to_notice();
         notice
             .message
             .push_str(" (server_login_retry: not retrying yet)");
-        *self.login_failure.locked() = Some((Instant::now(), notice));
+        *self.login_failure.locked() = Some((now, notice));
     }
 
     /// Forgets a failed login: the next client tries again.

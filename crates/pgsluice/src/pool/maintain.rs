@@ -12,10 +12,11 @@ use crate::shutdown::ShutdownWatch;
 const TICK: Duration = Duration::from_secs(1);
 
 impl Pool {
-    /// Spawns the upkeep task; it ends when the pool is dropped or shutdown starts.
+    /// Spawns the upkeep task (in the pool's background tracker); it ends when
+    /// shutdown starts or the pool is closed or dropped.
     pub fn start_maintenance(self: &Arc<Self>, mut shutdown: ShutdownWatch) {
         let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
+        self.background.spawn(async move {
             let mut tick = tokio::time::interval(TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -24,6 +25,9 @@ impl Pool {
                     _ = shutdown.requested() => return,
                 }
                 let Some(pool) = weak.upgrade() else { return };
+                if pool.is_closed() {
+                    return;
+                }
                 pool.maintain(Instant::now());
             }
         });
@@ -42,7 +46,7 @@ impl Pool {
             let idle = std::mem::take(&mut st.idle);
             // idle is a stack: the bottom holds the longest-idle connections.
             for m in idle {
-                let too_old = settings.lifetime.is_some_and(|l| m.conn.age() >= l);
+                let too_old = settings.lifetime.is_some_and(|l| m.conn.age_at(now) >= l);
                 let too_idle = settings
                     .idle_timeout
                     .is_some_and(|t| now.saturating_duration_since(m.conn.last_used) >= t)
@@ -56,7 +60,7 @@ impl Pool {
                     st.idle.push(m);
                 }
             }
-            let blocked = self.login_failing(&settings).is_some();
+            let blocked = self.login_failing(&settings, now).is_some();
             let mut need = if blocked || st.paused {
                 0
             } else {
@@ -78,12 +82,13 @@ impl Pool {
             let slot = Slot::new(self.clone());
             let pool = self.clone();
             let timeout = settings.connect_timeout;
-            tokio::spawn(async move {
+            // Ends when the connect succeeds or fails, within server_connect_timeout.
+            self.background.spawn(async move {
                 match server::connect(pool.connect_target(), pool.ids.next(), timeout).await {
                     Ok(conn) => slot.fill(conn).return_as(ReturnAs::Clean),
                     Err(e) => {
                         tracing::warn!(pool = %pool.key, error = %e, "could not open min_pool_size connection");
-                        pool.login_failed(&e);
+                        pool.login_failed(&e, Instant::now());
                         drop(slot);
                     }
                 }

@@ -19,6 +19,8 @@ pub mod registry;
 mod stats;
 #[cfg(test)]
 pub(crate) mod test_support;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -40,6 +42,7 @@ use crate::config::PoolMode;
 use crate::error::{ClientNotice, PoolError};
 use crate::params::ParamSet;
 use crate::server::{PassThrough, ServerConn, ServerId, ServerTarget};
+use crate::shutdown::TaskTracker;
 use crate::sync::LockExt;
 use registry::{InfoList, ServerReg};
 
@@ -244,6 +247,9 @@ pub struct Pool {
     /// Tasks in [`Pool::wait_until`]: the hot path skips `changed` when there are none
     /// (waking no one still takes the Notify's lock).
     watchers: std::sync::atomic::AtomicUsize,
+    /// Every task the pool spawns (upkeep, opening min_pool_size connections, resets,
+    /// closes, KILL's cancels), so that shutdown can wait for them.
+    background: TaskTracker,
 }
 
 impl std::fmt::Debug for Pool {
@@ -266,13 +272,15 @@ pub struct PoolStatus {
 }
 
 impl Pool {
-    /// A new pool; call [`Pool::start_maintenance`] to keep it warm and trimmed.
+    /// A new pool; call [`Pool::start_maintenance`] to keep it warm and trimmed. Every
+    /// task the pool spawns is counted in `background`.
     pub fn new(
         key: PoolKey,
         target: ServerTarget,
         settings: PoolSettings,
         ids: Arc<IdGen>,
         groups: Groups,
+        background: TaskTracker,
     ) -> Arc<Pool> {
         let hot = HotSettings::default();
         hot.set(&settings);
@@ -295,6 +303,7 @@ impl Pool {
             retired: AtomicBool::new(false),
             changed: Notify::new(),
             watchers: std::sync::atomic::AtomicUsize::new(0),
+            background,
         });
         pool.groups.db.add_member(&pool);
         pool.groups.user.add_member(&pool);
@@ -453,12 +462,21 @@ impl Pool {
     }
 }
 
-fn spawn_close(m: Member) {
-    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        rt.spawn(async move {
-            let Member { conn, reg } = m;
-            conn.close().await;
-            drop(reg);
-        });
+impl Pool {
+    /// Sends Terminate and closes `m` in a background task (ends within the second
+    /// [`ServerConn::close`] allows). Without a runtime the socket is just dropped.
+    fn spawn_close(&self, m: Member) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            self.background.spawn_on(&rt, async move {
+                let Member { conn, reg } = m;
+                conn.close().await;
+                drop(reg);
+            });
+        }
+    }
+
+    /// The tracker of the pool's background tasks.
+    pub fn background(&self) -> &TaskTracker {
+        &self.background
     }
 }

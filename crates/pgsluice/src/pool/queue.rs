@@ -28,6 +28,14 @@ pub(crate) struct Queued {
     started: Instant,
 }
 
+#[cfg(test)]
+impl Queued {
+    /// What the queue granted so far, without waiting: None while still waiting.
+    pub(super) fn granted(&mut self) -> Option<Grant> {
+        self.rx.try_recv().ok()
+    }
+}
+
 /// A client waiting for a connection.
 pub(super) struct Waiter {
     pub(super) tx: oneshot::Sender<Grant>,
@@ -156,7 +164,7 @@ impl Pool {
         client: Option<Arc<ClientInfo>>,
     ) -> Result<Checkout, PoolError> {
         let settings = self.settings.load_full();
-        if let Some(notice) = self.login_failing(&settings) {
+        if let Some(notice) = self.login_failing(&settings, Instant::now()) {
             // server_login_retry: fail at once, without another attempt.
             return Err(gave_up(client.as_ref(), PoolError::LoginRetry(notice)));
         }
@@ -167,7 +175,7 @@ impl Pool {
         ))
         .await
         .map_err(|e| {
-            self.login_failed(&e);
+            self.login_failed(&e, Instant::now());
             gave_up(client.as_ref(), e.into())
         })?;
         self.stats.add_wait(started.elapsed());

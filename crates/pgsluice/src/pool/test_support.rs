@@ -1,11 +1,14 @@
-//! Pools for unit tests: a server target nobody listens on, settings to adjust.
+//! Pools for unit tests: a server target nobody listens on, settings to adjust, and
+//! server connections over a local socket pair whose other end the test answers.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Groups, IdGen, Pool, PoolKey, PoolSettings};
 use crate::config::PoolMode;
-use crate::server::ServerTarget;
+use crate::net::Stream;
+use crate::server::{BackendKey, RelayBuffers, ServerConn, ServerTarget};
+use crate::shutdown::TaskTracker;
 
 /// A transaction-mode pool of 5 for `db`/`user` whose server is unreachable, with
 /// `adjust` applied to its settings.
@@ -45,5 +48,94 @@ pub(crate) fn pool(
         database: db.into(),
         user: user.into(),
     };
-    Pool::new(key, target, settings, Arc::new(IdGen::default()), groups)
+    Pool::new(
+        key,
+        target,
+        settings,
+        Arc::new(IdGen::default()),
+        groups,
+        TaskTracker::default(),
+    )
+}
+
+/// The server end of a [`fake_conn`]: the test plays PostgreSQL on it.
+pub(crate) struct FakeServer {
+    sock: tokio::net::UnixStream,
+    buf: bytes::BytesMut,
+}
+
+impl FakeServer {
+    /// The SQL of the next Query message pgsluice sends.
+    pub(crate) async fn query(&mut self) -> String {
+        use pgsluice_protocol::frame::split_message;
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(m) = split_message(&mut self.buf, 1 << 20).expect("a valid message") {
+                assert_eq!(m.tag, b'Q', "expected a Query");
+                let sql = m.body.strip_suffix(b"\0").expect("NUL-terminated");
+                return String::from_utf8(sql.to_vec()).expect("UTF-8 SQL");
+            }
+            let n = self.sock.read_buf(&mut self.buf).await.expect("read");
+            assert!(n > 0, "pgsluice closed the connection instead of a query");
+        }
+    }
+
+    /// Answers a query: CommandComplete then ReadyForQuery(idle) when `ok`, else an
+    /// ErrorResponse then ReadyForQuery(idle).
+    pub(crate) async fn answer(&mut self, ok: bool) {
+        use pgsluice_protocol::backend::{self, ErrorNotice, TxStatus};
+        use pgsluice_protocol::SqlState;
+        use tokio::io::AsyncWriteExt;
+        let mut out = bytes::BytesMut::new();
+        if ok {
+            backend::command_complete(&mut out, "DONE");
+        } else {
+            ErrorNotice::error(SqlState::ADMIN_SHUTDOWN, "no").write(&mut out);
+        }
+        backend::ready_for_query(&mut out, TxStatus::Idle);
+        self.sock.write_all(&out).await.expect("write");
+    }
+
+    /// Everything pgsluice sends until it closes the connection.
+    pub(crate) async fn until_closed(&mut self) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        while self.sock.read_buf(&mut self.buf).await.expect("read") > 0 {}
+        self.buf.split().to_vec()
+    }
+
+    /// Writes bytes nobody asked for: the connection becomes dirty.
+    pub(crate) async fn chatter(&mut self) {
+        use tokio::io::AsyncWriteExt;
+        self.sock.write_all(b"N").await.expect("write");
+    }
+}
+
+/// A logged-in server connection of `pool` over one end of a local socket pair (no
+/// PostgreSQL), opened at `created`; the other end is returned for the test to play the
+/// server. Must run inside a Tokio runtime.
+pub(crate) fn fake_conn(pool: &Pool, created: std::time::Instant) -> (ServerConn, FakeServer) {
+    let (ours, theirs) = tokio::net::UnixStream::pair().expect("socket pair");
+    let conn = ServerConn {
+        id: pool.ids.next(),
+        stream: Stream::Unix(ours),
+        key: Arc::new(BackendKey {
+            pid: 1,
+            secret: vec![0; 4],
+        }),
+        target: pool.target(),
+        params: Default::default(),
+        startup_params: Vec::new(),
+        created,
+        last_used: created,
+        buffers: RelayBuffers {
+            c2s: Box::default(),
+            s2c: Box::default(),
+        },
+        ext: Default::default(),
+    };
+    let server = FakeServer {
+        sock: theirs,
+        buf: bytes::BytesMut::new(),
+    };
+    (conn, server)
 }

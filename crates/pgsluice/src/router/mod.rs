@@ -129,7 +129,14 @@ impl Router {
         let pool = pools
             .entry(key.clone())
             .or_insert_with(|| {
-                let p = Pool::new(key, target, settings, self.ids.clone(), groups);
+                let p = Pool::new(
+                    key,
+                    target,
+                    settings,
+                    self.ids.clone(),
+                    groups,
+                    self.background.clone(),
+                );
                 if self.flags.locked().is_paused(database) {
                     p.pause();
                 }
