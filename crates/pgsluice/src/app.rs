@@ -25,7 +25,7 @@ use crate::client::{ClientContext, ParkingLot};
 use crate::config::{Config, ConfigError};
 use crate::generation::{Generation, Live};
 use crate::logging::LogControl;
-use crate::pool::registry::InfoList;
+use crate::pool::listing::InfoList;
 use crate::pool::{ClientInfo, IdGen, Pool};
 use crate::router::Router;
 use crate::shutdown::{Shutdown, ShutdownKind, ShutdownWatch, TaskTracker};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::pool::registry::InfoList;
+use crate::pool::listing::InfoList;
 use crate::pool::ClientInfo;
 use crate::router::Router;
 use crate::shutdown::ShutdownWatch;

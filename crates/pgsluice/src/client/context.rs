@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::cancel::CancelRegistry;
 use crate::generation::{HotValues, Live};
-use crate::pool::registry::InfoList;
+use crate::pool::listing::InfoList;
 use crate::pool::ClientInfo;
 use crate::router::Router;
 use crate::shutdown::{ShutdownWatch, TaskTracker};

@@ -34,7 +34,7 @@ use crate::cancel::CancelHandle;
 use crate::error::{ClientError, ClientNotice};
 use crate::net::Stream;
 use crate::params::ParamSet;
-use crate::pool::registry::{socket_endpoints, Endpoint};
+use crate::pool::listing::{socket_endpoints, Endpoint};
 use crate::pool::{ClientInfo, ClientReg};
 use crate::shutdown::TaskToken;
 

@@ -13,7 +13,7 @@
 //!
 //! Clients park right after login (when no bytes came with it), and after one to two
 //! seconds idle: the keeper's once-a-second sweep asks them to
-//! ([`crate::pool::registry::ClientInfo::sweep`]). A client under TLS never parks
+//! ([`crate::pool::listing::ClientInfo::sweep`]). A client under TLS never parks
 //! (rustls's state lives with the tokio stream), and nothing parks once a shutdown has
 //! started.
 

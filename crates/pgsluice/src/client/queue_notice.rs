@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::error::PoolError;
 use crate::net::Stream;
-use crate::pool::registry::ClientInfo;
+use crate::pool::listing::ClientInfo;
 use crate::pool::{Checkout, Pool, Queued};
 
 /// PgBouncer's text, kept word for word: scripts match on it.

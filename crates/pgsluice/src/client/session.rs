@@ -25,7 +25,7 @@ use crate::config::PoolMode;
 use crate::error::ClientNotice;
 use crate::net::Stream;
 use crate::params::ParamSet;
-use crate::pool::registry::ClientInfo;
+use crate::pool::listing::ClientInfo;
 use crate::pool::{Checkout, Start};
 use crate::router::{Route, Target, Work};
 use crate::server::RELAY_BUF;

@@ -7,7 +7,7 @@ use pgsluice_protocol::SqlState;
 
 use super::context::ClientContext;
 use crate::error::ClientNotice;
-use crate::pool::registry::ClientInfo;
+use crate::pool::listing::ClientInfo;
 
 /// PostgreSQL's message for 57P01.
 const ADMIN_SHUTDOWN_MSG: &str = "terminating connection due to administrator command";

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::registry::{ClientInfo, ServerState};
+use super::listing::{ClientInfo, ServerState};
 use super::{Member, Pool};
 use crate::server::ServerConn;
 

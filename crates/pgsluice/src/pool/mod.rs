@@ -9,13 +9,13 @@
 //! once-a-second upkeep, not by a timer per wait.
 
 mod checkout;
-mod control;
 pub mod group;
 mod handback;
 mod limits;
+pub mod listing;
 mod maintain;
+mod manage;
 mod queue;
-pub mod registry;
 mod stats;
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -31,11 +31,11 @@ use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
 pub use checkout::{Checkout, ReturnAs};
-pub use control::PoolCounts;
 pub use group::{ClientSlot, GroupKind, GroupLimit, Groups};
+pub use listing::{ClientInfo, ClientReg, ClientState, ServerInfo, ServerState};
+pub use manage::PoolCounts;
 use queue::Waiter;
 pub(crate) use queue::{Queued, Start};
-pub use registry::{ClientInfo, ClientReg, ClientState, ServerInfo, ServerState};
 pub use stats::{PoolStats, PoolStatsSnapshot};
 
 use crate::config::PoolMode;
@@ -44,7 +44,7 @@ use crate::params::ParamSet;
 use crate::server::{PassThrough, ServerConn, ServerId, ServerTarget};
 use crate::shutdown::TaskTracker;
 use crate::sync::LockExt;
-use registry::{InfoList, ServerReg};
+use listing::{InfoList, ServerReg};
 
 /// Identity of a pool: the database name clients use and the client user name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -395,7 +395,7 @@ impl Pool {
 
     /// Registers a newly opened connection in the server list.
     fn register(&self, conn: ServerConn) -> Member {
-        let (remote, local, fd) = registry::socket_endpoints(&conn.stream);
+        let (remote, local, fd) = listing::socket_endpoints(&conn.stream);
         let info = ServerInfo::new(
             conn.id.0,
             remote,

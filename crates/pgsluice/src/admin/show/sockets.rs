@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::super::result::{format_time, Cell, ResultSet, Ty};
 use super::super::Ctx;
 use super::ADMIN_DB;
-use crate::pool::registry::now_us;
+use crate::pool::listing::now_us;
 use crate::pool::{ClientInfo, ClientState, Pool, ServerInfo, ServerState};
 
 use Ty::{Int4, Text};

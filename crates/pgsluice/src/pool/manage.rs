@@ -1,11 +1,11 @@
-//! Administrative control of a pool (PAUSE, RESUME, RECONNECT, KILL, reload of its
+//! Managing a pool from outside its checkouts (PAUSE, RESUME, RECONNECT, KILL, new
 //! settings and target) and the views the admin console and metrics read.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::registry::{now_us, ClientInfo, ClientReg, ClientState, ServerInfo, ServerState};
+use super::listing::{now_us, ClientInfo, ClientReg, ClientState, ServerInfo, ServerState};
 use super::{Pool, PoolSettings};
 use crate::server::{self, PassThrough, ServerTarget};
 use crate::sync::LockExt;
