@@ -161,3 +161,7 @@ fn cancel_running(co: &mut Checkout, tasks: &TaskTracker) {
         let _ = server::send_cancel(&target, &key).await;
     });
 }
+
+#[cfg(test)]
+#[path = "conclude_tests.rs"]
+mod tests;

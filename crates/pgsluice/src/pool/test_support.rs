@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Groups, IdGen, Pool, PoolKey, PoolSettings};
+use super::{Checkout, Groups, IdGen, Pool, PoolKey, PoolSettings, Start};
 use crate::config::PoolMode;
 use crate::net::Stream;
 use crate::server::{BackendKey, RelayBuffers, ServerConn, ServerTarget};
@@ -138,4 +138,22 @@ pub(crate) fn fake_conn(pool: &Pool, created: std::time::Instant) -> (ServerConn
         buf: bytes::BytesMut::new(),
     };
     (conn, server)
+}
+
+/// A pool of `d`/`u` with groups of its own and `adjust`ed settings (size 5 otherwise).
+pub(crate) fn standalone(adjust: impl FnOnce(&mut PoolSettings)) -> Arc<Pool> {
+    pool("d", "u", Groups::standalone("d", "u"), adjust)
+}
+
+/// A checkout at `now` that must be allowed to open a connection, filled with a fake
+/// one opened at `now`.
+pub(crate) fn open(p: &Arc<Pool>, now: std::time::Instant) -> (Checkout, FakeServer) {
+    match p.start_checkout(None, now).expect("checkout") {
+        Start::Open(slot, _) => {
+            let (conn, server) = fake_conn(p, now);
+            (slot.fill(conn), server)
+        }
+        Start::Ready(_) => panic!("got an idle connection instead of a slot"),
+        Start::Wait(_) => panic!("queued instead of getting a slot"),
+    }
 }

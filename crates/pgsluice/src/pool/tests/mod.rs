@@ -9,31 +9,13 @@ mod upkeep;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::test_support::{fake_conn, pool, FakeServer};
-use super::{checkout, Checkout, Grant, Groups, Pool, PoolSettings, PoolStatus, Queued, Start};
+use super::test_support::{open, pool, standalone};
+use super::{checkout, Checkout, Grant, Groups, Pool, PoolStatus, Queued, Start};
 use crate::server::ServerId;
-
-/// A pool of `d`/`u` with groups of its own and `adjust`ed settings (size 5 otherwise).
-fn standalone(adjust: impl FnOnce(&mut PoolSettings)) -> Arc<Pool> {
-    pool("d", "u", Groups::standalone("d", "u"), adjust)
-}
 
 /// Seconds after `t0`.
 fn at(t0: Instant, secs: u64) -> Instant {
     t0 + Duration::from_secs(secs)
-}
-
-/// A checkout at `now` that must be allowed to open a connection, filled with a fake
-/// one opened at `now`.
-fn open(p: &Arc<Pool>, now: Instant) -> (Checkout, FakeServer) {
-    match p.start_checkout(None, now).expect("checkout") {
-        Start::Open(slot, _) => {
-            let (conn, server) = fake_conn(p, now);
-            (slot.fill(conn), server)
-        }
-        Start::Ready(_) => panic!("got an idle connection instead of a slot"),
-        Start::Wait(_) => panic!("queued instead of getting a slot"),
-    }
 }
 
 /// A checkout at `now` that must get an idle connection at once.
