@@ -548,3 +548,33 @@ fn name_parsed_again_across_sync_windows() {
     assert_eq!(errors(&seen).len(), 1, "{seen:?}");
     assert!(errors(&seen)[0].contains("prepared statement \"s1\" already exists"));
 }
+
+/// A statement the connection holds is evicted (max_prepared = 1) in a Sync window that
+/// an error skips, and parsed there again for a new name: the eviction's Close is
+/// skipped too, so the statement stays on the server while the name does not exist.
+/// A Bind of that name in the next window, sent before the error came back, may run
+/// where PostgreSQL reports 26000 (a documented limit): pgsluice must not count it as
+/// sure. Once the error came back, the Bind is answered exactly.
+#[test]
+fn parse_after_an_eviction_in_a_skipped_window() {
+    let window = vec![
+        S(vec![Parse(1, 0)]),
+        S(vec![Sync]),
+        Switch,
+        Switch,
+        // Parse of s3 evicts s1's statement; s2 parses it again; Bind(0) fails first.
+        S(vec![Bind(0), Parse(3, 1), Parse(2, 0), Sync]),
+    ];
+    let mut pipelined = window.clone();
+    pipelined.extend([S(vec![Bind(2)]), S(vec![Parse(0, 0)])]);
+    assert!(
+        run(&pipelined, 1).is_none(),
+        "the Bind of s2 rests on a Parse that may be skipped with the eviction"
+    );
+    let mut read_first = window;
+    read_first.extend([Deliver, S(vec![Bind(2)]), S(vec![Parse(0, 0)])]);
+    let seen = exact(&read_first, 1);
+    let errs = errors(&seen);
+    assert_eq!(errs.len(), 2, "{seen:?}");
+    assert!(errs[1].contains("prepared statement \"s2\" does not exist"));
+}

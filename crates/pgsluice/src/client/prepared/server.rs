@@ -19,7 +19,10 @@ pub(super) enum Presence {
     Present,
     /// Parsed or closed in an earlier Sync window whose outcome is not known yet.
     Uncertain,
-    /// Not there, or a Close of it is planned in the current Sync window.
+    /// A Close of it is planned in the current Sync window: gone for the next message,
+    /// but still there should an error before the Close have it skipped.
+    Closing,
+    /// Not there, and nothing in flight for it.
     Absent,
 }
 
@@ -85,7 +88,7 @@ impl ServerStatements {
             // A Close of an earlier window may be skipped too: uncertain as well.
             Some(p) if p.epoch != epoch => Presence::Uncertain,
             Some(p) if p.parsed => Presence::Present,
-            Some(_) => Presence::Absent,
+            Some(_) => Presence::Closing,
             None => match self.present.get_mut(&id) {
                 Some(e) => {
                     e.0 = self.tick;
