@@ -571,7 +571,7 @@ async fn forward_cancel(ctx: &ClientContext, pid: i32, secret: &[u8]) {
                 backend_pid = t.key.pid,
                 "forwarding cancel request"
             );
-            let limit = ctx.live.load().hot.cancel_wait_timeout;
+            let limit = ctx.live.hot().cancel_wait_timeout;
             if let Err(e) = crate::server::send_cancel_within(&t.target, &t.key, limit).await {
                 tracing::warn!(error = %e, "could not forward cancel request");
             }
