@@ -149,7 +149,46 @@ fn duration(n: u64) -> Option<Duration> {
     (n != 0).then(|| Duration::from_nanos(n))
 }
 
+/// The part of [`HotValues`] a relay run reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayValues {
+    /// max_message_size, at most `u32::MAX`.
+    pub max_message: u32,
+    /// max_prepared_statements as configured (0: the client layer's default).
+    pub max_prepared_statements: usize,
+    /// query_timeout.
+    pub query_timeout: Option<Duration>,
+    /// idle_transaction_timeout.
+    pub idle_transaction_timeout: Option<Duration>,
+    /// client_idle_timeout.
+    pub client_idle_timeout: Option<Duration>,
+    /// transaction_timeout.
+    pub transaction_timeout: Option<Duration>,
+}
+
 impl HotMirror {
+    fn read_relay(&self) -> RelayValues {
+        use Ordering::{Acquire, Relaxed};
+        loop {
+            let before = self.seq.load(Acquire);
+            if before & 1 == 0 {
+                let v = RelayValues {
+                    max_message: self.max_message.load(Relaxed) as u32,
+                    max_prepared_statements: self.max_prepared_statements.load(Relaxed) as usize,
+                    query_timeout: duration(self.query_timeout.load(Relaxed)),
+                    idle_transaction_timeout: duration(self.idle_transaction_timeout.load(Relaxed)),
+                    client_idle_timeout: duration(self.client_idle_timeout.load(Relaxed)),
+                    transaction_timeout: duration(self.transaction_timeout.load(Relaxed)),
+                };
+                fence(Acquire);
+                if self.seq.load(Relaxed) == before {
+                    return v;
+                }
+            }
+            std::hint::spin_loop();
+        }
+    }
+
     fn read(&self) -> HotValues {
         use Ordering::{Acquire, Relaxed};
         loop {
@@ -211,10 +250,27 @@ impl Live {
         }
     }
 
-    /// The hot values of the generation in force, all of one generation (the
-    /// per-request path: no guard, no reference count).
+    /// The hot values of the generation in force, all of one generation (no guard,
+    /// no reference count).
     pub fn hot(&self) -> HotValues {
         self.hot.read()
+    }
+
+    /// What a relay run reads, all of one generation: max_message_size,
+    /// max_prepared_statements and the four relay timeouts (the per-request path: only
+    /// these fields are copied).
+    pub fn relay_values(&self) -> RelayValues {
+        self.hot.read_relay()
+    }
+
+    /// client_idle_timeout in force (one atomic load: a single value is always whole).
+    pub fn client_idle_timeout(&self) -> Option<Duration> {
+        duration(self.hot.client_idle_timeout.load(Ordering::Relaxed))
+    }
+
+    /// query_wait_notify in force (one atomic load).
+    pub fn query_wait_notify(&self) -> Option<Duration> {
+        duration(self.hot.query_wait_notify.load(Ordering::Relaxed))
     }
 
     /// The generation in force, for a read that ends at once (no reference count

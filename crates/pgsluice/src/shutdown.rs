@@ -25,14 +25,15 @@ pub enum ShutdownKind {
 pub struct Shutdown {
     tx: watch::Sender<ShutdownKind>,
     /// Set with the first shutdown request: read on every poll of a session, where the
-    /// watch channel's lock would be too much.
-    requested: AtomicBool,
+    /// watch channel's lock would be too much; shared with every watch.
+    requested: Arc<AtomicBool>,
 }
 
 /// A task's view of the shutdown state.
 #[derive(Debug, Clone)]
 pub struct ShutdownWatch {
     rx: watch::Receiver<ShutdownKind>,
+    requested: Arc<AtomicBool>,
 }
 
 impl Shutdown {
@@ -40,7 +41,7 @@ impl Shutdown {
     pub fn new() -> Self {
         Shutdown {
             tx: watch::Sender::new(ShutdownKind::Running),
-            requested: AtomicBool::new(false),
+            requested: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -48,6 +49,7 @@ impl Shutdown {
     pub fn watch(&self) -> ShutdownWatch {
         ShutdownWatch {
             rx: self.tx.subscribe(),
+            requested: self.requested.clone(),
         }
     }
 
@@ -94,9 +96,10 @@ impl ShutdownWatch {
         *self.rx.borrow()
     }
 
-    /// True once any shutdown was requested.
+    /// True once any shutdown was requested: one atomic load (no lock), for the
+    /// per-poll checks of sessions.
     pub fn is_requested(&self) -> bool {
-        self.kind() != ShutdownKind::Running
+        self.requested.load(Ordering::SeqCst)
     }
 
     /// Resolves once a shutdown of any kind is requested (at once if it already was).

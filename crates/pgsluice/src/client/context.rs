@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::cancel::CancelRegistry;
-use crate::generation::{HotValues, Live};
+use crate::generation::{Live, RelayValues};
 use crate::pool::listing::InfoList;
 use crate::pool::ClientInfo;
 use crate::router::Router;
@@ -57,8 +57,8 @@ pub(super) struct RelaySettings {
 }
 
 impl RelaySettings {
-    /// The relay's part of `hot`.
-    pub(super) fn of(hot: &HotValues) -> RelaySettings {
+    /// The relay's settings from the generation's values.
+    pub(super) fn of(hot: &RelayValues) -> RelaySettings {
         RelaySettings {
             max_message: hot.max_message,
             max_prepared: match hot.max_prepared_statements {

@@ -425,7 +425,7 @@ pub(crate) async fn keep(ctx: Arc<ClientContext>) {
             }
         }
         if found.tick {
-            if let Some(limit) = ctx.live.hot().client_idle_timeout {
+            if let Some(limit) = ctx.live.client_idle_timeout() {
                 let now = Instant::now();
                 let expired = lot
                     .slots()

@@ -281,7 +281,7 @@ impl Session {
         // queue, and opening a connection boxed.
         let (co, waited) = match pool.start_checkout(Some(info), now) {
             Ok(Start::Ready(c)) => (Ok(c), false),
-            Ok(Start::Wait(w)) => match self.ctx.live.hot().query_wait_notify {
+            Ok(Start::Wait(w)) => match self.ctx.live.query_wait_notify() {
                 None => (pool.wait_for(w, Some(info.clone())).await, true),
                 Some(after) => {
                     let wait = wait_notifying(&pool, stream, w, info, after);
@@ -350,7 +350,7 @@ impl Session {
             max_message,
             max_prepared,
             timeouts,
-        } = RelaySettings::of(&self.ctx.live.hot());
+        } = RelaySettings::of(&self.ctx.live.relay_values());
         let conn = co.conn();
         self.cancel.attach(&conn.target, &conn.key);
         let buffers = &mut conn.buffers;
@@ -427,7 +427,7 @@ impl Session {
         stream: &'a mut Stream,
         stop: &'a mut StopSignal,
     ) -> impl Future<Output = Idle> + 'a {
-        let idle_limit = self.ctx.live.hot().client_idle_timeout;
+        let idle_limit = self.ctx.live.client_idle_timeout();
         // Boxed only when configured: an idle client keeps no timer otherwise.
         let mut idle_timer = idle_limit.map(|d| Box::pin(tokio::time::sleep(d)));
         poll_fn(move |cx| loop {
@@ -466,7 +466,7 @@ impl Session {
                 let since = idle_timer
                     .as_ref()
                     .and_then(|t| {
-                        let limit = stop.ctx.live.hot().client_idle_timeout?;
+                        let limit = stop.ctx.live.client_idle_timeout()?;
                         t.deadline().into_std().checked_sub(limit)
                     })
                     .filter(|s| *s <= now)
