@@ -167,19 +167,13 @@ pub struct RelayValues {
 }
 
 impl HotMirror {
-    fn read_relay(&self) -> RelayValues {
+    /// What `read` copies out, from one generation: retried while a publish writes.
+    fn consistent<T>(&self, read: impl Fn(&Self) -> T) -> T {
         use Ordering::{Acquire, Relaxed};
         loop {
             let before = self.seq.load(Acquire);
             if before & 1 == 0 {
-                let v = RelayValues {
-                    max_message: self.max_message.load(Relaxed) as u32,
-                    max_prepared_statements: self.max_prepared_statements.load(Relaxed) as usize,
-                    query_timeout: duration(self.query_timeout.load(Relaxed)),
-                    idle_transaction_timeout: duration(self.idle_transaction_timeout.load(Relaxed)),
-                    client_idle_timeout: duration(self.client_idle_timeout.load(Relaxed)),
-                    transaction_timeout: duration(self.transaction_timeout.load(Relaxed)),
-                };
+                let v = read(self);
                 fence(Acquire);
                 if self.seq.load(Relaxed) == before {
                     return v;
@@ -189,28 +183,38 @@ impl HotMirror {
         }
     }
 
-    fn read(&self) -> HotValues {
-        use Ordering::{Acquire, Relaxed};
-        loop {
-            let before = self.seq.load(Acquire);
-            if before & 1 == 0 {
-                let v = HotValues {
-                    max_message: self.max_message.load(Relaxed) as u32,
-                    max_prepared_statements: self.max_prepared_statements.load(Relaxed) as usize,
-                    query_timeout: duration(self.query_timeout.load(Relaxed)),
-                    idle_transaction_timeout: duration(self.idle_transaction_timeout.load(Relaxed)),
-                    client_idle_timeout: duration(self.client_idle_timeout.load(Relaxed)),
-                    transaction_timeout: duration(self.transaction_timeout.load(Relaxed)),
-                    query_wait_notify: duration(self.query_wait_notify.load(Relaxed)),
-                    cancel_wait_timeout: duration(self.cancel_wait_timeout.load(Relaxed)),
-                };
-                fence(Acquire);
-                if self.seq.load(Relaxed) == before {
-                    return v;
-                }
-            }
-            std::hint::spin_loop();
+    /// The relay's fields, each loaded on its own (callers go through `consistent`).
+    fn relay_fields(&self) -> RelayValues {
+        use Ordering::Relaxed;
+        RelayValues {
+            max_message: self.max_message.load(Relaxed) as u32,
+            max_prepared_statements: self.max_prepared_statements.load(Relaxed) as usize,
+            query_timeout: duration(self.query_timeout.load(Relaxed)),
+            idle_transaction_timeout: duration(self.idle_transaction_timeout.load(Relaxed)),
+            client_idle_timeout: duration(self.client_idle_timeout.load(Relaxed)),
+            transaction_timeout: duration(self.transaction_timeout.load(Relaxed)),
         }
+    }
+
+    fn read_relay(&self) -> RelayValues {
+        self.consistent(Self::relay_fields)
+    }
+
+    fn read(&self) -> HotValues {
+        use Ordering::Relaxed;
+        self.consistent(|m| {
+            let r = m.relay_fields();
+            HotValues {
+                max_message: r.max_message,
+                max_prepared_statements: r.max_prepared_statements,
+                query_timeout: r.query_timeout,
+                idle_transaction_timeout: r.idle_transaction_timeout,
+                client_idle_timeout: r.client_idle_timeout,
+                transaction_timeout: r.transaction_timeout,
+                query_wait_notify: duration(m.query_wait_notify.load(Relaxed)),
+                cancel_wait_timeout: duration(m.cancel_wait_timeout.load(Relaxed)),
+            }
+        })
     }
 
     fn write(&self, v: &HotValues) {
