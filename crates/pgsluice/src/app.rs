@@ -338,7 +338,7 @@ mod tests {
         app.apply_config(next).await.unwrap();
         let g = app.generation();
         assert_eq!(g.number, 2);
-        assert_eq!(g.hot.query_timeout, Some(Duration::from_secs(9)));
+        assert_eq!(g.hot.relay.query_timeout, Some(Duration::from_secs(9)));
         assert_eq!(g.config.general.query_timeout.0, Duration::from_secs(9));
     }
 }

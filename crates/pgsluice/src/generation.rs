@@ -34,18 +34,8 @@ pub struct Generation {
 /// The `[general]` values a request reads, as plain fields (0 durations as `None`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HotValues {
-    /// max_message_size, at most `u32::MAX`.
-    pub max_message: u32,
-    /// max_prepared_statements as configured (0: the client layer's default).
-    pub max_prepared_statements: usize,
-    /// query_timeout.
-    pub query_timeout: Option<Duration>,
-    /// idle_transaction_timeout.
-    pub idle_transaction_timeout: Option<Duration>,
-    /// client_idle_timeout.
-    pub client_idle_timeout: Option<Duration>,
-    /// transaction_timeout.
-    pub transaction_timeout: Option<Duration>,
+    /// What a relay run reads.
+    pub relay: RelayValues,
     /// query_wait_notify.
     pub query_wait_notify: Option<Duration>,
     /// cancel_wait_timeout.
@@ -60,12 +50,14 @@ impl HotValues {
     /// The values of `g`.
     pub fn of(g: &General) -> HotValues {
         HotValues {
-            max_message: g.max_message_size.min(u32::MAX as usize) as u32,
-            max_prepared_statements: g.max_prepared_statements,
-            query_timeout: on(g.query_timeout.0),
-            idle_transaction_timeout: on(g.idle_transaction_timeout.0),
-            client_idle_timeout: on(g.client_idle_timeout.0),
-            transaction_timeout: on(g.transaction_timeout.0),
+            relay: RelayValues {
+                max_message: g.max_message_size.min(u32::MAX as usize) as u32,
+                max_prepared_statements: g.max_prepared_statements,
+                query_timeout: on(g.query_timeout.0),
+                idle_transaction_timeout: on(g.idle_transaction_timeout.0),
+                client_idle_timeout: on(g.client_idle_timeout.0),
+                transaction_timeout: on(g.transaction_timeout.0),
+            },
             query_wait_notify: on(g.query_wait_notify.0),
             cancel_wait_timeout: on(g.cancel_wait_timeout.0),
         }
@@ -202,23 +194,16 @@ impl HotMirror {
 
     fn read(&self) -> HotValues {
         use Ordering::Relaxed;
-        self.consistent(|m| {
-            let r = m.relay_fields();
-            HotValues {
-                max_message: r.max_message,
-                max_prepared_statements: r.max_prepared_statements,
-                query_timeout: r.query_timeout,
-                idle_transaction_timeout: r.idle_transaction_timeout,
-                client_idle_timeout: r.client_idle_timeout,
-                transaction_timeout: r.transaction_timeout,
-                query_wait_notify: duration(m.query_wait_notify.load(Relaxed)),
-                cancel_wait_timeout: duration(m.cancel_wait_timeout.load(Relaxed)),
-            }
+        self.consistent(|m| HotValues {
+            relay: m.relay_fields(),
+            query_wait_notify: duration(m.query_wait_notify.load(Relaxed)),
+            cancel_wait_timeout: duration(m.cancel_wait_timeout.load(Relaxed)),
         })
     }
 
-    fn write(&self, v: &HotValues) {
+    fn write(&self, hot: &HotValues) {
         use Ordering::{Relaxed, Release};
+        let v = &hot.relay;
         let _one = crate::sync::LockExt::locked(&self.writer);
         let seq = self.seq.load(Relaxed);
         self.seq.store(seq.wrapping_add(1), Relaxed);
@@ -234,9 +219,9 @@ impl HotMirror {
         self.transaction_timeout
             .store(nanos(v.transaction_timeout), Relaxed);
         self.query_wait_notify
-            .store(nanos(v.query_wait_notify), Relaxed);
+            .store(nanos(hot.query_wait_notify), Relaxed);
         self.cancel_wait_timeout
-            .store(nanos(v.cancel_wait_timeout), Relaxed);
+            .store(nanos(hot.cancel_wait_timeout), Relaxed);
         self.seq.store(seq.wrapping_add(2), Release);
     }
 }
@@ -320,13 +305,13 @@ mod tests {
         cfg.general.max_client_conn = 17;
         let g = Generation::build(live.next_number(), cfg).unwrap();
         // Built but not published: readers still see the first one.
-        assert_eq!(live.load().hot.query_timeout, None);
-        assert_eq!(live.hot().query_timeout, None);
+        assert_eq!(live.load().hot.relay.query_timeout, None);
+        assert_eq!(live.hot().relay.query_timeout, None);
         live.publish(Arc::new(g));
         let now = live.load();
         assert_eq!(now.number, 2);
         assert_eq!(live.hot(), now.hot);
-        assert_eq!(now.hot.query_timeout, Some(Duration::from_secs(7)));
+        assert_eq!(now.hot.relay.query_timeout, Some(Duration::from_secs(7)));
         assert_eq!(now.config.general.max_client_conn, 17);
     }
 
@@ -341,22 +326,26 @@ mod tests {
     fn readers_of_the_hot_values_never_see_two_generations_mixed() {
         let live = Live::new(Generation::first(Config::default()));
         let a = HotValues {
-            max_message: 1,
-            max_prepared_statements: 1,
-            query_timeout: Some(Duration::from_secs(1)),
-            idle_transaction_timeout: Some(Duration::from_secs(1)),
-            client_idle_timeout: Some(Duration::from_secs(1)),
-            transaction_timeout: Some(Duration::from_secs(1)),
+            relay: RelayValues {
+                max_message: 1,
+                max_prepared_statements: 1,
+                query_timeout: Some(Duration::from_secs(1)),
+                idle_transaction_timeout: Some(Duration::from_secs(1)),
+                client_idle_timeout: Some(Duration::from_secs(1)),
+                transaction_timeout: Some(Duration::from_secs(1)),
+            },
             query_wait_notify: Some(Duration::from_secs(1)),
             cancel_wait_timeout: Some(Duration::from_secs(1)),
         };
         let b = HotValues {
-            max_message: 2,
-            max_prepared_statements: 2,
-            query_timeout: None,
-            idle_transaction_timeout: Some(Duration::from_secs(2)),
-            client_idle_timeout: None,
-            transaction_timeout: Some(Duration::from_secs(2)),
+            relay: RelayValues {
+                max_message: 2,
+                max_prepared_statements: 2,
+                query_timeout: None,
+                idle_transaction_timeout: Some(Duration::from_secs(2)),
+                client_idle_timeout: None,
+                transaction_timeout: Some(Duration::from_secs(2)),
+            },
             query_wait_notify: None,
             cancel_wait_timeout: Some(Duration::from_secs(2)),
         };
