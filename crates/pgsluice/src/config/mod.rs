@@ -25,6 +25,7 @@ pub mod pgbouncer_keys;
 mod pgbouncer_settings;
 pub mod pgbouncer_show;
 mod quick;
+mod replicas;
 mod table;
 mod types;
 mod userlist;
@@ -41,6 +42,10 @@ pub(crate) use check::Issue;
 pub use format::ConfigFormat;
 pub use general::{General, ALWAYS_IGNORED_STARTUP_PARAMETERS, DEFAULT_AUTH_QUERY};
 pub use load::{apply_env, env_vars, load_file, load_file_as, parse_str, ConfigError, ENV_PREFIX};
+pub use replicas::{
+    defaults as replica_defaults, HostConfig, HostRole, LoadBalance, PrimaryReads, ReplicaLag,
+    TargetSessionAttrs,
+};
 pub use table::to_redacted_toml;
 use types::{de_opt_pool_mode, default_port};
 pub use types::{
@@ -94,7 +99,10 @@ pub struct AuthLookup {
 #[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// Server host: name or IP, or an absolute path = unix socket directory. Required.
+    /// Server host: name or IP, or an absolute path = unix socket directory; a
+    /// comma-separated list for several hosts (PgBouncer's form). Required unless
+    /// `hosts` is given.
+    #[serde(default)]
     pub host: String,
     /// Server port; default 5432.
     #[serde(default = "default_port")]
@@ -137,6 +145,31 @@ pub struct DatabaseConfig {
     pub datestyle: Option<String>,
     /// `timezone` asked from the server (not implemented yet).
     pub timezone: Option<String>,
+    /// The hosts of a replicated database, each with an optional role (instead of
+    /// `host`).
+    pub hosts: Option<Vec<HostConfig>>,
+    /// Reads to replicas, writes to the primary (classified with PostgreSQL's parser).
+    #[serde(default)]
+    pub read_write_split: bool,
+    /// How checkouts spread over eligible hosts; default round robin.
+    pub load_balance: Option<LoadBalance>,
+    /// Which hosts serve the database when reads and writes are not split.
+    pub target_session_attrs: Option<TargetSessionAttrs>,
+    /// A replica further behind than this serves no reads.
+    pub max_replica_lag: Option<ReplicaLag>,
+    /// Between two health checks of a host.
+    pub health_check_interval: Option<Secs>,
+    /// How long one health check may take.
+    pub health_check_timeout: Option<Secs>,
+    /// How long a failed host is left out at first.
+    pub ban_time: Option<Secs>,
+    /// After a client's write, its reads stay on the primary this long.
+    pub read_your_writes: Option<Secs>,
+    /// Whether the primary serves reads of a split database.
+    pub primary_reads: Option<PrimaryReads>,
+    /// Functions that write, beyond the built-in list (nextval, setval, ...).
+    #[serde(default)]
+    pub write_functions: Vec<String>,
 }
 
 impl DatabaseConfig {
@@ -162,7 +195,43 @@ impl DatabaseConfig {
             client_encoding: None,
             datestyle: None,
             timezone: None,
+            hosts: None,
+            read_write_split: false,
+            load_balance: None,
+            target_session_attrs: None,
+            max_replica_lag: None,
+            health_check_interval: None,
+            health_check_timeout: None,
+            ban_time: None,
+            read_your_writes: None,
+            primary_reads: None,
+            write_functions: Vec::new(),
         }
+    }
+
+    /// Every host of the database, in configuration order: `hosts`, else the
+    /// comma-separated `host` list, each with `port`.
+    pub fn host_list(&self) -> Vec<HostConfig> {
+        match &self.hosts {
+            Some(h) => h.clone(),
+            None => self
+                .host
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(|h| HostConfig {
+                    host: h.to_owned(),
+                    port: self.port,
+                    role: HostRole::Auto,
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether the database is served by several hosts (or asks for replica
+    /// routing): the router then checks each host's health and role.
+    pub fn is_replicated(&self) -> bool {
+        self.read_write_split || self.hosts.is_some() || self.host.contains(',')
     }
 
     /// Whether `host` is a unix socket directory (an absolute path).
@@ -195,6 +264,17 @@ impl fmt::Debug for DatabaseConfig {
             .field("client_encoding", &self.client_encoding)
             .field("datestyle", &self.datestyle)
             .field("timezone", &self.timezone)
+            .field("hosts", &self.hosts)
+            .field("read_write_split", &self.read_write_split)
+            .field("load_balance", &self.load_balance)
+            .field("target_session_attrs", &self.target_session_attrs)
+            .field("max_replica_lag", &self.max_replica_lag)
+            .field("health_check_interval", &self.health_check_interval)
+            .field("health_check_timeout", &self.health_check_timeout)
+            .field("ban_time", &self.ban_time)
+            .field("read_your_writes", &self.read_your_writes)
+            .field("primary_reads", &self.primary_reads)
+            .field("write_functions", &self.write_functions)
             .finish()
     }
 }
