@@ -23,11 +23,12 @@ use super::stop::{stop_notice, Stop, StopSignal};
 use crate::cancel::CancelHandle;
 use crate::config::PoolMode;
 use crate::error::ClientNotice;
+use crate::error::PoolError;
 use crate::net::Stream;
 use crate::params::ParamSet;
 use crate::pool::listing::ClientInfo;
 use crate::pool::{Checkout, Start};
-use crate::router::{Route, Target, Work};
+use crate::router::{Access, Route, Target, Work};
 use crate::server::RELAY_BUF;
 
 #[path = "session_local.rs"]
@@ -41,6 +42,10 @@ mod tests;
 /// 1 KiB): this buffer is allocated once per request. Longer requests are read on by
 /// the relay.
 pub(super) const IDLE_READ: usize = 1024;
+
+/// Hosts of a replicated database one request may find unreachable before the client
+/// gets the error.
+const MAX_HOST_FAILURES: u32 = 3;
 
 /// A client after login.
 #[derive(Debug)]
@@ -263,44 +268,77 @@ impl Session {
             }
         }
         let changes = self.param_plan(&prefix, mode);
-        // The router picks the pool; the session's own route is cloned (one reference
-        // count) so that the session stays free to change while the request runs.
-        let pool = match self.route.target(Work { request: &prefix }) {
-            Target::One(pool) => pool.clone(),
-            #[allow(unreachable_patterns)]
-            _ => {
-                let n = ClientNotice::fatal(
-                    SqlState::FEATURE_NOT_SUPPORTED,
-                    "this request needs several server connections at once, which this client path does not support",
-                );
-                return Next::End(Some(n), "unsupported route");
-            }
+        let mut now = Instant::now();
+        let access = if self.route.splits() {
+            self.classify(&prefix)
+        } else {
+            Access::Write
         };
-        let now = Instant::now();
-        // Synchronous unless the pool has no idle connection; then a small wait in the
-        // queue, and opening a connection boxed.
-        let (co, waited) = match pool.start_checkout(Some(info), now) {
-            Ok(Start::Ready(c)) => (Ok(c), false),
-            Ok(Start::Wait(w)) => match self.ctx.live.query_wait_notify() {
-                None => (pool.wait_for(w, Some(info.clone())).await, true),
-                Some(after) => {
-                    let wait = wait_notifying(&pool, stream, w, info, after);
-                    (Box::pin(wait).await, true)
+        let mut failures = 0;
+        let (pool, co, waited) = loop {
+            let work = Work {
+                request: &prefix,
+                access,
+                now,
+            };
+            // The router picks the pool; the session's own route is cloned (one
+            // reference count) so that the session stays free to change while the
+            // request runs.
+            let pool = match self.route.target(work) {
+                Target::One(pool) => pool.clone(),
+                Target::Unavailable(what) => {
+                    match Box::pin(self.wait_for_host(&prefix, access, what)).await {
+                        Ok(()) => {
+                            now = Instant::now();
+                            continue;
+                        }
+                        Err(n) => return Next::End(Some(n), "no eligible server host"),
+                    }
                 }
-            },
-            Ok(Start::Open(slot, t)) => {
-                let open = pool.open_with(slot, t, Some(info.clone()));
-                (Box::pin(open).await, true)
+                #[allow(unreachable_patterns)]
+                _ => {
+                    let n = ClientNotice::fatal(
+                        SqlState::FEATURE_NOT_SUPPORTED,
+                        "this request needs several server connections at once, which this client path does not support",
+                    );
+                    return Next::End(Some(n), "unsupported route");
+                }
+            };
+            // Synchronous unless the pool has no idle connection; then a small wait in
+            // the queue, and opening a connection boxed.
+            let (co, waited) = match pool.start_checkout(Some(info), now) {
+                Ok(Start::Ready(c)) => (Ok(c), false),
+                Ok(Start::Wait(w)) => match self.ctx.live.query_wait_notify() {
+                    None => (pool.wait_for(w, Some(info.clone())).await, true),
+                    Some(after) => {
+                        let wait = wait_notifying(&pool, stream, w, info, after);
+                        (Box::pin(wait).await, true)
+                    }
+                },
+                Ok(Start::Open(slot, t)) => {
+                    let open = pool.open_with(slot, t, Some(info.clone()));
+                    (Box::pin(open).await, true)
+                }
+                Err(e) => (Err(e), true),
+            };
+            match co {
+                Ok(c) => break (pool, c, waited),
+                // A host of a replicated database that cannot be reached is left out;
+                // the work goes to another one (or waits for one).
+                Err(PoolError::Server(e))
+                    if failures < MAX_HOST_FAILURES
+                        && self.route.report_failure(&pool, e.to_string()) =>
+                {
+                    tracing::warn!(pool = %pool.key(), server = %pool.target().display_addr(), error = %e, "server host failed; trying another");
+                    failures += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(pool = %pool.key(), error = %e, "no server connection for client");
+                    return Next::End(Some(e.to_notice()), "no server connection");
+                }
             }
-            Err(e) => (Err(e), true),
         };
-        let mut co = match co {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(pool = %pool.key(), error = %e, "no server connection for client");
-                return Next::End(Some(e.to_notice()), "no server connection");
-            }
-        };
+        let mut co = co;
         // The clock read before the checkout when a connection was idle; waiting
         // clients are timed from when they got one.
         let held_since = if waited { Instant::now() } else { now };
@@ -334,7 +372,49 @@ impl Session {
         if let Some(ext) = co.conn().ext.get_mut::<Rewriter>() {
             pool.stats.add_prepared(ext.take_counts());
         }
+        self.route.work_done(access);
         conclude(end, co, mode, busy, stop.fired, &self.ctx.background)
+    }
+
+    /// What the request does, for a route that splits reads from writes.
+    fn classify(&self, prefix: &[u8]) -> Access {
+        let _ = prefix;
+        Access::Write
+    }
+
+    /// Waits until a host is eligible for the client's work (a failover, a replica
+    /// catching up), within the pool's query_wait_timeout.
+    async fn wait_for_host(
+        &self,
+        prefix: &[u8],
+        access: Access,
+        what: &'static str,
+    ) -> Result<(), ClientNotice> {
+        let fail = || {
+            ClientNotice::fatal(
+                SqlState::CANNOT_CONNECT_NOW,
+                format!("no server host is available: this work needs {what}"),
+            )
+        };
+        let Some(mut changes) = self.route.host_changes() else {
+            return Err(fail());
+        };
+        let deadline = tokio::time::Instant::now() + self.route.wait_limit();
+        loop {
+            // Subscribed first, then checked: a change in between is not missed.
+            let work = Work {
+                request: prefix,
+                access,
+                now: Instant::now(),
+            };
+            if matches!(self.route.target(work), Target::One(_)) {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Err(fail()),
+            }
+        }
     }
 
     /// One relay run over a checked-out connection: until the release point, or the end.

@@ -52,7 +52,9 @@ fn session(pending: &[u8]) -> (Session, Arc<ClientContext>) {
 #[tokio::test]
 async fn the_route_sends_work_to_the_clients_pool() {
     let (s, _ctx) = session(b"");
-    let Target::One(p) = s.route.target(Work { request: b"Q" });
+    let Target::One(p) = s.route.target(Work::unclassified(b"Q")) else {
+        panic!("one pool")
+    };
     assert!(Arc::ptr_eq(p, s.route.home()));
     assert_eq!(s.route.mode(), PoolMode::Transaction);
 }

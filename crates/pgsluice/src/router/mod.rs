@@ -7,7 +7,10 @@
 //! Reloads reach the pools through [`Router::apply`], with the pool settings derived
 //! from the new configuration generation ([`Router::plan`], run before it is published).
 
+mod cluster;
 mod flags;
+mod health;
+mod hosts;
 mod route;
 mod spec;
 
@@ -25,16 +28,22 @@ use crate::server::ServerTarget;
 use crate::shutdown::{ShutdownWatch, TaskTracker};
 use crate::sync::LockExt;
 
+pub use cluster::{choose, Cluster, Policy, Want};
 pub use flags::DbFlags;
-pub use route::{Route, Target, Work};
+pub use hosts::{HostSet, HostState, HostView, Observation, Role};
+pub use route::{Access, Route, Target, Work};
 pub use spec::{pool_settings, pool_spec};
 
 /// The pools of the process and how clients reach them.
 pub struct Router {
     live: Live,
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    /// Replicated databases' pools, a cluster per (database, server user).
+    clusters: Mutex<HashMap<PoolKey, Arc<Cluster>>>,
     /// Pools of databases or users removed by a reload, closed once their clients left.
     retired: Mutex<Vec<Arc<Pool>>>,
+    /// Clusters removed or rebuilt by a reload, closed once their clients left.
+    retired_clusters: Mutex<Vec<Arc<Cluster>>>,
     /// max_db_connections / max_db_client_connections groups, by client-side database.
     db_groups: Mutex<HashMap<String, Arc<GroupLimit>>>,
     /// max_user_connections groups, by server-side user.
@@ -73,7 +82,9 @@ impl Router {
         Router {
             live,
             pools: Mutex::new(HashMap::new()),
+            clusters: Mutex::new(HashMap::new()),
             retired: Mutex::new(Vec::new()),
+            retired_clusters: Mutex::new(Vec::new()),
             db_groups: Mutex::new(HashMap::new()),
             user_groups: Mutex::new(HashMap::new()),
             flags: Mutex::new(DbFlags::default()),
@@ -86,11 +97,6 @@ impl Router {
     /// The route of a client logging in as `user` to `database`: its pool, created
     /// on first use.
     pub fn route(&self, database: &str, user: &str) -> Result<Route, ClientNotice> {
-        self.pool_for(database, user).map(Route::single)
-    }
-
-    /// The pool serving `user` on `database`, created on first use.
-    fn pool_for(&self, database: &str, user: &str) -> Result<Arc<Pool>, ClientNotice> {
         let generation = self.live.current();
         let cfg = &generation.config;
         let db = cfg.database(database).ok_or_else(|| {
@@ -110,8 +116,13 @@ impl Router {
             database: database.into(),
             user: server_user.as_str().into(),
         };
+        if db.is_replicated() {
+            let cluster = self.cluster_for(&generation, &db, key, &server_user);
+            let home = cluster::home_of(&cluster, std::time::Instant::now());
+            return Ok(Route::cluster(cluster, home));
+        }
         if let Some(p) = self.lock_pools().get(&key) {
-            return Ok(p.clone());
+            return Ok(Route::single(p.clone()));
         }
         let target = spec::server_target(
             cfg,
@@ -144,7 +155,77 @@ impl Router {
                 p
             })
             .clone();
-        Ok(pool)
+        Ok(Route::single(pool))
+    }
+
+    /// The cluster of a replicated database for `server_user`, created (with its
+    /// health checkers) on first use.
+    fn cluster_for(
+        &self,
+        generation: &Generation,
+        db: &crate::config::DatabaseConfig,
+        key: PoolKey,
+        server_user: &str,
+    ) -> Arc<Cluster> {
+        if let Some(c) = self.clusters.locked().get(&key) {
+            return c.clone();
+        }
+        let cfg = &generation.config;
+        let database = key.database.to_string();
+        let settings = pool_settings(cfg, &database, server_user);
+        let groups = Groups {
+            db: self.db_group(cfg, &database),
+            user: self.user_group(cfg, server_user),
+        };
+        let tls = generation.tls.servers.clone();
+        let hosts = db.host_list();
+        let mut clusters = self.clusters.locked();
+        if let Some(c) = clusters.get(&key) {
+            return c.clone();
+        }
+        let paused = self.flags.locked().is_paused(&database);
+        let pools = hosts
+            .iter()
+            .map(|h| {
+                let target = spec::host_target(cfg, db, tls.clone(), &database, server_user, h);
+                let p = Pool::new(
+                    key.clone(),
+                    target,
+                    settings.clone(),
+                    self.ids.clone(),
+                    groups.clone(),
+                    self.background.clone(),
+                );
+                if paused {
+                    p.pause();
+                }
+                p.start_maintenance(self.shutdown.clone());
+                p
+            })
+            .collect();
+        let cluster = Arc::new(Cluster::new(
+            key.clone(),
+            Arc::new(HostSet::new(hosts)),
+            pools,
+            Policy::of(db),
+        ));
+        health::start(
+            &cluster,
+            self.ids.clone(),
+            self.shutdown.clone(),
+            &self.background,
+        );
+        tracing::info!(pool = %key, hosts = cluster.pools().len(), "replicated database: checking its hosts");
+        clusters.insert(key, cluster.clone());
+        cluster
+    }
+
+    /// Every replicated database's cluster (retired ones included), sorted by key.
+    pub fn clusters(&self) -> Vec<Arc<Cluster>> {
+        let mut v: Vec<_> = self.clusters.locked().values().cloned().collect();
+        v.extend(self.retired_clusters.locked().iter().cloned());
+        v.sort_by(|a, b| a.key().cmp(b.key()));
+        v
     }
 
     fn lock_pools(&self) -> MutexGuard<'_, HashMap<PoolKey, Arc<Pool>>> {
@@ -155,6 +236,9 @@ impl Router {
     pub fn pools(&self) -> Vec<Arc<Pool>> {
         let mut v: Vec<_> = self.lock_pools().values().cloned().collect();
         v.extend(self.retired.locked().iter().cloned());
+        for c in self.clusters() {
+            v.extend(c.pools().iter().cloned());
+        }
         v.sort_by(|a, b| a.key().cmp(b.key()));
         v
     }
@@ -163,8 +247,15 @@ impl Router {
     /// runs with pool creation blocked, so a pool created concurrently sees the change.
     pub fn flags<R>(&self, f: impl FnOnce(&mut DbFlags, &[Arc<Pool>]) -> R) -> R {
         let pools = self.lock_pools();
+        let clusters = self.clusters.locked();
         let mut all: Vec<Arc<Pool>> = pools.values().cloned().collect();
         all.extend(self.retired.locked().iter().cloned());
+        for c in clusters
+            .values()
+            .chain(self.retired_clusters.locked().iter())
+        {
+            all.extend(c.pools().iter().cloned());
+        }
         let mut c = self.flags.locked();
         f(&mut c, &all)
     }
@@ -263,7 +354,12 @@ impl Router {
                 // already, or from the one before: derive it now.
                 let spec = planned
                     .remove(key)
-                    .unwrap_or_else(|| pool_spec(cfg, tls.clone(), &key.database, &key.user));
+                    .unwrap_or_else(|| pool_spec(cfg, tls.clone(), &key.database, &key.user))
+                    // A database that now has several hosts gets a cluster instead.
+                    .filter(|_| {
+                        !cfg.database(&key.database)
+                            .is_some_and(|d| d.is_replicated())
+                    });
                 match spec {
                     Some((target, settings)) => {
                         pool.set_target(target);
@@ -282,7 +378,57 @@ impl Router {
             p.retire();
         }
         self.retired.locked().extend(gone);
+        self.apply_clusters(next);
         self.warm_pools();
+    }
+
+    /// Brings the clusters in line with `next`: same hosts, new policy, targets and
+    /// settings in place; other hosts, or a database no longer replicated (or gone),
+    /// retire the cluster (its clients finish on it, new ones get a new one).
+    fn apply_clusters(&self, next: &Generation) {
+        let cfg = &next.config;
+        let tls = next.tls.servers.clone();
+        let mut gone = Vec::new();
+        self.clusters.locked().retain(|key, cluster| {
+            let keep =
+                pool_spec(cfg, tls.clone(), &key.database, &key.user).and_then(|(_, settings)| {
+                    let db = cfg.database(&key.database)?;
+                    let hosts = db.host_list();
+                    let same = db.is_replicated()
+                        && hosts.len() == cluster.pools().len()
+                        && hosts
+                            .iter()
+                            .enumerate()
+                            .all(|(i, h)| cluster.hosts().config(i) == *h);
+                    same.then_some((db, hosts, settings))
+                });
+            match keep {
+                Some((db, hosts, settings)) => {
+                    cluster.set_policy(Policy::of(&db));
+                    for (pool, h) in cluster.pools().iter().zip(&hosts) {
+                        pool.set_target(spec::host_target(
+                            cfg,
+                            &db,
+                            tls.clone(),
+                            &key.database,
+                            &key.user,
+                            h,
+                        ));
+                        pool.set_settings(settings.clone());
+                    }
+                    true
+                }
+                None => {
+                    gone.push(cluster.clone());
+                    false
+                }
+            }
+        });
+        for c in &gone {
+            tracing::info!(pool = %c.key(), clients = c.client_count(), "replicated pools retired by reload; they close when their clients leave");
+            c.retire();
+        }
+        self.retired_clusters.locked().extend(gone);
     }
 
     /// Opens the pools whose min_pool_size asks for warm connections.
@@ -294,11 +440,11 @@ impl Router {
             }
             match &db.user {
                 Some(user) => {
-                    let _ = self.pool_for(name, user);
+                    let _ = self.route(name, user);
                 }
                 None => {
                     for user in cfg.users.keys() {
-                        let _ = self.pool_for(name, user);
+                        let _ = self.route(name, user);
                     }
                 }
             }
@@ -330,6 +476,20 @@ impl Router {
         for p in done {
             tracing::info!(pool = %p.key(), "closing the pool of a removed database or user");
             p.close();
+        }
+        let done: Vec<Arc<Cluster>> = {
+            let mut retired = self.retired_clusters.locked();
+            let (done, keep) = retired
+                .drain(..)
+                .partition(|c: &Arc<Cluster>| c.client_count() == 0);
+            *retired = keep;
+            done
+        };
+        for c in done {
+            tracing::info!(pool = %c.key(), "closing the replicated pools of a changed database");
+            for p in c.pools() {
+                p.close();
+            }
         }
     }
 
@@ -386,7 +546,9 @@ mod tests {
         let ra = r.route("a", "u").unwrap();
         let ra2 = r.route("a", "u").unwrap();
         assert!(Arc::ptr_eq(ra.home(), ra2.home()));
-        let Target::One(p) = ra.target(Work { request: b"Q" });
+        let Target::One(p) = ra.target(Work::unclassified(b"Q")) else {
+            panic!("one pool")
+        };
         assert!(Arc::ptr_eq(p, ra.home()));
         let rb = r.route("b", "u").unwrap();
         assert!(!Arc::ptr_eq(ra.home(), rb.home()));

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{AuthType, Config, DatabaseConfig};
+use crate::config::{AuthType, Config, DatabaseConfig, HostConfig};
 use crate::pool::PoolSettings;
 use crate::server::ServerTarget;
 use crate::tls::ServerTls;
@@ -66,6 +66,22 @@ pub(super) fn server_target(
         tls,
         passthrough: None,
         scram_keys: Default::default(),
+    }
+}
+
+/// The server target of host `host` of replicated database `database`.
+pub(super) fn host_target(
+    cfg: &Config,
+    db: &DatabaseConfig,
+    tls: Option<Arc<ServerTls>>,
+    database: &str,
+    user: &str,
+    host: &HostConfig,
+) -> ServerTarget {
+    ServerTarget {
+        host: host.host.clone(),
+        port: host.port,
+        ..server_target(cfg, db, tls, database, user)
     }
 }
 
