@@ -32,6 +32,35 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
+//! A streaming replica of a running cluster, for read/write splitting and
+//! failover tests (each one is a [`PgCluster`] of its own, cleaned up on drop):
+//!
+//! ```no_run
+//! use pgsluice_testkit::{PgCluster, ServerIdentity};
+//!
+//! let mut primary = PgCluster::start()?;
+//! let replica = primary.start_replica()?; // streaming, in recovery
+//! primary.psql("create table t(x int); insert into t values (1)")?;
+//! primary.psql("create database app")?;
+//! replica.wait_caught_up(&primary)?; // replayed all the primary wrote
+//! assert_eq!(replica.psql("select x from t")?, "1");
+//!
+//! // Where did a query run? Ask through any URL (a pooler's, say) ...
+//! let seen = ServerIdentity::through(&replica.superuser_url())?;
+//! assert!(replica.is(&seen) && seen.in_recovery);
+//! // ... or count: pg_stat_database is per server.
+//! let before = replica.stat_database("app")?;
+//! replica.psql_db("app", "select 1")?; // or a read through the pooler
+//! replica.wait_stat_database("app", |s| s.xact_commit > before.xact_commit)?;
+//!
+//! replica.pause_replay()?; // WAL still arrives (wait_received), replay stops
+//! replica.resume_replay()?;
+//! primary.stop_immediate()?; // the primary crashes ...
+//! replica.promote()?; // ... and the replica takes over, writable
+//! replica.psql("insert into t values (2)")?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
 //! Network faults between a pooler and PostgreSQL come from [`FaultProxy`], a
 //! TCP proxy that can cut, blackhole and resume the connections it forwards.
 //!
@@ -47,6 +76,10 @@
 //! - Drop stops the server and removes the dir. Do not keep a [`PgCluster`]
 //!   in a `static`: statics are never dropped, so the server would outlive
 //!   the test process (the next cluster start sweeps such leftovers up).
+//! - A replica streams asynchronously over the primary's unix socket, without
+//!   a replication slot; [`PgCluster::pause_replay`] needs PostgreSQL 14 or
+//!   later. Dropping the primary first is fine: the replica keeps running,
+//!   read-only, until it is promoted or dropped.
 //! - `PGSLUICE_TESTKIT_KEEP=1` keeps the temp dirs for inspection;
 //!   `PGSLUICE_TESTKIT_NO_TEMPLATE=1` runs initdb for every cluster.
 
@@ -56,8 +89,8 @@ mod proxy;
 mod sys;
 
 pub use cluster::{
-    clean_pg_env, free_port, pg_bin, quote_ident, quote_literal, ClusterOptions, HostAuth,
-    PgCluster, StopMode, SUPERUSER, SUPERUSER_PASSWORD,
+    clean_pg_env, free_port, pg_bin, psql_url, quote_ident, quote_literal, ClusterOptions, DbStats,
+    HostAuth, Lsn, PgCluster, ServerIdentity, StopMode, SUPERUSER, SUPERUSER_PASSWORD,
 };
 pub use pooler::{Pooler, Stream};
 pub use proxy::{FaultProxy, ProxyMode};

@@ -89,10 +89,7 @@ impl PgCluster {
                 let _ = writeln!(conf, "{k} = {}", quote_conf_value(v));
             }
         }
-        let mut f = fs::OpenOptions::new()
-            .append(true)
-            .open(self.data_dir.join("postgresql.conf"))?;
-        f.write_all(conf.as_bytes())?;
+        self.append_conf(&conf)?;
 
         let m = self.opts.host_auth.hba_method();
         let hba = format!(
@@ -105,6 +102,15 @@ impl PgCluster {
         );
         fs::write(self.data_dir.join("pg_hba.conf"), hba)?;
         Ok(())
+    }
+
+    /// Appends `text` (complete `name = value` lines) to postgresql.conf;
+    /// later lines win over earlier ones.
+    pub(super) fn append_conf(&self, text: &str) -> io::Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(self.data_dir.join("postgresql.conf"))?;
+        f.write_all(text.as_bytes())
     }
 }
 
@@ -371,7 +377,7 @@ fn kill_stale_postmaster(data_dir: &Path) {
 }
 
 /// A postgresql.conf value: quoted unless the caller already quoted it.
-fn quote_conf_value(v: &str) -> String {
+pub(super) fn quote_conf_value(v: &str) -> String {
     if v.starts_with('\'') {
         v.to_string()
     } else {

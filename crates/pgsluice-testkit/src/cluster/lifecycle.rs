@@ -247,7 +247,7 @@ impl PgCluster {
 }
 
 /// Polls `child` until it exits or `timeout` passes.
-fn wait_child(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+pub(super) fn wait_child(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait()? {

@@ -11,7 +11,11 @@
 //!   written into a data dir, and the sweep of dirs left by dead processes;
 //! - `lifecycle`: launching the postmaster and waiting until it is ready,
 //!   stop/restart/pause/resume by signals;
-//! - `sql`: psql as the superuser, roles and databases, URLs and quoting.
+//! - `sql`: psql as the superuser, roles and databases, URLs and quoting;
+//! - `replica`: streaming replicas, promotion, replay pause, catch-up waits;
+//! - `lsn`: WAL positions ([`Lsn`]);
+//! - `stats`: where queries ran ([`DbStats`], [`ServerIdentity`]);
+//! - `poll`: waiting for a condition with a deadline.
 //!
 //! Nothing here may block on a server without a deadline: a test that hangs
 //! tells nobody what went wrong.
@@ -19,8 +23,12 @@
 mod datadir;
 mod env;
 mod lifecycle;
+mod lsn;
 mod options;
+mod poll;
+mod replica;
 mod sql;
+mod stats;
 
 use std::fs;
 use std::io;
@@ -30,10 +38,12 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 pub use env::{clean_pg_env, free_port, pg_bin};
+pub use lsn::Lsn;
 pub use options::{ClusterOptions, HostAuth, StopMode};
 #[cfg(test)]
 pub(crate) use sql::percent_encode;
-pub use sql::{quote_ident, quote_literal};
+pub use sql::{psql_url, quote_ident, quote_literal};
+pub use stats::{DbStats, ServerIdentity};
 
 use datadir::{chown_to, make_temp_dir, server_user, sweep_stale_dirs_once};
 use env::env_flag;
@@ -100,11 +110,30 @@ impl PgCluster {
 
     fn start_impl(opts: ClusterOptions, detached: bool) -> io::Result<PgCluster> {
         let started = Instant::now();
+        // From here on `cluster`'s Drop cleans up on any error.
+        let mut cluster = PgCluster::prepare(opts, detached)?;
+        cluster.create_data_dir()?;
+        cluster.write_config()?;
+        cluster.launch_on_free_port()?;
+        eprintln!(
+            "pgsluice-testkit: PostgreSQL ready on 127.0.0.1:{} (pid {}, auth {}) in {:.2?}, dir {}",
+            cluster.port,
+            cluster.pid,
+            cluster.opts.host_auth.hba_method(),
+            started.elapsed(),
+            cluster.root.display()
+        );
+        Ok(cluster)
+    }
+
+    /// A cluster with its temp dir, socket dir and log file made, but no data
+    /// dir yet and no server: the common first step of a fresh cluster and a
+    /// replica. Its Drop already cleans up.
+    fn prepare(opts: ClusterOptions, detached: bool) -> io::Result<PgCluster> {
         sweep_stale_dirs_once();
         let run_as = server_user()?;
         let root = make_temp_dir(CLUSTER_DIR_PREFIX)?;
-        // From here on `cluster`'s Drop cleans up on any error.
-        let mut cluster = PgCluster {
+        let cluster = PgCluster {
             data_dir: root.join("data"),
             socket_dir: root.join("sock"),
             log_path: root.join("postgres.log"),
@@ -125,31 +154,24 @@ impl PgCluster {
         chown_to(&cluster.root, run_as)?;
         chown_to(&cluster.socket_dir, run_as)?;
         chown_to(&cluster.log_path, run_as)?;
+        Ok(cluster)
+    }
 
-        cluster.create_data_dir()?;
-        cluster.write_config()?;
-
+    /// Launches the postmaster on a fresh free port and waits until it is
+    /// ready, trying another port when the chosen one was taken meanwhile.
+    fn launch_on_free_port(&mut self) -> io::Result<()> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            cluster.port = free_port();
-            match cluster.launch_and_wait() {
-                Ok(()) => break,
+            self.port = free_port();
+            match self.launch_and_wait() {
+                Ok(()) => return Ok(()),
                 Err(e) if attempt < PORT_ATTEMPTS && e.kind() == io::ErrorKind::AddrInUse => {
                     continue
                 }
                 Err(e) => return Err(e),
             }
         }
-        eprintln!(
-            "pgsluice-testkit: PostgreSQL ready on 127.0.0.1:{} (pid {}, auth {}) in {:.2?}, dir {}",
-            cluster.port,
-            cluster.pid,
-            cluster.opts.host_auth.hba_method(),
-            started.elapsed(),
-            cluster.root.display()
-        );
-        Ok(cluster)
     }
 
     /// Always `"127.0.0.1"`.
@@ -185,6 +207,16 @@ impl PgCluster {
     /// The server log file.
     pub fn log_path(&self) -> &Path {
         &self.log_path
+    }
+
+    /// A name no other cluster on this machine has (its temp dir's name). A
+    /// replica runs with it as `cluster_name`, so the primary's
+    /// `pg_stat_replication` lists the replica under this `application_name`.
+    pub fn name(&self) -> &str {
+        self.root
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
     }
 
     /// The options the cluster was started with.

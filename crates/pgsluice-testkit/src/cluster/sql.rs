@@ -43,18 +43,17 @@ impl PgCluster {
             .arg("-p")
             .arg(self.port.to_string())
             .args(["-U", SUPERUSER, "-d", db, "-f", "-"]);
-        clean_pg_env(&mut cmd);
-        cmd.env("PGCONNECT_TIMEOUT", "10");
-        let out = run_with_stdin(cmd, sql.as_bytes())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(io::Error::other(format!(
-                "psql failed ({}) running {sql:?}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )))
-        }
+        run_psql(cmd, sql)
+    }
+
+    /// The first row of `sql`'s result (run like [`PgCluster::psql`]), split
+    /// into its columns; a NULL is an empty string. Err if there is no row.
+    pub(super) fn psql_row(&self, sql: &str) -> io::Result<Vec<String>> {
+        let out = self.psql(sql)?;
+        let line = out.lines().next().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("no row from {sql:?}"))
+        })?;
+        Ok(line.split('|').map(str::to_string).collect())
     }
 
     /// `CREATE ROLE name LOGIN PASSWORD 'password'`, hashed with md5 for
@@ -80,6 +79,44 @@ impl PgCluster {
     }
 }
 
+/// Runs `sql` with psql against a connection URL or conninfo string (for
+/// example a pooler's `postgres://user:pw@127.0.0.1:PORT/db`), with the same
+/// flags as [`PgCluster::psql`]: trimmed stdout, or Err with stderr. Nothing
+/// from the caller's environment (`PGHOST`, `PGPASSWORD`, ...) leaks in.
+pub fn psql_url(url: &str, sql: &str) -> io::Result<String> {
+    let mut cmd = Command::new(pg_bin("psql"));
+    cmd.args([
+        "-X",
+        "-q",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-d",
+        url,
+        "-f",
+        "-",
+    ]);
+    run_psql(cmd, sql)
+}
+
+/// Runs a prepared psql command with `sql` as its script (10 s connect
+/// timeout, clean libpq environment).
+fn run_psql(mut cmd: Command, sql: &str) -> io::Result<String> {
+    clean_pg_env(&mut cmd);
+    cmd.env("PGCONNECT_TIMEOUT", "10");
+    let out = run_with_stdin(cmd, sql.as_bytes())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(io::Error::other(format!(
+            "psql failed ({}) running {sql:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
 /// Runs `cmd` with `input` on its stdin (written from a thread, so a child
 /// that fills its stdout pipe first cannot deadlock us) and collects its output.
 fn run_with_stdin(mut cmd: Command, input: &[u8]) -> io::Result<std::process::Output> {
@@ -96,6 +133,18 @@ fn run_with_stdin(mut cmd: Command, input: &[u8]) -> io::Result<std::process::Ou
     let out = child.wait_with_output()?;
     let _ = writer.join();
     Ok(out)
+}
+
+/// psql's `t`/`f`.
+pub(super) fn parse_bool(s: &str) -> io::Result<bool> {
+    match s.trim() {
+        "t" => Ok(true),
+        "f" => Ok(false),
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("expected t or f, got {other:?}"),
+        )),
+    }
 }
 
 /// Quotes an SQL identifier: `"name"` with embedded quotes doubled.
