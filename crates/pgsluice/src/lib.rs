@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod app;
 pub mod cancel;
+pub mod classify;
 pub mod cli;
 pub mod client;
 pub mod config;
