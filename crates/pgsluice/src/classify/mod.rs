@@ -82,6 +82,14 @@ pub struct Classifier {
     cache: cache::Cache,
 }
 
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier")
+            .field("cache", &self.cache_stats())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Classifier {
     /// A classifier with an empty cache.
     pub fn new(settings: ClassifierSettings) -> Classifier {

@@ -43,6 +43,28 @@ mod tests;
 /// the relay.
 pub(super) const IDLE_READ: usize = 1024;
 
+/// The longest first message read whole before it is classified for read/write
+/// splitting; a longer one is not classified and goes to the primary.
+const CLASSIFY_READ_LIMIT: usize = 64 * 1024;
+
+/// Reads until the request's first message is complete (up to [`CLASSIFY_READ_LIMIT`]),
+/// so that its statement can be classified.
+async fn read_first_message(stream: &mut Stream, prefix: &mut BytesMut) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(len) = prefix.get(1..5) {
+            let need = 1 + u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            if prefix.len() >= need || need > CLASSIFY_READ_LIMIT {
+                return Ok(());
+            }
+            prefix.reserve(need - prefix.len());
+        }
+        if stream.read_buf(prefix).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
 /// Hosts of a replicated database one request may find unreachable before the client
 /// gets the error.
 const MAX_HOST_FAILURES: u32 = 3;
@@ -268,12 +290,16 @@ impl Session {
             }
         }
         let changes = self.param_plan(&prefix, mode);
-        let mut now = Instant::now();
+        let mut prefix = prefix;
         let access = if self.route.splits() {
+            if read_first_message(stream, &mut prefix).await.is_err() {
+                return Next::End(None, "client connection error");
+            }
             self.classify(&prefix)
         } else {
             Access::Write
         };
+        let mut now = Instant::now();
         let mut failures = 0;
         let (pool, co, waited) = loop {
             let work = Work {
@@ -378,8 +404,11 @@ impl Session {
 
     /// What the request does, for a route that splits reads from writes.
     fn classify(&self, prefix: &[u8]) -> Access {
-        let _ = prefix;
-        Access::Write
+        let stmts = &self.stmts;
+        self.route.classify(prefix, &|name| {
+            let (_, stmt) = stmts.get(std::str::from_utf8(name).ok()?)?;
+            std::str::from_utf8(&stmt.query).ok().map(Arc::from)
+        })
     }
 
     /// Waits until a host is eligible for the client's work (a failover, a replica

@@ -6,9 +6,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use super::hosts::{HostSet, HostView};
+use super::route::Access;
+use crate::classify::{CacheStats, Class, Classifier, ClassifierSettings};
 use crate::config::{
     replica_defaults, DatabaseConfig, LoadBalance, PrimaryReads, ReplicaLag, TargetSessionAttrs,
 };
@@ -35,6 +37,8 @@ pub struct Policy {
     pub check_timeout: Duration,
     /// First ban of a failed host.
     pub ban_time: Duration,
+    /// Functions that write, beyond the classifier's built-in list.
+    pub write_functions: Vec<String>,
 }
 
 impl Policy {
@@ -57,6 +61,7 @@ impl Policy {
                 replica_defaults::HEALTH_CHECK_TIMEOUT,
             ),
             ban_time: d(db.ban_time, replica_defaults::BAN_TIME),
+            write_functions: db.write_functions.clone(),
         }
     }
 }
@@ -96,6 +101,8 @@ pub struct Cluster {
     hosts: Arc<HostSet>,
     pools: Vec<Arc<Pool>>,
     policy: ArcSwap<Policy>,
+    /// Read/write classification, when the policy splits.
+    classifier: ArcSwapOption<Classifier>,
     /// Round-robin position.
     turn: AtomicUsize,
     retired: AtomicBool,
@@ -109,6 +116,7 @@ impl Cluster {
             key,
             hosts,
             pools,
+            classifier: ArcSwapOption::from(classifier_for(&policy)),
             policy: ArcSwap::from_pointee(policy),
             turn: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
@@ -137,9 +145,36 @@ impl Cluster {
 
     /// Replaces the policy (reload).
     pub fn set_policy(&self, policy: Policy) {
-        if **self.policy.load() != policy {
-            self.policy.store(Arc::new(policy));
+        let old = self.policy.load_full();
+        if *old == policy {
+            return;
         }
+        if (old.split, &old.write_functions) != (policy.split, &policy.write_functions) {
+            self.classifier.store(classifier_for(&policy));
+        }
+        self.policy.store(Arc::new(policy));
+    }
+
+    /// What `request` does, for the split (`Write` when the policy does not split);
+    /// `statement_text` gives the text of a named prepared statement.
+    pub fn classify(
+        &self,
+        request: &[u8],
+        statement_text: &dyn Fn(&[u8]) -> Option<Arc<str>>,
+    ) -> Access {
+        match &*self.classifier.load() {
+            Some(c) => match c.classify_request(request, statement_text) {
+                Class::Read => Access::Read,
+                Class::ReadOnlyTransaction => Access::ReadOnlyTransaction,
+                Class::Write => Access::Write,
+            },
+            None => Access::Write,
+        }
+    }
+
+    /// The classifier's cache counters, when the policy splits.
+    pub fn classifier_stats(&self) -> Option<CacheStats> {
+        self.classifier.load().as_ref().map(|c| c.cache_stats())
     }
 
     /// Marks the cluster as left over from an older configuration.
@@ -189,6 +224,16 @@ impl Cluster {
             p.reconnect();
         }
     }
+}
+
+/// The classifier a policy needs: one when it splits reads from writes.
+fn classifier_for(policy: &Policy) -> Option<Arc<Classifier>> {
+    policy.split.then(|| {
+        Arc::new(Classifier::new(ClassifierSettings {
+            cache_capacity: replica_defaults::CLASSIFY_CACHE,
+            extra_write_functions: policy.write_functions.clone(),
+        }))
+    })
 }
 
 /// The pool a client logging in now is listed in (and gets its server parameters

@@ -146,6 +146,19 @@ impl Route {
         }
     }
 
+    /// What `request` does, for a route that [`splits`](Route::splits);
+    /// `statement_text` gives the text of a named prepared statement.
+    pub fn classify(
+        &self,
+        request: &[u8],
+        statement_text: &dyn Fn(&[u8]) -> Option<Arc<str>>,
+    ) -> Access {
+        match &*self.backends {
+            Backends::Single(_) => Access::Write,
+            Backends::Cluster(c) => c.cluster.classify(request, statement_text),
+        }
+    }
+
     /// Where `work` goes.
     pub fn target(&self, work: Work<'_>) -> Target<'_> {
         match &*self.backends {
