@@ -5,6 +5,7 @@
 //! pgsluice --config FILE                 same
 //! pgsluice --check-config FILE           validate a configuration file and exit
 //! pgsluice --backend postgres://u:p@host:5432/db [--listen ADDR]...   quick mode
+//! pgsluice --backend postgres://u:p@h1,h2/db --read-write-split     quick mode, replicas
 //! pgsluice ... --print-config            print the effective configuration and exit
 //! ```
 //!
@@ -89,6 +90,10 @@ pub struct Cli {
     /// Quick mode: pool a single backend, postgres://USER:PASSWORD@HOST:PORT/DB.
     #[arg(long, value_name = "URL")]
     pub backend: Option<String>,
+
+    /// Quick mode: send reads to replicas and writes to the primary (only with --backend).
+    #[arg(long, conflicts_with = "check_config")]
+    pub read_write_split: bool,
 
     /// Address to listen on, e.g. 127.0.0.1:6432 or *:6432 (repeatable) [default: 127.0.0.1:6432].
     #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
@@ -194,7 +199,27 @@ impl Cli {
             let cfg = Config::quick(url)?;
             let mut overrides = env_overrides(env)?;
             overrides.extend(flags);
+            // The URL's database is the only one quick mode makes.
+            if let Some(db) = cfg
+                .databases
+                .keys()
+                .next()
+                .filter(|_| self.read_write_split)
+            {
+                overrides.push(Override::flag(
+                    "--read-write-split",
+                    &["databases", db.as_str(), "read_write_split"],
+                    Value::Boolean(true),
+                ));
+            }
             return apply_overrides(cfg, overrides).map(wrap);
+        }
+        if self.read_write_split {
+            return Err(ConfigError::Invalid(
+                "--read-write-split: only with --backend; in a configuration file set \
+                 `read_write_split` on the database"
+                    .to_owned(),
+            ));
         }
         let Some(path) = self.config_file.clone().or(self.config.clone()) else {
             return Err(ConfigError::Invalid(
@@ -521,6 +546,24 @@ mod tests {
             c.into_command_with_env(Vec::new()).unwrap(),
             Command::CheckConfig(toml_text.clone(), Some(ConfigFormat::Ini))
         );
+    }
+
+    #[test]
+    fn read_write_split_in_quick_mode_only() {
+        let url = "postgres://app:pw@h1:5432,h2:5433/app?target_session_attrs=read-write";
+        let c = run(&["--backend", url, "--read-write-split"], &[]).unwrap();
+        let d = &c.databases["app"];
+        assert!(d.read_write_split && d.is_replicated());
+        assert_eq!(d.host_list().len(), 2);
+        let c = run(&["--backend", url], &[]).unwrap();
+        assert!(!c.databases["app"].read_write_split);
+        let e = run(&["a.toml", "--read-write-split"], &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("--read-write-split: only with --backend"),
+            "{e}"
+        );
+        assert!(parse(&["--check-config", "a.toml", "--read-write-split"]).is_err());
     }
 
     #[test]

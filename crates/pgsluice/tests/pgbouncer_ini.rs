@@ -201,3 +201,63 @@ impl Drop for KillOnDrop {
         let _ = send_signal(self.0, libc::SIGKILL);
     }
 }
+
+/// A `[databases]` host list (issue 15) as SHOW DATABASES prints it: PgBouncer's
+/// comma-separated `host`, and `load_balance_hosts` for a list only. Nothing connects
+/// to the listed hosts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_databases_prints_host_lists() {
+    use tokio_postgres::SimpleQueryMessage;
+    let pg = cluster();
+    let port = free_port();
+    let extra = "admin_users = app\n[databases]\n\
+                 listed = host=10.255.0.1,10.255.0.2 port=6000 load_balance_hosts=disable\n\
+                 ports = host=10.255.0.1,::1 port=5432,5433 read_write_split=1\n";
+    let ini = write_config("hosts", &pg, port, extra);
+    let _pooler = Pooler::spawn(Path::new(BIN), &[ini.to_str().unwrap()], &[]).unwrap();
+    let conn = format!("host=127.0.0.1 port={port} user=app password=secret dbname=pgbouncer");
+    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(connection);
+    let mut rows = Vec::new();
+    for m in client.simple_query("SHOW DATABASES").await.unwrap() {
+        if let SimpleQueryMessage::Row(r) = m {
+            let col = |c: &str| r.get(c).map(str::to_owned);
+            rows.push((
+                col("name"),
+                col("host"),
+                col("port"),
+                col("load_balance_hosts"),
+            ));
+        }
+    }
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r.0.as_deref() == Some(name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no row for {name}: {rows:?}"))
+    };
+    let s = |v: &str| Some(v.to_owned());
+    assert_eq!(
+        row("listed"),
+        (
+            s("listed"),
+            s("10.255.0.1,10.255.0.2"),
+            s("6000"),
+            s("disable")
+        )
+    );
+    assert_eq!(
+        row("ports"),
+        (
+            s("ports"),
+            s("10.255.0.1:5432,[::1]:5433"),
+            None,
+            s("round-robin")
+        )
+    );
+    assert_eq!(row("appdb").3, None);
+    drop(client);
+    let _ = task.await;
+}

@@ -259,10 +259,11 @@ fn databases(ctx: &Ctx<'_>) -> ResultSet {
             |g| g.open(),
         );
         let clients: usize = pools.iter().map(|p| p.client_count()).sum();
+        let hosts = pgbouncer_show::database_hosts(d);
         rs.push(vec![
             name.into(),
-            d.host.as_str().into(),
-            d.port.into(),
+            hosts.host.into(),
+            hosts.port.map_or(Cell::Null, Cell::from),
             d.dbname.as_deref().unwrap_or(name).into(),
             d.user.as_deref().into(),
             d.pool_size.unwrap_or(cfg.general.default_pool_size).into(),
@@ -272,7 +273,7 @@ fn databases(ctx: &Ctx<'_>) -> ResultSet {
                 .into(),
             cfg.general.server_lifetime.0.as_secs().into(),
             d.pool_mode.map(|m| m.as_str()).into(),
-            Cell::Null,
+            hosts.load_balance_hosts.into(),
             cfg.max_db_connections(name).into(),
             servers.into(),
             cfg.max_db_client_connections(name).into(),

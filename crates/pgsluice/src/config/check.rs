@@ -1,6 +1,6 @@
 //! Cross-field validation of a [`Config`], with the keys to blame.
 
-use super::{Config, PasswordKind, MIN_MESSAGE_SIZE};
+use super::{Config, DatabaseConfig, HostRole, PasswordKind, MIN_MESSAGE_SIZE};
 
 /// A validation failure, before it is located in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,18 +148,8 @@ impl Config {
                     "database name must not be empty",
                 ));
             }
-            if d.host.trim().is_empty() {
-                return Err(issue(vec![dk("host")], "must not be empty"));
-            }
-            if d.host.contains(char::is_whitespace) || d.host.contains(',') {
-                return Err(issue(
-                    vec![dk("host")],
-                    format!(
-                        "`{}` is not a single host name, IP address or socket directory",
-                        d.host
-                    ),
-                ));
-            }
+            check_hosts(name, d)?;
+            check_replica_settings(name, d)?;
             if d.port == 0 {
                 return Err(issue(vec![dk("port")], "must be between 1 and 65535"));
             }
@@ -217,6 +207,100 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `host` or `hosts` (exactly one), and each host of the list.
+fn check_hosts(name: &str, d: &DatabaseConfig) -> Result<(), Issue> {
+    let dk = |k: &str| path(&["databases", name, k]);
+    let not_single = |h: &str| {
+        format!("`{h}` is not a host name, IP address or socket directory (no blanks or commas)")
+    };
+    let Some(hosts) = &d.hosts else {
+        if d.host.trim().is_empty() {
+            return Err(issue(
+                vec![dk("host")],
+                "missing field `host`: give `host`, or `hosts` for several hosts",
+            ));
+        }
+        // PgBouncer's form: a comma-separated list, every host on `port`.
+        for h in d.host.split(',').map(str::trim) {
+            if h.is_empty() {
+                return Err(issue(
+                    vec![dk("host")],
+                    format!("`{}` has an empty entry in its host list", d.host),
+                ));
+            }
+            if h.contains(char::is_whitespace) {
+                return Err(issue(vec![dk("host")], not_single(h)));
+            }
+        }
+        return Ok(());
+    };
+    if !d.host.trim().is_empty() {
+        return Err(issue(
+            vec![dk("hosts"), dk("host")],
+            "give either `host` or `hosts`, not both",
+        ));
+    }
+    if hosts.is_empty() {
+        return Err(issue(vec![dk("hosts")], "must list at least one host"));
+    }
+    for (i, h) in hosts.iter().enumerate() {
+        if h.host.contains(|c: char| c.is_whitespace() || c == ',') {
+            return Err(issue(vec![dk("hosts")], not_single(&h.host)));
+        }
+        if h.port == 0 {
+            return Err(issue(
+                vec![dk("hosts")],
+                format!("host `{}`: port must be between 1 and 65535", h.host),
+            ));
+        }
+        if hosts[..i]
+            .iter()
+            .any(|o| o.host == h.host && o.port == h.port)
+        {
+            return Err(issue(
+                vec![dk("hosts")],
+                format!("host `{}` is listed twice", h.label()),
+            ));
+        }
+    }
+    let primaries: Vec<String> = hosts
+        .iter()
+        .filter(|h| h.role == HostRole::Primary)
+        .map(|h| format!("`{}`", h.label()))
+        .collect();
+    if primaries.len() > 1 {
+        return Err(issue(
+            vec![dk("hosts")],
+            format!(
+                "at most one host may have role = \"primary\" ({} do)",
+                primaries.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The health check and routing settings of a database (meaningful with several
+/// hosts or `read_write_split`, accepted on any database).
+fn check_replica_settings(name: &str, d: &DatabaseConfig) -> Result<(), Issue> {
+    let dk = |k: &str| path(&["databases", name, k]);
+    for (key, value) in [
+        ("health_check_interval", d.health_check_interval),
+        ("health_check_timeout", d.health_check_timeout),
+    ] {
+        if value.is_some_and(|v| v.is_zero()) {
+            return Err(issue(vec![dk(key)], "must be > 0"));
+        }
+    }
+    if let Some(f) = d.write_functions.iter().find(|f| f.trim().is_empty()) {
+        return Err(issue(
+            vec![dk("write_functions")],
+            format!("`{f}` is not a function name"),
+        ));
+    }
+    Ok(())
 }
 
 /// Light structural check of `SCRAM-SHA-256$<iter>:<salt>$<stored>:<server>`.

@@ -261,6 +261,12 @@ pub(crate) fn finish_located(
             });
         }
     }
+    if let Some(o) = keys
+        .first()
+        .and_then(|k| override_in_table(overrides.as_slice(), k))
+    {
+        return Err(o.error_at(&keys[0], message));
+    }
     Err(ConfigError::At {
         file: file.to_owned(),
         line: 0,
@@ -404,7 +410,40 @@ fn check(cfg: &Config, overrides: &[Override], located: &Located<'_>) -> Result<
             });
         }
     }
-    Err(located.error(keys.first().map_or(&[][..], |k| k), message))
+    // A key missing from its table (`host` of a database): the table's line in the
+    // file, else the variable or flag that created the table.
+    let first = keys.first().map_or(&[][..], |k| k.as_slice());
+    let table = first.split_last().map_or(&[][..], |(_, t)| t);
+    if let Some(line) = located
+        .scan
+        .as_ref()
+        .filter(|_| table.len() > 1)
+        .and_then(|s| s.find(table))
+    {
+        return Err(ConfigError::At {
+            file: located.file.to_owned(),
+            line,
+            key: first.join("."),
+            message,
+        });
+    }
+    if let Some(o) = override_in_table(overrides, first) {
+        return Err(o.error_at(first, message));
+    }
+    Err(located.error(first, message))
+}
+
+/// The last override that sets a key of the table holding `key`
+/// (`databases.app.port` for `databases.app.host`).
+fn override_in_table<'o>(overrides: &'o [Override], key: &[String]) -> Option<&'o Override> {
+    let (_, table) = key.split_last()?;
+    if table.len() < 2 {
+        return None;
+    }
+    overrides
+        .iter()
+        .rev()
+        .find(|o| o.path.len() == key.len() && o.path.starts_with(table))
 }
 
 /// Extracts the name in "unknown field `x`" / "missing field `x`".

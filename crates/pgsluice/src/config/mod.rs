@@ -21,6 +21,7 @@ mod ini;
 pub(crate) mod load;
 mod locate;
 mod pgbouncer;
+mod pgbouncer_hosts;
 pub mod pgbouncer_keys;
 mod pgbouncer_settings;
 pub mod pgbouncer_show;
@@ -338,36 +339,17 @@ impl PasswordKind {
 impl Config {
     /// Quick mode: one backend from a postgres:// URL
     /// (`postgres://USER:PASSWORD@HOST:PORT/DB`, also `postgresql://`,
-    /// percent-decoded, port default 5432, db default = user; query params
-    /// ignored with a warning). Produces: `databases[DB] = {host, port,
-    /// dbname: Some(DB)}`, `users[USER] = {password: Some(PASSWORD)}`,
-    /// general defaults with the default listen address.
+    /// percent-decoded, port default 5432, db default = user). Produces:
+    /// `databases[DB] = {host, port, dbname: Some(DB)}`, `users[USER] =
+    /// {password: Some(PASSWORD)}`, general defaults with the default listen address.
     ///
     /// The host may be `[IPv6]`, or a percent-encoded absolute path
-    /// (`%2Fvar%2Frun%2Fpostgresql`) for a unix socket directory.
+    /// (`%2Fvar%2Frun%2Fpostgresql`) for a unix socket directory. Several hosts
+    /// (`h1:5432,h2:5433`, libpq's form) give `hosts` instead; the query parameters
+    /// `target_session_attrs` and `load_balance_hosts` (`disable`, `random`) set the
+    /// database's; other query parameters are ignored with a warning.
     pub fn quick(backend_url: &str) -> Result<Config, ConfigError> {
-        let url = quick::parse_url(backend_url).map_err(ConfigError::Invalid)?;
-        if !url.ignored_params.is_empty() {
-            tracing::warn!(
-                params = %url.ignored_params.join(","),
-                "query parameters in the backend URL are ignored"
-            );
-        }
-        let mut cfg = Config::default();
-        let db = url.dbname.clone().unwrap_or_else(|| url.user.clone());
-        let mut dbc = DatabaseConfig::new(url.host);
-        dbc.port = url.port;
-        dbc.dbname = Some(db.clone());
-        cfg.databases.insert(db, dbc);
-        cfg.users.insert(
-            url.user,
-            UserConfig {
-                password: url.password,
-                ..UserConfig::default()
-            },
-        );
-        cfg.validate()?;
-        Ok(cfg)
+        quick::config(backend_url)
     }
 
     /// The name of the fallback database entry (PgBouncer's `* = ...`).
@@ -613,5 +595,7 @@ impl Config {
 
 #[cfg(test)]
 mod pgbouncer_tests;
+#[cfg(test)]
+mod replicas_tests;
 #[cfg(test)]
 mod tests;

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use super::ini::{self, Entry, Loc};
+use super::pgbouncer_hosts::{self as hosts, HostsKey};
 use super::pgbouncer_keys::{check_ignored, lookup, Handling, KeyInfo, Section, Status};
 use super::pgbouncer_settings::{self as settings, Applied};
 use super::types::{parse_count, split_list};
@@ -357,9 +358,16 @@ impl Builder {
         let params = connstr::parse(&e.value).map_err(|m| at(&e.loc, &key, m))?;
         let mut d = DatabaseConfig::new("");
         let mut host: Option<String> = None;
+        let mut port: Option<String> = None;
         for (k, v) in params {
             let pkey = format!("{key}.{k}");
             let err = |m: String| at(&e.loc, &pkey, m);
+            if hosts::is_extension(&k) {
+                hosts::apply_extension(&mut d, &k, &v).map_err(err)?;
+                self.locs
+                    .set(&["databases", &name, &k], &e.loc, pkey.clone());
+                continue;
+            }
             let info = lookup(Section::Database, &k)
                 .ok_or_else(|| err(format!("unknown connection parameter `{k}`")))?;
             if let Handling::Ignored(kind, inert) = info.handling {
@@ -373,11 +381,9 @@ impl Builder {
             match k.as_str() {
                 "dbname" => d.dbname = (!v.is_empty()).then_some(v),
                 "host" => host = (!v.is_empty()).then_some(v),
-                "port" => {
-                    d.port =
-                        v.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                            err(format!("invalid port `{v}`: expected 1 to 65535"))
-                        })?;
+                "port" => port = Some(v),
+                "load_balance_hosts" => {
+                    d.load_balance = Some(hosts::load_balance_hosts(&v).map_err(err)?);
                 }
                 "user" => d.user = some(v),
                 "password" => d.password = some(v),
@@ -404,35 +410,31 @@ impl Builder {
             self.locs
                 .set(&["databases", &name, &k], &e.loc, pkey.clone());
         }
-        d.host = match host {
-            Some(h) if h.starts_with('@') => {
+        let default_host = match self.cfg.general.unix_socket_dir.as_deref() {
+            None => DEFAULT_SOCKET_DIR,
+            Some("") if host.is_none() => {
                 return Err(at(
                     &e.loc,
-                    &format!("{key}.host"),
-                    "abstract unix sockets (`@...`) are not supported",
+                    &key,
+                    "no `host` and unix_socket_dir is empty: nowhere to connect",
                 ));
             }
-            Some(h) if h.contains(',') => {
-                let first = h.split(',').next().unwrap_or_default().trim().to_owned();
-                self.cfg.notices.push(format!(
-                    "{}:{}: key `{key}.host`: host lists are not implemented yet; only `{first}` is used",
-                    e.loc.file, e.loc.line
-                ));
-                first
-            }
-            Some(h) => h,
-            None => match self.cfg.general.unix_socket_dir.as_deref() {
-                None => DEFAULT_SOCKET_DIR.to_owned(),
-                Some("") => {
-                    return Err(at(
-                        &e.loc,
-                        &key,
-                        "no `host` and unix_socket_dir is empty: nowhere to connect",
-                    ));
-                }
-                Some(dir) => dir.to_owned(),
-            },
+            Some(dir) => dir,
         };
+        hosts::set_hosts(&mut d, host.as_deref(), port.as_deref(), default_host).map_err(|h| {
+            let param = match h.key {
+                HostsKey::Host => "host",
+                HostsKey::Port => "port",
+            };
+            at(&e.loc, &format!("{key}.{param}"), h.message)
+        })?;
+        if d.hosts.is_some() {
+            self.locs.set(
+                &["databases", &name, "hosts"],
+                &e.loc,
+                format!("{key}.host"),
+            );
+        }
         self.locs.set(&["databases", &name], &e.loc, key.clone());
         if self.cfg.databases.insert(name.clone(), d).is_some() {
             self.cfg.notices.push(format!(

@@ -67,7 +67,6 @@ pub(crate) enum Kind {
     /// `query_wait_timeout`).
     SecsOrUnset,
     Str,
-    Enum(&'static [&'static str]),
 }
 
 /// Values with which a key asks for nothing pgsluice lacks.
@@ -252,8 +251,8 @@ pub const KEYS: &[KeyInfo] = &[
     k(Pgbouncer, "tcp_user_timeout", "0", NotYet, Ignored(Int, ZERO), ""),
     // [databases] connection string parameters.
     k(Database, "dbname", "the client-side name", Implemented, Mapped, ""),
-    k(Database, "host", "unix socket in unix_socket_dir", Partial, Mapped, "A name, an address or a socket directory. A comma-separated list warns and only its first host is used; `@` (abstract socket) is refused."),
-    k(Database, "port", "5432", Implemented, Mapped, ""),
+    k(Database, "host", "unix socket in unix_socket_dir", Implemented, Mapped, "A name, an address or a socket directory; `@` (abstract socket) is refused. A comma-separated list gives several hosts, each on `port`: pgsluice checks each host's health (and role) and leaves out a host that fails, where PgBouncer keeps trying every host of the list."),
+    k(Database, "port", "5432", Implemented, Mapped, "With a host list, one port serves every host, as in PgBouncer; pgsluice also takes one port per host, comma-separated as in libpq (`host=a,b port=5432,5433`; PgBouncer would read only the first number)."),
     k(Database, "user", "the client's user", Implemented, Mapped, "Forced user."),
     k(Database, "password", "from auth_file", Implemented, Mapped, ""),
     k(Database, "auth_user", "global auth_user", Implemented, Mapped, ""),
@@ -265,7 +264,7 @@ pub const KEYS: &[KeyInfo] = &[
     k(Database, "reserve_pool_size", "reserve_pool_size", Implemented, Mapped, "Newer spelling of `reserve_pool`."),
     k(Database, "connect_query", "not set", NotYet, Mapped, ""),
     k(Database, "pool_mode", "pool_mode", Implemented, Mapped, ""),
-    k(Database, "load_balance_hosts", "round-robin", NotYet, Ignored(Kind::Enum(&["disable", "round-robin"]), Never), ""),
+    k(Database, "load_balance_hosts", "round-robin", Implemented, Mapped, "With a host list: `round-robin` takes the next healthy host for each new server connection; `disable` takes the first healthy host in list order (PgBouncer stays on the host that last worked until it fails; pgsluice goes back to an earlier host once its health check passes). The database's `load_balance` in pgsluice's own format."),
     k(Database, "max_db_connections", "max_db_connections", Implemented, Mapped, ""),
     k(Database, "max_db_client_connections", "max_db_client_connections", Implemented, Mapped, ""),
     k(Database, "query_wait_timeout", "query_wait_timeout", NotYet, Ignored(Kind::SecsOrUnset, Values(&["-1"])), "Merged for PgBouncer 1.26; -1 = not set."),
@@ -318,16 +317,6 @@ pub(crate) fn check_ignored(kind: Kind, inert: Inert, value: &str) -> Result<boo
                 super::types::parse_pgbouncer_secs(v).map_err(|e| e.0)?.0
             ),
             Str => v.trim().to_owned(),
-            Kind::Enum(allowed) => {
-                let t = v.trim().to_ascii_lowercase();
-                if !allowed.contains(&t.as_str()) {
-                    return Err(format!(
-                        "invalid value `{v}`: expected one of {}",
-                        allowed.join(", ")
-                    ));
-                }
-                t
-            }
         })
     };
     let value_n = norm(value)?;

@@ -6,6 +6,7 @@
 //! `CF_NO_RELOAD`); the values come from the typed [`General`] for the keys pgsluice
 //! maps, and from [`Config::pgbouncer_extra`] for the keys it only validates. This
 //! module knows nothing of the admin protocol: it returns rows and configurations.
+//! It also gives SHOW DATABASES' view of a database's hosts ([`database_hosts`]).
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use super::pgbouncer_keys::{check_ignored, lookup, Handling, Kind, Section};
 use super::pgbouncer_settings::{self as settings, Applied, NO_LIMIT};
 use super::types::{parse_bool, parse_count, parse_pgbouncer_secs};
-use super::{hba, ini, userlist, Config, General, Secs};
+use super::{hba, ini, userlist, Config, DatabaseConfig, General, LoadBalance, Secs};
 
 /// Every `[pgbouncer]` key: its default as PgBouncer 1.25 prints it in SHOW CONFIG,
 /// and whether SET may change it while running. Alphabetical, as PgBouncer lists
@@ -304,7 +305,6 @@ fn extra_value(cfg: &Config, key: &str) -> Option<String> {
         Kind::Secs | Kind::SecsOrUnset => {
             parse_pgbouncer_secs(raw).map_or_else(|_| raw.clone(), |s| format_secs(s.0))
         }
-        Kind::Enum(_) => raw.to_ascii_lowercase(),
         Kind::Str => raw.clone(),
     })
 }
@@ -404,6 +404,62 @@ fn set_mapped(mut new: Config, key: &str, value: &str) -> Result<(Config, Option
     Ok((new, notice))
 }
 
+/// The `host`, `port` and `load_balance_hosts` columns of SHOW DATABASES for one
+/// database ([`database_hosts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostColumns {
+    /// PgBouncer's `host`: the host, or the comma-separated host list.
+    pub host: String,
+    /// The port of every host; `None` (NULL) when the hosts have different ports,
+    /// which `host` then gives as `host:port` items.
+    pub port: Option<u16>,
+    /// How hosts are chosen, for a host list only (PgBouncer prints NULL for one
+    /// host): `round-robin`, `disable`, or pgsluice's `random` / `least-busy`.
+    pub load_balance_hosts: Option<&'static str>,
+}
+
+/// SHOW DATABASES' view of a database's hosts, as PgBouncer prints a `host=` list.
+pub fn database_hosts(d: &DatabaseConfig) -> HostColumns {
+    let list = d.host_list();
+    if d.hosts.is_none() || list.len() == 1 {
+        // The one host (or PgBouncer's own list form) as configured.
+        let (host, port) = match (&d.hosts, list.first()) {
+            (Some(_), Some(h)) => (h.host.clone(), h.port),
+            _ => (d.host.clone(), d.port),
+        };
+        let lb = (list.len() > 1).then(|| load_balance_hosts(d));
+        return HostColumns {
+            host,
+            port: Some(port),
+            load_balance_hosts: lb,
+        };
+    }
+    let same_port = list.windows(2).all(|w| w[0].port == w[1].port);
+    let items: Vec<String> = list
+        .iter()
+        .map(|h| match (same_port, h.host.contains(':')) {
+            (true, _) => h.host.clone(),
+            (false, true) => format!("[{}]:{}", h.host, h.port),
+            (false, false) => format!("{}:{}", h.host, h.port),
+        })
+        .collect();
+    HostColumns {
+        host: items.join(","),
+        port: list.first().filter(|_| same_port).map(|h| h.port),
+        load_balance_hosts: Some(load_balance_hosts(d)),
+    }
+}
+
+/// `load_balance` in PgBouncer's spelling (`load_balance_hosts`).
+fn load_balance_hosts(d: &DatabaseConfig) -> &'static str {
+    match d.load_balance.unwrap_or_default() {
+        LoadBalance::RoundRobin => "round-robin",
+        LoadBalance::InOrder => "disable",
+        LoadBalance::Random => "random",
+        LoadBalance::LeastBusy => "least-busy",
+    }
+}
+
 /// SET auth_file: the file's entries replace the secrets of the users it lists
 /// (users of the previous file keep theirs until RELOAD).
 fn read_auth_file(cfg: &mut Config, path: &Path) -> Result<(), String> {
@@ -438,6 +494,38 @@ mod tests {
             SPECS.windows(2).all(|w| w[0].0 < w[1].0),
             "SPECS not sorted"
         );
+    }
+
+    #[test]
+    fn show_databases_host_columns() {
+        use crate::config::{HostConfig, HostRole};
+        let cols = |d: &DatabaseConfig| {
+            let c = database_hosts(d);
+            (c.host, c.port, c.load_balance_hosts)
+        };
+        let mut d = DatabaseConfig::new("db1");
+        assert_eq!(cols(&d), ("db1".into(), Some(5432), None));
+        // PgBouncer's list form, printed as written.
+        d.host = "a,b".into();
+        d.port = 6000;
+        assert_eq!(cols(&d), ("a,b".into(), Some(6000), Some("round-robin")));
+        d.load_balance = Some(LoadBalance::InOrder);
+        assert_eq!(cols(&d).2, Some("disable"));
+        let h = |host: &str, port| HostConfig {
+            host: host.into(),
+            port,
+            role: HostRole::Auto,
+        };
+        let mut d = DatabaseConfig::new("");
+        d.hosts = Some(vec![h("a", 5432), h("::1", 5432)]);
+        assert_eq!(cols(&d), ("a,::1".into(), Some(5432), Some("round-robin")));
+        d.hosts = Some(vec![h("a", 5432), h("::1", 5433)]);
+        assert_eq!(
+            cols(&d),
+            ("a:5432,[::1]:5433".into(), None, Some("round-robin"))
+        );
+        d.hosts = Some(vec![h("/tmp", 5433)]);
+        assert_eq!(cols(&d), ("/tmp".into(), Some(5433), None));
     }
 
     #[test]

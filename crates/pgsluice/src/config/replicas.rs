@@ -128,6 +128,9 @@ impl FromStr for HostConfig {
 }
 
 /// A host written as `"host:port"` or as `{ host = "...", port = 5432, role = "replica" }`.
+///
+/// A visitor rather than an untagged enum, so that an unknown role or key inside the
+/// table keeps its own message (an untagged enum reports only "did not match").
 impl<'de> Deserialize<'de> for HostConfig {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -138,15 +141,19 @@ impl<'de> Deserialize<'de> for HostConfig {
             #[serde(default)]
             role: HostRole,
         }
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Form {
-            Text(String),
-            Table(Table),
-        }
-        match Form::deserialize(d)? {
-            Form::Text(s) => s.parse().map_err(de::Error::custom),
-            Form::Table(t) => {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = HostConfig;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a host as \"host:port\" or a table { host = \"...\", port = 5432, role = \"replica\" }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HostConfig, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<HostConfig, A::Error> {
+                let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
                 let mut h: HostConfig = t.host.parse().map_err(de::Error::custom)?;
                 if let Some(p) = t.port {
                     h.port = p;
@@ -155,6 +162,7 @@ impl<'de> Deserialize<'de> for HostConfig {
                 Ok(h)
             }
         }
+        d.deserialize_any(V)
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use toml::{Table, Value};
 
-use super::{Config, Secs};
+use super::{Config, DatabaseConfig, HostRole, ReplicaLag, Secs};
 
 /// What replaces passwords in [`to_redacted_toml`].
 const REDACTED: &str = "<redacted>";
@@ -195,14 +195,19 @@ pub(crate) fn to_table(cfg: &Config) -> Table {
     let mut databases = Table::new();
     for (name, d) in &cfg.databases {
         let mut t = Table::new();
-        t.insert("host".into(), string(&d.host));
+        if d.hosts.is_none() || !d.host.is_empty() {
+            t.insert("host".into(), string(&d.host));
+        }
         t.insert("port".into(), Value::Integer(d.port.into()));
+        replica_keys(&mut t, d);
         let opt_strings = [
             ("dbname", &d.dbname),
             ("user", &d.user),
             ("password", &d.password),
             ("application_name", &d.application_name),
             ("auth_user", &d.auth_user),
+            ("auth_query", &d.auth_query),
+            ("auth_dbname", &d.auth_dbname),
             ("connect_query", &d.connect_query),
             ("client_encoding", &d.client_encoding),
             ("datestyle", &d.datestyle),
@@ -260,6 +265,62 @@ pub(crate) fn to_table(cfg: &Config) -> Table {
     root.insert("databases".into(), Value::Table(databases));
     root.insert("users".into(), Value::Table(users));
     root
+}
+
+/// The host list and replica settings of a database, those that are set.
+fn replica_keys(t: &mut Table, d: &DatabaseConfig) {
+    if let Some(hosts) = &d.hosts {
+        let list = hosts
+            .iter()
+            .map(|h| {
+                let mut e = Table::new();
+                e.insert("host".into(), string(&h.host));
+                e.insert("port".into(), Value::Integer(h.port.into()));
+                if h.role != HostRole::Auto {
+                    e.insert("role".into(), string(h.role.as_str()));
+                }
+                Value::Table(e)
+            })
+            .collect();
+        t.insert("hosts".into(), Value::Array(list));
+    }
+    if d.read_write_split {
+        t.insert("read_write_split".into(), Value::Boolean(true));
+    }
+    if let Some(v) = d.load_balance {
+        t.insert("load_balance".into(), string(v.as_str()));
+    }
+    if let Some(v) = d.target_session_attrs {
+        t.insert("target_session_attrs".into(), string(v.as_str()));
+    }
+    match d.max_replica_lag {
+        // A bare integer is bytes; a duration is written with its unit.
+        Some(ReplicaLag::Bytes(b)) => {
+            let v = i64::try_from(b).map_or_else(|_| string(&format!("{b}B")), Value::Integer);
+            t.insert("max_replica_lag".into(), v);
+        }
+        Some(lag @ ReplicaLag::Time(_)) => {
+            t.insert("max_replica_lag".into(), string(&lag.to_string()));
+        }
+        None => {}
+    }
+    let durations = [
+        ("health_check_interval", d.health_check_interval),
+        ("health_check_timeout", d.health_check_timeout),
+        ("ban_time", d.ban_time),
+        ("read_your_writes", d.read_your_writes),
+    ];
+    for (k, v) in durations {
+        if let Some(v) = v {
+            t.insert(k.into(), secs(v));
+        }
+    }
+    if let Some(v) = d.primary_reads {
+        t.insert("primary_reads".into(), string(v.as_str()));
+    }
+    if !d.write_functions.is_empty() {
+        t.insert("write_functions".into(), strings(&d.write_functions));
+    }
 }
 
 /// The effective configuration as TOML text, in pgsluice's own format, with
