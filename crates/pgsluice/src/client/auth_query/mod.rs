@@ -100,9 +100,13 @@ fn lookup_target(
     let db = cfg
         .database(&lookup.database)
         .ok_or_else(|| LookupError::NoDatabase(lookup.database.clone()))?;
+    // A replicated database: the first configured host (the lookup only reads, so a
+    // standby serves it as well as the primary).
+    let first = db.host_list().into_iter().next();
+    let (host, port) = first.map_or((db.host.clone(), db.port), |h| (h.host, h.port));
     Ok(ServerTarget {
-        host: db.host.clone(),
-        port: db.port,
+        host,
+        port,
         database: db.dbname.clone().unwrap_or_else(|| lookup.database.clone()),
         user: lookup.user.clone(),
         password: cfg.users.get(&lookup.user).and_then(|u| u.password.clone()),
