@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use super::hosts::{HostSet, HostView};
+use super::hosts::{HostSet, HostState, HostView};
 use crate::config::{
     replica_defaults, DatabaseConfig, LoadBalance, PrimaryReads, ReplicaLag, TargetSessionAttrs,
 };
@@ -128,6 +128,15 @@ impl Cluster {
     /// The pools, one per host, in configuration order.
     pub fn pools(&self) -> &[Arc<Pool>] {
         &self.pools
+    }
+
+    /// Each host's record with its pool, in configuration order (SHOW HOSTS, metrics).
+    pub fn members(&self) -> Vec<(HostState, Arc<Pool>)> {
+        self.hosts
+            .states()
+            .into_iter()
+            .zip(self.pools.iter().cloned())
+            .collect()
     }
 
     /// The policy in force.
