@@ -543,6 +543,7 @@ async fn kill_client_disable_reconnect_and_kill() {
 async fn set_changes_settings_and_stats_count() {
     let pg = pg_with_app();
     let mut cfg = base_config(&pg);
+    let app = app_labels(&pg);
     cfg.general.stats_period = pgsluice::config::Secs::from_secs(1);
     cfg.general.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     let (server, addr) = start(cfg).await;
@@ -612,19 +613,19 @@ async fn set_changes_settings_and_stats_count() {
         let body = http_get(metrics, "/metrics");
         assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
         for name in [
-            "pgsluice_up 1",
-            "pgsluice_pool_client_connections{database=\"app\",user=\"app\",state=\"idle\"} 1",
-            "pgsluice_pool_server_connections{database=\"app\",user=\"app\",state=\"idle\"}",
-            "pgsluice_transactions_total{database=\"app\",user=\"app\"}",
-            "pgsluice_queries_total{",
-            "pgsluice_wait_time_seconds_total{",
-            "pgsluice_query_duration_seconds_bucket{database=\"app\",user=\"app\",le=\"0.0005\"}",
-            "pgsluice_transaction_duration_seconds_count{database=\"app\",user=\"app\"}",
-            "pgsluice_wait_duration_seconds_bucket{database=\"app\",user=\"app\",le=\"+Inf\"}",
-            "# TYPE pgsluice_query_duration_seconds histogram",
-            "pgsluice_pool_size{database=\"app\",user=\"app\"} 7",
+            "pgsluice_up 1".to_owned(),
+            format!("pgsluice_pool_client_connections{{{app},state=\"idle\"}} 1"),
+            format!("pgsluice_pool_server_connections{{{app},state=\"idle\"}}"),
+            format!("pgsluice_transactions_total{{{app}}}"),
+            "pgsluice_queries_total{".to_owned(),
+            "pgsluice_wait_time_seconds_total{".to_owned(),
+            format!("pgsluice_query_duration_seconds_bucket{{{app},le=\"0.0005\"}}"),
+            format!("pgsluice_transaction_duration_seconds_count{{{app}}}"),
+            format!("pgsluice_wait_duration_seconds_bucket{{{app},le=\"+Inf\"}}"),
+            "# TYPE pgsluice_query_duration_seconds histogram".to_owned(),
+            format!("pgsluice_pool_size{{{app}}} 7"),
         ] {
-            assert!(body.contains(name), "missing {name} in\n{body}");
+            assert!(body.contains(&name), "missing {name} in\n{body}");
         }
         assert!(http_get(metrics, "/other").starts_with("HTTP/1.1 404"));
         let count_line = body
@@ -657,6 +658,14 @@ async fn set_changes_settings_and_stats_count() {
     .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     load.await.unwrap();
+}
+
+/// The labels of the `app` pool's metric series.
+fn app_labels(pg: &pgsluice_testkit::PgCluster) -> String {
+    format!(
+        "database=\"app\",user=\"app\",host=\"127.0.0.1:{}\"",
+        pg.port()
+    )
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> String {
@@ -697,6 +706,7 @@ async fn killed_client_is_told_why() {
 async fn prepared_statement_counters() {
     let pg = pg_with_app();
     let mut cfg = base_config(&pg);
+    let app = app_labels(&pg);
     cfg.general.pool_mode = pgsluice::config::PoolMode::Transaction;
     cfg.general.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     let (server, addr) = start(cfg).await;
@@ -737,11 +747,108 @@ async fn prepared_statement_counters() {
         );
         let body = http_get(metrics, "/metrics");
         for line in [
-            "pgsluice_prepared_client_parses_total{database=\"app\",user=\"app\"} 1",
-            "pgsluice_prepared_server_parses_total{database=\"app\",user=\"app\"} 2",
-            "pgsluice_prepared_binds_total{database=\"app\",user=\"app\"} 4",
+            format!("pgsluice_prepared_client_parses_total{{{app}}} 1"),
+            format!("pgsluice_prepared_server_parses_total{{{app}}} 2"),
+            format!("pgsluice_prepared_binds_total{{{app}}} 4"),
         ] {
             assert!(body.lines().any(|l| l == line), "missing {line} in\n{body}");
+        }
+    })
+    .await;
+}
+
+/// A replicated database with a host nobody listens on: SHOW HOSTS shows it down
+/// or banned with the connection error and the test's PostgreSQL up as the primary;
+/// SHOW POOLS keeps one row for the database; /metrics has a series per host, none
+/// twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_hosts_of_a_replicated_database() {
+    use pgsluice::config::{DatabaseConfig, HostConfig, HostRole};
+    let pg = pg_with_app();
+    let mut cfg = base_config(&pg);
+    cfg.general.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let closed = pgsluice_testkit::free_port();
+    let host = |port| HostConfig {
+        host: "127.0.0.1".into(),
+        port,
+        role: HostRole::Auto,
+    };
+    let mut db = DatabaseConfig::new("127.0.0.1");
+    db.dbname = Some("app".into());
+    // The live host first: a login's server parameters come from the first host
+    // until a check has seen one up.
+    db.hosts = Some(vec![host(pg.port()), host(closed)]);
+    cfg.databases.insert("rep".into(), db);
+    cfg.validate().expect("valid config");
+    let (server, addr) = start(cfg).await;
+    let metrics = server.metrics_addr().expect("metrics endpoint");
+    let pg_port = pg.port().to_string();
+    blocking(move || {
+        // The first login creates the cluster; it waits for the primary's first check.
+        let r = psql(addr, "app", APP_PW, "rep", "select 1");
+        assert!(r.ok, "{r:?}");
+        let by_port = |rows: &[Vec<String>], h: &[String], port: &str| {
+            let p = h.iter().position(|c| c == "port").unwrap();
+            rows.iter().find(|r| r[p] == port).cloned().expect("a row")
+        };
+        let closed_port = closed.to_string();
+        wait_until(
+            "a failed check, and the select's connection idle",
+            T,
+            || {
+                let (h, rows) = show(addr, "SHOW HOSTS");
+                let at = |port: &str, c: &str| {
+                    by_port(&rows, &h, port)[h.iter().position(|x| x == c).unwrap()].clone()
+                };
+                at(&closed_port, "checks_failed") != "0" && at(&pg_port, "sv_idle") == "1"
+            },
+        );
+        let (h, rows) = show(addr, "SHOW HOSTS");
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        let dead = by_port(&rows, &h, &closed_port);
+        let live = by_port(&rows, &h, &pg_port);
+        let at = |row: &[String], c: &str| row[h.iter().position(|x| x == c).unwrap()].clone();
+        assert_eq!(at(&dead, "database"), "rep");
+        assert_eq!(at(&dead, "user"), "app");
+        assert_eq!(at(&dead, "host"), "127.0.0.1");
+        assert!(
+            ["down", "banned"].contains(&at(&dead, "state").as_str()),
+            "{dead:?}"
+        );
+        assert_eq!(at(&dead, "role"), "unknown");
+        assert!(
+            at(&dead, "last_error").contains(&closed_port)
+                && !at(&dead, "last_error").contains(APP_PW),
+            "{dead:?}"
+        );
+        assert_eq!(at(&live, "state"), "up", "{live:?}");
+        assert_eq!(at(&live, "role"), "primary");
+        assert_eq!(at(&live, "configured_role"), "auto");
+        assert_eq!(at(&live, "lag_bytes"), "0");
+        // One SHOW POOLS row for the database; SHOW SERVERS names the live host.
+        let (_, rows) = show(addr, "SHOW POOLS");
+        assert_eq!(rows.iter().filter(|r| r[0] == "rep").count(), 1, "{rows:?}");
+        assert_eq!(
+            cell(addr, "SHOW SERVERS", "database", "rep", "port").as_deref(),
+            Some(pg_port.as_str())
+        );
+
+        let body = http_get(metrics, "/metrics");
+        let live_labels = format!("database=\"rep\",user=\"app\",host=\"127.0.0.1:{pg_port}\"");
+        let dead_labels = format!("database=\"rep\",user=\"app\",host=\"127.0.0.1:{closed}\"");
+        for line in [
+            format!("pgsluice_host_up{{{live_labels},role=\"primary\"}} 1"),
+            format!("pgsluice_host_up{{{dead_labels},role=\"unknown\"}} 0"),
+            format!("pgsluice_pool_server_connections{{{live_labels},state=\"idle\"}} 1"),
+            format!("pgsluice_pool_server_connections{{{dead_labels},state=\"idle\"}} 0"),
+        ] {
+            assert!(body.lines().any(|l| l == line), "missing {line} in\n{body}");
+        }
+        let mut seen = std::collections::HashSet::new();
+        let (_, text) = body.split_once("\r\n\r\n").expect("an HTTP response");
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let series = l.rsplit_once(' ').map_or(l, |(s, _)| s);
+            assert!(seen.insert(series.to_owned()), "{series} twice in\n{body}");
         }
     })
     .await;

@@ -10,8 +10,9 @@ use pgsluice_protocol::SqlState;
 use super::result::{Cell, ResultSet, Ty};
 use super::{notice, AdminError, Ctx};
 use crate::config::{pgbouncer_show, Config};
-use crate::pool::{ClientInfo, Pool, ServerInfo};
+use crate::pool::{ClientInfo, Pool, PoolCounts, ServerInfo};
 
+mod hosts;
 mod sockets;
 mod stats;
 
@@ -56,6 +57,7 @@ pub(super) fn show(ctx: &Ctx<'_>, what: &str, out: &mut BytesMut) -> Result<(), 
         "config" => config(ctx),
         "databases" => databases(ctx),
         "pools" => pools(ctx),
+        "hosts" => hosts::hosts(ctx),
         "users" => users(ctx),
         "stats" => stats::stats(ctx, true, true),
         "stats_totals" => stats::stats(ctx, true, false),
@@ -103,6 +105,7 @@ const HELP: &str = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|V
 \tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE\n\
 \tSHOW DNS_HOSTS|DNS_ZONES\n\
 \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n\
+\tSHOW HOSTS\n\
 \tSET key = arg\n\
 \tRELOAD\n\
 \tPAUSE [<db>]\n\
@@ -306,16 +309,26 @@ fn pools(ctx: &Ctx<'_>) -> ResultSet {
         ("pool_mode", Text),
         ("load_balance_hosts", Text),
     ]);
-    let mut rows: Vec<(String, String, Vec<Cell>)> = Vec::new();
+    // A replicated database has a pool per host: one row per (database, user) all
+    // the same, as PgBouncer shows a multi-host database (tools key rows on those
+    // two columns); SHOW HOSTS has the split per host.
+    let mut merged: BTreeMap<(String, String), (PoolCounts, Arc<Pool>)> = BTreeMap::new();
     for p in ctx.console.router().pools() {
         let c = p.counts();
         let k = p.key();
+        merged
+            .entry((k.database.to_string(), k.user.to_string()))
+            .and_modify(|(sum, _)| *sum = sum.combine(&c))
+            .or_insert((c, p));
+    }
+    let mut rows: Vec<(String, String, Vec<Cell>)> = Vec::new();
+    for ((database, user), (c, p)) in merged {
         rows.push((
-            k.database.to_string(),
-            k.user.to_string(),
+            database.clone(),
+            user.clone(),
             vec![
-                k.database.as_ref().into(),
-                k.user.as_ref().into(),
+                database.into(),
+                user.into(),
                 c.cl_active.into(),
                 c.cl_waiting.into(),
                 0i32.into(),

@@ -36,6 +36,24 @@ pub struct PoolCounts {
     pub maxwait_us: u64,
 }
 
+impl PoolCounts {
+    /// The counts of two pools listed as one (a replicated database's host pools in
+    /// SHOW POOLS): the numbers add up, `maxwait_us` is the longer wait.
+    pub fn combine(&self, other: &PoolCounts) -> PoolCounts {
+        PoolCounts {
+            cl_active: self.cl_active + other.cl_active,
+            cl_waiting: self.cl_waiting + other.cl_waiting,
+            cl_linked: self.cl_linked + other.cl_linked,
+            sv_active: self.sv_active + other.sv_active,
+            sv_idle: self.sv_idle + other.sv_idle,
+            sv_tested: self.sv_tested + other.sv_tested,
+            sv_login: self.sv_login + other.sv_login,
+            close_needed: self.close_needed + other.close_needed,
+            maxwait_us: self.maxwait_us.max(other.maxwait_us),
+        }
+    }
+}
+
 impl Pool {
     /// Counts clients and server connections by state.
     pub fn counts(&self) -> PoolCounts {

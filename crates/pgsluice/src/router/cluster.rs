@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
-use super::hosts::{HostSet, HostView};
+use super::hosts::{HostSet, HostState, HostView};
 use super::route::Access;
 use crate::classify::{CacheStats, Class, Classifier, ClassifierSettings};
 use crate::config::{
@@ -136,6 +136,15 @@ impl Cluster {
     /// The pools, one per host, in configuration order.
     pub fn pools(&self) -> &[Arc<Pool>] {
         &self.pools
+    }
+
+    /// Each host's record with its pool, in configuration order (SHOW HOSTS, metrics).
+    pub fn members(&self) -> Vec<(HostState, Arc<Pool>)> {
+        self.hosts
+            .states()
+            .into_iter()
+            .zip(self.pools.iter().cloned())
+            .collect()
     }
 
     /// The policy in force.

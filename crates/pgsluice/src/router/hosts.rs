@@ -35,6 +35,29 @@ impl Role {
     }
 }
 
+/// Whether a host takes work now, as SHOW HOSTS and the metrics report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    /// Its last check succeeded and no ban runs.
+    Up,
+    /// Its last check (or connection attempt) failed, or it was never reached; no
+    /// ban runs any more, so the next successful check brings it back.
+    Down,
+    /// Left out of routing until its ban ends (even if a check succeeded since).
+    Banned,
+}
+
+impl Availability {
+    /// The spelling in SHOW HOSTS.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Availability::Up => "up",
+            Availability::Down => "down",
+            Availability::Banned => "banned",
+        }
+    }
+}
+
 /// What one successful health check saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Observation {
@@ -87,6 +110,17 @@ impl HostState {
             replay_age: None,
             last_check: None,
             last_error: None,
+        }
+    }
+
+    /// Its availability at `now` (the admin views' reading of [`HostView::usable`]).
+    pub fn availability(&self, now: Instant) -> Availability {
+        if self.banned_until.is_some_and(|b| b > now) {
+            Availability::Banned
+        } else if self.up {
+            Availability::Up
+        } else {
+            Availability::Down
         }
     }
 
@@ -358,6 +392,22 @@ mod tests {
         assert!(s.view()[0].usable(later));
         assert_eq!(s.states()[0].strikes, 0);
         assert_eq!(s.states()[0].checks_failed, 5);
+    }
+
+    #[test]
+    fn availability_follows_checks_and_bans() {
+        let s = set(1);
+        let t = Instant::now();
+        assert_eq!(s.states()[0].availability(t), Availability::Down);
+        s.record(0, t, obs(false, 1), BAN);
+        assert_eq!(s.states()[0].availability(t), Availability::Up);
+        s.record(0, t, Err("refused".into()), BAN);
+        assert_eq!(s.states()[0].availability(t), Availability::Banned);
+        assert_eq!(s.states()[0].availability(t + BAN), Availability::Down);
+        // Healthy while the ban still runs: banned until it ends, then up.
+        s.record(0, t, obs(false, 1), BAN);
+        assert_eq!(s.states()[0].availability(t), Availability::Banned);
+        assert_eq!(s.states()[0].availability(t + BAN), Availability::Up);
     }
 
     #[test]

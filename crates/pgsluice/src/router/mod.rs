@@ -13,6 +13,8 @@ mod health;
 mod hosts;
 mod route;
 mod spec;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,7 +32,7 @@ use crate::sync::LockExt;
 
 pub use cluster::{choose, Cluster, Policy, Want};
 pub use flags::DbFlags;
-pub use hosts::{HostSet, HostState, HostView, Observation, Role};
+pub use hosts::{Availability, HostSet, HostState, HostView, Observation, Role};
 pub use route::{Access, Route, Target, Work};
 pub use spec::{pool_settings, pool_spec};
 
