@@ -775,9 +775,10 @@ async fn show_hosts_of_a_replicated_database() {
     };
     let mut db = DatabaseConfig::new("127.0.0.1");
     db.dbname = Some("app".into());
-    // The live host first: a login's server parameters come from the first host
-    // until a check has seen one up.
-    db.hosts = Some(vec![host(pg.port()), host(closed)]);
+    // The dead host first: a login waits for the first check and takes its server
+    // parameters from a live host.
+    db.host = String::new();
+    db.hosts = Some(vec![host(closed), host(pg.port())]);
     cfg.databases.insert("rep".into(), db);
     cfg.validate().expect("valid config");
     let (server, addr) = start(cfg).await;

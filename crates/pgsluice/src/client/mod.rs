@@ -442,7 +442,9 @@ async fn login(
     let route = ctx
         .router
         .route(&database, &user)
-        .map_err(LoginFailure::Notice)?;
+        .map_err(LoginFailure::Notice)?
+        .settled()
+        .await;
     let pool = route.home().clone();
     let method = hba::method_for(stream, cfg, &database, &user)
         .await

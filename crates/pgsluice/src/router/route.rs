@@ -110,6 +110,40 @@ impl Route {
         }
     }
 
+    /// The route with a home pool on a host that is up: a client logging in right
+    /// after its database's cluster was created waits (up to the health check
+    /// timeout) for the first host to answer its check, and is then listed in (and
+    /// gets its server parameters from) a live host rather than the first one
+    /// configured.
+    pub async fn settled(self) -> Route {
+        let Backends::Cluster(c) = &*self.backends else {
+            return self;
+        };
+        let cluster = c.cluster.clone();
+        let home = c.home;
+        let mut changes = cluster.hosts().subscribe();
+        let deadline = tokio::time::Instant::now() + cluster.policy().check_timeout;
+        loop {
+            let now = Instant::now();
+            let view = cluster.hosts().view();
+            if view.get(home).is_some_and(|h| h.usable(now)) {
+                return self;
+            }
+            if view.iter().any(|h| h.usable(now)) {
+                drop(view);
+                let home = super::cluster::home_of(&cluster, now);
+                return Route::cluster(cluster, home);
+            }
+            drop(view);
+            if !matches!(
+                tokio::time::timeout_at(deadline, changes.changed()).await,
+                Ok(Ok(()))
+            ) {
+                return self;
+            }
+        }
+    }
+
     /// The pool the client belongs to: where it is listed (SHOW CLIENTS), whose
     /// server parameters it got at login, whose pool mode applies to it.
     pub fn home(&self) -> &Arc<Pool> {
