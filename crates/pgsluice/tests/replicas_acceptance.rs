@@ -2,7 +2,7 @@
 //! `--backend "postgres://app:app@primary,replica/app" --read-write-split` in front of
 //! a real primary and its streaming replica, driven by psql, pgbench and asyncpg.
 //!
-//! - >= 90% of 1,000 autocommit `select count(*) from t` run on the replica (its
+//! - at least 90% of 1,000 autocommit `select count(*) from t` run on the replica (its
 //!   pg_stat_database counters), 200 inserts all on the primary with no error;
 //! - pgbench -S (extended protocol) reads on the replica, no failed transaction;
 //! - asyncpg's named prepared reads on the replica, writes on the primary;
