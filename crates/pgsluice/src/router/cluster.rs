@@ -9,12 +9,22 @@ use std::time::{Duration, Instant};
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use super::hosts::{HostSet, HostState, HostView};
-use super::route::Access;
 use crate::classify::{CacheStats, Class, Classifier, ClassifierSettings};
 use crate::config::{
     replica_defaults, DatabaseConfig, LoadBalance, PrimaryReads, ReplicaLag, TargetSessionAttrs,
 };
 use crate::pool::{Pool, PoolKey};
+
+/// What a unit of work may run on, as the classifier sees its first request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Only reads: a replica may run it.
+    Read,
+    /// Opens a read-only transaction: a replica may run all of it.
+    ReadOnlyTransaction,
+    /// Anything else: the primary.
+    Write,
+}
 
 /// How a replicated database spreads work (from its configuration; replaced at reload).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,10 +30,10 @@ use crate::server::ServerTarget;
 use crate::shutdown::{ShutdownWatch, TaskTracker};
 use crate::sync::LockExt;
 
-pub use cluster::{choose, Cluster, Policy, Want};
+pub use cluster::{choose, Access, Cluster, Policy, Want};
 pub use flags::DbFlags;
 pub use hosts::{Availability, HostSet, HostState, HostView, Observation, Role};
-pub use route::{Access, Route, Target, Work};
+pub use route::{Route, Target, Work};
 pub use spec::{pool_settings, pool_spec};
 
 /// The pools of the process and how clients reach them.

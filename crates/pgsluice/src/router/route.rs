@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::cluster::{Cluster, Want};
+use super::cluster::Access;
 use crate::config::{PoolMode, TargetSessionAttrs};
 use crate::pool::{Pool, PoolKey};
 
@@ -43,17 +44,6 @@ struct ClusterRoute {
     /// read-your-writes.
     wrote_at: AtomicU64,
     since: Instant,
-}
-
-/// What a unit of work may run on, as the classifier sees its first request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// Only reads: a replica may run it.
-    Read,
-    /// Opens a read-only transaction: a replica may run all of it.
-    ReadOnlyTransaction,
-    /// Anything else: the primary.
-    Write,
 }
 
 /// What the client knows of the work it is about to start, for the routing decision.
