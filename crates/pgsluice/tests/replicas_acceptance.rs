@@ -185,3 +185,86 @@ fn python_has(module: &str) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+
+/// CPU time (user + system) of process `pid` so far, from /proc.
+fn cpu_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime
+    // the 13th of what follows ") ".
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+/// pgbench -S through a one-host pgsluice and through a split one (reads on the
+/// replica), alternating, and pgsluice's CPU per transaction for each: the difference
+/// is what classifying each statement costs. A benchmark, not a check: run with
+/// `cargo nextest run --release -p pgsluice --test replicas_acceptance --run-ignored only --no-capture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a benchmark: prints CPU per transaction of the split and of one host"]
+async fn split_classification_overhead_benchmark() {
+    let primary = cluster();
+    let mut cmd = Command::new(pg_bin("pgbench"));
+    cmd.args(["-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p"])
+        .arg(primary.port().to_string())
+        .args(["-U", pgsluice_testkit::SUPERUSER, DB]);
+    clean_pg_env(&mut cmd);
+    cmd.env("PGPASSWORD", pgsluice_testkit::SUPERUSER_PASSWORD);
+    let o = tokio::task::block_in_place(|| run_with_stdin(cmd, b""));
+    assert!(o.status.success(), "pgbench -i: {}", stderr(&o));
+    pg_sql(
+        &primary,
+        "grant select on all tables in schema public to app",
+    );
+    let replica =
+        tokio::task::block_in_place(|| primary.start_replica()).expect("start the replica");
+    tokio::task::block_in_place(|| replica.wait_caught_up(&primary)).unwrap();
+    let one = spawn_pooler(&primary, &["--pool-mode", "transaction"], &[]);
+    let split = spawn_pooler_url(
+        &url(&primary, &replica),
+        &["--read-write-split", "--pool-mode", "transaction"],
+        &[],
+    );
+    let addr = split.addr();
+    eventually(
+        "a read on the replica",
+        Duration::from_secs(15),
+        || async move {
+            let o = run_psql(addr, "select pg_is_in_recovery();");
+            (o.status.success() && stdout(&o) == "t").then_some(())
+        },
+    )
+    .await;
+    const TXNS: u64 = 20_000;
+    for protocol in ["simple", "extended"] {
+        let mut per_txn = [Vec::new(), Vec::new()];
+        for round in 0..3 {
+            for (i, p) in [&one, &split].into_iter().enumerate() {
+                let before = cpu_of(p.pid());
+                let mut cmd = Command::new(pg_bin("pgbench"));
+                cmd.args(["-S", "-n", "-c", "10", "-j", "2", "-M", protocol, "-t"])
+                    .arg((TXNS / 10).to_string())
+                    .args(["-h", "127.0.0.1", "-p"])
+                    .arg(p.addr().port().to_string())
+                    .args(["-U", USER, DB]);
+                clean_pg_env(&mut cmd);
+                cmd.env("PGPASSWORD", PASSWORD);
+                let o = tokio::task::block_in_place(|| run_with_stdin(cmd, b""));
+                assert!(o.status.success(), "pgbench: {}", stderr(&o));
+                let cpu = cpu_of(p.pid()) - before;
+                per_txn[i].push(cpu.as_secs_f64() * 1e6 / TXNS as f64);
+                let _ = round;
+            }
+        }
+        for v in &mut per_txn {
+            v.sort_by(f64::total_cmp);
+        }
+        let (a, b) = (per_txn[0][1], per_txn[1][1]);
+        eprintln!(
+            "bench {protocol}: pgsluice CPU per transaction one host {a:.1} µs, split {b:.1} µs, difference {:.1} µs (medians of 3 x {TXNS})",
+            b - a
+        );
+    }
+}

@@ -18,7 +18,7 @@ use super::txn::Summary;
 use super::CacheStats;
 use crate::sync::LockExt;
 
-/// Shards of a cache (capacity permitting: a smaller cache has some empty shards).
+/// Shards of a cache (a cache smaller than this has one shard per entry).
 const SHARDS: usize = 8;
 
 /// Texts longer than this are classified on every use, never cached, so a cache of
@@ -51,10 +51,13 @@ struct Slot {
 impl Cache {
     /// A cache of at most `capacity` texts in all (0: nothing is kept).
     pub(super) fn new(capacity: usize) -> Cache {
-        let shards = (0..SHARDS)
+        // No shard without room: a small cache has fewer shards (a text hashed to an
+        // empty shard would never be cached).
+        let n = capacity.clamp(1, SHARDS);
+        let shards = (0..n)
             .map(|i| {
-                // Spread the capacity exactly: the first `capacity % SHARDS` get one more.
-                let capacity = capacity / SHARDS + usize::from(i < capacity % SHARDS);
+                // Spread the capacity exactly: the first `capacity % n` get one more.
+                let capacity = capacity / n + usize::from(i < capacity % n);
                 Mutex::new(Shard {
                     capacity,
                     index: HashMap::new(),
@@ -91,7 +94,7 @@ impl Cache {
 
     fn shard_of(&self, text: &str) -> usize {
         // The high bits: the shard maps use the low ones of their own hashes.
-        (self.hasher.hash_one(text) >> 58) as usize % SHARDS
+        (self.hasher.hash_one(text) >> 58) as usize % self.shards.len()
     }
 
     /// Counters and size, summed over the shards.

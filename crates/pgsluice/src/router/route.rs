@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::cluster::{Cluster, Want};
 use super::cluster::Access;
+use super::cluster::{Cluster, Want};
 use crate::config::{PoolMode, TargetSessionAttrs};
 use crate::pool::{Pool, PoolKey};
 
