@@ -33,6 +33,8 @@ use crate::server::RELAY_BUF;
 
 #[path = "session_local.rs"]
 mod local;
+#[path = "session_route.rs"]
+mod route;
 #[cfg(test)]
 #[path = "session_tests.rs"]
 mod tests;
@@ -42,28 +44,6 @@ mod tests;
 /// 1 KiB): this buffer is allocated once per request. Longer requests are read on by
 /// the relay.
 pub(super) const IDLE_READ: usize = 1024;
-
-/// The longest first message read whole before it is classified for read/write
-/// splitting; a longer one is not classified and goes to the primary.
-const CLASSIFY_READ_LIMIT: usize = 64 * 1024;
-
-/// Reads until the request's first message is complete (up to [`CLASSIFY_READ_LIMIT`]),
-/// so that its statement can be classified.
-async fn read_first_message(stream: &mut Stream, prefix: &mut BytesMut) -> std::io::Result<()> {
-    use tokio::io::AsyncReadExt;
-    loop {
-        if let Some(len) = prefix.get(1..5) {
-            let need = 1 + u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-            if prefix.len() >= need || need > CLASSIFY_READ_LIMIT {
-                return Ok(());
-            }
-            prefix.reserve(need - prefix.len());
-        }
-        if stream.read_buf(prefix).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-    }
-}
 
 /// Hosts of a replicated database one request may find unreachable before the client
 /// gets the error.
@@ -292,7 +272,10 @@ impl Session {
         let changes = self.param_plan(&prefix, mode);
         let mut prefix = prefix;
         let access = if self.route.splits() {
-            if read_first_message(stream, &mut prefix).await.is_err() {
+            if route::read_first_message(stream, &mut prefix)
+                .await
+                .is_err()
+            {
                 return Next::End(None, "client connection error");
             }
             self.classify(&prefix)
@@ -400,50 +383,6 @@ impl Session {
         }
         self.route.work_done(access);
         conclude(end, co, mode, busy, stop.fired, &self.ctx.background)
-    }
-
-    /// What the request does, for a route that splits reads from writes.
-    fn classify(&self, prefix: &[u8]) -> Access {
-        let stmts = &self.stmts;
-        self.route.classify(prefix, &|name| {
-            let (_, stmt) = stmts.get(std::str::from_utf8(name).ok()?)?;
-            std::str::from_utf8(&stmt.query).ok().map(Arc::from)
-        })
-    }
-
-    /// Waits until a host is eligible for the client's work (a failover, a replica
-    /// catching up), within the pool's query_wait_timeout.
-    async fn wait_for_host(
-        &self,
-        prefix: &[u8],
-        access: Access,
-        what: &'static str,
-    ) -> Result<(), ClientNotice> {
-        let fail = || {
-            ClientNotice::fatal(
-                SqlState::CANNOT_CONNECT_NOW,
-                format!("no server host is available: this work needs {what}"),
-            )
-        };
-        let Some(mut changes) = self.route.host_changes() else {
-            return Err(fail());
-        };
-        let deadline = tokio::time::Instant::now() + self.route.wait_limit();
-        loop {
-            // Subscribed first, then checked: a change in between is not missed.
-            let work = Work {
-                request: prefix,
-                access,
-                now: Instant::now(),
-            };
-            if matches!(self.route.target(work), Target::One(_)) {
-                return Ok(());
-            }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => {}
-                _ => return Err(fail()),
-            }
-        }
     }
 
     /// One relay run over a checked-out connection: until the release point, or the end.
