@@ -56,6 +56,8 @@ pub(super) fn classify(
     let mut state = Some(After::START);
     let mut judged = false;
     let mut before = 0;
+    // The usual pipeline binds what it just parsed: no need to look further back.
+    let mut last_parsed: Option<&[u8]> = None;
     for message in messages(request) {
         let Ok(m) = message else {
             return Class::Write;
@@ -69,14 +71,17 @@ pub(super) fn classify(
                 Err(_) => return Class::Write,
             },
             tag::PARSE => match (body.cstr_bytes(), body.cstr_bytes()) {
-                (Ok(_name), Ok(sql)) => summary_of(sql),
+                (Ok(name), Ok(sql)) => {
+                    last_parsed = Some(name);
+                    summary_of(sql)
+                }
                 _ => return Class::Write,
             },
             tag::BIND => {
                 let (Ok(_portal), Ok(name)) = (body.cstr_bytes(), body.cstr_bytes()) else {
                     return Class::Write;
                 };
-                if parsed_in(prefix, name) {
+                if last_parsed == Some(name) || parsed_in(prefix, name) {
                     // Judged at its Parse.
                     continue;
                 }
