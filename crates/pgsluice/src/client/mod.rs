@@ -463,7 +463,11 @@ async fn login(
         return Err(LoginFailure::Notice(auth::failure_notice(method, &user)));
     }
     if let Some(p) = verdict.passthrough.filter(|_| *pool.key().user == *user) {
-        pool.set_passthrough(p);
+        // Every host's pool of a replicated database (and its health checks) logs in
+        // with it.
+        for pool in route.pools() {
+            pool.set_passthrough(p.clone());
+        }
     }
     let db_slot = ctx
         .router
