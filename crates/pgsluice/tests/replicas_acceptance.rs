@@ -33,6 +33,43 @@ fn run_psql(addr: std::net::SocketAddr, script: &str) -> std::process::Output {
     })
 }
 
+/// pgsluice in quick mode over both hosts with the split, once the first health checks
+/// know the roles (until then reads may go to the primary).
+async fn split_pooler(primary: &PgCluster, replica: &PgCluster) -> pgsluice_testkit::Pooler {
+    let pooler = spawn_pooler_url(
+        &url(primary, replica),
+        &["--read-write-split", "--pool-mode", "transaction"],
+        &[],
+    );
+    let addr = pooler.addr();
+    eventually(
+        "a read on the replica",
+        Duration::from_secs(15),
+        || async move {
+            let o = run_psql(addr, "select pg_is_in_recovery();");
+            (o.status.success() && stdout(&o) == "t").then_some(())
+        },
+    )
+    .await;
+    pooler
+}
+
+/// `pgbench -i -s 1` directly on the primary, readable by [`USER`].
+fn pgbench_init(primary: &PgCluster) {
+    let mut cmd = Command::new(pg_bin("pgbench"));
+    cmd.args(["-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p"])
+        .arg(primary.port().to_string())
+        .args(["-U", pgsluice_testkit::SUPERUSER, DB]);
+    clean_pg_env(&mut cmd);
+    cmd.env("PGPASSWORD", pgsluice_testkit::SUPERUSER_PASSWORD);
+    let o = tokio::task::block_in_place(|| run_with_stdin(cmd, b""));
+    assert!(o.status.success(), "pgbench -i: {}", stderr(&o));
+    pg_sql(
+        primary,
+        "grant select on all tables in schema public to app",
+    );
+}
+
 fn replica_commits(replica: &PgCluster) -> u64 {
     tokio::task::block_in_place(|| replica.stat_database(DB))
         .expect("replica stats")
@@ -52,23 +89,8 @@ async fn quick_mode_split_acceptance_with_psql_pgbench_asyncpg_and_failover() {
     let replica =
         tokio::task::block_in_place(|| primary.start_replica()).expect("start the replica");
     tokio::task::block_in_place(|| replica.wait_caught_up(&primary)).unwrap();
-    let pooler = spawn_pooler_url(
-        &url(&primary, &replica),
-        &["--read-write-split", "--pool-mode", "transaction"],
-        &[],
-    );
+    let pooler = split_pooler(&primary, &replica).await;
     let addr = pooler.addr();
-
-    // Until the first health checks know the roles, reads may go to the primary.
-    eventually(
-        "a read on the replica",
-        Duration::from_secs(15),
-        || async move {
-            let o = run_psql(addr, "select pg_is_in_recovery();");
-            (o.status.success() && stdout(&o) == "t").then_some(())
-        },
-    )
-    .await;
 
     // 1,000 autocommit reads.
     let before = replica_commits(&replica);
@@ -91,18 +113,7 @@ async fn quick_mode_split_acceptance_with_psql_pgbench_asyncpg_and_failover() {
     assert_eq!(pg_sql(&primary, "select count(*) from t"), "200");
 
     // pgbench -S through the split (extended protocol): reads on the replica.
-    let mut cmd = Command::new(pg_bin("pgbench"));
-    cmd.args(["-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p"])
-        .arg(primary.port().to_string())
-        .args(["-U", pgsluice_testkit::SUPERUSER, DB]);
-    clean_pg_env(&mut cmd);
-    cmd.env("PGPASSWORD", pgsluice_testkit::SUPERUSER_PASSWORD);
-    let o = tokio::task::block_in_place(|| run_with_stdin(cmd, b""));
-    assert!(o.status.success(), "pgbench -i: {}", stderr(&o));
-    pg_sql(
-        &primary,
-        "grant select on all tables in schema public to app",
-    );
+    pgbench_init(&primary);
     tokio::task::block_in_place(|| replica.wait_caught_up(&primary)).unwrap();
     let before = replica_commits(&replica);
     let mut cmd = Command::new(pg_bin("pgbench"));
@@ -206,37 +217,12 @@ fn cpu_of(pid: u32) -> Duration {
 #[ignore = "a benchmark: prints CPU per transaction of the split and of one host"]
 async fn split_classification_overhead_benchmark() {
     let primary = cluster();
-    let mut cmd = Command::new(pg_bin("pgbench"));
-    cmd.args(["-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p"])
-        .arg(primary.port().to_string())
-        .args(["-U", pgsluice_testkit::SUPERUSER, DB]);
-    clean_pg_env(&mut cmd);
-    cmd.env("PGPASSWORD", pgsluice_testkit::SUPERUSER_PASSWORD);
-    let o = tokio::task::block_in_place(|| run_with_stdin(cmd, b""));
-    assert!(o.status.success(), "pgbench -i: {}", stderr(&o));
-    pg_sql(
-        &primary,
-        "grant select on all tables in schema public to app",
-    );
+    pgbench_init(&primary);
     let replica =
         tokio::task::block_in_place(|| primary.start_replica()).expect("start the replica");
     tokio::task::block_in_place(|| replica.wait_caught_up(&primary)).unwrap();
     let one = spawn_pooler(&primary, &["--pool-mode", "transaction"], &[]);
-    let split = spawn_pooler_url(
-        &url(&primary, &replica),
-        &["--read-write-split", "--pool-mode", "transaction"],
-        &[],
-    );
-    let addr = split.addr();
-    eventually(
-        "a read on the replica",
-        Duration::from_secs(15),
-        || async move {
-            let o = run_psql(addr, "select pg_is_in_recovery();");
-            (o.status.success() && stdout(&o) == "t").then_some(())
-        },
-    )
-    .await;
+    let split = split_pooler(&primary, &replica).await;
     const TXNS: u64 = 20_000;
     for protocol in ["simple", "extended"] {
         let mut per_txn = [Vec::new(), Vec::new()];
