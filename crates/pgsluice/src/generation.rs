@@ -29,6 +29,21 @@ pub struct Generation {
     pub secrets: Arc<Secrets>,
     /// TLS toward clients and servers.
     pub tls: Arc<TlsState>,
+    /// `track_extra_parameters`, lower-case, without the ones tracked anyway; shared
+    /// by every client of this generation (None when empty).
+    pub tracked_extra: Option<Arc<Vec<String>>>,
+}
+
+/// The extra parameters to carry: lower-case, not tracked anyway, no duplicates.
+fn tracked_extra(g: &General) -> Option<Arc<Vec<String>>> {
+    let mut names: Vec<String> = Vec::new();
+    for n in &g.track_extra_parameters {
+        let n = n.trim().to_ascii_lowercase();
+        if !n.is_empty() && crate::params::ParamSet::index(&n).is_none() && !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    (!names.is_empty()).then(|| Arc::new(names))
 }
 
 /// The `[general]` values a request reads, as plain fields (0 durations as `None`).
@@ -95,6 +110,7 @@ impl Generation {
             hot: HotValues::of(&config.general),
             secrets: Arc::new(Secrets::from_config(&config)),
             tls: Arc::new(tls),
+            tracked_extra: tracked_extra(&config.general),
             config: Arc::new(config),
         }
     }

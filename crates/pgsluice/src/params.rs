@@ -14,14 +14,44 @@
 use std::sync::Arc;
 
 /// The parameters tracked per client and per server connection.
-pub const TRACKED: [&str; 6] = [
+pub const TRACKED: [&str; 8] = [
     "client_encoding",
     "DateStyle",
     "TimeZone",
     "IntervalStyle",
     "standard_conforming_strings",
     "application_name",
+    "default_transaction_read_only",
+    // Reported by PostgreSQL 18 and later; on older servers pgsluice reads it back
+    // after a statement that sets it (see `client::state_guard`).
+    "search_path",
 ];
+
+/// Index of `search_path` in [`TRACKED`]: a list, set with `set_config` (a quoted
+/// `SET search_path TO '...'` would make the whole list one schema name), and reset
+/// on a server connection when the client has no value of its own.
+const SEARCH_PATH: usize = 7;
+
+/// A value no server reports (it has a NUL): stands for "unknown" in a server
+/// connection's set, so that any client's value differs from it.
+const UNKNOWN: &str = "\0unknown";
+
+/// True when a parameter's value may go unreported (PostgreSQL before 18 does not
+/// report search_path; extras are never reported): after a session SET of it, its
+/// value is read back from the server.
+pub fn needs_read_back(name: &str) -> bool {
+    match ParamSet::index(name) {
+        Some(i) => i == SEARCH_PATH,
+        None => true,
+    }
+}
+
+/// True when pgsluice carries a session `SET` of `name` (lower-case) in transaction
+/// pooling: a tracked parameter, or one of `extra` (`track_extra_parameters`,
+/// lower-case).
+pub fn is_carried(name: &str, extra: &[String]) -> bool {
+    ParamSet::index(name).is_some() || extra.iter().any(|e| e == name)
+}
 
 type Values = [Option<Arc<str>>; TRACKED.len()];
 
@@ -30,10 +60,13 @@ type Values = [Option<Arc<str>>; TRACKED.len()];
 struct Extra {
     /// Lower-case name.
     name: Arc<str>,
-    /// The value as SQL text (a literal or a list, as the client wrote it); `None` on a
-    /// server connection whose value is unknown (a RESET or DISCARD ran): the next
-    /// sync sets or resets it.
+    /// The value as SQL text (a literal or a list, as the client wrote it), or, when
+    /// `learned`, as PostgreSQL's `current_setting()` gave it; `None` on a server
+    /// connection whose value is unknown (a RESET or DISCARD ran): the next sync sets
+    /// or resets it.
     value: Option<Arc<str>>,
+    /// Read back from the server: replayed with `set_config()`.
+    learned: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +85,7 @@ struct Inner {
 pub struct ParamSet(Option<Arc<Inner>>);
 
 const NONE: Inner = Inner {
-    tracked: [None, None, None, None, None, None],
+    tracked: [None, None, None, None, None, None, None, None],
     extras: Vec::new(),
 };
 
@@ -142,13 +175,17 @@ impl ParamSet {
                 let same = theirs[i]
                     .as_ref()
                     .is_some_and(|have| Arc::ptr_eq(have, want) || have == want);
-                if !same {
+                if !same && i == SEARCH_PATH {
+                    push_set_config(&mut sql, name, want);
+                } else if !same {
                     sql.push_str("SET ");
                     sql.push_str(name);
                     sql.push_str(" TO ");
                     push_literal(&mut sql, want);
                     sql.push(';');
                 }
+            } else if i == SEARCH_PATH && theirs[i].is_some() {
+                sql.push_str("RESET search_path;");
             }
         }
         self.extras_sync_sql(server, &mut sql);
@@ -173,7 +210,9 @@ impl ParamSet {
             let same = theirs
                 .iter()
                 .any(|e| e.name == m.name && e.value.as_ref() == Some(want));
-            if !same {
+            if !same && m.learned {
+                push_set_config(sql, &m.name, want);
+            } else if !same {
                 sql.push_str("SET ");
                 push_ident(sql, &m.name);
                 sql.push_str(" TO ");
@@ -183,19 +222,81 @@ impl ParamSet {
         }
     }
 
+    /// Records a value read back from the server (`current_setting()`), for a
+    /// parameter PostgreSQL may not report; `None`: the parameter does not exist (a
+    /// custom one that was reset), so nothing is kept.
+    pub fn set_learned(&mut self, name: &str, value: Option<&str>) {
+        if let Some(i) = Self::index(name) {
+            if self.values()[i].as_deref() != value {
+                self.inner_mut().tracked[i] = value.map(Into::into);
+            }
+            return;
+        }
+        let Some(value) = value else {
+            self.remove_extra(name);
+            return;
+        };
+        let current = self.inner().extras.iter().position(|e| &*e.name == name);
+        match current {
+            Some(i) => {
+                let e = &self.inner().extras[i];
+                if e.learned && e.value.as_deref() == Some(value) {
+                    return;
+                }
+                let e = &mut self.inner_mut().extras[i];
+                e.value = Some(value.into());
+                e.learned = true;
+            }
+            None => self.inner_mut().extras.push(Extra {
+                name: name.into(),
+                value: Some(value.into()),
+                learned: true,
+            }),
+        }
+    }
+
+    /// On a server connection after a successful sync: the values PostgreSQL may not
+    /// have reported (search_path before version 18, the extras) are now the client's.
+    pub fn adopt_unreported(&mut self, client: &ParamSet) {
+        let want = &client.values()[SEARCH_PATH];
+        if self.values()[SEARCH_PATH] != *want {
+            self.inner_mut().tracked[SEARCH_PATH].clone_from(want);
+        }
+        self.adopt_extras(client);
+    }
+
+    /// On a server connection whose client changed settings that were not read back
+    /// (it left mid-way): the values PostgreSQL may not report are unknown, so the
+    /// next sync sets or resets each of them.
+    pub fn forget_unreported(&mut self) {
+        if self.values()[SEARCH_PATH].as_deref() != Some(UNKNOWN) {
+            self.inner_mut().tracked[SEARCH_PATH] = Some(UNKNOWN.into());
+        }
+        self.forget_extra_values();
+    }
+
+    /// Names of the extra parameters this set holds.
+    pub fn extra_names(&self) -> impl Iterator<Item = &str> {
+        self.inner().extras.iter().map(|e| &*e.name)
+    }
+
     /// Records an extra parameter's value (`name` lower-case, `value_sql` the value as
     /// the client's SET wrote it).
     pub fn set_extra(&mut self, name: &str, value_sql: &str) {
         let current = self.inner().extras.iter().position(|e| &*e.name == name);
         if let Some(i) = current {
-            if self.inner().extras[i].value.as_deref() == Some(value_sql) {
+            let e = &self.inner().extras[i];
+            if !e.learned && e.value.as_deref() == Some(value_sql) {
                 return;
             }
-            self.inner_mut().extras[i].value = Some(value_sql.into());
+            let e = &mut self.inner_mut().extras[i];
+            e.value = Some(value_sql.into());
+            e.learned = false;
         } else {
             self.inner_mut().extras.push(Extra {
                 name: name.into(),
                 value: Some(value_sql.into()),
+                learned: false,
             });
         }
     }
@@ -258,6 +359,16 @@ fn push_ident(sql: &mut String, name: &str) {
     sql.push('"');
 }
 
+/// Appends `SELECT pg_catalog.set_config('name', 'value', false);`: the value is
+/// parsed as a configuration file would (a list stays a list).
+fn push_set_config(sql: &mut String, name: &str, value: &str) {
+    sql.push_str("SELECT pg_catalog.set_config(");
+    push_literal(sql, name);
+    sql.push_str(", ");
+    push_literal(sql, value);
+    sql.push_str(", false);");
+}
+
 /// Appends `value` as a SQL string literal (E'' form when it has a backslash).
 fn push_literal(sql: &mut String, value: &str) {
     if value.contains('\\') {
@@ -297,7 +408,36 @@ mod tests {
             client.sync_sql(&server).unwrap(),
             "SET application_name TO E'a''b\\\\c';"
         );
-        assert!(!client.set("search_path", "x"));
+        assert!(!client.set("work_mem", "x"));
+    }
+
+    #[test]
+    fn search_path_is_set_as_a_list_and_reset_where_the_client_has_none() {
+        let mut client = ParamSet::default();
+        client.set_learned("search_path", Some("\"My Schema\", public"));
+        let mut server = ParamSet::default();
+        assert_eq!(
+            client.sync_sql(&server).unwrap(),
+            "SELECT pg_catalog.set_config('search_path', '\"My Schema\", public', false);"
+        );
+        server.adopt_unreported(&client);
+        assert_eq!(client.sync_sql(&server), None);
+        // A client without a search_path of its own gets the server's default back.
+        assert_eq!(
+            ParamSet::default().sync_sql(&server).unwrap(),
+            "RESET search_path;"
+        );
+        // Learned extras are replayed with set_config too, and dropped when gone.
+        client.set_learned("work_mem", Some("64MB"));
+        assert_eq!(
+            client.sync_sql(&server).unwrap(),
+            "SELECT pg_catalog.set_config('work_mem', '64MB', false);"
+        );
+        assert_eq!(client.extra_names().collect::<Vec<_>>(), ["work_mem"]);
+        client.set_learned("work_mem", None);
+        assert_eq!(client.extra("work_mem"), None);
+        assert!(is_carried("search_path", &[]) && is_carried("timezone", &[]));
+        assert!(!is_carried("work_mem", &[]) && is_carried("work_mem", &["work_mem".into()]));
     }
 
     #[test]

@@ -29,6 +29,7 @@
 mod cache;
 mod rules;
 mod scan;
+pub mod session;
 mod txn;
 mod wire;
 

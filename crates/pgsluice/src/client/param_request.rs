@@ -46,6 +46,23 @@ pub(super) fn plan(request: &[u8], setting_up: bool) -> Option<Vec<Change>> {
     Some(changes)
 }
 
+/// The settings a successful parameter request changed that PostgreSQL may not
+/// report: read back from the server (`client::state_guard::Carry`).
+pub(super) fn carry_of(changes: &[Change]) -> super::state_guard::Carry {
+    let mut carry = super::state_guard::Carry::default();
+    for c in changes {
+        match c {
+            Change::Set(name, _) | Change::Reset(name) => {
+                if ParamSet::index(name).is_some() && crate::params::needs_read_back(name) {
+                    carry.settings.push(name.clone());
+                }
+            }
+            Change::ResetAll => carry.reset_all = true,
+        }
+    }
+    carry
+}
+
 /// Whether `request` is a parameter request at all (a client sending anything else
 /// has finished setting up).
 pub(super) fn is_param_request(request: &[u8]) -> bool {

@@ -31,6 +31,8 @@ use crate::pool::{Checkout, Start};
 use crate::router::{Access, Route, Target, Work};
 use crate::server::RELAY_BUF;
 
+#[path = "session_carry.rs"]
+mod carry;
 #[path = "session_local.rs"]
 mod local;
 #[path = "session_route.rs"]
@@ -138,6 +140,7 @@ impl Session {
         cancel: CancelHandle,
         pending: &[u8],
     ) -> Self {
+        let tracked_extra = ctx.live.load().tracked_extra.clone();
         Session {
             ctx,
             route,
@@ -146,7 +149,7 @@ impl Session {
             // A copy, not a split of the login buffer: a split would keep the whole
             // buffer alive for the session.
             pending: (!pending.is_empty()).then(|| Box::new(BytesMut::from(pending))),
-            stmts: ClientStatements::default(),
+            stmts: ClientStatements::with_tracked_extra(tracked_extra),
             traffic: Traffic::default(),
             setting_up: true,
         }
@@ -364,6 +367,18 @@ impl Session {
         }
         let (end, counts, queries, busy, held) =
             self.relay_once(stream, &mut co, &prefix, mode, stop).await;
+        // Session settings the client's statements changed (transaction pooling).
+        let carry = co
+            .conn()
+            .ext
+            .get_mut::<Rewriter>()
+            .map(Rewriter::take_carry);
+        let end = match carry {
+            Some(carry) if !carry.is_empty() => {
+                Box::pin(self.carry_after(&mut co, &carry, end)).await
+            }
+            _ => end,
+        };
         // Statement mode: what the client sent after the request starts its next one.
         if let Some(held) = held {
             self.pending = Some(Box::new(held));
@@ -572,6 +587,17 @@ impl Session {
         }
         // Tracked values the server reported (and, now, the same extras).
         self.params.clone_from(&conn.params);
+        let carry = param_request::carry_of(changes);
+        if !carry.is_empty() && !answered.failed {
+            if let Err(e) = Box::pin(self.read_back(&mut co, &carry)).await {
+                tracing::warn!(error = %e, "could not read back the client's session settings; closing the server connection");
+                let n = ClientNotice::fatal(
+                    SqlState::CONNECTION_FAILURE,
+                    "server connection failed while setting a parameter",
+                );
+                return Next::End(Some(n), "server connection lost");
+            }
+        }
         self.traffic.bytes_in += prefix.len() as u64;
         self.traffic.bytes_out += answer.len() as u64;
         let (bytes_in, bytes_out) = (prefix.len() as u64, answer.len() as u64);
@@ -598,9 +624,9 @@ impl Session {
     ) -> Result<(), crate::error::ServerError> {
         let conn = co.conn();
         conn.run_discarding(&sql).await?;
-        // PostgreSQL reports the canonical spelling ("utc" becomes "UTC"); the extra
-        // parameters are now the client's.
-        conn.params.adopt_extras(&self.params);
+        // PostgreSQL reports the canonical spelling ("utc" becomes "UTC"); the values
+        // it may not report (search_path, the extras) are now the client's.
+        conn.params.adopt_unreported(&self.params);
         self.params.clone_from(&conn.params);
         Ok(())
     }

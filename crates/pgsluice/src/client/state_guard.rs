@@ -1,19 +1,31 @@
-//! Session state that transaction pooling cannot carry, caught before it leaks.
+//! Session state in transaction pooling: what pgsluice carries from connection to
+//! connection, and what it refuses before it leaks.
 //!
 //! In transaction mode a client's next transaction may run on another server
-//! connection, and its current one goes to another client. Some statements leave state
-//! on the connection that would then follow the *connection*, not the client: a
-//! session-level `SET` of a parameter pgsluice does not track, `LISTEN`, SQL-level
-//! `PREPARE`, temporary tables, `WITH HOLD` cursors, session advisory locks. pgsluice
-//! refuses those with SQLSTATE 0A000 and a hint naming what to change; the refusal is
-//! raised by PostgreSQL itself (the statement is replaced by a `DO` block that raises),
-//! so transaction semantics (an aborted transaction block, skip-to-Sync) stay exactly
-//! PostgreSQL's. Parameters in [`crate::params::TRACKED`] are allowed: pgsluice
-//! re-applies them on every server connection the client gets. SETs a client sends
-//! while it sets up never reach this guard: `client::param_request` runs and carries
-//! them.
+//! connection, and its current one goes to another client. [`crate::classify::session`]
+//! reads each statement with PostgreSQL's parser and reports what it does to the
+//! session; this module decides:
+//!
+//! - **carried**: a session `SET` / `RESET` of a parameter pgsluice tracks (those
+//!   PostgreSQL reports, `search_path`, and the names `track_extra_parameters` adds),
+//!   `RESET ALL`, `DISCARD ALL`. The relay run records which ones ran
+//!   ([`Carry`]); at its end the session reads their values back from the server and
+//!   replays them on the client's later connections (`crate::params`).
+//! - **passed**: `SET LOCAL`, `SET TRANSACTION`, `pg_advisory_xact_lock()`, `CREATE
+//!   TEMP TABLE ... ON COMMIT DROP`, `NOTIFY`: they end with the transaction.
+//! - **refused** with SQLSTATE 0A000 and a hint: `SET` of an untracked parameter,
+//!   `SET ROLE`, session advisory locks, `WITH HOLD` cursors, temporary objects that
+//!   outlive the transaction, `LISTEN` inside a transaction or beside other statements
+//!   (on its own it is answered by pgsluice's notification hub). The refusal is raised
+//!   by PostgreSQL itself (the text is replaced by a `DO` block that raises), so
+//!   transaction semantics (an aborted transaction block, skip-to-Sync) stay exactly
+//!   PostgreSQL's.
+//!
+//! SETs a client sends while it sets up never reach this guard: `client::param_request`
+//! runs and carries them.
 
-use crate::params::ParamSet;
+use crate::classify::session::{Analysis, Effect, Unsafe};
+use crate::params;
 
 /// Why a statement is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,193 +36,106 @@ pub struct Refusal {
     pub hint: &'static str,
 }
 
-const HINT_SET: &str = "use SET LOCAL inside a transaction, ALTER ROLE/DATABASE ... SET, or pool_mode = session for this client";
+/// The session settings one relay run changed, to read back at its end.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Carry {
+    /// Lower-case names of parameters a session SET / RESET touched.
+    pub settings: Vec<String>,
+    /// RESET ALL or DISCARD ALL ran.
+    pub reset_all: bool,
+}
+
+impl Carry {
+    /// Nothing to read back.
+    pub fn is_empty(&self) -> bool {
+        self.settings.is_empty() && !self.reset_all
+    }
+
+    /// Adds what another statement changed.
+    pub fn merge(&mut self, other: Carry) {
+        for s in other.settings {
+            if !self.settings.contains(&s) {
+                self.settings.push(s);
+            }
+        }
+        self.reset_all |= other.reset_all;
+    }
+}
+
+const HINT_SET: &str = "add the parameter to track_extra_parameters so that pgsluice carries it, use SET LOCAL inside a transaction, ALTER ROLE/DATABASE ... SET, or pool_mode = session";
 const HINT_SESSION: &str =
     "this needs a dedicated server connection: use pool_mode = session for this database or user";
+const HINT_LISTEN: &str =
+    "send LISTEN / UNLISTEN on its own, outside a transaction block: pgsluice then carries it";
+const HINT_PREPARE: &str = "use the extended protocol's named statements (driver-side prepare), which pgsluice carries across connections";
 
-/// Checks a query text (in the client's encoding, which need not be UTF-8: every
-/// keyword looked for is ASCII); `Some` when it would leave session state behind.
-pub fn check(sql: &[u8]) -> Option<Refusal> {
-    if plainly_harmless(sql) {
-        return None;
-    }
-    check_text(&String::from_utf8_lossy(sql))
-}
-
-fn check_text(sql: &str) -> Option<Refusal> {
-    let lower = sql.to_ascii_lowercase();
-    if lower.contains("advisory_lock") {
-        for f in [
-            "pg_advisory_lock",
-            "pg_advisory_lock_shared",
-            "pg_try_advisory_lock",
-            "pg_try_advisory_lock_shared",
-        ] {
-            if lower
-                .match_indices(f)
-                .any(|(i, _)| lower[i + f.len()..].trim_start().starts_with('('))
-            {
-                return Some(Refusal { what: format!("{f}() (a session-level advisory lock)"), hint: "use pg_advisory_xact_lock(), which is released at the end of the transaction" });
+/// Decides on the effects of one text: what to read back, or the refusal. `extra`
+/// holds the lower-case names `track_extra_parameters` adds; `sql_prepare` tells
+/// whether SQL-level PREPARE / EXECUTE / DEALLOCATE are carried (else refused).
+pub fn judge(analysis: &Analysis, extra: &[String], sql_prepare: bool) -> Result<Carry, Refusal> {
+    let mut carry = Carry::default();
+    for effect in &analysis.effects {
+        match effect {
+            Effect::Set(name) => {
+                if !params::is_carried(name, extra) {
+                    return Err(Refusal {
+                        what: format!("SET {name}"),
+                        hint: HINT_SET,
+                    });
+                }
+                if !carry.settings.contains(name) {
+                    carry.settings.push(name.clone());
+                }
             }
-        }
-    }
-    for stmt in statements(&lower) {
-        if let Some(r) = check_statement(&stmt) {
-            return Some(r);
-        }
-    }
-    None
-}
-
-/// The hot path: one statement whose first word cannot start session state and that
-/// names no advisory lock function. Decides on the bytes, without allocating.
-fn plainly_harmless(sql: &[u8]) -> bool {
-    let t = sql.trim_ascii_start();
-    if t.starts_with(b"--") || t.starts_with(b"/*") {
-        return false;
-    }
-    let word_len = t.iter().take_while(|b| b.is_ascii_alphabetic()).count();
-    let word = &t[..word_len];
-    if [
-        &b"set"[..],
-        b"listen",
-        b"prepare",
-        b"declare",
-        b"create",
-        b"do",
-    ]
-    .iter()
-    .any(|k| word.eq_ignore_ascii_case(k))
-    {
-        return false;
-    }
-    if let Some(semi) = t.iter().position(|&c| c == b';') {
-        if !t[semi..]
-            .iter()
-            .all(|&c| c == b';' || c.is_ascii_whitespace())
-        {
-            return false;
-        }
-    }
-    // Compare only where an 'a' or 'A' starts: one byte test per position.
-    let b = t;
-    !b.iter().enumerate().any(|(i, &c)| {
-        c | 0x20 == b'a'
-            && b.get(i..i + 8)
-                .is_some_and(|w| w.eq_ignore_ascii_case(b"advisory"))
-    })
-}
-
-fn check_statement(stmt: &str) -> Option<Refusal> {
-    let words: Vec<&str> = stmt
-        .split(|c: char| c.is_whitespace() || c == '=')
-        .filter(|w| !w.is_empty())
-        .collect();
-    match words.as_slice() {
-        ["set", "local" | "transaction", ..] | ["set", "session", "characteristics", ..] | ["set", "constraints", ..] => None,
-        ["set", "session", "authorization", ..] | ["set", "role", ..] => Some(Refusal {
-            what: format!("SET {}", words[1..].join(" ").to_uppercase()),
-            hint: HINT_SESSION,
-        }),
-        ["set", "session", name, ..] | ["set", name, ..] => {
-            let name = name.trim_matches('"');
-            if ParamSet::index(name).is_some() {
-                None
-            } else {
-                Some(Refusal { what: format!("SET {name}"), hint: HINT_SET })
+            Effect::ResetAll => carry.reset_all = true,
+            Effect::DiscardAll => {}
+            Effect::Prepare { .. } | Effect::Execute { .. } | Effect::Deallocate { .. } => {
+                if !sql_prepare {
+                    return Err(Refusal {
+                        what: "SQL-level PREPARE".into(),
+                        hint: HINT_PREPARE,
+                    });
+                }
             }
-        }
-        ["listen", ..] => Some(Refusal { what: "LISTEN".into(), hint: HINT_SESSION }),
-        ["prepare", ..] => Some(Refusal {
-            what: "SQL-level PREPARE".into(),
-            hint: "use the extended protocol's named statements (driver-side prepare), which pgsluice carries across connections",
-        }),
-        ["declare", ..] if stmt.contains(" with hold") => Some(Refusal {
-            what: "DECLARE ... WITH HOLD".into(),
-            hint: "use a cursor without WITH HOLD inside a transaction, or pool_mode = session",
-        }),
-        ["create", rest @ ..] => {
-            let temp = rest.iter().take(3).any(|w| *w == "temp" || *w == "temporary");
-            if temp && !stmt.contains("on commit drop") {
-                Some(Refusal {
-                    what: "CREATE TEMPORARY TABLE".into(),
-                    hint: "add ON COMMIT DROP and use the table inside one transaction, or pool_mode = session",
+            Effect::Listen(_) => {
+                return Err(Refusal {
+                    what: "LISTEN inside a transaction or beside other statements".into(),
+                    hint: HINT_LISTEN,
                 })
-            } else {
-                None
+            }
+            Effect::Unlisten(_) => {
+                return Err(Refusal {
+                    what: "UNLISTEN inside a transaction or beside other statements".into(),
+                    hint: HINT_LISTEN,
+                })
+            }
+            Effect::Unsafe(u) => {
+                return Err(Refusal {
+                    what: u.what().into(),
+                    hint: hint_for(*u),
+                })
             }
         }
-        _ => None,
     }
+    Ok(carry)
 }
 
-/// Splits SQL into statements at top-level semicolons, dropping comments and the
-/// contents of quoted strings, identifiers and dollar-quoted bodies.
-fn statements(sql: &str) -> Vec<String> {
-    let b = sql.as_bytes();
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        match c {
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-                cur.push(' ');
-                continue;
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
-                    i += 1;
-                }
-                i += 2;
-                cur.push(' ');
-                continue;
-            }
-            b'\'' | b'"' => {
-                i += 1;
-                while i < b.len() && b[i] != c {
-                    i += 1;
-                }
-                cur.push_str(" x ");
-            }
-            b'$' => {
-                // $tag$ ... $tag$
-                let tag_end = b[i + 1..]
-                    .iter()
-                    .position(|&x| x == b'$')
-                    .map(|p| i + 1 + p);
-                match tag_end {
-                    Some(end)
-                        if b[i + 1..end]
-                            .iter()
-                            .all(|x| x.is_ascii_alphanumeric() || *x == b'_') =>
-                    {
-                        let tag = &sql[i..=end];
-                        match sql[end + 1..].find(tag) {
-                            Some(close) => i = end + 1 + close + tag.len() - 1,
-                            None => i = b.len(),
-                        }
-                        cur.push_str(" x ");
-                    }
-                    _ => cur.push('$'),
-                }
-            }
-            b';' => {
-                out.push(std::mem::take(&mut cur));
-            }
-            _ => cur.push(c as char),
+fn hint_for(u: Unsafe) -> &'static str {
+    match u {
+        Unsafe::Role => HINT_SESSION,
+        Unsafe::HoldCursor => {
+            "use a cursor without WITH HOLD inside a transaction, or pool_mode = session"
         }
-        i += 1;
+        Unsafe::TempObject => {
+            "add ON COMMIT DROP and use the table inside one transaction, or pool_mode = session"
+        }
+        Unsafe::SessionAdvisoryLock => {
+            "use pg_advisory_xact_lock(), which is released at the end of the transaction"
+        }
+        Unsafe::DynamicSetConfig => {
+            "name the parameter with a constant, so that pgsluice can carry it, or use set_config(..., true)"
+        }
     }
-    out.push(cur);
-    out.into_iter()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect()
 }
 
 /// A statement that makes PostgreSQL itself raise the refusal.
@@ -234,14 +159,17 @@ fn literal(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::classify::session::analyze;
+
+    fn check(sql: &[u8]) -> Result<Carry, Refusal> {
+        judge(&analyze(sql), &["work_mem".to_owned()], false)
+    }
 
     #[test]
-    fn allows_what_pooling_carries() {
+    fn allows_what_pooling_carries_or_what_ends_with_the_transaction() {
         for ok in [
             "select 1",
             "SET LOCAL statement_timeout = 5",
-            "set timezone to 'UTC'",
-            "SET application_name = 'x'; select 1",
             "set transaction isolation level serializable",
             "create temp table t(x int) on commit drop",
             "select 'listen; prepare x as select 1'",
@@ -249,24 +177,47 @@ mod tests {
             "do $$ begin perform 1; end $$",
             "-- set foo = 1\nselect 1",
             "declare c cursor for select 1",
-            "RESET ALL",
+            "NOTIFY chan, 'x'",
         ] {
-            assert_eq!(check(ok.as_bytes()), None, "{ok}");
+            assert_eq!(check(ok.as_bytes()), Ok(Carry::default()), "{ok}");
         }
+    }
+
+    #[test]
+    fn tracked_settings_are_carried() {
+        let carried = |sql: &str| check(sql.as_bytes()).unwrap();
+        assert_eq!(
+            carried("set timezone to 'UTC'").settings,
+            vec!["timezone".to_owned()]
+        );
+        assert_eq!(
+            carried("SET application_name = 'x'; SET search_path = a, b; select 1").settings,
+            vec!["application_name".to_owned(), "search_path".to_owned()]
+        );
+        // track_extra_parameters.
+        assert_eq!(
+            carried("set work_mem = '64MB'").settings,
+            vec!["work_mem".to_owned()]
+        );
+        assert!(carried("RESET ALL").reset_all);
+        assert!(carried("discard all").reset_all);
+        let mut a = carried("set search_path = a");
+        a.merge(carried("reset search_path; reset all"));
+        assert_eq!(a.settings, vec!["search_path".to_owned()]);
+        assert!(a.reset_all && !a.is_empty());
     }
 
     #[test]
     fn text_in_another_encoding_is_checked_too() {
         // LATIN1 bytes (client_encoding = LATIN1): not UTF-8, and no business of ours.
-        assert_eq!(check(b"select 'caf\xe9'"), None);
-        assert_eq!(check(b"select 1; select '\xe9'"), None);
+        assert_eq!(check(b"select 'caf\xe9'"), Ok(Carry::default()));
         assert_eq!(
-            check(b"SET search_path = 'caf\xe9'").map(|r| r.what),
-            Some("SET search_path".to_owned())
+            check(b"SET statement_timeout = 'caf\xe9'").map_err(|r| r.what),
+            Err("SET statement_timeout".to_owned())
         );
         assert_eq!(
-            check(b"select '\xe9'; LISTEN chan").map(|r| r.what),
-            Some("LISTEN".to_owned())
+            check(b"select '\xe9'; LISTEN chan").map_err(|r| r.what),
+            Err("LISTEN inside a transaction or beside other statements".to_owned())
         );
     }
 
@@ -274,11 +225,19 @@ mod tests {
     fn refuses_what_would_leak() {
         for (bad, what) in [
             ("SET statement_timeout = '1s'", "SET statement_timeout"),
-            ("set session search_path to a, b", "SET search_path"),
-            ("select 1; SET work_mem = '64MB'", "SET work_mem"),
-            ("LISTEN chan", "LISTEN"),
+            (
+                "select 1; SET maintenance_work_mem = '64MB'",
+                "SET maintenance_work_mem",
+            ),
+            (
+                "LISTEN chan",
+                "LISTEN inside a transaction or beside other statements",
+            ),
             ("prepare p as select 1", "SQL-level PREPARE"),
-            ("create temporary table t(x int)", "CREATE TEMPORARY TABLE"),
+            (
+                "create temporary table t(x int)",
+                "CREATE TEMPORARY TABLE (without ON COMMIT DROP)",
+            ),
             (
                 "declare c cursor with hold for select 1",
                 "DECLARE ... WITH HOLD",
@@ -287,14 +246,15 @@ mod tests {
                 "select pg_advisory_lock(42)",
                 "pg_advisory_lock() (a session-level advisory lock)",
             ),
-            ("set role admin", "SET ROLE ADMIN"),
+            ("set role admin", "SET ROLE / SET SESSION AUTHORIZATION"),
         ] {
             assert_eq!(
-                check(bad.as_bytes()).map(|r| r.what),
-                Some(what.to_owned()),
+                check(bad.as_bytes()).map_err(|r| r.what),
+                Err(what.to_owned()),
                 "{bad}"
             );
         }
+        assert!(judge(&analyze(b"prepare p as select 1"), &[], true).is_ok());
     }
 
     #[test]

@@ -103,6 +103,11 @@ pub struct General {
     /// Startup parameters accepted and ignored (`ignore_startup_parameters`); default empty.
     #[serde(deserialize_with = "de_string_list")]
     pub ignore_startup_parameters: Vec<String>,
+    /// Session parameters whose `SET` pgsluice carries in transaction pooling, besides
+    /// the ones PostgreSQL reports and search_path (`track_extra_parameters`); default
+    /// `["IntervalStyle"]` as in PgBouncer (tracked anyway).
+    #[serde(deserialize_with = "de_string_list")]
+    pub track_extra_parameters: Vec<String>,
     /// Reuse idle server connections round-robin instead of LIFO; default false.
     pub server_round_robin: bool,
     /// Maximum server connections per database, all users together; default 0 = unlimited.
@@ -220,6 +225,7 @@ impl Default for General {
             unix_socket_mode: 0o777,
             unix_socket_group: None,
             ignore_startup_parameters: Vec::new(),
+            track_extra_parameters: vec!["IntervalStyle".to_owned()],
             server_round_robin: false,
             max_db_connections: 0,
             max_user_connections: 0,

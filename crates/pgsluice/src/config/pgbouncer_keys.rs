@@ -76,8 +76,6 @@ pub(crate) enum Inert {
     Values(&'static [&'static str]),
     /// None: the key warns whenever it is written.
     Never,
-    /// Decided by a function of the raw value.
-    Custom(fn(&str) -> bool),
 }
 
 /// What the loader does with a key.
@@ -133,12 +131,6 @@ const ZERO: Inert = Values(&["0"]);
 const ONE: Inert = Values(&["1"]);
 const EMPTY: Inert = Values(&[""]);
 
-fn tracked_params_only(v: &str) -> bool {
-    super::types::split_list(v)
-        .iter()
-        .all(|p| ["intervalstyle", "application_name"].contains(&p.to_ascii_lowercase().as_str()))
-}
-
 /// Every key, in the order of PgBouncer's documentation.
 pub const KEYS: &[KeyInfo] = &[
     // Generic settings.
@@ -161,7 +153,7 @@ pub const KEYS: &[KeyInfo] = &[
     k(Pgbouncer, "max_user_connections", "0", Implemented, Mapped, "Counts the server connections of every pool of the server-side user (the forced user, else the client's); waiting and eviction as `max_db_connections`."),
     k(Pgbouncer, "max_user_client_connections", "0", NotYet, Ignored(Int, ZERO), ""),
     k(Pgbouncer, "server_round_robin", "0", NotYet, Mapped, "pgsluice reuses idle server connections LIFO, like PgBouncer's default."),
-    k(Pgbouncer, "track_extra_parameters", "IntervalStyle", Partial, Ignored(Str, Inert::Custom(tracked_params_only)), "pgsluice always tracks client_encoding, DateStyle, TimeZone, IntervalStyle, standard_conforming_strings and application_name; other names warn."),
+    k(Pgbouncer, "track_extra_parameters", "IntervalStyle", Implemented, Mapped, "pgsluice always tracks client_encoding, DateStyle, TimeZone, IntervalStyle, standard_conforming_strings, application_name, default_transaction_read_only and search_path; the names listed here are carried too, reported by PostgreSQL or not (their values are read back after a SET). See docs/session-state.md."),
     k(Pgbouncer, "ignore_startup_parameters", "empty", Implemented, Mapped, "Listed startup parameters are accepted and ignored; pgsluice always ignores `extra_float_digits`; other unknown ones are refused with 08P01, as PgBouncer does."),
     k(Pgbouncer, "peer_id", "0", NotYet, Ignored(Int, ZERO), "Peering is not implemented."),
     k(Pgbouncer, "disable_pqexec", "0", NotYet, Ignored(Bool, ZERO), ""),
@@ -322,7 +314,6 @@ pub(crate) fn check_ignored(kind: Kind, inert: Inert, value: &str) -> Result<boo
     let value_n = norm(value)?;
     Ok(match inert {
         Never => false,
-        Inert::Custom(f) => f(value),
         Values(list) => list.iter().any(|v| norm(v).is_ok_and(|n| n == value_n)),
     })
 }
@@ -366,17 +357,5 @@ mod tests {
         assert!(check_ignored(Secs, ZERO, "soon").is_err());
         assert!(check_ignored(Int, ZERO, "-3").is_err());
         assert_eq!(check_ignored(Str, EMPTY, "select 1"), Ok(false));
-        assert_eq!(
-            check_ignored(
-                Str,
-                Inert::Custom(tracked_params_only),
-                "IntervalStyle, application_name"
-            ),
-            Ok(true)
-        );
-        assert_eq!(
-            check_ignored(Str, Inert::Custom(tracked_params_only), "search_path"),
-            Ok(false)
-        );
     }
 }

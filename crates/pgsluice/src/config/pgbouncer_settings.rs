@@ -94,6 +94,7 @@ pub(crate) fn apply(g: &mut General, name: &str, v: &str) -> Result<Applied, Str
         "max_db_client_connections" => set!(max_db_client_connections = count(v)?),
         "server_round_robin" => set!(server_round_robin = flag(v)?),
         "ignore_startup_parameters" => set!(ignore_startup_parameters = split_list(v)),
+        "track_extra_parameters" => set!(track_extra_parameters = split_list(v)),
         "application_name_add_host" => set!(application_name_add_host = flag(v)?),
         "stats_period" => set!(stats_period = secs(v)?),
         "max_prepared_statements" => set!(max_prepared_statements = count(v)?),

@@ -115,6 +115,10 @@ pub(crate) fn to_table(cfg: &Config) -> Table {
         strings(&g.ignore_startup_parameters),
     );
     general.insert(
+        "track_extra_parameters".into(),
+        strings(&g.track_extra_parameters),
+    );
+    general.insert(
         "server_round_robin".into(),
         Value::Boolean(g.server_round_robin),
     );

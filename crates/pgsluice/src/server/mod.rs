@@ -289,6 +289,57 @@ impl ServerConn {
         }
     }
 
+    /// Runs `sql` (one simple query) and returns its first row as text values; records
+    /// ParameterStatus changes. An ErrorResponse fails it.
+    pub async fn run_for_row(&mut self, sql: &str) -> Result<Vec<Option<String>>, ServerError> {
+        let mut out = BytesMut::with_capacity(sql.len() + 6);
+        frontend::query(&mut out, sql);
+        self.stream.write_all(&out).await?;
+        let mut buf = BytesMut::with_capacity(1024);
+        let mut failure = None;
+        let mut row = None;
+        loop {
+            let msg = self.next_message(&mut buf).await?;
+            match msg.tag {
+                tag::PARAMETER_STATUS => {
+                    let (name, value) = backend::parse_parameter_status(&msg.body)?;
+                    self.params.set(name, value);
+                }
+                tag::DATA_ROW if row.is_none() => {
+                    let values = backend::parse_data_row(&msg.body)?;
+                    row = Some(
+                        values
+                            .into_iter()
+                            .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
+                            .collect(),
+                    );
+                }
+                tag::ERROR_RESPONSE => {
+                    let f = backend::parse_error_fields(&msg.body)?;
+                    failure.get_or_insert(ServerError::Rejected {
+                        code: f.code.to_owned(),
+                        message: f.message.to_owned(),
+                        fatal: f.severity == "FATAL" || f.severity == "PANIC",
+                    });
+                }
+                tag::READY_FOR_QUERY => {
+                    if !buf.is_empty() {
+                        return Err(ServerError::Protocol(
+                            pgsluice_protocol::ProtocolError::Malformed("data after ReadyForQuery"),
+                        ));
+                    }
+                    if let Some(f) = failure {
+                        return Err(f);
+                    }
+                    return row.ok_or(ServerError::Protocol(
+                        pgsluice_protocol::ProtocolError::Malformed("no row"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Sends a request a client made (whole messages ending in a Query or Sync) and
     /// collects PostgreSQL's answer up to ReadyForQuery into `answer`, unchanged, for
     /// the client; records ParameterStatus changes. Fails when the answer passes `max`

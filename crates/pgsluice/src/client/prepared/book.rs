@@ -140,6 +140,9 @@ pub(super) struct Book {
     /// what the client sends until its next Sync will get no reply and do nothing.
     skipping: bool,
     pub(super) counts: PreparedCounts,
+    /// Session settings the statements of this checkout changed, read back at its
+    /// end (`client::state_guard`).
+    pub(super) carry: crate::client::state_guard::Carry,
     /// Set when a message took a path whose outcome may differ from PostgreSQL's (see
     /// docs/prepared-statements.md); the differential tests stop comparing there.
     #[cfg(test)]
@@ -155,6 +158,7 @@ impl Book {
             epoch: 0,
             skipping: false,
             counts: PreparedCounts::default(),
+            carry: Default::default(),
             #[cfg(test)]
             inexact: false,
         }

@@ -147,9 +147,26 @@ pub struct ClientStatements {
     // The box is the point: an empty HashMap is 48 bytes inline, the box 8.
     #[allow(clippy::box_collection)]
     map: Option<Box<HashMap<Arc<str>, Arc<Stmt>>>>,
+    /// `track_extra_parameters` when the client logged in (lower-case names), shared
+    /// by the clients of one generation; None when empty.
+    tracked_extra: Option<Arc<Vec<String>>>,
 }
 
 impl ClientStatements {
+    /// Statements of a client that logged in under `track_extra_parameters` =
+    /// `tracked_extra` (lower-case names).
+    pub fn with_tracked_extra(tracked_extra: Option<Arc<Vec<String>>>) -> Self {
+        ClientStatements {
+            map: None,
+            tracked_extra,
+        }
+    }
+
+    /// The parameters besides `params::TRACKED` whose session SETs pgsluice carries.
+    pub(super) fn tracked_extra(&self) -> &[String] {
+        self.tracked_extra.as_deref().map_or(&[], Vec::as_slice)
+    }
+
     /// True when the client has a statement of this name.
     pub fn contains(&self, name: &str) -> bool {
         self.map.as_ref().is_some_and(|m| m.contains_key(name))

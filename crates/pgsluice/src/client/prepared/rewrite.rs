@@ -12,6 +12,7 @@ use pgsluice_protocol::ProtocolError;
 use super::book::{Book, Expect, Named, Rename, Synth};
 use super::server::Presence;
 use super::{ClientStatements, StatementRegistry, Stmt};
+use crate::classify::session::analyze;
 use crate::client::state_guard;
 
 /// What a handler did with one client message.
@@ -74,6 +75,25 @@ impl<'x> Rewrite<'x> {
     /// may send the bytes as read.
     pub(super) fn all_unchanged(&self) -> bool {
         self.out.is_empty() && self.run == Some((0, self.src.len()))
+    }
+
+    /// Reads a SQL text's session effects (`client::state_guard`): records the settings
+    /// it changes, or returns the SQL that refuses it.
+    fn guard(&mut self, sql: &[u8]) -> Option<String> {
+        let analysis = analyze(sql);
+        if analysis.is_empty() {
+            return None;
+        }
+        match state_guard::judge(&analysis, self.client.tracked_extra(), false) {
+            Ok(carry) => {
+                self.book.carry.merge(carry);
+                None
+            }
+            Err(r) => {
+                tracing::info!(what = %r.what, "refused session state in transaction mode");
+                Some(state_guard::refusal_sql(&r))
+            }
+        }
     }
 
     pub(super) fn expect_for(&mut self, tag: u8) {
@@ -211,10 +231,9 @@ impl<'x> Rewrite<'x> {
             ft::QUERY => {
                 self.expect_for(tag);
                 let sql = frontend::parse_query(body)?;
-                match state_guard::check(sql) {
+                match self.guard(sql) {
                     Some(refusal) => {
-                        tracing::info!(what = %refusal.what, "refused session state in transaction mode");
-                        frontend::query(self.out(), &state_guard::refusal_sql(&refusal));
+                        frontend::query(self.out(), &refusal);
                         Ok(Emit::Done)
                     }
                     None => Ok(Emit::Same),
@@ -229,10 +248,7 @@ impl<'x> Rewrite<'x> {
 
     fn parse(&mut self, body: &[u8]) -> Result<Emit, ProtocolError> {
         let mut p = frontend::parse_parse(body)?;
-        let refused = state_guard::check(p.query).map(|r| {
-            tracing::info!(what = %r.what, "refused session state in transaction mode");
-            state_guard::refusal_sql(&r)
-        });
+        let refused = self.guard(p.query);
         if let Some(sql) = &refused {
             p.query = sql.as_bytes();
             p.param_types.clear();

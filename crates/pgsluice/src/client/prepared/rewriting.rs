@@ -138,6 +138,11 @@ impl Rewriter {
         std::mem::take(&mut self.book.counts)
     }
 
+    /// The session settings the client's statements changed since the last call.
+    pub fn take_carry(&mut self) -> crate::client::state_guard::Carry {
+        std::mem::take(&mut self.book.carry)
+    }
+
     /// Nothing buffered, nothing expected: the connection is between messages.
     pub fn quiescent(&self) -> bool {
         self.book.settled()
