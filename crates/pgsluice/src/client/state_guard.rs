@@ -89,7 +89,10 @@ pub fn judge(analysis: &Analysis, extra: &[String], sql_prepare: bool) -> Result
             }
             Effect::ResetAll => carry.reset_all = true,
             Effect::DiscardAll => {}
-            Effect::Prepare { .. } | Effect::Execute { .. } | Effect::Deallocate { .. } => {
+            // Without SQL PREPARE, EXECUTE and DEALLOCATE can only name statements
+            // that do not exist: PostgreSQL says so itself (26000).
+            Effect::Execute { .. } | Effect::Deallocate { .. } => {}
+            Effect::Prepare { .. } => {
                 if !sql_prepare {
                     return Err(Refusal {
                         what: "SQL-level PREPARE".into(),
