@@ -54,21 +54,6 @@ async fn split_pooler(primary: &PgCluster, replica: &PgCluster) -> pgsluice_test
     pooler
 }
 
-/// `pgbench -i -s 1` directly on the primary, readable by [`USER`].
-fn pgbench_init(primary: &PgCluster) {
-    let mut cmd = Command::new(pg_bin("pgbench"));
-    cmd.args(["-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p"])
-        .arg(primary.port().to_string())
-        .args(["-U", pgsluice_testkit::SUPERUSER, DB]);
-    clean_pg_env(&mut cmd);
-    cmd.env("PGPASSWORD", pgsluice_testkit::SUPERUSER_PASSWORD);
-    let o = tokio::task::block_in_place(|| run_with_stdin(cmd, b""));
-    assert!(o.status.success(), "pgbench -i: {}", stderr(&o));
-    pg_sql(
-        primary,
-        "grant select on all tables in schema public to app",
-    );
-}
 
 fn replica_commits(replica: &PgCluster) -> u64 {
     tokio::task::block_in_place(|| replica.stat_database(DB))
@@ -197,17 +182,6 @@ fn python_has(module: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// CPU time (user + system) of process `pid` so far, from /proc.
-fn cpu_of(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
-    // Fields after the command name (which is in parentheses): utime is the 12th, stime
-    // the 13th of what follows ") ".
-    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    // USER_HZ is 100 on Linux.
-    Duration::from_millis(ticks * 10)
-}
 
 /// pgbench -S through a one-host pgsluice and through a split one (reads on the
 /// replica), alternating, and pgsluice's CPU per transaction for each: the difference

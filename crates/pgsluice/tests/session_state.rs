@@ -10,9 +10,11 @@
 mod common;
 
 use std::io::Write;
+use std::process::Command;
 
 use common::*;
 use pgsluice::config::{AuthType, PoolMode};
+use pgsluice_testkit::pg_bin;
 use tokio_postgres::Client;
 
 /// Schemas s0..s{n-1}, each with a table `t` holding its own number.
@@ -276,4 +278,69 @@ async fn the_parser_tells_transaction_state_from_session_state() {
 
 async fn t_count(c: &Client) -> i64 {
     count(c, "select 1::bigint").await
+}
+
+/// pgbench -S with 1,000 clients through a pool of 20, each client with a search_path
+/// of its own (PGOPTIONS, carried like a SET), against the same without it,
+/// alternating; prints tps and pgsluice's CPU per transaction for both. The settings
+/// are the same from one transaction to the next, so carrying them should cost
+/// nothing. A benchmark, not a check: run with
+/// `cargo nextest run --release -p pgsluice --test session_state --run-ignored only --no-capture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a benchmark: prints tps and CPU per transaction with and without a carried search_path"]
+async fn carried_search_path_costs_nothing_when_unchanged_benchmark() {
+    let pg = cluster();
+    pgbench_init(&pg);
+    let p = spawn_pooler(
+        &pg,
+        &[
+            "--pool-mode",
+            "transaction",
+            "--pool-size",
+            "20",
+            "--auth-type",
+            "trust",
+        ],
+        &[],
+    );
+    const CLIENTS: u64 = 1000;
+    const PER_CLIENT: u64 = 100;
+    let mut results: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    for _round in 0..3 {
+        for (i, options) in ["", "-c search_path=public"].into_iter().enumerate() {
+            let before = cpu_of(p.pid());
+            let mut cmd = Command::new(pg_bin("pgbench"));
+            cmd.args(["-S", "-n", "-j", "2", "-M", "simple", "-c"])
+                .arg(CLIENTS.to_string())
+                .arg("-t")
+                .arg(PER_CLIENT.to_string())
+                .args(["-h", "127.0.0.1", "-p"])
+                .arg(p.addr().port().to_string())
+                .args(["-U", USER, DB]);
+            clean_pg_env(&mut cmd);
+            cmd.env("PGOPTIONS", options);
+            let o = tokio::task::block_in_place(|| run_with_stdin(cmd, b""));
+            assert!(o.status.success(), "pgbench: {}", stderr(&o));
+            let cpu = cpu_of(p.pid()) - before;
+            let tps = stdout(&o)
+                .lines()
+                .find_map(|l| l.strip_prefix("tps = "))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .expect("tps line");
+            results[i].push((tps, cpu.as_secs_f64() * 1e6 / (CLIENTS * PER_CLIENT) as f64));
+        }
+    }
+    for r in &mut results {
+        r.sort_by(|a, b| a.1.total_cmp(&b.1));
+    }
+    let (plain, carried) = (results[0][1], results[1][1]);
+    eprintln!(
+        "bench: pgbench -S, {CLIENTS} clients, pool 20: without search_path {:.0} tps, {:.1} µs CPU/txn; with a carried search_path {:.0} tps, {:.1} µs CPU/txn (medians of 3 x {} transactions, logins included)",
+        plain.0,
+        plain.1,
+        carried.0,
+        carried.1,
+        CLIENTS * PER_CLIENT
+    );
 }
