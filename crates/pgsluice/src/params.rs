@@ -32,6 +32,12 @@ pub const TRACKED: [&str; 8] = [
 /// on a server connection when the client has no value of its own.
 const SEARCH_PATH: usize = 7;
 
+/// Tracked parameters some supported servers do not report: search_path (before
+/// PostgreSQL 18) and default_transaction_read_only (before 14). Their values are read
+/// back after a SET, copied to a server connection after a sync, and reset on a
+/// connection where the client has none.
+const MAYBE_UNREPORTED: [usize; 2] = [6, SEARCH_PATH];
+
 /// A value no server reports (it has a NUL): stands for "unknown" in a server
 /// connection's set, so that any client's value differs from it.
 const UNKNOWN: &str = "\0unknown";
@@ -41,7 +47,7 @@ const UNKNOWN: &str = "\0unknown";
 /// value is read back from the server.
 pub fn needs_read_back(name: &str) -> bool {
     match ParamSet::index(name) {
-        Some(i) => i == SEARCH_PATH,
+        Some(i) => MAYBE_UNREPORTED.contains(&i),
         None => true,
     }
 }
@@ -184,8 +190,10 @@ impl ParamSet {
                     push_literal(&mut sql, want);
                     sql.push(';');
                 }
-            } else if i == SEARCH_PATH && theirs[i].is_some() {
-                sql.push_str("RESET search_path;");
+            } else if MAYBE_UNREPORTED.contains(&i) && theirs[i].is_some() {
+                sql.push_str("RESET ");
+                sql.push_str(name);
+                sql.push(';');
             }
         }
         self.extras_sync_sql(server, &mut sql);
@@ -258,9 +266,11 @@ impl ParamSet {
     /// On a server connection after a successful sync: the values PostgreSQL may not
     /// have reported (search_path before version 18, the extras) are now the client's.
     pub fn adopt_unreported(&mut self, client: &ParamSet) {
-        let want = &client.values()[SEARCH_PATH];
-        if self.values()[SEARCH_PATH] != *want {
-            self.inner_mut().tracked[SEARCH_PATH].clone_from(want);
+        for i in MAYBE_UNREPORTED {
+            let want = &client.values()[i];
+            if self.values()[i] != *want {
+                self.inner_mut().tracked[i].clone_from(want);
+            }
         }
         self.adopt_extras(client);
     }
@@ -269,8 +279,10 @@ impl ParamSet {
     /// (it left mid-way): the values PostgreSQL may not report are unknown, so the
     /// next sync sets or resets each of them.
     pub fn forget_unreported(&mut self) {
-        if self.values()[SEARCH_PATH].as_deref() != Some(UNKNOWN) {
-            self.inner_mut().tracked[SEARCH_PATH] = Some(UNKNOWN.into());
+        for i in MAYBE_UNREPORTED {
+            if self.values()[i].as_deref() != Some(UNKNOWN) {
+                self.inner_mut().tracked[i] = Some(UNKNOWN.into());
+            }
         }
         self.forget_extra_values();
     }

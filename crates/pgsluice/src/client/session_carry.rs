@@ -72,7 +72,8 @@ pub(super) fn names_to_read(carry: &Carry, client: &ParamSet, server: &ParamSet)
         .cloned()
         .collect();
     if carry.reset_all {
-        let all = std::iter::once("search_path")
+        let all = ["default_transaction_read_only", "search_path"]
+            .into_iter()
             .chain(client.extra_names())
             .chain(server.extra_names());
         for n in all {
@@ -111,6 +112,11 @@ mod tests {
         let none = ParamSet::default();
         let names = names_to_read(&carry, &none, &none);
         assert_eq!(names, ["search_path", "work_mem"]);
+        let dtro = Carry {
+            settings: vec!["default_transaction_read_only".into()],
+            reset_all: false,
+        };
+        assert_eq!(names_to_read(&dtro, &none, &none), ["default_transaction_read_only"]);
         assert_eq!(
             read_back_sql(&names),
             "SELECT pg_catalog.current_setting('search_path', true), pg_catalog.current_setting('work_mem', true)"
@@ -125,7 +131,12 @@ mod tests {
         };
         assert_eq!(
             names_to_read(&all, &client, &server),
-            ["search_path", "extra_float_digits", "my.x"]
+            [
+                "default_transaction_read_only",
+                "search_path",
+                "extra_float_digits",
+                "my.x"
+            ]
         );
         assert!(names_to_read(&Carry::default(), &client, &server).is_empty());
     }
