@@ -116,7 +116,10 @@ mod tests {
             settings: vec!["default_transaction_read_only".into()],
             reset_all: false,
         };
-        assert_eq!(names_to_read(&dtro, &none, &none), ["default_transaction_read_only"]);
+        assert_eq!(
+            names_to_read(&dtro, &none, &none),
+            ["default_transaction_read_only"]
+        );
         assert_eq!(
             read_back_sql(&names),
             "SELECT pg_catalog.current_setting('search_path', true), pg_catalog.current_setting('work_mem', true)"
