@@ -54,7 +54,6 @@ async fn split_pooler(primary: &PgCluster, replica: &PgCluster) -> pgsluice_test
     pooler
 }
 
-
 fn replica_commits(replica: &PgCluster) -> u64 {
     tokio::task::block_in_place(|| replica.stat_database(DB))
         .expect("replica stats")
@@ -181,7 +180,6 @@ fn python_has(module: &str) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
-
 
 /// pgbench -S through a one-host pgsluice and through a split one (reads on the
 /// replica), alternating, and pgsluice's CPU per transaction for each: the difference

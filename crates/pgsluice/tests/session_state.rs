@@ -127,7 +127,9 @@ async fn settings_follow_postgresql_transaction_semantics() {
     assert_eq!(show(&b, "search_path").await, default_path);
     a.batch_execute("reset all").await.unwrap();
     assert_eq!(show(&a, "search_path").await, default_path);
-    a.batch_execute("set search_path = s1, \"S Q\"").await.unwrap();
+    a.batch_execute("set search_path = s1, \"S Q\"")
+        .await
+        .unwrap();
     assert_eq!(show(&b, "search_path").await, default_path);
     assert_eq!(show(&a, "search_path").await, "s1, \"S Q\"");
     a.batch_execute("discard all").await.unwrap();
@@ -259,7 +261,10 @@ async fn the_parser_tells_transaction_state_from_session_state() {
         ("declare c cursor with hold for select 1", "WITH HOLD"),
         ("create temp table keep(x int)", "CREATE TEMPORARY TABLE"),
         ("set role postgres", "SET ROLE"),
-        ("select 1; set statement_timeout = '1s'", "SET statement_timeout"),
+        (
+            "select 1; set statement_timeout = '1s'",
+            "SET statement_timeout",
+        ),
         ("select 1 into temp keep2", "CREATE TEMPORARY TABLE"),
     ] {
         let e = a.batch_execute(sql).await.unwrap_err();
@@ -270,7 +275,11 @@ async fn the_parser_tells_transaction_state_from_session_state() {
     }
     let direct = direct(&s.pg, DB).await;
     assert_eq!(
-        count(&direct, "select count(*) from pg_locks where locktype = 'advisory'").await,
+        count(
+            &direct,
+            "select count(*) from pg_locks where locktype = 'advisory'"
+        )
+        .await,
         0
     );
     assert_eq!(t_count(&a).await, 1);

@@ -107,14 +107,14 @@ mod tests {
     fn only_unreported_settings_are_read_back() {
         let carry = Carry {
             settings: vec!["timezone".into(), "search_path".into(), "work_mem".into()],
-            reset_all: false,
+            ..Carry::default()
         };
         let none = ParamSet::default();
         let names = names_to_read(&carry, &none, &none);
         assert_eq!(names, ["search_path", "work_mem"]);
         let dtro = Carry {
             settings: vec!["default_transaction_read_only".into()],
-            reset_all: false,
+            ..Carry::default()
         };
         assert_eq!(
             names_to_read(&dtro, &none, &none),
@@ -131,6 +131,7 @@ mod tests {
         let all = Carry {
             settings: vec![],
             reset_all: true,
+            ..Carry::default()
         };
         assert_eq!(
             names_to_read(&all, &client, &server),

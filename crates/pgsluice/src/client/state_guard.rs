@@ -43,12 +43,14 @@ pub struct Carry {
     pub settings: Vec<String>,
     /// RESET ALL or DISCARD ALL ran.
     pub reset_all: bool,
+    /// DISCARD ALL ran (it also unlistens everything).
+    pub discard_all: bool,
 }
 
 impl Carry {
     /// Nothing to read back.
     pub fn is_empty(&self) -> bool {
-        self.settings.is_empty() && !self.reset_all
+        self.settings.is_empty() && !self.reset_all && !self.discard_all
     }
 
     /// Adds what another statement changed.
@@ -59,6 +61,7 @@ impl Carry {
             }
         }
         self.reset_all |= other.reset_all;
+        self.discard_all |= other.discard_all;
     }
 }
 
@@ -88,7 +91,7 @@ pub fn judge(analysis: &Analysis, extra: &[String], sql_prepare: bool) -> Result
                 }
             }
             Effect::ResetAll => carry.reset_all = true,
-            Effect::DiscardAll => {}
+            Effect::DiscardAll => carry.discard_all = true,
             // Without SQL PREPARE, EXECUTE and DEALLOCATE can only name statements
             // that do not exist: PostgreSQL says so itself (26000).
             Effect::Execute { .. } | Effect::Deallocate { .. } => {}
@@ -203,7 +206,7 @@ mod tests {
             vec!["work_mem".to_owned()]
         );
         assert!(carried("RESET ALL").reset_all);
-        assert!(carried("discard all").reset_all);
+        assert!(carried("discard all").reset_all && carried("discard all").discard_all);
         let mut a = carried("set search_path = a");
         a.merge(carried("reset search_path; reset all"));
         assert_eq!(a.settings, vec!["search_path".to_owned()]);
