@@ -113,7 +113,7 @@ impl App {
             live: live.clone(),
             cancel: Arc::new(CancelRegistry::default()),
             shutdown: shutdown.watch(),
-            statements: StatementRegistry::default(),
+            statements: StatementRegistry::new(live.clone()),
             auth_query: AuthQuery::new(ids),
             parking: ParkingLot::new(),
             admin_clients: Arc::default(),

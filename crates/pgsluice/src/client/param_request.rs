@@ -46,18 +46,24 @@ pub(super) fn plan(request: &[u8], setting_up: bool) -> Option<Vec<Change>> {
     Some(changes)
 }
 
-/// The settings a successful parameter request changed that PostgreSQL may not
-/// report: read back from the server (`client::state_guard::Carry`).
-pub(super) fn carry_of(changes: &[Change]) -> super::state_guard::Carry {
+/// The tracked settings a parameter request may change that PostgreSQL may not
+/// report (search_path before version 18): read back from the server after it ran
+/// (`client::state_guard::Carry`); the extras are carried from the changes.
+pub(super) fn carry_of(request: &[u8]) -> super::state_guard::Carry {
+    use crate::classify::session::{analyze, Effect};
     let mut carry = super::state_guard::Carry::default();
-    for c in changes {
-        match c {
-            Change::Set(name, _) | Change::Reset(name) => {
-                if ParamSet::index(name).is_some() && crate::params::needs_read_back(name) {
-                    carry.settings.push(name.clone());
-                }
+    let Some(sql) = request_sql(request) else {
+        return carry;
+    };
+    for e in analyze(sql.as_bytes()).effects {
+        match e {
+            Effect::Set(name)
+                if ParamSet::index(&name).is_some() && crate::params::needs_read_back(&name) =>
+            {
+                carry.settings.push(name)
             }
-            Change::ResetAll => carry.reset_all = true,
+            Effect::ResetAll => carry.reset_all = true,
+            _ => {}
         }
     }
     carry
@@ -391,10 +397,12 @@ mod tests {
         );
         assert_eq!(
             p("set session Statement_Timeout to '5s'; SET search_path = a, \"B\""),
-            Some(vec![
-                set("statement_timeout", "'5s'"),
-                set("search_path", "a, \"B\"")
-            ])
+            Some(vec![set("statement_timeout", "'5s'")])
+        );
+        // search_path is tracked: read back after the request, not carried as text.
+        assert_eq!(
+            carry_of(&query("set work_mem = '1MB'; SET search_path = a")).settings,
+            ["search_path"]
         );
         assert_eq!(
             p("SET extra_float_digits TO -2;"),
@@ -404,10 +412,7 @@ mod tests {
             p("SET myapp.tenant = 'x'"),
             Some(vec![set("myapp.tenant", "'x'")])
         );
-        assert_eq!(
-            p("SET SCHEMA 'app'"),
-            Some(vec![set("search_path", "'app'")])
-        );
+        assert_eq!(p("SET SCHEMA 'app'"), None);
         assert_eq!(
             p("SET work_mem TO DEFAULT"),
             Some(vec![Change::Reset("work_mem".into())])

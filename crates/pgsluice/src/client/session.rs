@@ -140,7 +140,6 @@ impl Session {
         cancel: CancelHandle,
         pending: &[u8],
     ) -> Self {
-        let tracked_extra = ctx.live.load().tracked_extra.clone();
         Session {
             ctx,
             route,
@@ -149,7 +148,7 @@ impl Session {
             // A copy, not a split of the login buffer: a split would keep the whole
             // buffer alive for the session.
             pending: (!pending.is_empty()).then(|| Box::new(BytesMut::from(pending))),
-            stmts: ClientStatements::with_tracked_extra(tracked_extra),
+            stmts: ClientStatements::default(),
             traffic: Traffic::default(),
             setting_up: true,
         }
@@ -587,7 +586,7 @@ impl Session {
         }
         // Tracked values the server reported (and, now, the same extras).
         self.params.clone_from(&conn.params);
-        let carry = param_request::carry_of(changes);
+        let carry = param_request::carry_of(prefix);
         if !carry.is_empty() && !answered.failed {
             if let Err(e) = Box::pin(self.read_back(&mut co, &carry)).await {
                 tracing::warn!(error = %e, "could not read back the client's session settings; closing the server connection");

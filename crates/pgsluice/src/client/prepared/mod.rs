@@ -89,9 +89,26 @@ pub struct StatementRegistry {
     next_id: AtomicU64,
     /// Counters.
     pub stats: PreparedStats,
+    /// The generation in force, for the session-state rules that depend on the
+    /// configuration (`track_extra_parameters`); None in unit tests (no extras).
+    live: Option<crate::generation::Live>,
 }
 
 impl StatementRegistry {
+    /// A registry whose session-state rules follow the generation in force.
+    pub fn new(live: crate::generation::Live) -> Self {
+        StatementRegistry {
+            live: Some(live),
+            ..StatementRegistry::default()
+        }
+    }
+
+    /// `track_extra_parameters` in force (lower-case names); read only when a
+    /// statement sets a parameter that is not tracked anyway.
+    pub(super) fn tracked_extra(&self) -> Option<Arc<Vec<String>>> {
+        self.live.as_ref()?.load().tracked_extra.clone()
+    }
+
     /// The statement for this text and types, shared with every client using it.
     pub fn intern(&self, query: &[u8], types: &[u32]) -> Arc<Stmt> {
         let key = StmtKey {
@@ -147,26 +164,9 @@ pub struct ClientStatements {
     // The box is the point: an empty HashMap is 48 bytes inline, the box 8.
     #[allow(clippy::box_collection)]
     map: Option<Box<HashMap<Arc<str>, Arc<Stmt>>>>,
-    /// `track_extra_parameters` when the client logged in (lower-case names), shared
-    /// by the clients of one generation; None when empty.
-    tracked_extra: Option<Arc<Vec<String>>>,
 }
 
 impl ClientStatements {
-    /// Statements of a client that logged in under `track_extra_parameters` =
-    /// `tracked_extra` (lower-case names).
-    pub fn with_tracked_extra(tracked_extra: Option<Arc<Vec<String>>>) -> Self {
-        ClientStatements {
-            map: None,
-            tracked_extra,
-        }
-    }
-
-    /// The parameters besides `params::TRACKED` whose session SETs pgsluice carries.
-    pub(super) fn tracked_extra(&self) -> &[String] {
-        self.tracked_extra.as_deref().map_or(&[], Vec::as_slice)
-    }
-
     /// True when the client has a statement of this name.
     pub fn contains(&self, name: &str) -> bool {
         self.map.as_ref().is_some_and(|m| m.contains_key(name))

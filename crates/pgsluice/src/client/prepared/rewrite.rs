@@ -12,7 +12,7 @@ use pgsluice_protocol::ProtocolError;
 use super::book::{Book, Expect, Named, Rename, Synth};
 use super::server::Presence;
 use super::{ClientStatements, StatementRegistry, Stmt};
-use crate::classify::session::analyze;
+use crate::classify::session::{analyze, Effect};
 use crate::client::state_guard;
 
 /// What a handler did with one client message.
@@ -84,7 +84,18 @@ impl<'x> Rewrite<'x> {
         if analysis.is_empty() {
             return None;
         }
-        match state_guard::judge(&analysis, self.client.tracked_extra(), false) {
+        // The configuration is read only for a SET of a parameter not tracked anyway.
+        let untracked = analysis
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Set(n) if crate::params::ParamSet::index(n).is_none()));
+        let extra = if untracked {
+            self.registry.tracked_extra()
+        } else {
+            None
+        };
+        let extra = extra.as_deref().map_or(&[][..], Vec::as_slice);
+        match state_guard::judge(&analysis, extra, false) {
             Ok(carry) => {
                 self.book.carry.merge(carry);
                 None
