@@ -262,3 +262,23 @@ async fn listen_fails_cleanly_when_the_listener_cannot_connect() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_works_in_statement_mode_and_session_mode_is_untouched() {
+    let s = setup(PoolMode::Statement, 1).await;
+    let server = s.server.as_ref().unwrap();
+    let mut a = listener(s.addr, &["stmt"]).await;
+    let n = connect(s.addr).await;
+    n.batch_execute("NOTIFY stmt, 'hi'").await.unwrap();
+    assert_eq!(next_note(&mut a.messages).await, note("stmt", "hi"));
+    assert_eq!(listening(server), 1);
+
+    // Session mode: LISTEN runs on the client's own server connection, as before.
+    let s = setup(PoolMode::Session, 2).await;
+    let server = s.server.as_ref().unwrap();
+    let mut a = listener(s.addr, &["sess"]).await;
+    let n = connect(s.addr).await;
+    n.batch_execute("NOTIFY sess, 'direct'").await.unwrap();
+    assert_eq!(next_note(&mut a.messages).await, note("sess", "direct"));
+    assert_eq!(listening(server), 0);
+}

@@ -76,13 +76,6 @@ pub struct Session {
     listening: bool,
 }
 
-impl Drop for Session {
-    /// The session is the client's guard in the notification hubs: they forget it.
-    fn drop(&mut self) {
-        self.leave_hubs();
-    }
-}
-
 /// How [`Session::run`] ended.
 pub(super) enum Ran {
     /// The session is over, for this reason.
@@ -295,6 +288,12 @@ impl Session {
             if let Some((cmd, shape)) = listen::listen_command(&prefix) {
                 let run = self.listen_request(stream, info, &prefix, cmd, shape);
                 return Box::pin(run).await;
+            }
+            if let Some(step) = listen::listen_step(&prefix, self.listening) {
+                let run = self.listen_step_request(stream, info, &prefix, step);
+                if let Some(next) = Box::pin(run).await {
+                    return next;
+                }
             }
         }
         let changes = self.param_plan(&prefix, mode);

@@ -490,6 +490,11 @@ impl<S: Clone, W> Hub<S, W> {
             .collect()
     }
 
+    /// How many messages wait in the queues, over every client.
+    pub fn queued(&self) -> usize {
+        self.subs.values().map(|s| s.queue.len()).sum()
+    }
+
     /// How many clients listen to at least one channel.
     pub fn listening_clients(&self) -> usize {
         self.subs

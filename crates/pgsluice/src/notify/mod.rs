@@ -69,6 +69,9 @@ type Token = oneshot::Sender<Result<(), Failure>>;
 /// The hub's state and whether its listener task runs, under one lock.
 struct Inner {
     hub: Hub<Arc<dyn Mailbox>, Token>,
+    /// Named statements of LISTEN / UNLISTEN text clients prepared (drivers that
+    /// prepare every statement, asyncpg's `fetch`): the text, by client and name.
+    statements: std::collections::HashMap<ClientId, std::collections::HashMap<String, String>>,
     task: bool,
     /// Shut down: no more listener task.
     closed: bool,
@@ -108,6 +111,7 @@ impl NotifyHub {
             label,
             inner: Mutex::new(Inner {
                 hub: Hub::new(bound),
+                statements: std::collections::HashMap::new(),
                 task: false,
                 closed: false,
             }),
@@ -171,9 +175,41 @@ impl NotifyHub {
         self.kick.notify_one();
     }
 
-    /// Forgets `client` (it left): every subscription and its queue.
+    /// Remembers that `client` prepared statement `name` with LISTEN-family `sql`.
+    pub fn remember_statement(&self, client: ClientId, name: &str, sql: &str) {
+        let mut inner = self.lock();
+        inner
+            .statements
+            .entry(client)
+            .or_default()
+            .insert(name.to_owned(), sql.to_owned());
+    }
+
+    /// The text of `client`'s statement `name`, when it is one it prepared here.
+    pub fn statement(&self, client: ClientId, name: &str) -> Option<String> {
+        let inner = self.lock();
+        inner.statements.get(&client)?.get(name).cloned()
+    }
+
+    /// Forgets `client`'s statement `name` (Close); whether it was one of these.
+    pub fn forget_statement(&self, client: ClientId, name: &str) -> bool {
+        let mut inner = self.lock();
+        let Some(map) = inner.statements.get_mut(&client) else {
+            return false;
+        };
+        let found = map.remove(name).is_some();
+        if map.is_empty() {
+            inner.statements.remove(&client);
+        }
+        found
+    }
+
+    /// Forgets `client` (it left): every subscription, its queue and its statements.
     pub fn remove(&self, client: ClientId) {
-        self.lock().hub.remove(client);
+        let mut inner = self.lock();
+        inner.statements.remove(&client);
+        inner.hub.remove(client);
+        drop(inner);
         self.kick.notify_one();
     }
 
@@ -185,6 +221,11 @@ impl NotifyHub {
     /// How many clients listen to at least one channel.
     pub fn listening_clients(&self) -> usize {
         self.lock().hub.listening_clients()
+    }
+
+    /// How many messages wait in the clients' queues.
+    pub fn queued_messages(&self) -> usize {
+        self.lock().hub.queued()
     }
 
     /// The channels the listener connection is to LISTEN to.
