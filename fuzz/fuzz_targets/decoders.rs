@@ -8,6 +8,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = backend::parse_parameter_status(data);
     let _ = backend::parse_backend_key_data(data);
     let _ = backend::parse_error_fields(data);
+    let _ = backend::parse_notification(data);
     let _ = frontend::parse_password(data);
     let _ = frontend::parse_sasl_initial_response(data);
     let _ = frontend::parse_query(data);

@@ -314,6 +314,55 @@ pub fn command_complete(buf: &mut BytesMut, command_tag: &str) {
     });
 }
 
+/// Appends ParseComplete.
+pub fn parse_complete(buf: &mut BytesMut) {
+    write_message(buf, b'1', |_| {});
+}
+
+/// Appends BindComplete.
+pub fn bind_complete(buf: &mut BytesMut) {
+    write_message(buf, b'2', |_| {});
+}
+
+/// Appends ParameterDescription for a statement with these parameter type OIDs.
+pub fn parameter_description(buf: &mut BytesMut, types: &[u32]) {
+    write_message(buf, b't', |b| {
+        b.put_i16(types.len() as i16);
+        for t in types {
+            b.put_u32(*t);
+        }
+    });
+}
+
+/// Appends NoData (a Describe of something that returns no rows).
+pub fn no_data(buf: &mut BytesMut) {
+    write_message(buf, b'n', |_| {});
+}
+
+/// Appends NotificationResponse: the notifying backend's process id, the channel and
+/// the payload.
+pub fn notification(buf: &mut BytesMut, pid: i32, channel: &str, payload: &str) {
+    write_message(buf, tag::NOTIFICATION_RESPONSE, |b| {
+        b.put_i32(pid);
+        put_cstr(b, channel.as_bytes());
+        put_cstr(b, payload.as_bytes());
+    });
+}
+
+/// Parses a NotificationResponse body: process id, channel, payload.
+pub fn parse_notification(body: &[u8]) -> Result<(i32, &[u8], &[u8]), ProtocolError> {
+    let bad = || ProtocolError::Malformed("NotificationResponse");
+    let (pid, rest) = body.split_first_chunk::<4>().ok_or_else(bad)?;
+    let nul = rest.iter().position(|&b| b == 0).ok_or_else(bad)?;
+    let channel = &rest[..nul];
+    let rest = &rest[nul + 1..];
+    let end = rest.iter().position(|&b| b == 0).ok_or_else(bad)?;
+    if end + 1 != rest.len() {
+        return Err(bad());
+    }
+    Ok((i32::from_be_bytes(*pid), channel, &rest[..end]))
+}
+
 /// Appends EmptyQueryResponse.
 pub fn empty_query(buf: &mut BytesMut) {
     write_message(buf, tag::EMPTY_QUERY, |_| {});
@@ -463,6 +512,26 @@ mod tests {
         let f = parse_error_fields(&m.body).unwrap();
         assert_eq!((f.severity, f.code), ("FATAL", "53300"));
         assert_eq!(f.message, "no more connections allowed");
+    }
+
+    #[test]
+    fn notification_round_trip() {
+        let mut buf = BytesMut::new();
+        notification(&mut buf, 42, "chan", "payload");
+        let m = split_message(&mut buf, 1 << 20).unwrap().unwrap();
+        assert_eq!(m.tag, tag::NOTIFICATION_RESPONSE);
+        assert_eq!(
+            parse_notification(&m.body).unwrap(),
+            (42, &b"chan"[..], &b"payload"[..])
+        );
+        for bad in [
+            &b""[..],
+            b"\0\0\0\x01chan",
+            b"\0\0\0\x01c\0p",
+            b"\0\0\0\x01c\0p\0x",
+        ] {
+            assert!(parse_notification(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

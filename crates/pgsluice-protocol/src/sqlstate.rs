@@ -19,6 +19,7 @@ macro_rules! codes {
 
 codes! {
     SUCCESSFUL_COMPLETION = "00000", "successful_completion (for notices)";
+    WARNING = "01000", "warning (for notices)";
     CONNECTION_EXCEPTION = "08000", "connection_exception";
     CONNECTION_FAILURE = "08006", "connection_failure: the server connection was lost";
     UNABLE_TO_CONNECT = "08001", "sqlclient_unable_to_establish_sqlconnection";
@@ -37,6 +38,7 @@ codes! {
     INSUFFICIENT_PRIVILEGE = "42501", "insufficient_privilege";
     UNDEFINED_OBJECT = "42704", "undefined_object";
     DUPLICATE_PREPARED_STATEMENT = "42P05", "duplicate_prepared_statement";
+    OUT_OF_MEMORY = "53200", "out_of_memory";
     TOO_MANY_CONNECTIONS = "53300", "too_many_connections";
     OBJECT_NOT_IN_PREREQUISITE_STATE = "55000", "object_not_in_prerequisite_state";
     PROGRAM_LIMIT_EXCEEDED = "54000", "program_limit_exceeded";

@@ -44,6 +44,7 @@ proptest! {
     fn decoders_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = backend::parse_auth(&data);
         let _ = backend::parse_error_fields(&data);
+        let _ = backend::parse_notification(&data);
         let _ = backend::parse_parameter_status(&data);
         let _ = backend::parse_backend_key_data(&data);
         let _ = frontend::parse_parse(&data);

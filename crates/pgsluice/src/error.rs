@@ -165,7 +165,7 @@ impl ServerError {
 }
 
 /// Maps a server-sent code back to one of ours when it is one we know, else `fallback`.
-fn sqlstate_or(code: &str, fallback: SqlState) -> SqlState {
+pub(crate) fn sqlstate_or(code: &str, fallback: SqlState) -> SqlState {
     SqlState::ALL
         .iter()
         .copied()

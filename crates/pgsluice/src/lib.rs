@@ -7,7 +7,7 @@
 //! Layout (dependencies point down): [`cli`] and [`config`] produce a typed
 //! configuration; [`app`] owns the shared state and accept loops; [`client`] runs a
 //! task per client with work (login, session loop, relay) and parks idle ones; [`pool`] hands out server connections
-//! behind RAII guards; [`server`] opens and logs in to PostgreSQL; [`cancel`],
+//! behind RAII guards (and, in [`notify`], a listener connection per pool for LISTEN); [`server`] opens and logs in to PostgreSQL; [`cancel`],
 //! [`shutdown`], [`params`] serve them; the wire format lives in `pgsluice-protocol`.
 
 pub mod admin;
@@ -22,6 +22,7 @@ pub mod generation;
 pub mod logging;
 pub mod metrics;
 pub mod net;
+pub mod notify;
 pub mod params;
 pub mod pool;
 pub mod router;

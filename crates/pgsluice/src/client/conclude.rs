@@ -65,7 +65,10 @@ pub(super) fn conclude(
             if busy {
                 cancel_running(&mut co, tasks);
             }
-            let (n, reason) = stop_notice(Stop::Killed);
+            let (n, reason) = stop_notice(match stopped {
+                Some(Stop::Overflow) => Stop::Overflow,
+                _ => Stop::Killed,
+            });
             Next::End(Some(n), reason)
         }
         RelayEnd::Terminated { server_idle } => {

@@ -75,12 +75,34 @@ pub(super) fn is_param_request(request: &[u8]) -> bool {
     request_sql(request).and_then(parse).is_some()
 }
 
-/// The SQL text of `request` when it runs exactly one text: one whole Query message,
-/// or the unnamed statement of the extended protocol (`Parse`, `Bind`, optionally
-/// `Describe`, `Execute`, `Sync`, all unnamed: what pgjdbc sends while setting up).
-/// Unnamed statements and portals are no business of the prepared-statement layer, so
-/// such a request can run outside the relay.
+/// The SQL text of `request` when it runs exactly one SET or RESET text (see
+/// [`single_text`]), ASCII only.
 fn request_sql(request: &[u8]) -> Option<&str> {
+    single_text(request, &[b"set", b"reset"])
+        .map(|(sql, _)| sql)
+        .filter(|s| s.is_ascii())
+}
+
+/// How a request carries its one SQL text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shape {
+    /// One Query message.
+    Simple,
+    /// The unnamed statement: Parse, Bind, an optional Describe (of the statement,
+    /// `b'S'`, or of the portal, `b'P'`), Execute, Sync.
+    Extended {
+        /// What the Describe asked for, if there is one.
+        describe: Option<u8>,
+    },
+}
+
+/// The SQL text of `request` when it runs exactly one text, and that text starts with
+/// one of `words` (lowercase ASCII keywords, checked before anything is parsed): one
+/// whole Query message, or the unnamed statement of the extended protocol (`Parse`,
+/// `Bind`, optionally `Describe`, `Execute`, `Sync`, all unnamed: what pgjdbc sends
+/// while setting up). Unnamed statements and portals are no business of the
+/// prepared-statement layer, so such a request can run outside the relay.
+pub(super) fn single_text<'a>(request: &'a [u8], words: &[&[u8]]) -> Option<(&'a str, Shape)> {
     // This runs for every request of a transaction-mode client: look at the first word
     // of the text before parsing anything (a Query's text starts after the 5-byte
     // header, a Parse's after the header and its empty name).
@@ -88,7 +110,7 @@ fn request_sql(request: &[u8]) -> Option<&str> {
         [b'Q', _, _, _, _, text @ ..] | [b'P', _, _, _, _, 0, text @ ..] => text,
         _ => return None,
     };
-    if !starts_with_word(text, b"set") && !starts_with_word(text, b"reset") {
+    if !words.iter().any(|w| starts_with_word(text, w)) {
         return None;
     }
     let mut rest = request;
@@ -104,6 +126,7 @@ fn request_sql(request: &[u8]) -> Option<&str> {
         (b'P', [0, body @ ..]) => (cstr(body)?, true),
         _ => return None,
     };
+    let mut shape = Shape::Simple;
     if extended {
         // Bind of the unnamed portal to the unnamed statement, an optional Describe
         // of either, Execute of the unnamed portal, Sync.
@@ -111,17 +134,20 @@ fn request_sql(request: &[u8]) -> Option<&str> {
             return None;
         };
         let mut m = next()?;
-        if matches!(m, (b'D', [b'S' | b'P', 0])) {
+        let mut describe = None;
+        if let (b'D', [what @ (b'S' | b'P'), 0]) = m {
+            describe = Some(*what);
             m = next()?;
         }
         if !matches!(m, (b'E', [0, ..])) || next()? != (b'S', &[][..]) {
             return None;
         }
+        shape = Shape::Extended { describe };
     }
     if next().is_some() || !rest.is_empty() {
         return None;
     }
-    std::str::from_utf8(sql).ok().filter(|s| s.is_ascii())
+    Some((std::str::from_utf8(sql).ok()?, shape))
 }
 
 /// Whether `text`, after leading blanks, starts with the keyword `word` (ASCII

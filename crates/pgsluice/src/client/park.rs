@@ -7,9 +7,10 @@
 //! reactor for the lot's own epoll set (mio's, the one tokio is built on), and its
 //! [`Opened`] state waits in a slab. One task, the keeper, watches that set through
 //! [`AsyncFd`] (an epoll descriptor is itself pollable). When a parked socket turns
-//! readable (a request, or the client closing), when the client is killed, when a
-//! shutdown starts, or when its client_idle_timeout passes, the keeper takes the
-//! client out and starts a fresh session task for it ([`live`]).
+//! readable (a request, or the client closing), when the client is killed, when
+//! notifications are queued for it ([`crate::notify`]), when a shutdown starts, or
+//! when its client_idle_timeout passes, the keeper takes the client out and starts a
+//! fresh session task for it ([`live`]).
 //!
 //! Clients park right after login (when no bytes came with it), and after one to two
 //! seconds idle: the keeper's once-a-second sweep asks them to
@@ -286,7 +287,7 @@ impl ParkingLot {
             return parked.map_or(Ok(()), |o| self.give_back(o));
         }
         drop(slots);
-        if info.is_killed() || ctx.shutdown_requested() {
+        if info.is_killed() || info.has_mail() || ctx.shutdown_requested() {
             self.ring();
         }
         Ok(())
@@ -422,6 +423,14 @@ pub(crate) async fn keep(ctx: Arc<ClientContext>) {
                 .take_where(|p| p.opened.held.reg.info().is_killed());
             for p in killed {
                 lot.unpark(*p, Resume::Stop);
+            }
+            // Notifications for a parked client: its session delivers them (and
+            // parks it again).
+            let notified = lot
+                .slots()
+                .take_where(|p| p.opened.held.reg.info().has_mail());
+            for p in notified {
+                lot.unpark(*p, Resume::Notified);
             }
         }
         if found.tick {

@@ -33,6 +33,8 @@ use crate::server::RELAY_BUF;
 
 #[path = "session_carry.rs"]
 mod carry;
+#[path = "session_notify.rs"]
+mod listen;
 #[path = "session_local.rs"]
 mod local;
 #[path = "session_route.rs"]
@@ -67,6 +69,11 @@ pub struct Session {
     /// Still setting up: every request so far was a parameter request (see
     /// [`param_request`]).
     setting_up: bool,
+    /// It LISTENed through a notification hub of its route's pools (transaction and
+    /// statement mode): it is unsubscribed there when the session is dropped. A flag,
+    /// not a guard holding the hub: it fits in this struct's padding, and the session
+    /// sits in every idle client's task.
+    listening: bool,
 }
 
 /// How [`Session::run`] ended.
@@ -102,6 +109,8 @@ struct Traffic {
 /// What an idle wait brought.
 enum Idle {
     Data(BytesMut),
+    /// Notifications were queued for the client: deliver them.
+    Notify,
     /// Asked to park; idle since then.
     Park(std::time::Instant),
     End(IdleEnd),
@@ -151,6 +160,7 @@ impl Session {
             stmts: ClientStatements::default(),
             traffic: Traffic::default(),
             setting_up: true,
+            listening: false,
         }
     }
 
@@ -232,6 +242,10 @@ impl Session {
                 };
                 let prefix = match woke {
                     Idle::Data(prefix) => prefix,
+                    Idle::Notify => match Box::pin(self.deliver(stream, &mut stop)).await {
+                        Ok(()) => continue,
+                        Err(end) => break idle_end(end),
+                    },
                     Idle::Park(since) => return Ran::Park(since),
                     Idle::End(end) => break idle_end(end),
                 };
@@ -269,6 +283,16 @@ impl Session {
                     return Next::End(None, "client connection error");
                 }
                 return Next::Continue;
+            }
+            if let Some((cmd, shape)) = listen::listen_command(&prefix) {
+                let run = self.listen_request(stream, info, &prefix, cmd, shape);
+                return Box::pin(run).await;
+            }
+            if let Some(step) = listen::listen_step(&prefix, self.listening) {
+                let run = self.listen_step_request(stream, info, &prefix, step);
+                if let Some(next) = Box::pin(run).await {
+                    return next;
+                }
             }
         }
         let changes = self.param_plan(&prefix, mode);
@@ -458,7 +482,7 @@ impl Session {
                             relay.release_at_idle(true);
                             continue;
                         }
-                        Stop::Killed => return Poll::Ready(RelayEnd::Killed),
+                        Stop::Killed | Stop::Overflow => return Poll::Ready(RelayEnd::Killed),
                     }
                 }
             }
@@ -498,6 +522,10 @@ impl Session {
             if let Poll::Ready(why) = std::pin::Pin::new(&mut *stop).poll(cx) {
                 stop.fired = Some(why);
                 return Poll::Ready(Idle::End(IdleEnd::Stopped(why)));
+            }
+            // Notifications go out before anything else the client does.
+            if stop.info.has_mail() {
+                return Poll::Ready(Idle::Notify);
             }
             // The parking sweep woke the task: it parks unless it can read already.
             let park = stop.info.park_requested();

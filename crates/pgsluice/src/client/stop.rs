@@ -19,6 +19,8 @@ pub(super) enum Stop {
     Shutdown,
     /// KILL / KILL_CLIENT: now.
     Killed,
+    /// Its notification queue overflowed (it does not read): now.
+    Overflow,
 }
 
 /// Resolves when the session is asked to stop: KILL / KILL_CLIENT (through the
@@ -46,7 +48,11 @@ impl std::future::Future for StopSignal {
             self.registered = true;
         }
         if self.info.is_killed() {
-            std::task::Poll::Ready(Stop::Killed)
+            std::task::Poll::Ready(if self.info.notify_overflowed() {
+                Stop::Overflow
+            } else {
+                Stop::Killed
+            })
         } else if self.ctx.shutdown_requested() {
             std::task::Poll::Ready(Stop::Shutdown)
         } else {
@@ -65,6 +71,16 @@ pub(super) fn stop_notice(why: Stop) -> (ClientNotice, &'static str) {
         Stop::Killed => (
             ClientNotice::fatal(SqlState::ADMIN_SHUTDOWN, "admin forced disconnect"),
             "killed by admin command",
+        ),
+        Stop::Overflow => (
+            ClientNotice::fatal(
+                SqlState::OUT_OF_MEMORY,
+                format!(
+                    "notification queue full ({} messages): the client does not read its notifications",
+                    crate::notify::QUEUE_BOUND.messages
+                ),
+            ),
+            "notification queue full",
         ),
     }
 }

@@ -92,6 +92,8 @@ pub(super) enum Resume {
     Readable,
     /// Parked and killed, or a shutdown started (or the lot closed).
     Stop,
+    /// Parked, and notifications were queued for it.
+    Notified,
     /// Parked past client_idle_timeout.
     IdleTimeout,
 }

@@ -116,6 +116,11 @@ pub struct ClientInfo {
     wait_since_us: AtomicU64,
     link: AtomicU64,
     killed: AtomicBool,
+    /// Its notification queue overflowed: it is killed for that (see
+    /// [`crate::notify`]).
+    overflowed: AtomicBool,
+    /// Notifications wait in its queue (set by the hub, cleared by the session).
+    mail: AtomicBool,
     /// Where the client is on the way to being parked (see [`ClientInfo::sweep`]).
     park: AtomicU8,
     /// The waker of the task serving the client, woken by KILL and by shutdown.
@@ -148,6 +153,8 @@ impl ClientInfo {
             wait_since_us: AtomicU64::new(0),
             link: AtomicU64::new(0),
             killed: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
+            mail: AtomicBool::new(false),
             park: AtomicU8::new(PARK_NONE),
             stop_waker: Mutex::new(None),
         }
@@ -265,9 +272,25 @@ impl ClientInfo {
         self.park.store(PARK_NEVER, Relaxed);
     }
 
-    /// Whether [`ClientInfo::kill`] was called.
+    /// Whether [`ClientInfo::kill`] was called, or its notification queue overflowed.
     pub fn is_killed(&self) -> bool {
-        self.killed.load(Relaxed)
+        self.killed.load(Relaxed) || self.overflowed.load(Relaxed)
+    }
+
+    /// Whether the client was killed because its notification queue overflowed.
+    pub fn notify_overflowed(&self) -> bool {
+        self.overflowed.load(Relaxed)
+    }
+
+    /// Whether notifications wait for the client.
+    pub fn has_mail(&self) -> bool {
+        self.mail.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Clears [`ClientInfo::has_mail`] before the session takes the queue (a message
+    /// queued after that sets it again).
+    pub fn take_mail(&self) -> bool {
+        self.mail.swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Resolves once [`ClientInfo::kill`] is called (at once if it already was).
@@ -281,6 +304,22 @@ impl ClientInfo {
             }
         })
         .await
+    }
+}
+
+impl crate::notify::Mailbox for ClientInfo {
+    fn mail(&self) {
+        self.mail.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake_stop();
+    }
+
+    fn overflowed(&self) {
+        self.overflowed.store(true, Relaxed);
+        self.wake_stop();
+    }
+
+    fn id(&self) -> u64 {
+        self.id
     }
 }
 

@@ -12,6 +12,7 @@ mod checkout;
 pub mod group;
 mod handback;
 mod limits;
+mod listen_hub;
 pub mod listing;
 mod maintain;
 mod manage;
@@ -250,6 +251,9 @@ pub struct Pool {
     /// Every task the pool spawns (upkeep, opening min_pool_size connections, resets,
     /// closes, KILL's cancels), so that shutdown can wait for them.
     background: TaskTracker,
+    /// LISTEN/NOTIFY of its clients in transaction and statement mode, made at the
+    /// first LISTEN.
+    notify: std::sync::OnceLock<Arc<crate::notify::NotifyHub>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -304,6 +308,7 @@ impl Pool {
             changed: Notify::new(),
             watchers: std::sync::atomic::AtomicUsize::new(0),
             background,
+            notify: std::sync::OnceLock::new(),
         });
         pool.groups.db.add_member(&pool);
         pool.groups.user.add_member(&pool);
