@@ -103,6 +103,15 @@ async fn notifications_reach_listeners_in_transaction_mode() {
     // b is still there and works; it got nothing more.
     assert_eq!(count(&b.client, "select 1::int8").await, 1);
     assert!(b.messages.try_recv().is_err());
+    // DISCARD ALL unlistens too, as in PostgreSQL.
+    b.client.batch_execute("LISTEN other").await.unwrap();
+    b.client.batch_execute("DISCARD ALL").await.unwrap();
+    c.batch_execute("NOTIFY other, 'gone'; NOTIFY ch, 'v'")
+        .await
+        .unwrap();
+    assert_eq!(next_note(&mut a.messages).await, note("ch", "v"));
+    assert_eq!(count(&b.client, "select 1::int8").await, 1);
+    assert!(b.messages.try_recv().is_err(), "nothing after DISCARD ALL");
 
     // A client that leaves is unsubscribed; the others carry on.
     drop(b);

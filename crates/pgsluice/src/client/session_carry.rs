@@ -32,6 +32,9 @@ impl Session {
             co.conn().params.forget_unreported();
             return end;
         }
+        if carry.discard_all {
+            self.unlisten_after_discard();
+        }
         match self.read_back(co, carry).await {
             Ok(()) => end,
             Err(e) => {

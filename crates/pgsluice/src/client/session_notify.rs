@@ -360,6 +360,11 @@ impl Session {
         }
     }
 
+    /// The client's DISCARD ALL ran: as in PostgreSQL, it unlistens everything.
+    pub(super) fn unlisten_after_discard(&self) {
+        self.each_hub(|hub, id| hub.unlisten_all(id));
+    }
+
     /// Calls `f` with every hub the client may be subscribed to (those of its route's
     /// pools; one, but for a replicated database whose primary moved) and its id.
     fn each_hub(&self, mut f: impl FnMut(&NotifyHub, u64)) {
