@@ -16,6 +16,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::server::{Presence, ServerStatements};
+use super::sql::{Action, SqlQuery};
 use super::{ClientStatements, Stmt};
 
 /// A client name and the statement it stands for: errors the server raises about the
@@ -78,6 +79,8 @@ pub(super) enum Expect {
     },
     Sync,
     Query,
+    /// A simple query rewritten for SQL-level prepared statements ([`super::sql`]).
+    SqlQuery(Box<SqlQuery>),
     FunctionCall,
     Synth(Synth),
 }
@@ -134,6 +137,9 @@ pub(super) struct Book {
     pub(super) queue: VecDeque<Expect>,
     pub(super) stmts: ServerStatements,
     names: HashMap<Arc<str>, NamePlan>,
+    /// SQL-level names with a PREPARE or DEALLOCATE in flight: what the last one makes
+    /// them, and how many are in flight.
+    sql_names: HashMap<Arc<str>, (Option<Arc<Stmt>>, u32)>,
     /// Sync window of the next client message: one more per Sync sent.
     pub(super) epoch: u64,
     /// The server is skipping messages after an error and no Sync is on its way yet:
@@ -155,6 +161,7 @@ impl Book {
             queue: VecDeque::new(),
             stmts: ServerStatements::new(max_prepared),
             names: HashMap::new(),
+            sql_names: HashMap::new(),
             epoch: 0,
             skipping: false,
             counts: PreparedCounts::default(),
@@ -166,7 +173,10 @@ impl Book {
 
     /// Nothing in flight.
     pub(super) fn settled(&self) -> bool {
-        self.queue.is_empty() && self.names.is_empty() && self.stmts.settled()
+        self.queue.is_empty()
+            && self.names.is_empty()
+            && self.sql_names.is_empty()
+            && self.stmts.settled()
     }
 
     /// Called when a client takes the connection.
@@ -176,6 +186,7 @@ impl Book {
             "name plans left from the last checkout"
         );
         self.names.clear();
+        self.sql_names.clear();
         self.stmts.begin_checkout();
     }
 
@@ -372,8 +383,117 @@ impl Book {
                 }
                 self.unplan_name(&name);
             }
+            // What the query did not reach did nothing.
+            Expect::SqlQuery(mut q) => {
+                while let Some(a) = q.actions.pop_front() {
+                    self.unplan_action(&a);
+                }
+            }
             _ => {}
         }
+    }
+
+    /// Queues a rewritten simple query and plans its actions; returns the server names
+    /// to close before it (uncertain ones, then those the bound evicts), or None when
+    /// the server is skipping to a Sync and will ignore the query.
+    pub(super) fn push_sql(&mut self, q: SqlQuery) -> Option<Vec<Box<str>>> {
+        if self.skipping {
+            return None;
+        }
+        let epoch = self.epoch;
+        let mut closes = Vec::new();
+        for stmt in &q.clears {
+            self.stmts.plan(stmt.id, false, epoch);
+            self.queue.push_back(Expect::Close {
+                forward: false,
+                evict: Some(stmt.id),
+            });
+            closes.push(stmt.server_name.clone());
+        }
+        for a in &q.actions {
+            match a {
+                Action::Prepare { stmt, client } => {
+                    self.stmts.plan(stmt.id, true, epoch);
+                    if let Some(name) = client {
+                        self.plan_sql_name(name, Some(stmt.clone()));
+                    }
+                }
+                Action::Deallocate { stmt, client } => {
+                    self.stmts.plan(stmt.id, false, epoch);
+                    self.plan_sql_name(client, None);
+                }
+                Action::Passed | Action::DeallocateAll => {}
+            }
+        }
+        while let Some((id, victim)) = self.stmts.victim() {
+            self.stmts.plan(id, false, epoch);
+            self.queue.push_back(Expect::Close {
+                forward: false,
+                evict: Some(id),
+            });
+            closes.push(victim);
+        }
+        self.queue.push_back(Expect::SqlQuery(Box::new(q)));
+        Some(closes)
+    }
+
+    fn plan_sql_name(&mut self, name: &Arc<str>, stmt: Option<Arc<Stmt>>) {
+        let e = self.sql_names.entry(name.clone()).or_insert((None, 0));
+        e.0 = stmt;
+        e.1 += 1;
+    }
+
+    fn unplan_action(&mut self, a: &Action) {
+        let (id, name) = match a {
+            Action::Prepare { stmt, client } => (stmt.id, client.as_ref()),
+            Action::Deallocate { stmt, client } => (stmt.id, Some(client)),
+            Action::Passed | Action::DeallocateAll => return,
+        };
+        self.stmts.unplan(id);
+        if let Some(name) = name {
+            if let Some(e) = self.sql_names.get_mut(&**name) {
+                e.1 -= 1;
+                if e.1 == 0 {
+                    self.sql_names.remove(&**name);
+                }
+            }
+        }
+    }
+
+    /// What a SQL-level name stands for once the messages in flight are carried out,
+    /// if any are: Some(None) when the last one deallocates it.
+    pub(super) fn sql_name_plan(&self, name: &str) -> Option<Option<(Arc<str>, Arc<Stmt>)>> {
+        let (key, (stmt, _)) = self.sql_names.get_key_value(name)?;
+        Some(stmt.as_ref().map(|s| (key.clone(), s.clone())))
+    }
+
+    /// A CommandComplete of the rewritten query at the front of the queue with this
+    /// tag: applies the action it answers. Returns false when the message is pgsluice's
+    /// own (a PREPARE it put in) and must not reach the client.
+    pub(super) fn sql_tag(&mut self, tag: &[u8], client: &mut ClientStatements) -> bool {
+        let Some(Expect::SqlQuery(q)) = self.queue.front_mut() else {
+            return true;
+        };
+        let Some(a) = q.take_action(tag) else {
+            return true;
+        };
+        let forward = !matches!(a, Action::Prepare { client: None, .. });
+        match &a {
+            Action::Prepare { stmt, client: name } => {
+                self.stmts.confirm_parse(stmt);
+                if let Some(name) = name {
+                    client.sql_insert(name.clone(), stmt.clone());
+                }
+            }
+            Action::Deallocate { stmt, client: name } => {
+                self.stmts.confirm_close(stmt.id);
+                client.sql_remove(name);
+            }
+            Action::DeallocateAll => client.forget_all(),
+            Action::Passed => {}
+        }
+        self.unplan_action(&a);
+        forward
     }
 
     /// After an error: PostgreSQL skips every message up to the next Sync, whose

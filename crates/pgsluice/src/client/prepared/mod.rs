@@ -29,6 +29,9 @@ mod replies;
 mod rewrite;
 mod rewriting;
 mod server;
+mod sql;
+#[cfg(test)]
+mod sql_tests;
 
 use crate::sync::LockExt;
 use std::collections::HashMap;
@@ -146,6 +149,21 @@ impl StatementRegistry {
             .filter(|s| s.verified.load(Relaxed))
     }
 
+    /// A new statement for a client's SQL-level `PREPARE`: `definition` is the text
+    /// after the name (parameter types and `AS` query). Never shared: its server name,
+    /// `pgsluice_sql_<id>`, is unique, so no two clients (and no protocol-level
+    /// statement, named `PGSLUICE_<id>`) can meet on it.
+    pub(super) fn fresh_sql(&self, definition: &[u8]) -> Arc<Stmt> {
+        let id = self.next_id.fetch_add(1, Relaxed) + 1;
+        Arc::new(Stmt {
+            id,
+            query: definition.into(),
+            types: Box::new([]),
+            server_name: format!("{}{id}", sql::SERVER_PREFIX).into(),
+            verified: Default::default(),
+        })
+    }
+
     /// Statements some client still holds.
     pub fn live(&self) -> usize {
         self.map
@@ -157,24 +175,34 @@ impl StatementRegistry {
 }
 
 /// A client's named statements, as PostgreSQL would hold them: only names whose Parse
-/// was confirmed (and not closed since). The map is allocated with the first one: most
-/// clients never name a statement, and this sits in every idle session.
+/// (or SQL `PREPARE`) was confirmed (and not closed since). The maps are allocated with
+/// the first one: most clients never name a statement, and this sits in every idle
+/// session.
 #[derive(Debug, Default)]
 pub struct ClientStatements {
-    // The box is the point: an empty HashMap is 48 bytes inline, the box 8.
-    #[allow(clippy::box_collection)]
-    map: Option<Box<HashMap<Arc<str>, Arc<Stmt>>>>,
+    names: Option<Box<Names>>,
+}
+
+/// The two kinds of names a client gives statements.
+#[derive(Debug, Default)]
+struct Names {
+    /// Protocol-level (Parse) names.
+    protocol: HashMap<Arc<str>, Arc<Stmt>>,
+    /// SQL-level (`PREPARE`) names; their statements hold the definition text.
+    sql: HashMap<Arc<str>, Arc<Stmt>>,
 }
 
 impl ClientStatements {
     /// True when the client has a statement of this name.
     pub fn contains(&self, name: &str) -> bool {
-        self.map.as_ref().is_some_and(|m| m.contains_key(name))
+        self.names
+            .as_ref()
+            .is_some_and(|m| m.protocol.contains_key(name))
     }
 
     /// The name as stored (shared, for error renaming) and its statement.
     pub(super) fn get(&self, name: &str) -> Option<(&Arc<str>, &Arc<Stmt>)> {
-        self.map.as_ref()?.get_key_value(name)
+        self.names.as_ref()?.protocol.get_key_value(name)
     }
 
     /// Records a statement under a client name.
@@ -183,23 +211,62 @@ impl ClientStatements {
     }
 
     pub(super) fn insert_shared(&mut self, name: Arc<str>, stmt: Arc<Stmt>) {
-        self.map.get_or_insert_default().insert(name, stmt);
+        self.names
+            .get_or_insert_default()
+            .protocol
+            .insert(name, stmt);
     }
 
     /// Forgets a client name.
     pub(super) fn remove(&mut self, name: &str) {
-        if let Some(m) = self.map.as_mut() {
-            m.remove(name);
+        if let Some(m) = self.names.as_mut() {
+            m.protocol.remove(name);
         }
     }
 
     /// Number of named statements.
     pub fn len(&self) -> usize {
-        self.map.as_ref().map_or(0, |m| m.len())
+        self.names.as_ref().map_or(0, |m| m.protocol.len())
     }
 
     /// True when the client has none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The SQL-level statement of this name (as stored) and its statement.
+    pub(super) fn sql_get(&self, name: &str) -> Option<(&Arc<str>, &Arc<Stmt>)> {
+        self.names.as_ref()?.sql.get_key_value(name)
+    }
+
+    /// Records a SQL-level statement (the server confirmed its `PREPARE`).
+    pub(super) fn sql_insert(&mut self, name: Arc<str>, stmt: Arc<Stmt>) {
+        self.names.get_or_insert_default().sql.insert(name, stmt);
+    }
+
+    /// Forgets a SQL-level name (the server confirmed its `DEALLOCATE`).
+    pub(super) fn sql_remove(&mut self, name: &str) {
+        if let Some(m) = self.names.as_mut() {
+            m.sql.remove(name);
+        }
+    }
+
+    /// Number of SQL-level statements.
+    pub fn sql_len(&self) -> usize {
+        self.names.as_ref().map_or(0, |m| m.sql.len())
+    }
+
+    /// `DEALLOCATE ALL` ran: PostgreSQL drops every prepared statement of the
+    /// session, SQL-level and protocol-level alike.
+    pub(super) fn forget_all(&mut self) {
+        self.names = None;
+    }
+
+    /// `DISCARD ALL` ran: the SQL-level names are gone. (Protocol-level names stay:
+    /// pgsluice carries them and prepares them again where needed.)
+    pub(super) fn forget_sql(&mut self) {
+        if let Some(m) = self.names.as_mut() {
+            m.sql.clear();
+        }
     }
 }

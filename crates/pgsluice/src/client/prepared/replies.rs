@@ -6,7 +6,7 @@ use bytes::{BufMut, BytesMut};
 use pgsluice_protocol::ProtocolError;
 
 use super::book::{Book, Expect};
-use super::ClientStatements;
+use super::{sql, ClientStatements};
 use crate::client::relay::WireState;
 use crate::params::ParamSet;
 
@@ -25,6 +25,8 @@ pub(super) enum Forward {
     No,
     /// It goes with the server's statement name replaced by the client's.
     Renamed(Box<str>, Box<str>),
+    /// It goes with this body instead.
+    Body(Vec<u8>),
 }
 
 /// Appends a whole server message to `out` as `forward` says.
@@ -36,6 +38,7 @@ pub(super) fn emit(out: &mut BytesMut, forward: Forward, tag: u8, body: &[u8]) {
             let text = String::from_utf8_lossy(body).replace(&*from, &to);
             put_message(out, tag, text.as_bytes());
         }
+        Forward::Body(b) => put_message(out, tag, &b),
     }
 }
 
@@ -104,6 +107,10 @@ impl MessageCx<'_> {
                     }
                     if tag_text == b"DISCARD ALL" {
                         self.client_params.clear_extras();
+                        self.client.forget_sql();
+                    }
+                    if sql::is_action_tag(tag_text) && !self.book.sql_tag(tag_text, self.client) {
+                        forward = Forward::No;
                     }
                 }
                 self.front_is(|e| matches!(e, Expect::Execute))
@@ -114,7 +121,12 @@ impl MessageCx<'_> {
                     .and_then(TxStatus::from_byte)
                     .ok_or(ProtocolError::Malformed("ReadyForQuery"))?;
                 self.flow.server_ready(status);
-                self.front_is(|e| matches!(e, Expect::Sync | Expect::Query | Expect::FunctionCall))
+                self.front_is(|e| {
+                    matches!(
+                        e,
+                        Expect::Sync | Expect::Query | Expect::SqlQuery(_) | Expect::FunctionCall
+                    )
+                })
             }
             b'S' => {
                 if let Some(b) = body {
@@ -128,6 +140,12 @@ impl MessageCx<'_> {
                 match self.book.queue.front() {
                     // A simple query's error ends with its own ReadyForQuery.
                     Some(Expect::Query | Expect::FunctionCall) | None => {}
+                    // Renamed; what the query did not reach is dropped at its end.
+                    Some(Expect::SqlQuery(q)) => {
+                        if let Some(fixed) = body.and_then(|b| q.fix_error(b)) {
+                            forward = Forward::Body(fixed);
+                        }
+                    }
                     // An error while the Sync itself runs (a deferred constraint at
                     // commit): nothing left to skip.
                     Some(Expect::Sync) => {}

@@ -1,6 +1,7 @@
 //! The client-to-server side of the rewriting path: named statements are mapped to
 //! their server names (and injected where a connection lacks them), client Close of a
-//! statement is answered locally, and session-state SQL is refused.
+//! statement is answered locally, SQL-level prepared statements are renamed
+//! ([`super::sql`]), and session-state SQL that cannot be carried is refused.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use pgsluice_protocol::ProtocolError;
 
 use super::book::{Book, Expect, Named, Rename, Synth};
 use super::server::Presence;
+use super::sql::{self, SqlQuery};
 use super::{ClientStatements, StatementRegistry, Stmt};
 use crate::classify::session::{analyze, Effect};
 use crate::client::state_guard;
@@ -22,6 +24,16 @@ pub(super) enum Emit {
     Same,
     /// Handled: what replaces it, if anything, is in the out buffer.
     Done,
+}
+
+/// What the session-state guard made of a SQL text.
+enum Guarded {
+    /// It goes as it is.
+    Same,
+    /// It is replaced by this statement, which raises the refusal.
+    Refused(String),
+    /// It is rewritten for SQL-level prepared statements.
+    Sql(Vec<u8>, SqlQuery),
 }
 
 /// The client-to-server rewriting context for one chunk.
@@ -78,11 +90,12 @@ impl<'x> Rewrite<'x> {
     }
 
     /// Reads a SQL text's session effects (`client::state_guard`): records the settings
-    /// it changes, or returns the SQL that refuses it.
-    fn guard(&mut self, sql: &[u8]) -> Option<String> {
+    /// it changes, or returns the SQL that refuses it. SQL-level prepared statements
+    /// are carried in simple queries only (`simple`), refused in a Parse.
+    fn guard(&mut self, sql: &[u8], simple: bool) -> Guarded {
         let analysis = analyze(sql);
         if analysis.is_empty() {
-            return None;
+            return Guarded::Same;
         }
         // The configuration is read only for a SET of a parameter not tracked anyway.
         let untracked = analysis
@@ -95,16 +108,50 @@ impl<'x> Rewrite<'x> {
             None
         };
         let extra = extra.as_deref().map_or(&[][..], Vec::as_slice);
-        match state_guard::judge(&analysis, extra, false) {
-            Ok(carry) => {
+        let judged = state_guard::judge(&analysis, extra, true)
+            .and_then(|carry| match simple || !sql::has_effects(&analysis) {
+                true => Ok(carry),
+                false => Err(sql::extended_refusal()),
+            })
+            .and_then(|carry| {
+                let planned = match simple {
+                    true => sql::plan(sql, &analysis, self.book, self.client, self.registry)?,
+                    false => None,
+                };
+                Ok((carry, planned))
+            });
+        match judged {
+            Ok((carry, planned)) => {
                 self.book.carry.merge(carry);
-                None
+                match planned {
+                    Some((text, q)) => Guarded::Sql(text, q),
+                    None => Guarded::Same,
+                }
             }
             Err(r) => {
                 tracing::info!(what = %r.what, "refused session state in transaction mode");
-                Some(state_guard::refusal_sql(&r))
+                Guarded::Refused(state_guard::refusal_sql(&r))
             }
         }
+    }
+
+    /// Sends a simple query rewritten for SQL-level prepared statements, after the
+    /// Closes it needs.
+    fn sql_query(&mut self, text: &[u8], q: SqlQuery) {
+        let clears = q.clears.len();
+        // None: the server skips it (an error earlier in the pipeline), nothing planned.
+        if let Some(closes) = self.book.push_sql(q) {
+            let evicted = closes.len().saturating_sub(clears) as u64;
+            self.registry.stats.evictions.fetch_add(evicted, Relaxed);
+            for name in closes {
+                frontend::target_message(self.out(), ft::CLOSE, b'S', &name);
+            }
+        }
+        let out = self.out();
+        out.put_u8(ft::QUERY);
+        out.put_u32(text.len() as u32 + 5);
+        out.extend_from_slice(text);
+        out.put_u8(0);
     }
 
     pub(super) fn expect_for(&mut self, tag: u8) {
@@ -240,14 +287,21 @@ impl<'x> Rewrite<'x> {
                 Ok(Emit::Same)
             }
             ft::QUERY => {
-                self.expect_for(tag);
                 let sql = frontend::parse_query(body)?;
-                match self.guard(sql) {
-                    Some(refusal) => {
+                match self.guard(sql, true) {
+                    Guarded::Same => {
+                        self.expect_for(tag);
+                        Ok(Emit::Same)
+                    }
+                    Guarded::Refused(refusal) => {
+                        self.expect_for(tag);
                         frontend::query(self.out(), &refusal);
                         Ok(Emit::Done)
                     }
-                    None => Ok(Emit::Same),
+                    Guarded::Sql(text, q) => {
+                        self.sql_query(&text, q);
+                        Ok(Emit::Done)
+                    }
                 }
             }
             _ => {
@@ -259,7 +313,10 @@ impl<'x> Rewrite<'x> {
 
     fn parse(&mut self, body: &[u8]) -> Result<Emit, ProtocolError> {
         let mut p = frontend::parse_parse(body)?;
-        let refused = self.guard(p.query);
+        let refused = match self.guard(p.query, false) {
+            Guarded::Refused(sql) => Some(sql),
+            Guarded::Same | Guarded::Sql(..) => None,
+        };
         if let Some(sql) = &refused {
             p.query = sql.as_bytes();
             p.param_types.clear();

@@ -176,7 +176,7 @@ fn replies(ext: &Rewriter, fail: bool) -> Vec<BytesMut> {
                 backend::command_complete(&mut m, "SELECT 1");
             }
             Expect::Close { .. } => m.extend_from_slice(&[b'3', 0, 0, 0, 4]),
-            Expect::Query => {
+            Expect::Query | Expect::SqlQuery(_) => {
                 backend::row_description(&mut m, &[("x", 23)]);
                 backend::data_row(&mut m, &[Some("1")]);
                 backend::command_complete(&mut m, "SELECT 1");

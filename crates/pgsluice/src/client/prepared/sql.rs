@@ -1,0 +1,517 @@
+//! SQL-level `PREPARE` / `EXECUTE` / `DEALLOCATE` in simple queries, carried across
+//! server connections like protocol-level named statements.
+//!
+//! A client's `PREPARE p ...` becomes `PREPARE pgsluice_sql_<id> ...` on the server
+//! (a name unique to that one PREPARE, so clients never meet on it), and the client
+//! keeps `p` -> the statement with its definition (the text after the name). Its
+//! `EXECUTE p` and `DEALLOCATE p` are renamed the same way; where the server
+//! connection lacks the statement, a `PREPARE` of it is put into the text just before
+//! the statement that needs it, and its CommandComplete swallowed. A duplicate name is
+//! answered by PostgreSQL itself (a `DO` block raising 42P05 in place of that
+//! statement), so transaction semantics stay PostgreSQL's. Names the client does not
+//! have go to the server as written (it answers 26000 under the client's name).
+//!
+//! Nothing is recorded until the server confirms it: each statement that changes
+//! prepared statements is one [`Action`], matched in text order against the
+//! CommandComplete tags (`PREPARE`, `DEALLOCATE`, `DEALLOCATE ALL`) of the query's
+//! answer. PostgreSQL's prepared statements are not transactional (a PREPARE inside a
+//! transaction that rolls back stays), and neither is this bookkeeping. Errors are shown
+//! with the client's names, and their position (`P`) mapped back to the client's text.
+//!
+//! Sans-IO: [`plan`] reads a text and returns the text to send and the [`SqlQuery`] the
+//! book queues; the book ([`super::book`]) applies its actions.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use crate::classify::session::{Analysis, Effect};
+use crate::client::state_guard::Refusal;
+
+use super::book::Book;
+use super::server::Presence;
+use super::{ClientStatements, StatementRegistry, Stmt};
+
+/// Server names of SQL-level statements start with this (protocol-level ones with
+/// `PGSLUICE_`); the id that follows is unique for the process.
+pub(super) const SERVER_PREFIX: &str = "pgsluice_sql_";
+/// A name no statement ever has: a client name the client does not have, written in
+/// pgsluice's own name space, is sent as this one, so that it cannot reach another
+/// client's statement.
+const ABSENT_NAME: &str = "pgsluice_absent";
+
+/// What one statement of a rewritten text does to prepared statements; each is
+/// answered by one CommandComplete (`PREPARE`, `DEALLOCATE` or `DEALLOCATE ALL`).
+#[derive(Debug)]
+pub(super) enum Action {
+    /// A PREPARE of `stmt`: the client's of `client`, or (None) one pgsluice put in
+    /// (its CommandComplete is swallowed).
+    Prepare {
+        stmt: Arc<Stmt>,
+        client: Option<Arc<str>>,
+    },
+    /// The client's DEALLOCATE of its name `client`.
+    Deallocate { stmt: Arc<Stmt>, client: Arc<str> },
+    /// A DEALLOCATE of a name the client does not have, sent as written.
+    Passed,
+    /// `DEALLOCATE ALL`.
+    DeallocateAll,
+}
+
+impl Action {
+    /// The command tag that answers this action.
+    fn tag(&self) -> &'static [u8] {
+        match self {
+            Action::Prepare { .. } => b"PREPARE",
+            Action::Deallocate { .. } | Action::Passed => b"DEALLOCATE",
+            Action::DeallocateAll => b"DEALLOCATE ALL",
+        }
+    }
+}
+
+/// True for the tags that answer an [`Action`].
+pub(super) fn is_action_tag(tag: &[u8]) -> bool {
+    matches!(tag, b"PREPARE" | b"DEALLOCATE" | b"DEALLOCATE ALL")
+}
+
+/// One replaced stretch, in characters, for mapping error positions back.
+#[derive(Debug, Clone, Copy)]
+struct Moved {
+    /// Start and length in the text sent.
+    sent_at: u32,
+    sent_len: u32,
+    /// Start and length in the client's text.
+    orig_at: u32,
+    orig_len: u32,
+}
+
+/// A simple query whose text was rewritten for SQL-level prepared statements: what the
+/// server's answer to it must do.
+#[derive(Debug)]
+pub(super) struct SqlQuery {
+    /// In text order, each waiting for its CommandComplete.
+    pub(super) actions: VecDeque<Action>,
+    /// Server names (quoted, as errors show them) and the client's names.
+    renames: Vec<(Box<str>, Arc<str>)>,
+    moved: Vec<Moved>,
+    /// A duplicate PREPARE was replaced by a `DO` block that raises 42P05.
+    refused_duplicate: bool,
+    /// Statements whose presence on the server is uncertain (an earlier Sync window's
+    /// message for them is unanswered): closed before the query (no error if absent).
+    pub(super) clears: Vec<Arc<Stmt>>,
+}
+
+impl SqlQuery {
+    /// Takes the action a CommandComplete with this tag answers; None when the tag
+    /// answers none (or does not match: nothing is applied then).
+    pub(super) fn take_action(&mut self, tag: &[u8]) -> Option<Action> {
+        let a = self.actions.pop_front()?;
+        if a.tag() == tag {
+            Some(a)
+        } else {
+            tracing::warn!(?tag, action = ?a, "unexpected tag for a SQL prepared statement");
+            None
+        }
+    }
+
+    /// An ErrorResponse (or notice) body with server names shown as the client's and
+    /// the position mapped back to the client's text; None when nothing changes.
+    pub(super) fn fix_error(&self, body: &[u8]) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(body.len());
+        let mut changed = false;
+        let mut rest = body;
+        while let Some((&kind, tail)) = rest.split_first() {
+            if kind == 0 {
+                break;
+            }
+            let end = tail.iter().position(|&b| b == 0)?;
+            let value = &tail[..end];
+            rest = &tail[end + 1..];
+            let fixed: Option<Vec<u8>> = match kind {
+                b'P' => std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .map(|p| self.position(p).to_string().into_bytes()),
+                b'W' if self.refused_duplicate && contains(value, b"inline_code_block") => {
+                    changed = true;
+                    continue;
+                }
+                _ => self.rename_in(value),
+            };
+            out.push(kind);
+            match fixed {
+                Some(v) => {
+                    changed |= v != value;
+                    out.extend_from_slice(&v);
+                }
+                None => out.extend_from_slice(value),
+            }
+            out.push(0);
+        }
+        out.push(0);
+        changed.then_some(out)
+    }
+
+    fn rename_in(&self, value: &[u8]) -> Option<Vec<u8>> {
+        let mut text: Option<Vec<u8>> = None;
+        for (server, client) in &self.renames {
+            let cur = text.as_deref().unwrap_or(value);
+            if contains(cur, server.as_bytes()) {
+                let quoted = format!("\"{client}\"");
+                text = Some(replace(cur, server.as_bytes(), quoted.as_bytes()));
+            }
+        }
+        text
+    }
+
+    /// A 1-based character position in the text sent, in the client's text.
+    fn position(&self, p: u32) -> u32 {
+        let at = p.saturating_sub(1);
+        let mut shift: i64 = 0;
+        for m in &self.moved {
+            if at < m.sent_at {
+                break;
+            }
+            if at < m.sent_at + m.sent_len {
+                return m.orig_at + 1;
+            }
+            shift = i64::from(m.sent_at + m.sent_len) - i64::from(m.orig_at + m.orig_len);
+        }
+        (i64::from(at) - shift + 1).max(1) as u32
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn replace(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hay.len() + to.len());
+    let mut i = 0;
+    while i < hay.len() {
+        if hay[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(hay[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// True when the analysis holds SQL-level prepared-statement effects.
+pub(super) fn has_effects(analysis: &Analysis) -> bool {
+    analysis.effects.iter().any(|e| {
+        matches!(
+            e,
+            Effect::Prepare { .. } | Effect::Execute { .. } | Effect::Deallocate { .. }
+        )
+    })
+}
+
+/// Why the extended protocol's SQL-level PREPARE / EXECUTE / DEALLOCATE is refused.
+pub(super) fn extended_refusal() -> Refusal {
+    Refusal {
+        what: "SQL-level PREPARE / EXECUTE / DEALLOCATE sent with the extended protocol".into(),
+        hint: "send them as simple queries (pgsluice carries those), or use the protocol's named statements (driver-side prepare)",
+    }
+}
+
+/// What one name stands for at a point of the text.
+type Entry = Option<(Arc<str>, Arc<Stmt>)>;
+
+/// The state of a text being planned: names and server statements changed by its
+/// earlier statements.
+struct Plan<'x> {
+    book: &'x mut Book,
+    client: &'x ClientStatements,
+    registry: &'x StatementRegistry,
+    /// Names the text changed so far (last one wins).
+    overlay: Vec<(String, Entry)>,
+    /// A `DEALLOCATE ALL` ran earlier in the text.
+    all_gone: bool,
+    /// Statements the text made present on the server so far.
+    in_text: Vec<u64>,
+    q: SqlQuery,
+    /// Byte ranges of the client's text and what replaces them, in text order.
+    splices: Vec<(Range<usize>, Vec<u8>)>,
+}
+
+impl Plan<'_> {
+    fn resolve(&self, name: &str) -> Entry {
+        if let Some((_, e)) = self.overlay.iter().rev().find(|(n, _)| n == name) {
+            return e.clone();
+        }
+        if self.all_gone {
+            return None;
+        }
+        if let Some(planned) = self.book.sql_name_plan(name) {
+            return planned;
+        }
+        self.client
+            .sql_get(name)
+            .map(|(n, s)| (n.clone(), s.clone()))
+    }
+
+    /// Makes `stmt` present for the statement at `stmt_start`: a PREPARE of it (its
+    /// definition, or `AS SELECT` when it is about to be deallocated) goes just before.
+    fn ensure(&mut self, stmt: &Arc<Stmt>, stmt_start: usize, dummy: bool) {
+        if self.in_text.contains(&stmt.id) {
+            return;
+        }
+        let presence = if self.all_gone {
+            Presence::Absent
+        } else {
+            self.book.presence(stmt)
+        };
+        match presence {
+            Presence::Present => {
+                self.registry.stats.hits.fetch_add(1, Relaxed);
+                return;
+            }
+            Presence::Uncertain => self.q.clears.push(stmt.clone()),
+            Presence::Absent | Presence::Closing => {}
+        }
+        self.registry.stats.misses.fetch_add(1, Relaxed);
+        self.book.counts.server_parses += 1;
+        let mut text = format!("PREPARE {}", stmt.server_name).into_bytes();
+        if dummy {
+            text.extend_from_slice(b" AS SELECT");
+        } else {
+            text.extend_from_slice(&stmt.query);
+        }
+        text.extend_from_slice(b"\n;");
+        self.splices.push((stmt_start..stmt_start, text));
+        self.q.actions.push_back(Action::Prepare {
+            stmt: stmt.clone(),
+            client: None,
+        });
+        self.in_text.push(stmt.id);
+    }
+
+    /// The client's name at `at` goes to the server as `stmt`'s server name.
+    fn rename(&mut self, at: Range<usize>, name: &Arc<str>, stmt: &Stmt) {
+        self.splices
+            .push((at, stmt.server_name.as_bytes().to_vec()));
+        let quoted = format!("\"{}\"", stmt.server_name).into_boxed_str();
+        if !self.q.renames.iter().any(|(s, _)| *s == quoted) {
+            self.q.renames.push((quoted, name.clone()));
+        }
+    }
+
+    /// A name the client does not have: sent as written, unless it is in pgsluice's
+    /// own name space.
+    fn unknown(&mut self, at: Range<usize>, name: &str) {
+        if name.to_ascii_lowercase().starts_with("pgsluice_") {
+            self.splices.push((at, ABSENT_NAME.as_bytes().to_vec()));
+            let quoted = format!("\"{ABSENT_NAME}\"").into_boxed_str();
+            self.q.renames.push((quoted, name.into()));
+        }
+    }
+}
+
+/// The text to send for a simple query with SQL-level prepared-statement effects, and
+/// what the server's answer must do; Ok(None) when the text has none.
+pub(super) fn plan(
+    sql: &[u8],
+    analysis: &Analysis,
+    book: &mut Book,
+    client: &ClientStatements,
+    registry: &StatementRegistry,
+) -> Result<Option<(Vec<u8>, SqlQuery)>, Refusal> {
+    if !has_effects(analysis) {
+        return Ok(None);
+    }
+    let stmts = statements(sql);
+    let mut p = Plan {
+        book,
+        client,
+        registry,
+        overlay: Vec::new(),
+        all_gone: false,
+        in_text: Vec::new(),
+        q: SqlQuery {
+            actions: VecDeque::new(),
+            renames: Vec::new(),
+            moved: Vec::new(),
+            refused_duplicate: false,
+            clears: Vec::new(),
+        },
+        splices: Vec::new(),
+    };
+    for effect in &analysis.effects {
+        let (name, at) = match effect {
+            Effect::Prepare { name, at } | Effect::Execute { name, at } => (Some(name), at),
+            Effect::Deallocate { name, at } => (name.as_ref(), at),
+            _ => continue,
+        };
+        let Some(stmt_range) = stmts.iter().find(|r| r.contains(&at.start)).cloned() else {
+            // Without the name's place nothing can be renamed: leave it to the server.
+            continue;
+        };
+        if !analysis.utf8 && !sql[at.clone()].is_ascii() {
+            return Err(Refusal {
+                what: "a SQL-level prepared statement name with non-ASCII characters in a client encoding other than UTF8".into(),
+                hint: "use an ASCII name, or pool_mode = session",
+            });
+        }
+        match effect {
+            Effect::Prepare { .. } => {
+                let name = name.expect("PREPARE names a statement");
+                let protocol = !p.all_gone && client.contains(name);
+                if protocol || p.resolve(name).is_some() {
+                    let block = duplicate_sql(name);
+                    p.splices.push((stmt_range, block.into_bytes()));
+                    p.q.refused_duplicate = true;
+                    // PostgreSQL runs nothing after the error.
+                    break;
+                }
+                let stmt = registry.fresh_sql(&sql[at.end..stmt_range.end]);
+                let client_name: Arc<str> = name.as_str().into();
+                p.rename(at.clone(), &client_name, &stmt);
+                p.q.actions.push_back(Action::Prepare {
+                    stmt: stmt.clone(),
+                    client: Some(client_name.clone()),
+                });
+                p.in_text.push(stmt.id);
+                p.overlay.push((name.clone(), Some((client_name, stmt))));
+            }
+            Effect::Execute { .. } => {
+                let name = name.expect("EXECUTE names a statement");
+                match p.resolve(name) {
+                    Some((client_name, stmt)) => {
+                        p.ensure(&stmt, stmt_range.start, false);
+                        p.rename(at.clone(), &client_name, &stmt);
+                    }
+                    None => p.unknown(at.clone(), name),
+                }
+            }
+            Effect::Deallocate {
+                name: Some(name), ..
+            } => match p.resolve(name) {
+                Some((client_name, stmt)) => {
+                    p.ensure(&stmt, stmt_range.start, true);
+                    p.rename(at.clone(), &client_name, &stmt);
+                    p.q.actions.push_back(Action::Deallocate {
+                        stmt: stmt.clone(),
+                        client: client_name,
+                    });
+                    p.in_text.retain(|&id| id != stmt.id);
+                    p.overlay.push((name.clone(), None));
+                }
+                None => {
+                    p.unknown(at.clone(), name);
+                    p.q.actions.push_back(Action::Passed);
+                }
+            },
+            Effect::Deallocate { name: None, .. } => {
+                p.q.actions.push_back(Action::DeallocateAll);
+                p.overlay.clear();
+                p.in_text.clear();
+                p.all_gone = true;
+            }
+            _ => {}
+        }
+    }
+    let Plan {
+        mut q, mut splices, ..
+    } = p;
+    splices.sort_by_key(|(r, _)| (r.start, r.end));
+    let text = apply(sql, &splices, analysis.utf8, &mut q.moved);
+    Ok(Some((text, q)))
+}
+
+/// The byte ranges of the statements of `sql` (without their `;`).
+fn statements(sql: &[u8]) -> Vec<Range<usize>> {
+    let text = match std::str::from_utf8(sql) {
+        Ok(t) => std::borrow::Cow::Borrowed(t),
+        // Same length, so byte ranges stay true (as `classify::session` reads it).
+        Err(_) => std::borrow::Cow::Owned(
+            sql.iter()
+                .map(|&b| if b < 0x80 { b as char } else { '_' })
+                .collect::<String>(),
+        ),
+    };
+    let Ok(parsed) = pg_query::parse(&text, pg_query::ParserOptions::DEFAULT) else {
+        return Vec::new();
+    };
+    parsed
+        .protobuf
+        .stmts
+        .iter()
+        .map(|raw| {
+            let start = raw.stmt_location.max(0) as usize;
+            let end = match raw.stmt_len {
+                0 => sql.len(),
+                n => (start + n as usize).min(sql.len()),
+            };
+            start..end
+        })
+        .collect()
+}
+
+/// Characters in `b` (UTF-8 when `utf8`, else one per byte).
+fn chars(b: &[u8], utf8: bool) -> u32 {
+    if utf8 {
+        b.iter().filter(|&&c| c & 0xC0 != 0x80).count() as u32
+    } else {
+        b.len() as u32
+    }
+}
+
+/// `sql` with the splices made; records where each one moved the text.
+fn apply(
+    sql: &[u8],
+    splices: &[(Range<usize>, Vec<u8>)],
+    utf8: bool,
+    moved: &mut Vec<Moved>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(sql.len() + splices.len() * 32);
+    let mut from = 0;
+    let (mut sent_chars, mut orig_chars) = (0u32, 0u32);
+    for (r, with) in splices {
+        if r.start < from {
+            continue;
+        }
+        let same = chars(&sql[from..r.start], utf8);
+        sent_chars += same;
+        orig_chars += same;
+        out.extend_from_slice(&sql[from..r.start]);
+        let m = Moved {
+            sent_at: sent_chars,
+            sent_len: chars(with, true),
+            orig_at: orig_chars,
+            orig_len: chars(&sql[r.clone()], utf8),
+        };
+        out.extend_from_slice(with);
+        sent_chars += m.sent_len;
+        orig_chars += m.orig_len;
+        moved.push(m);
+        from = r.end;
+    }
+    out.extend_from_slice(&sql[from..]);
+    out
+}
+
+/// A statement that makes PostgreSQL raise its own duplicate-name error, 42P05.
+fn duplicate_sql(name: &str) -> String {
+    let msg = format!("prepared statement \"{name}\" already exists");
+    let inner = dollar_tag(&msg, "m");
+    let literal = format!("{inner}{msg}{inner}");
+    let body = format!(
+        " BEGIN RAISE EXCEPTION USING ERRCODE = 'duplicate_prepared_statement', MESSAGE = {literal}; END "
+    );
+    let outer = dollar_tag(&body, "pgsluice");
+    format!("DO {outer}{body}{outer}")
+}
+
+/// A dollar-quote tag (`$word$`, with the word lengthened as needed) absent from `s`.
+fn dollar_tag(s: &str, word: &str) -> String {
+    let mut tag = format!("${word}$");
+    while s.contains(&tag) {
+        tag.insert(tag.len() - 1, 'x');
+    }
+    tag
+}

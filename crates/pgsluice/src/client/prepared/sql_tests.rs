@@ -1,0 +1,471 @@
+//! SQL-level prepared statements in simple queries, against a model of PostgreSQL: the
+//! same queries go once to the model directly and once through the rewriting path (two
+//! server connections, the model behind each, the client switching between them), and
+//! the client must see the same bytes. The model keeps statements by name, answers
+//! EXECUTE with the statement's definition (so a statement mixed up shows), fails a
+//! PREPARE of a missing table, and aborts transaction blocks on errors.
+
+use std::collections::HashMap;
+
+use bytes::{BufMut, BytesMut};
+use pgsluice_protocol::backend::{self, TxStatus};
+use pgsluice_protocol::frame::parse_header;
+use pgsluice_protocol::frontend;
+use proptest::prelude::*;
+
+use super::sql::SERVER_PREFIX;
+use super::{ClientStatements, ReadPath, Rewriter, StatementRegistry};
+use crate::client::relay::WireState;
+use crate::params::ParamSet;
+
+/// PostgreSQL's simple query protocol, reduced to prepared statements.
+#[derive(Default)]
+struct Model {
+    stmts: HashMap<String, String>,
+    tx: Option<bool>,
+    /// PREPAREs run (created a statement).
+    prepares: usize,
+}
+
+fn error(out: &mut BytesMut, code: &str, msg: &str, extra: &str) {
+    let body = format!("SERROR\0C{code}\0M{msg}\0{extra}\0");
+    out.put_u8(b'E');
+    out.put_u32(body.len() as u32 + 4);
+    out.extend_from_slice(body.as_bytes());
+}
+
+/// Splits on `;` outside dollar quotes; (start, statement) pairs.
+fn split(sql: &str) -> Vec<(usize, &str)> {
+    let b = sql.as_bytes();
+    let (mut out, mut start, mut i) = (Vec::new(), 0, 0);
+    let mut quote: Option<&str> = None;
+    while i < b.len() {
+        if b[i] == b'$' {
+            if let Some(end) = sql[i + 1..].find('$') {
+                let tag = &sql[i..i + end + 2];
+                match quote {
+                    None => quote = Some(tag),
+                    Some(q) if q == tag => quote = None,
+                    _ => {}
+                }
+                i += tag.len();
+                continue;
+            }
+        }
+        if b[i] == b';' && quote.is_none() {
+            out.push((start, &sql[start..i]));
+            start = i + 1;
+        }
+        i += 1;
+    }
+    out.push((start, &sql[start..]));
+    out
+}
+
+/// A name as PostgreSQL folds it, and what follows it.
+fn name_of(s: &str) -> (String, &str) {
+    let s = s.trim_start();
+    if let Some(rest) = s.strip_prefix('"') {
+        let end = rest.find('"').unwrap();
+        return (rest[..end].to_owned(), &rest[end + 1..]);
+    }
+    let end = s
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(s.len());
+    (s[..end].to_lowercase(), &s[end..])
+}
+
+impl Model {
+    fn query(&mut self, sql: &str, out: &mut BytesMut) {
+        for (at, stmt) in split(sql) {
+            let text = stmt.trim();
+            if text.is_empty() {
+                continue;
+            }
+            if let Err((code, msg, extra)) = self.statement(sql, at, stmt, text, out) {
+                error(out, code, &msg, &extra);
+                if self.tx.is_some() {
+                    self.tx = Some(false);
+                }
+                break;
+            }
+        }
+        let status = match self.tx {
+            None => TxStatus::Idle,
+            Some(true) => TxStatus::InTransaction,
+            Some(false) => TxStatus::Failed,
+        };
+        backend::ready_for_query(out, status);
+    }
+
+    fn statement(
+        &mut self,
+        sql: &str,
+        at: usize,
+        raw: &str,
+        text: &str,
+        out: &mut BytesMut,
+    ) -> Result<(), (&'static str, String, String)> {
+        let lower = text.to_lowercase();
+        let word = lower.split_whitespace().next().unwrap_or("");
+        if self.tx == Some(false) && !matches!(word, "rollback" | "commit") {
+            let m =
+                "current transaction is aborted, commands ignored until end of transaction block";
+            return Err(("25P02", m.into(), String::new()));
+        }
+        let missing = |n: &str| {
+            (
+                "26000",
+                format!("prepared statement \"{n}\" does not exist"),
+            )
+        };
+        let tag = match word {
+            "begin" => {
+                self.tx = Some(true);
+                "BEGIN".to_owned()
+            }
+            "commit" | "rollback" => {
+                self.tx = None;
+                word.to_uppercase()
+            }
+            "prepare" => {
+                let (name, def) = name_of(&text[7..]);
+                if self.stmts.contains_key(&name) {
+                    let m = format!("prepared statement \"{name}\" already exists");
+                    return Err(("42P05", m, String::new()));
+                }
+                if def.contains("missing") {
+                    let m = "relation \"missing\" does not exist".to_owned();
+                    return Err(("42P01", m, String::new()));
+                }
+                self.prepares += 1;
+                self.stmts.insert(name, def.trim().to_owned());
+                "PREPARE".to_owned()
+            }
+            "execute" => {
+                let (name, args) = name_of(&text[7..]);
+                let Some(def) = self.stmts.get(&name) else {
+                    let (c, m) = missing(&name);
+                    return Err((c, m, String::new()));
+                };
+                if let Some(bad) = args.find("'x'") {
+                    // The argument's place, in characters of the whole text.
+                    let off =
+                        at + (raw.len() - raw.trim_start().len()) + (text.len() - args.len()) + bad;
+                    let p = sql[..off].chars().count() + 1;
+                    let m = "invalid input syntax for type integer: \"x\"".to_owned();
+                    return Err(("22P02", m, format!("P{p}\0")));
+                }
+                backend::data_row(out, &[Some(def)]);
+                "SELECT 1".to_owned()
+            }
+            "deallocate" => {
+                let rest = text[10..].trim_start();
+                let rest = rest
+                    .strip_prefix("prepare ")
+                    .or_else(|| rest.strip_prefix("PREPARE "))
+                    .unwrap_or(rest);
+                if rest.eq_ignore_ascii_case("all") {
+                    self.stmts.clear();
+                    "DEALLOCATE ALL".to_owned()
+                } else {
+                    let (name, _) = name_of(rest);
+                    if self.stmts.remove(&name).is_none() {
+                        let (c, m) = missing(&name);
+                        return Err((c, m, String::new()));
+                    }
+                    "DEALLOCATE".to_owned()
+                }
+            }
+            "do" => {
+                let start = text.find("$m$").expect("message") + 3;
+                let end = start + text[start..].find("$m$").unwrap();
+                let w = "WPL/pgSQL function inline_code_block line 1 at RAISE\0".to_owned();
+                return Err(("42P05", text[start..end].to_owned(), w));
+            }
+            _ if lower == "select 1/0" => {
+                return Err(("22012", "division by zero".into(), String::new()));
+            }
+            _ => "SELECT 1".to_owned(),
+        };
+        backend::command_complete(out, &tag);
+        Ok(())
+    }
+
+    /// Answers every complete message of `data`.
+    fn handle(&mut self, data: &[u8]) -> BytesMut {
+        let mut out = BytesMut::new();
+        let mut rest = data;
+        while let Ok(Some(h)) = parse_header(rest, u32::MAX) {
+            let body = &rest[5..h.total_len()];
+            rest = &rest[h.total_len()..];
+            match h.tag {
+                b'Q' => {
+                    let sql = frontend::parse_query(body).unwrap();
+                    self.query(std::str::from_utf8(sql).unwrap(), &mut out);
+                }
+                b'C' => {
+                    let (kind, name) = frontend::parse_target(body).unwrap();
+                    assert_eq!(kind, b'S');
+                    self.stmts.remove(name);
+                    out.extend_from_slice(&[b'3', 0, 0, 0, 4]);
+                }
+                other => panic!("model does not speak {}", other as char),
+            }
+        }
+        assert!(rest.is_empty(), "whole messages only");
+        out
+    }
+}
+
+/// One server connection behind the pooler.
+struct Conn {
+    ext: Rewriter,
+    server: Model,
+}
+
+/// The pooler's side: one client, two server connections.
+struct Pooler {
+    registry: StatementRegistry,
+    client: ClientStatements,
+    conns: [Conn; 2],
+    flow: WireState,
+}
+
+impl Pooler {
+    fn new(max_prepared: usize) -> Self {
+        let conn = || Conn {
+            ext: Rewriter::new(1 << 20, max_prepared),
+            server: Model::default(),
+        };
+        Pooler {
+            registry: StatementRegistry::default(),
+            client: ClientStatements::default(),
+            conns: [conn(), conn()],
+            flow: WireState::new(),
+        }
+    }
+
+    /// One query on connection `on`; what the client receives.
+    fn query(&mut self, on: usize, sql: &str) -> BytesMut {
+        let mut msg = BytesMut::new();
+        frontend::query(&mut msg, sql);
+        let c = &mut self.conns[on];
+        assert!(c.ext.quiescent());
+        c.ext.begin_checkout();
+        let pass = c
+            .ext
+            .client_bytes(&msg, &self.registry, &mut self.client, &mut self.flow)
+            .unwrap();
+        let sent = match pass.path {
+            ReadPath::AsRead => msg.to_vec(),
+            ReadPath::Rewritten => c.ext.c2s_out.split().to_vec(),
+        };
+        let mut to_client = c.ext.s2c_out.split();
+        let answer = c.server.handle(&sent);
+        let (mut cp, mut sp) = (ParamSet::default(), ParamSet::default());
+        let path = c
+            .ext
+            .server_bytes(&answer, &mut self.flow, &mut self.client, &mut cp, &mut sp)
+            .unwrap();
+        match path {
+            ReadPath::AsRead => to_client.extend_from_slice(&answer),
+            ReadPath::Rewritten => to_client.extend_from_slice(&c.ext.s2c_out.split()),
+        }
+        assert!(c.ext.quiescent(), "settled after the answer to {sql:?}");
+        to_client
+    }
+
+    fn server_names(&self, on: usize) -> Vec<String> {
+        let mut v: Vec<_> = self.conns[on].server.stmts.keys().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+/// The message types in `data`.
+fn tags(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while let Ok(Some(h)) = parse_header(rest, u32::MAX) {
+        out.push(h.tag);
+        rest = &rest[h.total_len()..];
+    }
+    out
+}
+
+/// Runs `script` ((connection, query) pairs) both ways and compares each answer.
+fn same_as_postgres(max_prepared: usize, script: &[(usize, &str)]) -> Pooler {
+    let mut direct = Model::default();
+    let mut pooler = Pooler::new(max_prepared);
+    let mut last = 0;
+    for &(on, sql) in script {
+        // Inside a transaction block the client keeps its connection.
+        let on = if direct.tx.is_some() { last } else { on };
+        last = on;
+        let mut msg = BytesMut::new();
+        frontend::query(&mut msg, sql);
+        let want = direct.handle(&msg);
+        let got = pooler.query(on, sql);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want),
+            "answer to {sql:?} on connection {on}"
+        );
+    }
+    pooler
+}
+
+#[test]
+fn statements_follow_the_client_across_connections() {
+    let p = same_as_postgres(
+        10,
+        &[
+            (0, "PREPARE p(int) AS SELECT $1 + 1"),
+            (1, "EXECUTE p(1)"),
+            (1, "execute P (2)"),
+            (0, "EXECUTE \"p\"(3)"),
+            (1, "explain execute p(4)"),
+        ],
+    );
+    // Each connection holds the statement under its server name, prepared once.
+    for on in 0..2 {
+        let names = p.server_names(on);
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert!(names[0].starts_with(SERVER_PREFIX), "{names:?}");
+        assert_eq!(p.conns[on].server.prepares, 1);
+    }
+    assert_eq!(p.client.sql_len(), 1);
+}
+
+#[test]
+fn duplicate_unknown_and_deallocate_answer_as_postgres() {
+    let p = same_as_postgres(
+        10,
+        &[
+            (0, "prepare a as select 1"),
+            (1, "prepare a as select 2"),
+            (1, "select 1; PREPARE a AS select 3; select 2"),
+            (0, "execute nope"),
+            (1, "deallocate nope"),
+            (1, "execute pgsluice_sql_1"),
+            (1, "deallocate a"),
+            (0, "execute a"),
+            (
+                0,
+                "prepare a as select 4; execute a; deallocate prepare a; prepare a as select 5",
+            ),
+            (1, "execute a"),
+            (0, "deallocate all"),
+            (1, "execute a"),
+        ],
+    );
+    assert_eq!(p.client.sql_len(), 0);
+    // DEALLOCATE of a statement connection 1 lacked prepared a stand-in there first:
+    // nothing of the client's is left behind on either connection.
+    assert!(p.server_names(0).is_empty(), "{:?}", p.server_names(0));
+}
+
+#[test]
+fn errors_keep_postgres_semantics() {
+    same_as_postgres(
+        10,
+        &[
+            // PREPARE is not transactional: it stays after the error and the rollback.
+            (0, "begin"),
+            (0, "prepare a(int) as select $1"),
+            (0, "select 1/0"),
+            (0, "execute a(1)"),
+            (0, "rollback"),
+            (1, "execute a(1)"),
+            (
+                0,
+                "prepare b as select 2; select 1/0; prepare c as select 3",
+            ),
+            (1, "execute b; execute c"),
+            // A failed PREPARE leaves no name.
+            (1, "prepare m as select * from missing"),
+            (0, "execute m"),
+            // Positions point into the client's text.
+            (1, "select 1; execute a('x')"),
+            (0, "execute a ('x')"),
+            (1, "begin; execute b; execute a('x')"),
+            (0, "rollback"),
+        ],
+    );
+}
+
+#[test]
+fn the_bound_evicts_other_statements_with_deallocate() {
+    let mut p = same_as_postgres(
+        2,
+        &[
+            (0, "prepare a as select 1"),
+            (0, "prepare b as select 2"),
+            (0, "prepare c as select 3"),
+            (0, "execute a"),
+            (0, "execute b; execute c"),
+        ],
+    );
+    let names = p.server_names(0);
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(
+        p.registry
+            .stats
+            .evictions
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    // All three in one text: the bound gives way rather than evict what the text uses.
+    let got = p.query(1, "execute a; execute b; execute c");
+    assert_eq!(tags(&got), b"DCDCDCZ", "{got:?}");
+    assert_eq!(p.server_names(1).len(), 3);
+}
+
+#[test]
+fn extended_protocol_refuses_sql_prepare() {
+    let mut p = Pooler::new(10);
+    let mut msg = BytesMut::new();
+    frontend::parse(&mut msg, "", b"EXECUTE p(1)", &[]);
+    frontend::sync(&mut msg);
+    let c = &mut p.conns[0];
+    c.ext.begin_checkout();
+    c.ext
+        .client_bytes(&msg, &p.registry, &mut p.client, &mut p.flow)
+        .unwrap();
+    let sent = c.ext.c2s_out.split();
+    let text = String::from_utf8_lossy(&sent);
+    assert!(text.contains("feature_not_supported"), "{text}");
+    assert!(text.contains("extended protocol"), "{text}");
+}
+
+fn any_statement() -> impl Strategy<Value = String> {
+    let name = prop_oneof![Just("a"), Just("b")];
+    prop_oneof![
+        (name.clone(), 1u8..4).prop_map(|(n, v)| format!("prepare {n} as select {v}")),
+        name.clone().prop_map(|n| format!("execute {n}")),
+        name.clone().prop_map(|n| format!("execute {n}('x')")),
+        name.prop_map(|n| format!("deallocate {n}")),
+        Just("deallocate all".to_owned()),
+        Just("select 1/0".to_owned()),
+        Just("begin".to_owned()),
+        Just("rollback".to_owned()),
+        Just("prepare m as select * from missing".to_owned()),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn any_script_answers_as_postgres(
+        steps in prop::collection::vec(
+            (0usize..2, prop::collection::vec(any_statement(), 1..4)),
+            1..12,
+        ),
+        max_prepared in 1usize..4,
+    ) {
+        let texts: Vec<(usize, String)> =
+            steps.into_iter().map(|(on, s)| (on, s.join("; "))).collect();
+        let script: Vec<(usize, &str)> = texts.iter().map(|(on, s)| (*on, s.as_str())).collect();
+        same_as_postgres(max_prepared, &script);
+    }
+}
