@@ -1,0 +1,70 @@
+"""SQL-level PREPARE / EXECUTE / DEALLOCATE through pgsluice (transaction mode), sent as
+simple queries by psycopg (execute() without parameters) and asyncpg (execute() without
+arguments). Clients prepare the same name with different queries on a small pool."""
+import asyncio
+import os
+
+HOST, PORT = os.environ["PGS_HOST"], int(os.environ["PGS_PORT"])
+USER = os.environ.get("PGS_USER", "app")
+PASSWORD = os.environ.get("PGS_PASSWORD", "app")
+DB = os.environ.get("PGS_DB", "app")
+
+
+def psycopg_part():
+    import psycopg
+
+    conns = []
+    for n in range(4):
+        c = psycopg.connect(host=HOST, port=PORT, user=USER, password=PASSWORD, dbname=DB, autocommit=True)
+        # psycopg prepares a text it ran 5 times (extended protocol), which pgsluice
+        # refuses for EXECUTE: keep these texts on the simple query protocol.
+        c.prepare_threshold = None
+        c.execute(f"prepare p(int) as select $1 + {n * 100}")
+        conns.append(c)
+    for i in range(10):
+        for n, c in enumerate(conns):
+            (v,) = c.execute(f"execute p({i})").fetchone()
+            assert v == i + n * 100, (n, i, v)
+    try:
+        conns[0].execute("prepare p as select 1")
+        raise AssertionError("duplicate PREPARE succeeded")
+    except psycopg.errors.DuplicatePreparedStatement:
+        pass
+    conns[1].execute("deallocate p")
+    try:
+        conns[1].execute("execute p(1)")
+        raise AssertionError("EXECUTE after DEALLOCATE succeeded")
+    except psycopg.errors.InvalidSqlStatementName as e:
+        assert 'prepared statement "p" does not exist' in str(e), str(e)
+    (v,) = conns[2].execute("execute p(1)").fetchone()
+    assert v == 201, v
+    for c in conns:
+        c.close()
+
+
+async def asyncpg_part():
+    import asyncpg
+
+    async def worker(n):
+        conn = await asyncpg.connect(host=HOST, port=PORT, user=USER, password=PASSWORD, database=DB)
+        try:
+            await conn.execute(f"prepare q as select {n}; prepare w(int) as select $1 * {n}")
+            for i in range(20):
+                # execute() without arguments is a simple query; its status is the last tag.
+                status = await conn.execute(f"execute q; execute w({i})")
+                assert status == "SELECT 1", status
+            await conn.execute("deallocate all")
+            try:
+                await conn.execute("execute q")
+                raise AssertionError("EXECUTE after DEALLOCATE ALL succeeded")
+            except asyncpg.exceptions.InvalidSQLStatementNameError:
+                pass
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(worker(n) for n in range(6)))
+
+
+psycopg_part()
+asyncio.run(asyncpg_part())
+print("OK")
