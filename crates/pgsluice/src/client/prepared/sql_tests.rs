@@ -230,6 +230,8 @@ struct Pooler {
     client: ClientStatements,
     conns: [Conn; 2],
     flow: WireState,
+    /// Feed both directions a byte at a time (through the framers).
+    bytewise: bool,
 }
 
 impl Pooler {
@@ -243,34 +245,54 @@ impl Pooler {
             client: ClientStatements::default(),
             conns: [conn(), conn()],
             flow: WireState::new(),
+            bytewise: false,
         }
     }
 
     /// One query on connection `on`; what the client receives.
     fn query(&mut self, on: usize, sql: &str) -> BytesMut {
+        self.pipeline(on, &[sql])
+    }
+
+    /// Queries sent together (before any answer) on connection `on`.
+    fn pipeline(&mut self, on: usize, sqls: &[&str]) -> BytesMut {
+        let sql = sqls.join(" | ");
         let mut msg = BytesMut::new();
-        frontend::query(&mut msg, sql);
+        for q in sqls {
+            frontend::query(&mut msg, q);
+        }
         let c = &mut self.conns[on];
         assert!(c.ext.quiescent());
         c.ext.begin_checkout();
-        let pass = c
-            .ext
-            .client_bytes(&msg, &self.registry, &mut self.client, &mut self.flow)
-            .unwrap();
-        let sent = match pass.path {
-            ReadPath::AsRead => msg.to_vec(),
-            ReadPath::Rewritten => c.ext.c2s_out.split().to_vec(),
-        };
+        let step = if self.bytewise { 1 } else { msg.len() };
+        let mut sent = Vec::new();
+        for chunk in msg.chunks(step) {
+            let pass = c
+                .ext
+                .client_bytes(chunk, &self.registry, &mut self.client, &mut self.flow)
+                .unwrap();
+            match pass.path {
+                ReadPath::AsRead => sent.extend_from_slice(chunk),
+                ReadPath::Rewritten => sent.extend_from_slice(&c.ext.c2s_out.split()),
+            }
+        }
         let mut to_client = c.ext.s2c_out.split();
         let answer = c.server.handle(&sent);
         let (mut cp, mut sp) = (ParamSet::default(), ParamSet::default());
-        let path = c
-            .ext
-            .server_bytes(&answer, &mut self.flow, &mut self.client, &mut cp, &mut sp)
-            .unwrap();
-        match path {
-            ReadPath::AsRead => to_client.extend_from_slice(&answer),
-            ReadPath::Rewritten => to_client.extend_from_slice(&c.ext.s2c_out.split()),
+        let step = if self.bytewise {
+            1
+        } else {
+            answer.len().max(1)
+        };
+        for chunk in answer.chunks(step) {
+            let path = c
+                .ext
+                .server_bytes(chunk, &mut self.flow, &mut self.client, &mut cp, &mut sp)
+                .unwrap();
+            match path {
+                ReadPath::AsRead => to_client.extend_from_slice(chunk),
+                ReadPath::Rewritten => to_client.extend_from_slice(&c.ext.s2c_out.split()),
+            }
         }
         assert!(c.ext.quiescent(), "settled after the answer to {sql:?}");
         to_client
@@ -296,8 +318,14 @@ fn tags(data: &[u8]) -> Vec<u8> {
 
 /// Runs `script` ((connection, query) pairs) both ways and compares each answer.
 fn same_as_postgres(max_prepared: usize, script: &[(usize, &str)]) -> Pooler {
+    same_as_postgres_fed(max_prepared, false, script)
+}
+
+/// [`same_as_postgres`], `bytewise` or in whole reads.
+fn same_as_postgres_fed(max_prepared: usize, bytewise: bool, script: &[(usize, &str)]) -> Pooler {
     let mut direct = Model::default();
     let mut pooler = Pooler::new(max_prepared);
+    pooler.bytewise = bytewise;
     let mut last = 0;
     for &(on, sql) in script {
         // Inside a transaction block the client keeps its connection.
@@ -423,6 +451,42 @@ fn the_bound_evicts_other_statements_with_deallocate() {
 }
 
 #[test]
+fn pipelined_queries_see_the_statements_of_earlier_ones() {
+    for (first, then) in [
+        ("prepare a as select 1", "execute a"),
+        ("prepare a as select * from missing", "execute a"),
+        (
+            "prepare a as select 1; select 1/0",
+            "execute a; deallocate a",
+        ),
+    ] {
+        let mut direct = Model::default();
+        let mut msg = BytesMut::new();
+        frontend::query(&mut msg, first);
+        frontend::query(&mut msg, then);
+        let want = direct.handle(&msg);
+        let mut p = Pooler::new(10);
+        let got = p.pipeline(0, &[first, then]);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want),
+            "{first} | {then}"
+        );
+        // And on the other connection, the statement follows.
+        let again = p.query(1, "execute a");
+        let want = direct.handle(&{
+            let mut m = BytesMut::new();
+            frontend::query(&mut m, "execute a");
+            m
+        });
+        assert_eq!(
+            again, want,
+            "{first} | {then}, then on the other connection"
+        );
+    }
+}
+
+#[test]
 fn extended_protocol_refuses_sql_prepare() {
     let mut p = Pooler::new(10);
     let mut msg = BytesMut::new();
@@ -462,10 +526,11 @@ proptest! {
             1..12,
         ),
         max_prepared in 1usize..4,
+        bytewise in any::<bool>(),
     ) {
         let texts: Vec<(usize, String)> =
             steps.into_iter().map(|(on, s)| (on, s.join("; "))).collect();
         let script: Vec<(usize, &str)> = texts.iter().map(|(on, s)| (*on, s.as_str())).collect();
-        same_as_postgres(max_prepared, &script);
+        same_as_postgres_fed(max_prepared, bytewise, &script);
     }
 }
