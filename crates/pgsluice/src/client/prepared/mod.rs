@@ -16,6 +16,9 @@
 //! exactly where PostgreSQL would have put them, including after errors (PostgreSQL
 //! skips to the next Sync, and so does the queue).
 //!
+//! SQL-level `PREPARE` / `EXECUTE` / `DEALLOCATE` in simple queries are carried the same
+//! way, under server names of their own ([`sql`]).
+//!
 //! State is recorded only when the server confirms it ([`book`]): a Parse counts once its
 //! ParseComplete arrives, a Close once its CloseComplete does, and a message skipped in
 //! an error window (ErrorResponse to the next Sync's ReadyForQuery) counts as never

@@ -451,6 +451,25 @@ fn the_bound_evicts_other_statements_with_deallocate() {
 }
 
 #[test]
+fn a_protocol_level_name_is_taken_for_prepare_too() {
+    let mut p = Pooler::new(10);
+    let stmt = p.registry.intern(b"select 1", &[]);
+    p.client.insert("s0", stmt);
+    let got = p.query(0, "prepare s0 as select 2");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("C42P05"), "{text}");
+    assert!(
+        text.contains("prepared statement \"s0\" already exists"),
+        "{text}"
+    );
+    // DEALLOCATE ALL forgets both kinds, as PostgreSQL drops both.
+    p.query(0, "prepare q as select 3");
+    assert_eq!((p.client.len(), p.client.sql_len()), (1, 1));
+    p.query(1, "deallocate all");
+    assert_eq!((p.client.len(), p.client.sql_len()), (0, 0));
+}
+
+#[test]
 fn pipelined_queries_see_the_statements_of_earlier_ones() {
     for (first, then) in [
         ("prepare a as select 1", "execute a"),
