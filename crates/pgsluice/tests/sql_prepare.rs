@@ -244,19 +244,42 @@ async fn the_statement_bound_evicts_sql_statements_too() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_extended_protocol_is_refused_with_a_hint() {
-    let s = setup(PoolMode::Transaction, 1).await;
+async fn execute_works_in_the_extended_protocol_prepare_is_refused() {
+    let s = setup(PoolMode::Transaction, 2).await;
     let a = connect(s.addr).await;
-    a.batch_execute("prepare p as select 1").await.unwrap();
-    let e = a.query("execute p", &[]).await.unwrap_err();
-    assert_eq!(code(&e).as_deref(), Some("0A000"), "{e:?}");
-    let db = e.as_db_error().unwrap();
-    assert!(
-        db.message().contains("extended protocol"),
-        "{}",
-        db.message()
-    );
-    assert!(db.hint().unwrap_or("").contains("simple queries"));
+    let h = connect(s.addr).await;
+    a.batch_execute("prepare p(int) as select $1 + 1")
+        .await
+        .unwrap();
+    // A named statement (tokio-postgres prepare: Parse + Describe), then run on both
+    // server connections: the SQL statement is prepared where the Parse goes.
+    let st = a.prepare("execute p(41)").await.unwrap();
+    assert_eq!(st.columns().len(), 1, "described with its row");
+    for _ in 0..3 {
+        // Hold one connection so that A alternates.
+        h.batch_execute("begin").await.unwrap();
+        assert_eq!(a.query_one(&st, &[]).await.unwrap().get::<_, i32>(0), 42);
+        h.batch_execute("commit").await.unwrap();
+        assert_eq!(a.query_one(&st, &[]).await.unwrap().get::<_, i32>(0), 42);
+    }
+    let v: i32 = a.query_one("execute p(1)", &[]).await.unwrap().get(0);
+    assert_eq!(v, 2);
+    // Deallocated: the driver's statement fails rather than run the old one.
+    a.batch_execute("deallocate p").await.unwrap();
+    let e = a.query_one(&st, &[]).await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("26000"), "{e:?}");
+    // PREPARE and DEALLOCATE are refused in a Parse.
+    for sql in ["prepare q as select 1", "deallocate all"] {
+        let e = a.query(sql, &[]).await.unwrap_err();
+        assert_eq!(code(&e).as_deref(), Some("0A000"), "{e:?}");
+        let db = e.as_db_error().unwrap();
+        assert!(
+            db.message().contains("extended protocol"),
+            "{}",
+            db.message()
+        );
+        assert!(db.hint().unwrap_or("").contains("simple queries"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,15 +16,14 @@ def psycopg_part():
     conns = []
     for n in range(4):
         c = psycopg.connect(host=HOST, port=PORT, user=USER, password=PASSWORD, dbname=DB, autocommit=True)
-        # psycopg prepares a text it ran 5 times (extended protocol), which pgsluice
-        # refuses for EXECUTE: keep these texts on the simple query protocol.
-        c.prepare_threshold = None
+        # Default prepare_threshold: from its 5th run psycopg prepares "execute p(i)"
+        # as a protocol-level statement of its own (extended protocol).
         c.execute(f"prepare p(int) as select $1 + {n * 100}")
         conns.append(c)
     for i in range(10):
         for n, c in enumerate(conns):
-            (v,) = c.execute(f"execute p({i})").fetchone()
-            assert v == i + n * 100, (n, i, v)
+            (v,) = c.execute(f"execute p({i % 2})").fetchone()
+            assert v == i % 2 + n * 100, (n, i, v)
     try:
         conns[0].execute("prepare p as select 1")
         raise AssertionError("duplicate PREPARE succeeded")
@@ -53,6 +52,9 @@ async def asyncpg_part():
                 # execute() without arguments is a simple query; its status is the last tag.
                 status = await conn.execute(f"execute q; execute w({i})")
                 assert status == "SELECT 1", status
+                # fetchval: the extended protocol, a statement asyncpg names and describes.
+                v = await conn.fetchval(f"execute w({i % 3})")
+                assert v == (i % 3) * n, (n, i, v)
             await conn.execute("deallocate all")
             try:
                 await conn.execute("execute q")

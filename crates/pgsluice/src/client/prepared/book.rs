@@ -145,6 +145,9 @@ pub(super) struct Book {
     /// The server is skipping messages after an error and no Sync is on its way yet:
     /// what the client sends until its next Sync will get no reply and do nothing.
     skipping: bool,
+    /// An extended-protocol message was queued since the last Sync: a Query put in now
+    /// would end the implicit transaction it runs in.
+    open_extended: bool,
     pub(super) counts: PreparedCounts,
     /// Session settings the statements of this checkout changed, read back at its
     /// end (`client::state_guard`).
@@ -164,6 +167,7 @@ impl Book {
             sql_names: HashMap::new(),
             epoch: 0,
             skipping: false,
+            open_extended: false,
             counts: PreparedCounts::default(),
             carry: Default::default(),
             #[cfg(test)]
@@ -199,6 +203,11 @@ impl Book {
             }
             self.skipping = false;
         }
+        self.open_extended = match &e {
+            Expect::Sync => false,
+            Expect::Query | Expect::SqlQuery(_) | Expect::FunctionCall => self.open_extended,
+            _ => true,
+        };
         let epoch = self.epoch;
         match &e {
             Expect::Parse {
@@ -391,6 +400,12 @@ impl Book {
             }
             _ => {}
         }
+    }
+
+    /// True when a simple query can be put in here: nothing in flight, no
+    /// extended-protocol message since the last Sync, no error being skipped.
+    pub(super) fn can_put_query(&self) -> bool {
+        self.queue.is_empty() && !self.open_extended && !self.skipping
     }
 
     /// Queues a rewritten simple query and plans its actions; returns the server names

@@ -67,7 +67,14 @@ pub struct Stmt {
     pub server_name: Box<str>,
     /// Some server accepted its Parse: a client's Parse of it can be answered without one.
     pub(super) verified: std::sync::atomic::AtomicBool,
+    /// The SQL-level statement its text runs (`EXECUTE pgsluice_sql_<n>` in a Parse),
+    /// with the client's name for it: made present on a connection before the statement
+    /// is parsed, bound or described there, as long as the name still stands for it.
+    pub(super) needs: Option<Need>,
 }
+
+/// A client's SQL-level name and the statement it stood for when a Parse named it.
+pub(super) type Need = (Arc<str>, Arc<Stmt>);
 
 #[cfg(test)]
 impl Stmt {
@@ -117,6 +124,17 @@ impl StatementRegistry {
 
     /// The statement for this text and types, shared with every client using it.
     pub fn intern(&self, query: &[u8], types: &[u32]) -> Arc<Stmt> {
+        self.intern_needing(query, types, None)
+    }
+
+    /// [`StatementRegistry::intern`] for a text that runs the SQL-level statement
+    /// `needs` (its server name is in the text, so the text says which one).
+    pub(super) fn intern_needing(
+        &self,
+        query: &[u8],
+        types: &[u32],
+        needs: Option<Need>,
+    ) -> Arc<Stmt> {
         let key = StmtKey {
             query: query.into(),
             types: types.into(),
@@ -132,6 +150,7 @@ impl StatementRegistry {
             types: key.types.clone(),
             server_name: format!("PGSLUICE_{id}").into(),
             verified: Default::default(),
+            needs,
         });
         if map.len() >= 1024 && map.len().is_power_of_two() {
             map.retain(|_, w| w.strong_count() > 0);
@@ -146,10 +165,16 @@ impl StatementRegistry {
             query: query.into(),
             types: types.into(),
         };
-        let map = self.map.locked();
-        map.get(&key)
+        let found = self
+            .map
+            .locked()
+            .get(&key)
             .and_then(Weak::upgrade)
-            .filter(|s| s.verified.load(Relaxed))
+            .filter(|s| s.verified.load(Relaxed) && s.needs.is_none())?;
+        // A text that EXECUTEs a SQL-level statement means what the client's names say:
+        // its Parse goes through the rewriting path (`sql::plan_parse`).
+        let analysis = crate::classify::session::analyze(query);
+        (!sql::has_effects(&analysis)).then_some(found)
     }
 
     /// A new statement for a client's SQL-level `PREPARE`: `definition` is the text
@@ -164,6 +189,7 @@ impl StatementRegistry {
             types: Box::new([]),
             server_name: format!("{}{id}", sql::SERVER_PREFIX).into(),
             verified: Default::default(),
+            needs: None,
         })
     }
 

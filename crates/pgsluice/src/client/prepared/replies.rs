@@ -120,7 +120,12 @@ impl MessageCx<'_> {
                     .and_then(|b| b.first().copied())
                     .and_then(TxStatus::from_byte)
                     .ok_or(ProtocolError::Malformed("ReadyForQuery"))?;
-                self.flow.server_ready(status);
+                // The answer to pgsluice's own query is not the client's.
+                if self.front_is(|e| matches!(e, Expect::SqlQuery(q) if q.injected)) {
+                    forward = Forward::No;
+                } else {
+                    self.flow.server_ready(status);
+                }
                 self.front_is(|e| {
                     matches!(
                         e,
@@ -141,6 +146,7 @@ impl MessageCx<'_> {
                     // A simple query's error ends with its own ReadyForQuery.
                     Some(Expect::Query | Expect::FunctionCall) | None => {}
                     // Renamed; what the query did not reach is dropped at its end.
+                    Some(Expect::SqlQuery(q)) if q.injected => forward = Forward::No,
                     Some(Expect::SqlQuery(q)) => {
                         if let Some(fixed) = body.and_then(|b| q.fix_error(b)) {
                             forward = Forward::Body(fixed);

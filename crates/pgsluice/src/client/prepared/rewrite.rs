@@ -13,7 +13,7 @@ use pgsluice_protocol::ProtocolError;
 use super::book::{Book, Expect, Named, Rename, Synth};
 use super::server::Presence;
 use super::sql::{self, SqlQuery};
-use super::{ClientStatements, StatementRegistry, Stmt};
+use super::{ClientStatements, Need, StatementRegistry, Stmt};
 use crate::classify::session::{analyze, Effect};
 use crate::client::state_guard;
 
@@ -34,6 +34,17 @@ enum Guarded {
     Refused(String),
     /// It is rewritten for SQL-level prepared statements.
     Sql(Vec<u8>, SqlQuery),
+    /// (A Parse) its text is this one, which runs this SQL-level statement.
+    Renamed(Vec<u8>, Option<Need>),
+}
+
+/// A Bind or Describe of `r`, whose SQL-level statement is no longer the client's, goes
+/// to a statement no server has: 26000 under the client's name for `r`.
+fn stale(r: Rename) -> Rename {
+    Rename {
+        stmt: sql::absent(),
+        name: r.name,
+    }
 }
 
 /// The client-to-server rewriting context for one chunk.
@@ -108,31 +119,66 @@ impl<'x> Rewrite<'x> {
             None
         };
         let extra = extra.as_deref().map_or(&[][..], Vec::as_slice);
-        let judged = state_guard::judge(&analysis, extra, true)
-            .and_then(|carry| match simple || !sql::has_effects(&analysis) {
-                true => Ok(carry),
-                false => Err(sql::extended_refusal()),
-            })
-            .and_then(|carry| {
-                let planned = match simple {
-                    true => sql::plan(sql, &analysis, self.book, self.client, self.registry)?,
-                    false => None,
-                };
-                Ok((carry, planned))
-            });
-        match judged {
-            Ok((carry, planned)) => {
-                self.book.carry.merge(carry);
-                match planned {
+        let judged = state_guard::judge(&analysis, extra, true);
+        let planned = judged.and_then(|carry| {
+            let guarded = if simple {
+                match sql::plan(sql, &analysis, self.book, self.client, self.registry)? {
                     Some((text, q)) => Guarded::Sql(text, q),
                     None => Guarded::Same,
                 }
+            } else {
+                match sql::plan_parse(sql, &analysis, self.book, self.client)? {
+                    Some((text, needs)) => Guarded::Renamed(text, needs),
+                    None => Guarded::Same,
+                }
+            };
+            Ok((carry, guarded))
+        });
+        match planned {
+            Ok((carry, guarded)) => {
+                self.book.carry.merge(carry);
+                guarded
             }
             Err(r) => {
                 tracing::info!(what = %r.what, "refused session state in transaction mode");
                 Guarded::Refused(state_guard::refusal_sql(&r))
             }
         }
+    }
+
+    /// For a statement whose text EXECUTEs a SQL-level one: true when the client's name
+    /// still stands for that one and it is (made) present here, false when not.
+    fn needs_met(&mut self, stmt: &Stmt) -> bool {
+        let Some((name, dep)) = &stmt.needs else {
+            return true;
+        };
+        match sql::current(self.book, self.client, name) {
+            Some((_, now)) if Arc::ptr_eq(&now, dep) => self.ensure_sql(dep),
+            _ => false,
+        }
+    }
+
+    /// Makes the SQL-level statement `stmt` present on the server for the next message
+    /// (a Parse, Bind or Describe of a text that EXECUTEs it), with a simple query of
+    /// pgsluice's own whose answer is swallowed. Only where a query can go in without
+    /// changing the client's transaction (nothing in flight, no extended-protocol
+    /// message since the last Sync). Returns false when it is not present and cannot be
+    /// made so: the caller makes the message fail rather than have the server parse the
+    /// text without the statement (it would describe it as returning no rows).
+    fn ensure_sql(&mut self, stmt: &Arc<Stmt>) -> bool {
+        let presence = self.book.presence(stmt);
+        if presence == Presence::Present {
+            self.registry.stats.hits.fetch_add(1, Relaxed);
+            return true;
+        }
+        if !self.book.can_put_query() {
+            return false;
+        }
+        self.registry.stats.misses.fetch_add(1, Relaxed);
+        self.book.counts.server_parses += 1;
+        let (text, q) = sql::put_in(stmt, presence);
+        self.sql_query(&text, q);
+        true
     }
 
     /// Sends a simple query rewritten for SQL-level prepared statements, after the
@@ -231,6 +277,9 @@ impl<'x> Rewrite<'x> {
         match self.book.named(self.client, name) {
             Named::Unknown | Named::Closing { prior: None } => None,
             Named::Known { rename, certain } => {
+                if !self.needs_met(&rename.stmt) {
+                    return Some(stale(rename));
+                }
                 if certain {
                     self.ensure(&rename.stmt);
                 }
@@ -241,6 +290,9 @@ impl<'x> Rewrite<'x> {
             Named::Closing {
                 prior: Some(rename),
             } => {
+                if !self.needs_met(&rename.stmt) {
+                    return Some(stale(rename));
+                }
                 self.ensure(&rename.stmt);
                 Some(rename)
             }
@@ -289,7 +341,7 @@ impl<'x> Rewrite<'x> {
             ft::QUERY => {
                 let sql = frontend::parse_query(body)?;
                 match self.guard(sql, true) {
-                    Guarded::Same => {
+                    Guarded::Same | Guarded::Renamed(..) => {
                         self.expect_for(tag);
                         Ok(Emit::Same)
                     }
@@ -313,10 +365,22 @@ impl<'x> Rewrite<'x> {
 
     fn parse(&mut self, body: &[u8]) -> Result<Emit, ProtocolError> {
         let mut p = frontend::parse_parse(body)?;
-        let refused = match self.guard(p.query, false) {
-            Guarded::Refused(sql) => Some(sql),
-            Guarded::Same | Guarded::Sql(..) => None,
+        let guarded = self.guard(p.query, false);
+        let (mut refused, mut renamed, mut needs) = match guarded {
+            Guarded::Refused(sql) => (Some(sql), None, None),
+            Guarded::Renamed(text, needs) => (None, Some(text), needs),
+            Guarded::Same | Guarded::Sql(..) => (None, None, None),
         };
+        if let Some((_, dep)) = &needs {
+            if !self.ensure_sql(dep) {
+                refused = Some(state_guard::refusal_sql(&sql::pipelined_refusal()));
+                (renamed, needs) = (None, None);
+                p.param_types.clear();
+            }
+        }
+        if let Some(text) = &renamed {
+            p.query = text;
+        }
         if let Some(sql) = &refused {
             p.query = sql.as_bytes();
             p.param_types.clear();
@@ -329,10 +393,10 @@ impl<'x> Rewrite<'x> {
                 creates: false,
                 tied: false,
             });
-            if refused.is_none() {
+            if refused.is_none() && renamed.is_none() {
                 return Ok(Emit::Same);
             }
-            frontend::parse(self.out(), "", p.query, &[]);
+            frontend::parse(self.out(), "", p.query, &p.param_types);
             return Ok(Emit::Done);
         }
         self.book.counts.client_parses += 1;
@@ -352,7 +416,9 @@ impl<'x> Rewrite<'x> {
             if !certain && exact {
                 // The name rests on its own Parse of an earlier Sync window, not
                 // answered yet, and exists exactly when the server statement does.
-                let stmt = self.registry.intern(p.query, &p.param_types);
+                let stmt = self
+                    .registry
+                    .intern_needing(p.query, &p.param_types, needs.clone());
                 if Arc::ptr_eq(&stmt, &rename.stmt) {
                     // The same statement: parse it again. The server refuses it (42P05,
                     // under the client's name) exactly when the earlier one succeeded.
@@ -390,7 +456,7 @@ impl<'x> Rewrite<'x> {
             });
             return Ok(Emit::Done);
         }
-        let stmt = self.registry.intern(p.query, &p.param_types);
+        let stmt = self.registry.intern_needing(p.query, &p.param_types, needs);
         // A Close of the name earlier in this window may be skipped yet: then the name
         // keeps its statement even if this Parse is skipped.
         let prior = self.book.before_close(self.client, p.name);

@@ -22,6 +22,11 @@ use crate::params::ParamSet;
 #[derive(Default)]
 struct Model {
     stmts: HashMap<String, String>,
+    /// Protocol-level statements (their text) and the unnamed portal's text.
+    parsed: HashMap<String, String>,
+    portal: Option<String>,
+    /// Skipping to Sync after an extended-protocol error.
+    skipping: bool,
     tx: Option<bool>,
     /// PREPAREs run (created a statement).
     prepares: usize,
@@ -177,6 +182,9 @@ impl Model {
                     "DEALLOCATE".to_owned()
                 }
             }
+            "do" if !text.contains("$m$") => {
+                return Err(("0A000", "refused".into(), String::new()));
+            }
             "do" => {
                 let start = text.find("$m$").expect("message") + 3;
                 let end = start + text[start..].find("$m$").unwrap();
@@ -199,6 +207,9 @@ impl Model {
         while let Ok(Some(h)) = parse_header(rest, u32::MAX) {
             let body = &rest[5..h.total_len()];
             rest = &rest[h.total_len()..];
+            if self.skipping && h.tag != b'S' {
+                continue;
+            }
             match h.tag {
                 b'Q' => {
                     let sql = frontend::parse_query(body).unwrap();
@@ -207,8 +218,50 @@ impl Model {
                 b'C' => {
                     let (kind, name) = frontend::parse_target(body).unwrap();
                     assert_eq!(kind, b'S');
+                    // Both kinds share one name space in PostgreSQL.
                     self.stmts.remove(name);
+                    self.parsed.remove(name);
                     out.extend_from_slice(&[b'3', 0, 0, 0, 4]);
+                }
+                b'P' => {
+                    let p = frontend::parse_parse(body).unwrap();
+                    let text = std::str::from_utf8(p.query).unwrap().to_owned();
+                    self.parsed.insert(p.name.to_owned(), text);
+                    out.extend_from_slice(&[b'1', 0, 0, 0, 4]);
+                }
+                b'B' => {
+                    let (_, name, _) = frontend::bind_names(body).unwrap().unwrap();
+                    match self.parsed.get(name) {
+                        Some(t) => {
+                            self.portal = Some(t.clone());
+                            out.extend_from_slice(&[b'2', 0, 0, 0, 4]);
+                        }
+                        None => {
+                            let m = format!("prepared statement \"{name}\" does not exist");
+                            error(&mut out, "26000", &m, "");
+                            self.skipping = true;
+                        }
+                    }
+                }
+                b'E' => {
+                    let text = self.portal.clone().expect("a bound portal");
+                    let trimmed = text.trim().to_owned();
+                    if let Err((code, msg, extra)) =
+                        self.statement(&text, 0, &text, &trimmed, &mut out)
+                    {
+                        error(&mut out, code, &msg, &extra);
+                        self.skipping = true;
+                    }
+                }
+                b'S' => {
+                    self.skipping = false;
+                    self.portal = None;
+                    let status = match self.tx {
+                        None => TxStatus::Idle,
+                        Some(true) => TxStatus::InTransaction,
+                        Some(false) => TxStatus::Failed,
+                    };
+                    backend::ready_for_query(&mut out, status);
                 }
                 other => panic!("model does not speak {}", other as char),
             }
@@ -256,11 +309,15 @@ impl Pooler {
 
     /// Queries sent together (before any answer) on connection `on`.
     fn pipeline(&mut self, on: usize, sqls: &[&str]) -> BytesMut {
-        let sql = sqls.join(" | ");
         let mut msg = BytesMut::new();
         for q in sqls {
             frontend::query(&mut msg, q);
         }
+        self.send(on, &sqls.join(" | "), msg)
+    }
+
+    /// Client messages `msg` (described as `sql`) on connection `on`.
+    fn send(&mut self, on: usize, sql: &str, msg: BytesMut) -> BytesMut {
         let c = &mut self.conns[on];
         assert!(c.ext.quiescent());
         c.ext.begin_checkout();
@@ -505,11 +562,115 @@ fn pipelined_queries_see_the_statements_of_earlier_ones() {
     }
 }
 
+/// Parse (named `stmt`, unless empty) / Bind / Execute / Sync of `sql`; `stmt` None:
+/// Bind / Execute / Sync of a statement parsed before.
+fn extended(stmt: &str, sql: Option<&str>) -> BytesMut {
+    let mut m = BytesMut::new();
+    if let Some(sql) = sql {
+        frontend::parse(&mut m, stmt, sql.as_bytes(), &[]);
+    }
+    // Bind: unnamed portal, no formats, no parameters.
+    m.put_u8(b'B');
+    m.put_u32((4 + 1 + stmt.len() + 1 + 6) as u32);
+    m.put_u8(0);
+    m.extend_from_slice(stmt.as_bytes());
+    m.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+    frontend::execute(&mut m, "", 0);
+    frontend::sync(&mut m);
+    m
+}
+
+#[test]
+fn extended_execute_follows_the_client_too() {
+    let script: Vec<(usize, &str, BytesMut)> = vec![
+        (
+            0,
+            "prepare",
+            query_msg("prepare p as select 1; prepare r as select 2"),
+        ),
+        // Another connection, which lacks p: prepared before the Parse.
+        (1, "parse s1", extended("s1", Some("EXECUTE p"))),
+        (1, "bind s1", extended("s1", None)),
+        // s1 follows the client as a protocol-level statement, p with it.
+        (0, "bind s1 on 0", extended("s1", None)),
+        (1, "unnamed", extended("", Some("execute r"))),
+        (0, "unknown", extended("", Some("execute nope"))),
+        (1, "deallocate", query_msg("deallocate p")),
+    ];
+    let mut direct = Model::default();
+    let mut p = Pooler::new(10);
+    for (on, what, msg) in script {
+        let want = direct.handle(&msg);
+        let got = p.send(on, what, msg);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want),
+            "{what} on connection {on}"
+        );
+    }
+    // s1 EXECUTEs p, which is gone: PostgreSQL fails its Execute (26000, "p"); pgsluice
+    // fails its Bind (26000, "s1") rather than run what p stood for on connection 0.
+    for on in [0, 1] {
+        let got = p.send(on, "bind s1 after deallocate", extended("s1", None));
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.contains("C26000\0Mprepared statement \"s1\" does not exist"),
+            "{text}"
+        );
+    }
+    // A new p does not revive it either.
+    p.query(0, "prepare p as select 9");
+    let got = p.send(0, "bind s1 after prepare", extended("s1", None));
+    assert!(String::from_utf8_lossy(&got).contains("C26000"));
+}
+
+#[test]
+fn extended_execute_in_a_pipeline_where_the_statement_is_missing_is_refused() {
+    let mut p = Pooler::new(10);
+    p.query(0, "prepare p as select 1");
+    // An unsynced Parse first: a query cannot go in before the second one.
+    let mut msg = BytesMut::new();
+    frontend::parse(&mut msg, "", b"select 1", &[]);
+    msg.extend_from_slice(&extended("s1", Some("EXECUTE p")));
+    let got = p.send(1, "pipelined", msg);
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.contains("feature_not_supported") || text.contains("0A000"),
+        "{text}"
+    );
+    // Where the statement is, the same pipeline runs.
+    let mut msg = BytesMut::new();
+    frontend::parse(&mut msg, "", b"select 1", &[]);
+    msg.extend_from_slice(&extended("s2", Some("EXECUTE p")));
+    let got = p.send(0, "pipelined where present", msg);
+    assert!(String::from_utf8_lossy(&got).contains("as select 1"));
+}
+
+#[test]
+fn a_text_that_executes_is_never_answered_without_the_rewriting_path() {
+    // Another client's Parse of the same text left a verified statement behind; a Parse
+    // of that text must still go through the client's own names.
+    let r = StatementRegistry::default();
+    let kept = r.intern(b"execute p(1)", &[]);
+    kept.mark_verified();
+    assert!(r.verified(b"execute p(1)", &[]).is_none());
+    let kept_too = r.intern(b"select 1", &[]);
+    kept_too.mark_verified();
+    assert!(r.verified(b"select 1", &[]).is_some());
+    drop((kept, kept_too));
+}
+
+fn query_msg(sql: &str) -> BytesMut {
+    let mut m = BytesMut::new();
+    frontend::query(&mut m, sql);
+    m
+}
+
 #[test]
 fn extended_protocol_refuses_sql_prepare() {
     let mut p = Pooler::new(10);
     let mut msg = BytesMut::new();
-    frontend::parse(&mut msg, "", b"EXECUTE p(1)", &[]);
+    frontend::parse(&mut msg, "", b"PREPARE p AS select 1", &[]);
     frontend::sync(&mut msg);
     let c = &mut p.conns[0];
     c.ext.begin_checkout();
