@@ -34,6 +34,9 @@ mod rewriting;
 mod server;
 mod sql;
 #[cfg(test)]
+mod sql_model;
+mod sql_parse;
+#[cfg(test)]
 mod sql_tests;
 
 use crate::sync::LockExt;
@@ -172,7 +175,7 @@ impl StatementRegistry {
             .and_then(Weak::upgrade)
             .filter(|s| s.verified.load(Relaxed) && s.needs.is_none())?;
         // A text that EXECUTEs a SQL-level statement means what the client's names say:
-        // its Parse goes through the rewriting path (`sql::plan_parse`).
+        // its Parse goes through the rewriting path (`sql_parse::plan_parse`).
         let analysis = crate::classify::session::analyze(query);
         (!sql::has_effects(&analysis)).then_some(found)
     }

@@ -13,6 +13,7 @@ use pgsluice_protocol::ProtocolError;
 use super::book::{Book, Expect, Named, Rename, Synth};
 use super::server::Presence;
 use super::sql::{self, SqlQuery};
+use super::sql_parse;
 use super::{ClientStatements, Need, StatementRegistry, Stmt};
 use crate::classify::session::{analyze, Effect};
 use crate::client::state_guard;
@@ -42,7 +43,7 @@ enum Guarded {
 /// to a statement no server has: 26000 under the client's name for `r`.
 fn stale(r: Rename) -> Rename {
     Rename {
-        stmt: sql::absent(),
+        stmt: sql_parse::absent(),
         name: r.name,
     }
 }
@@ -127,7 +128,7 @@ impl<'x> Rewrite<'x> {
                     None => Guarded::Same,
                 }
             } else {
-                match sql::plan_parse(sql, &analysis, self.book, self.client)? {
+                match sql_parse::plan_parse(sql, &analysis, self.book, self.client)? {
                     Some((text, needs)) => Guarded::Renamed(text, needs),
                     None => Guarded::Same,
                 }
@@ -152,7 +153,7 @@ impl<'x> Rewrite<'x> {
         let Some((name, dep)) = &stmt.needs else {
             return true;
         };
-        match sql::current(self.book, self.client, name) {
+        match sql_parse::current(self.book, self.client, name) {
             Some((_, now)) if Arc::ptr_eq(&now, dep) => self.ensure_sql(dep),
             _ => false,
         }
@@ -176,7 +177,7 @@ impl<'x> Rewrite<'x> {
         }
         self.registry.stats.misses.fetch_add(1, Relaxed);
         self.book.counts.server_parses += 1;
-        let (text, q) = sql::put_in(stmt, presence);
+        let (text, q) = sql_parse::put_in(stmt, presence);
         self.sql_query(&text, q);
         true
     }
@@ -373,7 +374,7 @@ impl<'x> Rewrite<'x> {
         };
         if let Some((_, dep)) = &needs {
             if !self.ensure_sql(dep) {
-                refused = Some(state_guard::refusal_sql(&sql::pipelined_refusal()));
+                refused = Some(state_guard::refusal_sql(&sql_parse::pipelined_refusal()));
                 (renamed, needs) = (None, None);
                 p.param_types.clear();
             }

@@ -31,7 +31,7 @@ use crate::client::state_guard::Refusal;
 
 use super::book::Book;
 use super::server::Presence;
-use super::{ClientStatements, Need, StatementRegistry, Stmt};
+use super::{ClientStatements, StatementRegistry, Stmt};
 
 /// Server names of SQL-level statements start with this (protocol-level ones with
 /// `PGSLUICE_`); the id that follows is unique for the process.
@@ -39,7 +39,7 @@ pub(super) const SERVER_PREFIX: &str = "pgsluice_sql_";
 /// A name no statement ever has: a client name the client does not have, written in
 /// pgsluice's own name space, is sent as this one, so that it cannot reach another
 /// client's statement.
-const ABSENT_NAME: &str = "pgsluice_absent";
+pub(super) const ABSENT_NAME: &str = "pgsluice_absent";
 
 /// What one statement of a rewritten text does to prepared statements; each is
 /// answered by one CommandComplete (`PREPARE`, `DEALLOCATE` or `DEALLOCATE ALL`).
@@ -105,7 +105,7 @@ pub(super) struct SqlQuery {
 }
 
 impl SqlQuery {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         SqlQuery {
             actions: VecDeque::new(),
             renames: Vec::new(),
@@ -224,14 +224,6 @@ pub(super) fn has_effects(analysis: &Analysis) -> bool {
             Effect::Prepare { .. } | Effect::Execute { .. } | Effect::Deallocate { .. }
         )
     })
-}
-
-/// Why the extended protocol's SQL-level PREPARE / DEALLOCATE is refused.
-pub(super) fn extended_refusal() -> Refusal {
-    Refusal {
-        what: "SQL-level PREPARE / DEALLOCATE sent with the extended protocol".into(),
-        hint: "send PREPARE and DEALLOCATE as simple queries (pgsluice carries those; EXECUTE may use either protocol), or use the protocol's named statements (driver-side prepare)",
-    }
 }
 
 /// What one name stands for at a point of the text.
@@ -430,101 +422,6 @@ pub(super) fn plan(
     splices.sort_by_key(|(r, _)| (r.start, r.end));
     let text = apply(sql, &splices, analysis.utf8, &mut q.moved);
     Ok(Some((text, q)))
-}
-
-/// A query of pgsluice's own that prepares `stmt` (a SQL-level statement a Parse's
-/// text runs) on a connection where it is `presence`.
-pub(super) fn put_in(stmt: &Arc<Stmt>, presence: Presence) -> (Vec<u8>, SqlQuery) {
-    let mut q = SqlQuery::new();
-    q.injected = true;
-    if presence == Presence::Uncertain {
-        q.clears.push(stmt.clone());
-    }
-    q.actions.push_back(Action::Prepare {
-        stmt: stmt.clone(),
-        client: None,
-    });
-    let mut text = format!("PREPARE {}", stmt.server_name).into_bytes();
-    text.extend_from_slice(&stmt.query);
-    text.push(b'\n');
-    (text, q)
-}
-
-/// A Parse's text as sent, and the SQL-level statement it runs.
-pub(super) type ParseText = (Vec<u8>, Option<Need>);
-
-/// A Parse's text with SQL-level prepared-statement effects: `EXECUTE` of a statement
-/// the client has is renamed, and the statement returned (it must be present where the
-/// Parse, and the Bind or Describe of it, run). Ok(None): nothing to change (a name the
-/// client does not have: the server answers 26000 when it runs). PREPARE and
-/// DEALLOCATE are refused.
-pub(super) fn plan_parse(
-    sql: &[u8],
-    analysis: &Analysis,
-    book: &Book,
-    client: &ClientStatements,
-) -> Result<Option<ParseText>, Refusal> {
-    let mut found = None;
-    for e in &analysis.effects {
-        match e {
-            Effect::Execute { name, at } if found.is_none() => found = Some((name, at)),
-            Effect::Prepare { .. } | Effect::Execute { .. } | Effect::Deallocate { .. } => {
-                return Err(extended_refusal())
-            }
-            _ => {}
-        }
-    }
-    let Some((name, at)) = found else {
-        return Ok(None);
-    };
-    if at.is_empty() || (!analysis.utf8 && !sql[at.clone()].is_ascii()) {
-        return Err(extended_refusal());
-    }
-    let known = current(book, client, name);
-    let (with, needs): (&[u8], _) = match &known {
-        Some((_, stmt)) => (stmt.server_name.as_bytes(), known.clone()),
-        None if name.to_ascii_lowercase().starts_with("pgsluice_") => {
-            (ABSENT_NAME.as_bytes(), None)
-        }
-        None => return Ok(None),
-    };
-    let mut text = Vec::with_capacity(sql.len() + with.len());
-    text.extend_from_slice(&sql[..at.start]);
-    text.extend_from_slice(with);
-    text.extend_from_slice(&sql[at.end..]);
-    Ok(Some((text, needs)))
-}
-
-/// Why a Parse that EXECUTEs a SQL-level statement is refused in a pipeline on a
-/// connection that lacks the statement.
-pub(super) fn pipelined_refusal() -> Refusal {
-    Refusal {
-        what: "SQL-level EXECUTE in a pipeline, on a server connection that lacks the statement"
-            .into(),
-        hint: "send it after a Sync (not pipelined), or as a simple query",
-    }
-}
-
-/// What the SQL-level `name` stands for for the next message.
-pub(super) fn current(book: &Book, client: &ClientStatements, name: &str) -> Option<Need> {
-    match book.sql_name_plan(name) {
-        Some(planned) => planned,
-        None => client.sql_get(name).map(|(n, s)| (n.clone(), s.clone())),
-    }
-}
-
-/// A statement no server has: what a Bind or Describe of a Parse that EXECUTEs a name
-/// the client has deallocated (or prepared again) goes to, so that it fails (26000)
-/// rather than run what the name no longer stands for.
-pub(super) fn absent() -> Arc<Stmt> {
-    Arc::new(Stmt {
-        id: u64::MAX,
-        query: Box::new([]),
-        types: Box::new([]),
-        server_name: ABSENT_NAME.into(),
-        verified: Default::default(),
-        needs: None,
-    })
 }
 
 /// The byte ranges of the statements of `sql` (without their `;`).
