@@ -344,3 +344,39 @@ async fn psycopg_and_asyncpg_simple_queries() {
     assert!(out.status.success(), "sql_prepare.py failed:\n{text}");
     assert!(text.contains("OK"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgjdbc_executes_in_the_extended_protocol() {
+    let jar = "/usr/share/java/postgresql.jar";
+    assert!(
+        std::path::Path::new(jar).exists(),
+        "pgjdbc is not installed ({jar}): run scripts/install-deps"
+    );
+    let s = setup(PoolMode::Transaction, 2).await;
+    let program = format!(
+        "{}/tests/java/JdbcSqlPrepare.java",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let url = format!("jdbc:postgresql://127.0.0.1:{}/{DB}", s.addr.port());
+    let out = tokio::task::block_in_place(|| {
+        Command::new("java")
+            .args(["-cp", jar, &program, &url, USER, PASSWORD])
+            .output()
+            .expect("run java")
+    });
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(out.status.success(), "pgjdbc failed:\n{text}");
+    let printed = stdout(&out);
+    let lines: Vec<&str> = printed.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        [
+            "default_prepare=0A000",
+            "extended_sum=420",
+            "simple=10",
+            "after_deallocate=26000",
+            "OK"
+        ],
+        "{text}"
+    );
+}
