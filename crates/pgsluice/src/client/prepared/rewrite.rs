@@ -103,7 +103,8 @@ impl<'x> Rewrite<'x> {
 
     /// Reads a SQL text's session effects (`client::state_guard`): records the settings
     /// it changes, or returns the SQL that refuses it. SQL-level prepared statements
-    /// are carried in simple queries only (`simple`), refused in a Parse.
+    /// are renamed: all three in a simple query (`simple`), EXECUTE in a Parse
+    /// (PREPARE and DEALLOCATE are refused there).
     fn guard(&mut self, sql: &[u8], simple: bool) -> Guarded {
         let analysis = analyze(sql);
         if analysis.is_empty() {
