@@ -89,7 +89,10 @@ async fn twenty_clients_keep_listen_search_path_and_prepare_on_a_pool_of_two() {
         "select count(*) from pg_stat_activity where usename = 'app' and query ilike 'listen%'",
     )
     .await;
-    assert_eq!(listeners, 1, "one listener connection for the 20 listening clients");
+    assert_eq!(
+        listeners, 1,
+        "one listener connection for the 20 listening clients"
+    );
 
     // Another client notifies; every listener gets every notification, in order.
     let sender = connect(s.addr).await;

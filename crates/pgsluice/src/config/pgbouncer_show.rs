@@ -113,7 +113,7 @@ const SPECS: &[(&str, &str, bool)] = &[
     ("tcp_keepintvl", "0", true),
     ("tcp_socket_buffer", "0", true),
     ("tcp_user_timeout", "0", true),
-    ("track_extra_parameters", "IntervalStyle", true),
+    ("track_extra_parameters", "IntervalStyle", false),
     ("transaction_timeout", "0", true),
     ("unix_socket_dir", "/tmp", false),
     ("unix_socket_group", "", false),
