@@ -119,9 +119,8 @@ const FIRST_WORDS: &[&[u8]] = &[
     b"explain",
 ];
 
-/// Markers that send any text to the parser (functions with session effects, `SELECT
-/// ... INTO TEMP`).
-const MARKERS: &[&[u8]] = &[b"advisory", b"set_config", b"temp"];
+/// Function names that send a text with a call (an opening parenthesis) to the parser.
+const CALL_MARKERS: &[&[u8]] = &[b"advisory", b"set_config"];
 
 /// The session effects of `sql` (in the client's encoding; every keyword is ASCII).
 /// Texts the parser refuses have none: PostgreSQL will refuse them too.
@@ -169,16 +168,25 @@ fn plainly_harmless(sql: &[u8]) -> bool {
             return false;
         }
     }
-    // One pass: compare only where a marker's first letter is.
-    !t.iter().enumerate().any(|(i, &c)| {
-        let c = c | 0x20;
-        (c == b'a' || c == b's' || c == b't')
-            && MARKERS.iter().any(|m| {
-                m[0] == c
-                    && t.get(i..i + m.len())
-                        .is_some_and(|w| w.eq_ignore_ascii_case(m))
-            })
-    })
+    // One pass, comparing only where a marker's first letter is: a function with
+    // session effects needs a call (an opening parenthesis), `SELECT ... INTO TEMP`
+    // both words.
+    let (mut paren, mut call, mut into, mut temp) = (false, false, false, false);
+    let at = |i: usize, m: &[u8]| {
+        t.get(i..i + m.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(m))
+    };
+    for (i, &c) in t.iter().enumerate() {
+        match c | 0x20 {
+            b'(' => paren = true,
+            b'a' => call |= at(i, CALL_MARKERS[0]),
+            b's' => call |= at(i, CALL_MARKERS[1]),
+            b'i' => into |= at(i, b"into"),
+            b't' => temp |= at(i, b"temp"),
+            _ => {}
+        }
+    }
+    !(paren && call || into && temp)
 }
 
 /// `needle` (lower-case ASCII) in `hay`, any case; compares only where the needle's

@@ -159,6 +159,45 @@ fn starts_with_word(text: &[u8], word: &[u8]) -> bool {
         && !t.get(word.len()).is_some_and(|c| c.is_ascii_alphabetic())
 }
 
+/// The first word of a request's text, among those that decide its path before a
+/// checkout (parameter requests, LISTEN); read once per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FirstWord {
+    /// `SET`.
+    Set,
+    /// `RESET`.
+    Reset,
+    /// `LISTEN`.
+    Listen,
+    /// `UNLISTEN`.
+    Unlisten,
+    /// Anything else, or no Query / unnamed Parse first.
+    Other,
+}
+
+/// The [`FirstWord`] of `request`'s text (a Query's, or an unnamed Parse's).
+pub(super) fn first_word(request: &[u8]) -> FirstWord {
+    let text = match request {
+        [b'Q', _, _, _, _, text @ ..] | [b'P', _, _, _, _, 0, text @ ..] => text,
+        _ => return FirstWord::Other,
+    };
+    let t = text.trim_ascii_start();
+    // No word here is longer than 8 letters.
+    let n = t
+        .iter()
+        .take(9)
+        .take_while(|b| b.is_ascii_alphabetic())
+        .count();
+    let w = &t[..n];
+    match n {
+        3 if w.eq_ignore_ascii_case(b"set") => FirstWord::Set,
+        5 if w.eq_ignore_ascii_case(b"reset") => FirstWord::Reset,
+        6 if w.eq_ignore_ascii_case(b"listen") => FirstWord::Listen,
+        8 if w.eq_ignore_ascii_case(b"unlisten") => FirstWord::Unlisten,
+        _ => FirstWord::Other,
+    }
+}
+
 /// A NUL-terminated string at the start of `body`.
 fn cstr(body: &[u8]) -> Option<&[u8]> {
     body.iter().position(|&b| b == 0).map(|n| &body[..n])

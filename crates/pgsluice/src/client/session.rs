@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::conclude::{conclude, Next};
 use super::context::{ClientContext, RelaySettings};
-use super::param_request;
+use super::param_request::{self, FirstWord};
 use super::prepared::{ClientStatements, Rewriter};
 use super::queue_notice::wait_notifying;
 use super::relay::{Relay, RelayCounts, RelayEnd, RewriteCx};
@@ -279,6 +279,8 @@ impl Session {
             return Next::End(None, "client terminated");
         }
         let mode = self.route.mode();
+        // Read once: it decides the paths below.
+        let word = param_request::first_word(&prefix);
         if mode.shares_servers() {
             if let Some(reply) = self.answer_locally(&prefix) {
                 if stream.write_all(&reply).await.is_err() {
@@ -286,7 +288,11 @@ impl Session {
                 }
                 return Next::Continue;
             }
-            if let Some((cmd, shape)) = listen::listen_command(&prefix) {
+            let listen_word = matches!(word, FirstWord::Listen | FirstWord::Unlisten);
+            if let Some((cmd, shape)) = listen_word
+                .then(|| listen::listen_command(&prefix))
+                .flatten()
+            {
                 let run = self.listen_request(stream, info, &prefix, cmd, shape);
                 return Box::pin(run).await;
             }
@@ -297,7 +303,7 @@ impl Session {
                 }
             }
         }
-        let changes = self.param_plan(&prefix, mode);
+        let changes = self.param_plan(&prefix, mode, word);
         let mut prefix = prefix;
         let access = if self.route.splits() {
             if route::read_first_message(stream, &mut prefix)

@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::{Next, Session, StopSignal};
 use crate::client::conclude::conclude;
-use crate::client::param_request::{self, Change};
+use crate::client::param_request::{self, Change, FirstWord};
 use crate::client::relay::RelayEnd;
 use crate::config::PoolMode;
 use crate::error::ClientNotice;
@@ -20,8 +20,17 @@ use crate::pool::Checkout;
 impl Session {
     /// The changes of a parameter request pgsluice runs itself; ends the setting-up
     /// phase at the first request that is no parameter request.
-    pub(super) fn param_plan(&mut self, prefix: &[u8], mode: PoolMode) -> Option<Vec<Change>> {
+    pub(super) fn param_plan(
+        &mut self,
+        prefix: &[u8],
+        mode: PoolMode,
+        word: FirstWord,
+    ) -> Option<Vec<Change>> {
         if mode == PoolMode::Session {
+            return None;
+        }
+        if !matches!(word, FirstWord::Set | FirstWord::Reset) {
+            self.setting_up = false;
             return None;
         }
         let plan = param_request::plan(prefix, self.setting_up);

@@ -9,6 +9,7 @@ use pgsluice_protocol::SqlState;
 
 use super::{idle_end, Idle, IdleEnd, Session};
 use crate::client::context::ClientContext;
+use crate::client::param_request::{first_word, FirstWord};
 use crate::client::stop::Stop;
 use crate::config::{Config, DatabaseConfig, PoolMode, UserConfig};
 use crate::params::ParamSet;
@@ -103,15 +104,26 @@ async fn setting_up_ends_at_the_first_request_that_sets_nothing() {
     let (mut s, _ctx) = session(b"");
     // A parameter PostgreSQL does not report: pgsluice runs the SET and carries it.
     let set = msg(b'Q', b"SET myapp.tenant = 'x'\0");
-    assert!(s.param_plan(&set, PoolMode::Transaction).is_some());
+    let plan = |s: &mut Session, m: &[u8], mode| s.param_plan(m, mode, first_word(m));
+    assert_eq!(first_word(&set), FirstWord::Set);
+    assert!(plan(&mut s, &set, PoolMode::Transaction).is_some());
     assert!(s.setting_up);
-    assert!(s
-        .param_plan(&msg(b'Q', b"select 1\0"), PoolMode::Transaction)
-        .is_none());
+    // Still a parameter request: search_path is tracked (read back), nothing to plan.
+    let path = msg(b'Q', b"SET search_path = a\0");
+    assert!(plan(&mut s, &path, PoolMode::Transaction).is_none());
+    assert!(s.setting_up);
+    let select = msg(b'Q', b"select 1\0");
+    assert_eq!(first_word(&select), FirstWord::Other);
+    assert!(plan(&mut s, &select, PoolMode::Transaction).is_none());
     assert!(!s.setting_up);
     // Session mode: the server keeps its settings; nothing to plan.
     let (mut s, _ctx) = session(b"");
-    assert!(s.param_plan(&set, PoolMode::Session).is_none());
+    assert!(plan(&mut s, &set, PoolMode::Session).is_none());
+    assert_eq!(
+        first_word(&msg(b'Q', b" UNLISTEN *\0")),
+        FirstWord::Unlisten
+    );
+    assert_eq!(first_word(&msg(b'Q', b"settle\0")), FirstWord::Other);
 }
 
 #[tokio::test]
