@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
 use common::*;
@@ -97,41 +96,6 @@ async fn psql_prints_notifications_after_its_commands() {
     );
 }
 
-fn python_has(module: &str) -> bool {
-    Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-/// Runs a client program with PGS_HOST/PGS_PORT set; it must succeed and print OK.
-async fn run_client(program: &str, script: String, addr: SocketAddr) {
-    let p = program.to_owned();
-    let s = script.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(&p)
-            .arg(&s)
-            .env("PGS_HOST", addr.ip().to_string())
-            .env("PGS_PORT", addr.port().to_string())
-            .output()
-            .unwrap_or_else(|e| panic!("run {p}: {e}"))
-    })
-    .await
-    .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{script} failed:\n{text}");
-    assert!(text.contains("OK"), "{script}:\n{text}");
-}
-
-fn script(dir: &str, name: &str) -> String {
-    format!("{}/tests/{dir}/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg3_notifies() {
     assert!(
@@ -139,7 +103,12 @@ async fn psycopg3_notifies() {
         "psycopg 3 is not installed: run scripts/install-deps"
     );
     let s = setup(PoolMode::Transaction, 1).await;
-    run_client("python3", script("python", "psycopg_notify.py"), s.addr).await;
+    run_client_program(
+        "python3",
+        test_script("python", "psycopg_notify.py"),
+        s.addr,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,7 +118,12 @@ async fn asyncpg_add_listener() {
         "asyncpg is not installed: run scripts/install-deps"
     );
     let s = setup(PoolMode::Transaction, 1).await;
-    run_client("python3", script("python", "asyncpg_notify.py"), s.addr).await;
+    run_client_program(
+        "python3",
+        test_script("python", "asyncpg_notify.py"),
+        s.addr,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,32 +134,18 @@ async fn node_postgres_on_notification() {
         "node-postgres is not installed in tests/node: run scripts/install-deps"
     );
     let s = setup(PoolMode::Transaction, 1).await;
-    run_client("node", script("node", "notify.js"), s.addr).await;
+    run_client_program("node", test_script("node", "notify.js"), s.addr).await;
 }
 
 const LISTENERS: usize = 200;
 const BURSTS: usize = 5;
 const PER_BURST: usize = 20;
 
-fn pgbench(addr: SocketAddr, args: &[&str]) -> std::process::Output {
-    let mut cmd = Command::new(pg_bin("pgbench"));
-    cmd.args(["-h", "127.0.0.1", "-p"])
-        .arg(addr.port().to_string())
-        .args(["-U", USER])
-        .args(args)
-        .arg(DB);
-    clean_pg_env(&mut cmd);
-    cmd.env("PGPASSWORD", PASSWORD)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .env("PGPASSFILE", "/nonexistent");
-    run_with_stdin(cmd, b"")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_200_listeners_with_pgbench_on_a_pool_of_5() {
     let s = setup(PoolMode::Transaction, 5).await;
     let server = s.server.as_ref().unwrap();
-    let init = tokio::task::block_in_place(|| pgbench(s.addr, &["-i", "-s", "1", "-q"]));
+    let init = tokio::task::block_in_place(|| pgbench(s.addr.port(), &["-i", "-s", "1", "-q"]));
     assert!(init.status.success(), "pgbench -i: {}", stderr(&init));
     let mut listeners = Vec::with_capacity(LISTENERS);
     for _ in 0..LISTENERS {
@@ -196,7 +156,7 @@ async fn soak_200_listeners_with_pgbench_on_a_pool_of_5() {
     assert_eq!(listening(server), LISTENERS);
     let addr = s.addr;
     let bench = tokio::task::spawn_blocking(move || {
-        pgbench(addr, &["-S", "-c", "4", "-j", "2", "-T", "4", "-n"])
+        pgbench(addr.port(), &["-S", "-c", "4", "-j", "2", "-T", "4", "-n"])
     });
     let n = connect(s.addr).await;
     for b in 0..BURSTS {

@@ -9,25 +9,11 @@ use std::sync::Arc;
 
 use common::*;
 use pgsluice::config::PoolMode;
-use pgsluice_testkit::{pg_bin, ClusterOptions};
+use pgsluice_testkit::ClusterOptions;
 
 const POOL_SIZE: usize = 4;
 const CLIENTS: u32 = 30;
 const TXNS_PER_CLIENT: u32 = 50;
-
-fn pgbench(addr: std::net::SocketAddr, args: &[&str]) -> std::process::Output {
-    let mut cmd = std::process::Command::new(pg_bin("pgbench"));
-    cmd.args(["-h", "127.0.0.1", "-p"])
-        .arg(addr.port().to_string())
-        .args(["-U", USER])
-        .args(args)
-        .arg(DB);
-    clean_pg_env(&mut cmd);
-    cmd.env("PGPASSWORD", PASSWORD)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .env("PGPASSFILE", "/nonexistent");
-    tokio::task::block_in_place(|| run_with_stdin(cmd, b""))
-}
 
 /// The number after `label` on the line that starts with it (e.g.
 /// "number of failed transactions: 0 (0.000%)" -> 0; "...processed: 600/600" -> 600).
@@ -66,7 +52,7 @@ async fn run_bench(protocol: &str) {
     let sampler = sample_backends(direct, stop.clone(), max.clone());
 
     // Initialisation through the pooler: DDL, client-side COPY of 100k rows, vacuum.
-    let init = pgbench(s.addr, &["-i", "-s", "1", "-q"]);
+    let init = tokio::task::block_in_place(|| pgbench(s.addr.port(), &["-i", "-s", "1", "-q"]));
     assert!(
         init.status.success(),
         "pgbench -i failed:\n{}\n{}",
@@ -80,10 +66,12 @@ async fn run_bench(protocol: &str) {
 
     let clients = CLIENTS.to_string();
     let txns = TXNS_PER_CLIENT.to_string();
-    let run = pgbench(
-        s.addr,
-        &["-M", protocol, "-c", &clients, "-j", "2", "-t", &txns, "-n"],
-    );
+    let run = tokio::task::block_in_place(|| {
+        pgbench(
+            s.addr.port(),
+            &["-M", protocol, "-c", &clients, "-j", "2", "-t", &txns, "-n"],
+        )
+    });
     stop.store(true, Ordering::Relaxed);
     let samples = sampler.await.unwrap();
     let text = format!("{}\n{}", stdout(&run), stderr(&run));

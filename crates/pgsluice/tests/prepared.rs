@@ -1,6 +1,8 @@
 //! Prepared statements and session state across transaction pooling (issue 4), against
 //! real PostgreSQL and real drivers.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::process::Command;
 
@@ -385,55 +387,25 @@ async fn session_parameters_never_reach_another_client() {
     assert_eq!(b.query_one(&st_b, &[]).await.unwrap().get::<_, i32>(0), 7);
 }
 
-fn python_has(module: &str) -> bool {
-    Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-async fn run_python(s: &Setup, script: &str) {
-    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
-    let a = s.addr();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(&path)
-            .env("PGS_HOST", a.ip().to_string())
-            .env("PGS_PORT", a.port().to_string())
-            .output()
-            .expect("run python3")
-    })
-    .await
-    .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{script} failed:\n{text}");
-    assert!(text.contains("OK"), "{script}:\n{text}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncpg_with_default_statement_cache() {
     assert!(
-        python_has("asyncpg"),
+        common::python_has("asyncpg"),
         "asyncpg is not installed: run scripts/install-deps"
     );
     let s = Setup::start(4).await;
-    run_python(&s, "asyncpg_workload.py").await;
+    common::run_python("asyncpg_workload.py", s.addr()).await;
     assert!(s.app_backends() <= 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg3_preparing_every_statement() {
     assert!(
-        python_has("psycopg"),
+        common::python_has("psycopg"),
         "psycopg 3 is not installed: run scripts/install-deps"
     );
     let s = Setup::start(4).await;
-    run_python(&s, "psycopg_workload.py").await;
+    common::run_python("psycopg_workload.py", s.addr()).await;
     assert!(s.app_backends() <= 4);
 }
 

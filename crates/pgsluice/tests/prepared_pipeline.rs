@@ -4,6 +4,8 @@
 //! Each driver script runs against PostgreSQL directly first (it must pass there: the
 //! script checks PostgreSQL's behaviour), then through pgsluice.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::process::Command;
 
@@ -50,17 +52,9 @@ impl Setup {
     }
 }
 
-fn python_has(module: &str) -> bool {
-    Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
 /// Runs a script of tests/python against `host:port`; panics with its output unless
 /// it printed OK.
-async fn run_python(script: &str, host: String, port: u16, what: &str) {
+async fn run_python_at(script: &str, host: String, port: u16, what: &str) {
     let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = tokio::task::spawn_blocking(move || {
         Command::new("python3")
@@ -86,7 +80,7 @@ async fn run_python(script: &str, host: String, port: u16, what: &str) {
 /// Directly against PostgreSQL, then through pgsluice.
 async fn both_ways(s: &Setup, script: &str) {
     let pg = &s.cluster;
-    run_python(
+    run_python_at(
         script,
         pg.host().to_owned(),
         pg.port(),
@@ -94,7 +88,7 @@ async fn both_ways(s: &Setup, script: &str) {
     )
     .await;
     let a = s.addr();
-    run_python(script, a.ip().to_string(), a.port(), "through pgsluice").await;
+    run_python_at(script, a.ip().to_string(), a.port(), "through pgsluice").await;
 }
 
 /// The case (psycopg 3 pipeline mode, prepare_threshold=0: the second query
@@ -103,7 +97,7 @@ async fn both_ways(s: &Setup, script: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_and_libpq_pipelines_with_a_failing_statement() {
     assert!(
-        python_has("psycopg"),
+        common::python_has("psycopg"),
         "psycopg 3 is not installed: run scripts/install-deps"
     );
     // One server connection: every statement meets the connection's bookkeeping.
@@ -115,7 +109,7 @@ async fn psycopg_and_libpq_pipelines_with_a_failing_statement() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncpg_executemany_with_a_failing_row() {
     assert!(
-        python_has("asyncpg"),
+        common::python_has("asyncpg"),
         "asyncpg is not installed: run scripts/install-deps"
     );
     let s = Setup::start(1).await;

@@ -173,14 +173,6 @@ async fn quick_mode_split_acceptance_with_psql_pgbench_asyncpg_and_failover() {
     assert!(took < Duration::from_secs(30));
 }
 
-fn python_has(module: &str) -> bool {
-    Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
 /// pgbench -S through a one-host pgsluice and through a split one (reads on the
 /// replica), alternating, and pgsluice's CPU per transaction for each: the difference
 /// is what classifying each statement costs. A benchmark, not a check: run with

@@ -213,27 +213,8 @@ async fn setup_sets_are_carried_per_client_across_server_connections() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pgjdbc_with_default_settings_in_transaction_mode() {
-    let jar = "/usr/share/java/postgresql.jar";
-    assert!(
-        std::path::Path::new(jar).exists(),
-        "pgjdbc is not installed ({jar}): run scripts/install-deps"
-    );
     let s = setup(PoolMode::Transaction, 2).await;
-    let program = format!(
-        "{}/tests/java/JdbcDefaults.java",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let url = format!("jdbc:postgresql://127.0.0.1:{}/{DB}", s.addr.port());
-    let out = tokio::task::block_in_place(|| {
-        Command::new("java")
-            .args(["-cp", jar, &program, &url, USER, PASSWORD])
-            .output()
-            .expect("run java")
-    });
-    let text = format!("{}{}", stdout(&out), stderr(&out));
-    assert!(out.status.success(), "pgjdbc failed:\n{text}");
-    let printed = stdout(&out);
-    let lines: Vec<&str> = printed.lines().map(str::trim).collect();
+    let lines = run_java("JdbcDefaults.java", s.addr);
     assert_eq!(
         lines,
         [
@@ -244,8 +225,7 @@ async fn pgjdbc_with_default_settings_in_transaction_mode() {
             "transaction_rows=3",
             "extra_float_digits=3",
             "OK"
-        ],
-        "{text}"
+        ]
     );
     // Another client on the same pool keeps the server's default.
     let c = connect(s.addr).await;

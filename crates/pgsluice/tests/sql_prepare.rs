@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use pgsluice::config::PoolMode;
 use tokio_postgres::error::ErrorPosition;
@@ -327,47 +325,13 @@ async fn psql_scripts_prepare_and_execute() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_and_asyncpg_simple_queries() {
     let s = setup(PoolMode::Transaction, 2).await;
-    let path = format!("{}/tests/python/sql_prepare.py", env!("CARGO_MANIFEST_DIR"));
-    let a = s.addr;
-    let out = tokio::task::block_in_place(|| {
-        Command::new("python3")
-            .arg(&path)
-            .env("PGS_HOST", a.ip().to_string())
-            .env("PGS_PORT", a.port().to_string())
-            .env("PGS_USER", USER)
-            .env("PGS_PASSWORD", PASSWORD)
-            .env("PGS_DB", DB)
-            .output()
-            .expect("run python3")
-    });
-    let text = format!("{}{}", stdout(&out), stderr(&out));
-    assert!(out.status.success(), "sql_prepare.py failed:\n{text}");
-    assert!(text.contains("OK"), "{text}");
+    run_python("sql_prepare.py", s.addr).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgjdbc_executes_in_the_extended_protocol() {
-    let jar = "/usr/share/java/postgresql.jar";
-    assert!(
-        std::path::Path::new(jar).exists(),
-        "pgjdbc is not installed ({jar}): run scripts/install-deps"
-    );
     let s = setup(PoolMode::Transaction, 2).await;
-    let program = format!(
-        "{}/tests/java/JdbcSqlPrepare.java",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let url = format!("jdbc:postgresql://127.0.0.1:{}/{DB}", s.addr.port());
-    let out = tokio::task::block_in_place(|| {
-        Command::new("java")
-            .args(["-cp", jar, &program, &url, USER, PASSWORD])
-            .output()
-            .expect("run java")
-    });
-    let text = format!("{}{}", stdout(&out), stderr(&out));
-    assert!(out.status.success(), "pgjdbc failed:\n{text}");
-    let printed = stdout(&out);
-    let lines: Vec<&str> = printed.lines().map(str::trim).collect();
+    let lines = run_java("JdbcSqlPrepare.java", s.addr);
     assert_eq!(
         lines,
         [
@@ -376,7 +340,6 @@ async fn pgjdbc_executes_in_the_extended_protocol() {
             "simple=10",
             "after_deallocate=26000",
             "OK"
-        ],
-        "{text}"
+        ]
     );
 }

@@ -8,7 +8,6 @@ mod common;
 
 use common::*;
 use pgsluice::config::PoolMode;
-use pgsluice_testkit::pg_bin;
 use tokio_postgres::types::{ToSql, Type};
 
 const REFUSAL: &str = "transaction blocks not allowed in statement pooling mode";
@@ -322,20 +321,6 @@ async fn per_database_statement_mode_from_pgbouncer_ini() {
     assert_eq!(code(&e).as_deref(), Some("08P01"), "{e:?}");
     assert_eq!(message(&e), REFUSAL);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn pgbench(port: u16, args: &[&str]) -> std::process::Output {
-    let mut cmd = std::process::Command::new(pg_bin("pgbench"));
-    cmd.args(["-h", "127.0.0.1", "-p"])
-        .arg(port.to_string())
-        .args(["-U", USER])
-        .args(args)
-        .arg(DB);
-    clean_pg_env(&mut cmd);
-    cmd.env("PGPASSWORD", PASSWORD)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .env("PGPASSFILE", "/nonexistent");
-    run_with_stdin(cmd, b"")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -256,42 +256,27 @@ impl ServerConn {
     /// Runs a simple query whose results pgsluice discards (SET, DISCARD ALL, ROLLBACK),
     /// recording ParameterStatus changes. Fails if PostgreSQL reports an error.
     pub async fn run_discarding(&mut self, sql: &str) -> Result<(), ServerError> {
-        let mut out = BytesMut::with_capacity(sql.len() + 6);
-        frontend::query(&mut out, sql);
-        self.stream.write_all(&out).await?;
-        let mut buf = BytesMut::with_capacity(1024);
-        let mut failure = None;
-        loop {
-            let msg = self.next_message(&mut buf).await?;
-            match msg.tag {
-                tag::PARAMETER_STATUS => {
-                    let (name, value) = backend::parse_parameter_status(&msg.body)?;
-                    self.params.set(name, value);
-                }
-                tag::ERROR_RESPONSE => {
-                    let f = backend::parse_error_fields(&msg.body)?;
-                    failure.get_or_insert(ServerError::Rejected {
-                        code: f.code.to_owned(),
-                        message: f.message.to_owned(),
-                        fatal: f.severity == "FATAL" || f.severity == "PANIC",
-                    });
-                }
-                tag::READY_FOR_QUERY => {
-                    if !buf.is_empty() {
-                        return Err(ServerError::Protocol(
-                            pgsluice_protocol::ProtocolError::Malformed("data after ReadyForQuery"),
-                        ));
-                    }
-                    return failure.map_or(Ok(()), Err);
-                }
-                _ => {}
-            }
-        }
+        self.run_simple(sql, false).await.map(drop)
     }
 
     /// Runs `sql` (one simple query) and returns its first row as text values; records
     /// ParameterStatus changes. An ErrorResponse fails it.
     pub async fn run_for_row(&mut self, sql: &str) -> Result<Vec<Option<String>>, ServerError> {
+        self.run_simple(sql, true)
+            .await?
+            .ok_or(ServerError::Protocol(
+                pgsluice_protocol::ProtocolError::Malformed("no row"),
+            ))
+    }
+
+    /// Runs one simple query up to its ReadyForQuery, recording ParameterStatus
+    /// changes; the first row's text values when `want_row`. The first ErrorResponse
+    /// fails it.
+    async fn run_simple(
+        &mut self,
+        sql: &str,
+        want_row: bool,
+    ) -> Result<Option<Vec<Option<String>>>, ServerError> {
         let mut out = BytesMut::with_capacity(sql.len() + 6);
         frontend::query(&mut out, sql);
         self.stream.write_all(&out).await?;
@@ -305,7 +290,7 @@ impl ServerConn {
                     let (name, value) = backend::parse_parameter_status(&msg.body)?;
                     self.params.set(name, value);
                 }
-                tag::DATA_ROW if row.is_none() => {
+                tag::DATA_ROW if want_row && row.is_none() => {
                     let values = backend::parse_data_row(&msg.body)?;
                     row = Some(
                         values
@@ -328,12 +313,7 @@ impl ServerConn {
                             pgsluice_protocol::ProtocolError::Malformed("data after ReadyForQuery"),
                         ));
                     }
-                    if let Some(f) = failure {
-                        return Err(f);
-                    }
-                    return row.ok_or(ServerError::Protocol(
-                        pgsluice_protocol::ProtocolError::Malformed("no row"),
-                    ));
+                    return failure.map_or(Ok(row), Err);
                 }
                 _ => {}
             }

@@ -20,6 +20,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
+mod programs;
+#[allow(unused_imports)]
+pub use programs::*;
+
 /// The application role every test cluster gets.
 pub const USER: &str = "app";
 /// Its password.
@@ -567,35 +571,4 @@ pub async fn connect_trust(addr: SocketAddr) -> Client {
     try_connect(&cfg)
         .await
         .unwrap_or_else(|e| panic!("trust connect to {addr}: {e:?}"))
-}
-
-// ---------------------------------------------------------------------------
-// Benchmarks (ignored tests) share these.
-
-/// `pgbench -i -s 1` directly on the primary, readable by [`USER`].
-pub fn pgbench_init(primary: &PgCluster) {
-    let mut cmd = Command::new(pg_bin("pgbench"));
-    cmd.args(["-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p"])
-        .arg(primary.port().to_string())
-        .args(["-U", pgsluice_testkit::SUPERUSER, DB]);
-    clean_pg_env(&mut cmd);
-    cmd.env("PGPASSWORD", pgsluice_testkit::SUPERUSER_PASSWORD);
-    let o = tokio::task::block_in_place(|| run_with_stdin(cmd, b""));
-    assert!(o.status.success(), "pgbench -i: {}", stderr(&o));
-    pg_sql(
-        primary,
-        "grant select on all tables in schema public to app",
-    );
-}
-
-/// CPU time (user + system) of process `pid` so far, from /proc.
-pub fn cpu_of(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
-    // Fields after the command name (which is in parentheses): utime is the 12th, stime
-    // the 13th of what follows ") ".
-    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    // USER_HZ is 100 on Linux.
-    Duration::from_millis(ticks * 10)
 }

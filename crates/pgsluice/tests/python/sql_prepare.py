@@ -6,8 +6,8 @@ import os
 
 HOST, PORT = os.environ["PGS_HOST"], int(os.environ["PGS_PORT"])
 USER = os.environ.get("PGS_USER", "app")
-PASSWORD = os.environ.get("PGS_PASSWORD", "app")
-DB = os.environ.get("PGS_DB", "app")
+PASSWORD = os.environ.get("PGS_PASSWORD", "secret")
+DB = os.environ.get("PGS_DB", "appdb")
 
 
 def psycopg_part():
