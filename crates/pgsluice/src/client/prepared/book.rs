@@ -16,7 +16,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::server::{Presence, ServerStatements};
-use super::sql::{Action, SqlQuery};
+use super::sql_query::{Action, SqlQuery};
 use super::{ClientStatements, Stmt};
 
 /// A client name and the statement it stands for: errors the server raises about the

@@ -36,6 +36,7 @@ mod sql;
 #[cfg(test)]
 mod sql_model;
 mod sql_parse;
+mod sql_query;
 #[cfg(test)]
 mod sql_tests;
 

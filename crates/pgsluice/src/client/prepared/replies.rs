@@ -6,7 +6,7 @@ use bytes::{BufMut, BytesMut};
 use pgsluice_protocol::ProtocolError;
 
 use super::book::{Book, Expect};
-use super::{sql, ClientStatements};
+use super::{sql_query, ClientStatements};
 use crate::client::relay::WireState;
 use crate::params::ParamSet;
 
@@ -109,7 +109,9 @@ impl MessageCx<'_> {
                         self.client_params.clear_extras();
                         self.client.forget_sql();
                     }
-                    if sql::is_action_tag(tag_text) && !self.book.sql_tag(tag_text, self.client) {
+                    if sql_query::is_action_tag(tag_text)
+                        && !self.book.sql_tag(tag_text, self.client)
+                    {
                         forward = Forward::No;
                     }
                 }

@@ -12,8 +12,9 @@ use pgsluice_protocol::ProtocolError;
 
 use super::book::{Book, Expect, Named, Rename, Synth};
 use super::server::Presence;
-use super::sql::{self, SqlQuery};
+use super::sql;
 use super::sql_parse;
+use super::sql_query::SqlQuery;
 use super::{ClientStatements, Need, StatementRegistry, Stmt};
 use crate::classify::session::{analyze, Effect};
 use crate::client::state_guard;

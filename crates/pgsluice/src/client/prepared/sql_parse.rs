@@ -17,7 +17,8 @@ use crate::client::state_guard::Refusal;
 
 use super::book::Book;
 use super::server::Presence;
-use super::sql::{Action, SqlQuery, ABSENT_NAME};
+use super::sql::ABSENT_NAME;
+use super::sql_query::{Action, SqlQuery};
 use super::{ClientStatements, Need, Stmt};
 
 /// Why the extended protocol's SQL-level PREPARE / DEALLOCATE is refused.
