@@ -175,10 +175,9 @@ async fn quick_mode_split_acceptance_with_psql_pgbench_asyncpg_and_failover() {
 
 /// pgbench -S through a one-host pgsluice and through a split one (reads on the
 /// replica), alternating, and pgsluice's CPU per transaction for each: the difference
-/// is what classifying each statement costs. A benchmark, not a check: run with
-/// `cargo nextest run --release -p pgsluice --test replicas_acceptance --run-ignored only --no-capture`.
+/// is what classifying each statement costs. A benchmark, not a check (see
+/// [`bench_size`]: a small smoke run unless `PGSLUICE_BENCH` is set).
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "a benchmark: prints CPU per transaction of the split and of one host"]
 async fn split_classification_overhead_benchmark() {
     let primary = cluster();
     pgbench_init(&primary);
@@ -187,15 +186,15 @@ async fn split_classification_overhead_benchmark() {
     tokio::task::block_in_place(|| replica.wait_caught_up(&primary)).unwrap();
     let one = spawn_pooler(&primary, &["--pool-mode", "transaction"], &[]);
     let split = split_pooler(&primary, &replica).await;
-    const TXNS: u64 = 20_000;
+    let (txns, rounds): (u64, usize) = bench_size((20_000, 3), (200, 1));
     for protocol in ["simple", "extended"] {
         let mut per_txn = [Vec::new(), Vec::new()];
-        for round in 0..3 {
+        for round in 0..rounds {
             for (i, p) in [&one, &split].into_iter().enumerate() {
                 let before = cpu_of(p.pid());
                 let mut cmd = Command::new(pg_bin("pgbench"));
                 cmd.args(["-S", "-n", "-c", "10", "-j", "2", "-M", protocol, "-t"])
-                    .arg((TXNS / 10).to_string())
+                    .arg((txns / 10).to_string())
                     .args(["-h", "127.0.0.1", "-p"])
                     .arg(p.addr().port().to_string())
                     .args(["-U", USER, DB]);
@@ -204,16 +203,16 @@ async fn split_classification_overhead_benchmark() {
                 let o = tokio::task::block_in_place(|| run_with_stdin(cmd, b""));
                 assert!(o.status.success(), "pgbench: {}", stderr(&o));
                 let cpu = cpu_of(p.pid()) - before;
-                per_txn[i].push(cpu.as_secs_f64() * 1e6 / TXNS as f64);
+                per_txn[i].push(cpu.as_secs_f64() * 1e6 / txns as f64);
                 let _ = round;
             }
         }
         for v in &mut per_txn {
             v.sort_by(f64::total_cmp);
         }
-        let (a, b) = (per_txn[0][1], per_txn[1][1]);
+        let (a, b) = (per_txn[0][rounds / 2], per_txn[1][rounds / 2]);
         eprintln!(
-            "bench {protocol}: pgsluice CPU per transaction one host {a:.1} µs, split {b:.1} µs, difference {:.1} µs (medians of 3 x {TXNS})",
+            "bench {protocol}: pgsluice CPU per transaction one host {a:.1} µs, split {b:.1} µs, difference {:.1} µs (medians of {rounds} x {txns})",
             b - a
         );
     }

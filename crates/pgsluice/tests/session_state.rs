@@ -293,10 +293,9 @@ async fn t_count(c: &Client) -> i64 {
 /// of its own (PGOPTIONS, carried like a SET), against the same without it,
 /// alternating; prints tps and pgsluice's CPU per transaction for both. The settings
 /// are the same from one transaction to the next, so carrying them should cost
-/// nothing. A benchmark, not a check: run with
-/// `cargo nextest run --release -p pgsluice --test session_state --run-ignored only --no-capture`.
+/// nothing. A benchmark, not a check (see [`bench_size`]: a small smoke run unless
+/// `PGSLUICE_BENCH` is set).
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "a benchmark: prints tps and CPU per transaction with and without a carried search_path"]
 async fn carried_search_path_costs_nothing_when_unchanged_benchmark() {
     let pg = cluster();
     pgbench_init(&pg);
@@ -312,17 +311,16 @@ async fn carried_search_path_costs_nothing_when_unchanged_benchmark() {
         ],
         &[],
     );
-    const CLIENTS: u64 = 1000;
-    const PER_CLIENT: u64 = 100;
+    let (clients, per_client, rounds): (u64, u64, usize) = bench_size((1000, 100, 3), (50, 10, 1));
     let mut results: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
-    for _round in 0..3 {
+    for _round in 0..rounds {
         for (i, options) in ["", "-c search_path=public"].into_iter().enumerate() {
             let before = cpu_of(p.pid());
             let mut cmd = Command::new(pg_bin("pgbench"));
             cmd.args(["-S", "-n", "-j", "2", "-M", "simple", "-c"])
-                .arg(CLIENTS.to_string())
+                .arg(clients.to_string())
                 .arg("-t")
-                .arg(PER_CLIENT.to_string())
+                .arg(per_client.to_string())
                 .args(["-h", "127.0.0.1", "-p"])
                 .arg(p.addr().port().to_string())
                 .args(["-U", USER, DB]);
@@ -337,19 +335,19 @@ async fn carried_search_path_costs_nothing_when_unchanged_benchmark() {
                 .and_then(|l| l.split_whitespace().next())
                 .and_then(|v| v.parse::<f64>().ok())
                 .expect("tps line");
-            results[i].push((tps, cpu.as_secs_f64() * 1e6 / (CLIENTS * PER_CLIENT) as f64));
+            results[i].push((tps, cpu.as_secs_f64() * 1e6 / (clients * per_client) as f64));
         }
     }
     for r in &mut results {
         r.sort_by(|a, b| a.1.total_cmp(&b.1));
     }
-    let (plain, carried) = (results[0][1], results[1][1]);
+    let (plain, carried) = (results[0][rounds / 2], results[1][rounds / 2]);
     eprintln!(
-        "bench: pgbench -S, {CLIENTS} clients, pool 20: without search_path {:.0} tps, {:.1} µs CPU/txn; with a carried search_path {:.0} tps, {:.1} µs CPU/txn (medians of 3 x {} transactions, logins included)",
+        "bench: pgbench -S, {clients} clients, pool 20: without search_path {:.0} tps, {:.1} µs CPU/txn; with a carried search_path {:.0} tps, {:.1} µs CPU/txn (medians of {rounds} x {} transactions, logins included)",
         plain.0,
         plain.1,
         carried.0,
         carried.1,
-        CLIENTS * PER_CLIENT
+        clients * per_client
     );
 }

@@ -10,6 +10,18 @@ use pgsluice_testkit::{clean_pg_env, pg_bin, PgCluster};
 
 use super::{pg_sql, run_with_stdin, stderr, stdout, DB, PASSWORD, USER};
 
+/// Benchmarks (tests named `*_benchmark`) run at full size only when `PGSLUICE_BENCH`
+/// is set (use a release build: `PGSLUICE_BENCH=1 cargo nextest run --release -p
+/// pgsluice -E 'test(benchmark)' --no-capture`); otherwise, as in CI, they make a small
+/// smoke run of the same paths, whose figures mean nothing. Returns `full` or `smoke`.
+pub fn bench_size<T>(full: T, smoke: T) -> T {
+    if std::env::var_os("PGSLUICE_BENCH").is_some() {
+        full
+    } else {
+        smoke
+    }
+}
+
 /// pgbench against `port` on 127.0.0.1 as [`USER`] on [`DB`], with `args`; blocking
 /// (call it inside `block_in_place`).
 pub fn pgbench(port: u16, args: &[&str]) -> Output {
