@@ -152,11 +152,16 @@ pub(super) fn single_text<'a>(request: &'a [u8], words: &[&[u8]]) -> Option<(&'a
 
 /// Whether `text`, after leading blanks, starts with the keyword `word` (ASCII
 /// lowercase) as a whole word, in any case.
-fn starts_with_word(text: &[u8], word: &[u8]) -> bool {
+pub(super) fn starts_with_word(text: &[u8], word: &[u8]) -> bool {
     let t = text.trim_ascii_start();
     t.get(..word.len())
         .is_some_and(|w| w.eq_ignore_ascii_case(word))
-        && !t.get(word.len()).is_some_and(|c| c.is_ascii_alphabetic())
+        && !t.get(word.len()).is_some_and(|&c| is_word_byte(c))
+}
+
+/// A byte that continues a keyword or identifier.
+fn is_word_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
 }
 
 /// The first word of a request's text, among those that decide its path before a
@@ -189,6 +194,9 @@ pub(super) fn first_word(request: &[u8]) -> FirstWord {
         .take_while(|b| b.is_ascii_alphabetic())
         .count();
     let w = &t[..n];
+    if t.get(n).is_some_and(|&c| is_word_byte(c)) {
+        return FirstWord::Other;
+    }
     match n {
         3 if w.eq_ignore_ascii_case(b"set") => FirstWord::Set,
         5 if w.eq_ignore_ascii_case(b"reset") => FirstWord::Reset,

@@ -17,7 +17,7 @@ use pgsluice_protocol::backend::{self, ErrorNotice, TxStatus};
 use pgsluice_protocol::SqlState;
 use tokio::io::AsyncWrite;
 
-use super::param_request::{single_text, Shape};
+use super::param_request::{single_text, starts_with_word, Shape};
 use super::Next;
 use super::StopSignal;
 use super::{IdleEnd, Session};
@@ -125,7 +125,7 @@ pub(super) fn listen_step(request: &[u8], listening: bool) -> Option<Step> {
         b'P' => {
             let name_end = request.get(5..)?.iter().position(|&b| b == 0)? + 5;
             let text = request.get(name_end + 1..)?;
-            if name_end == 5 || !LISTEN_WORDS.iter().any(|w| starts_word(text, w)) {
+            if name_end == 5 || !LISTEN_WORDS.iter().any(|w| starts_with_word(text, w)) {
                 return None;
             }
         }
@@ -170,16 +170,6 @@ pub(super) fn listen_step(request: &[u8], listening: bool) -> Option<Step> {
         }
         _ => None,
     }
-}
-
-/// Whether `text`, after leading blanks, starts with the keyword `word` in any case.
-fn starts_word(text: &[u8], word: &[u8]) -> bool {
-    let t = text.trim_ascii_start();
-    t.get(..word.len())
-        .is_some_and(|w| w.eq_ignore_ascii_case(word))
-        && !t
-            .get(word.len())
-            .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
 /// What PostgreSQL answers to the statement: the extended protocol's steps, then

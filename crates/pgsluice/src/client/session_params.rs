@@ -61,11 +61,7 @@ impl Session {
             Ok(Ok(a)) if a.status == pgsluice_protocol::backend::TxStatus::Idle => a,
             Ok(Ok(_)) | Ok(Err(_)) | Err(_) => {
                 tracing::warn!(server = %conn.id, "parameter request failed on the server connection; closing it");
-                let n = ClientNotice::fatal(
-                    SqlState::CONNECTION_FAILURE,
-                    "server connection failed while setting a parameter",
-                );
-                return Next::End(Some(n), "server connection lost");
+                return setting_failed();
             }
         };
         if !answered.failed {
@@ -78,11 +74,7 @@ impl Session {
         if !carry.is_empty() && !answered.failed {
             if let Err(e) = Box::pin(self.read_back(&mut co, &carry)).await {
                 tracing::warn!(error = %e, "could not read back the client's session settings; closing the server connection");
-                let n = ClientNotice::fatal(
-                    SqlState::CONNECTION_FAILURE,
-                    "server connection failed while setting a parameter",
-                );
-                return Next::End(Some(n), "server connection lost");
+                return setting_failed();
             }
         }
         self.traffic.bytes_in += prefix.len() as u64;
@@ -117,4 +109,14 @@ impl Session {
         self.params.clone_from(&conn.params);
         Ok(())
     }
+}
+
+/// The end of a client whose parameter request could not be completed on the server
+/// connection (which is closed).
+fn setting_failed() -> Next {
+    let n = ClientNotice::fatal(
+        SqlState::CONNECTION_FAILURE,
+        "server connection failed while setting a parameter",
+    );
+    Next::End(Some(n), "server connection lost")
 }

@@ -124,6 +124,8 @@ async fn setting_up_ends_at_the_first_request_that_sets_nothing() {
         FirstWord::Unlisten
     );
     assert_eq!(first_word(&msg(b'Q', b"settle\0")), FirstWord::Other);
+    assert_eq!(first_word(&msg(b'Q', b"set_x = 1\0")), FirstWord::Other);
+    assert_eq!(first_word(&msg(b'Q', b"listen2\0")), FirstWord::Other);
 }
 
 #[tokio::test]
