@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::types::{de_listen, de_octal_mode, de_pool_mode, de_string_list, default_listen};
-use super::{AuthType, LogFormat, PoolMode, Secs, TlsMode};
+use super::{AuthType, LogFormat, PoolMode, Secs, SyslogFacility, TlsMode};
 
 /// pgsluice's default `auth_query`: PgBouncer's, with every name schema-qualified and
 /// the comparison operator spelled `OPERATOR(pg_catalog.=)`, so that nothing on the
@@ -139,8 +139,24 @@ pub struct General {
     pub max_prepared_statements: usize,
     /// File the process id is written to at startup (and removed at exit); default none.
     pub pidfile: Option<PathBuf>,
-    /// Log file used when running in the background (`-d`); default none.
+    /// File log lines are appended to, besides stderr (only to it with `-d`); reopened
+    /// on SIGHUP and RELOAD; default none.
     pub logfile: Option<PathBuf>,
+    /// Send log lines to the local syslog (`/dev/log`) too; default false.
+    pub syslog: bool,
+    /// The program name syslog lines carry; default `"pgsluice"` (`"pgbouncer"` in a
+    /// pgbouncer.ini, as in PgBouncer).
+    pub syslog_ident: String,
+    /// The syslog facility; default daemon.
+    pub syslog_facility: SyslogFacility,
+    /// Log each client login; default true.
+    pub log_connections: bool,
+    /// Log each client logout with its reason; default true.
+    pub log_disconnections: bool,
+    /// Log the errors pgsluice sends to clients it refuses; default true.
+    pub log_pooler_errors: bool,
+    /// Log one line of averages every `stats_period`; default true.
+    pub log_stats: bool,
     /// Unix user to switch to at startup when started as root (`user`, `-u`); default none.
     pub user: Option<String>,
     /// TLS mode towards clients; default disable.
@@ -242,6 +258,13 @@ impl Default for General {
             max_prepared_statements: 0,
             pidfile: None,
             logfile: None,
+            syslog: false,
+            syslog_ident: "pgsluice".to_owned(),
+            syslog_facility: SyslogFacility::Daemon,
+            log_connections: true,
+            log_disconnections: true,
+            log_pooler_errors: true,
+            log_stats: true,
             user: None,
             client_tls_sslmode: TlsMode::Disable,
             client_tls_key_file: None,
@@ -266,7 +289,7 @@ impl General {
     /// The defaults PgBouncer documents, for a pgbouncer.ini file: like
     /// [`General::default`] except `pool_mode = session`, `max_client_conn =
     /// 100`, `auth_type = md5`, `max_packet_size` = 2147483647 and
-    /// `query_wait_notify = 5`.
+    /// `query_wait_notify = 5`, `syslog_ident = pgbouncer`.
     pub fn pgbouncer_defaults() -> General {
         General {
             max_client_conn: 100,
@@ -274,6 +297,7 @@ impl General {
             pool_mode: PoolMode::Session,
             auth_type: AuthType::Md5,
             max_message_size: i32::MAX as usize,
+            syslog_ident: "pgbouncer".to_owned(),
             ..General::default()
         }
     }

@@ -20,6 +20,7 @@ pub mod hba;
 mod ini;
 pub(crate) mod load;
 mod locate;
+mod log_settings;
 mod pgbouncer;
 mod pgbouncer_hosts;
 pub mod pgbouncer_keys;
@@ -43,6 +44,7 @@ pub(crate) use check::Issue;
 pub use format::ConfigFormat;
 pub use general::{General, ALWAYS_IGNORED_STARTUP_PARAMETERS, DEFAULT_AUTH_QUERY};
 pub use load::{apply_env, env_vars, load_file, load_file_as, parse_str, ConfigError, ENV_PREFIX};
+pub use log_settings::SyslogFacility;
 pub use replicas::{
     defaults as replica_defaults, HostConfig, HostRole, LoadBalance, PrimaryReads, ReplicaLag,
     TargetSessionAttrs,

@@ -128,13 +128,12 @@ const fn k(
 }
 
 const ZERO: Inert = Values(&["0"]);
-const ONE: Inert = Values(&["1"]);
 const EMPTY: Inert = Values(&[""]);
 
 /// Every key, in the order of PgBouncer's documentation.
 pub const KEYS: &[KeyInfo] = &[
     // Generic settings.
-    k(Pgbouncer, "logfile", "not set", Partial, Mapped, "With `-d`, the background process's output goes to this file (appended). In the foreground pgsluice logs to stderr only (warns). A relative path is taken in the configuration file's directory."),
+    k(Pgbouncer, "logfile", "not set", Implemented, Mapped, "Log lines are appended to this file, and also written to stderr unless running in the background (`-d`), as in PgBouncer. Reopened on SIGHUP and RELOAD (for logrotate: rename, then signal). A relative path is taken in the configuration file's directory."),
     k(Pgbouncer, "pidfile", "not set", Implemented, Mapped, "Written at startup, removed at exit; pgsluice refuses to start when it names a running process. A relative path is taken in the configuration file's directory."),
     k(Pgbouncer, "listen_addr", "not set", Partial, Mapped, "Comma-separated addresses; `*` = all IPv4 addresses; `localhost` = 127.0.0.1; other names are resolved when the file is loaded. Not set: PgBouncer listens on its unix socket only; pgsluice (TCP only) warns and listens on 127.0.0.1."),
     k(Pgbouncer, "listen_port", "6432", Implemented, Mapped, ""),
@@ -161,7 +160,7 @@ pub const KEYS: &[KeyInfo] = &[
     k(Pgbouncer, "conffile", "the file given on the command line", NotYet, Ignored(Str, Never), "pgsluice always reloads the file it was started with."),
     k(Pgbouncer, "service_name", "pgbouncer", NotApplicable, Ignored(Str, Never), "Windows service registration."),
     k(Pgbouncer, "job_name", "pgbouncer", NotApplicable, Ignored(Str, Never), "Alias of `service_name`."),
-    k(Pgbouncer, "stats_period", "60", Implemented, Mapped, "Period of the averages in SHOW STATS and `/metrics`."),
+    k(Pgbouncer, "stats_period", "60", Implemented, Mapped, "Period of the averages in SHOW STATS, `/metrics` and the `log_stats` line. At least 1 second."),
     k(Pgbouncer, "max_prepared_statements", "200 (0 before 1.22)", Implemented, Mapped, "Bound of the per-server-connection statement cache in transaction mode. pgsluice always carries named prepared statements across server connections; 0 means the default bound, 200 (see docs/prepared-statements.md)."),
     k(Pgbouncer, "scram_iterations", "4096", NotYet, Ignored(Int, Values(&["4096"])), ""),
     // Authentication settings.
@@ -174,13 +173,13 @@ pub const KEYS: &[KeyInfo] = &[
     k(Pgbouncer, "auth_dbname", "not set", Implemented, Mapped, "Names a database of `[databases]` (another name loads with a warning and its lookups fail, as in PgBouncer); not set: the database the client asked for."),
     k(Pgbouncer, "auth_ldap_options", "not set", NotYet, Ignored(Str, Never), "LDAP authentication (`auth_type = ldap`, `ldap` rules in `auth_hba_file`) is not supported."),
     // Log settings.
-    k(Pgbouncer, "syslog", "0", NotYet, Ignored(Bool, ZERO), ""),
-    k(Pgbouncer, "syslog_ident", "pgbouncer", NotYet, Ignored(Str, Values(&["pgbouncer"])), ""),
-    k(Pgbouncer, "syslog_facility", "daemon", NotYet, Ignored(Str, Values(&["daemon"])), ""),
-    k(Pgbouncer, "log_connections", "1", Partial, Ignored(Bool, ONE), "pgsluice always logs logins (level info); 0 warns."),
-    k(Pgbouncer, "log_disconnections", "1", Partial, Ignored(Bool, ONE), "pgsluice always logs disconnections with their reason; 0 warns."),
-    k(Pgbouncer, "log_pooler_errors", "1", Partial, Ignored(Bool, ONE), "pgsluice always logs refused logins; 0 warns."),
-    k(Pgbouncer, "log_stats", "1", NotYet, Ignored(Bool, ZERO), "pgsluice does not write periodic statistics to its log."),
+    k(Pgbouncer, "syslog", "0", Implemented, Mapped, "1: log lines are also sent to the local syslog socket `/dev/log` (one datagram each, `<priority>ident[pid]: line`); no syslog daemon, no lines, no error."),
+    k(Pgbouncer, "syslog_ident", "pgbouncer", Implemented, Mapped, "pgsluice's own configuration defaults to `pgsluice`."),
+    k(Pgbouncer, "syslog_facility", "daemon", Implemented, Mapped, "`auth`, `authpriv`, `daemon`, `user`, `local0` to `local7`; another name is an error."),
+    k(Pgbouncer, "log_connections", "1", Implemented, Mapped, "The `client login` line (level info)."),
+    k(Pgbouncer, "log_disconnections", "1", Implemented, Mapped, "The `client logout` line with its reason (level info)."),
+    k(Pgbouncer, "log_pooler_errors", "1", Implemented, Mapped, "The lines about clients pgsluice refuses with an error (login refused or failed, bad startup packet, TLS required, `max_client_conn`, `client_login_timeout`)."),
+    k(Pgbouncer, "log_stats", "1", Implemented, Mapped, "Every `stats_period`, one line `stats: N xacts/s, N queries/s, N client parses/s, N server parses/s, N binds/s, in N B/s, out N B/s, xact N us, query N us, wait N us` over all pools, as in PgBouncer."),
     k(Pgbouncer, "verbose", "0", Implemented, Mapped, "0 = info, 1 = debug, 2 or more = trace. `-v`, `-q`, `--log-level` and `RUST_LOG` take precedence."),
     // Console access control.
     k(Pgbouncer, "admin_users", "empty", Implemented, Mapped, "Users allowed every admin console command (database `pgbouncer`)."),

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::types::{parse_bool, parse_count, parse_octal_mode, parse_pgbouncer_secs, split_list};
-use super::{AuthType, General, PoolMode, Secs, TlsMode};
+use super::{AuthType, General, PoolMode, Secs, SyslogFacility, TlsMode};
 
 /// What "0 = no limit" becomes for timeouts pgsluice requires to be positive.
 pub(crate) const NO_LIMIT: Secs = Secs(Duration::from_secs(365 * 24 * 3600));
@@ -71,6 +71,13 @@ pub(crate) fn apply(g: &mut General, name: &str, v: &str) -> Result<Applied, Str
     Ok(match name {
         "logfile" => set!(logfile = path(v)),
         "pidfile" => set!(pidfile = path(v)),
+        "syslog" => set!(syslog = flag(v)?),
+        "syslog_ident" => set!(syslog_ident = v.to_owned()),
+        "syslog_facility" => set!(syslog_facility = parsed::<SyslogFacility>(v)?),
+        "log_connections" => set!(log_connections = flag(v)?),
+        "log_disconnections" => set!(log_disconnections = flag(v)?),
+        "log_pooler_errors" => set!(log_pooler_errors = flag(v)?),
+        "log_stats" => set!(log_stats = flag(v)?),
         "listen_addr" => Applied::ListenAddr(v.to_owned()),
         "listen_port" => Applied::ListenPort(
             v.trim()

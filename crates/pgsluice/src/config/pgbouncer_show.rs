@@ -211,6 +211,13 @@ fn mapped_value(g: &General, key: &str) -> Option<String> {
     Some(match key {
         "logfile" => path(&g.logfile),
         "pidfile" => path(&g.pidfile),
+        "syslog" => flag(g.syslog),
+        "syslog_ident" => g.syslog_ident.clone(),
+        "syslog_facility" => g.syslog_facility.as_str().to_owned(),
+        "log_connections" => flag(g.log_connections),
+        "log_disconnections" => flag(g.log_disconnections),
+        "log_pooler_errors" => flag(g.log_pooler_errors),
+        "log_stats" => flag(g.log_stats),
         "listen_addr" => {
             let mut addrs: Vec<String> = Vec::new();
             for a in &g.listen {

@@ -146,6 +146,17 @@ pub(crate) fn to_table(cfg: &Config) -> Table {
     );
     opt_path(&mut general, "pidfile", g.pidfile.as_deref());
     opt_path(&mut general, "logfile", g.logfile.as_deref());
+    general.insert("syslog".into(), Value::Boolean(g.syslog));
+    general.insert("syslog_ident".into(), string(&g.syslog_ident));
+    general.insert("syslog_facility".into(), string(g.syslog_facility.as_str()));
+    for (key, on) in [
+        ("log_connections", g.log_connections),
+        ("log_disconnections", g.log_disconnections),
+        ("log_pooler_errors", g.log_pooler_errors),
+        ("log_stats", g.log_stats),
+    ] {
+        general.insert(key.into(), Value::Boolean(on));
+    }
     opt_string(&mut general, "user", g.user.as_deref());
     general.insert(
         "client_tls_sslmode".into(),
