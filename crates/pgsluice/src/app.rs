@@ -44,7 +44,7 @@ pub struct InstanceOptions {
     /// How RELOAD gets the new configuration; default: re-read [`Config::source`] with
     /// the `PGSLUICE_*` environment (no file: the configuration in force, unchanged).
     pub reloader: Option<Reloader>,
-    /// Lets RELOAD change the log level.
+    /// Lets RELOAD change the log level and outputs, and reopen the log file.
     pub log: Option<LogControl>,
 }
 

@@ -2,7 +2,8 @@
 //! the library.
 //!
 //! Signals: SIGTERM and SIGINT shut down gracefully (a second one stops at once),
-//! SIGQUIT stops at once, SIGHUP reloads the configuration, SIGUSR1 pauses every pool
+//! SIGQUIT stops at once, SIGHUP reloads the configuration and reopens the log file
+//! (as RELOAD), SIGUSR1 pauses every pool
 //! (as PAUSE), SIGUSR2 resumes (as RESUME).
 
 use std::process::ExitCode;
@@ -57,7 +58,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run(mut cfg) => match process_setup(&mut cfg, daemon) {
-            Ok(Some(_guard)) => run(*cfg, reloader(cli)),
+            Ok(Some(_guard)) => run(*cfg, reloader(cli), daemon),
             Ok(None) => ExitCode::SUCCESS,
             Err(code) => code,
         },
@@ -91,8 +92,12 @@ fn reloader(cli: Cli) -> Reloader {
     })
 }
 
-fn run(cfg: Config, reloader: Reloader) -> ExitCode {
-    let log = match pgsluice::logging::init(cfg.general.log_format, &cfg.general.log_level) {
+/// Runs the pooler; `background`: this is the background process of `-d`, whose
+/// log lines go to `logfile` (and syslog) only, as PgBouncer's do.
+fn run(cfg: Config, reloader: Reloader, background: bool) -> ExitCode {
+    let g = &cfg.general;
+    let outputs = pgsluice::logging::Outputs::of(g);
+    let log = match pgsluice::logging::init(g.log_format, &g.log_level, !background, &outputs) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("pgsluice: {e}");

@@ -6,6 +6,7 @@
 //! What changes on the fly: databases and users (added ones serve new clients; pools of
 //! removed ones keep serving their clients and close once those leave), pool sizes and
 //! modes, timeouts, the reset query, passwords, `max_client_conn`, the log level, the
+//! log file and syslog settings (the log file is reopened at every reload), the
 //! `auth_hba_file` rules, and the TLS settings and files (read again at every reload;
 //! new connections use them).
 //! Connections to a database whose host, port, dbname or login changed are closed when
@@ -24,6 +25,13 @@ impl App {
     /// Reads the configuration again (see [`super::Reloader`]) and applies it. On any
     /// error nothing changes and the error says why.
     pub async fn reload(&self) -> Result<ReloadReport, String> {
+        // The log file first, whatever becomes of the configuration: logrotate renamed
+        // it and signalled (PgBouncer reopens on SIGHUP and RELOAD alike).
+        if let Some(log) = &self.log {
+            if let Err(e) = log.reopen() {
+                tracing::warn!("{e}; still logging to the file open before");
+            }
+        }
         let reloader = self.reloader.clone();
         // The reloader reads files: off the runtime threads.
         let read = tokio::task::spawn_blocking(move || reloader())
@@ -74,6 +82,14 @@ impl App {
         }
         if n.max_client_conn != o.max_client_conn {
             self.set_client_limit(n.max_client_conn);
+        }
+        if let Some(log) = &self.log {
+            let outputs = crate::logging::Outputs::of(n);
+            if outputs != log.outputs() {
+                if let Err(e) = log.set_outputs(&outputs) {
+                    tracing::warn!("{e}; still logging to the file open before");
+                }
+            }
         }
         let plan = self.router.plan(&built);
         let next = Arc::new(built);

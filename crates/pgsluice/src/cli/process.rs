@@ -3,9 +3,10 @@
 //!
 //! * `-d`: pgsluice starts itself again as a background process (same
 //!   executable, same arguments, in a new process group, standard input from
-//!   /dev/null, standard output and error appended to `logfile`, or to
-//!   /dev/null without one) and the foreground process exits. When a
-//!   `pidfile` is configured the foreground process waits until the
+//!   /dev/null, standard output and error appended to `logfile` (for what is
+//!   printed before logging starts, or a panic; log lines go to the file through
+//!   [`crate::logging`], which reopens it on SIGHUP), or to /dev/null without
+//!   one) and the foreground process exits. When a `pidfile` is configured the foreground process waits until the
 //!   background one has written it (or has failed) so that a failure is
 //!   reported with a non-zero exit status. No `fork()` is involved: the Tokio
 //!   runtime is only started in the background process.
@@ -98,9 +99,8 @@ impl Drop for ProcessGuard {
     }
 }
 
-/// Applies `-d`, `user` and `pidfile` before the runtime starts. Remarks for
-/// the log (e.g. a `logfile` that only `-d` uses) are added to
-/// `cfg.notices`. Must be called while the process has a single thread.
+/// Applies `-d`, `user` and `pidfile` before the runtime starts. Must be called
+/// while the process has a single thread.
 pub fn setup(cfg: &mut Config, daemon: bool) -> Result<Setup, ProcessError> {
     let is_child = std::env::var_os(DAEMON_CHILD_ENV).is_some();
     if let Some(p) = &cfg.general.pidfile {
@@ -114,15 +114,6 @@ pub fn setup(cfg: &mut Config, daemon: bool) -> Result<Setup, ProcessError> {
     if daemon && !is_child {
         spawn_background(cfg)?;
         return Ok(Setup::Parent);
-    }
-    if !daemon {
-        if let Some(log) = &cfg.general.logfile {
-            cfg.notices.push(format!(
-                "key `pgbouncer.logfile`: {} is only used when running in the background (-d); \
-                 logging to stderr",
-                log.display()
-            ));
-        }
     }
     // Switch first, so that the pidfile belongs to the user who removes it.
     if let Some(user) = &cfg.general.user {
@@ -306,18 +297,5 @@ mod tests {
         assert!(e.contains("no such user"), "{e}");
         let e = switch_user("a\0b").unwrap_err().to_string();
         assert!(e.contains("NUL"), "{e}");
-    }
-
-    #[test]
-    fn logfile_without_daemon_is_noted() {
-        let mut cfg = Config::default();
-        cfg.general.logfile = Some(temp("x.log"));
-        let Setup::Run(_g) = setup(&mut cfg, false).unwrap() else {
-            panic!("not a daemon");
-        };
-        assert!(cfg
-            .notices
-            .iter()
-            .any(|n| n.contains("only used when running in the background")));
     }
 }
