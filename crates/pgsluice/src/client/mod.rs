@@ -1,6 +1,7 @@
 //! Clients: the startup phase and login here, the tasks in `task`, the session loop
 //! in `session`, the byte relay in [`relay`], idle clients without a task in `park`.
 
+mod admin_session;
 pub mod auth;
 pub mod auth_query;
 mod conclude;
@@ -29,15 +30,15 @@ use pgsluice_protocol::SqlState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::admin::{self, Access, Console};
-use crate::cancel::CancelHandle;
+use crate::admin::{self, Console};
 use crate::error::{ClientError, ClientNotice};
 use crate::net::Stream;
 use crate::params::ParamSet;
-use crate::pool::listing::{socket_endpoints, Endpoint};
+use crate::pool::listing::socket_endpoints;
 use crate::pool::{ClientInfo, ClientReg};
 use crate::shutdown::TaskToken;
 
+use admin_session::{serve_admin, AdminLogin};
 pub use context::ClientContext;
 pub use park::ParkingLot;
 pub use session::Session;
@@ -67,11 +68,13 @@ async fn open(
     token: TaskToken,
 ) -> Option<Opened> {
     let started = Instant::now();
-    let (login_timeout, tls) = {
+    let (login_timeout, tls, errors) = {
         let generation = ctx.live.load();
+        let g = &generation.config.general;
         (
-            generation.config.general.client_login_timeout.0,
+            g.client_login_timeout.0,
             generation.tls.clone(),
+            g.log_pooler_errors,
         )
     };
     let deadline = tokio::time::Instant::now() + login_timeout;
@@ -102,7 +105,9 @@ async fn open(
                 }
             }
             Ok(Err(ClientError::Protocol(e))) => {
-                tracing::info!(peer = %peer, error = %e, "bad startup packet");
+                if errors {
+                    tracing::info!(peer = %peer, error = %e, "bad startup packet");
+                }
                 let n = ClientNotice::fatal(
                     SqlState::PROTOCOL_VIOLATION,
                     format!("invalid startup packet: {e}"),
@@ -139,7 +144,9 @@ async fn open(
         StartupPacket::Startup { minor, params } => (minor, params),
     };
     if tls.clients.requires_tls() && !stream.is_tls() {
-        tracing::info!(peer = %peer, "client refused: no TLS (client_tls_sslmode = {})", tls.clients.mode);
+        if errors {
+            tracing::info!(peer = %peer, "client refused: no TLS (client_tls_sslmode = {})", tls.clients.mode);
+        }
         let n = ClientNotice::fatal(
             SqlState::INVALID_AUTHORIZATION,
             format!(
@@ -151,6 +158,9 @@ async fn open(
         return None;
     }
     if let Admission::Full = admission {
+        if errors {
+            tracing::info!(peer = %peer, "client refused: max_client_conn reached");
+        }
         let n = ClientNotice::fatal(
             SqlState::TOO_MANY_CONNECTIONS,
             "no more connections allowed (max_client_conn)",
@@ -179,12 +189,16 @@ async fn open(
         }
         Ok(Ok(LoggedIn::Pool(s, pool_reg))) => (s, pool_reg),
         Ok(Err(LoginFailure::Notice(n))) => {
-            tracing::info!(peer = %peer, code = %n.code, reason = %n.message, "client login refused");
+            if errors {
+                tracing::info!(peer = %peer, code = %n.code, reason = %n.message, "client login refused");
+            }
             send_fatal(&mut stream, &n).await;
             return None;
         }
         Ok(Err(LoginFailure::Client(e))) => {
-            tracing::info!(peer = %peer, error = %e, "client login failed");
+            if errors {
+                tracing::info!(peer = %peer, error = %e, "client login failed");
+            }
             if let ClientError::Protocol(_) | ClientError::Refused(_) = e {
                 let n = ClientNotice::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string());
                 send_fatal(&mut stream, &n).await;
@@ -192,7 +206,9 @@ async fn open(
             return None;
         }
         Err(_) => {
-            tracing::info!(peer = %peer, "client_login_timeout");
+            if errors {
+                tracing::info!(peer = %peer, "client_login_timeout");
+            }
             let n = ClientNotice::fatal(SqlState::PROTOCOL_VIOLATION, "client_login_timeout");
             send_fatal(&mut stream, &n).await;
             return None;
@@ -200,13 +216,15 @@ async fn open(
     };
     let (session, pool_reg) = session;
     let (client_id, _) = session.cancel_key();
-    tracing::info!(
-        client = client_id,
-        peer = %peer,
-        db = %pool_reg.database,
-        user = %pool_reg.user,
-        "client login"
-    );
+    if ctx.live.load().config.general.log_connections {
+        tracing::info!(
+            client = client_id,
+            peer = %peer,
+            db = %pool_reg.database,
+            user = %pool_reg.user,
+            "client login"
+        );
+    }
     let app_name = pool_reg.application_name;
     let application_name = (!app_name.is_empty()).then(|| {
         session
@@ -320,15 +338,6 @@ struct PoolLogin {
     application_name: String,
     /// The client's place under max_db_client_connections, held until it leaves.
     _db_slot: crate::pool::ClientSlot,
-}
-
-/// An admin console login.
-struct AdminLogin {
-    user: String,
-    access: Access,
-    application_name: String,
-    cancel: CancelHandle,
-    pending: BytesMut,
 }
 
 async fn login(
@@ -529,40 +538,6 @@ fn apply_options(
         }
     }
     Ok(())
-}
-
-/// Runs an admin console session.
-async fn serve_admin(
-    stream: Stream,
-    peer: String,
-    ctx: &ClientContext,
-    console: &dyn Console,
-    a: AdminLogin,
-    (remote, local, fd): (Endpoint, Endpoint, i32),
-    started: Instant,
-) {
-    let (client_id, _) = a.cancel.key();
-    tracing::info!(client = client_id, peer = %peer, user = %a.user, access = ?a.access, "admin console login");
-    let info = Arc::new(ClientInfo::new(
-        client_id as u64,
-        a.user.into(),
-        "pgbouncer".into(),
-        remote,
-        local,
-        (!a.application_name.is_empty()).then(|| a.application_name.as_str().into()),
-        fd,
-    ));
-    let reg = ClientReg::new(info.clone(), ctx.admin_clients.clone());
-    let reason = admin::serve(stream, a.pending, console, a.access, info).await;
-    drop(reg);
-    drop(a.cancel);
-    tracing::info!(
-        client = client_id,
-        peer = %peer,
-        duration_ms = started.elapsed().as_millis() as u64,
-        reason,
-        "admin console logout"
-    );
 }
 
 pub(crate) use crate::net::send_fatal;

@@ -65,10 +65,21 @@ impl<S> Opened<S> {
         }
     }
 
-    /// The logout line; then the client leaves the admin views and its places, and
+    /// The logout line (unless `log_disconnections` is off); then the client leaves the admin views and its places, and
     /// last its task counts as finished (the fields drop in that order).
     pub(super) fn logout(self, reason: &'static str) {
         let summary = self.session.summary(reason);
+        if !self
+            .session
+            .ctx()
+            .live
+            .load()
+            .config
+            .general
+            .log_disconnections
+        {
+            return;
+        }
         let info = self.held.reg.info();
         tracing::info!(
             client = info.id,
