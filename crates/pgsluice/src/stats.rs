@@ -210,6 +210,26 @@ impl Averages {
     }
 }
 
+impl Averages {
+    /// PgBouncer's periodic log line (`log_stats`), word for word.
+    pub fn log_line(&self) -> String {
+        format!(
+            "stats: {} xacts/s, {} queries/s, {} client parses/s, {} server parses/s, \
+             {} binds/s, in {} B/s, out {} B/s, xact {} us, query {} us, wait {} us",
+            self.xacts,
+            self.queries,
+            self.client_parses,
+            self.server_parses,
+            self.binds,
+            self.received,
+            self.sent,
+            self.xact_time_us,
+            self.query_time_us,
+            self.wait_time_us,
+        )
+    }
+}
+
 /// The two most recent period boundaries of one pool: averages are computed between
 /// them, so they stay stable during a period (as in PgBouncer).
 #[derive(Debug, Clone, Copy, Default)]
@@ -233,6 +253,15 @@ impl Window {
     /// Averages over the last completed period.
     pub fn averages(&self) -> Averages {
         Averages::between(self.older, self.newer, self.period)
+    }
+
+    /// The windows of several pools as one (the longest period).
+    pub fn combine(&self, o: &Window) -> Window {
+        Window {
+            older: self.older + o.older,
+            newer: self.newer + o.newer,
+            period: self.period.max(o.period),
+        }
     }
 }
 
@@ -303,6 +332,14 @@ mod tests {
         assert_eq!(
             w.averages(),
             Averages::between(old, new, Duration::from_secs(2))
+        );
+        let both = w.combine(&w);
+        assert_eq!(both.averages().xacts, 10);
+        assert_eq!(both.averages().xact_time_us, 5_000);
+        assert_eq!(
+            a.log_line(),
+            "stats: 5 xacts/s, 20 queries/s, 3 client parses/s, 2 server parses/s, 15 binds/s, \
+             in 500 B/s, out 1500 B/s, xact 5000 us, query 1000 us, wait 100 us"
         );
     }
 }

@@ -197,7 +197,8 @@ impl App {
     }
 }
 
-/// Background upkeep of the server: retired pools, stats periods.
+/// Background upkeep of the server: retired pools, stats periods and the
+/// `log_stats` line.
 async fn janitor(app: Arc<App>) {
     let mut shutdown = app.shutdown.watch();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -219,6 +220,10 @@ async fn janitor(app: Arc<App>) {
         if elapsed + Duration::from_millis(100) >= period {
             app.router.advance_stats(elapsed);
             period_start = Instant::now();
+            // PgBouncer's line, from the averages SHOW STATS now shows.
+            if app.config().general.log_stats {
+                tracing::info!("{}", app.router.stats_window().averages().log_line());
+            }
         }
     }
 }

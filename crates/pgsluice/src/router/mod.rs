@@ -502,6 +502,15 @@ impl Router {
         }
     }
 
+    /// The stats window of every pool together (the `log_stats` line).
+    pub fn stats_window(&self) -> crate::stats::Window {
+        self.pools()
+            .iter()
+            .fold(crate::stats::Window::default(), |w, p| {
+                w.combine(&p.stats.window())
+            })
+    }
+
     /// The tracker of the pools' own tasks.
     pub fn background(&self) -> &TaskTracker {
         &self.background
