@@ -426,7 +426,10 @@ impl Session {
         );
         if let Some(ext) = co.conn().ext.get_mut::<Rewriter>() {
             pool.stats.add_prepared(ext.take_counts());
+            let on_server = ext.statements();
+            co.set_prepared_statements(on_server);
         }
+        info.set_prepared_statements(self.stmts.len());
         self.route.work_done(access);
         conclude(end, co, mode, busy, stop.fired, &self.ctx.background)
     }

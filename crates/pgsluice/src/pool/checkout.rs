@@ -63,6 +63,13 @@ impl Checkout {
             .conn
     }
 
+    /// Records, for SHOW SERVERS, how many statements are prepared on the connection.
+    pub fn set_prepared_statements(&self, n: usize) {
+        if let Some(m) = &self.conn {
+            m.reg.info.set_prepared_statements(n);
+        }
+    }
+
     /// The pool it belongs to.
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool

@@ -7,7 +7,7 @@
 //! `ServerReg` guard drops, i.e. when the connection is closed, whatever the path.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -123,6 +123,8 @@ pub struct ClientInfo {
     mail: AtomicBool,
     /// Where the client is on the way to being parked (see [`ClientInfo::sweep`]).
     park: AtomicU8,
+    /// Named prepared statements it has (SHOW CLIENTS), as of its last transaction.
+    prepared: AtomicU32,
     /// The waker of the task serving the client, woken by KILL and by shutdown.
     stop_waker: Mutex<Option<Waker>>,
 }
@@ -156,6 +158,7 @@ impl ClientInfo {
             overflowed: AtomicBool::new(false),
             mail: AtomicBool::new(false),
             park: AtomicU8::new(PARK_NONE),
+            prepared: AtomicU32::new(0),
             stop_waker: Mutex::new(None),
         }
     }
@@ -168,6 +171,17 @@ impl ClientInfo {
     /// Last request time, µs since the epoch.
     pub fn request_time_us(&self) -> u64 {
         self.request_time_us.load(Relaxed)
+    }
+
+    /// Named prepared statements the client has, as of its last transaction.
+    pub fn prepared_statements(&self) -> u32 {
+        self.prepared.load(Relaxed)
+    }
+
+    /// Records how many named prepared statements the client has.
+    pub(crate) fn set_prepared_statements(&self, n: usize) {
+        self.prepared
+            .store(u32::try_from(n).unwrap_or(u32::MAX), Relaxed);
     }
 
     /// Since when it waits for a server (µs since the epoch), if it does.
@@ -381,6 +395,8 @@ pub struct ServerInfo {
     state: AtomicU8,
     request_time_us: AtomicU64,
     link: AtomicU64,
+    /// Statements prepared on the server (SHOW SERVERS), as of its last transaction.
+    prepared: AtomicU32,
 }
 
 impl ServerInfo {
@@ -409,7 +425,19 @@ impl ServerInfo {
             state: AtomicU8::new(0),
             request_time_us: AtomicU64::new(now),
             link: AtomicU64::new(0),
+            prepared: AtomicU32::new(0),
         }
+    }
+
+    /// Statements prepared on the server connection, as of its last transaction.
+    pub fn prepared_statements(&self) -> u32 {
+        self.prepared.load(Relaxed)
+    }
+
+    /// Records how many statements are prepared on the server connection.
+    pub(crate) fn set_prepared_statements(&self, n: usize) {
+        self.prepared
+            .store(u32::try_from(n).unwrap_or(u32::MAX), Relaxed);
     }
 
     /// Current state.

@@ -80,7 +80,7 @@ fn client_row(c: &ClientInfo, state: &str, debug: bool) -> Vec<Cell> {
         0i32.into(),
         "".into(),
         c.application_name.as_deref().unwrap_or("").into(),
-        0i32.into(),
+        c.prepared_statements().into(),
         c.id.into(),
     ];
     if debug {
@@ -115,7 +115,7 @@ fn server_row(p: &Pool, s: &ServerInfo, state: &str, debug: bool) -> Vec<Cell> {
         s.remote_pid.into(),
         "".into(),
         app_name.into(),
-        0i32.into(),
+        s.prepared_statements().into(),
         s.id.into(),
     ];
     if debug {
