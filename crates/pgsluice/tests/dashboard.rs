@@ -306,6 +306,10 @@ async fn metrics_and_api_stats_with_access_control() {
     assert_eq!(pool["pool_size"], 3);
     assert!(!stats.to_string().contains(PASSWORD), "no credential");
     assert!(stats["hosts"].as_array().is_some_and(|h| !h.is_empty()));
+    // The first request left a copy of the histograms: the next has a recent window.
+    let again = api_stats(metrics).await;
+    assert!(again["recent_s"].as_f64().is_some(), "{again:#}");
+    assert!(again["summary"]["latency_recent"]["xact"].is_object());
 
     // An allow-list without this address: 403, even with the token.
     let mut cfg = config(&s.pg);

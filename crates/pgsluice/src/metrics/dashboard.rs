@@ -6,15 +6,18 @@
 //! and query texts are not (a snapshot has none to show).
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use super::hosts;
 use super::pools::{self, Labels, Series, QUERY, WAIT, XACT};
+use super::recent::{Baseline, Hists, Recent};
 use crate::admin::Console;
 use crate::pool::PoolCounts;
 use crate::stats::{HistogramSnapshot, Totals};
+use crate::sync::LockExt;
 
 /// The page, served at `/`.
 pub(super) const PAGE: &str = include_str!("dashboard.html");
@@ -52,11 +55,14 @@ pub(super) struct Snapshot {
     pub(super) pools: Vec<(Labels, Series)>,
     /// The hosts of replicated databases.
     pub(super) hosts: Vec<HostView>,
+    /// The histograms about a minute ago, for the recent percentiles.
+    pub(super) baseline: Option<Baseline>,
 }
 
 impl Snapshot {
-    /// Reads the process through its console interface.
-    pub(super) fn read(console: &dyn Console, now: Instant) -> Snapshot {
+    /// Reads the process through its console interface; `recent` keeps the copies of
+    /// the histograms the recent percentiles are measured from.
+    pub(super) fn read(console: &dyn Console, now: Instant, recent: &Mutex<Recent>) -> Snapshot {
         let flags = console.router().db_flags();
         let hosts = hosts::rows(&console.router().clusters(), now)
             .into_iter()
@@ -68,14 +74,18 @@ impl Snapshot {
                 lag_bytes: r.state.lag_bytes,
             })
             .collect();
+        let pools: Vec<(Labels, Series)> = pools::series(&console.router().pools())
+            .into_iter()
+            .collect();
+        let current: Hists = pools.iter().map(|(l, s)| (l.clone(), s.hists)).collect();
+        let baseline = recent.locked().baseline(now, &current);
         Snapshot {
             uptime: console.uptime(),
             paused: flags.paused_all || flags.suspended,
             clients_parked: console.client_counts().parked,
-            pools: pools::series(&console.router().pools())
-                .into_iter()
-                .collect(),
+            pools,
             hosts,
+            baseline,
         }
     }
 }
@@ -128,18 +138,37 @@ fn totals(t: &Totals) -> Value {
     })
 }
 
+/// What the histograms of `l` gained since the baseline (all of it without one).
+fn since(
+    base: Option<&Baseline>,
+    l: &Labels,
+    now: &[HistogramSnapshot; 3],
+) -> [HistogramSnapshot; 3] {
+    let then = base
+        .and_then(|b| b.hists.get(l))
+        .copied()
+        .unwrap_or_default();
+    [now[0] - then[0], now[1] - then[1], now[2] - then[2]]
+}
+
 /// The `/api/stats` document of a snapshot.
 pub(super) fn stats_json(s: &Snapshot) -> Value {
     let role_of = |l: &Labels| s.hosts.iter().find(|h| &h.key == l).map(|h| h.role);
+    let base = s.baseline.as_ref();
     let mut all_counts = PoolCounts::default();
     let mut all_totals = Totals::default();
     let mut all_hists = [HistogramSnapshot::default(); 3];
+    let mut all_recent = [HistogramSnapshot::default(); 3];
     let mut by_host: BTreeMap<&str, (usize, PoolCounts)> = BTreeMap::new();
     let mut pools = Vec::with_capacity(s.pools.len());
     for (l, p) in &s.pools {
         all_counts = all_counts.combine(&p.counts);
         all_totals = all_totals + p.totals;
+        let recent = since(base, l, &p.hists);
         for (a, h) in all_hists.iter_mut().zip(p.hists) {
+            *a = *a + h;
+        }
+        for (a, h) in all_recent.iter_mut().zip(recent) {
             *a = *a + h;
         }
         let host = by_host.entry(&l.host).or_default();
@@ -157,27 +186,32 @@ pub(super) fn stats_json(s: &Snapshot) -> Value {
             "max_wait_us": p.counts.maxwait_us,
             "totals": totals(&p.totals),
             "latency": latencies(&p.hists),
+            "latency_recent": base.map(|_| latencies(&recent)),
         }));
     }
 
-    // The pools whose transactions take longest at the 95th percentile.
-    let mut ranked: Vec<(u64, &Labels, &Series)> = s
+    // The pools whose transactions take longest at the 95th percentile, over the
+    // recent window when there is one.
+    let mut ranked: Vec<(u64, &Labels, [HistogramSnapshot; 3])> = s
         .pools
         .iter()
-        .filter_map(|(l, p)| Some((p.hists[XACT].quantile_us(0.95)?, l, p)))
+        .filter_map(|(l, p)| {
+            let h = since(base, l, &p.hists);
+            Some((h[XACT].quantile_us(0.95)?, l, h))
+        })
         .collect();
     ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
     let slowest: Vec<Value> = ranked
         .into_iter()
         .take(SLOWEST)
-        .map(|(p95, l, p)| {
+        .map(|(p95, l, h)| {
             json!({
                 "database": l.database,
                 "user": l.user,
                 "host": l.host,
                 "xact_p95_us": p95,
-                "query_p95_us": p.hists[QUERY].quantile_us(0.95),
-                "wait_p95_us": p.hists[WAIT].quantile_us(0.95),
+                "query_p95_us": h[QUERY].quantile_us(0.95),
+                "wait_p95_us": h[WAIT].quantile_us(0.95),
             })
         })
         .collect();
@@ -205,11 +239,13 @@ pub(super) fn stats_json(s: &Snapshot) -> Value {
         "uptime_ms": s.uptime.as_millis() as u64,
         "paused": s.paused,
         "clients_parked": s.clients_parked,
+        "recent_s": base.map(|b| b.age.as_secs_f64()),
         "summary": {
             "clients": clients(&all_counts),
             "servers": servers(&all_counts),
             "totals": totals(&all_totals),
             "latency": latencies(&all_hists),
+            "latency_recent": base.map(|_| latencies(&all_recent)),
         },
         "pools": pools,
         "slowest": slowest,
@@ -263,6 +299,7 @@ mod tests {
                 banned: false,
                 lag_bytes: Some(128),
             }],
+            baseline: None,
         };
         let v = stats_json(&snap);
         assert_eq!(v["uptime_s"], 42);
@@ -302,6 +339,50 @@ mod tests {
         assert_eq!(hosts[0]["role"], Value::Null);
         assert_eq!(hosts[1]["role"], "replica");
         assert_eq!(hosts[1]["lag_bytes"], 128);
+        assert_eq!(v["recent_s"], Value::Null);
+        assert_eq!(pools[0]["latency_recent"], Value::Null);
+    }
+
+    #[test]
+    fn recent_percentiles_cover_what_happened_since_the_baseline() {
+        let pool = test_support::pool("db", "u", Groups::standalone("db", "u"), |_| {});
+        let key = labels("db", "h");
+        // A slow minute long ago, then fast transactions.
+        pool.stats.add_xact(1, 0, 0, Duration::from_secs(2));
+        let then = pools::series(std::slice::from_ref(&pool))
+            .pop_first()
+            .unwrap()
+            .1
+            .hists;
+        pool.stats.add_xact(1, 0, 0, Duration::from_micros(100));
+        pool.stats.add_xact(1, 0, 0, Duration::from_micros(100));
+        let now = pools::series(&[pool]).pop_first().unwrap().1;
+        let snap = Snapshot {
+            uptime: Duration::from_secs(100),
+            paused: false,
+            clients_parked: 0,
+            pools: vec![(key.clone(), now)],
+            hosts: Vec::new(),
+            baseline: Some(Baseline {
+                age: Duration::from_secs(60),
+                hists: BTreeMap::from([(key, then)]),
+            }),
+        };
+        let v = stats_json(&snap);
+        assert_eq!(v["recent_s"], 60.0);
+        let p = &v["pools"][0];
+        assert_eq!(p["latency"]["xact"]["count"], 3);
+        assert_eq!(p["latency"]["xact"]["p99_us"], 2_455_000, "since start");
+        assert_eq!(p["latency_recent"]["xact"]["count"], 2);
+        assert_eq!(
+            p["latency_recent"]["xact"]["p99_us"], 495,
+            "the last minute"
+        );
+        assert_eq!(v["summary"]["latency_recent"]["xact"]["count"], 2);
+        assert_eq!(
+            v["slowest"][0]["xact_p95_us"], 475,
+            "ranked over the window"
+        );
     }
 
     #[test]
@@ -315,6 +396,7 @@ mod tests {
             clients_parked: 0,
             pools: vec![(labels("<b>x</b>", "h"), s)],
             hosts: Vec::new(),
+            baseline: None,
         };
         let text = stats_json(&snap).to_string();
         assert!(text.contains(r#""database":"<b>x</b>""#), "{text}");

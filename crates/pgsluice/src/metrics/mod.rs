@@ -10,10 +10,11 @@ mod access;
 mod dashboard;
 mod hosts;
 mod pools;
+mod recent;
 mod text;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,16 +23,22 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::admin::Console;
 use crate::shutdown::TaskTracker;
 use access::{Access, Denied, Request};
+use recent::Recent;
 use text::Family;
 
 /// Largest request head accepted.
 const MAX_REQUEST: usize = 8 * 1024;
 /// Time a scraper has to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The dashboard's recent percentiles cover about this long...
+const RECENT_SPAN: Duration = Duration::from_secs(60);
+/// ...from copies of the histograms taken at most this often.
+const RECENT_EVERY: Duration = Duration::from_secs(5);
 
 /// Accepts scrapes until shutdown; each is answered in a task of `tasks`.
 pub async fn serve(listener: TcpListener, console: Arc<dyn Console>, tasks: TaskTracker) {
     let mut shutdown = console.shutdown_watch();
+    let recent = Arc::new(Mutex::new(Recent::new(RECENT_SPAN, RECENT_EVERY)));
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -39,10 +46,10 @@ pub async fn serve(listener: TcpListener, console: Arc<dyn Console>, tasks: Task
         };
         match accepted {
             Ok((sock, peer)) => {
-                let console = console.clone();
+                let (console, recent) = (console.clone(), recent.clone());
                 tasks.spawn(async move {
-                    let _ =
-                        tokio::time::timeout(REQUEST_TIMEOUT, answer(sock, peer, &*console)).await;
+                    let answering = answer(sock, peer, &*console, &recent);
+                    let _ = tokio::time::timeout(REQUEST_TIMEOUT, answering).await;
                 });
             }
             Err(e) => {
@@ -82,6 +89,7 @@ async fn answer(
     mut sock: TcpStream,
     peer: SocketAddr,
     console: &dyn Console,
+    recent: &Mutex<Recent>,
 ) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
@@ -98,12 +106,17 @@ async fn answer(
     }
     let head = String::from_utf8_lossy(&buf);
     let req = Request::parse(&head);
-    let r = route(&req, peer, console);
+    let r = route(&req, peer, console, recent);
     respond(&mut sock, r, req.method == "HEAD").await
 }
 
 /// The response to a request from `peer`.
-fn route(req: &Request<'_>, peer: SocketAddr, console: &dyn Console) -> Response {
+fn route(
+    req: &Request<'_>,
+    peer: SocketAddr,
+    console: &dyn Console,
+    recent: &Mutex<Recent>,
+) -> Response {
     if !matches!(req.method, "GET" | "HEAD") {
         return Response::text("405 Method Not Allowed", "only GET and HEAD\n");
     }
@@ -138,7 +151,7 @@ fn route(req: &Request<'_>, peer: SocketAddr, console: &dyn Console) -> Response
             extra: PAGE_HEADERS,
         },
         "/api/stats" => {
-            let snap = dashboard::Snapshot::read(console, Instant::now());
+            let snap = dashboard::Snapshot::read(console, Instant::now(), recent);
             Response {
                 status: "200 OK",
                 ctype: "application/json",
