@@ -68,6 +68,65 @@ impl Histogram {
     }
 }
 
+impl HistogramSnapshot {
+    /// The `q` quantile (`0.5` for p50, `0.99` for p99), estimated from the buckets.
+    ///
+    /// See [`quantile_us`]; `None` when the histogram is empty.
+    pub fn quantile_us(&self, q: f64) -> Option<u64> {
+        quantile_us(&self.buckets, q)
+    }
+}
+
+/// Estimates the `q` quantile (clamped to `0..=1`), in microseconds, of observations
+/// counted in the [`BUCKETS_US`] buckets (`buckets` per bucket, not cumulative; the
+/// last is +Inf), the way Prometheus's `histogram_quantile` does: find the bucket the
+/// rank falls in and interpolate linearly between its bounds (the first bucket starts
+/// at 0). A rank in the +Inf bucket gives the largest finite bound, since nothing is
+/// known above it. `None` when there is no observation.
+///
+/// ```
+/// use pgsluice::stats::{quantile_us, BUCKETS_US};
+/// let mut buckets = [0u64; BUCKETS_US.len() + 1];
+/// buckets[1] = 10; // ten observations in (500 µs, 1 ms]
+/// assert_eq!(quantile_us(&buckets, 0.5), Some(750));
+/// assert_eq!(quantile_us(&[0; BUCKETS_US.len() + 1], 0.5), None);
+/// ```
+pub fn quantile_us(buckets: &[u64; BUCKETS_US.len() + 1], q: f64) -> Option<u64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let q = if q.is_nan() { 0.0 } else { q.clamp(0.0, 1.0) };
+    let rank = q * total as f64;
+    let mut below = 0u64;
+    for (i, &n) in buckets.iter().enumerate() {
+        let cumulative = below + n;
+        if n > 0 && cumulative as f64 >= rank {
+            let Some(&upper) = BUCKETS_US.get(i) else {
+                return BUCKETS_US.last().copied();
+            };
+            let lower = if i == 0 { 0 } else { BUCKETS_US[i - 1] };
+            let within = ((rank - below as f64) / n as f64).clamp(0.0, 1.0);
+            return Some(lower + ((upper - lower) as f64 * within).round() as u64);
+        }
+        below = cumulative;
+    }
+    BUCKETS_US.last().copied()
+}
+
+impl Sub for HistogramSnapshot {
+    type Output = HistogramSnapshot;
+    /// The observations made between two snapshots of one histogram (`self` the later).
+    fn sub(mut self, o: HistogramSnapshot) -> HistogramSnapshot {
+        for (a, b) in self.buckets.iter_mut().zip(o.buckets) {
+            *a = a.saturating_sub(b);
+        }
+        self.sum_us = self.sum_us.saturating_sub(o.sum_us);
+        self.count = self.count.saturating_sub(o.count);
+        self
+    }
+}
+
 impl Add for HistogramSnapshot {
     type Output = HistogramSnapshot;
     fn add(mut self, o: HistogramSnapshot) -> HistogramSnapshot {
@@ -340,6 +399,56 @@ mod tests {
             a.log_line(),
             "stats: 5 xacts/s, 20 queries/s, 3 client parses/s, 2 server parses/s, 15 binds/s, \
              in 500 B/s, out 1500 B/s, xact 5000 us, query 1000 us, wait 100 us"
+        );
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_a_bucket() {
+        let mut b = [0u64; BUCKETS_US.len() + 1];
+        assert_eq!(quantile_us(&b, 0.5), None, "empty");
+        // 100 observations in (0, 500 µs]: the quantiles spread over the bucket.
+        b[0] = 100;
+        assert_eq!(quantile_us(&b, 0.5), Some(250));
+        assert_eq!(quantile_us(&b, 0.99), Some(495));
+        assert_eq!(quantile_us(&b, 1.0), Some(500));
+        assert_eq!(quantile_us(&b, 0.0), Some(0));
+        // 90 fast ones and 10 in (1 ms, 2.5 ms]: p50 stays fast, p95 lands in the slow
+        // bucket halfway, p99 near its top.
+        b[0] = 90;
+        b[2] = 10;
+        assert_eq!(quantile_us(&b, 0.5), Some(278));
+        assert_eq!(quantile_us(&b, 0.95), Some(1_750));
+        assert_eq!(quantile_us(&b, 0.99), Some(2_350));
+        // Out-of-range q is clamped, NaN taken as 0.
+        assert_eq!(quantile_us(&b, 7.0), Some(2_500));
+        assert_eq!(quantile_us(&b, f64::NAN), Some(0));
+    }
+
+    #[test]
+    fn a_quantile_beyond_the_last_bound_is_that_bound() {
+        let h = Histogram::default();
+        h.observe_n(Duration::from_millis(1), 1);
+        h.observe_n(Duration::from_secs(100), 9);
+        let s = h.snapshot();
+        assert_eq!(s.quantile_us(0.05), Some(750));
+        assert_eq!(s.quantile_us(0.5), Some(60_000_000));
+    }
+
+    #[test]
+    fn snapshots_subtract_to_what_happened_between() {
+        let h = Histogram::default();
+        h.observe(Duration::from_millis(1));
+        let before = h.snapshot();
+        h.observe_n(Duration::from_millis(20), 3);
+        let d = h.snapshot() - before;
+        assert_eq!(d.count, 3);
+        assert_eq!(d.sum_us, 60_000);
+        assert_eq!(d.buckets[1], 0);
+        assert_eq!(d.buckets[5], 3);
+        assert_eq!(
+            before - h.snapshot(),
+            HistogramSnapshot::default(),
+            "saturates"
         );
     }
 }

@@ -181,6 +181,10 @@ pub(super) fn general_settings(cfg: &Config) -> BTreeMap<String, String> {
     out.entry("stats_period".into())
         .or_insert_with(|| g.stats_period.to_string());
     out.entry("workers".into()).or_default();
+    // A secret: shown only as set or not.
+    if let Some(token) = out.get_mut("metrics_auth_token") {
+        *token = "<redacted>".into();
+    }
     out
 }
 

@@ -61,6 +61,7 @@ impl Instance {
             let listener = TcpListener::bind(addr).await?;
             let local = listener.local_addr()?;
             tracing::info!("metrics listening on http://{local}/metrics");
+            tracing::info!("dashboard on http://{local}/");
             *app.metrics_addr.locked() = Some(local);
             let console: Arc<dyn crate::admin::Console> = app.clone();
             accept_tasks.push(tokio::spawn(crate::metrics::serve(

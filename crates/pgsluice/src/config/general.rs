@@ -76,6 +76,13 @@ pub struct General {
     pub stats_users: Vec<String>,
     /// Address of the Prometheus `/metrics` HTTP endpoint (pgsluice's own key); default none.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// A token every `metrics_listen` request must carry (`Authorization: Bearer <token>`
+    /// or `?token=<token>`), else 401 (pgsluice's own key); default none (empty = none).
+    pub metrics_auth_token: Option<super::Token>,
+    /// Client addresses or networks `metrics_listen` answers, others get 403 (pgsluice's
+    /// own key); default empty = every address.
+    #[serde(deserialize_with = "super::access::de_net_list")]
+    pub metrics_allow: Vec<super::IpNet>,
     /// A userlist.txt-format file of user names and secrets, merged into `users` at load time.
     pub auth_file: Option<PathBuf>,
     /// A pg_hba.conf-style file of rules choosing the method per connection, read when
@@ -231,6 +238,8 @@ impl Default for General {
             admin_users: Vec::new(),
             stats_users: Vec::new(),
             metrics_listen: None,
+            metrics_auth_token: None,
+            metrics_allow: Vec::new(),
             auth_file: None,
             auth_hba_file: None,
             auth_ident_file: None,

@@ -12,6 +12,7 @@
 //! configuration error names the file, line and key it is about; see
 //! [`ConfigError`]. The full list of keys lives in `docs/configuration.md`.
 
+mod access;
 mod check;
 mod connstr;
 mod format;
@@ -40,6 +41,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+pub use access::{IpNet, Token};
 pub(crate) use check::Issue;
 pub use format::ConfigFormat;
 pub use general::{General, ALWAYS_IGNORED_STARTUP_PARAMETERS, DEFAULT_AUTH_QUERY};

@@ -86,6 +86,13 @@ pub(crate) fn to_table(cfg: &Config) -> Table {
     );
     general.insert("admin_users".into(), strings(&g.admin_users));
     general.insert("stats_users".into(), strings(&g.stats_users));
+    opt_string(
+        &mut general,
+        "metrics_auth_token",
+        g.metrics_auth_token.as_ref().map(super::Token::expose),
+    );
+    let allow: Vec<String> = g.metrics_allow.iter().map(ToString::to_string).collect();
+    general.insert("metrics_allow".into(), strings(&allow));
     opt_path(&mut general, "auth_file", g.auth_file.as_deref());
     opt_path(&mut general, "auth_hba_file", g.auth_hba_file.as_deref());
     opt_path(
@@ -339,9 +346,16 @@ fn replica_keys(t: &mut Table, d: &DatabaseConfig) {
 }
 
 /// The effective configuration as TOML text, in pgsluice's own format, with
-/// every password replaced by `"<redacted>"` (`--print-config`).
+/// every password (and `metrics_auth_token`) replaced by `"<redacted>"` (`--print-config`).
 pub fn to_redacted_toml(cfg: &Config) -> String {
     let mut root = to_table(cfg);
+    if let Some(t) = root
+        .get_mut("general")
+        .and_then(|g| g.as_table_mut())
+        .and_then(|g| g.get_mut("metrics_auth_token"))
+    {
+        *t = string(REDACTED);
+    }
     for table in ["databases", "users"] {
         let Some(Value::Table(entries)) = root.get_mut(table) else {
             continue;

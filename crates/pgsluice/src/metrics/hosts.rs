@@ -7,35 +7,42 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::text::{esc, Family};
+use super::pools::Labels;
+use super::text::Family;
 use crate::router::{Availability, Cluster, HostState};
 
 /// One host's figures.
-struct HostRow {
+pub(super) struct HostRow {
+    /// The host's pool identity.
+    pub(super) key: Labels,
     /// `database="..",user="..",host=".."`.
     labels: String,
-    role: &'static str,
-    state: HostState,
-    banned: bool,
+    /// `primary`, `replica` or `unknown`, as the host last reported it.
+    pub(super) role: &'static str,
+    /// Health-check results.
+    pub(super) state: HostState,
+    /// Left out of routing after failures.
+    pub(super) banned: bool,
 }
 
-fn rows(clusters: &[Arc<Cluster>], now: Instant) -> Vec<HostRow> {
+/// The hosts of the replicated databases in force, each once, read at `now`.
+pub(super) fn rows(clusters: &[Arc<Cluster>], now: Instant) -> Vec<HostRow> {
     let mut seen = HashSet::new();
     let mut rows = Vec::new();
     for c in clusters.iter().filter(|c| !c.is_retired()) {
         for (state, pool) in c.members() {
-            let labels = format!(
-                "database=\"{}\",user=\"{}\",host=\"{}\"",
-                esc(&c.key().database),
-                esc(&c.key().user),
-                esc(&pool.target().display_addr())
-            );
+            let key = Labels {
+                database: c.key().database.to_string(),
+                user: c.key().user.to_string(),
+                host: pool.target().display_addr(),
+            };
             // A host listed twice in one database: its first entry speaks for it.
-            if !seen.insert(labels.clone()) {
+            if !seen.insert(key.clone()) {
                 continue;
             }
             rows.push(HostRow {
-                labels,
+                labels: key.prom(),
+                key,
                 role: state.role.as_str(),
                 banned: state.availability(now) == Availability::Banned,
                 state,

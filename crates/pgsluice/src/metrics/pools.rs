@@ -15,16 +15,39 @@ use crate::stats::{HistogramSnapshot, Totals};
 /// A counter family: name, help, and how to read it from a pool's totals.
 type Counter = (&'static str, &'static str, fn(&Totals) -> f64);
 
+/// The labels of a per-pool series (also the dashboard's pool identity).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) struct Labels {
+    /// The database name clients use.
+    pub(super) database: String,
+    /// The pool's server user.
+    pub(super) user: String,
+    /// The pool's server, `host:port` or the socket path.
+    pub(super) host: String,
+}
+
+impl Labels {
+    /// `database="..",user="..",host=".."`, escaped.
+    pub(super) fn prom(&self) -> String {
+        format!(
+            "database=\"{}\",user=\"{}\",host=\"{}\"",
+            esc(&self.database),
+            esc(&self.user),
+            esc(&self.host)
+        )
+    }
+}
+
 /// What one series reports: a pool, or the sum of the pools with its labels.
-struct Series {
-    counts: PoolCounts,
+pub(super) struct Series {
+    pub(super) counts: PoolCounts,
     /// pool_size and paused come from a pool in force when there is one.
-    size: usize,
-    paused: bool,
+    pub(super) size: usize,
+    pub(super) paused: bool,
     live: bool,
-    totals: Totals,
+    pub(super) totals: Totals,
     /// Query, transaction and wait durations.
-    hists: [HistogramSnapshot; 3],
+    pub(super) hists: [HistogramSnapshot; 3],
 }
 
 impl Series {
@@ -54,16 +77,15 @@ impl Series {
     }
 }
 
-/// The pools' series by label set (`database="..",user="..",host=".."`).
-fn series(pools: &[Arc<Pool>]) -> BTreeMap<String, Series> {
-    let mut by_labels: BTreeMap<String, Series> = BTreeMap::new();
+/// The pools' series by label set.
+pub(super) fn series(pools: &[Arc<Pool>]) -> BTreeMap<Labels, Series> {
+    let mut by_labels: BTreeMap<Labels, Series> = BTreeMap::new();
     for p in pools {
-        let labels = format!(
-            "database=\"{}\",user=\"{}\",host=\"{}\"",
-            esc(&p.key().database),
-            esc(&p.key().user),
-            esc(&p.target().display_addr())
-        );
+        let labels = Labels {
+            database: p.key().database.to_string(),
+            user: p.key().user.to_string(),
+            host: p.target().display_addr(),
+        };
         let s = Series::of(p);
         match by_labels.entry(labels) {
             Entry::Vacant(e) => {
@@ -77,7 +99,10 @@ fn series(pools: &[Arc<Pool>]) -> BTreeMap<String, Series> {
 
 /// Appends every per-pool family.
 pub(super) fn render(f: &mut Family<'_>, pools: &[Arc<Pool>]) {
-    let all = series(pools);
+    let all: Vec<(String, Series)> = series(pools)
+        .into_iter()
+        .map(|(l, s)| (l.prom(), s))
+        .collect();
     f.header(
         "pgsluice_pool_client_connections",
         "gauge",
@@ -173,6 +198,13 @@ pub(super) fn render(f: &mut Family<'_>, pools: &[Arc<Pool>]) {
         }
     }
 }
+
+/// Index of the query, transaction and wait histograms in [`Series::hists`].
+pub(super) const QUERY: usize = 0;
+/// See [`QUERY`].
+pub(super) const XACT: usize = 1;
+/// See [`QUERY`].
+pub(super) const WAIT: usize = 2;
 
 /// The histogram families, in the order of [`Series::hists`].
 const HISTOGRAMS: [(&str, &str); 3] = [
