@@ -166,6 +166,25 @@ impl ParamSet {
         }
     }
 
+    /// Makes two sets with the same values share one copy: after this the next
+    /// [`Self::sync_sql`] between them is a pointer comparison. Both keep the copy at the
+    /// lower address, so every holder of equal values (a pool's server connections and
+    /// its clients) ends up on one copy, however they meet. Sets that differ are left
+    /// alone.
+    pub fn share_if_equal(&mut self, other: &mut ParamSet) {
+        let (Some(a), Some(b)) = (&self.0, &other.0) else {
+            return;
+        };
+        if Arc::ptr_eq(a, b) || a != b {
+            return;
+        }
+        if Arc::as_ptr(a) < Arc::as_ptr(b) {
+            other.0.clone_from(&self.0);
+        } else {
+            self.0.clone_from(&other.0);
+        }
+    }
+
     /// The SQL that makes a server connection holding `server` match this set, or None
     /// when they already match.
     pub fn sync_sql(&self, server: &ParamSet) -> Option<String> {
@@ -400,6 +419,33 @@ fn push_literal(sql: &mut String, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn equal_sets_come_to_share_one_copy() {
+        let ptr = |p: &ParamSet| p.0.as_ref().map(Arc::as_ptr);
+        let mut a = ParamSet::default();
+        a.set("TimeZone", "UTC");
+        a.set("search_path", "s1");
+        let mut b = ParamSet::default();
+        b.set("timezone", "UTC");
+        b.set("search_path", "s1");
+        assert_ne!(ptr(&a), ptr(&b));
+        // The lower address is kept, whichever side holds it.
+        let low = ptr(&a).min(ptr(&b));
+        b.share_if_equal(&mut a);
+        assert_eq!((ptr(&a), ptr(&b)), (low, low));
+        assert_eq!(a.sync_sql(&b), None);
+        // Different values stay apart.
+        let mut c = b.clone();
+        c.set("search_path", "s2");
+        let (pa, pc) = (ptr(&a), ptr(&c));
+        a.share_if_equal(&mut c);
+        assert_eq!((ptr(&a), ptr(&c)), (pa, pc));
+        // A write after sharing copies first: the other holder keeps its values.
+        b.set("search_path", "s3");
+        assert_eq!(a.get("search_path"), Some("s1"));
+        assert_eq!(b.get("search_path"), Some("s3"));
+    }
 
     #[test]
     fn sync_sql_only_for_differences() {

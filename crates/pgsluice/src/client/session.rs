@@ -385,11 +385,16 @@ impl Session {
         // The clock read before the checkout when a connection was idle; waiting
         // clients are timed from when they got one.
         let held_since = if waited { Instant::now() } else { now };
-        if let Some(sql) = self.params.sync_sql(&co.conn().params) {
-            if let Err(e) = Box::pin(self.sync_params(&mut co, sql)).await {
-                tracing::warn!(server = %co.conn().id, error = %e, "could not apply client parameters");
-                return Next::End(Some(e.to_notice()), "parameter sync failed");
+        match self.params.sync_sql(&co.conn().params) {
+            Some(sql) => {
+                if let Err(e) = Box::pin(self.sync_params(&mut co, sql)).await {
+                    tracing::warn!(server = %co.conn().id, error = %e, "could not apply client parameters");
+                    return Next::End(Some(e.to_notice()), "parameter sync failed");
+                }
             }
+            // Equal values, maybe in two copies: one copy from now on, so the next
+            // check is a pointer comparison (callgrind: ~350 instructions a transaction).
+            None => self.params.share_if_equal(&mut co.conn().params),
         }
         self.traffic.transactions += 1;
         if let Some(changes) = changes {
