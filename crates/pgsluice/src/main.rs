@@ -107,8 +107,17 @@ fn run(cfg: Config, reloader: Reloader, background: bool) -> ExitCode {
     for w in cfg.warnings() {
         tracing::warn!("{w}");
     }
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.worker_threads(cfg.general.worker_threads().max(1));
+    // One worker: tokio's single-thread scheduler, which wakes and polls tasks without
+    // the work-stealing machinery (its run queue needs no atomics). More: the
+    // multi-thread one.
+    let workers = cfg.general.worker_threads().max(1);
+    let mut rt = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
     let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
