@@ -35,6 +35,22 @@ fn plain_statements_have_no_effect_and_are_not_parsed() {
     assert!(plainly_harmless(b"  insert into t values (1);  "));
     assert!(!plainly_harmless(b"select 1; set x = 1"));
     assert!(!plainly_harmless(b"select pg_advisory_lock(1)"));
+    assert!(!plainly_harmless(b"select 1;; x"));
+    assert!(plainly_harmless(b"select 1;; \n"));
+    assert!(!plainly_harmless(b"(select 1)"));
+    assert!(!plainly_harmless(b"select * into temp t from x"));
+}
+
+#[test]
+fn every_first_word_is_caught_in_any_case() {
+    for w in FIRST_WORDS {
+        let w = std::str::from_utf8(w).unwrap();
+        for text in [format!("{w} x"), format!("  {} x", w.to_uppercase())] {
+            assert!(!plainly_harmless(text.as_bytes()), "{text}");
+        }
+        assert!(plainly_harmless(format!("{w}x y").as_bytes()), "{w}x");
+    }
+    assert!(plainly_harmless(b"deallocatex"));
 }
 
 #[test]
