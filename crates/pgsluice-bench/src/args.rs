@@ -108,7 +108,7 @@ usage: pgsluice-bench [--quick] [options]
 
 Runs pgsluice, PgBouncer and direct PostgreSQL through pgbench (alternating the
 contenders, several rounds) and writes bench/results/<timestamp>/results.md,
-chart.svg, runs.csv and results.json. See bench/README.md.
+runs.csv, results.json, chart.svg and tps-*.svg (one per table). See bench/README.md.
 
   --quick                 ~4-minute smoke run (fewer cells, 2 rounds of 2 s)
   --rounds N              rounds per cell (default 3; quick 2)

@@ -2,17 +2,18 @@
 //! in one run (contenders alternate within each round), plus pooler CPU per
 //! transaction, added latency, memory per idle client, pooler-only throughput against
 //! an instant-answer fake backend, and a connection storm. Writes
-//! `bench/results/<timestamp>/` (results.md, chart.svg, runs.csv, results.json).
+//! `bench/results/<timestamp>/` (results.md, runs.csv, results.json, and SVG charts drawn
+//! with plotters: chart.svg and one tps-*.svg per throughput table).
 //! See bench/README.md.
 
 mod args;
+mod chart;
 mod clients;
 mod model;
 mod pgbench;
 mod procs;
 mod report;
 mod run;
-mod svg;
 
 use std::process::{Command, ExitCode};
 use std::sync::OnceLock;

@@ -25,12 +25,12 @@ impl Contender {
         }
     }
 
-    /// Bar colour in the chart.
-    pub(crate) fn colour(self) -> &'static str {
+    /// Line colour in the charts, (red, green, blue).
+    pub(crate) fn colour(self) -> (u8, u8, u8) {
         match self {
-            Contender::Pgsluice => "#2b7bb9",
-            Contender::Pgbouncer => "#e8a33d",
-            Contender::Direct => "#8c8c8c",
+            Contender::Pgsluice => (0x2b, 0x7b, 0xb9),
+            Contender::Pgbouncer => (0xe8, 0x8a, 0x1d),
+            Contender::Direct => (0x70, 0x70, 0x70),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The results folder: results.md (tables and the goals), runs.csv and results.json
-//! (raw runs). The chart is in [`crate::svg`].
+//! (raw runs). The charts are in [`crate::chart`].
 
 use std::fmt::Write as _;
 

@@ -13,7 +13,7 @@ use crate::args::{Args, Cell, Mode, Workload};
 use crate::model::{Contender, Latency, Results, Sample, Skipped};
 use crate::pgbench::{self, Script};
 use crate::procs::{self, Backend, RunningPooler, TempDir, DB, PASSWORD, USER};
-use crate::{clients, progress, report, svg};
+use crate::{chart, clients, progress, report};
 
 /// Where each contender listens during a section (None = not running).
 struct Targets<'a> {
@@ -90,8 +90,8 @@ pub(crate) fn run(a: &Args, pgsluice_bin: &Path) -> Result<(), String> {
     write("results.md", &md)?;
     write("runs.csv", &report::csv(&r))?;
     write("results.json", &report::json(&r))?;
-    if let Some(chart) = svg::chart(&r) {
-        write("chart.svg", &chart)?;
+    for c in chart::charts(&r)? {
+        write(&c.file, &c.svg)?;
     }
     println!("{md}");
     progress(format_args!("results written to {}", out_dir.display()));

@@ -7,6 +7,7 @@
 //! pgsluice --backend postgres://u:p@host:5432/db [--listen ADDR]...   quick mode
 //! pgsluice --backend postgres://u:p@h1,h2/db --read-write-split     quick mode, replicas
 //! pgsluice ... --print-config            print the effective configuration and exit
+//! pgsluice --print-man                   print the man page (see [`man`]; not in --help)
 //! ```
 //!
 //! PgBouncer's own switches work too: `-d`/`--daemon`, `-q`/`--quiet`,
@@ -17,7 +18,9 @@
 //! file mode they override the file. Precedence: flags > `PGSLUICE_*`
 //! environment variables > file > defaults.
 
+pub mod man;
 pub mod process;
+pub mod sd_notify;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

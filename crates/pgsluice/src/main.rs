@@ -5,6 +5,10 @@
 //! SIGQUIT stops at once, SIGHUP reloads the configuration and reopens the log file
 //! (as RELOAD), SIGUSR1 pauses every pool
 //! (as PAUSE), SIGUSR2 resumes (as RESUME).
+//!
+//! Under systemd (`NOTIFY_SOCKET` set, a `Type=notify` unit) the process reports
+//! READY=1 once it listens, RELOADING=1/READY=1 around a SIGHUP reload and
+//! STOPPING=1 when shutdown begins ([`pgsluice::cli::sd_notify`]).
 
 use std::process::ExitCode;
 
@@ -12,12 +16,16 @@ use std::sync::Arc;
 
 use pgsluice::admin::StopRequest;
 use pgsluice::app::{App, InstanceOptions, Reloader};
+use pgsluice::cli::sd_notify::Notifier;
 use pgsluice::cli::{Cli, Command};
 use pgsluice::config::{Config, ConfigError};
 use pgsluice::Instance;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 fn main() -> ExitCode {
+    if pgsluice::cli::man::requested(std::env::args_os()) {
+        return print_man();
+    }
     let cli = Cli::parse_from_env();
     let daemon = cli.daemon;
     let command = match cli.clone().into_command() {
@@ -62,6 +70,19 @@ fn main() -> ExitCode {
             Ok(None) => ExitCode::SUCCESS,
             Err(code) => code,
         },
+    }
+}
+
+/// `pgsluice --print-man`: the man page on standard output.
+fn print_man() -> ExitCode {
+    use std::io::Write as _;
+    let written = pgsluice::cli::man::render().and_then(|page| std::io::stdout().write_all(&page));
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgsluice: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -152,7 +173,15 @@ fn run(cfg: Config, reloader: Reloader, background: bool) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        tokio::spawn(control_signals(server.app().clone(), hup, usr1, usr2));
+        let notifier = Notifier::from_env();
+        notifier.ready();
+        tokio::spawn(control_signals(
+            server.app().clone(),
+            notifier.clone(),
+            hup,
+            usr1,
+            usr2,
+        ));
         let app = server.app().clone();
         let how = tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM received"); StopRequest::WaitForServers }
@@ -160,6 +189,7 @@ fn run(cfg: Config, reloader: Reloader, background: bool) -> ExitCode {
             _ = quit.recv() => { tracing::info!("SIGQUIT received"); StopRequest::Immediate }
             how = app.stop_requested() => how,
         };
+        notifier.stopping();
         // A second SIGTERM, SIGINT or SIGQUIT stops at once.
         let second = async move {
             tokio::select! {
@@ -180,14 +210,23 @@ fn run(cfg: Config, reloader: Reloader, background: bool) -> ExitCode {
     code
 }
 
-/// SIGHUP reloads; SIGUSR1 pauses every pool; SIGUSR2 resumes.
-async fn control_signals(app: Arc<App>, mut hup: Signal, mut usr1: Signal, mut usr2: Signal) {
+/// SIGHUP reloads (telling systemd, when it listens); SIGUSR1 pauses every pool;
+/// SIGUSR2 resumes.
+async fn control_signals(
+    app: Arc<App>,
+    notifier: Notifier,
+    mut hup: Signal,
+    mut usr1: Signal,
+    mut usr2: Signal,
+) {
     loop {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP received: reloading the configuration");
+                notifier.reloading();
                 // Errors are logged by reload; the running configuration stays.
                 let _ = app.reload().await;
+                notifier.ready();
             }
             _ = usr1.recv() => {
                 tracing::info!("SIGUSR1 received: pausing");
