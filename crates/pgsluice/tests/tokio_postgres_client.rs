@@ -1,10 +1,10 @@
 //! tokio-postgres through the pooler: simple and extended queries, prepared statements,
 //! COPY both ways, pipelining, transactions, notices, errors and very large fields.
 //!
-//! In transaction mode, tokio-postgres' `query`/`prepare` use a named statement over
-//! two round trips, which (as with PgBouncer) is only safe inside a transaction or in
-//! session mode; out of a transaction these tests use `query_typed` (unnamed statement,
-//! one round trip) or the simple protocol.
+//! These tests mostly use `query_typed` (unnamed statement, one round trip) or the
+//! simple protocol out of a transaction. Named statements (`prepare`, `query`) are safe
+//! there too since pgsluice carries them across server connections in transaction mode
+//! (docs/prepared-statements.md); tests/prepared.rs and tests/drivers.rs cover them.
 
 mod common;
 
