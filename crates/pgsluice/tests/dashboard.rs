@@ -5,7 +5,7 @@
 //! with 401 / 403.
 //!
 //! The browser test needs Debian's `chromium` (scripts/install-deps installs it). Without
-//! it the test says so and passes, unless `PGSLUICE_REQUIRE_CHROMIUM` is set (CI sets it).
+//! it the test says so and passes, unless `REQUIRE_CHROMIUM` is set (CI sets it).
 
 mod common;
 
@@ -150,8 +150,8 @@ fn artifacts_dir() -> PathBuf {
 async fn headless_chromium_renders_the_dashboard_under_load() {
     let Some(browser) = chromium() else {
         assert!(
-            std::env::var_os("PGSLUICE_REQUIRE_CHROMIUM").is_none(),
-            "PGSLUICE_REQUIRE_CHROMIUM is set but no chromium is on PATH (scripts/install-deps installs it)"
+            std::env::var_os("REQUIRE_CHROMIUM").is_none(),
+            "REQUIRE_CHROMIUM is set but no chromium is on PATH (scripts/install-deps installs it)"
         );
         println!("SKIPPED: chromium is not installed (apt-get install chromium, or run scripts/install-deps)");
         return;
