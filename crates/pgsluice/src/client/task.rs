@@ -65,8 +65,9 @@ impl<S> Opened<S> {
         }
     }
 
-    /// The logout line (unless `log_disconnections` is off); then the client leaves the admin views and its places, and
-    /// last its task counts as finished (the fields drop in that order).
+    /// The logout line (unless `log_disconnections` is off); then the client leaves the
+    /// admin views and its places, and last its task counts as finished (the fields drop
+    /// in that order).
     pub(super) fn logout(self, reason: &'static str) {
         let summary = self.session.summary(reason);
         if !self

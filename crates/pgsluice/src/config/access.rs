@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 use serde::de::{self, Deserializer};
 
+use super::hba;
 use super::types::{split_list, InvalidValue};
 
 /// A shared secret such as `metrics_auth_token`: `Debug` prints `<redacted>`.
@@ -50,21 +51,9 @@ impl IpNet {
     /// assert!(!net.contains("10.2.0.1".parse().unwrap()));
     /// ```
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(a), IpAddr::V4(c)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(a) & mask == u32::from(c) & mask
-            }
-            (IpAddr::V6(a), IpAddr::V6(c)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(a) & mask == u128::from(c) & mask
-            }
-            _ => false,
-        }
+        // The same network test as the HBA file's address column.
+        hba::prefix_mask(self.addr, self.prefix)
+            .is_some_and(|mask| hba::in_network(ip.to_canonical(), self.addr, mask))
     }
 }
 

@@ -229,8 +229,9 @@ impl HbaRule {
     }
 }
 
-/// Whether `client` is in the network `addr`/`mask` (families must agree).
-fn in_network(client: IpAddr, addr: IpAddr, mask: IpAddr) -> bool {
+/// Whether `client` is in the network `addr`/`mask` (families must agree). Also the
+/// matching of `metrics_allow` ([`super::IpNet`]).
+pub(crate) fn in_network(client: IpAddr, addr: IpAddr, mask: IpAddr) -> bool {
     match (client, addr, mask) {
         (IpAddr::V4(c), IpAddr::V4(a), IpAddr::V4(m)) => {
             let m = u32::from(m);
@@ -245,7 +246,7 @@ fn in_network(client: IpAddr, addr: IpAddr, mask: IpAddr) -> bool {
 }
 
 /// The netmask of a CIDR prefix length, if valid for the family.
-fn prefix_mask(addr: IpAddr, bits: u8) -> Option<IpAddr> {
+pub(crate) fn prefix_mask(addr: IpAddr, bits: u8) -> Option<IpAddr> {
     match addr {
         IpAddr::V4(_) if bits <= 32 => {
             let m = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
