@@ -28,6 +28,7 @@ pub mod pool;
 pub mod router;
 pub mod secrets;
 pub mod server;
+pub mod shard;
 pub mod shutdown;
 pub mod stats;
 mod sync;

@@ -29,6 +29,7 @@ mod pgbouncer_settings;
 pub mod pgbouncer_show;
 mod quick;
 mod replicas;
+mod shards;
 mod table;
 mod types;
 mod userlist;
@@ -51,6 +52,7 @@ pub use replicas::{
     defaults as replica_defaults, HostConfig, HostRole, LoadBalance, PrimaryReads, ReplicaLag,
     TargetSessionAttrs,
 };
+pub use shards::{ShardConfig, ShardedTableConfig};
 pub use table::to_redacted_toml;
 use types::{de_opt_pool_mode, default_port};
 pub use types::{
@@ -175,6 +177,14 @@ pub struct DatabaseConfig {
     /// Functions that write, beyond the built-in list (nextval, setval, ...).
     #[serde(default)]
     pub write_functions: Vec<String>,
+    /// The shards of a sharded database (instead of `host`/`hosts`).
+    pub shards: Option<Vec<ShardConfig>>,
+    /// The tables split over the shards.
+    #[serde(default)]
+    pub sharded_tables: Vec<ShardedTableConfig>,
+    /// Cross-shard write transactions by two-phase commit (default off: refused).
+    #[serde(default)]
+    pub two_phase_commit: bool,
 }
 
 impl DatabaseConfig {
@@ -211,6 +221,9 @@ impl DatabaseConfig {
             read_your_writes: None,
             primary_reads: None,
             write_functions: Vec::new(),
+            shards: None,
+            sharded_tables: Vec::new(),
+            two_phase_commit: false,
         }
     }
 
@@ -280,6 +293,9 @@ impl fmt::Debug for DatabaseConfig {
             .field("read_your_writes", &self.read_your_writes)
             .field("primary_reads", &self.primary_reads)
             .field("write_functions", &self.write_functions)
+            .field("shards", &self.shards)
+            .field("sharded_tables", &self.sharded_tables)
+            .field("two_phase_commit", &self.two_phase_commit)
             .finish()
     }
 }
