@@ -80,8 +80,10 @@
 //!
 //! Plans are cached by exact text (bounded, see [`Planner::new`]).
 //!
-//! Files: `plan_stmt` (per statement kind), `plan_query` (SELECT / UPDATE / DELETE
-//! scopes, pins and links), `plan_insert`, `plan_key` (literals, parameters, shards),
+//! Files: `plan_stmt` (per statement kind, combination), `plan_utility`
+//! (overrides, DDL, transaction control, COPY), `plan_query` (SELECT / UPDATE /
+//! DELETE: scopes, pins and links) with `plan_query_expr` (subqueries inside
+//! expressions), `plan_insert`, `plan_key` (literals, parameters, their shard),
 //! `plan_walk` (every table a statement names), `plan_cache`.
 
 use std::sync::Arc;
@@ -182,7 +184,6 @@ pub enum Plan {
     Refuse(Unsupported),
 }
 
-
 #[path = "plan_cache.rs"]
 mod cache;
 #[path = "plan_insert.rs"]
@@ -193,12 +194,17 @@ mod key;
 mod query;
 #[path = "plan_stmt.rs"]
 mod stmt;
+#[path = "plan_utility.rs"]
+mod utility;
 #[path = "plan_walk.rs"]
 mod walk;
 
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+#[cfg(test)]
+#[path = "plan_tests_dml.rs"]
+mod tests_dml;
 
 /// Plans requests of one sharded database; caches plans by statement text.
 #[derive(Debug)]
@@ -234,8 +240,7 @@ impl Sharding {
     /// empty when unqualified).
     pub fn table_index(&self, schema: &str, name: &str) -> Option<usize> {
         self.tables.iter().position(|t| {
-            t.name == name
-                && (schema.is_empty() || t.schema.as_deref().is_none_or(|s| s == schema))
+            t.name == name && (schema.is_empty() || t.schema.as_deref().is_none_or(|s| s == schema))
         })
     }
 }

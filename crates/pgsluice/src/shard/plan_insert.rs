@@ -152,7 +152,11 @@ fn split(ins: &InsertStmt, targets: &[Target]) -> Result<Plan, Unsupported> {
     let mut out = Vec::with_capacity(by_shard.len());
     for (shard, rows) in by_shard {
         let mut part = ins.clone();
-        if let Some(NodeEnum::SelectStmt(s)) = part.select_stmt.as_deref_mut().and_then(|n| n.node.as_mut()) {
+        if let Some(NodeEnum::SelectStmt(s)) = part
+            .select_stmt
+            .as_deref_mut()
+            .and_then(|n| n.node.as_mut())
+        {
             let all = std::mem::take(&mut s.values_lists);
             s.values_lists = rows.iter().map(|&r| all[r].clone()).collect();
         }

@@ -170,6 +170,10 @@ pub(super) fn target(
     e: &KeyExpr,
     usage: Use,
 ) -> Result<Option<Target>, Unsupported> {
+    if let KeyExpr::Literal { lit: Lit::Null, .. } = e {
+        // NULL needs no hashing (and no type): shard 0.
+        return Ok(Some(Target::Shard(0)));
+    }
     let key_type = table.key_type.ok_or_else(|| unknown_type(table))?;
     let other_family = |cast: Option<KeyType>| cast.is_some_and(|c| family(c) != family(key_type));
     match e {
@@ -197,7 +201,10 @@ pub(super) fn target(
                 // error or a comparison across types.
                 return match (usage, lit, family(key_type)) {
                     (Use::Insert, Lit::Int(i), Family::Text) if family(ty) == Family::Int => {
-                        Ok(Some(shard_of(sharding, &KeyValue::Text(i.to_string().as_bytes()))))
+                        Ok(Some(shard_of(
+                            sharding,
+                            &KeyValue::Text(i.to_string().as_bytes()),
+                        )))
                     }
                     (Use::Filter, ..) => Ok(None),
                     (Use::Insert, ..) => Err(Unsupported::feature(format!(

@@ -25,12 +25,15 @@
 //! nothing, which can only make the plan wider (or refused), never wrong.
 
 use pg_query::protobuf::{
-    AExprKind, BoolExprType, DeleteStmt, JoinExpr, JoinType, NullTestType, RangeVar,
-    SelectStmt, SubLinkType, UpdateStmt, WithClause,
+    AExprKind, BoolExprType, DeleteStmt, JoinExpr, JoinType, NullTestType, RangeVar, SelectStmt,
+    SubLinkType, UpdateStmt, WithClause,
 };
 use pg_query::{Node, NodeEnum};
 
 use super::key::{self, inner, KeyExpr, Target, Use};
+
+#[path = "plan_query_expr.rs"]
+mod expr;
 use super::{Sharding, Unsupported};
 
 /// What the analysis of a statement concluded.
@@ -41,7 +44,11 @@ pub(super) enum Outcome {
     /// All occurrences are linked by their keys: every shard computes its part.
     Linked,
     /// These two occurrences (tables) are not linked.
-    Unlinked { a: String, b: String, same_scope: bool },
+    Unlinked {
+        a: String,
+        b: String,
+        same_scope: bool,
+    },
 }
 
 /// The analysis of one statement (see the module doc).
@@ -112,7 +119,7 @@ impl<'s> Analysis<'s> {
         }
         let mut visible = Vec::new();
         for item in &s.from_clause {
-            visible.extend(self.from_item(item, scope));
+            visible.extend(self.item_of_from(item, scope));
         }
         self.filter(s.where_clause.as_deref(), scope, &visible, None);
         for list in [
@@ -145,7 +152,7 @@ impl<'s> Analysis<'s> {
             visible.extend(self.range_var(rv, scope));
         }
         for item in &u.from_clause {
-            visible.extend(self.from_item(item, scope));
+            visible.extend(self.item_of_from(item, scope));
         }
         self.filter(u.where_clause.as_deref(), scope, &visible, None);
         self.exprs(&u.target_list, scope);
@@ -165,7 +172,7 @@ impl<'s> Analysis<'s> {
             visible.extend(self.range_var(rv, scope));
         }
         for item in &d.using_clause {
-            visible.extend(self.from_item(item, scope));
+            visible.extend(self.item_of_from(item, scope));
         }
         self.filter(d.where_clause.as_deref(), scope, &visible, None);
         if let Some(r) = &d.returning_clause {
@@ -289,7 +296,7 @@ impl<'s> Analysis<'s> {
     }
 
     /// One FROM item; returns the occurrences it joins directly.
-    fn from_item(&mut self, n: &Node, scope: usize) -> Vec<usize> {
+    fn item_of_from(&mut self, n: &Node, scope: usize) -> Vec<usize> {
         match inner(n) {
             Some(NodeEnum::RangeVar(rv)) => self.range_var(rv, scope),
             Some(NodeEnum::JoinExpr(j)) => self.join(j, scope),
@@ -308,7 +315,7 @@ impl<'s> Analysis<'s> {
             Some(NodeEnum::RangeTableSample(t)) => {
                 self.exprs(&t.args, scope);
                 match t.relation.as_deref() {
-                    Some(r) => self.from_item(r, scope),
+                    Some(r) => self.item_of_from(r, scope),
                     None => Vec::new(),
                 }
             }
@@ -318,11 +325,11 @@ impl<'s> Analysis<'s> {
 
     fn join(&mut self, j: &JoinExpr, scope: usize) -> Vec<usize> {
         let left = match j.larg.as_deref() {
-            Some(n) => self.from_item(n, scope),
+            Some(n) => self.item_of_from(n, scope),
             None => Vec::new(),
         };
         let right = match j.rarg.as_deref() {
-            Some(n) => self.from_item(n, scope),
+            Some(n) => self.item_of_from(n, scope),
             None => Vec::new(),
         };
         // The occurrences the join's condition filters.
@@ -437,9 +444,9 @@ impl<'s> Analysis<'s> {
             }
             Some(NodeEnum::SubLink(s))
                 if s.sub_link_type == SubLinkType::AnySublink as i32
-                    && s.oper_name.iter().all(|n| {
-                        matches!(inner(n), Some(NodeEnum::String(s)) if s.sval == "=")
-                    }) =>
+                    && s.oper_name.iter().all(
+                        |n| matches!(inner(n), Some(NodeEnum::String(s)) if s.sval == "="),
+                    ) =>
             {
                 // `key IN (SELECT key FROM ...)`: the subquery's rows that matter have
                 // the key of an outer row.
@@ -450,22 +457,24 @@ impl<'s> Analysis<'s> {
                     }
                     None => Vec::new(),
                 };
-                let Some(NodeEnum::SelectStmt(sub)) = s.subselect.as_deref().and_then(inner)
-                else {
+                let Some(NodeEnum::SelectStmt(sub)) = s.subselect.as_deref().and_then(inner) else {
                     return;
                 };
                 let sub_scope = self.select(sub, Some(scope));
-                let sub_occs: Vec<usize> = self.scopes[sub_scope]
+                // Both filter each other: the outer row passes only with a matching
+                // inner key, and only inner rows matching an outer key matter.
+                let filtered: Vec<usize> = self.scopes[sub_scope]
                     .items
                     .iter()
                     .filter_map(|i| i.occ)
+                    .chain(restrict.iter().copied())
                     .collect();
                 if let [target] = sub.target_list.as_slice() {
                     if let Some(NodeEnum::ResTarget(t)) = inner(target) {
                         if let Some(v) = t.val.as_deref() {
                             for y in self.key_refs(v, sub_scope, None) {
                                 for &x in &outer {
-                                    self.edge(x, y, &sub_occs);
+                                    self.edge(x, y, &filtered);
                                 }
                             }
                         }
@@ -525,7 +534,8 @@ impl<'s> Analysis<'s> {
         while let Some(s) = at {
             let found = self.scopes[s].items.iter().find(|i| {
                 i.name == name
-                    && schema.is_none_or(|sch| !i.aliased && (i.schema.is_empty() || i.schema == sch))
+                    && schema
+                        .is_none_or(|sch| !i.aliased && (i.schema.is_empty() || i.schema == sch))
             });
             if let Some(item) = found {
                 return item
@@ -537,106 +547,6 @@ impl<'s> Analysis<'s> {
             at = self.scopes[s].parent;
         }
         Vec::new()
-    }
-
-    fn exprs(&mut self, list: &[Node], scope: usize) {
-        for n in list {
-            self.expr(n, scope);
-        }
-    }
-
-    /// Finds the subqueries inside an expression (each its own scope, child of
-    /// `scope`). Node types not listed are not entered: a sharded table inside one is
-    /// missing from the analysis, and the planner refuses the statement.
-    fn expr(&mut self, n: &Node, scope: usize) {
-        let Some(e) = inner(n) else {
-            return;
-        };
-        match e {
-            NodeEnum::SubLink(s) => {
-                if let Some(t) = s.testexpr.as_deref() {
-                    self.expr(t, scope);
-                }
-                if let Some(NodeEnum::SelectStmt(sub)) = s.subselect.as_deref().and_then(inner) {
-                    self.select(sub, Some(scope));
-                }
-            }
-            NodeEnum::AExpr(a) => {
-                for x in [&a.lexpr, &a.rexpr].into_iter().flatten() {
-                    self.expr(x, scope);
-                }
-            }
-            NodeEnum::BoolExpr(b) => self.exprs(&b.args, scope),
-            NodeEnum::FuncCall(f) => {
-                self.exprs(&f.args, scope);
-                self.exprs(&f.agg_order, scope);
-                if let Some(x) = &f.agg_filter {
-                    self.expr(x, scope);
-                }
-                if let Some(w) = &f.over {
-                    self.exprs(&w.partition_clause, scope);
-                    self.exprs(&w.order_clause, scope);
-                }
-            }
-            NodeEnum::TypeCast(c) => {
-                if let Some(x) = &c.arg {
-                    self.expr(x, scope);
-                }
-            }
-            NodeEnum::CaseExpr(c) => {
-                for x in [&c.arg, &c.defresult].into_iter().flatten() {
-                    self.expr(x, scope);
-                }
-                self.exprs(&c.args, scope);
-            }
-            NodeEnum::CaseWhen(w) => {
-                for x in [&w.expr, &w.result].into_iter().flatten() {
-                    self.expr(x, scope);
-                }
-            }
-            NodeEnum::CoalesceExpr(c) => self.exprs(&c.args, scope),
-            NodeEnum::MinMaxExpr(m) => self.exprs(&m.args, scope),
-            NodeEnum::NullTest(t) => {
-                if let Some(x) = &t.arg {
-                    self.expr(x, scope);
-                }
-            }
-            NodeEnum::BooleanTest(t) => {
-                if let Some(x) = &t.arg {
-                    self.expr(x, scope);
-                }
-            }
-            NodeEnum::List(l) => self.exprs(&l.items, scope),
-            NodeEnum::RowExpr(r) => self.exprs(&r.args, scope),
-            NodeEnum::AArrayExpr(a) => self.exprs(&a.elements, scope),
-            NodeEnum::ResTarget(t) => {
-                if let Some(x) = &t.val {
-                    self.expr(x, scope);
-                }
-            }
-            NodeEnum::SortBy(s) => {
-                if let Some(x) = &s.node {
-                    self.expr(x, scope);
-                }
-            }
-            NodeEnum::AIndirection(i) => {
-                if let Some(x) = &i.arg {
-                    self.expr(x, scope);
-                }
-            }
-            NodeEnum::CollateClause(c) => {
-                if let Some(x) = &c.arg {
-                    self.expr(x, scope);
-                }
-            }
-            NodeEnum::NamedArgExpr(a) => {
-                if let Some(x) = &a.arg {
-                    self.expr(x, scope);
-                }
-            }
-            NodeEnum::GroupingSet(g) => self.exprs(&g.content, scope),
-            _ => {}
-        }
     }
 }
 
