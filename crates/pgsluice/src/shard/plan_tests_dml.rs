@@ -270,8 +270,11 @@ fn select_update_delete_by_key() {
         ("select * from orders where customer_id = 900", Plan::Shard(0)),
         ("select * from orders where customer_id is null", Plan::Shard(0)),
         ("select * from orders where customer_id = 450 for update", Plan::Shard(1)),
+        (
+            "select * from orders o join items i using (customer_id) where customer_id = 450 for update of o, i nowait",
+            Plan::Shard(1),
+        ),
         ("select count(*) from orders where customer_id = 450", Plan::Shard(1)),
-        ("table orders", Plan::Home).1.eq(&Plan::Home).then_some(("select 1", Plan::Home)).unwrap(),
         ("select * from orders where customer_id = $1", by_param(0, KeyType::BigInt)),
         ("select * from orders where $2 = customer_id", by_param(1, KeyType::BigInt)),
         ("select * from orders where customer_id = $1::int4", by_param(0, KeyType::Integer)),

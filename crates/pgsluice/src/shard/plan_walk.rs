@@ -68,6 +68,8 @@ impl ser::Error for Never {
 /// What a compound value is, for the fields the walk collects.
 enum Kind {
     Other,
+    /// FOR UPDATE OF t: `t` names a table of the FROM list, it is no reference.
+    Locking,
     RangeVar { schema: String, name: String },
     Cte,
 }
@@ -82,7 +84,8 @@ impl Fields<'_> {
         let wanted = match self.kind {
             Kind::RangeVar { .. } => key == "schemaname" || key == "relname",
             Kind::Cte => key == "ctename",
-            Kind::Other => false,
+            Kind::Locking if key == "locked_rels" => return Ok(()),
+            Kind::Locking | Kind::Other => false,
         };
         if !wanted {
             return value.serialize(&mut *self.walk);
@@ -94,7 +97,7 @@ impl Fields<'_> {
             (Kind::RangeVar { schema, .. }, "schemaname") => *schema = text,
             (Kind::RangeVar { name, .. }, _) => *name = text,
             (Kind::Cte, _) => self.walk.found.ctes.push(text),
-            (Kind::Other, _) => {}
+            (Kind::Locking | Kind::Other, _) => {}
         }
         result
     }
@@ -228,7 +231,7 @@ impl Walk {
             }
             "LockingClause" => {
                 self.found.locking = true;
-                Kind::Other
+                Kind::Locking
             }
             "IntoClause" => {
                 self.found.into = true;
