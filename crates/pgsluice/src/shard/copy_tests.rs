@@ -370,10 +370,7 @@ fn last_row_without_line_end() {
         &[b"450\tx\n9", b"00"],
     )
     .unwrap();
-    assert_eq!(
-        out[shard_of(KeyType::BigInt, "900", 2)].ends_with(b"900"),
-        true
-    );
+    assert!(out[shard_of(KeyType::BigInt, "900", 2)].ends_with(b"900"));
     assert_eq!(rows.iter().sum::<u64>(), 2);
 }
 
