@@ -270,3 +270,47 @@ fn validation_errors_name_line_and_key() {
     );
     assert!(m.contains("unknown sharding key type \"numeric\""), "{m}");
 }
+
+#[test]
+fn environment_overrides_keep_and_replace_shard_settings() {
+    let vars = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    // An unrelated override goes through the TOML writer: the shards survive.
+    let c = parse_str(
+        ISSUE,
+        "test.toml",
+        vars(&[("PGSLUICE_DATABASES__app__POOL_SIZE", "3")]),
+    )
+    .unwrap();
+    let d = &c.databases["app"];
+    assert_eq!(d.pool_size, Some(3));
+    assert_eq!(d.shard_databases().len(), 2);
+    assert_eq!(d.sharded_tables.len(), 1);
+    // A list is a TOML literal.
+    let c = parse_str(
+        ISSUE,
+        "test.toml",
+        vars(&[(
+            "PGSLUICE_DATABASES__app__SHARDS",
+            r#"[{ host = "a" }, { host = "b" }, { hosts = ["c1", "c2"] }]"#,
+        )]),
+    )
+    .unwrap();
+    let shards = c.databases["app"].shard_databases();
+    assert_eq!(shards.len(), 3);
+    assert_eq!(shards[2].host_list().len(), 2);
+    // A bad override is blamed on its variable.
+    let e = parse_str(
+        ISSUE,
+        "test.toml",
+        vars(&[("PGSLUICE_DATABASES__app__SHARDS", "[]")]),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, ConfigError::Env { var, .. } if var == "PGSLUICE_DATABASES__app__SHARDS"),
+        "{e:?}"
+    );
+}
