@@ -27,6 +27,7 @@ codes! {
     PROTOCOL_VIOLATION = "08P01", "protocol_violation";
     FEATURE_NOT_SUPPORTED = "0A000", "feature_not_supported";
     INVALID_PARAMETER_VALUE = "22023", "invalid_parameter_value";
+    NUMERIC_VALUE_OUT_OF_RANGE = "22003", "numeric_value_out_of_range";
     INVALID_TRANSACTION_STATE = "25000", "invalid_transaction_state";
     INVALID_SQL_STATEMENT_NAME = "26000", "invalid_sql_statement_name";
     IDLE_IN_TRANSACTION_TIMEOUT = "25P03", "idle_in_transaction_session_timeout";
