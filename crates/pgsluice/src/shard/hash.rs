@@ -144,6 +144,18 @@ pub enum KeyError {
     },
 }
 
+impl KeyError {
+    /// The SQLSTATE PostgreSQL's input function would report: 22P02, 22003 or 22P03.
+    pub fn sqlstate(&self) -> pgsluice_protocol::SqlState {
+        use pgsluice_protocol::SqlState;
+        match self {
+            KeyError::Syntax { .. } => SqlState::INVALID_TEXT_REPRESENTATION,
+            KeyError::OutOfRange { .. } => SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+            KeyError::BinaryLength { .. } => SqlState::INVALID_BINARY_REPRESENTATION,
+        }
+    }
+}
+
 /// Parses the text form of a key as PostgreSQL's input function for `ty` would
 /// (surrounding spaces allowed for integers; uuid in its accepted spellings).
 ///
