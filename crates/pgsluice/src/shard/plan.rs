@@ -205,6 +205,9 @@ mod tests;
 #[cfg(test)]
 #[path = "plan_tests_dml.rs"]
 mod tests_dml;
+#[cfg(test)]
+#[path = "plan_tests_fanout.rs"]
+mod tests_fanout;
 
 /// Plans requests of one sharded database; caches plans by statement text.
 #[derive(Debug)]

@@ -70,7 +70,10 @@ enum Kind {
     Other,
     /// FOR UPDATE OF t: `t` names a table of the FROM list, it is no reference.
     Locking,
-    RangeVar { schema: String, name: String },
+    RangeVar {
+        schema: String,
+        name: String,
+    },
     Cte,
 }
 
