@@ -50,7 +50,13 @@
 //!   sharded tables are all linked by key equalities (a co-located join, correct per
 //!   shard) runs on every shard and is merged ([`Plan::FanOut`], by
 //!   [`super::merge::plan_select`], which refuses what it cannot merge); tables not
-//!   linked are refused ("join of sharded tables a and b on non-key columns"). Refused:
+//!   linked are refused ("join of sharded tables a and b on non-key columns"). A
+//!   fan-out also needs every sharded table in the top-level SELECT's FROM list
+//!   (joins included) or in a subquery of an expression tied to those rows by key
+//!   (`i.key = o.key`, `o.key IN (SELECT i.key ...)`); one in a FROM subquery, a WITH
+//!   query or a set operation, not pinned, is refused (each shard would see only its
+//!   part of the subquery's rows). `key IS NULL` pins nothing on the nullable side of
+//!   an outer join below the condition (the join's added rows match it too). Refused:
 //!   UPDATE / DELETE without the key (a write on several shards), UPDATE of the key
 //!   column, `SELECT ... FOR UPDATE` without the key, MERGE into a sharded table,
 //!   data-modifying WITH over sharded tables, `CREATE TABLE AS` / `SELECT INTO` over a

@@ -18,8 +18,11 @@
 //!   outer join's nullable side it does not.
 //!
 //! The statement runs on one shard when that shard holds the rows every occurrence
-//! needs; on every shard when all occurrences are linked (each shard then computes
-//! its part of the answer); otherwise it is refused. Column references resolve as
+//! needs; on every shard when all occurrences are linked and *tied* to the top-level
+//! SELECT's rows (in its FROM list, or in a subquery of an expression whose rows
+//! that matter follow a tied occurrence's key: each shard then computes its part of
+//! the answer); otherwise it is refused. `key IS NULL` does not pin an occurrence on
+//! the nullable side of an outer join below the condition. Column references resolve as
 //! PostgreSQL would: a qualified one by the nearest scope with that FROM name, an
 //! unqualified one only in its own scope. Whatever is not understood pins and links
 //! nothing, which can only make the plan wider (or refused), never wrong.
@@ -49,6 +52,9 @@ pub(super) enum Outcome {
         b: String,
         same_scope: bool,
     },
+    /// All linked, but this table is in a subquery, WITH query or set operation
+    /// whose rows are not tied by key to the top-level SELECT's sharded rows.
+    Untied { table: String },
 }
 
 /// The analysis of one statement (see the module doc).
@@ -64,12 +70,27 @@ pub(super) struct Analysis<'s> {
 struct Occ {
     table: usize,
     scope: usize,
+    /// On the nullable side of an outer join (seen so far): `key IS NULL` above that
+    /// join is also true of the rows the join adds, so it pins nothing.
+    nullable: bool,
 }
 
-#[derive(Default)]
 struct Scope {
     parent: Option<usize>,
+    kind: ScopeKind,
     items: Vec<Item>,
+}
+
+/// Where a scope sits, for a fan-out: each shard computes its part of the rows of
+/// the top-level SELECT; a subquery's rows only fit that when tied to them by key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScopeKind {
+    /// The statement itself.
+    Top,
+    /// A subquery in an expression (EXISTS, IN, scalar, ARRAY).
+    Sublink,
+    /// A FROM subquery, a WITH query, a set operation's branch.
+    Other,
 }
 
 /// A FROM item's name, as column references qualify it.
@@ -106,15 +127,20 @@ impl<'s> Analysis<'s> {
         self.occs.len()
     }
 
-    /// Analyses a SELECT (or VALUES, or set operation) in scope `parent`.
-    pub(super) fn select(&mut self, s: &SelectStmt, parent: Option<usize>) -> usize {
+    /// Analyses a top-level SELECT (or VALUES, or set operation).
+    pub(super) fn select(&mut self, s: &SelectStmt) {
+        self.scope_select(s, None, ScopeKind::Top);
+    }
+
+    /// Analyses a SELECT as a scope of `kind` in scope `parent`.
+    fn scope_select(&mut self, s: &SelectStmt, parent: Option<usize>, kind: ScopeKind) -> usize {
         if let Some(w) = &s.with_clause {
             self.with(w, parent);
         }
-        let scope = self.new_scope(parent);
+        let scope = self.new_scope(parent, kind);
         if s.larg.is_some() || s.rarg.is_some() {
             for branch in [&s.larg, &s.rarg].into_iter().flatten() {
-                self.select(branch, parent);
+                self.scope_select(branch, parent, ScopeKind::Other);
             }
         }
         let mut visible = Vec::new();
@@ -146,7 +172,7 @@ impl<'s> Analysis<'s> {
         if let Some(w) = &u.with_clause {
             self.with(w, None);
         }
-        let scope = self.new_scope(None);
+        let scope = self.new_scope(None, ScopeKind::Top);
         let mut visible = Vec::new();
         if let Some(rv) = &u.relation {
             visible.extend(self.range_var(rv, scope));
@@ -166,7 +192,7 @@ impl<'s> Analysis<'s> {
         if let Some(w) = &d.with_clause {
             self.with(w, None);
         }
-        let scope = self.new_scope(None);
+        let scope = self.new_scope(None, ScopeKind::Top);
         let mut visible = Vec::new();
         if let Some(rv) = &d.relation {
             visible.extend(self.range_var(rv, scope));
@@ -230,7 +256,7 @@ impl<'s> Analysis<'s> {
         }
         let first = root(&mut component, 0);
         match (1..self.occs.len()).find(|&i| root(&mut component, i) != first) {
-            None => Ok(Some(Outcome::Linked)),
+            None => Ok(Some(self.tied())),
             Some(other) => {
                 let name = |i: usize| self.sharding.tables[self.occs[i].table].name.clone();
                 Ok(Some(Outcome::Unlinked {
@@ -242,9 +268,42 @@ impl<'s> Analysis<'s> {
         }
     }
 
-    fn new_scope(&mut self, parent: Option<usize>) -> usize {
+    /// Linked occurrences: [`Outcome::Linked`] when every one is in the top-level
+    /// SELECT or in a subquery (in an expression) whose rows that matter have the key
+    /// of a row of one tied so already (`i.key = o.key`, `o.key IN (SELECT i.key
+    /// ...)`); a FROM subquery, WITH query or set operation is not (its rows feed the
+    /// top level whole, and a shard sees only its part of them).
+    fn tied(&self) -> Outcome {
+        let mut tied: Vec<bool> = self
+            .occs
+            .iter()
+            .map(|o| self.scopes[o.scope].kind == ScopeKind::Top)
+            .collect();
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for e in &self.edges {
+                for (from, to, flows) in [(e.a, e.b, e.a_to_b), (e.b, e.a, e.b_to_a)] {
+                    let sublink = self.scopes[self.occs[to].scope].kind == ScopeKind::Sublink;
+                    if flows && sublink && tied[from] && !tied[to] {
+                        tied[to] = true;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        match tied.iter().position(|t| !t) {
+            None => Outcome::Linked,
+            Some(i) => Outcome::Untied {
+                table: self.sharding.tables[self.occs[i].table].name.clone(),
+            },
+        }
+    }
+
+    fn new_scope(&mut self, parent: Option<usize>, kind: ScopeKind) -> usize {
         self.scopes.push(Scope {
             parent,
+            kind,
             items: Vec::new(),
         });
         self.scopes.len() - 1
@@ -254,7 +313,7 @@ impl<'s> Analysis<'s> {
         for cte in &w.ctes {
             if let Some(NodeEnum::CommonTableExpr(c)) = inner(cte) {
                 if let Some(NodeEnum::SelectStmt(s)) = c.ctequery.as_deref().and_then(inner) {
-                    self.select(s, parent);
+                    self.scope_select(s, parent, ScopeKind::Other);
                 }
             }
         }
@@ -272,7 +331,11 @@ impl<'s> Analysis<'s> {
             false => self.sharding.table_index(&rv.schemaname, &rv.relname),
         };
         let occ = table.map(|table| {
-            self.occs.push(Occ { table, scope });
+            self.occs.push(Occ {
+                table,
+                scope,
+                nullable: false,
+            });
             self.occs.len() - 1
         });
         self.scopes[scope].items.push(Item {
@@ -302,7 +365,7 @@ impl<'s> Analysis<'s> {
             Some(NodeEnum::JoinExpr(j)) => self.join(j, scope),
             Some(NodeEnum::RangeSubselect(r)) => {
                 if let Some(NodeEnum::SelectStmt(s)) = r.subquery.as_deref().and_then(inner) {
-                    self.select(s, Some(scope));
+                    self.scope_select(s, Some(scope), ScopeKind::Other);
                 }
                 self.named_item(scope, r.alias.as_ref().map(|a| a.aliasname.as_str()));
                 Vec::new()
@@ -357,6 +420,15 @@ impl<'s> Analysis<'s> {
         }
         let both: Vec<usize> = left.iter().chain(&right).copied().collect();
         self.filter(j.quals.as_deref(), scope, &restrict, Some(&both));
+        let nullable: &[usize] = match JoinType::try_from(j.jointype) {
+            Ok(JoinType::JoinLeft) => &right,
+            Ok(JoinType::JoinRight) => &left,
+            Ok(JoinType::JoinFull) => &both,
+            _ => &[],
+        };
+        for &o in nullable {
+            self.occs[o].nullable = true;
+        }
         let alias = j.alias.as_ref().or(j.join_using_alias.as_ref());
         self.named_item(scope, alias.map(|a| a.aliasname.as_str()));
         both
@@ -434,7 +506,8 @@ impl<'s> Analysis<'s> {
                 if t.nulltesttype == NullTestType::IsNull as i32 && !t.argisrow =>
             {
                 if let Some(arg) = t.arg.as_deref() {
-                    let refs = self.key_refs(arg, scope, visible);
+                    let mut refs = self.key_refs(arg, scope, visible);
+                    refs.retain(|&o| !self.occs[o].nullable);
                     let null = KeyExpr::Literal {
                         lit: key::Lit::Null,
                         cast: None,
@@ -460,7 +533,7 @@ impl<'s> Analysis<'s> {
                 let Some(NodeEnum::SelectStmt(sub)) = s.subselect.as_deref().and_then(inner) else {
                     return;
                 };
-                let sub_scope = self.select(sub, Some(scope));
+                let sub_scope = self.scope_select(sub, Some(scope), ScopeKind::Sublink);
                 // Both filter each other: the outer row passes only with a matching
                 // inner key, and only inner rows matching an outer key matter.
                 let filtered: Vec<usize> = self.scopes[sub_scope]

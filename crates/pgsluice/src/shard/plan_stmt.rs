@@ -297,7 +297,7 @@ fn query_plan(
     let mut a = Analysis::new(sh, &found.ctes);
     let write = match q {
         Query::Select(s) => {
-            a.select(s, None);
+            a.select(s);
             None
         }
         Query::Update(u) => {
@@ -359,6 +359,11 @@ fn query_plan(
             };
             Ok(Plan::FanOut(std::sync::Arc::new(merge::plan_select(s)?)))
         }
+        (Outcome::Untied { table }, None) => Err(Unsupported::feature(format!(
+            "sharded table {table} in a subquery, WITH query or set operation that is not \
+             tied by its key to the outer query's sharded rows: pgsluice cannot split it \
+             over the shards; give its key (`= value`) to run it on one shard"
+        ))),
         (Outcome::Unlinked { a, b, same_scope }, None) => {
             Err(Unsupported::feature(if same_scope {
                 format!("join of sharded tables {a} and {b} on non-key columns")
