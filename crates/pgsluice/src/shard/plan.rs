@@ -89,7 +89,7 @@
 //! Files: `plan_stmt` (per statement kind, combination), `plan_utility`
 //! (overrides, DDL, transaction control, COPY), `plan_query` (SELECT / UPDATE /
 //! DELETE: scopes, pins and links) with `plan_query_expr` (subqueries inside
-//! expressions), `plan_insert`, `plan_key` (literals, parameters, their shard),
+//! expressions) and `plan_query_outcome` (the conclusion), `plan_insert`, `plan_key` (literals, parameters, their shard),
 //! `plan_walk` (every table a statement names), `plan_cache`.
 
 use std::sync::Arc;
