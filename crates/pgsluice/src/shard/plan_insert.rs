@@ -67,12 +67,14 @@ fn rows(
         };
         targets.push(key::target(sharding, t, &e, Use::Insert)?.ok_or_else(|| expression(t))?);
     }
+    if targets.contains(&Target::Rejected) {
+        // The server rejects the whole statement: shard 0 says why, no row is
+        // inserted anywhere.
+        return Ok(Plan::Shard(0));
+    }
     let first = targets[0];
     if targets.iter().all(|x| x.same(first)) {
-        return Ok(match first {
-            Target::Shard(n) => Plan::Shard(n),
-            Target::Param { index, key_type } => Plan::ByParam { index, key_type },
-        });
+        return Ok(first.into());
     }
     if targets.iter().any(|x| matches!(x, Target::Param { .. })) || params {
         return Err(Unsupported::feature(format!(

@@ -6,7 +6,7 @@ use pg_query::NodeEnum;
 
 use super::super::merge;
 use super::insert;
-use super::key::{inner, Target};
+use super::key::inner;
 use super::query::{Analysis, Outcome};
 use super::utility::{copy, every_shard, override_comment, set, transaction, SHARD_SETTING};
 use super::walk::{walk, Found};
@@ -336,10 +336,7 @@ fn query_plan(
     }
     let outcome = a.outcome()?.expect("sharded tables were analysed");
     match (outcome, write) {
-        (Outcome::One(Target::Shard(n)), _) => Ok(Plan::Shard(n)),
-        (Outcome::One(Target::Param { index, key_type }), _) => {
-            Ok(Plan::ByParam { index, key_type })
-        }
+        (Outcome::One(t), _) => Ok(t.into()),
         (_, Some((verb, target))) => {
             let t = &sh.tables[target.unwrap_or(tables.sharded[0])];
             Err(Unsupported::feature(format!(

@@ -57,6 +57,9 @@ fn insert_with_literal_keys() {
         // The server rejects these: shard 0 reports it.
         (&two, "insert into orders values ('abc')", 0),
         (&two, "insert into orders values (99999999999999999999)", 0),
+        // ... also among rows for other shards: the whole statement fails there.
+        (&two, "insert into orders values (450), ('abc'), (900)", 0),
+        (&two, "insert into orders values (450), (99999999999999999999)", 0),
     ] {
         assert_eq!(plan(p, sql), Plan::Shard(want), "{sql}");
     }
