@@ -514,3 +514,63 @@ fn text_and_uuid_keys_in_conditions() {
         Plan::Shard(int_shard(450, 3))
     );
 }
+
+#[test]
+fn three_shards() {
+    let p = planner(3, KeyType::BigInt);
+    for (sql, want) in [
+        ("select * from orders where customer_id = 0", Plan::Shard(2)),
+        (
+            "update orders set note = 'x' where customer_id = 900",
+            Plan::Shard(1),
+        ),
+        ("delete from items where customer_id = -1", Plan::Shard(2)),
+        (
+            "select * from orders o join items i using (customer_id) where o.customer_id = 450",
+            Plan::Shard(1),
+        ),
+        // 450 and 900 share shard 1 of 3.
+        (
+            "select * from orders o, items i where o.customer_id = 450 and i.customer_id = 900",
+            Plan::Shard(1),
+        ),
+    ] {
+        assert_eq!(plan(&p, sql), want, "{sql}");
+    }
+    let Plan::SplitInsert(parts) = plan(&p, "insert into orders values (0), (450), (-1), (900)")
+    else {
+        panic!("not split");
+    };
+    assert_eq!(
+        parts,
+        vec![
+            (1, "INSERT INTO orders VALUES (450), (900)".to_owned()),
+            (2, "INSERT INTO orders VALUES (0), (-1)".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn a_planner_is_shared_between_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Planner>();
+    let p = std::sync::Arc::new(planner(2, KeyType::BigInt));
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    let sql = format!(
+                        "select * from orders where customer_id = {}",
+                        450 * (i % 2 + 1)
+                    );
+                    let want = if i % 2 == 0 { 1 } else { 0 };
+                    assert_eq!(*p.plan(&sql), Plan::Shard(want));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("no panic");
+    }
+}
