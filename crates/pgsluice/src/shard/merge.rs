@@ -33,6 +33,9 @@ mod columns;
 #[path = "merge_decimal.rs"]
 mod decimal;
 #[cfg(test)]
+#[path = "merge_pg_tests.rs"]
+mod pg_tests;
+#[cfg(test)]
 #[path = "merge_plan_tests.rs"]
 mod plan_tests;
 #[path = "merge_plan.rs"]
