@@ -10,7 +10,7 @@ use pg_query::protobuf::{a_const, LimitOption, SelectStmt, SetOperation};
 use pg_query::{Node, NodeEnum};
 
 use super::targets::{group_roles, sort_key, union_sort_key, Targets};
-use super::walk::{check_expr, check_nested, json};
+use super::walk::{check_expr, check_nested, foreign_collation, json};
 use super::Unsupported;
 
 /// A merged aggregate.
@@ -153,6 +153,21 @@ pub(super) fn analyze(select: &SelectStmt) -> Result<(Shape, Option<SelectStmt>)
             shape.sort.push(sort_key(sort, &targets)?);
         }
         targets.check_stars(&shape.sort)?;
+    }
+    if !shape.sort.is_empty() || shape.aggregate.is_some() {
+        let compared = [
+            &select.target_list,
+            &select.sort_clause,
+            &select.group_clause,
+        ];
+        if let Some(c) = compared
+            .iter()
+            .find_map(|nodes| foreign_collation(&json(nodes)))
+        {
+            return refuse(format!(
+                "ORDER BY, GROUP BY or min()/max() with COLLATE \"{c}\" over several shards (only C or POSIX)"
+            ));
+        }
     }
     let rewritten = rewrite_limits(select, &shape);
     Ok((shape, rewritten))

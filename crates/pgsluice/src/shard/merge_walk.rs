@@ -191,3 +191,29 @@ pub(super) fn check_nested(v: &Value) -> Result<(), Unsupported> {
     }
     Ok(())
 }
+
+/// The first COLLATE in `v` whose collation does not order as bytes (anything but
+/// "C", "POSIX", "ucs_basic"): the shards would sort and compare by it.
+pub(super) fn foreign_collation(v: &Value) -> Option<String> {
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(map) => {
+                if let Some(c) = map.get("CollateClause") {
+                    let name = c["collname"]
+                        .as_array()
+                        .and_then(|parts| parts.last())
+                        .and_then(|p| p["node"]["String"]["sval"].as_str())
+                        .unwrap_or_default();
+                    if !matches!(name, "C" | "POSIX" | "ucs_basic") {
+                        return Some(name.to_string());
+                    }
+                }
+                stack.extend(map.values());
+            }
+            Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    None
+}
