@@ -253,6 +253,8 @@ fn aggregates_get_roles() {
             key(ColRef::Position(0), false, false)
         ]
     );
+    let p = plan("select a, count(*) from t group by a order by count(*) desc").unwrap();
+    assert_eq!(p.shape.sort, vec![key(ColRef::Target(1), true, true)]);
 }
 
 #[test]
@@ -312,8 +314,12 @@ fn refusals_name_the_problem() {
             "ORDER BY on something that is not returned",
         ),
         (
-            "select a, count(*) from t group by a order by count(*)",
+            "select a, count(*) from t group by a order by max(b)",
             "aggregate inside an expression in ORDER BY",
+        ),
+        (
+            "select a from t order by row_number() over ()",
+            "window functions",
         ),
         ("select a from t union select b from u", "only UNION ALL"),
         (
