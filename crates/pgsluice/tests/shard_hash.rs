@@ -289,17 +289,25 @@ async fn split_and_copy(c: &Client, case: CopyCase<'_>) {
         assert_eq!(copied, splitter.rows()[r], "{sql}");
     }
     let total: i64 = c
-        .query_one(
-            format!(
-                "select count(*) from {table} where note like 'note %' or note like 'line one%'"
-            )
-            .as_str(),
-            &[],
-        )
+        .query_one(format!("select count(*) from {table}").as_str(), &[])
         .await
         .unwrap()
         .get(0);
     assert_eq!(total as usize, ROWS, "{table}");
+}
+
+/// CSV with `ESCAPE '\'`, `;` as delimiter and `NULL 'nil'`: quotes and
+/// backslashes in keys escaped with a backslash.
+fn copy_csv_escaped(keys: &[Option<String>]) -> String {
+    let mut out = String::new();
+    for (i, k) in keys.iter().enumerate() {
+        let key = match k {
+            None => "nil".to_owned(),
+            Some(k) => format!("\"{}\"", k.replace('\\', "\\\\").replace('"', "\\\"")),
+        };
+        out.push_str(&format!("{i};{key};\"a \\\"quoted\\\" note;\n{i}\"\n"));
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,6 +351,29 @@ async fn copy_rows_split_by_key_satisfy_the_partition_constraints() {
                 with: "(format csv, header)",
                 data: &csv,
                 piece: 5,
+            },
+        )
+        .await;
+
+        let escaped = copy_csv_escaped(&keys);
+        let table = format!("ce_{}", ty.name());
+        create_partitioned(&c, &table, ty, 3).await;
+        let options = CopyOptions {
+            delimiter: b';',
+            escape: b'\\',
+            null: b"nil".to_vec(),
+            ..CopyOptions::csv()
+        };
+        split_and_copy(
+            &c,
+            CopyCase {
+                table: &table,
+                ty,
+                modulus: 3,
+                options,
+                with: r"(format csv, delimiter ';', escape '\', null 'nil')",
+                data: &escaped,
+                piece: 3,
             },
         )
         .await;

@@ -371,8 +371,8 @@ impl CopySplitter {
         }
     }
 
-    /// Names the key column (as PostgreSQL folds it: unquoted identifiers in lower
-    /// case), for FORCE_NOT_NULL / FORCE_NULL.
+    /// Names the key column as PostgreSQL folds it (what
+    /// `ShardedTableConfig::folded_column` gives), for FORCE_NOT_NULL / FORCE_NULL.
     pub fn with_key_name(mut self, name: &str) -> CopySplitter {
         let names = |list: &[String]| list.iter().any(|c| c == "*" || c == name);
         self.force = Some((
@@ -383,7 +383,8 @@ impl CopySplitter {
     }
 
     /// Feeds the payload of one CopyData message; appends complete rows (with their
-    /// line end) to `out[shard]` (`out.len()` = shards).
+    /// line end) to `out[shard]` (`out.len()` = shards). After an error the COPY
+    /// is over: feed nothing more.
     pub fn feed(&mut self, data: &[u8], out: &mut [Vec<u8>]) -> Result<(), CopyError> {
         if self.done {
             return Ok(());

@@ -503,3 +503,42 @@ fn uuid_and_other_delimiters() {
     let (out, _) = split(opts, 1, KeyType::Uuid, 2, &[lines.concat().as_bytes()]).unwrap();
     assert_eq!(out, expected(&lines, &keys, KeyType::Uuid, 2));
 }
+
+/// Feeds `data` cut at `cuts` (positions, any order) and returns the outcome.
+fn outcome(
+    opts: &CopyOptions,
+    data: &[u8],
+    cuts: &[usize],
+) -> Result<(Vec<Vec<u8>>, Vec<u64>), CopyError> {
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+    points.sort_unstable();
+    let mut chunks = Vec::new();
+    let mut last = 0;
+    for p in points {
+        chunks.push(&data[last..p]);
+        last = p;
+    }
+    chunks.push(&data[last..]);
+    split(opts.clone(), 1, KeyType::Text, 3, &chunks)
+}
+
+proptest::proptest! {
+    /// However the data is cut into CopyData messages, the shards get the same
+    /// rows (or the same error).
+    #[test]
+    fn any_cut_gives_the_same_result(
+        pieces in proptest::collection::vec(
+            proptest::sample::select(vec![
+                "a", "1", ",", "\t", "\"", "\"\"", "\\", "\\N", "\\.", "\n", "\r\n", "é", "x;y",
+            ]),
+            0..40,
+        ),
+        cuts in proptest::collection::vec(0usize..1000, 0..8),
+        csv in proptest::bool::ANY,
+    ) {
+        let data = pieces.concat();
+        let opts = if csv { CopyOptions::csv() } else { CopyOptions::text() };
+        let whole = outcome(&opts, data.as_bytes(), &[]);
+        proptest::prop_assert_eq!(outcome(&opts, data.as_bytes(), &cuts), whole);
+    }
+}

@@ -8,7 +8,8 @@
 //! the merge cannot compare, text ordered by a collation other than C, shards that
 //! disagree on the columns) fails the [`Merger`] with a [`MergeError`].
 //!
-//! Parts: `merge_plan.rs` analyzes the statement, `merge_columns.rs` resolves the plan
+//! Parts: `merge_plan.rs` analyzes the statement (with `merge_targets.rs` and
+//! `merge_walk.rs`), `merge_columns.rs` resolves the plan
 //! against the RowDescription, `merge_agg.rs` re-aggregates, `merge_value.rs` and
 //! `merge_decimal.rs` decode, order and add values.
 
@@ -24,20 +25,30 @@ use super::Unsupported;
 
 #[path = "merge_agg.rs"]
 mod agg;
+#[cfg(test)]
+#[path = "merge_agg_tests.rs"]
+mod agg_tests;
 #[path = "merge_columns.rs"]
 mod columns;
 #[path = "merge_decimal.rs"]
 mod decimal;
 #[cfg(test)]
+#[path = "merge_pg_tests.rs"]
+mod pg_tests;
+#[cfg(test)]
 #[path = "merge_plan_tests.rs"]
 mod plan_tests;
 #[path = "merge_plan.rs"]
 mod planning;
+#[path = "merge_targets.rs"]
+mod targets;
 #[cfg(test)]
 #[path = "merge_tests.rs"]
 mod tests;
 #[path = "merge_value.rs"]
 mod value;
+#[path = "merge_walk.rs"]
+mod walk;
 
 pub use planning::{AggKind, Role};
 

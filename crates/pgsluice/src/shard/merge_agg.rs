@@ -98,14 +98,16 @@ impl Groups {
                         *s = Some(s.unwrap_or(0) + int(raw, *binary, col)?);
                     }
                 }
-                (AggCol::Sum(SumKind::Numeric, _), Cell::SumNum(s)) => {
+                (AggCol::Sum(SumKind::Numeric, binary), Cell::SumNum(s)) => {
                     if let Some(raw) = raw {
-                        let d = std::str::from_utf8(raw)
-                            .ok()
-                            .and_then(Decimal::parse)
-                            .ok_or_else(|| {
-                                MergeError::malformed(format!("column \"{col}\": a bad numeric"))
-                            })?;
+                        let d = if *binary {
+                            Decimal::from_binary(raw)
+                        } else {
+                            std::str::from_utf8(raw).ok().and_then(Decimal::parse)
+                        };
+                        let d = d.ok_or_else(|| {
+                            MergeError::malformed(format!("column \"{col}\": a bad numeric"))
+                        })?;
                         *s = Some(match s.take() {
                             None => d,
                             Some(acc) => acc.add(&d),
@@ -177,7 +179,10 @@ impl Groups {
             Cell::Extreme(v) => v.map(|(_, raw)| raw),
             Cell::Count(n) => Some(int8(n, binary, "count")?),
             Cell::SumInt(s) => s.map(|n| int8(n, binary, "bigint")).transpose()?,
-            Cell::SumNum(s) => s.map(|d| Bytes::from(d.to_string())),
+            Cell::SumNum(s) => s.map(|d| match binary {
+                true => Bytes::from(d.to_binary()),
+                false => Bytes::from(d.to_string()),
+            }),
             Cell::SumFloat(s, inf) => match s {
                 None => None,
                 Some(v) => {

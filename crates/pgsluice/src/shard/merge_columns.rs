@@ -87,7 +87,7 @@ pub(super) enum AggCol {
 pub(super) enum SumKind {
     /// sum(int2/int4): bigint.
     Int8,
-    /// sum(int8/numeric): numeric (text form).
+    /// sum(int8/numeric): numeric.
     Numeric,
     /// sum(float4) (`true`) / sum(float8).
     Float(bool),
@@ -133,12 +133,6 @@ impl Columns {
             if ordered && kind.is_text() && !text_bytes_order {
                 return Err(MergeError::unsupported(format!(
                     "{what} text column \"{}\" over several shards needs the database's collation to be C or POSIX",
-                    c.name
-                )));
-            }
-            if c.binary && kind == Kind::Numeric {
-                return Err(MergeError::unsupported(format!(
-                    "{what} numeric column \"{}\" in binary format cannot be merged (ask for text format)",
                     c.name
                 )));
             }
@@ -260,11 +254,7 @@ fn type_error(what: &str, c: &Col) -> MergeError {
 fn sum_kind(c: &Col) -> Result<SumKind, MergeError> {
     match c.type_oid {
         oid::INT8 => Ok(SumKind::Int8),
-        oid::NUMERIC if !c.binary => Ok(SumKind::Numeric),
-        oid::NUMERIC => Err(MergeError::unsupported(format!(
-            "sum() column \"{}\" is numeric in binary format, which cannot be merged (ask for text format)",
-            c.name
-        ))),
+        oid::NUMERIC => Ok(SumKind::Numeric),
         oid::FLOAT4 => Ok(SumKind::Float(true)),
         oid::FLOAT8 => Ok(SumKind::Float(false)),
         _ => Err(type_error("sum()", c)),

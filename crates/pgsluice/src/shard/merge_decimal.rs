@@ -99,6 +99,119 @@ impl Decimal {
     }
 }
 
+const NUMERIC_NEG: u16 = 0x4000;
+const NUMERIC_NAN: u16 = 0xC000;
+const NUMERIC_PINF: u16 = 0xD000;
+const NUMERIC_NINF: u16 = 0xF000;
+
+impl Decimal {
+    /// Decodes PostgreSQL's binary `numeric` (ndigits, weight, sign, dscale, then
+    /// base-10000 digits).
+    pub(super) fn from_binary(raw: &[u8]) -> Option<Decimal> {
+        let word = |i: usize| {
+            raw.get(2 * i..2 * i + 2)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        };
+        let (ndigits, weight, sign, dscale) = (word(0)?, word(1)? as i16, word(2)?, word(3)?);
+        if raw.len() != 8 + 2 * usize::from(ndigits) {
+            return None;
+        }
+        match sign {
+            NUMERIC_NAN => return Some(Decimal::NaN),
+            NUMERIC_PINF => return Some(Decimal::PosInf),
+            NUMERIC_NINF => return Some(Decimal::NegInf),
+            0 | NUMERIC_NEG => {}
+            _ => return None,
+        }
+        let group = |i: i32| -> Option<u16> {
+            let g = if i < 0 {
+                0
+            } else {
+                word(4 + i as usize)
+                    .filter(|_| i < i32::from(ndigits))
+                    .unwrap_or(0)
+            };
+            (g < 10_000).then_some(g)
+        };
+        let weight = i32::from(weight);
+        let mut text = String::new();
+        if sign == NUMERIC_NEG {
+            text.push('-');
+        }
+        if weight < 0 {
+            text.push('0');
+        }
+        for p in 0..=weight {
+            let g = group(p)?;
+            if p == 0 {
+                text.push_str(&g.to_string());
+            } else {
+                text.push_str(&format!("{g:04}"));
+            }
+        }
+        if dscale > 0 {
+            let mut frac = String::new();
+            let mut j = 0;
+            while frac.len() < usize::from(dscale) {
+                frac.push_str(&format!("{:04}", group(weight + 1 + j)?));
+                j += 1;
+            }
+            frac.truncate(usize::from(dscale));
+            text.push('.');
+            text.push_str(&frac);
+        }
+        Decimal::parse(&text)
+    }
+
+    /// Encodes as PostgreSQL's binary `numeric`.
+    pub(super) fn to_binary(&self) -> Vec<u8> {
+        let special = |sign: u16| {
+            [0u16, 0, sign, 0]
+                .iter()
+                .flat_map(|w| w.to_be_bytes())
+                .collect()
+        };
+        let (neg, digits, scale) = match self {
+            Decimal::NaN => return special(NUMERIC_NAN),
+            Decimal::PosInf => return special(NUMERIC_PINF),
+            Decimal::NegInf => return special(NUMERIC_NINF),
+            Decimal::Finite { neg, digits, scale } => (*neg, digits, *scale),
+        };
+        // Integer and fraction digits, padded to whole base-10000 groups.
+        let mut all = vec![0u8; scale.saturating_sub(digits.len())];
+        all.extend_from_slice(digits);
+        let int_len = all.len() - scale;
+        let lead = (4 - int_len % 4) % 4;
+        let mut padded = vec![0u8; lead];
+        padded.extend_from_slice(&all);
+        padded.resize(padded.len() + (4 - scale % 4) % 4, 0);
+        let mut groups: Vec<u16> = padded
+            .chunks(4)
+            .map(|c| c.iter().fold(0u16, |a, d| a * 10 + u16::from(*d)))
+            .collect();
+        let mut weight = ((int_len + lead) / 4) as i32 - 1;
+        while groups.first() == Some(&0) {
+            groups.remove(0);
+            weight -= 1;
+        }
+        while groups.last() == Some(&0) {
+            groups.pop();
+        }
+        if groups.is_empty() {
+            weight = 0;
+        }
+        let mut out = Vec::with_capacity(8 + 2 * groups.len());
+        out.extend_from_slice(&(groups.len() as u16).to_be_bytes());
+        out.extend_from_slice(&(weight as i16).to_be_bytes());
+        out.extend_from_slice(&(if neg { NUMERIC_NEG } else { 0 }).to_be_bytes());
+        out.extend_from_slice(&(scale as u16).to_be_bytes());
+        for g in groups {
+            out.extend_from_slice(&g.to_be_bytes());
+        }
+        out
+    }
+}
+
 fn trim(v: &[u8]) -> &[u8] {
     let start = v.iter().position(|d| *d != 0).unwrap_or(v.len());
     &v[start..]
@@ -297,5 +410,35 @@ mod tests {
         assert_eq!(d("1.0"), d("1.000"));
         assert_eq!(d("-0.0"), d("0"));
         assert!(Decimal::parse("1e5").is_none());
+    }
+
+    #[test]
+    fn binary_round_trips() {
+        // PostgreSQL's own bytes for 12345.678 and -0.0012: (ndigits, weight, sign, dscale, digits).
+        let pg = |w: &[u16]| w.iter().flat_map(|x| x.to_be_bytes()).collect::<Vec<u8>>();
+        assert_eq!(d("12345.678").to_binary(), pg(&[3, 1, 0, 3, 1, 2345, 6780]));
+        assert_eq!(d("-0.0012").to_binary(), pg(&[1, 65535, 0x4000, 4, 12]));
+        assert_eq!(d("0.00").to_binary(), pg(&[0, 0, 0, 2]));
+        assert_eq!(d("10000").to_binary(), pg(&[1, 1, 0, 0, 1]));
+        for s in [
+            "0",
+            "1",
+            "-1",
+            "12345.678",
+            "-0.0012",
+            "100000000.00000001",
+            "0.00",
+            "9999.9999",
+            "123456789012345678901234567890.5",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "0.1",
+            "1000",
+        ] {
+            let back = Decimal::from_binary(&d(s).to_binary()).unwrap();
+            assert_eq!(back.to_string(), s, "{s}");
+        }
+        assert!(Decimal::from_binary(&[0, 1]).is_none());
     }
 }

@@ -238,6 +238,7 @@ fn aggregates_get_roles() {
             vec![Role::Group, Role::Carry, Role::Agg(Count)],
         ),
         ("select a from t group by a", vec![Role::Group]),
+        ("select max(a collate \"C\") from t", vec![Role::Agg(Max)]),
         ("select min(distinct a) from t", vec![Role::Agg(Min)]),
         ("select pg_catalog.count(*) from t", vec![Role::Agg(Count)]),
     ] {
@@ -253,6 +254,8 @@ fn aggregates_get_roles() {
             key(ColRef::Position(0), false, false)
         ]
     );
+    let p = plan("select a, count(*) from t group by a order by count(*) desc").unwrap();
+    assert_eq!(p.shape.sort, vec![key(ColRef::Target(1), true, true)]);
 }
 
 #[test]
@@ -312,9 +315,18 @@ fn refusals_name_the_problem() {
             "ORDER BY on something that is not returned",
         ),
         (
-            "select a, count(*) from t group by a order by count(*)",
+            "select a, count(*) from t group by a order by max(b)",
             "aggregate inside an expression in ORDER BY",
         ),
+        (
+            "select a from t order by row_number() over ()",
+            "window functions",
+        ),
+        (
+            "select a collate \"de_DE\" as a from t order by a",
+            "COLLATE \"de_DE\"",
+        ),
+        ("select max(a collate \"und-x-icu\") from t", "COLLATE"),
         ("select a from t union select b from u", "only UNION ALL"),
         (
             "select a from t intersect select b from u",

@@ -1,16 +1,14 @@
-//! The Merger over hand-built backend messages: concatenation, sorted merges,
-//! aggregates, text and binary formats, and the results it refuses.
-
-use proptest::prelude::*;
+//! The Merger over hand-built backend messages: concatenation and sorted merges in
+//! text and binary formats (aggregates and the property tests: merge_agg_tests.rs).
 
 use super::plan_tests::plan;
 use super::value::oid;
 use super::*;
 
-const TEXT: i16 = 0;
-const BINARY: i16 = 1;
+pub(super) const TEXT: i16 = 0;
+pub(super) const BINARY: i16 = 1;
 
-fn rd(cols: &[(&str, u32, i16)]) -> Vec<u8> {
+pub(super) fn rd(cols: &[(&str, u32, i16)]) -> Vec<u8> {
     use bytes::BufMut;
     let mut body = BytesMut::new();
     body.put_u16(cols.len() as u16);
@@ -30,24 +28,24 @@ fn rd(cols: &[(&str, u32, i16)]) -> Vec<u8> {
     msg
 }
 
-fn row(vals: &[Option<&str>]) -> Vec<u8> {
+pub(super) fn row(vals: &[Option<&str>]) -> Vec<u8> {
     let mut b = BytesMut::new();
     backend::data_row(&mut b, vals);
     b.to_vec()
 }
 
-fn brow(vals: &[Option<&[u8]>]) -> Vec<u8> {
+pub(super) fn brow(vals: &[Option<&[u8]>]) -> Vec<u8> {
     agg::data_row(vals).to_vec()
 }
 
-fn done(n: usize) -> Vec<u8> {
+pub(super) fn done(n: usize) -> Vec<u8> {
     let mut b = BytesMut::new();
     backend::command_complete(&mut b, &format!("SELECT {n}"));
     b.to_vec()
 }
 
 /// One shard's result: RowDescription, rows, CommandComplete.
-fn shard(desc: &[u8], rows: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+pub(super) fn shard(desc: &[u8], rows: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     let n = rows.len();
     let mut msgs = vec![desc.to_vec()];
     msgs.extend(rows);
@@ -57,15 +55,15 @@ fn shard(desc: &[u8], rows: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 
 /// What the client got.
 #[derive(Debug, Default)]
-struct Out {
-    descriptions: usize,
-    rows: Vec<Vec<Option<Vec<u8>>>>,
-    tag: String,
-    empty: bool,
+pub(super) struct Out {
+    pub(super) descriptions: usize,
+    pub(super) rows: Vec<Vec<Option<Vec<u8>>>>,
+    pub(super) tag: String,
+    pub(super) empty: bool,
 }
 
 impl Out {
-    fn text(&self) -> Vec<Vec<Option<String>>> {
+    pub(super) fn text(&self) -> Vec<Vec<Option<String>>> {
         self.rows
             .iter()
             .map(|r| {
@@ -76,12 +74,12 @@ impl Out {
             .collect()
     }
 
-    fn column(&self, i: usize) -> Vec<Option<String>> {
+    pub(super) fn column(&self, i: usize) -> Vec<Option<String>> {
         self.text().into_iter().map(|r| r[i].clone()).collect()
     }
 }
 
-fn parse_out(buf: &[u8]) -> Out {
+pub(super) fn parse_out(buf: &[u8]) -> Out {
     let mut buf = BytesMut::from(buf);
     let mut out = Out::default();
     while let Some(m) = pgsluice_protocol::frame::split_message(&mut buf, 1 << 20).unwrap() {
@@ -106,7 +104,11 @@ fn parse_out(buf: &[u8]) -> Out {
 }
 
 /// Pushes the shards' messages round-robin, draining after each, then finishes.
-fn run_with(sql: &str, bytes_order: bool, shards: Vec<Vec<Vec<u8>>>) -> Result<Out, MergeError> {
+pub(super) fn run_with(
+    sql: &str,
+    bytes_order: bool,
+    shards: Vec<Vec<Vec<u8>>>,
+) -> Result<Out, MergeError> {
     let plan = plan(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     let mut m = Merger::new(&plan, shards.len(), bytes_order);
     let mut out = BytesMut::new();
@@ -125,17 +127,17 @@ fn run_with(sql: &str, bytes_order: bool, shards: Vec<Vec<Vec<u8>>>) -> Result<O
     Ok(parsed)
 }
 
-fn run(sql: &str, shards: Vec<Vec<Vec<u8>>>) -> Out {
+pub(super) fn run(sql: &str, shards: Vec<Vec<Vec<u8>>>) -> Out {
     run_with(sql, true, shards).unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
-fn ints(vals: &[Option<i64>]) -> Vec<Vec<u8>> {
+pub(super) fn ints(vals: &[Option<i64>]) -> Vec<Vec<u8>> {
     vals.iter()
         .map(|v| row(&[v.map(|n| n.to_string()).as_deref()]))
         .collect()
 }
 
-fn strs(v: &[&str]) -> Vec<Option<String>> {
+pub(super) fn strs(v: &[&str]) -> Vec<Option<String>> {
     v.iter()
         .map(|s| (*s != "NULL").then(|| s.to_string()))
         .collect()
@@ -400,275 +402,6 @@ fn date_style_other_than_iso_is_an_error() {
 }
 
 #[test]
-fn aggregates_without_group_by_combine() {
-    let t = rd(&[
-        ("count", oid::INT8, TEXT),
-        ("sum", oid::INT8, TEXT),
-        ("sum", oid::NUMERIC, TEXT),
-        ("min", oid::TEXT, TEXT),
-        ("max", oid::TIMESTAMP, TEXT),
-        ("sum", oid::FLOAT8, TEXT),
-    ]);
-    let out = run(
-        "select count(*), sum(i4), sum(i8), min(note), max(ts), sum(f) from t",
-        vec![
-            shard(
-                &t,
-                vec![row(&[
-                    Some("3"),
-                    Some("10"),
-                    Some("99999999999999999999"),
-                    Some("b"),
-                    Some("2024-01-01 00:00:00"),
-                    Some("0.1"),
-                ])],
-            ),
-            shard(&t, vec![row(&[Some("0"), None, None, None, None, None])]),
-            shard(
-                &t,
-                vec![row(&[
-                    Some("2"),
-                    Some("-4"),
-                    Some("1.50"),
-                    Some("a"),
-                    Some("2023-01-01 00:00:00"),
-                    Some("0.2"),
-                ])],
-            ),
-        ],
-    );
-    assert_eq!(
-        out.text(),
-        vec![strs(&[
-            "5",
-            "6",
-            "100000000000000000000.50",
-            "a",
-            "2024-01-01 00:00:00",
-            "0.30000000000000004"
-        ])]
-    );
-    assert_eq!(out.tag, "SELECT 1");
-}
-
-#[test]
-fn aggregates_over_no_rows_behave_like_postgresql() {
-    let t = rd(&[
-        ("count", oid::INT8, TEXT),
-        ("sum", oid::INT8, TEXT),
-        ("max", oid::INT4, TEXT),
-    ]);
-    let empty = || shard(&t, vec![row(&[Some("0"), None, None])]);
-    let out = run(
-        "select count(x), sum(x), max(x) from t",
-        vec![empty(), empty()],
-    );
-    assert_eq!(out.text(), vec![strs(&["0", "NULL", "NULL"])]);
-    // OFFSET past the one row.
-    let out = run(
-        "select count(x), sum(x), max(x) from t offset 1",
-        vec![empty(), empty()],
-    );
-    assert_eq!((out.rows.len(), out.tag.as_str()), (0, "SELECT 0"));
-}
-
-#[test]
-fn binary_aggregates() {
-    let t = rd(&[
-        ("count", oid::INT8, BINARY),
-        ("sum", oid::FLOAT4, BINARY),
-        ("min", oid::INT2, BINARY),
-    ]);
-    let r = |c: i64, s: f32, m: i16| {
-        brow(&[
-            Some(&c.to_be_bytes()),
-            Some(&s.to_be_bytes()),
-            Some(&m.to_be_bytes()),
-        ])
-    };
-    let out = run(
-        "select count(*), sum(r), min(s) from t",
-        vec![
-            shard(&t, vec![r(4, 1.25, 7)]),
-            shard(&t, vec![r(6, 2.5, -3)]),
-        ],
-    );
-    let v = &out.rows[0];
-    assert_eq!(v[0].as_deref(), Some(&10_i64.to_be_bytes()[..]));
-    assert_eq!(v[1].as_deref(), Some(&3.75_f32.to_be_bytes()[..]));
-    assert_eq!(v[2].as_deref(), Some(&(-3_i16).to_be_bytes()[..]));
-}
-
-#[test]
-fn group_by_regroups_then_orders_and_limits() {
-    let t = rd(&[
-        ("k", oid::TEXT, TEXT),
-        ("n", oid::INT8, TEXT),
-        ("s", oid::NUMERIC, TEXT),
-    ]);
-    let r = |k: Option<&str>, n: &str, s: Option<&str>| row(&[k, Some(n), s]);
-    let shards = || {
-        vec![
-            shard(
-                &t,
-                vec![
-                    r(Some("a"), "2", Some("1.5")),
-                    r(Some("b"), "1", None),
-                    r(None, "4", Some("2")),
-                ],
-            ),
-            shard(
-                &t,
-                vec![
-                    r(Some("b"), "5", Some("-1")),
-                    r(Some("c"), "1", Some("7")),
-                    r(None, "1", None),
-                ],
-            ),
-        ]
-    };
-    let sql = "select k, count(*) as n, sum(v) as s from t group by k order by n desc, k limit 3";
-    let out = run_with(sql, true, shards()).unwrap();
-    assert_eq!(
-        out.text(),
-        vec![
-            strs(&["b", "6", "-1"]),
-            strs(&["NULL", "5", "2"]),
-            strs(&["a", "2", "1.5"])
-        ]
-    );
-    assert_eq!(out.tag, "SELECT 3");
-    // Grouping text needs no collation; ordering it does.
-    let out = run_with(
-        "select k, count(*) as n, sum(v) as s from t group by k order by n",
-        false,
-        shards(),
-    )
-    .unwrap();
-    assert_eq!(out.column(1), strs(&["1", "2", "5", "6"]));
-    assert!(run_with(sql, false, shards()).is_err());
-    // Without ORDER BY: groups in order of first appearance (rows pushed round-robin).
-    let out = run_with(
-        "select k, count(*), sum(v) from t group by k",
-        false,
-        shards(),
-    )
-    .unwrap();
-    assert_eq!(out.column(0), strs(&["a", "b", "c", "NULL"]));
-}
-
-#[test]
-fn group_keys_compare_by_value() {
-    let t = rd(&[("k", oid::NUMERIC, TEXT), ("m", oid::INT4, TEXT)]);
-    let out = run(
-        "select k, max(m) from t group by k order by k",
-        vec![
-            shard(
-                &t,
-                vec![row(&[Some("1.0"), Some("3")]), row(&[Some("2"), Some("1")])],
-            ),
-            shard(&t, vec![row(&[Some("1.00"), Some("9")])]),
-        ],
-    );
-    assert_eq!(out.text(), vec![strs(&["1.0", "9"]), strs(&["2", "1"])]);
-    let t = rd(&[("k", oid::FLOAT8, BINARY), ("n", oid::INT8, BINARY)]);
-    let r = |k: f64, n: i64| brow(&[Some(&k.to_be_bytes()), Some(&n.to_be_bytes())]);
-    let out = run(
-        "select k, count(*) from t group by k",
-        vec![
-            shard(&t, vec![r(0.0, 1), r(f64::NAN, 2)]),
-            shard(&t, vec![r(-0.0, 3), r(f64::NAN, 4)]),
-        ],
-    );
-    let counts: Vec<i64> = out
-        .rows
-        .iter()
-        .map(|r| i64::from_be_bytes(r[1].clone().unwrap().try_into().unwrap()))
-        .collect();
-    assert_eq!(counts, [4, 6]);
-}
-
-#[test]
-fn results_that_cannot_be_merged_are_errors() {
-    let one = |t: &[u8], v: &[Option<&str>]| shard(t, vec![row(v)]);
-    // Shards disagree on the columns.
-    let a = rd(&[("a", oid::INT4, TEXT)]);
-    let b = rd(&[("a", oid::INT8, TEXT)]);
-    let err = run_with(
-        "select a from t",
-        true,
-        vec![one(&a, &[Some("1")]), one(&b, &[Some("2")])],
-    )
-    .unwrap_err();
-    assert!(err.message.contains("different types"), "{err}");
-    let c = rd(&[("a", oid::INT4, TEXT), ("b", oid::INT4, TEXT)]);
-    let err = run_with(
-        "select * from t",
-        true,
-        vec![one(&a, &[Some("1")]), one(&c, &[Some("1"), Some("2")])],
-    )
-    .unwrap_err();
-    assert!(err.message.contains("different columns"), "{err}");
-    // A count past bigint.
-    let t = rd(&[("count", oid::INT8, TEXT)]);
-    let max = i64::MAX.to_string();
-    let err = run_with(
-        "select count(*) from t",
-        true,
-        vec![one(&t, &[Some(&max)]), one(&t, &[Some("1")])],
-    )
-    .unwrap_err();
-    assert_eq!(err.sqlstate, SqlState::NUMERIC_VALUE_OUT_OF_RANGE);
-    // A type the merge cannot compare.
-    let j = rd(&[("doc", 3802, TEXT)]);
-    let err = run_with(
-        "select doc from t order by doc",
-        true,
-        vec![one(&j, &[Some("{}")]), one(&j, &[Some("[]")])],
-    )
-    .unwrap_err();
-    assert!(
-        err.message.contains("\"doc\"") && err.message.contains("3802"),
-        "{err}"
-    );
-    // ...but concatenating it is fine.
-    assert_eq!(
-        run(
-            "select doc from t",
-            vec![one(&j, &[Some("{}")]), one(&j, &[Some("[]")])]
-        )
-        .rows
-        .len(),
-        2
-    );
-    // sum() of an interval, numeric in binary.
-    let i = rd(&[("sum", 1186, TEXT)]);
-    assert!(run_with(
-        "select sum(d) from t",
-        true,
-        vec![one(&i, &[Some("1 day")]), one(&i, &[None])]
-    )
-    .is_err());
-    let n = rd(&[("sum", oid::NUMERIC, BINARY)]);
-    let err = run_with(
-        "select sum(x) from t",
-        true,
-        vec![one(&n, &[None]), one(&n, &[None])],
-    )
-    .unwrap_err();
-    assert!(err.message.contains("binary"), "{err}");
-    // Floats overflowing.
-    let f = rd(&[("sum", oid::FLOAT4, TEXT)]);
-    let err = run_with(
-        "select sum(r) from t",
-        true,
-        vec![one(&f, &[Some("3e+38")]), one(&f, &[Some("3e+38")])],
-    )
-    .unwrap_err();
-    assert_eq!(err.sqlstate, SqlState::NUMERIC_VALUE_OUT_OF_RANGE);
-}
-
-#[test]
 fn misuse_and_empty_queries() {
     let plan = plan("select a from t").unwrap();
     let mut m = Merger::new(&plan, 2, true);
@@ -696,113 +429,4 @@ fn misuse_and_empty_queries() {
         (got.descriptions, got.rows.len(), got.tag.as_str()),
         (0, 1, "SELECT 1")
     );
-}
-
-/// Rows (k, v) split over shards as given, each shard sorted as the shard would.
-fn split(rows: &[(i64, Option<i32>)], at: &[usize], shards: usize) -> Vec<Vec<(i64, Option<i32>)>> {
-    let mut parts = vec![Vec::new(); shards];
-    for (r, s) in rows.iter().zip(at) {
-        parts[s % shards].push(*r);
-    }
-    parts
-}
-
-/// PostgreSQL's order for `ORDER BY v DESC, k` (NULLs first for DESC).
-fn pg_order(a: &(i64, Option<i32>), b: &(i64, Option<i32>)) -> std::cmp::Ordering {
-    let v = match (a.1, b.1) {
-        (None, None) => std::cmp::Ordering::Equal,
-        (None, Some(_)) => std::cmp::Ordering::Less,
-        (Some(_), None) => std::cmp::Ordering::Greater,
-        (Some(x), Some(y)) => y.cmp(&x),
-    };
-    v.then(a.0.cmp(&b.0))
-}
-
-fn kv_row(r: &(i64, Option<i32>)) -> Vec<u8> {
-    row(&[
-        Some(&r.0.to_string()),
-        r.1.map(|v| v.to_string()).as_deref(),
-    ])
-}
-
-proptest! {
-    #[test]
-    fn sorted_merge_with_limit_equals_sorting_everything(
-        rows in proptest::collection::vec((0i64..20, proptest::option::weighted(0.9, -50i32..50)), 0..60),
-        at in proptest::collection::vec(0usize..3, 60),
-        shards in 2usize..=3,
-        limit in proptest::option::of(0u64..30),
-        offset in 0u64..10,
-    ) {
-        let t = rd(&[("k", oid::INT8, TEXT), ("v", oid::INT4, TEXT)]);
-        let mut msgs = Vec::new();
-        for mut part in split(&rows, &at, shards) {
-            part.sort_by(pg_order);
-            // What the shard runs: LIMIT limit + offset.
-            if let Some(l) = limit {
-                part.truncate((l + offset) as usize);
-            }
-            msgs.push(shard(&t, part.iter().map(kv_row).collect()));
-        }
-        let limit_sql = limit.map(|l| format!(" limit {l}")).unwrap_or_default();
-        let sql = format!("select k, v from t order by v desc, k{limit_sql} offset {offset}");
-        let out = run(&sql, msgs);
-        let mut all = rows.clone();
-        all.sort_by(pg_order);
-        let want: Vec<Vec<u8>> = all
-            .iter()
-            .skip(offset as usize)
-            .take(limit.map_or(usize::MAX, |l| l as usize))
-            .map(kv_row)
-            .collect();
-        let got: Vec<Vec<u8>> = out.rows.iter().map(|r| brow(&[r[0].as_deref(), r[1].as_deref()])).collect();
-        prop_assert_eq!(got, want);
-    }
-
-    #[test]
-    fn grouped_aggregates_equal_the_whole(
-        rows in proptest::collection::vec((0i64..6, proptest::option::weighted(0.8, -1000i32..1000)), 0..60),
-        at in proptest::collection::vec(0usize..3, 60),
-        shards in 2usize..=3,
-    ) {
-        // select k, count(*), count(v), sum(v), min(v), max(v) from t group by k order by k
-        let t = rd(&[
-            ("k", oid::INT8, TEXT),
-            ("count", oid::INT8, TEXT),
-            ("count", oid::INT8, TEXT),
-            ("sum", oid::INT8, TEXT),
-            ("min", oid::INT4, TEXT),
-            ("max", oid::INT4, TEXT),
-        ]);
-        let aggregate = |part: &[(i64, Option<i32>)]| -> Vec<Vec<Option<String>>> {
-            let mut keys: Vec<i64> = part.iter().map(|r| r.0).collect();
-            keys.sort();
-            keys.dedup();
-            keys.into_iter()
-                .map(|k| {
-                    let vs: Vec<i64> = part.iter().filter(|r| r.0 == k).filter_map(|r| r.1.map(i64::from)).collect();
-                    let n = part.iter().filter(|r| r.0 == k).count();
-                    vec![
-                        Some(k.to_string()),
-                        Some(n.to_string()),
-                        Some(vs.len().to_string()),
-                        (!vs.is_empty()).then(|| vs.iter().sum::<i64>().to_string()),
-                        vs.iter().min().map(ToString::to_string),
-                        vs.iter().max().map(ToString::to_string),
-                    ]
-                })
-                .collect()
-        };
-        let mut msgs = Vec::new();
-        for part in split(&rows, &at, shards) {
-            let mut groups = aggregate(&part);
-            groups.reverse(); // shards send groups in any order
-            msgs.push(shard(&t, groups.iter().map(|g| {
-                let refs: Vec<Option<&str>> = g.iter().map(|v| v.as_deref()).collect();
-                row(&refs)
-            }).collect()));
-        }
-        let out = run("select k, count(*), count(v), sum(v), min(v), max(v) from t group by k order by k", msgs);
-        prop_assert_eq!(out.text(), aggregate(&rows));
-    }
 }

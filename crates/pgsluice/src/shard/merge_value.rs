@@ -2,7 +2,7 @@
 //! text or binary form PostgreSQL sent, ordered as PostgreSQL orders them, and
 //! encoded back for the sums pgsluice computes.
 //!
-//! Only what the merge needs: integers, numeric (exact decimal, text form only),
+//! Only what the merge needs: integers, numeric (exact decimal),
 //! floats, bool, byte-ordered text, uuid, date and timestamps (ISO text or binary).
 
 use std::cmp::Ordering;
@@ -165,9 +165,7 @@ fn decode_binary(kind: Kind, raw: &[u8]) -> Result<Val, String> {
         (Kind::Float(_), 8) => Val::Float(PgFloat(f64::from_be_bytes(
             raw.try_into().map_err(|_| bad())?,
         ))),
-        (Kind::Numeric, _) => {
-            return Err("numeric in binary format cannot be merged (ask for text format)".into())
-        }
+        (Kind::Numeric, _) => Val::Num(Decimal::from_binary(raw).ok_or_else(bad)?),
         (Kind::Text(bpchar), _) => Val::Bytes(text_bytes(raw, bpchar)),
         (Kind::Uuid, 16) => Val::Bytes(raw.to_vec()),
         (Kind::Date, 4) => Val::Time(i64::from(i32::from_be_bytes(
@@ -400,6 +398,13 @@ mod tests {
             b(Kind::Float(false), &2.5_f64.to_be_bytes())
         );
         assert_eq!(t(Kind::Text(true), "ab  "), t(Kind::Text(true), "ab"));
-        assert!(decode(Kind::Numeric, true, &[0; 8]).is_err());
+        assert_eq!(
+            t(Kind::Numeric, "-0.0012"),
+            b(
+                Kind::Numeric,
+                &Decimal::parse("-0.0012").unwrap().to_binary()
+            )
+        );
+        assert!(decode(Kind::Numeric, true, &[0; 7]).is_err());
     }
 }
