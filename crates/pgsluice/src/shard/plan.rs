@@ -31,8 +31,10 @@
 //!   SQL-level PREPARE / EXECUTE. An n out of range is refused with SQLSTATE 22023.
 //! - **INSERT ... VALUES** into a sharded table: the key of each row is a literal
 //!   (integer, string, negative number, NULL, a literal cast to a type of the key's
-//!   family) or a parameter `$k` (possibly cast); a missing key column is NULL (shard 0,
-//!   as PostgreSQL places NULL). Without a column list the key is at
+//!   family) or a parameter `$k` (possibly cast); an explicit NULL goes to shard 0, as
+//!   PostgreSQL places NULL, but a key column left out is refused (its default, a serial
+//!   or identity, is computed by the server after the shard is chosen). Without a column
+//!   list the key is at
 //!   [`ShardedTable::key_position`]. One shard for all rows: [`Plan::Shard`] /
 //!   [`Plan::ByParam`]; literal keys on several shards: [`Plan::SplitInsert`] (one
 //!   statement per shard, rows in order, RETURNING and ON CONFLICT kept), refused when

@@ -35,11 +35,8 @@ fn insert_with_literal_keys() {
         (&two, "insert into orders values (cast(450 as bigint))", 1),
         (&two, "insert into orders values (' 450 ')", 1),
         (&two, "insert into orders values (null, 'x')", 0),
-        (&two, "insert into orders (note) values ('x')", 0),
-        (&two, "insert into orders default values", 0),
         (&two, "insert into public.orders as o values (450) returning o.note", 1),
         (&two, "insert into items values ('x', 450)", 1),
-        (&two, "insert into items values ('x')", 0),
         (&two, "insert into app.users (id) values (450)", 1),
         (&two, "insert into orders values (450, 'a'), (-1, 'b')", 1),
         (&two, "with x as (select 1) insert into orders values (450)", 1),
@@ -62,6 +59,17 @@ fn insert_with_literal_keys() {
         (&two, "insert into orders values (450), (99999999999999999999)", 0),
     ] {
         assert_eq!(plan(p, sql), Plan::Shard(want), "{sql}");
+    }
+    // The key column left out: its default is the server's to compute.
+    for sql in [
+        "insert into orders (note) values ('x')",
+        "insert into orders default values",
+        "insert into items values ('x')",
+    ] {
+        match plan(&two, sql) {
+            Plan::Refuse(u) => assert!(u.message.contains("without its key column"), "{sql}: {u}"),
+            other => panic!("{sql}: {other:?}"),
+        }
     }
     let int4 = planner(2, KeyType::Integer);
     assert_eq!(
@@ -245,9 +253,9 @@ fn inserts_that_cannot_be_placed_are_refused() {
     ] {
         refused_with(&p, sql, "set `type` in its sharded_tables entry");
     }
-    // Without a key to hash, the type does not matter.
+    // An explicit NULL key needs no hashing: the type does not matter.
     assert_eq!(
-        plan(&p, "insert into orders (note) values ('x')"),
+        plan(&p, "insert into orders values (null, 'x')"),
         Plan::Shard(0)
     );
 }
