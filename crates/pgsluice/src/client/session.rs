@@ -467,21 +467,19 @@ impl Session {
             }),
             PoolMode::Session => None,
         };
-        // One binding: a `match` over the `Result` would keep both in this future.
-        let mut relay = match Relay::new(
+        let mut relay = Relay::new(
             stream,
             &mut conn.stream,
             &mut buffers.c2s,
             &mut buffers.s2c,
-            prefix,
             max_message,
             &mut self.params,
             &mut conn.params,
             ext,
-        ) {
-            Ok(relay) => relay,
-            Err(end) => return (end, RelayCounts::default(), 0, false, None),
-        };
+        );
+        if let Err(end) = relay.begin(prefix) {
+            return (end, RelayCounts::default(), 0, false, None);
+        }
         relay.release_at_idle(mode.shares_servers() || stop.fired.is_some());
         relay.set_timeouts(timeouts);
         // The relay first, then the stop signal (a poll function: no select state).
