@@ -423,11 +423,14 @@ impl Session {
         drop(prefix);
         self.traffic.bytes_in += counts.bytes_in;
         self.traffic.bytes_out += counts.bytes_out;
+        // One clock read for the statistics and the connection's idle time.
+        let done = Instant::now();
+        co.done_at(done);
         pool.stats.add_xact(
             queries,
             counts.bytes_in,
             counts.bytes_out,
-            held_since.elapsed(),
+            done.saturating_duration_since(held_since),
         );
         if let Some(ext) = co.conn().ext.get_mut::<Rewriter>() {
             pool.stats.add_prepared(ext.take_counts());
