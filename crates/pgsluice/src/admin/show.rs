@@ -431,7 +431,7 @@ fn users(ctx: &Ctx<'_>) -> ResultSet {
             u.and_then(|u| u.pool_mode).map(|m| m.as_str()).into(),
             cfg.max_user_connections(&name).into(),
             servers.into(),
-            0i32.into(),
+            cfg.max_user_client_connections(&name).into(),
             clients_by_user.get(&name).copied().unwrap_or(0).into(),
         ]);
     }

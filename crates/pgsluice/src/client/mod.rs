@@ -253,7 +253,7 @@ async fn open(
         held: Box::new(Held {
             reg,
             _admission: admission,
-            _db_slot: pool_reg._db_slot,
+            _slots: pool_reg._slots,
             _token: token,
         }),
     })
@@ -336,8 +336,9 @@ struct PoolLogin {
     user: Arc<str>,
     database: Arc<str>,
     application_name: String,
-    /// The client's place under max_db_client_connections, held until it leaves.
-    _db_slot: crate::pool::ClientSlot,
+    /// The client's places under max_db_client_connections and
+    /// max_user_client_connections, held until it leaves.
+    _slots: [crate::pool::ClientSlot; 2],
 }
 
 async fn login(
@@ -482,6 +483,10 @@ async fn login(
         .router
         .admit_db_client(&database)
         .map_err(LoginFailure::Notice)?;
+    let user_slot = ctx
+        .router
+        .admit_user_client(&user)
+        .map_err(LoginFailure::Notice)?;
     let info = pool
         .startup_info()
         .await
@@ -505,7 +510,7 @@ async fn login(
         // The pool key already holds the database name: share it.
         database: pool.key().database.clone(),
         application_name,
-        _db_slot: db_slot,
+        _slots: [db_slot, user_slot],
     };
     Ok(LoggedIn::Pool(
         Session::new(ctx.clone(), route, client_params, cancel, &buf[..]),

@@ -123,6 +123,9 @@ pub struct General {
     pub max_user_connections: usize,
     /// Maximum client connections per database; default 0 = unlimited.
     pub max_db_client_connections: usize,
+    /// Maximum client connections per (client-side) user, all databases together;
+    /// default 0 = unlimited.
+    pub max_user_client_connections: usize,
     /// Extra server connections a pool may open for clients waiting too long; default 0.
     pub reserve_pool_size: usize,
     /// How long a client waits before the reserve pool is used; default 5s.
@@ -255,6 +258,7 @@ impl Default for General {
             max_db_connections: 0,
             max_user_connections: 0,
             max_db_client_connections: 0,
+            max_user_client_connections: 0,
             reserve_pool_size: 0,
             reserve_pool_timeout: Secs::from_secs(5),
             server_login_retry: Secs::from_secs(15),

@@ -316,6 +316,9 @@ pub struct UserConfig {
     /// Maximum server connections for this user, all databases together; default
     /// `general.max_user_connections` (0 = unlimited).
     pub max_user_connections: Option<usize>,
+    /// Maximum client connections logged in as this user, all databases together;
+    /// default `general.max_user_client_connections` (0 = unlimited).
+    pub max_user_client_connections: Option<usize>,
 }
 
 impl fmt::Debug for UserConfig {
@@ -326,6 +329,10 @@ impl fmt::Debug for UserConfig {
             .field("pool_size", &self.pool_size)
             .field("reserve_pool_size", &self.reserve_pool_size)
             .field("max_user_connections", &self.max_user_connections)
+            .field(
+                "max_user_client_connections",
+                &self.max_user_client_connections,
+            )
             .finish()
     }
 }
@@ -478,6 +485,15 @@ impl Config {
             .get(user)
             .and_then(|u| u.max_user_connections)
             .unwrap_or(self.general.max_user_connections)
+    }
+
+    /// Client connection cap of (client-side) user `user` (0 = unlimited): the user's
+    /// `max_user_client_connections`, else general's.
+    pub fn max_user_client_connections(&self, user: &str) -> usize {
+        self.users
+            .get(user)
+            .and_then(|u| u.max_user_client_connections)
+            .unwrap_or(self.general.max_user_client_connections)
     }
 
     /// Effective pool mode: the user's, then the database's, then general's.

@@ -471,6 +471,9 @@ impl Builder {
                 "max_user_connections" => {
                     u.max_user_connections = Some(parse_count(&v).map_err(|e| err(e.0))?);
                 }
+                "max_user_client_connections" => {
+                    u.max_user_client_connections = Some(parse_count(&v).map_err(|e| err(e.0))?);
+                }
                 other => {
                     return Err(err(format!(
                         "parameter `{other}` is not handled (a pgsluice bug)"

@@ -99,6 +99,7 @@ pub(crate) fn apply(g: &mut General, name: &str, v: &str) -> Result<Applied, Str
         "max_db_connections" => set!(max_db_connections = count(v)?),
         "max_user_connections" => set!(max_user_connections = count(v)?),
         "max_db_client_connections" => set!(max_db_client_connections = count(v)?),
+        "max_user_client_connections" => set!(max_user_client_connections = count(v)?),
         "server_round_robin" => set!(server_round_robin = flag(v)?),
         "ignore_startup_parameters" => set!(ignore_startup_parameters = split_list(v)),
         "track_extra_parameters" => set!(track_extra_parameters = split_list(v)),

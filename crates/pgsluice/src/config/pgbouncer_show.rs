@@ -245,6 +245,7 @@ fn mapped_value(g: &General, key: &str) -> Option<String> {
         "max_db_connections" => g.max_db_connections.to_string(),
         "max_db_client_connections" => g.max_db_client_connections.to_string(),
         "max_user_connections" => g.max_user_connections.to_string(),
+        "max_user_client_connections" => g.max_user_client_connections.to_string(),
         "server_round_robin" => flag(g.server_round_robin),
         "ignore_startup_parameters" => g.ignore_startup_parameters.join(","),
         "track_extra_parameters" => g.track_extra_parameters.join(","),

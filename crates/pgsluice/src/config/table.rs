@@ -135,6 +135,10 @@ pub(crate) fn to_table(cfg: &Config) -> Table {
         "max_db_client_connections".into(),
         int(g.max_db_client_connections),
     );
+    general.insert(
+        "max_user_client_connections".into(),
+        int(g.max_user_client_connections),
+    );
     general.insert("reserve_pool_size".into(), int(g.reserve_pool_size));
     general.insert("reserve_pool_timeout".into(), secs(g.reserve_pool_timeout));
     general.insert("server_login_retry".into(), secs(g.server_login_retry));
@@ -278,6 +282,9 @@ pub(crate) fn to_table(cfg: &Config) -> Table {
         }
         if let Some(n) = u.max_user_connections {
             t.insert("max_user_connections".into(), int(n));
+        }
+        if let Some(n) = u.max_user_client_connections {
+            t.insert("max_user_client_connections".into(), int(n));
         }
         users.insert(name.clone(), Value::Table(t));
     }
