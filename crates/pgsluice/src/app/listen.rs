@@ -49,7 +49,11 @@ impl Instance {
             )));
         }
         if let Some(path) = unix_socket_path(&cfg.general) {
-            let listener = bind_unix(&path, cfg.general.unix_socket_mode)?;
+            let listener = bind_unix(
+                &path,
+                cfg.general.unix_socket_mode,
+                cfg.general.unix_socket_group.as_deref(),
+            )?;
             tracing::info!("listening on unix socket {}", path.display());
             accept_tasks.push(tokio::spawn(accept_loop(
                 Listener::Unix(listener, path),
@@ -266,9 +270,14 @@ fn unix_socket_path(g: &crate::config::General) -> Option<std::path::PathBuf> {
     Some(std::path::Path::new(dir).join(format!(".s.PGSQL.{port}")))
 }
 
-/// Binds the unix socket, replacing a stale file but refusing one a live pooler uses.
-fn bind_unix(path: &std::path::Path, mode: u32) -> io::Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
+/// Binds the unix socket, replacing a stale file but refusing one a live pooler uses;
+/// then gives it `mode` and, if set, `group` (PgBouncer's unix_socket_group: the
+/// process must be a member of the group, or root).
+fn bind_unix(
+    path: &std::path::Path,
+    mode: u32,
+    group: Option<&str>,
+) -> io::Result<tokio::net::UnixListener> {
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(io::Error::new(
@@ -282,8 +291,35 @@ fn bind_unix(path: &std::path::Path, mode: u32) -> io::Result<tokio::net::UnixLi
         std::fs::remove_file(path)?;
     }
     let listener = tokio::net::UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    let owned = set_owner_and_mode(path, mode, group);
+    if let Err(e) = owned {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
     Ok(listener)
+}
+
+/// The group and mode of a freshly bound unix socket.
+fn set_owner_and_mode(path: &std::path::Path, mode: u32, group: Option<&str>) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(group) = group {
+        let gid = crate::config::os_group::group_id(group).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("unix_socket_group: group `{group}` does not exist"),
+            )
+        })?;
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "unix_socket_group: cannot give {} to group `{group}`: {e}",
+                    path.display()
+                ),
+            )
+        })?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 async fn accept_loop(listener: Listener, app: Arc<App>) {

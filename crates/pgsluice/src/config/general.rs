@@ -105,7 +105,8 @@ pub struct General {
     /// Mode of the listening unix socket; default 0o777.
     #[serde(deserialize_with = "de_octal_mode")]
     pub unix_socket_mode: u32,
-    /// Group of the listening unix socket; default none.
+    /// Group given to the listening unix socket after it is bound (a name, or a
+    /// numeric id); default none: the process's group.
     pub unix_socket_group: Option<String>,
     /// Startup parameters accepted and ignored (`ignore_startup_parameters`); default empty.
     #[serde(deserialize_with = "de_string_list")]
@@ -332,11 +333,6 @@ impl General {
             "application_name_add_host",
             self.application_name_add_host,
             "adding the client address to application_name",
-        );
-        not_yet(
-            "unix_socket_group",
-            self.unix_socket_group.is_some(),
-            "a group for the listening unix socket (it keeps the process's group)",
         );
         not_yet(
             "server_round_robin",

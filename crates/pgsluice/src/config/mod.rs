@@ -22,6 +22,7 @@ mod ini;
 pub(crate) mod load;
 mod locate;
 mod log_settings;
+pub mod os_group;
 mod pgbouncer;
 mod pgbouncer_hosts;
 pub mod pgbouncer_keys;

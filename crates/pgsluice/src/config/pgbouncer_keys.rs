@@ -139,7 +139,7 @@ pub const KEYS: &[KeyInfo] = &[
     k(Pgbouncer, "listen_port", "6432", Implemented, Mapped, ""),
     k(Pgbouncer, "unix_socket_dir", "/tmp", Implemented, Mapped, "pgsluice listens on `<dir>/.s.PGSQL.<listen_port>` (a stale file is replaced, a live one refused; removed at exit); empty = no unix socket. Also the server socket directory of databases without `host`. User `pgbouncer` connecting over it from the OS user running pgsluice gets the admin console without a password, as in PgBouncer."),
     k(Pgbouncer, "unix_socket_mode", "0777", Implemented, Mapped, "Permissions of the listening unix socket."),
-    k(Pgbouncer, "unix_socket_group", "not set", NotYet, Mapped, "The listening socket keeps the group of the pgsluice process."),
+    k(Pgbouncer, "unix_socket_group", "not set", Implemented, Mapped, "The listening socket is given this group after it is bound (a group name, or a numeric id); a group that does not exist is a configuration error."),
     k(Pgbouncer, "user", "not set", Implemented, Mapped, "Same as `-u`: switch to this Unix user at startup (needs root)."),
     k(Pgbouncer, "pool_mode", "session", Implemented, Mapped, "`session`, `transaction` and `statement` (see configuration.md: a server connection per statement; a transaction block ends the client with PgBouncer's error, the server connection rolled back)."),
     k(Pgbouncer, "max_client_conn", "100", Implemented, Mapped, ""),

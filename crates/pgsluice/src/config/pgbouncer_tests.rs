@@ -238,6 +238,20 @@ fn include_is_relative_to_the_including_file() {
     assert!(msg.contains("includes itself"), "{msg}");
 }
 
+/// A unix_socket_group naming no group is a configuration error on its line.
+#[test]
+fn unknown_unix_socket_group_is_an_error() {
+    let (_, line, key, msg) = at(load_ini(
+        "bad-group",
+        &format!("{BASE}unix_socket_group = no-such-group-pgsluice\n"),
+    ));
+    assert_eq!((line, key.as_str()), (5, "pgbouncer.unix_socket_group"));
+    assert!(msg.contains("does not exist"), "{msg}");
+    let c = load_ini("root-group", &format!("{BASE}unix_socket_group = 0\n")).unwrap();
+    assert_eq!(c.general.unix_socket_group.as_deref(), Some("0"));
+    assert!(!c.warnings().iter().any(|w| w.contains("unix_socket_group")));
+}
+
 #[test]
 fn unknown_keys_and_bad_values_are_errors_with_lines() {
     let (file, line, key, msg) = at(load_ini("unknown", "[pgbouncer]\n\nlisten_prot = 6432\n"));
