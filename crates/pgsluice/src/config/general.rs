@@ -98,6 +98,10 @@ pub struct General {
     pub auth_query: String,
     /// Database `auth_query` runs in; default: the database the client asked for.
     pub auth_dbname: Option<String>,
+    /// How long a user that `auth_query` did not find is remembered (its logins fail
+    /// without running the query again); default 5s; 0 = not remembered (pgsluice's
+    /// own key).
+    pub auth_query_miss_ttl: Secs,
     /// Directory of the listening unix socket (`unix_socket_dir`); `None` = not set,
     /// `Some("")` = unix sockets disabled. Also the server socket directory for
     /// pgbouncer.ini databases without `host`.
@@ -250,6 +254,7 @@ impl Default for General {
             auth_user: None,
             auth_query: DEFAULT_AUTH_QUERY.to_owned(),
             auth_dbname: None,
+            auth_query_miss_ttl: Secs::from_secs(5),
             unix_socket_dir: None,
             unix_socket_mode: 0o777,
             unix_socket_group: None,

@@ -103,6 +103,7 @@ pub(crate) fn to_table(cfg: &Config) -> Table {
     opt_string(&mut general, "auth_user", g.auth_user.as_deref());
     general.insert("auth_query".into(), string(&g.auth_query));
     opt_string(&mut general, "auth_dbname", g.auth_dbname.as_deref());
+    general.insert("auth_query_miss_ttl".into(), secs(g.auth_query_miss_ttl));
     opt_string(
         &mut general,
         "unix_socket_dir",
