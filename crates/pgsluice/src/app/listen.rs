@@ -39,7 +39,7 @@ impl Instance {
         let mut addrs = Vec::new();
         let mut accept_tasks = Vec::new();
         for addr in &cfg.general.listen {
-            let listener = TcpListener::bind(addr).await?;
+            let listener = bind_tcp(*addr, cfg.general.so_reuseport)?;
             let local = listener.local_addr()?;
             tracing::info!("listening on {local}");
             addrs.push(local);
@@ -260,6 +260,22 @@ impl Drop for Listener {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// Binds a TCP listener as `TcpListener::bind` does (SO_REUSEADDR, backlog 1024),
+/// with SO_REUSEPORT too when `reuseport` (PgBouncer's so_reuseport: several processes
+/// on one port, the kernel spreading connections over them).
+fn bind_tcp(addr: SocketAddr, reuseport: bool) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    if reuseport {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// `<unix_socket_dir>/.s.PGSQL.<port>`, with the port of the first TCP listen address

@@ -4,6 +4,7 @@
 mod admin_session;
 pub mod auth;
 pub mod auth_query;
+mod cancel_route;
 mod conclude;
 pub mod context;
 mod hba;
@@ -127,7 +128,7 @@ async fn open(
     };
     let params = match startup {
         StartupPacket::Cancel { pid, secret } => {
-            Box::pin(forward_cancel(&ctx, pid, &secret)).await;
+            Box::pin(cancel_route::forward_cancel(&ctx, pid, &secret)).await;
             return None;
         }
         StartupPacket::UnsupportedVersion { major, minor } => {
@@ -436,7 +437,7 @@ async fn login(
                 format!("user \"{user}\" is not allowed to use the admin console (admin_users, stats_users)"),
             ));
         };
-        let cancel = ctx.cancel.register();
+        let cancel = ctx.cancel.register_as(cfg.general.peer_id);
         let (pid, secret) = cancel.key();
         backend::auth_ok(&mut out);
         admin::write_startup(&mut out, pid, secret);
@@ -493,7 +494,7 @@ async fn login(
         .map_err(|e| LoginFailure::Notice(e.to_notice()))?;
     client_params.fill_from(&info.tracked);
     let client_params = pool.share_params(client_params, &info.tracked);
-    let cancel = ctx.cancel.register();
+    let cancel = ctx.cancel.register_as(cfg.general.peer_id);
     let (pid, secret) = cancel.key();
 
     backend::auth_ok(&mut out);
@@ -546,22 +547,3 @@ fn apply_options(
 }
 
 pub(crate) use crate::net::send_fatal;
-
-/// Forwards a client's CancelRequest to the server connection it is using, if any,
-/// giving up after cancel_wait_timeout.
-async fn forward_cancel(ctx: &ClientContext, pid: i32, secret: &[u8]) {
-    match ctx.cancel.lookup(pid, secret) {
-        Some(t) => {
-            tracing::info!(
-                client = pid,
-                backend_pid = t.key.pid,
-                "forwarding cancel request"
-            );
-            let limit = ctx.live.hot().cancel_wait_timeout;
-            if let Err(e) = crate::server::send_cancel_within(&t.target, &t.key, limit).await {
-                tracing::warn!(error = %e, "could not forward cancel request");
-            }
-        }
-        None => tracing::debug!(client = pid, "cancel request for no running query; ignored"),
-    }
-}

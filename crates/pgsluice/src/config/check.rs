@@ -83,6 +83,7 @@ impl Config {
                 "must be >= 1 (leave it out for one worker per core)",
             ));
         }
+        self.check_peers()?;
         if let Some(group) = g.unix_socket_group.as_deref() {
             if os_group::group_id(group).is_none() {
                 return Err(issue(

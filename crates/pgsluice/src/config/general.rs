@@ -126,6 +126,12 @@ pub struct General {
     pub max_db_connections: usize,
     /// Maximum server connections per user, all databases together; default 0 = unlimited.
     pub max_user_connections: usize,
+    /// This process's id in a peered group (`[peers]`), put into the cancel keys it
+    /// issues; default 0 = peering off; at most 16383.
+    pub peer_id: u16,
+    /// Bind the TCP listeners with SO_REUSEPORT, so that several processes can listen
+    /// on the same port (the kernel spreads connections over them); default false.
+    pub so_reuseport: bool,
     /// Maximum client connections per database; default 0 = unlimited.
     pub max_db_client_connections: usize,
     /// Maximum client connections per (client-side) user, all databases together;
@@ -263,6 +269,8 @@ impl Default for General {
             server_round_robin: false,
             max_db_connections: 0,
             max_user_connections: 0,
+            peer_id: 0,
+            so_reuseport: false,
             max_db_client_connections: 0,
             max_user_client_connections: 0,
             reserve_pool_size: 0,

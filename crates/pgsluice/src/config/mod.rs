@@ -23,6 +23,7 @@ pub(crate) mod load;
 mod locate;
 mod log_settings;
 pub mod os_group;
+mod peers;
 mod pgbouncer;
 mod pgbouncer_hosts;
 pub mod pgbouncer_keys;
@@ -49,6 +50,7 @@ pub use format::ConfigFormat;
 pub use general::{General, ALWAYS_IGNORED_STARTUP_PARAMETERS, DEFAULT_AUTH_QUERY};
 pub use load::{apply_env, env_vars, load_file, load_file_as, parse_str, ConfigError, ENV_PREFIX};
 pub use log_settings::SyslogFacility;
+pub use peers::{PeerConfig, MAX_PEER_ID};
 pub use replicas::{
     defaults as replica_defaults, HostConfig, HostRole, LoadBalance, PrimaryReads, ReplicaLag,
     TargetSessionAttrs,
@@ -74,6 +76,10 @@ pub struct Config {
     /// The `[users.<name>]` tables; key = the user name clients log in with.
     #[serde(default)]
     pub users: BTreeMap<String, UserConfig>,
+    /// The `[peers.<peer_id>]` tables: the other processes of a peered group
+    /// (PgBouncer's `[peers]`), to which cancel requests for their clients go.
+    #[serde(default)]
+    pub peers: BTreeMap<String, PeerConfig>,
     /// Where it came from (file path), for messages. None for quick mode.
     #[serde(skip)]
     pub source: Option<PathBuf>,

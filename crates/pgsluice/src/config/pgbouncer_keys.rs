@@ -154,7 +154,7 @@ pub const KEYS: &[KeyInfo] = &[
     k(Pgbouncer, "server_round_robin", "0", NotYet, Mapped, "pgsluice reuses idle server connections LIFO, like PgBouncer's default."),
     k(Pgbouncer, "track_extra_parameters", "IntervalStyle", Implemented, Mapped, "pgsluice always tracks client_encoding, DateStyle, TimeZone, IntervalStyle, standard_conforming_strings, application_name, default_transaction_read_only and search_path; the names listed here are carried too, reported by PostgreSQL or not (their values are read back after a SET). See docs/session-state.md."),
     k(Pgbouncer, "ignore_startup_parameters", "empty", Implemented, Mapped, "Listed startup parameters are accepted and ignored; pgsluice always ignores `extra_float_digits`; other unknown ones are refused with 08P01, as PgBouncer does."),
-    k(Pgbouncer, "peer_id", "0", NotYet, Ignored(Int, ZERO), "Peering is not implemented."),
+    k(Pgbouncer, "peer_id", "0", Implemented, Mapped, "Put into the cancel keys this process issues (PgBouncer's layout: the id in the second and third byte, a forwarding TTL in the last two bits), so that a peer receiving the cancel forwards it here; 0 = peering off; at most 16383. A change applies to clients that log in afterwards."),
     k(Pgbouncer, "disable_pqexec", "0", NotYet, Ignored(Bool, ZERO), ""),
     k(Pgbouncer, "application_name_add_host", "0", NotYet, Mapped, ""),
     k(Pgbouncer, "conffile", "the file given on the command line", NotYet, Ignored(Str, Never), "pgsluice always reloads the file it was started with."),
@@ -232,7 +232,7 @@ pub const KEYS: &[KeyInfo] = &[
     k(Pgbouncer, "max_packet_size", "2147483647", Implemented, Mapped, "pgsluice's `max_message_size`; at least 8192."),
     k(Pgbouncer, "listen_backlog", "128", NotYet, Ignored(Int, Never), ""),
     k(Pgbouncer, "sbuf_loopcnt", "5", NotApplicable, Ignored(Int, Never), "pgsluice's scheduler is Tokio's."),
-    k(Pgbouncer, "so_reuseport", "0", NotYet, Ignored(Bool, ZERO), ""),
+    k(Pgbouncer, "so_reuseport", "0", Implemented, Mapped, "The TCP listeners are bound with SO_REUSEPORT, so that several processes can listen on the same port; give each its own `unix_socket_dir` (and `peer_id` and `[peers]` so that cancel requests reach the right one)."),
     k(Pgbouncer, "tcp_defer_accept", "1 on Linux", NotYet, Ignored(Int, ZERO), ""),
     k(Pgbouncer, "tcp_socket_buffer", "not set", NotYet, Ignored(Int, ZERO), ""),
     k(Pgbouncer, "tcp_keepalive", "1", NotYet, Ignored(Bool, ZERO), "pgsluice does not turn keepalive on yet."),
@@ -276,9 +276,9 @@ pub const KEYS: &[KeyInfo] = &[
     k(User, "client_idle_timeout", "client_idle_timeout", NotYet, Ignored(Secs, ZERO), ""),
     k(User, "query_wait_timeout", "query_wait_timeout", NotYet, Ignored(Kind::SecsOrUnset, Values(&["-1"])), "Merged for PgBouncer 1.26; -1 = not set."),
     // [peers] parameters.
-    k(Peer, "host", "not set", NotYet, Mapped, "Peering is not implemented: each `[peers]` entry warns."),
-    k(Peer, "port", "6432", NotYet, Mapped, ""),
-    k(Peer, "pool_size", "default_pool_size", NotYet, Mapped, ""),
+    k(Peer, "host", "not set", Implemented, Mapped, "A host name or IP address, or a unix socket directory (an absolute path). A cancel request whose key carries this peer's id is forwarded there, its TTL lowered by one (dropped when the TTL is spent or the peer is not listed), as in PgBouncer."),
+    k(Peer, "port", "6432", Implemented, Mapped, ""),
+    k(Peer, "pool_size", "default_pool_size", Implemented, Mapped, "Cancel requests forwarded to the peer at once (each on its own connection); further ones wait, within `cancel_wait_timeout`."),
 ];
 
 /// Every PgBouncer key with its status.

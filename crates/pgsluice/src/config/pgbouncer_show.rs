@@ -246,6 +246,8 @@ fn mapped_value(g: &General, key: &str) -> Option<String> {
         "max_db_client_connections" => g.max_db_client_connections.to_string(),
         "max_user_connections" => g.max_user_connections.to_string(),
         "max_user_client_connections" => g.max_user_client_connections.to_string(),
+        "peer_id" => g.peer_id.to_string(),
+        "so_reuseport" => flag(g.so_reuseport),
         "server_round_robin" => flag(g.server_round_robin),
         "ignore_startup_parameters" => g.ignore_startup_parameters.join(","),
         "track_extra_parameters" => g.track_extra_parameters.join(","),

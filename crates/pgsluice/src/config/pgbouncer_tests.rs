@@ -425,9 +425,31 @@ fn semantics_mapped_from_pgbouncer() {
         "{:?}",
         c.warnings()
     );
-    // Peers are validated, then warned about.
-    let c = load_ini("peers", "[peers]\n1 = host=10.0.0.1 port=6432\n").unwrap();
-    assert!(c.warnings().iter().any(|x| x.contains("peering")));
+    // Peers are read, without a warning.
+    let c = load_ini(
+        "peers",
+        "[pgbouncer]\npeer_id = 2\nso_reuseport = 1\n[peers]\n1 = host=10.0.0.1 port=6433 pool_size=3\n3 = host=/tmp/p3\n",
+    )
+    .unwrap();
+    assert!(
+        !c.warnings().iter().any(|x| x.contains("peer")),
+        "{:?}",
+        c.warnings()
+    );
+    assert_eq!((c.general.peer_id, c.general.so_reuseport), (2, true));
+    let p1 = c.peer(1).unwrap();
+    assert_eq!(
+        (p1.host.as_str(), p1.port, p1.pool_size),
+        ("10.0.0.1", 6433, Some(3))
+    );
+    assert_eq!(
+        (c.peer(3).unwrap().host.as_str(), c.peer(3).unwrap().port),
+        ("/tmp/p3", 6432)
+    );
+    let (_, line, key, _) = at(load_ini("peers-id", "[peers]\nx = host=a\n"));
+    assert_eq!((line, key.as_str()), (2, "peers.x"));
+    let (_, line, key, _) = at(load_ini("peer-id", "[pgbouncer]\npeer_id = 16384\n"));
+    assert_eq!((line, key.as_str()), (2, "pgbouncer.peer_id"));
     let (_, line, key, _) = at(load_ini("peers-bad", "[peers]\n1 = host=x porridge=1\n"));
     assert_eq!((line, key.as_str()), (2, "peers.1.porridge"));
 }

@@ -140,6 +140,8 @@ pub(crate) fn to_table(cfg: &Config) -> Table {
         "max_user_client_connections".into(),
         int(g.max_user_client_connections),
     );
+    general.insert("peer_id".into(), int(usize::from(g.peer_id)));
+    general.insert("so_reuseport".into(), Value::Boolean(g.so_reuseport));
     general.insert("reserve_pool_size".into(), int(g.reserve_pool_size));
     general.insert("reserve_pool_timeout".into(), secs(g.reserve_pool_timeout));
     general.insert("server_login_retry".into(), secs(g.server_login_retry));
@@ -290,10 +292,24 @@ pub(crate) fn to_table(cfg: &Config) -> Table {
         users.insert(name.clone(), Value::Table(t));
     }
 
+    let mut peers = Table::new();
+    for (id, p) in &cfg.peers {
+        let mut t = Table::new();
+        t.insert("host".into(), string(&p.host));
+        t.insert("port".into(), int(usize::from(p.port)));
+        if let Some(n) = p.pool_size {
+            t.insert("pool_size".into(), int(n));
+        }
+        peers.insert(id.clone(), Value::Table(t));
+    }
+
     let mut root = Table::new();
     root.insert("general".into(), Value::Table(general));
     root.insert("databases".into(), Value::Table(databases));
     root.insert("users".into(), Value::Table(users));
+    if !peers.is_empty() {
+        root.insert("peers".into(), Value::Table(peers));
+    }
     root
 }
 
