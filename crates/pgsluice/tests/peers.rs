@@ -82,16 +82,22 @@ async fn cancel_through<F, Fut, S>(
 {
     let c = try_connect(&client).await.expect("client login");
     let token = c.cancel_token();
-    let running = tokio::spawn(async move {
+    let mut running = tokio::spawn(async move {
         let r = c.simple_query("select pg_sleep(30)").await;
         (c, r)
     });
-    wait_active_query(direct, "pg_sleep(30)").await;
+    tokio::select! {
+        _ = wait_active_query(direct, "pg_sleep(30)") => {}
+        done = &mut running => {
+            let (_, r) = done.unwrap();
+            panic!("pg_sleep(30) ended before it was cancelled: {r:?}");
+        }
+    }
     token
         .cancel_query_raw(cancel().await, NoTls)
         .await
         .expect("send cancel");
-    let (c, r) = tokio::time::timeout(Duration::from_secs(20), running)
+    let (c, r) = tokio::time::timeout(Duration::from_secs(20), &mut running)
         .await
         .expect("the query was not cancelled within 20 s")
         .unwrap();
