@@ -157,7 +157,7 @@ impl Config {
                     "database name must not be empty",
                 ));
             }
-            super::shards::check_sharding(name, d)?;
+            check_sharding(name, d)?;
             if d.shards.is_none() {
                 check_hosts(name, d)?;
             }
@@ -349,4 +349,103 @@ fn check_log_level(level: &str) -> Result<(), String> {
     tracing_subscriber::EnvFilter::try_new(t)
         .map(|_| ())
         .map_err(|e| format!("invalid filter directive `{t}`: {e}"))
+}
+
+/// The checks of `shards`, `sharded_tables` and `two_phase_commit` on database
+/// `name`, and the host checks of each shard. A database without `shards` gets
+/// its own host checks from the caller.
+fn check_sharding(name: &str, d: &DatabaseConfig) -> Result<(), Issue> {
+    let dk = |k: &str| path(&["databases", name, k]);
+    let issue = |keys: Vec<Vec<String>>, message: String| Issue { keys, message };
+    let Some(shards) = &d.shards else {
+        if !d.sharded_tables.is_empty() {
+            return Err(issue(
+                vec![dk("sharded_tables")],
+                "`sharded_tables` needs `shards` (the servers to split the tables over)".into(),
+            ));
+        }
+        if d.two_phase_commit {
+            return Err(issue(
+                vec![dk("two_phase_commit")],
+                "`two_phase_commit` is only meaningful with `shards`".into(),
+            ));
+        }
+        return Ok(());
+    };
+    if shards.is_empty() {
+        return Err(issue(
+            vec![dk("shards")],
+            "must list at least one shard".into(),
+        ));
+    }
+    if name == Config::FALLBACK_DATABASE {
+        return Err(issue(
+            vec![dk("shards")],
+            "the fallback database `*` cannot be sharded".into(),
+        ));
+    }
+    for key in ["host", "hosts"] {
+        let set = match key {
+            "host" => !d.host.trim().is_empty(),
+            _ => d.hosts.is_some(),
+        };
+        if set {
+            return Err(issue(
+                vec![dk(key), dk("shards")],
+                format!(
+                    "a sharded database takes its servers from `shards`: leave out `{key}` \
+                     (give each shard its `host` or `hosts`)"
+                ),
+            ));
+        }
+    }
+    let databases = d.shard_databases();
+    for (i, (shard, db)) in shards.iter().zip(&databases).enumerate() {
+        let at = |message: String| issue(vec![dk("shards")], format!("shard {i}: {message}"));
+        // The same checks as a database's `host` / `hosts`, blamed on `shards`.
+        check_hosts(name, db).map_err(|e| at(e.message))?;
+        if shard.port == Some(0) {
+            return Err(at("port must be between 1 and 65535".into()));
+        }
+        if shard.dbname.as_deref() == Some("") {
+            return Err(at(
+                "`dbname` must not be empty (leave it out to use the database's)".into(),
+            ));
+        }
+        let same = databases[..i]
+            .iter()
+            .position(|o| o.host_list() == db.host_list() && o.dbname == db.dbname);
+        if let Some(j) = same {
+            return Err(at(format!(
+                "the same servers and database as shard {j}: each shard needs a database of its own"
+            )));
+        }
+    }
+    let mut seen: Vec<(Option<String>, String)> = Vec::new();
+    for t in &d.sharded_tables {
+        let at = |message: String| issue(vec![dk("sharded_tables")], message);
+        let Some(folded) = t.folded_name() else {
+            return Err(at(format!(
+                "table `{}` is not a table name (`table` or `schema.table`)",
+                t.table
+            )));
+        };
+        if t.column.trim().is_empty() {
+            return Err(at(format!(
+                "table `{}`: `column` must not be empty",
+                t.table
+            )));
+        }
+        if t.folded_column().is_none() {
+            return Err(at(format!(
+                "table `{}`: `{}` is not a column name",
+                t.table, t.column
+            )));
+        }
+        if seen.contains(&folded) {
+            return Err(at(format!("table `{}` is listed twice", t.table)));
+        }
+        seen.push(folded);
+    }
+    Ok(())
 }
