@@ -278,6 +278,9 @@ impl Session {
         if prefix.first() == Some(&b'X') {
             return Next::End(None, "client terminated");
         }
+        if self.route.shards().is_some() {
+            return Box::pin(self.sharded(stream, info, prefix)).await;
+        }
         let mode = self.route.mode();
         // Read once: it decides the paths below.
         let word = param_request::first_word(&prefix);
@@ -437,6 +440,24 @@ impl Session {
         info.set_prepared_statements(self.stmts.len());
         self.route.work_done(access);
         conclude(end, co, mode, busy, stop.fired, &self.ctx.background)
+    }
+
+    /// A request on a sharded database: the sharded driver serves it.
+    async fn sharded(
+        &mut self,
+        stream: &mut Stream,
+        info: &Arc<ClientInfo>,
+        prefix: BytesMut,
+    ) -> Next {
+        let route = self.route.clone();
+        let (next, rest) =
+            super::shard_session::serve(&self.ctx, &route, &mut self.params, stream, info, prefix)
+                .await;
+        self.traffic.transactions += 1;
+        if let Some(rest) = rest {
+            self.pending = Some(Box::new(rest));
+        }
+        next
     }
 
     /// One relay run over a checked-out connection: until the release point, or the end.
