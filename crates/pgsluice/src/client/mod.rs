@@ -13,6 +13,7 @@ pub mod prepared;
 mod queue_notice;
 pub mod relay;
 mod session;
+mod shard_binary;
 mod shard_conn;
 mod shard_copy;
 mod shard_extended;

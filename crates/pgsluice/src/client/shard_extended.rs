@@ -10,6 +10,7 @@
 //! PostgreSQL does.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use pgsluice_protocol::backend::{self, tag as btag};
@@ -17,9 +18,11 @@ use pgsluice_protocol::frame::{Message, Reader};
 use pgsluice_protocol::frontend::{self, tag as ftag};
 use pgsluice_protocol::{ProtocolError, SqlState};
 
+use super::shard_binary::{bind_result_formats, client_formats};
 use super::shard_conn::{put_error, put_message, Broken};
 use super::shard_session::{Driver, Stmt};
 use crate::shard::hash::{key_from_binary, key_from_text, partition_hash, shard_of_hash};
+use crate::shard::merge::{MergePlan, Merger};
 use crate::shard::plan::{Plan, TxnCommand};
 use crate::shard::{KeyType, KeyValue};
 
@@ -31,6 +34,17 @@ struct Segment {
     /// For each Parse in `req`, in order: whether its ParseComplete is the client's
     /// (false for the Parses pgsluice adds).
     parses: VecDeque<bool>,
+    /// A SELECT over every shard: its replies are merged.
+    merge: Option<FanOutMerge>,
+}
+
+/// What a segment running one SELECT on every shard needs to merge the replies.
+struct FanOutMerge {
+    plan: Arc<MergePlan>,
+    /// The client's result format codes (the shards are asked for text).
+    formats: Vec<i16>,
+    /// The client asked for the portal's RowDescription.
+    describe: bool,
 }
 
 impl Segment {
@@ -39,7 +53,12 @@ impl Segment {
             shards,
             req: BytesMut::with_capacity(256),
             parses: VecDeque::new(),
+            merge: None,
         }
+    }
+
+    fn merging(seg: &Option<Segment>) -> bool {
+        seg.as_ref().is_some_and(|s| s.merge.is_some())
     }
 
     /// Adds an unnamed Parse of `stmt`, its ParseComplete swallowed.
@@ -96,6 +115,15 @@ impl Driver<'_> {
         seg: &mut Option<Segment>,
         portals: &mut HashMap<String, PortalAt>,
     ) -> Result<Result<(), (SqlState, String)>, Broken> {
+        // Describe S, Describe P and Execute after the Bind belong to a merging
+        // segment (tokio-postgres sends Parse, Bind, Describe S, Execute, Sync).
+        let own_step = matches!(m.tag, ftag::EXECUTE | ftag::DESCRIBE);
+        if Segment::merging(seg) && !own_step {
+            self.close_segment(seg).await?;
+            if self.skip {
+                return Ok(Ok(()));
+            }
+        }
         match m.tag {
             ftag::PARSE => {
                 let p = match frontend::parse_parse(&m.body) {
@@ -135,6 +163,18 @@ impl Driver<'_> {
                     let Some(stmt) = self.client.stmts.get(name).cloned() else {
                         return Ok(Err(no_statement(name)));
                     };
+                    if let Some(Segment {
+                        req,
+                        merge: Some(merge),
+                        ..
+                    }) = seg
+                    {
+                        // Its ParameterDescription comes from the first shard; its
+                        // RowDescription is the merged result's.
+                        frontend::target_message(req, ftag::DESCRIBE, b'S', "");
+                        merge.describe = true;
+                        return Ok(Ok(()));
+                    }
                     let s = seg.get_or_insert_with(|| {
                         let shard = self.txn.as_ref().and_then(|t| t.shard).unwrap_or(0);
                         Segment::new(vec![shard])
@@ -147,7 +187,11 @@ impl Driver<'_> {
                             if seg.as_ref().is_some_and(|s| s.shards == *sh) =>
                         {
                             if let Some(s) = seg {
-                                put_message(&mut s.req, m);
+                                match &mut s.merge {
+                                    // Described already (the merge needs it).
+                                    Some(merge) => merge.describe = true,
+                                    None => put_message(&mut s.req, m),
+                                }
                             }
                         }
                         Some(PortalAt::Local(..)) => {
@@ -167,6 +211,9 @@ impl Driver<'_> {
                     Some(PortalAt::Shards(sh)) if seg.as_ref().is_some_and(|s| s.shards == *sh) => {
                         if let Some(s) = seg {
                             put_message(&mut s.req, m);
+                        }
+                        if Segment::merging(seg) {
+                            self.close_segment(seg).await?;
                         }
                     }
                     Some(PortalAt::Local(plan, sql)) => {
@@ -232,7 +279,19 @@ impl Driver<'_> {
             Plan::Home => vec![0],
             Plan::Shard(i) => vec![*i],
             Plan::ByParam { index, key_type } => {
-                match bind_key(&m.body[names_len..], *index, *key_type, shards) {
+                // A parameter the client declared as another integer type (psycopg
+                // sends small ints as int2) is read as that type: integers hash
+                // alike whatever their width.
+                let int = |t: KeyType| {
+                    matches!(t, KeyType::SmallInt | KeyType::Integer | KeyType::BigInt)
+                };
+                let key_type = stmt
+                    .param_types
+                    .get(*index)
+                    .and_then(|&oid| KeyType::from_oid(oid))
+                    .filter(|t| int(*t) && int(*key_type))
+                    .unwrap_or(*key_type);
+                match bind_key(&m.body[names_len..], *index, key_type, shards) {
                     Ok(s) => vec![s],
                     Err(e) => return Ok(Err(e)),
                 }
@@ -248,14 +307,22 @@ impl Driver<'_> {
                 return Ok(Ok(()));
             }
             Plan::Refuse(u) => return Ok(Err((u.sqlstate, u.message.clone()))),
-            Plan::FanOut(_) | Plan::SplitInsert(_) | Plan::CopyIn { .. } => {
+            Plan::FanOut(mp) => {
+                return self
+                    .bind_fan_out(mp, &stmt, portal, &m.body[names_len..], seg, portals)
+                    .await
+            }
+            Plan::SplitInsert(_) | Plan::CopyIn { .. } => {
                 return Ok(Err((
                     SqlState::FEATURE_NOT_SUPPORTED,
-                    "a statement over several shards (SELECT without the key, multi-row INSERT, COPY) is supported through the simple query protocol only on a sharded database".into(),
+                    "a multi-row INSERT over several shards or a COPY is supported through the simple query protocol only on a sharded database".into(),
                 )))
             }
         };
-        if seg.as_ref().is_some_and(|s| s.shards != target) {
+        if seg
+            .as_ref()
+            .is_some_and(|s| s.shards != target || s.merge.is_some())
+        {
             self.close_segment(seg).await?;
             if self.skip {
                 return Ok(Ok(()));
@@ -287,12 +354,141 @@ impl Driver<'_> {
         Ok(Ok(()))
     }
 
+    /// A Bind of a SELECT without the key: a segment of its own over every shard,
+    /// which asks for text results and describes the portal for the merge.
+    async fn bind_fan_out(
+        &mut self,
+        mp: &Arc<MergePlan>,
+        stmt: &Stmt,
+        portal: &str,
+        rest: &[u8],
+        seg: &mut Option<Segment>,
+        portals: &mut HashMap<String, PortalAt>,
+    ) -> Result<Result<(), (SqlState, String)>, Broken> {
+        self.close_segment(seg).await?;
+        if self.skip {
+            return Ok(Ok(()));
+        }
+        if self.txn.is_some() && self.join_txn(None).await?.is_none() {
+            self.skip = true;
+            return Ok(Ok(()));
+        }
+        let Some((at, formats)) = bind_result_formats(rest) else {
+            return Ok(Err(malformed(ProtocolError::Malformed("Bind"))));
+        };
+        self.set.count_fanout();
+        let all: Vec<usize> = (0..self.set.pools().len()).collect();
+        let mut s = Segment::new(all.clone());
+        let sql = mp.shard_sql().unwrap_or(&stmt.sql);
+        frontend::parse(&mut s.req, "", sql.as_bytes(), &stmt.param_types);
+        s.parses.push_back(false);
+        s.req.put_u8(ftag::BIND);
+        s.req.put_u32((4 + portal.len() + 2 + at + 2) as u32);
+        s.req.put_slice(portal.as_bytes());
+        s.req.put_u8(0);
+        s.req.put_u8(0);
+        s.req.put_slice(&rest[..at]);
+        s.req.put_i16(0);
+        frontend::target_message(&mut s.req, ftag::DESCRIBE, b'P', portal);
+        s.merge = Some(FanOutMerge {
+            plan: mp.clone(),
+            formats,
+            describe: false,
+        });
+        *seg = Some(s);
+        portals.insert(portal.to_owned(), PortalAt::Shards(all));
+        Ok(Ok(()))
+    }
+
+    /// Sends a merging segment with a Sync; relays the first shard's own replies
+    /// (BindComplete...) and the merged result in the client's formats.
+    async fn close_merge(&mut self, s: Segment, merge: FanOutMerge) -> Result<(), Broken> {
+        let mut req = s.req;
+        frontend::sync(&mut req);
+        for &sh in &s.shards {
+            self.conn(sh).await?.send(&req).await?;
+        }
+        let mut merger = Merger::new(&merge.plan, s.shards.len(), self.set.text_bytes_order());
+        let mut merged = BytesMut::new();
+        let mut raw = BytesMut::new();
+        let mut error: Option<Message> = None;
+        let mut merge_error = None;
+        for (k, &sh) in s.shards.iter().enumerate() {
+            let mut parses = s.parses.clone();
+            loop {
+                let r = self.conn(sh).await?.next().await?;
+                match r.tag {
+                    btag::READY_FOR_QUERY => break,
+                    btag::ERROR_RESPONSE => {
+                        error.get_or_insert(r);
+                    }
+                    b'1' => {
+                        if parses.pop_front().unwrap_or(true) && k == 0 {
+                            put_message(&mut self.out, &r);
+                        }
+                    }
+                    b's' => {
+                        merge_error.get_or_insert((
+                            SqlState::FEATURE_NOT_SUPPORTED,
+                            "Execute with a row limit on a SELECT over several shards".to_owned(),
+                        ));
+                    }
+                    btag::ROW_DESCRIPTION
+                    | btag::DATA_ROW
+                    | btag::COMMAND_COMPLETE
+                    | btag::EMPTY_QUERY => {
+                        if error.is_some() || merge_error.is_some() {
+                            continue;
+                        }
+                        raw.clear();
+                        put_message(&mut raw, &r);
+                        let pushed = merger
+                            .push(k, &raw)
+                            .and_then(|()| merger.drain(&mut merged));
+                        if let Err(e) = pushed {
+                            merge_error = Some((e.sqlstate, e.message));
+                        }
+                    }
+                    // BindComplete and the like: the first shard's.
+                    _ if k == 0 => put_message(&mut self.out, &r),
+                    _ => {}
+                }
+            }
+        }
+        if error.is_none() && merge_error.is_none() {
+            if let Err(e) = merger.finish(&mut merged) {
+                merge_error = Some((e.sqlstate, e.message));
+            }
+        }
+        if error.is_none() && merge_error.is_none() {
+            match client_formats(&merged, &merge.formats, merge.describe) {
+                Ok(out) => self.out.extend_from_slice(&out),
+                Err(e) => merge_error = Some((SqlState::FEATURE_NOT_SUPPORTED, e)),
+            }
+        }
+        if let Some(e) = error {
+            put_message(&mut self.out, &e);
+            self.skip = true;
+        } else if let Some((code, message)) = merge_error {
+            put_error(&mut self.out, code, &message);
+            self.skip = true;
+        }
+        if let Some(e) = self.rollback_open_blocks().await? {
+            put_error(&mut self.out, SqlState::FEATURE_NOT_SUPPORTED, &e);
+            self.skip = true;
+        }
+        Ok(())
+    }
+
     /// Sends the open segment with a Sync and relays its replies (its ReadyForQuery
     /// is not the client's). An error there skips the rest of the batch.
     async fn close_segment(&mut self, seg: &mut Option<Segment>) -> Result<(), Broken> {
-        let Some(s) = seg.take() else {
+        let Some(mut s) = seg.take() else {
             return Ok(());
         };
+        if let Some(merge) = s.merge.take() {
+            return Box::pin(self.close_merge(s, merge)).await;
+        }
         let mut req = s.req;
         frontend::sync(&mut req);
         for &sh in &s.shards {
