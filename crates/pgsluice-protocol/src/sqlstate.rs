@@ -27,6 +27,10 @@ codes! {
     PROTOCOL_VIOLATION = "08P01", "protocol_violation";
     FEATURE_NOT_SUPPORTED = "0A000", "feature_not_supported";
     INVALID_PARAMETER_VALUE = "22023", "invalid_parameter_value";
+    NUMERIC_VALUE_OUT_OF_RANGE = "22003", "numeric_value_out_of_range";
+    INVALID_TEXT_REPRESENTATION = "22P02", "invalid_text_representation";
+    INVALID_BINARY_REPRESENTATION = "22P03", "invalid_binary_representation";
+    BAD_COPY_FILE_FORMAT = "22P04", "bad_copy_file_format";
     INVALID_TRANSACTION_STATE = "25000", "invalid_transaction_state";
     INVALID_SQL_STATEMENT_NAME = "26000", "invalid_sql_statement_name";
     IDLE_IN_TRANSACTION_TIMEOUT = "25P03", "idle_in_transaction_session_timeout";

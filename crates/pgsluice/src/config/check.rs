@@ -148,7 +148,10 @@ impl Config {
                     "database name must not be empty",
                 ));
             }
-            check_hosts(name, d)?;
+            super::shards::check_sharding(name, d)?;
+            if d.shards.is_none() {
+                check_hosts(name, d)?;
+            }
             check_replica_settings(name, d)?;
             if d.port == 0 {
                 return Err(issue(vec![dk("port")], "must be between 1 and 65535"));
@@ -210,7 +213,7 @@ impl Config {
 }
 
 /// `host` or `hosts` (exactly one), and each host of the list.
-fn check_hosts(name: &str, d: &DatabaseConfig) -> Result<(), Issue> {
+pub(super) fn check_hosts(name: &str, d: &DatabaseConfig) -> Result<(), Issue> {
     let dk = |k: &str| path(&["databases", name, k]);
     let not_single = |h: &str| {
         format!("`{h}` is not a host name, IP address or socket directory (no blanks or commas)")

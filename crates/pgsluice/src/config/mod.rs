@@ -52,7 +52,7 @@ pub use replicas::{
     defaults as replica_defaults, HostConfig, HostRole, LoadBalance, PrimaryReads, ReplicaLag,
     TargetSessionAttrs,
 };
-pub use shards::{ShardConfig, ShardedTableConfig};
+pub use shards::{fold_qualified, ShardConfig, ShardedTableConfig};
 pub use table::to_redacted_toml;
 use types::{de_opt_pool_mode, default_port};
 pub use types::{

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use toml::{Table, Value};
 
-use super::{Config, DatabaseConfig, HostRole, ReplicaLag, Secs};
+use super::{Config, DatabaseConfig, HostConfig, HostRole, ReplicaLag, Secs};
 
 /// What replaces passwords in [`to_redacted_toml`].
 const REDACTED: &str = "<redacted>";
@@ -217,11 +217,12 @@ pub(crate) fn to_table(cfg: &Config) -> Table {
     let mut databases = Table::new();
     for (name, d) in &cfg.databases {
         let mut t = Table::new();
-        if d.hosts.is_none() || !d.host.is_empty() {
+        if (d.hosts.is_none() && d.shards.is_none()) || !d.host.is_empty() {
             t.insert("host".into(), string(&d.host));
         }
         t.insert("port".into(), Value::Integer(d.port.into()));
         replica_keys(&mut t, d);
+        shard_keys(&mut t, d);
         let opt_strings = [
             ("dbname", &d.dbname),
             ("user", &d.user),
@@ -289,22 +290,70 @@ pub(crate) fn to_table(cfg: &Config) -> Table {
     root
 }
 
-/// The host list and replica settings of a database, those that are set.
-fn replica_keys(t: &mut Table, d: &DatabaseConfig) {
-    if let Some(hosts) = &d.hosts {
-        let list = hosts
+/// A `hosts` list as tables `{ host, port, role }`.
+fn host_list(hosts: &[HostConfig]) -> Value {
+    let list = hosts
+        .iter()
+        .map(|h| {
+            let mut e = Table::new();
+            e.insert("host".into(), string(&h.host));
+            e.insert("port".into(), Value::Integer(h.port.into()));
+            if h.role != HostRole::Auto {
+                e.insert("role".into(), string(h.role.as_str()));
+            }
+            Value::Table(e)
+        })
+        .collect();
+    Value::Array(list)
+}
+
+/// `shards`, `sharded_tables` and `two_phase_commit`, those that are set.
+fn shard_keys(t: &mut Table, d: &DatabaseConfig) {
+    if let Some(shards) = &d.shards {
+        let list = shards
             .iter()
-            .map(|h| {
+            .map(|s| {
                 let mut e = Table::new();
-                e.insert("host".into(), string(&h.host));
-                e.insert("port".into(), Value::Integer(h.port.into()));
-                if h.role != HostRole::Auto {
-                    e.insert("role".into(), string(h.role.as_str()));
+                if !s.host.is_empty() || s.hosts.is_none() {
+                    e.insert("host".into(), string(&s.host));
+                }
+                if let Some(p) = s.port {
+                    e.insert("port".into(), Value::Integer(p.into()));
+                }
+                if let Some(hosts) = &s.hosts {
+                    e.insert("hosts".into(), host_list(hosts));
+                }
+                opt_string(&mut e, "dbname", s.dbname.as_deref());
+                Value::Table(e)
+            })
+            .collect();
+        t.insert("shards".into(), Value::Array(list));
+    }
+    if !d.sharded_tables.is_empty() {
+        let list = d
+            .sharded_tables
+            .iter()
+            .map(|s| {
+                let mut e = Table::new();
+                e.insert("table".into(), string(&s.table));
+                e.insert("column".into(), string(&s.column));
+                if let Some(ty) = s.key_type {
+                    e.insert("type".into(), string(ty.name()));
                 }
                 Value::Table(e)
             })
             .collect();
-        t.insert("hosts".into(), Value::Array(list));
+        t.insert("sharded_tables".into(), Value::Array(list));
+    }
+    if d.two_phase_commit {
+        t.insert("two_phase_commit".into(), Value::Boolean(true));
+    }
+}
+
+/// The host list and replica settings of a database, those that are set.
+fn replica_keys(t: &mut Table, d: &DatabaseConfig) {
+    if let Some(hosts) = &d.hosts {
+        t.insert("hosts".into(), host_list(hosts));
     }
     if d.read_write_split {
         t.insert("read_write_split".into(), Value::Boolean(true));

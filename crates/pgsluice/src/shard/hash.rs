@@ -144,6 +144,18 @@ pub enum KeyError {
     },
 }
 
+impl KeyError {
+    /// The SQLSTATE PostgreSQL's input function would report: 22P02, 22003 or 22P03.
+    pub fn sqlstate(&self) -> pgsluice_protocol::SqlState {
+        use pgsluice_protocol::SqlState;
+        match self {
+            KeyError::Syntax { .. } => SqlState::INVALID_TEXT_REPRESENTATION,
+            KeyError::OutOfRange { .. } => SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+            KeyError::BinaryLength { .. } => SqlState::INVALID_BINARY_REPRESENTATION,
+        }
+    }
+}
+
 /// Parses the text form of a key as PostgreSQL's input function for `ty` would
 /// (surrounding spaces allowed for integers; uuid in its accepted spellings).
 ///
@@ -167,7 +179,9 @@ pub fn key_from_text(ty: KeyType, text: &[u8]) -> Result<KeyValue<'_>, KeyError>
         }
     };
     let lossy = || String::from_utf8_lossy(text).into_owned();
-    match parse_int(text) {
+    // PostgreSQL stops at the first digit that takes the magnitude past the
+    // type's (-min), so "99999999999x" is out of range rather than bad syntax.
+    match parse_int(text, min.unsigned_abs()) {
         IntParse::Value(v) if (i128::from(min)..=i128::from(max)).contains(&v) => {
             Ok(KeyValue::Int(v as i64))
         }
@@ -193,8 +207,9 @@ fn is_c_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
 }
 
-/// `pg_strtoint64` without the range check: the value, or why not.
-fn parse_int(text: &[u8]) -> IntParse {
+/// `pg_strtoint64` (and its 32- and 16-bit siblings, with `limit` the magnitude
+/// of the type's minimum) without the final range check: the value, or why not.
+fn parse_int(text: &[u8], limit: u64) -> IntParse {
     let start = text
         .iter()
         .position(|&b| !is_c_space(b))
@@ -226,7 +241,6 @@ fn parse_int(text: &[u8]) -> IntParse {
     }
     let mut value: i128 = 0;
     let mut seen_digit = false;
-    let mut overflow = false;
     let mut i = 0;
     while i < digits.len() {
         let b = digits[i];
@@ -244,17 +258,13 @@ fn parse_int(text: &[u8]) -> IntParse {
         };
         seen_digit = true;
         value = value * i128::from(radix) + i128::from(d);
-        if value > 1 << 64 {
-            overflow = true;
-            value = 1 << 64;
+        if value > i128::from(limit) {
+            return IntParse::Overflow;
         }
         i += 1;
     }
     if !seen_digit {
         return IntParse::Syntax;
-    }
-    if overflow {
-        return IntParse::Overflow;
     }
     IntParse::Value(if negative { -value } else { value })
 }

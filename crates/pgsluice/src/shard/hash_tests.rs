@@ -248,6 +248,10 @@ fn integer_text_input_errors() {
     range(Integer, "-2147483649");
     range(SmallInt, "32768");
     range(SmallInt, "-32769");
+    // PostgreSQL reports the overflow before the bad character after it.
+    range(BigInt, "99999999999999999999x");
+    range(Integer, "99999999999x");
+    range(SmallInt, "-99999 x");
     assert_eq!(
         int(SmallInt, "40000").unwrap_err().to_string(),
         "value \"40000\" is out of range for type smallint"
