@@ -26,11 +26,11 @@ impl Driver<'_> {
         options: &CopyOptions,
     ) -> Result<(), Broken> {
         let planner = self.set.planner();
-        let Some(key_type) = planner
+        let Some((key_type, key_name)) = planner
             .sharding()
             .tables
             .get(table)
-            .and_then(|t| t.key_type)
+            .and_then(|t| Some((t.key_type?, t.column.clone())))
         else {
             self.refuse(
                 SqlState::FEATURE_NOT_SUPPORTED,
@@ -79,7 +79,8 @@ impl Driver<'_> {
             self.ready();
             return Ok(());
         }
-        let mut splitter = CopySplitter::new(options.clone(), key_column, key_type, n);
+        let mut splitter =
+            CopySplitter::new(options.clone(), key_column, key_type, n).with_key_name(&key_name);
         let mut rows: Vec<Vec<u8>> = vec![Vec::new(); n];
         let mut failure: Option<(SqlState, String)> = None;
         loop {

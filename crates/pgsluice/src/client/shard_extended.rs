@@ -668,7 +668,7 @@ fn bind_key(
             Some(b) if format == 1 => key_from_binary(key_type, b),
             Some(b) => key_from_text(key_type, b),
         }
-        .map_err(|e| (SqlState::INVALID_PARAMETER_VALUE, e.to_string()))?;
+        .map_err(|e| (e.sqlstate(), e.to_string()))?;
         return Ok(shard_of_hash(partition_hash(&key), shards));
     }
     Err((
