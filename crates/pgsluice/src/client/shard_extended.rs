@@ -423,7 +423,9 @@ impl Driver<'_> {
                         error.get_or_insert(r);
                     }
                     b'1' => {
-                        if parses.pop_front().unwrap_or(true) && k == 0 {
+                        // Popped for every shard: each got the same Parses.
+                        let clients = parses.pop_front().unwrap_or(true);
+                        if clients && k == 0 {
                             put_message(&mut self.out, &r);
                         }
                     }
@@ -503,7 +505,9 @@ impl Driver<'_> {
                 match r.tag {
                     btag::READY_FOR_QUERY => break,
                     b'1' => {
-                        if parses.pop_front().unwrap_or(true) && k == 0 {
+                        // Popped for every shard: each got the same Parses.
+                        let clients = parses.pop_front().unwrap_or(true);
+                        if clients && k == 0 {
                             put_message(&mut self.out, &r);
                         }
                     }
