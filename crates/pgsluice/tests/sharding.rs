@@ -351,3 +351,63 @@ async fn placement_over_three_shards() {
         "300\n299\n298"
     );
 }
+
+/// The routing cost: the same single-shard pgbench (a custom script selecting one row
+/// by a random key) through pgsluice over two shards and straight to shard 0. A smoke
+/// run unless `PGSLUICE_BENCH` is set (see `bench_size`); the figures of a full run
+/// are in docs/sharding.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_cost_benchmark() {
+    let s = sharded(2).await;
+    let addr = s.addr;
+    psql_ok(addr, "create table orders (customer_id bigint, note text)");
+    psql_ok(addr, &copy_script(1, 10_000));
+    psql_ok(addr, "create index on orders (customer_id)");
+    let script = std::env::temp_dir().join(format!(
+        "pgsluice-shard-cost-{}-{}.sql",
+        std::process::id(),
+        addr.port()
+    ));
+    std::fs::write(
+        &script,
+        "\\set id random(1, 10000)\nselect note from orders where customer_id = :id;\n",
+    )
+    .unwrap();
+    let path = script.to_string_lossy().into_owned();
+    let secs = bench_size("20", "2");
+    let mut latency = Vec::new();
+    for (name, port) in [
+        ("through pgsluice", addr.port()),
+        ("straight to shard 0", s.shards[0].port()),
+    ] {
+        let o = tokio::task::block_in_place(|| {
+            pgbench(
+                port,
+                &[
+                    "-n", "-c", "4", "-j", "2", "-T", secs, "-M", "extended", "-f", &path,
+                ],
+            )
+        });
+        let text = stdout(&o);
+        assert!(
+            o.status.success(),
+            "pgbench {name}:\n{text}\n{}",
+            stderr(&o)
+        );
+        let field = |label: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(label))
+                .and_then(|v| v.trim().split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {label} in:\n{text}"))
+        };
+        let (lat, tps) = (field("latency average ="), field("tps ="));
+        println!("{name}: latency average {lat:.3} ms, {tps:.0} tps");
+        latency.push(lat);
+    }
+    let _ = std::fs::remove_file(script);
+    println!(
+        "routing cost per query: {:.1} µs (4 clients, 2 shards)",
+        (latency[0] - latency[1]) * 1000.0
+    );
+}
