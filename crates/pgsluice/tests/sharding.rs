@@ -411,3 +411,25 @@ async fn routing_cost_benchmark() {
         (latency[0] - latency[1]) * 1000.0
     );
 }
+
+/// Resharding as docs/sharding.md describes it: each old shard's rows copied out
+/// straight from its server and `\copy`'d into a pgsluice over the new shard count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resharding_two_to_three() {
+    let old = sharded(2).await;
+    psql_ok(old.addr, "create table orders (customer_id bigint, note text)");
+    psql_ok(old.addr, &copy_script(1, 300));
+    let new = sharded(3).await;
+    psql_ok(new.addr, "create table orders (customer_id bigint, note text)");
+    for pg in &old.shards {
+        let rows = pg_sql(pg, "copy orders to stdout");
+        psql_ok(new.addr, &format!("\\copy orders from stdin\n{rows}\n\\.\n"));
+    }
+    let per_shard = placement(&new.shards);
+    assert_eq!(per_shard.iter().sum::<i64>(), 300, "{per_shard:?}");
+    assert_eq!(psql_ok(new.addr, "select count(*) from orders"), "300");
+    assert_eq!(
+        psql_ok(new.addr, "select note from orders where customer_id = 7"),
+        "copy 7"
+    );
+}
