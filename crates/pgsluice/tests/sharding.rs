@@ -21,7 +21,7 @@ use pgsluice_testkit::PgCluster;
 
 /// pgsluice in front of `shards.len()` PostgreSQL servers, database [`DB`] sharded.
 struct Sharded {
-    _server: Instance,
+    server: Instance,
     addr: SocketAddr,
     shards: Vec<PgCluster>,
 }
@@ -39,6 +39,7 @@ async fn sharded(n: usize) -> Sharded {
     cfg.general.pool_mode = PoolMode::Transaction;
     cfg.general.default_pool_size = 4;
     cfg.general.admin_users = vec![USER.into()];
+    cfg.general.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     let list: Vec<String> = shards
         .iter()
         .map(|pg| format!("{{ host = \"{}\", port = {} }}", pg.host(), pg.port()))
@@ -55,7 +56,7 @@ async fn sharded(n: usize) -> Sharded {
     cfg.validate().expect("valid sharded config");
     let (server, addr) = start_pooler(cfg).await;
     Sharded {
-        _server: server,
+        server,
         addr,
         shards,
     }
@@ -320,6 +321,39 @@ async fn pgbench_with_a_random_key_and_show_shards() {
         let cross: u64 = r[10].parse().unwrap();
         assert!(cross >= 2, "the CREATE TABLE and the COPY: {text}");
     }
+    // The same counts in Prometheus.
+    let metrics = s.server.metrics_addr().expect("metrics endpoint");
+    let body = tokio::task::block_in_place(|| {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(metrics).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            c,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    });
+    let sample = |series: &str| -> u64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{body}"))
+    };
+    for (i, row) in rows.iter().enumerate() {
+        let n = sample(&format!(
+            "pgsluice_shard_queries_total{{database=\"{DB}\",shard=\"{i}\"}}"
+        ));
+        assert_eq!(n.to_string(), row[9], "shard {i}");
+    }
+    assert!(
+        sample(&format!(
+            "pgsluice_shard_fanout_queries_total{{database=\"{DB}\"}}"
+        )) >= 2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,7 +431,7 @@ async fn routing_cost_benchmark() {
         let field = |label: &str| -> f64 {
             text.lines()
                 .find_map(|l| l.trim().strip_prefix(label))
-                .and_then(|v| v.trim().split_whitespace().next())
+                .and_then(|v| v.split_whitespace().next())
                 .and_then(|v| v.parse().ok())
                 .unwrap_or_else(|| panic!("no {label} in:\n{text}"))
         };
@@ -417,13 +451,22 @@ async fn routing_cost_benchmark() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resharding_two_to_three() {
     let old = sharded(2).await;
-    psql_ok(old.addr, "create table orders (customer_id bigint, note text)");
+    psql_ok(
+        old.addr,
+        "create table orders (customer_id bigint, note text)",
+    );
     psql_ok(old.addr, &copy_script(1, 300));
     let new = sharded(3).await;
-    psql_ok(new.addr, "create table orders (customer_id bigint, note text)");
+    psql_ok(
+        new.addr,
+        "create table orders (customer_id bigint, note text)",
+    );
     for pg in &old.shards {
         let rows = pg_sql(pg, "copy orders to stdout");
-        psql_ok(new.addr, &format!("\\copy orders from stdin\n{rows}\n\\.\n"));
+        psql_ok(
+            new.addr,
+            &format!("\\copy orders from stdin\n{rows}\n\\.\n"),
+        );
     }
     let per_shard = placement(&new.shards);
     assert_eq!(per_shard.iter().sum::<i64>(), 300, "{per_shard:?}");
