@@ -18,37 +18,36 @@ use pgsluice_protocol::frame::{Message, Reader};
 use pgsluice_protocol::frontend::{self, tag as ftag};
 use pgsluice_protocol::{ProtocolError, SqlState};
 
-use super::shard_binary::{bind_result_formats, client_formats};
 use super::shard_conn::{put_error, put_message, Broken};
 use super::shard_session::{Driver, Stmt};
 use crate::shard::hash::{key_from_binary, key_from_text, partition_hash, shard_of_hash};
-use crate::shard::merge::{MergePlan, Merger};
+use crate::shard::merge::MergePlan;
 use crate::shard::plan::{Plan, TxnCommand};
 use crate::shard::{KeyType, KeyValue};
 
 /// Messages bound for the same shard(s), not sent yet.
-struct Segment {
+pub(super) struct Segment {
     /// Where they go; the first shard's replies are the client's.
-    shards: Vec<usize>,
-    req: BytesMut,
+    pub(super) shards: Vec<usize>,
+    pub(super) req: BytesMut,
     /// For each Parse in `req`, in order: whether its ParseComplete is the client's
     /// (false for the Parses pgsluice adds).
-    parses: VecDeque<bool>,
+    pub(super) parses: VecDeque<bool>,
     /// A SELECT over every shard: its replies are merged.
-    merge: Option<FanOutMerge>,
+    pub(super) merge: Option<FanOutMerge>,
 }
 
 /// What a segment running one SELECT on every shard needs to merge the replies.
-struct FanOutMerge {
-    plan: Arc<MergePlan>,
+pub(super) struct FanOutMerge {
+    pub(super) plan: Arc<MergePlan>,
     /// The client's result format codes (the shards are asked for text).
-    formats: Vec<i16>,
+    pub(super) formats: Vec<i16>,
     /// The client asked for the portal's RowDescription.
-    describe: bool,
+    pub(super) describe: bool,
 }
 
 impl Segment {
-    fn new(shards: Vec<usize>) -> Segment {
+    pub(super) fn new(shards: Vec<usize>) -> Segment {
         Segment {
             shards,
             req: BytesMut::with_capacity(256),
@@ -69,7 +68,7 @@ impl Segment {
 }
 
 /// Where a portal of this batch runs.
-enum PortalAt {
+pub(super) enum PortalAt {
     /// On these shards (the segment's).
     Shards(Vec<usize>),
     /// Answered here: transaction control or `SET pgsluice.shard`.
@@ -77,7 +76,7 @@ enum PortalAt {
 }
 
 /// A frontend message that could not be decoded.
-fn malformed(e: ProtocolError) -> (SqlState, String) {
+pub(super) fn malformed(e: ProtocolError) -> (SqlState, String) {
     (SqlState::PROTOCOL_VIOLATION, e.to_string())
 }
 
@@ -354,137 +353,9 @@ impl Driver<'_> {
         Ok(Ok(()))
     }
 
-    /// A Bind of a SELECT without the key: a segment of its own over every shard,
-    /// which asks for text results and describes the portal for the merge.
-    async fn bind_fan_out(
-        &mut self,
-        mp: &Arc<MergePlan>,
-        stmt: &Stmt,
-        portal: &str,
-        rest: &[u8],
-        seg: &mut Option<Segment>,
-        portals: &mut HashMap<String, PortalAt>,
-    ) -> Result<Result<(), (SqlState, String)>, Broken> {
-        self.close_segment(seg).await?;
-        if self.skip {
-            return Ok(Ok(()));
-        }
-        if self.txn.is_some() && self.join_txn(None).await?.is_none() {
-            self.skip = true;
-            return Ok(Ok(()));
-        }
-        let Some((at, formats)) = bind_result_formats(rest) else {
-            return Ok(Err(malformed(ProtocolError::Malformed("Bind"))));
-        };
-        self.set.count_fanout();
-        let all: Vec<usize> = (0..self.set.pools().len()).collect();
-        let mut s = Segment::new(all.clone());
-        let sql = mp.shard_sql().unwrap_or(&stmt.sql);
-        frontend::parse(&mut s.req, "", sql.as_bytes(), &stmt.param_types);
-        s.parses.push_back(false);
-        s.req.put_u8(ftag::BIND);
-        s.req.put_u32((4 + portal.len() + 2 + at + 2) as u32);
-        s.req.put_slice(portal.as_bytes());
-        s.req.put_u8(0);
-        s.req.put_u8(0);
-        s.req.put_slice(&rest[..at]);
-        s.req.put_i16(0);
-        frontend::target_message(&mut s.req, ftag::DESCRIBE, b'P', portal);
-        s.merge = Some(FanOutMerge {
-            plan: mp.clone(),
-            formats,
-            describe: false,
-        });
-        *seg = Some(s);
-        portals.insert(portal.to_owned(), PortalAt::Shards(all));
-        Ok(Ok(()))
-    }
-
-    /// Sends a merging segment with a Sync; relays the first shard's own replies
-    /// (BindComplete...) and the merged result in the client's formats.
-    async fn close_merge(&mut self, s: Segment, merge: FanOutMerge) -> Result<(), Broken> {
-        let mut req = s.req;
-        frontend::sync(&mut req);
-        for &sh in &s.shards {
-            self.conn(sh).await?.send(&req).await?;
-        }
-        let mut merger = Merger::new(&merge.plan, s.shards.len(), self.set.text_bytes_order());
-        let mut merged = BytesMut::new();
-        let mut raw = BytesMut::new();
-        let mut error: Option<Message> = None;
-        let mut merge_error = None;
-        for (k, &sh) in s.shards.iter().enumerate() {
-            let mut parses = s.parses.clone();
-            loop {
-                let r = self.conn(sh).await?.next().await?;
-                match r.tag {
-                    btag::READY_FOR_QUERY => break,
-                    btag::ERROR_RESPONSE => {
-                        error.get_or_insert(r);
-                    }
-                    b'1' => {
-                        // Popped for every shard: each got the same Parses.
-                        let clients = parses.pop_front().unwrap_or(true);
-                        if clients && k == 0 {
-                            put_message(&mut self.out, &r);
-                        }
-                    }
-                    b's' => {
-                        merge_error.get_or_insert((
-                            SqlState::FEATURE_NOT_SUPPORTED,
-                            "Execute with a row limit on a SELECT over several shards".to_owned(),
-                        ));
-                    }
-                    btag::ROW_DESCRIPTION
-                    | btag::DATA_ROW
-                    | btag::COMMAND_COMPLETE
-                    | btag::EMPTY_QUERY => {
-                        if error.is_some() || merge_error.is_some() {
-                            continue;
-                        }
-                        raw.clear();
-                        put_message(&mut raw, &r);
-                        let pushed = merger
-                            .push(k, &raw)
-                            .and_then(|()| merger.drain(&mut merged));
-                        if let Err(e) = pushed {
-                            merge_error = Some((e.sqlstate, e.message));
-                        }
-                    }
-                    // BindComplete and the like: the first shard's.
-                    _ if k == 0 => put_message(&mut self.out, &r),
-                    _ => {}
-                }
-            }
-        }
-        if error.is_none() && merge_error.is_none() {
-            if let Err(e) = merger.finish(&mut merged) {
-                merge_error = Some((e.sqlstate, e.message));
-            }
-        }
-        if error.is_none() && merge_error.is_none() {
-            match client_formats(&merged, &merge.formats, merge.describe) {
-                Ok(out) => self.out.extend_from_slice(&out),
-                Err(e) => merge_error = Some((SqlState::FEATURE_NOT_SUPPORTED, e)),
-            }
-        }
-        if let Some(e) = error {
-            put_message(&mut self.out, &e);
-            self.skip = true;
-        } else if let Some((code, message)) = merge_error {
-            put_error(&mut self.out, code, &message);
-            self.skip = true;
-        }
-        if let Some(e) = self.rollback_open_blocks().await? {
-            put_error(&mut self.out, SqlState::FEATURE_NOT_SUPPORTED, &e);
-            self.skip = true;
-        }
-        Ok(())
-    }
-
     /// Sends the open segment with a Sync and relays its replies (its ReadyForQuery
     /// is not the client's). An error there skips the rest of the batch.
-    async fn close_segment(&mut self, seg: &mut Option<Segment>) -> Result<(), Broken> {
+    pub(super) async fn close_segment(&mut self, seg: &mut Option<Segment>) -> Result<(), Broken> {
         let Some(mut s) = seg.take() else {
             return Ok(());
         };
@@ -551,71 +422,6 @@ impl Driver<'_> {
             self.skip = true;
         }
         Ok(())
-    }
-
-    /// Executes a portal answered here (transaction control, `SET pgsluice.shard`).
-    async fn run_local(
-        &mut self,
-        plan: &Plan,
-        sql: &str,
-    ) -> Result<Result<(), (SqlState, String)>, Broken> {
-        match plan {
-            Plan::SetShard(n) => self.set_shard(*n),
-            Plan::Transaction(TxnCommand::Begin(text)) => self.begin(text),
-            Plan::Transaction(cmd @ (TxnCommand::Commit | TxnCommand::Rollback)) => {
-                let rollback = matches!(cmd, TxnCommand::Rollback);
-                match self.txn.as_ref().map(|t| (t.shard, t.failed)) {
-                    None => {
-                        self.no_txn_warning();
-                        let tag = if rollback { "ROLLBACK" } else { "COMMIT" };
-                        backend::command_complete(&mut self.out, tag);
-                    }
-                    Some((shard, failed)) => {
-                        let tag = if rollback || failed { "ROLLBACK" } else { "COMMIT" };
-                        let before = self.out.len();
-                        match shard {
-                            Some(s) => self.end_quiet(s, tag).await?,
-                            None => self.txn = None,
-                        }
-                        if self.out.len() > before {
-                            // The shard's error (a deferred constraint...).
-                            self.skip = true;
-                        } else {
-                            backend::command_complete(&mut self.out, tag);
-                        }
-                    }
-                }
-            }
-            Plan::Transaction(TxnCommand::Savepoint) => {
-                let target = self.txn.as_ref().map(|t| t.shard.unwrap_or(0)).unwrap_or(0);
-                if self.txn.is_some() && self.join_txn(Some(target)).await?.is_none() {
-                    self.skip = true;
-                    return Ok(Ok(()));
-                }
-                match self.conn(target).await?.run_quiet(sql).await? {
-                    Some(e) => {
-                        put_message(&mut self.out, &e);
-                        self.skip = true;
-                    }
-                    None => {
-                        let word = sql
-                            .split_whitespace()
-                            .next()
-                            .unwrap_or("SAVEPOINT")
-                            .to_uppercase();
-                        backend::command_complete(&mut self.out, &word);
-                    }
-                }
-                self.after_single(target);
-            }
-            _ => {
-                return Ok(Err((
-                    SqlState::FEATURE_NOT_SUPPORTED,
-                    "PREPARE TRANSACTION, COMMIT PREPARED and ROLLBACK PREPARED are not supported on a sharded database".into(),
-                )))
-            }
-        }
-        Ok(Ok(()))
     }
 }
 

@@ -13,8 +13,10 @@
 //! ReadyForQuery said idle and nothing is pending; a connection that ran a session
 //! SET, or anything unfinished, is closed instead.
 //!
-//! The simple protocol and the driver loop are here; the extended protocol is in
-//! `shard_extended.rs`, COPY in `shard_copy.rs`, the server side in `shard_conn.rs`.
+//! The driver loop and the simple protocol are here; transaction blocks are in
+//! `shard_txn.rs`, statements over several shards (split INSERT, merged SELECT) in
+//! `shard_multi.rs`, the extended protocol in `shard_extended.rs` (result formats in
+//! `shard_binary.rs`), COPY in `shard_copy.rs`, the server side in `shard_conn.rs`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,7 +36,6 @@ use crate::net::Stream;
 use crate::params::ParamSet;
 use crate::pool::listing::ClientInfo;
 use crate::router::{Route, ShardSet};
-use crate::shard::merge::Merger;
 use crate::shard::plan::{Plan, TxnCommand};
 use crate::sync::LockExt;
 
@@ -407,7 +408,7 @@ impl Driver<'_> {
     }
 
     /// Sends `m` to shard `shard` and relays its reply, ReadyForQuery included.
-    async fn single(&mut self, shard: usize, m: &Message) -> Result<(), Broken> {
+    pub(super) async fn single(&mut self, shard: usize, m: &Message) -> Result<(), Broken> {
         self.set.count_single(shard);
         let mut req = BytesMut::with_capacity(m.body.len() + 5);
         put_message(&mut req, m);
@@ -429,164 +430,6 @@ impl Driver<'_> {
             self.flush_if_big().await?;
         }
         self.after_single(shard);
-        Ok(())
-    }
-
-    /// A statement inside a transaction block: on the block's shard, which the first
-    /// statement chooses.
-    async fn in_txn(&mut self, plan: &Plan, m: &Message) -> Result<(), Broken> {
-        let target = match plan {
-            Plan::Home => Some(0),
-            Plan::Shard(i) => Some(*i),
-            Plan::SplitInsert(parts) if parts.iter().all(|(s, _)| *s == parts[0].0) => {
-                parts.first().map(|(s, _)| *s)
-            }
-            _ => None,
-        };
-        match self.join_txn(target).await? {
-            Some(shard) => self.single(shard, m).await,
-            None => {
-                self.ready();
-                Ok(())
-            }
-        }
-    }
-
-    /// Whether the open transaction block may run a statement on `target` (None:
-    /// several shards): the shard to run it on, with the block's BEGIN sent there
-    /// first if it is the block's first shard; or None with the refusal appended.
-    pub(super) async fn join_txn(
-        &mut self,
-        target: Option<usize>,
-    ) -> Result<Option<usize>, Broken> {
-        let Some(txn) = &self.txn else {
-            return Ok(target);
-        };
-        let message = match (target, txn.shard) {
-            (Some(j), Some(s)) if j == s => return Ok(Some(j)),
-            (Some(j), Some(s)) => format!(
-                "this transaction already runs on shard {s}; this statement would touch shard {j} (transactions over several shards are not supported)"
-            ),
-            (None, Some(s)) => format!(
-                "this transaction already runs on shard {s}; this statement would touch every shard (transactions over several shards are not supported)"
-            ),
-            (None, None) => "a statement over several shards cannot run inside a transaction block (transactions over several shards are not supported)".to_owned(),
-            (Some(j), None) => {
-                let begin = txn.begin.clone();
-                if !begin.is_empty() {
-                    if let Some(e) = self.conn(j).await?.run_quiet(&begin).await? {
-                        put_message(&mut self.out, &e);
-                        if let Some(t) = &mut self.txn {
-                            t.failed = true;
-                        }
-                        return Ok(None);
-                    }
-                }
-                if let Some(t) = &mut self.txn {
-                    t.shard = Some(j);
-                }
-                return Ok(Some(j));
-            }
-        };
-        self.refuse(SqlState::FEATURE_NOT_SUPPORTED, &message);
-        Ok(None)
-    }
-
-    /// BEGIN, COMMIT, ROLLBACK, savepoints.
-    async fn txn_command(&mut self, cmd: &TxnCommand, m: &Message) -> Result<(), Broken> {
-        match cmd {
-            TxnCommand::Begin(text) => {
-                self.begin(text);
-                self.ready();
-            }
-            TxnCommand::Commit | TxnCommand::Rollback => {
-                let rollback = matches!(cmd, TxnCommand::Rollback);
-                match self.txn.as_ref().map(|t| (t.shard, t.failed)) {
-                    None => {
-                        self.no_txn_warning();
-                        let tag = if rollback { "ROLLBACK" } else { "COMMIT" };
-                        backend::command_complete(&mut self.out, tag);
-                        self.ready();
-                    }
-                    Some((Some(s), failed)) if failed && !rollback => {
-                        self.end_quiet(s, "ROLLBACK").await?;
-                        backend::command_complete(&mut self.out, "ROLLBACK");
-                        self.ready();
-                    }
-                    Some((Some(s), _)) => {
-                        self.single(s, m).await?;
-                        self.txn = None;
-                    }
-                    Some((None, failed)) => {
-                        self.txn = None;
-                        let tag = if rollback || failed {
-                            "ROLLBACK"
-                        } else {
-                            "COMMIT"
-                        };
-                        backend::command_complete(&mut self.out, tag);
-                        self.ready();
-                    }
-                }
-            }
-            TxnCommand::Savepoint => {
-                let target = self.txn.as_ref().map(|t| t.shard.unwrap_or(0));
-                match target {
-                    None => self.single(0, m).await?,
-                    Some(t) => self.in_txn(&Plan::Shard(t), m).await?,
-                }
-            }
-            TxnCommand::TwoPhase => {
-                self.refuse(
-                    SqlState::FEATURE_NOT_SUPPORTED,
-                    "PREPARE TRANSACTION, COMMIT PREPARED and ROLLBACK PREPARED are not supported on a sharded database",
-                );
-                self.ready();
-            }
-        }
-        Ok(())
-    }
-
-    /// Opens a transaction block (BEGIN answered here).
-    pub(super) fn begin(&mut self, text: &str) {
-        if self.txn.is_some() {
-            backend::ErrorNotice {
-                severity: pgsluice_protocol::backend::Severity::Warning,
-                code: SqlState::ACTIVE_SQL_TRANSACTION,
-                message: "there is already a transaction in progress",
-                detail: None,
-                hint: None,
-            }
-            .write(&mut self.out);
-        } else {
-            self.txn = Some(Txn {
-                shard: None,
-                begin: text.to_owned(),
-                failed: false,
-            });
-        }
-        backend::command_complete(&mut self.out, "BEGIN");
-    }
-
-    /// The WARNING of COMMIT or ROLLBACK outside a transaction block.
-    pub(super) fn no_txn_warning(&mut self) {
-        backend::ErrorNotice {
-            severity: pgsluice_protocol::backend::Severity::Warning,
-            code: SqlState::NO_ACTIVE_SQL_TRANSACTION,
-            message: "there is no transaction in progress",
-            detail: None,
-            hint: None,
-        }
-        .write(&mut self.out);
-    }
-
-    /// Ends the block on shard `s` with `sql` (ROLLBACK of a block failed here).
-    pub(super) async fn end_quiet(&mut self, s: usize, sql: &str) -> Result<(), Broken> {
-        let err = self.conn(s).await?.run_quiet(sql).await?;
-        self.txn = None;
-        if let Some(e) = err {
-            put_message(&mut self.out, &e);
-        }
         Ok(())
     }
 
@@ -652,102 +495,6 @@ impl Driver<'_> {
             "a transaction block over several shards is not supported (rolled back on every shard)"
                 .to_owned()
         }))
-    }
-
-    /// A multi-row INSERT split by shard: each shard its rows, `INSERT 0 <sum>`.
-    async fn split_insert(&mut self, parts: &[(usize, String)]) -> Result<(), Broken> {
-        let mut shards: Vec<usize> = parts.iter().map(|(s, _)| *s).collect();
-        shards.sort_unstable();
-        shards.dedup();
-        if shards.len() > 1 {
-            self.set.count_fanout();
-        } else if let Some(&s) = shards.first() {
-            self.set.count_single(s);
-        }
-        for &s in &shards {
-            let mut req = BytesMut::new();
-            for (_, sql) in parts.iter().filter(|(p, _)| *p == s) {
-                frontend::query(&mut req, sql);
-            }
-            self.conn(s).await?.send(&req).await?;
-        }
-        let mut rows = 0u64;
-        let mut error = None;
-        for (s, _) in parts {
-            let (msgs, err) = self.conn(*s).await?.collect().await?;
-            error = error.or(err);
-            rows += msgs
-                .iter()
-                .filter(|m| m.tag == btag::COMMAND_COMPLETE)
-                .map(|m| tag_count(&m.body))
-                .sum::<u64>();
-        }
-        if let Some(e) = self.rollback_open_blocks().await? {
-            put_error(&mut self.out, SqlState::FEATURE_NOT_SUPPORTED, &e);
-        } else if let Some(e) = error {
-            put_message(&mut self.out, &e);
-        } else {
-            backend::command_complete(&mut self.out, &format!("INSERT 0 {rows}"));
-        }
-        self.ready();
-        Ok(())
-    }
-
-    /// A SELECT on every shard, merged.
-    async fn fan_out(
-        &mut self,
-        mp: &crate::shard::merge::MergePlan,
-        sql: &str,
-    ) -> Result<(), Broken> {
-        self.set.count_fanout();
-        let n = self.set.pools().len();
-        let mut req = BytesMut::new();
-        frontend::query(&mut req, sql);
-        for i in 0..n {
-            self.conn(i).await?.send(&req).await?;
-        }
-        let mut merger = Merger::new(mp, n, self.set.text_bytes_order());
-        let mut error: Option<Message> = None;
-        let mut merge_error = None;
-        let mut raw = BytesMut::new();
-        for i in 0..n {
-            loop {
-                let r = self.conn(i).await?.next().await?;
-                match r.tag {
-                    btag::READY_FOR_QUERY => break,
-                    btag::ERROR_RESPONSE => {
-                        error.get_or_insert(r);
-                    }
-                    btag::ROW_DESCRIPTION
-                    | btag::DATA_ROW
-                    | btag::COMMAND_COMPLETE
-                    | btag::EMPTY_QUERY
-                        if error.is_none() && merge_error.is_none() =>
-                    {
-                        raw.clear();
-                        put_message(&mut raw, &r);
-                        let pushed = merger
-                            .push(i, &raw)
-                            .and_then(|()| merger.drain(&mut self.out));
-                        if let Err(e) = pushed {
-                            merge_error = Some(e);
-                        }
-                        self.flush_if_big().await?;
-                    }
-                    _ => {}
-                }
-            }
-        }
-        if let Some(e) = error {
-            put_message(&mut self.out, &e);
-        } else if let Some(e) = merge_error.or_else(|| merger.finish(&mut self.out).err()) {
-            put_error(&mut self.out, e.sqlstate, &e.message);
-        }
-        if let Some(e) = self.rollback_open_blocks().await? {
-            put_error(&mut self.out, SqlState::FEATURE_NOT_SUPPORTED, &e);
-        }
-        self.ready();
-        Ok(())
     }
 }
 
