@@ -4,12 +4,20 @@
 //! A CancelRequest arrives on a new connection; it is forwarded (over another new
 //! connection) to the PostgreSQL backend the client is using, or dropped harmlessly
 //! when the client holds no server connection, as PostgreSQL drops unknown keys.
+//!
+//! With peering (`peer_id` > 0), keys follow PgBouncer's layout so that processes of
+//! a group can route each other's cancels: of the 8 key bytes (pid then secret, both
+//! big-endian), bytes 1 and 2 hold the issuing process's peer id (low byte first),
+//! byte 0 loses its sign bit (the pid stays positive), and the two low bits of byte 7
+//! are a forwarding TTL, 3 when issued and lowered by one at each forward
+//! ([`route`]). The other 45 bits stay random or sequential.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
 
 use crate::server::{BackendKey, ServerTarget};
 use crate::sync::LockExt;
@@ -36,11 +44,87 @@ struct Entry {
     active: AtomicBool,
 }
 
+/// The forwarding TTL bits of a peered key (the low bits of its last byte).
+const TTL_MASK: u8 = 0x03;
+
+/// Where a CancelRequest goes, decided from its key alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelRoute {
+    /// One of this process's keys: look it up here, with this secret (the TTL bits
+    /// restored as issued).
+    Local {
+        /// The secret to look up.
+        secret: Vec<u8>,
+    },
+    /// Another process's key: forward this key (TTL lowered) to that peer.
+    Peer {
+        /// The peer that issued the key.
+        peer_id: u16,
+        /// The pid to send.
+        pid: i32,
+        /// The secret to send.
+        secret: [u8; 4],
+    },
+    /// Another process's key that was forwarded too many times already.
+    Exhausted {
+        /// The peer that issued the key.
+        peer_id: u16,
+    },
+}
+
+/// The peer id a peered key carries (bytes 1 and 2 of the key, low byte first).
+pub fn peer_of(pid: i32) -> u16 {
+    let b = pid.to_be_bytes();
+    u16::from(b[1]) | (u16::from(b[2]) << 8)
+}
+
+/// Where a CancelRequest with key (`pid`, `secret`) goes, for a process whose own peer
+/// id is `own` (0 = peering off: every key is local, as issued).
+pub fn route(own: u16, pid: i32, secret: &[u8]) -> CancelRoute {
+    let Ok(mut secret4) = <[u8; 4]>::try_from(secret) else {
+        return CancelRoute::Local {
+            secret: secret.to_vec(),
+        };
+    };
+    if own == 0 {
+        return CancelRoute::Local {
+            secret: secret.to_vec(),
+        };
+    }
+    let peer_id = peer_of(pid);
+    if peer_id == own {
+        secret4[3] |= TTL_MASK;
+        return CancelRoute::Local {
+            secret: secret4.to_vec(),
+        };
+    }
+    if secret4[3] & TTL_MASK == 0 {
+        return CancelRoute::Exhausted { peer_id };
+    }
+    secret4[3] -= 1;
+    CancelRoute::Peer {
+        peer_id,
+        pid,
+        secret: secret4,
+    }
+}
+
+/// A pid carrying `peer_id` and 15 bits of `seq` (PgBouncer's layout).
+fn peered_pid(seq: u32, peer_id: u16) -> i32 {
+    let [lo, hi] = peer_id.to_le_bytes();
+    let [_, _, s_hi, s_lo] = seq.to_be_bytes();
+    i32::from_be_bytes([s_hi & 0x7f, lo, hi, s_lo])
+}
+
 /// All live clients' cancel keys.
 #[derive(Debug)]
 pub struct CancelRegistry {
-    entries: Mutex<HashMap<i32, Arc<Entry>>>,
+    /// By pid; a pid is unique except, rarely, with peering (15 free bits), where the
+    /// secret tells the clients apart.
+    entries: Mutex<HashMap<i32, Vec<Arc<Entry>>>>,
     next_pid: AtomicI32,
+    /// Per peer: its pool_size and the permits of cancels forwarded to it at once.
+    peer_slots: Mutex<HashMap<u16, (usize, Arc<Semaphore>)>>,
 }
 
 impl Default for CancelRegistry {
@@ -48,6 +132,7 @@ impl Default for CancelRegistry {
         CancelRegistry {
             entries: Mutex::new(HashMap::new()),
             next_pid: AtomicI32::new(1),
+            peer_slots: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -61,9 +146,18 @@ pub struct CancelHandle {
 }
 
 impl CancelRegistry {
-    /// Issues a new key for a client.
+    /// Issues a new key for a client (peering off).
     pub fn register(self: &Arc<Self>) -> CancelHandle {
-        let secret: [u8; 4] = rand::random();
+        self.register_as(0)
+    }
+
+    /// Issues a new key for a client of the process with peer id `peer_id` (0 =
+    /// peering off: a positive sequential pid and a random secret).
+    pub fn register_as(self: &Arc<Self>, peer_id: u16) -> CancelHandle {
+        let mut secret: [u8; 4] = rand::random();
+        if peer_id != 0 {
+            secret[3] |= TTL_MASK;
+        }
         let entry = Arc::new(Entry {
             secret,
             last: Mutex::new(None),
@@ -71,14 +165,29 @@ impl CancelRegistry {
             active: AtomicBool::new(false),
         });
         let mut map = self.entries.locked();
-        let pid = loop {
-            // Positive pids, wrapping; skip any still in use.
-            let pid = self.next_pid.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
-            if pid != 0 && !map.contains_key(&pid) {
-                break pid;
+        let pid = if peer_id == 0 {
+            loop {
+                // Positive pids, wrapping; skip any still in use.
+                let pid = self.next_pid.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
+                if pid != 0 && !map.contains_key(&pid) {
+                    break pid;
+                }
             }
+        } else {
+            // 15 free bits: skip pids in use for a while, then share one (the
+            // secret still tells the two clients apart).
+            let mut pid = 0;
+            for _ in 0..64 {
+                #[allow(clippy::cast_sign_loss)]
+                let seq = self.next_pid.fetch_add(1, Ordering::Relaxed) as u32;
+                pid = peered_pid(seq, peer_id);
+                if !map.contains_key(&pid) {
+                    break;
+                }
+            }
+            pid
         };
-        map.insert(pid, entry.clone());
+        map.entry(pid).or_default().push(entry.clone());
         CancelHandle {
             registry: self.clone(),
             pid,
@@ -89,10 +198,13 @@ impl CancelRegistry {
     /// The server target for a cancel request, if the key is valid and the client is
     /// using a server connection.
     pub fn lookup(&self, pid: i32, secret: &[u8]) -> Option<CancelTarget> {
-        let entry = self.entries.locked().get(&pid).cloned()?;
-        if secret.len() != 4 || !bool::from(entry.secret.ct_eq(secret)) {
-            return None;
-        }
+        let entry = {
+            let map = self.entries.locked();
+            map.get(&pid)?
+                .iter()
+                .find(|e| secret.len() == 4 && bool::from(e.secret.ct_eq(secret)))
+                .cloned()?
+        };
         if !entry.active.load(Ordering::Acquire) {
             return None;
         }
@@ -100,9 +212,23 @@ impl CancelRegistry {
         last
     }
 
+    /// The permits of cancel requests forwarded to peer `peer_id` at once (its
+    /// `pool_size`); a changed size starts a new set.
+    pub fn peer_slots(&self, peer_id: u16, pool_size: usize) -> Arc<Semaphore> {
+        let mut slots = self.peer_slots.locked();
+        match slots.get(&peer_id) {
+            Some((size, s)) if *size == pool_size => s.clone(),
+            _ => {
+                let s = Arc::new(Semaphore::new(pool_size));
+                slots.insert(peer_id, (pool_size, s.clone()));
+                s
+            }
+        }
+    }
+
     /// Number of registered clients.
     pub fn len(&self) -> usize {
-        self.entries.locked().len()
+        self.entries.locked().values().map(Vec::len).sum()
     }
 
     /// True when no client is registered.
@@ -141,7 +267,13 @@ impl CancelHandle {
 
 impl Drop for CancelHandle {
     fn drop(&mut self) {
-        self.registry.entries.locked().remove(&self.pid);
+        let mut map = self.registry.entries.locked();
+        if let Some(bucket) = map.get_mut(&self.pid) {
+            bucket.retain(|e| !Arc::ptr_eq(e, &self.entry));
+            if bucket.is_empty() {
+                map.remove(&self.pid);
+            }
+        }
     }
 }
 
@@ -243,6 +375,91 @@ mod tests {
         assert_eq!(reaches(&reg, b.key()), Some(20));
         drop(b);
         assert!(reg.is_empty());
+    }
+
+    #[test]
+    fn peered_keys_carry_the_peer_id_and_a_ttl() {
+        let reg = Arc::new(CancelRegistry::default());
+        let handles: Vec<CancelHandle> = (0..40_000).map(|_| reg.register_as(300)).collect();
+        for h in &handles {
+            let (pid, secret) = h.key();
+            assert!(pid > 0);
+            assert_eq!(peer_of(pid), 300);
+            assert_eq!(secret.to_be_bytes()[3] & TTL_MASK, TTL_MASK);
+        }
+        // More clients than free pid bits: some share a pid, each key still reaches
+        // its own client only.
+        assert_eq!(reg.len(), 40_000);
+        let (a, b) = (&handles[0], &handles[32_768]);
+        a.attach(&target(5432), &backend(10));
+        b.attach(&target(5432), &backend(20));
+        assert_eq!(reaches(&reg, a.key()), Some(10));
+        assert_eq!(reaches(&reg, b.key()), Some(20));
+        let a_key = a.key();
+        drop(handles);
+        assert!(reg.is_empty());
+        assert_eq!(reaches(&reg, a_key), None);
+    }
+
+    #[test]
+    fn routes_follow_the_peer_id_and_the_ttl() {
+        let reg = Arc::new(CancelRegistry::default());
+        let mine = reg.register_as(7);
+        let (pid, secret) = mine.key();
+        let secret = secret.to_be_bytes();
+        // Peering off: every key is looked up here, unchanged.
+        assert_eq!(
+            route(0, pid, &secret),
+            CancelRoute::Local {
+                secret: secret.to_vec()
+            }
+        );
+        // Our own key, even after forwards lowered its TTL: looked up as issued.
+        let mut forwarded = secret;
+        forwarded[3] &= !TTL_MASK;
+        assert_eq!(
+            route(7, pid, &forwarded),
+            CancelRoute::Local {
+                secret: secret.to_vec()
+            }
+        );
+        // Another peer's key: forwarded with the TTL lowered, until it is spent.
+        let mut hops = 0;
+        let mut key = secret;
+        loop {
+            match route(9, pid, &key) {
+                CancelRoute::Peer {
+                    peer_id,
+                    pid: p,
+                    secret: next,
+                } => {
+                    assert_eq!((peer_id, p), (7, pid));
+                    assert_eq!(next[..3], secret[..3]);
+                    key = next;
+                    hops += 1;
+                }
+                CancelRoute::Exhausted { peer_id } => {
+                    assert_eq!(peer_id, 7);
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(hops, 3);
+        // Malformed secrets are looked up (and found nowhere).
+        assert!(matches!(route(7, pid, &[1, 2]), CancelRoute::Local { .. }));
+        assert_eq!(peered_pid(0x1_2345, 0x3fff), 0x23ff_3f45);
+    }
+
+    #[test]
+    fn peer_slots_follow_the_pool_size() {
+        let reg = CancelRegistry::default();
+        let a = reg.peer_slots(2, 3);
+        assert_eq!(a.available_permits(), 3);
+        assert!(Arc::ptr_eq(&a, &reg.peer_slots(2, 3)));
+        let b = reg.peer_slots(2, 5);
+        assert_eq!(b.available_permits(), 5);
+        assert!(!Arc::ptr_eq(&a, &b));
     }
 
     #[test]

@@ -450,3 +450,69 @@ async fn reload_accepts_auth_query_forms_pgbouncer_accepts() {
     let _ = std::fs::remove_dir_all(&dir);
     drop(pg);
 }
+
+/// A user auth_query did not find is remembered for auth_query_miss_ttl: a run of
+/// logins under that name runs the query about once per TTL (counted on the server by
+/// the query itself), each login gets the same 28P01 as the first, and once the role
+/// exists it logs in after the TTL.
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_users_are_remembered_for_the_miss_ttl() {
+    const TTL: u64 = 3;
+    let pg = cluster_with(ClusterOptions::with_auth(HostAuth::Scram));
+    create_role(&pg, LOOKUP_USER, LOOKUP_PW, "scram-sha-256", "SUPERUSER");
+    pg_sql(
+        &pg,
+        "CREATE SEQUENCE public.lookups;\n\
+         CREATE FUNCTION public.counted_lookup(u name) \
+         RETURNS TABLE(usename name, passwd text) LANGUAGE plpgsql AS $$\n\
+         BEGIN\n\
+           PERFORM pg_catalog.nextval('public.lookups');\n\
+           RETURN QUERY SELECT a.rolname, a.rolpassword FROM pg_catalog.pg_authid a\n\
+             WHERE a.rolname OPERATOR(pg_catalog.=) u AND a.rolcanlogin;\n\
+         END $$;",
+    );
+    let s = setup_on(pg, PoolMode::Transaction, 2, |c, _| {
+        c.general.auth_user = Some(LOOKUP_USER.into());
+        c.general.auth_query = "SELECT usename, passwd FROM public.counted_lookup($1)".into();
+        c.general.auth_query_miss_ttl = pgsluice::config::Secs::from_secs(TTL);
+        c.users.insert(
+            LOOKUP_USER.into(),
+            UserConfig {
+                password: Some(LOOKUP_PW.into()),
+                ..UserConfig::default()
+            },
+        );
+    })
+    .await;
+    let direct = direct(&s.pg, DB).await;
+    let lookups = || async {
+        count(
+            &direct,
+            "select case when is_called then last_value else 0 end from public.lookups",
+        )
+        .await
+    };
+    let started = std::time::Instant::now();
+    const LOGINS: usize = 12;
+    for _ in 0..LOGINS {
+        assert_refused(s.addr, "ghost", "whatever").await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let ran = lookups().await;
+    // One lookup, and one more per TTL the run lasted (a slow machine may need several).
+    let bound = 1 + (elapsed / TTL as f64).floor() as i64;
+    assert!(
+        (1..=bound).contains(&ran),
+        "{ran} lookups for {LOGINS} logins in {elapsed:.1}s"
+    );
+    // Auth-file users never run the query.
+    login_as(s.addr, USER, PASSWORD).await.unwrap();
+    // Created now, the role logs in once the remembered miss has expired.
+    create_role(&s.pg, "ghost", "ghost-pw", "scram-sha-256", "");
+    let addr = s.addr;
+    eventually("the new role found", PROMPTLY, || async move {
+        login_as(addr, "ghost", "ghost-pw").await.ok()
+    })
+    .await;
+    assert!(lookups().await > ran);
+}

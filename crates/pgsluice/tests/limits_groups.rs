@@ -1,5 +1,6 @@
 //! Limits across pools and the timeouts around them, against real PostgreSQL:
-//! max_db_connections, max_user_connections, max_db_client_connections, the reserve
+//! max_db_connections, max_user_connections, max_db_client_connections,
+//! max_user_client_connections, the reserve
 //! pool, transaction_timeout, cancel_wait_timeout and server_login_retry. Instance
 //! connections are counted in pg_stat_activity; bounds are generous upper limits only.
 
@@ -195,6 +196,53 @@ async fn max_db_client_connections_refuses_the_next_client() {
     let addr = s.addr;
     let c = eventually("a free place", PROMPTLY, || async move {
         try_connect(&app_config(addr)).await.ok()
+    })
+    .await;
+    assert_eq!(count(&c, "select 2::int8").await, 2);
+}
+
+/// max_user_client_connections counts the clients of a user over every database: with
+/// the user's own cap of 2 (general's is 5), a third login as that user is refused with
+/// 53300 whichever database it asks for, while another user still logs in.
+#[tokio::test(flavor = "multi_thread")]
+async fn max_user_client_connections_counts_the_user_over_every_database() {
+    const ALIAS: &str = "appalias";
+    let s = setup_with(PoolMode::Transaction, 2, |c, _| {
+        add_user2(c);
+        let alias = c.databases[DB].clone();
+        c.databases.insert(ALIAS.into(), alias);
+        c.general.max_user_client_connections = 5;
+        c.users.get_mut(USER).unwrap().max_user_client_connections = Some(2);
+    })
+    .await;
+    s.pg.create_user(USER2, PASSWORD2).unwrap();
+    let a = connect(s.addr).await;
+    let b = try_connect(&client_config(s.addr, USER, PASSWORD, ALIAS))
+        .await
+        .expect("2nd client, other database");
+    for db in [DB, ALIAS] {
+        let e = try_connect(&client_config(s.addr, USER, PASSWORD, db))
+            .await
+            .expect_err("3rd client of the user refused");
+        assert_eq!(code(&e).as_deref(), Some("53300"), "{db}: {e:?}");
+        assert!(
+            message(&e).contains("max_user_client_connections"),
+            "{}",
+            message(&e)
+        );
+    }
+    // Another user is under general's cap.
+    let other = try_connect(&client_config(s.addr, USER2, PASSWORD2, DB))
+        .await
+        .expect("another user logs in");
+    assert_eq!(count(&other, "select 1::int8").await, 1);
+    assert_eq!(count(&a, "select 1::int8").await, 1);
+    drop(b);
+    let addr = s.addr;
+    let c = eventually("a free place", PROMPTLY, || async move {
+        try_connect(&client_config(addr, USER, PASSWORD, ALIAS))
+            .await
+            .ok()
     })
     .await;
     assert_eq!(count(&c, "select 2::int8").await, 2);

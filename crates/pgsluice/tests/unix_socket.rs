@@ -1,89 +1,101 @@
-//! Listening on a unix socket (unix_socket_dir), and PgBouncer's admin rule there.
+//! The listening unix socket's group (`unix_socket_group`): applied after bind, so that
+//! members of the group can connect when `unix_socket_mode` leaves others out; a group
+//! that does not exist is a configuration error naming the key.
 
-use std::process::{Command, Output};
+mod common;
 
-use pgsluice::config::{Config, PoolMode};
-use pgsluice_testkit::{free_port, pg_bin, PgCluster};
-use tokio_postgres::NoTls;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+use std::process::Command;
 
-async fn psql(
-    dir: &str,
-    port: u16,
-    user: &str,
-    db: &str,
-    sql: &str,
-    password: Option<&str>,
-) -> Output {
-    let args: Vec<String> = [
-        "-h",
-        dir,
-        "-p",
-        &port.to_string(),
-        "-U",
-        user,
-        "-d",
-        db,
-        "-X",
-        "-A",
-        "-t",
-        "-c",
-        sql,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let password = password.map(str::to_owned);
-    tokio::task::spawn_blocking(move || {
-        let mut cmd = Command::new(pg_bin("psql"));
-        cmd.args(&args);
-        match password {
-            Some(p) => cmd.env("PGPASSWORD", p),
-            None => cmd.env_remove("PGPASSWORD"),
-        };
-        cmd.output().unwrap()
-    })
-    .await
-    .unwrap()
+use common::*;
+use pgsluice::config::os_group::group_id;
+use pgsluice::config::PoolMode;
+
+/// A temporary directory, removed on drop.
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_and_admin_over_the_unix_socket() {
-    let cluster = PgCluster::start().expect("start PostgreSQL");
-    cluster.create_user("app", "app").unwrap();
-    cluster.create_database("app", "app").unwrap();
-    let dir = std::env::temp_dir().join(format!("pgsluice-unix-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let dir_s = dir.to_string_lossy().into_owned();
-    let port = free_port();
-    let mut cfg = Config::quick(&cluster.url("app", "app", "app")).unwrap();
-    cfg.general.listen = vec![format!("127.0.0.1:{port}").parse().unwrap()];
-    cfg.general.pool_mode = PoolMode::Transaction;
-    cfg.general.unix_socket_dir = Some(dir_s.clone());
-    cfg.general.admin_users = vec!["app".into()];
-    let server = pgsluice::Instance::start(cfg).await.unwrap();
-    let sock = dir.join(format!(".s.PGSQL.{port}"));
-    assert!(sock.exists(), "socket file {sock:?} created");
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!("pgsluice-unix-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+}
 
-    let out = psql(&dir_s, port, "app", "app", "select 7", Some("app")).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "7");
+fn id(flag: &str) -> Vec<String> {
+    let out = Command::new("id").arg(flag).output().expect("run id");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
 
-    // User "pgbouncer" from the same OS user: admin console without a password.
-    let out = psql(&dir_s, port, "pgbouncer", "pgbouncer", "SHOW VERSION", None).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("pgsluice"));
-    // Over TCP the same login needs a password and is refused.
-    let tcp = format!("host=127.0.0.1 port={port} user=pgbouncer password=x dbname=pgbouncer");
-    assert!(tokio_postgres::connect(&tcp, NoTls).await.is_err());
+/// A group this process may give a file to, other than its primary group when it can:
+/// a supplementary group, or as root any group; else the primary group.
+fn usable_group() -> (String, u32) {
+    let primary: u32 = id("-g")[0].parse().unwrap();
+    let gids: Vec<u32> = id("-G").iter().map(|g| g.parse().unwrap()).collect();
+    let names = id("-Gn");
+    if let Some(i) = gids.iter().position(|g| *g != primary) {
+        return (names[i].clone(), gids[i]);
+    }
+    if id("-u")[0] == "0" {
+        for name in ["nogroup", "daemon", "nobody"] {
+            if let Some(gid) = group_id(name).filter(|g| *g != primary) {
+                return (name.to_owned(), gid);
+            }
+        }
+    }
+    (names[0].clone(), primary)
+}
 
-    drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
+#[tokio::test(flavor = "multi_thread")]
+async fn unix_socket_gets_the_configured_group_and_mode() {
+    let dir = Dir::new("group");
+    let (group, gid) = usable_group();
+    let _s = setup_with(PoolMode::Transaction, 1, |c, _| {
+        c.general.unix_socket_dir = Some(dir.0.display().to_string());
+        c.general.unix_socket_group = Some(group.clone());
+        c.general.unix_socket_mode = 0o770;
+    })
+    .await;
+    // The port of the first listen address (0 here) names the socket.
+    let path = dir.0.join(".s.PGSQL.0");
+    let meta = std::fs::metadata(&path).expect("socket file");
+    assert_eq!(meta.gid(), gid, "group {group}");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o770);
+    // The socket serves.
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host_path(&dir.0)
+        .port(0)
+        .user(USER)
+        .password(PASSWORD)
+        .dbname(DB);
+    let c = try_connect(&cfg).await.expect("login over the unix socket");
+    assert_eq!(count(&c, "select 1::int8").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_group_is_a_configuration_error() {
+    let pg = cluster();
+    let dir = Dir::new("nogroup");
+    let mut cfg = config(&pg);
+    cfg.general.unix_socket_dir = Some(dir.0.display().to_string());
+    cfg.general.unix_socket_group = Some("no-such-group-pgsluice".into());
+    let e = cfg.validate().expect_err("unknown group refused");
+    assert!(e.to_string().contains("unix_socket_group"), "{e}");
+    // Started without validation, the bind fails the same way and leaves no socket file.
+    let e = pgsluice::Instance::start(cfg)
+        .await
+        .expect_err("start refused");
+    assert!(e.to_string().contains("unix_socket_group"), "{e}");
+    assert!(!dir.0.join(".s.PGSQL.0").exists());
 }

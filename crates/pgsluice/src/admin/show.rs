@@ -78,12 +78,7 @@ pub(super) fn show(ctx: &Ctx<'_>, what: &str, out: &mut BytesMut) -> Result<(), 
         }
         "dns_hosts" => ResultSet::new(&[("hostname", Text), ("ttl", Ty::Int8), ("addrs", Text)]),
         "dns_zones" => ResultSet::new(&[("zonename", Text), ("serial", Ty::Int8), ("count", Int4)]),
-        "peers" => ResultSet::new(&[
-            ("peer_id", Int4),
-            ("host", Text),
-            ("port", Int4),
-            ("pool_size", Int4),
-        ]),
+        "peers" => peers(ctx),
         "peer_pools" => ResultSet::new(&[
             ("peer_id", Int4),
             ("cl_active_cancel_req", Int4),
@@ -384,6 +379,27 @@ fn pools(ctx: &Ctx<'_>) -> ResultSet {
     rs
 }
 
+/// SHOW PEERS: the configured `[peers]`.
+fn peers(ctx: &Ctx<'_>) -> ResultSet {
+    let mut rs = ResultSet::new(&[
+        ("peer_id", Int4),
+        ("host", Text),
+        ("port", Int4),
+        ("pool_size", Int4),
+    ]);
+    let cfg = ctx.console.config();
+    for (id, p) in &cfg.peers {
+        let id = id.trim().parse::<u16>().unwrap_or(0);
+        rs.push(vec![
+            usize::from(id).into(),
+            p.host.as_str().into(),
+            usize::from(p.port).into(),
+            cfg.peer_pool_size(id).into(),
+        ]);
+    }
+    rs
+}
+
 /// SHOW USERS.
 fn users(ctx: &Ctx<'_>) -> ResultSet {
     let mut rs = ResultSet::new(&[
@@ -433,7 +449,7 @@ fn users(ctx: &Ctx<'_>) -> ResultSet {
             u.and_then(|u| u.pool_mode).map(|m| m.as_str()).into(),
             cfg.max_user_connections(&name).into(),
             servers.into(),
-            0i32.into(),
+            cfg.max_user_client_connections(&name).into(),
             clients_by_user.get(&name).copied().unwrap_or(0).into(),
         ]);
     }
@@ -453,7 +469,7 @@ fn lists(ctx: &Ctx<'_>) -> ResultSet {
     for (name, n) in [
         ("databases", cfg.databases.len() + 1),
         ("users", users),
-        ("peers", 0),
+        ("peers", cfg.peers.len()),
         ("pools", pools.len() + 1),
         ("peer_pools", 0),
         ("free_clients", 0),

@@ -39,7 +39,7 @@ impl Instance {
         let mut addrs = Vec::new();
         let mut accept_tasks = Vec::new();
         for addr in &cfg.general.listen {
-            let listener = TcpListener::bind(addr).await?;
+            let listener = bind_tcp(*addr, cfg.general.so_reuseport)?;
             let local = listener.local_addr()?;
             tracing::info!("listening on {local}");
             addrs.push(local);
@@ -49,7 +49,11 @@ impl Instance {
             )));
         }
         if let Some(path) = unix_socket_path(&cfg.general) {
-            let listener = bind_unix(&path, cfg.general.unix_socket_mode)?;
+            let listener = bind_unix(
+                &path,
+                cfg.general.unix_socket_mode,
+                cfg.general.unix_socket_group.as_deref(),
+            )?;
             tracing::info!("listening on unix socket {}", path.display());
             accept_tasks.push(tokio::spawn(accept_loop(
                 Listener::Unix(listener, path),
@@ -258,6 +262,22 @@ impl Drop for Listener {
     }
 }
 
+/// Binds a TCP listener as `TcpListener::bind` does (SO_REUSEADDR, backlog 1024),
+/// with SO_REUSEPORT too when `reuseport` (PgBouncer's so_reuseport: several processes
+/// on one port, the kernel spreading connections over them).
+fn bind_tcp(addr: SocketAddr, reuseport: bool) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    if reuseport {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 /// `<unix_socket_dir>/.s.PGSQL.<port>`, with the port of the first TCP listen address
 /// (PgBouncer's listen_port), when a directory is configured.
 fn unix_socket_path(g: &crate::config::General) -> Option<std::path::PathBuf> {
@@ -266,9 +286,14 @@ fn unix_socket_path(g: &crate::config::General) -> Option<std::path::PathBuf> {
     Some(std::path::Path::new(dir).join(format!(".s.PGSQL.{port}")))
 }
 
-/// Binds the unix socket, replacing a stale file but refusing one a live pooler uses.
-fn bind_unix(path: &std::path::Path, mode: u32) -> io::Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
+/// Binds the unix socket, replacing a stale file but refusing one a live pooler uses;
+/// then gives it `mode` and, if set, `group` (PgBouncer's unix_socket_group: the
+/// process must be a member of the group, or root).
+fn bind_unix(
+    path: &std::path::Path,
+    mode: u32,
+    group: Option<&str>,
+) -> io::Result<tokio::net::UnixListener> {
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(io::Error::new(
@@ -282,8 +307,35 @@ fn bind_unix(path: &std::path::Path, mode: u32) -> io::Result<tokio::net::UnixLi
         std::fs::remove_file(path)?;
     }
     let listener = tokio::net::UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    let owned = set_owner_and_mode(path, mode, group);
+    if let Err(e) = owned {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
     Ok(listener)
+}
+
+/// The group and mode of a freshly bound unix socket.
+fn set_owner_and_mode(path: &std::path::Path, mode: u32, group: Option<&str>) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(group) = group {
+        let gid = crate::config::os_group::group_id(group).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("unix_socket_group: group `{group}` does not exist"),
+            )
+        })?;
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "unix_socket_group: cannot give {} to group `{group}`: {e}",
+                    path.display()
+                ),
+            )
+        })?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 async fn accept_loop(listener: Listener, app: Arc<App>) {

@@ -10,7 +10,7 @@
 //! `auth_hba_file` rules, and the TLS settings and files (read again at every reload;
 //! new connections use them).
 //! Connections to a database whose host, port, dbname or login changed are closed when
-//! released (as RECONNECT). What needs a restart (`listen`, `workers`, `log_format`,
+//! released (as RECONNECT). What needs a restart (`listen`, `so_reuseport`, `workers`, `log_format`,
 //! `metrics_listen`) keeps its running value, with a warning.
 
 use std::sync::atomic::Ordering;
@@ -148,6 +148,11 @@ fn compare(old: &Config, new: &mut Config) -> ReloadReport {
         rep.warnings
             .push("`metrics_listen` changes need a restart".into());
         n.metrics_listen = o.metrics_listen;
+    }
+    if n.so_reuseport != o.so_reuseport {
+        rep.warnings
+            .push("`so_reuseport` changes need a restart".into());
+        n.so_reuseport = o.so_reuseport;
     }
     if n.log_level != o.log_level {
         rep.changes

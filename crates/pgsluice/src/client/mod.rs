@@ -4,6 +4,7 @@
 mod admin_session;
 pub mod auth;
 pub mod auth_query;
+mod cancel_route;
 mod conclude;
 pub mod context;
 mod hba;
@@ -134,7 +135,7 @@ async fn open(
     };
     let params = match startup {
         StartupPacket::Cancel { pid, secret } => {
-            Box::pin(forward_cancel(&ctx, pid, &secret)).await;
+            Box::pin(cancel_route::forward_cancel(&ctx, pid, &secret)).await;
             return None;
         }
         StartupPacket::UnsupportedVersion { major, minor } => {
@@ -260,7 +261,7 @@ async fn open(
         held: Box::new(Held {
             reg,
             _admission: admission,
-            _db_slot: pool_reg._db_slot,
+            _slots: pool_reg._slots,
             _token: token,
         }),
     })
@@ -343,8 +344,9 @@ struct PoolLogin {
     user: Arc<str>,
     database: Arc<str>,
     application_name: String,
-    /// The client's place under max_db_client_connections, held until it leaves.
-    _db_slot: crate::pool::ClientSlot,
+    /// The client's places under max_db_client_connections and
+    /// max_user_client_connections, held until it leaves.
+    _slots: [crate::pool::ClientSlot; 2],
 }
 
 async fn login(
@@ -442,7 +444,7 @@ async fn login(
                 format!("user \"{user}\" is not allowed to use the admin console (admin_users, stats_users)"),
             ));
         };
-        let cancel = ctx.cancel.register();
+        let cancel = ctx.cancel.register_as(cfg.general.peer_id);
         let (pid, secret) = cancel.key();
         backend::auth_ok(&mut out);
         admin::write_startup(&mut out, pid, secret);
@@ -489,13 +491,17 @@ async fn login(
         .router
         .admit_db_client(&database)
         .map_err(LoginFailure::Notice)?;
+    let user_slot = ctx
+        .router
+        .admit_user_client(&user)
+        .map_err(LoginFailure::Notice)?;
     let info = pool
         .startup_info()
         .await
         .map_err(|e| LoginFailure::Notice(e.to_notice()))?;
     client_params.fill_from(&info.tracked);
     let client_params = pool.share_params(client_params, &info.tracked);
-    let cancel = ctx.cancel.register();
+    let cancel = ctx.cancel.register_as(cfg.general.peer_id);
     let (pid, secret) = cancel.key();
 
     backend::auth_ok(&mut out);
@@ -512,7 +518,7 @@ async fn login(
         // The pool key already holds the database name: share it.
         database: pool.key().database.clone(),
         application_name,
-        _db_slot: db_slot,
+        _slots: [db_slot, user_slot],
     };
     Ok(LoggedIn::Pool(
         Session::new(ctx.clone(), route, client_params, cancel, &buf[..]),
@@ -548,22 +554,3 @@ fn apply_options(
 }
 
 pub(crate) use crate::net::send_fatal;
-
-/// Forwards a client's CancelRequest to the server connection it is using, if any,
-/// giving up after cancel_wait_timeout.
-async fn forward_cancel(ctx: &ClientContext, pid: i32, secret: &[u8]) {
-    match ctx.cancel.lookup(pid, secret) {
-        Some(t) => {
-            tracing::info!(
-                client = pid,
-                backend_pid = t.key.pid,
-                "forwarding cancel request"
-            );
-            let limit = ctx.live.hot().cancel_wait_timeout;
-            if let Err(e) = crate::server::send_cancel_within(&t.target, &t.key, limit).await {
-                tracing::warn!(error = %e, "could not forward cancel request");
-            }
-        }
-        None => tracing::debug!(client = pid, "cancel request for no running query; ignored"),
-    }
-}

@@ -10,7 +10,8 @@
 //! readable (a request, or the client closing), when the client is killed, when
 //! notifications are queued for it ([`crate::notify`]), when a shutdown starts, or
 //! when its client_idle_timeout passes, the keeper takes the client out and starts a
-//! fresh session task for it ([`live`]).
+//! fresh session task for it ([`live`]). A readiness wake-up that finds nothing to
+//! read (a spurious one) leaves the client parked: no task is started for it.
 //!
 //! Clients park right after login (when no bytes came with it), and after one to two
 //! seconds idle: the keeper's once-a-second sweep asks them to
@@ -65,6 +66,37 @@ impl ParkedStream {
             ParkedStream::Unix(s) => s.read(buf),
         }
     }
+
+    /// What a readable wake-up brought: the bytes the client sent (up to `limit`),
+    /// its close, or nothing at all.
+    fn take_input(&mut self, limit: usize) -> Woken {
+        let mut buf = BytesMut::zeroed(limit);
+        loop {
+            return match self.read_now(&mut buf) {
+                Ok(0) => Woken::Closed,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Woken::Bytes(buf)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Woken::Spurious,
+                Err(_) => Woken::Failed,
+            };
+        }
+    }
+}
+
+/// What a parked socket had when the epoll set said it was readable.
+#[derive(Debug)]
+enum Woken {
+    /// A request (or part of one): the client goes back to a session task with it.
+    Bytes(BytesMut),
+    /// The client closed the connection.
+    Closed,
+    /// A read error: the connection is gone.
+    Failed,
+    /// Nothing to read after all (a spurious wake-up): the client stays parked.
+    Spurious,
 }
 
 /// A client in the lot: everything its task held, the socket out of the reactor.
@@ -78,30 +110,15 @@ pub(super) struct Parked {
 
 impl Parked {
     /// The client, ready for its session task again: back under the reactor, with
-    /// what it sent already read when it was woken by readiness (no extra round
+    /// `input` (what it sent, read when it was woken by readiness: no extra round
     /// through the reactor). `None` when the client is gone (logged out here).
-    fn resume(self, why: Resume) -> Option<(Opened, Resume)> {
+    fn resume(self, input: Option<BytesMut>) -> Option<Opened> {
         let Parked { mut opened, .. } = self;
-        if let Resume::Readable = why {
-            let mut buf = BytesMut::zeroed(super::session::IDLE_READ);
-            match opened.stream.read_now(&mut buf) {
-                Ok(0) => {
-                    opened.logout("client closed");
-                    return None;
-                }
-                Ok(n) => {
-                    buf.truncate(n);
-                    opened.session.set_pending(buf);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => {
-                    opened.logout("client connection error");
-                    return None;
-                }
-            }
+        if let Some(buf) = input {
+            opened.session.set_pending(buf);
         }
         match opened.map_stream(ParkedStream::resume) {
-            Ok(o) => Some((o, why)),
+            Ok(o) => Some(o),
             Err((o, e)) => {
                 tracing::warn!(client = o.held.reg.info().id, error = %e, "could not take a parked client back");
                 o.logout("client connection error");
@@ -310,11 +327,58 @@ impl ParkingLot {
     /// back under the reactor here, not in the new task: the task's future is then
     /// exactly the session's (an enclosing block would make its cell 128 bytes larger).
     fn unpark(&self, p: Parked, why: Resume) {
+        self.unpark_with(p, why, None);
+    }
+
+    fn unpark_with(&self, p: Parked, why: Resume, input: Option<BytesMut>) {
         let _ = self
             .registry
             .deregister(&mut SourceFd(&p.opened.stream.fd()));
-        if let Some((o, why)) = p.resume(why) {
+        if let Some(o) = p.resume(input) {
             tokio::spawn(live(o, why));
+        }
+    }
+
+    /// A parked socket (taken from slot `slot`) turned readable: the client goes back
+    /// to a session task with what it sent, or is logged out when it closed; when
+    /// there was nothing to read after all, it stays parked (no task started, its
+    /// socket still in the epoll set, which reports the next data again).
+    fn readable(&self, mut p: Box<Parked>, slot: usize) {
+        match p.opened.stream.take_input(super::session::IDLE_READ) {
+            Woken::Bytes(buf) => self.unpark_with(*p, Resume::Readable, Some(buf)),
+            Woken::Spurious => self.repark(p, slot),
+            gone @ (Woken::Closed | Woken::Failed) => {
+                let _ = self
+                    .registry
+                    .deregister(&mut SourceFd(&p.opened.stream.fd()));
+                p.opened.logout(if matches!(gone, Woken::Closed) {
+                    "client closed"
+                } else {
+                    "client connection error"
+                });
+            }
+        }
+    }
+
+    /// Puts back a client taken from slot `slot` whose socket is still in the epoll
+    /// set, under its new slot's token.
+    fn repark(&self, p: Box<Parked>, slot: usize) {
+        let fd = p.opened.stream.fd();
+        let mut slots = self.slots();
+        let i = slots.insert(p);
+        if i == slot {
+            return;
+        }
+        if let Err(e) = self
+            .registry
+            .reregister(&mut SourceFd(&fd), Token(i), Interest::READABLE)
+        {
+            tracing::warn!(error = %e, "could not keep a client parked");
+            let taken = slots.take(i);
+            drop(slots);
+            if let Some(p) = taken {
+                self.unpark(*p, Resume::Readable);
+            }
         }
     }
 }
@@ -409,7 +473,7 @@ pub(crate) async fn keep(ctx: Arc<ClientContext>) {
         for i in found.ready {
             let taken = lot.slots().take(i);
             if let Some(p) = taken {
-                lot.unpark(*p, Resume::Readable);
+                lot.readable(p, i);
             }
         }
         if found.bell || found.tick {
@@ -447,5 +511,62 @@ pub(crate) async fn keep(ctx: Arc<ClientContext>) {
                 pool.sweep_clients();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    fn pair() -> (ParkedStream, UnixStream) {
+        let (parked, peer) = UnixStream::pair().unwrap();
+        parked.set_nonblocking(true).unwrap();
+        (ParkedStream::Unix(parked), peer)
+    }
+
+    /// A readable wake-up with nothing to read keeps the client parked; with data it
+    /// hands over what came (up to the limit, the rest stays in the socket); the
+    /// client's close and errors end it.
+    #[test]
+    fn a_wake_up_without_input_is_spurious() {
+        let (mut parked, mut peer) = pair();
+        assert!(matches!(parked.take_input(8), Woken::Spurious));
+        assert!(matches!(parked.take_input(8), Woken::Spurious));
+        peer.write_all(b"Q\0\0\0\x0dselect 1\0").unwrap();
+        match parked.take_input(8) {
+            Woken::Bytes(b) => assert_eq!(&b[..], b"Q\0\0\0\x0dsel"),
+            other => panic!("{other:?}"),
+        }
+        match parked.take_input(64) {
+            Woken::Bytes(b) => assert_eq!(&b[..], b"ect 1\0"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parked.take_input(8), Woken::Spurious));
+        drop(peer);
+        assert!(matches!(parked.take_input(8), Woken::Closed));
+    }
+
+    #[test]
+    fn a_broken_connection_is_gone() {
+        // A TCP connection reset by the peer reads as an error.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        // Unread data in the client's socket makes its close a reset.
+        (&server).write_all(b"x").unwrap();
+        drop(client);
+        let mut parked = ParkedStream::Tcp(server);
+        let woken = (0..100)
+            .map(|_| {
+                std::thread::sleep(Duration::from_millis(10));
+                parked.take_input(8)
+            })
+            .find(|w| !matches!(w, Woken::Spurious))
+            .expect("the reset arrives");
+        assert!(matches!(woken, Woken::Failed), "{woken:?}");
     }
 }

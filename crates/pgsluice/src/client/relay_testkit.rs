@@ -121,20 +121,20 @@ impl Ends {
                 gate: (path == Path::Statement).then(StatementGate::new),
             }),
         };
-        match Relay::new(
+        let mut relay = Relay::new(
             &mut self.client,
             &mut self.server,
             &mut self.c2s,
             &mut self.s2c,
-            &self.prefix,
             MAX_MESSAGE,
             &mut self.client_params,
             &mut self.server_params,
             ext,
-        ) {
-            Ok(relay) => relay,
-            Err(end) => panic!("the relay refused its prefix: {end:?}"),
+        );
+        if let Err(end) = relay.begin(&self.prefix) {
+            panic!("the relay refused its prefix: {end:?}");
         }
+        relay
     }
 }
 

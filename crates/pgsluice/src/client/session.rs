@@ -2,6 +2,7 @@
 //! the release point, gives the connection back clean. The state lives in plain locals
 //! of one loop: *idle* (no server), *active* (relaying with a [`Checkout`]).
 
+use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::sync::Arc;
 use std::task::Poll;
@@ -50,6 +51,37 @@ mod tests;
 /// 1 KiB): this buffer is allocated once per request. Longer requests are read on by
 /// the relay.
 pub(super) const IDLE_READ: usize = 1024;
+
+/// Most idle-read buffers a worker thread keeps for reuse (1 KiB each).
+const SPARE_READS: usize = 64;
+
+thread_local! {
+    /// Read buffers of this thread's finished requests, kept for the next idle reads: a
+    /// malloc and a free fewer per transaction (callgrind: ~150 instructions). Kept per
+    /// thread, never per client: an idle client still holds no buffer.
+    static SPARE_READ: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A buffer for an idle client's read: one of this thread's spares, else a new one.
+fn idle_read_buffer() -> BytesMut {
+    SPARE_READ
+        .with_borrow_mut(Vec::pop)
+        .unwrap_or_else(|| BytesMut::with_capacity(IDLE_READ.min(RELAY_BUF)))
+}
+
+/// Keeps `buf` as a spare read buffer of this thread when it is one of
+/// [`idle_read_buffer`]'s, whole (not split, not grown) and the thread has room for it;
+/// else frees it.
+fn recycle_read_buffer(mut buf: BytesMut) {
+    buf.clear();
+    if buf.capacity() == IDLE_READ.min(RELAY_BUF) {
+        SPARE_READ.with_borrow_mut(|spares| {
+            if spares.len() < SPARE_READS {
+                spares.push(buf);
+            }
+        });
+    }
+}
 
 /// Hosts of a replicated database one request may find unreachable before the client
 /// gets the error.
@@ -423,14 +455,17 @@ impl Session {
             self.pending = Some(Box::new(held));
         }
         self.cancel.detach();
-        drop(prefix);
+        recycle_read_buffer(prefix);
         self.traffic.bytes_in += counts.bytes_in;
         self.traffic.bytes_out += counts.bytes_out;
+        // One clock read for the statistics and the connection's idle time.
+        let done = Instant::now();
+        co.done_at(done);
         pool.stats.add_xact(
             queries,
             counts.bytes_in,
             counts.bytes_out,
-            held_since.elapsed(),
+            done.saturating_duration_since(held_since),
         );
         if let Some(ext) = co.conn().ext.get_mut::<Rewriter>() {
             pool.stats.add_prepared(ext.take_counts());
@@ -488,21 +523,19 @@ impl Session {
             }),
             PoolMode::Session => None,
         };
-        // One binding: a `match` over the `Result` would keep both in this future.
-        let mut relay = match Relay::new(
+        let mut relay = Relay::new(
             stream,
             &mut conn.stream,
             &mut buffers.c2s,
             &mut buffers.s2c,
-            prefix,
             max_message,
             &mut self.params,
             &mut conn.params,
             ext,
-        ) {
-            Ok(relay) => relay,
-            Err(end) => return (end, RelayCounts::default(), 0, false, None),
-        };
+        );
+        if let Err(end) = relay.begin(prefix) {
+            return (end, RelayCounts::default(), 0, false, None);
+        }
         relay.release_at_idle(mode.shares_servers() || stop.fired.is_some());
         relay.set_timeouts(timeouts);
         // The relay first, then the stop signal (a poll function: no select state).
@@ -569,13 +602,16 @@ impl Session {
             match stream.poll_read_ready(cx) {
                 Poll::Ready(Err(_)) => return Poll::Ready(Idle::End(IdleEnd::Closed)),
                 Poll::Ready(Ok(())) => {
-                    // The buffer exists only once there is something to read.
-                    let mut buf = BytesMut::with_capacity(IDLE_READ.min(RELAY_BUF));
+                    // The buffer is taken only once there is something to read.
+                    let mut buf = idle_read_buffer();
                     return match stream.try_read_buf(&mut buf) {
                         Ok(0) => Poll::Ready(Idle::End(IdleEnd::Closed)),
                         Ok(_) => Poll::Ready(Idle::Data(buf)),
                         // Readiness was stale and is cleared now: wait again.
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            recycle_read_buffer(buf);
+                            continue;
+                        }
                         Err(_) => Poll::Ready(Idle::End(IdleEnd::Closed)),
                     };
                 }

@@ -161,3 +161,20 @@ fn what_an_idle_end_tells_the_client() {
     assert_eq!(reason, "shutdown");
     assert!(matches!(idle_end(IdleEnd::Closed), (None, "client closed")));
 }
+
+#[test]
+fn a_finished_requests_read_buffer_serves_the_next_read() {
+    use super::{idle_read_buffer, recycle_read_buffer, IDLE_READ, SPARE_READ};
+    let mut first = idle_read_buffer();
+    first.extend_from_slice(b"Q\0\0\0\x0dselect 1\0");
+    let at = first.as_ptr();
+    recycle_read_buffer(first);
+    let again = idle_read_buffer();
+    assert_eq!(again.as_ptr(), at, "the spare is reused");
+    assert!(again.is_empty());
+    // A buffer that grew past an idle read's size is freed, not kept.
+    let mut grown = again;
+    grown.reserve(IDLE_READ * 4);
+    recycle_read_buffer(grown);
+    assert_eq!(SPARE_READ.with_borrow(Vec::len), 0);
+}

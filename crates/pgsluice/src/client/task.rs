@@ -29,9 +29,10 @@ pub(super) struct Held {
     /// The client's entry in the admin views (its login time included), removed when
     /// it leaves.
     pub(super) reg: ClientReg,
-    /// Places under max_client_conn and max_db_client_connections, held until it leaves.
+    /// Places under max_client_conn, max_db_client_connections and
+    /// max_user_client_connections, held until it leaves.
     pub(super) _admission: Admission,
-    pub(super) _db_slot: crate::pool::ClientSlot,
+    pub(super) _slots: [crate::pool::ClientSlot; 2],
     /// Counts the client in the graceful shutdown's wait: dropped last.
     pub(super) _token: TaskToken,
 }

@@ -1,6 +1,6 @@
 //! Cross-field validation of a [`Config`], with the keys to blame.
 
-use super::{Config, DatabaseConfig, HostRole, PasswordKind, MIN_MESSAGE_SIZE};
+use super::{os_group, Config, DatabaseConfig, HostRole, PasswordKind, MIN_MESSAGE_SIZE};
 
 /// A validation failure, before it is located in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +82,15 @@ impl Config {
                 vec![gk("workers")],
                 "must be >= 1 (leave it out for one worker per core)",
             ));
+        }
+        self.check_peers()?;
+        if let Some(group) = g.unix_socket_group.as_deref() {
+            if os_group::group_id(group).is_none() {
+                return Err(issue(
+                    vec![gk("unix_socket_group")],
+                    format!("group `{group}` does not exist"),
+                ));
+            }
         }
         if g.max_client_conn == 0 {
             return Err(issue(vec![gk("max_client_conn")], "must be >= 1"));

@@ -98,6 +98,10 @@ pub struct General {
     pub auth_query: String,
     /// Database `auth_query` runs in; default: the database the client asked for.
     pub auth_dbname: Option<String>,
+    /// How long a user that `auth_query` did not find is remembered (its logins fail
+    /// without running the query again); default 5s; 0 = not remembered (pgsluice's
+    /// own key).
+    pub auth_query_miss_ttl: Secs,
     /// Directory of the listening unix socket (`unix_socket_dir`); `None` = not set,
     /// `Some("")` = unix sockets disabled. Also the server socket directory for
     /// pgbouncer.ini databases without `host`.
@@ -105,7 +109,8 @@ pub struct General {
     /// Mode of the listening unix socket; default 0o777.
     #[serde(deserialize_with = "de_octal_mode")]
     pub unix_socket_mode: u32,
-    /// Group of the listening unix socket; default none.
+    /// Group given to the listening unix socket after it is bound (a name, or a
+    /// numeric id); default none: the process's group.
     pub unix_socket_group: Option<String>,
     /// Startup parameters accepted and ignored (`ignore_startup_parameters`); default empty.
     #[serde(deserialize_with = "de_string_list")]
@@ -121,8 +126,17 @@ pub struct General {
     pub max_db_connections: usize,
     /// Maximum server connections per user, all databases together; default 0 = unlimited.
     pub max_user_connections: usize,
+    /// This process's id in a peered group (`[peers]`), put into the cancel keys it
+    /// issues; default 0 = peering off; at most 16383.
+    pub peer_id: u16,
+    /// Bind the TCP listeners with SO_REUSEPORT, so that several processes can listen
+    /// on the same port (the kernel spreads connections over them); default false.
+    pub so_reuseport: bool,
     /// Maximum client connections per database; default 0 = unlimited.
     pub max_db_client_connections: usize,
+    /// Maximum client connections per (client-side) user, all databases together;
+    /// default 0 = unlimited.
+    pub max_user_client_connections: usize,
     /// Extra server connections a pool may open for clients waiting too long; default 0.
     pub reserve_pool_size: usize,
     /// How long a client waits before the reserve pool is used; default 5s.
@@ -246,6 +260,7 @@ impl Default for General {
             auth_user: None,
             auth_query: DEFAULT_AUTH_QUERY.to_owned(),
             auth_dbname: None,
+            auth_query_miss_ttl: Secs::from_secs(5),
             unix_socket_dir: None,
             unix_socket_mode: 0o777,
             unix_socket_group: None,
@@ -254,7 +269,10 @@ impl Default for General {
             server_round_robin: false,
             max_db_connections: 0,
             max_user_connections: 0,
+            peer_id: 0,
+            so_reuseport: false,
             max_db_client_connections: 0,
+            max_user_client_connections: 0,
             reserve_pool_size: 0,
             reserve_pool_timeout: Secs::from_secs(5),
             server_login_retry: Secs::from_secs(15),
@@ -328,11 +346,6 @@ impl General {
             "application_name_add_host",
             self.application_name_add_host,
             "adding the client address to application_name",
-        );
-        not_yet(
-            "unix_socket_group",
-            self.unix_socket_group.is_some(),
-            "a group for the listening unix socket (it keeps the process's group)",
         );
         not_yet(
             "server_round_robin",

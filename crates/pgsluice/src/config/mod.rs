@@ -22,6 +22,8 @@ mod ini;
 pub(crate) mod load;
 mod locate;
 mod log_settings;
+pub mod os_group;
+mod peers;
 mod pgbouncer;
 mod pgbouncer_hosts;
 pub mod pgbouncer_keys;
@@ -48,6 +50,7 @@ pub use format::ConfigFormat;
 pub use general::{General, ALWAYS_IGNORED_STARTUP_PARAMETERS, DEFAULT_AUTH_QUERY};
 pub use load::{apply_env, env_vars, load_file, load_file_as, parse_str, ConfigError, ENV_PREFIX};
 pub use log_settings::SyslogFacility;
+pub use peers::{PeerConfig, MAX_PEER_ID};
 pub use replicas::{
     defaults as replica_defaults, HostConfig, HostRole, LoadBalance, PrimaryReads, ReplicaLag,
     TargetSessionAttrs,
@@ -73,6 +76,10 @@ pub struct Config {
     /// The `[users.<name>]` tables; key = the user name clients log in with.
     #[serde(default)]
     pub users: BTreeMap<String, UserConfig>,
+    /// The `[peers.<peer_id>]` tables: the other processes of a peered group
+    /// (PgBouncer's `[peers]`), to which cancel requests for their clients go.
+    #[serde(default)]
+    pub peers: BTreeMap<String, PeerConfig>,
     /// Where it came from (file path), for messages. None for quick mode.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -316,6 +323,9 @@ pub struct UserConfig {
     /// Maximum server connections for this user, all databases together; default
     /// `general.max_user_connections` (0 = unlimited).
     pub max_user_connections: Option<usize>,
+    /// Maximum client connections logged in as this user, all databases together;
+    /// default `general.max_user_client_connections` (0 = unlimited).
+    pub max_user_client_connections: Option<usize>,
 }
 
 impl fmt::Debug for UserConfig {
@@ -326,6 +336,10 @@ impl fmt::Debug for UserConfig {
             .field("pool_size", &self.pool_size)
             .field("reserve_pool_size", &self.reserve_pool_size)
             .field("max_user_connections", &self.max_user_connections)
+            .field(
+                "max_user_client_connections",
+                &self.max_user_client_connections,
+            )
             .finish()
     }
 }
@@ -478,6 +492,15 @@ impl Config {
             .get(user)
             .and_then(|u| u.max_user_connections)
             .unwrap_or(self.general.max_user_connections)
+    }
+
+    /// Client connection cap of (client-side) user `user` (0 = unlimited): the user's
+    /// `max_user_client_connections`, else general's.
+    pub fn max_user_client_connections(&self, user: &str) -> usize {
+        self.users
+            .get(user)
+            .and_then(|u| u.max_user_client_connections)
+            .unwrap_or(self.general.max_user_client_connections)
     }
 
     /// Effective pool mode: the user's, then the database's, then general's.

@@ -200,23 +200,32 @@ impl Builder {
     fn peer(&mut self, e: &Entry) -> Result<(), ConfigError> {
         let key = format!("peers.{}", e.key);
         let params = connstr::parse(&e.value).map_err(|m| at(&e.loc, &key, m))?;
+        let mut peer = super::PeerConfig {
+            host: String::new(),
+            port: 6432,
+            pool_size: None,
+        };
         for (k, v) in params {
             let pkey = format!("{key}.{k}");
+            let bad = |v: &str| at(&e.loc, &pkey, format!("invalid value `{v}`"));
             lookup(Section::Peer, &k)
                 .ok_or_else(|| at(&e.loc, &pkey, format!("unknown peer parameter `{k}`")))?;
-            let ok = match k.as_str() {
-                "port" => v.parse::<u16>().is_ok_and(|p| p > 0),
-                "pool_size" => parse_count(&v).is_ok(),
-                _ => true,
-            };
-            if !ok {
-                return Err(at(&e.loc, &pkey, format!("invalid value `{v}`")));
+            match k.as_str() {
+                "host" => peer.host = v,
+                "port" => {
+                    peer.port = v
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|p| *p > 0)
+                        .ok_or_else(|| bad(&v))?;
+                }
+                "pool_size" => peer.pool_size = Some(parse_count(&v).map_err(|_| bad(&v))?),
+                _ => {}
             }
+            self.locs.set(&["peers", &e.key, &k], &e.loc, pkey.clone());
         }
-        self.cfg.notices.push(format!(
-            "{}:{}: key `{key}`: peering is not implemented yet; the peer is ignored",
-            e.loc.file, e.loc.line
-        ));
+        self.locs.set(&["peers", &e.key], &e.loc, key);
+        self.cfg.peers.insert(e.key.clone(), peer);
         Ok(())
     }
 
@@ -470,6 +479,9 @@ impl Builder {
                 }
                 "max_user_connections" => {
                     u.max_user_connections = Some(parse_count(&v).map_err(|e| err(e.0))?);
+                }
+                "max_user_client_connections" => {
+                    u.max_user_client_connections = Some(parse_count(&v).map_err(|e| err(e.0))?);
                 }
                 other => {
                     return Err(err(format!(

@@ -99,6 +99,18 @@ pub(crate) fn apply(g: &mut General, name: &str, v: &str) -> Result<Applied, Str
         "max_db_connections" => set!(max_db_connections = count(v)?),
         "max_user_connections" => set!(max_user_connections = count(v)?),
         "max_db_client_connections" => set!(max_db_client_connections = count(v)?),
+        "max_user_client_connections" => set!(max_user_client_connections = count(v)?),
+        "peer_id" => set!(
+            peer_id = count(v)
+                .ok()
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|n| *n <= super::MAX_PEER_ID)
+                .ok_or_else(|| format!(
+                    "invalid peer_id `{v}`: expected 0 to {}",
+                    super::MAX_PEER_ID
+                ))?
+        ),
+        "so_reuseport" => set!(so_reuseport = flag(v)?),
         "server_round_robin" => set!(server_round_robin = flag(v)?),
         "ignore_startup_parameters" => set!(ignore_startup_parameters = split_list(v)),
         "track_extra_parameters" => set!(track_extra_parameters = split_list(v)),

@@ -238,6 +238,20 @@ fn include_is_relative_to_the_including_file() {
     assert!(msg.contains("includes itself"), "{msg}");
 }
 
+/// A unix_socket_group naming no group is a configuration error on its line.
+#[test]
+fn unknown_unix_socket_group_is_an_error() {
+    let (_, line, key, msg) = at(load_ini(
+        "bad-group",
+        &format!("{BASE}unix_socket_group = no-such-group-pgsluice\n"),
+    ));
+    assert_eq!((line, key.as_str()), (5, "pgbouncer.unix_socket_group"));
+    assert!(msg.contains("does not exist"), "{msg}");
+    let c = load_ini("root-group", &format!("{BASE}unix_socket_group = 0\n")).unwrap();
+    assert_eq!(c.general.unix_socket_group.as_deref(), Some("0"));
+    assert!(!c.warnings().iter().any(|w| w.contains("unix_socket_group")));
+}
+
 #[test]
 fn unknown_keys_and_bad_values_are_errors_with_lines() {
     let (file, line, key, msg) = at(load_ini("unknown", "[pgbouncer]\n\nlisten_prot = 6432\n"));
@@ -411,9 +425,31 @@ fn semantics_mapped_from_pgbouncer() {
         "{:?}",
         c.warnings()
     );
-    // Peers are validated, then warned about.
-    let c = load_ini("peers", "[peers]\n1 = host=10.0.0.1 port=6432\n").unwrap();
-    assert!(c.warnings().iter().any(|x| x.contains("peering")));
+    // Peers are read, without a warning.
+    let c = load_ini(
+        "peers",
+        "[pgbouncer]\npeer_id = 2\nso_reuseport = 1\n[peers]\n1 = host=10.0.0.1 port=6433 pool_size=3\n3 = host=/tmp/p3\n",
+    )
+    .unwrap();
+    assert!(
+        !c.warnings().iter().any(|x| x.contains("peer")),
+        "{:?}",
+        c.warnings()
+    );
+    assert_eq!((c.general.peer_id, c.general.so_reuseport), (2, true));
+    let p1 = c.peer(1).unwrap();
+    assert_eq!(
+        (p1.host.as_str(), p1.port, p1.pool_size),
+        ("10.0.0.1", 6433, Some(3))
+    );
+    assert_eq!(
+        (c.peer(3).unwrap().host.as_str(), c.peer(3).unwrap().port),
+        ("/tmp/p3", 6432)
+    );
+    let (_, line, key, _) = at(load_ini("peers-id", "[peers]\nx = host=a\n"));
+    assert_eq!((line, key.as_str()), (2, "peers.x"));
+    let (_, line, key, _) = at(load_ini("peer-id", "[pgbouncer]\npeer_id = 16384\n"));
+    assert_eq!((line, key.as_str()), (2, "pgbouncer.peer_id"));
     let (_, line, key, _) = at(load_ini("peers-bad", "[peers]\n1 = host=x porridge=1\n"));
     assert_eq!((line, key.as_str()), (2, "peers.1.porridge"));
 }

@@ -103,6 +103,7 @@ pub(crate) fn to_table(cfg: &Config) -> Table {
     opt_string(&mut general, "auth_user", g.auth_user.as_deref());
     general.insert("auth_query".into(), string(&g.auth_query));
     opt_string(&mut general, "auth_dbname", g.auth_dbname.as_deref());
+    general.insert("auth_query_miss_ttl".into(), secs(g.auth_query_miss_ttl));
     opt_string(
         &mut general,
         "unix_socket_dir",
@@ -135,6 +136,12 @@ pub(crate) fn to_table(cfg: &Config) -> Table {
         "max_db_client_connections".into(),
         int(g.max_db_client_connections),
     );
+    general.insert(
+        "max_user_client_connections".into(),
+        int(g.max_user_client_connections),
+    );
+    general.insert("peer_id".into(), int(usize::from(g.peer_id)));
+    general.insert("so_reuseport".into(), Value::Boolean(g.so_reuseport));
     general.insert("reserve_pool_size".into(), int(g.reserve_pool_size));
     general.insert("reserve_pool_timeout".into(), secs(g.reserve_pool_timeout));
     general.insert("server_login_retry".into(), secs(g.server_login_retry));
@@ -280,13 +287,30 @@ pub(crate) fn to_table(cfg: &Config) -> Table {
         if let Some(n) = u.max_user_connections {
             t.insert("max_user_connections".into(), int(n));
         }
+        if let Some(n) = u.max_user_client_connections {
+            t.insert("max_user_client_connections".into(), int(n));
+        }
         users.insert(name.clone(), Value::Table(t));
+    }
+
+    let mut peers = Table::new();
+    for (id, p) in &cfg.peers {
+        let mut t = Table::new();
+        t.insert("host".into(), string(&p.host));
+        t.insert("port".into(), int(usize::from(p.port)));
+        if let Some(n) = p.pool_size {
+            t.insert("pool_size".into(), int(n));
+        }
+        peers.insert(id.clone(), Value::Table(t));
     }
 
     let mut root = Table::new();
     root.insert("general".into(), Value::Table(general));
     root.insert("databases".into(), Value::Table(databases));
     root.insert("users".into(), Value::Table(users));
+    if !peers.is_empty() {
+        root.insert("peers".into(), Value::Table(peers));
+    }
     root
 }
 

@@ -31,6 +31,9 @@ pub struct Checkout {
     pool: Arc<Pool>,
     return_as: ReturnAs,
     client: Option<Arc<ClientInfo>>,
+    /// When the holder was done with it, if it read the clock already (the idle period
+    /// of the connection starts there); else dropping the guard reads it.
+    done_at: Option<Instant>,
 }
 
 impl Checkout {
@@ -40,6 +43,7 @@ impl Checkout {
             pool,
             return_as: ReturnAs::Close,
             client: None,
+            done_at: None,
         }
     }
 
@@ -73,6 +77,12 @@ impl Checkout {
     /// The pool it belongs to.
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
+    }
+
+    /// Records when the holder was done with the connection, so that giving it back
+    /// reads no clock of its own.
+    pub fn done_at(&mut self, now: Instant) {
+        self.done_at = Some(now);
     }
 
     /// Sets how the connection goes back.
@@ -158,7 +168,8 @@ impl Checkout {
 
 impl Drop for Checkout {
     fn drop(&mut self) {
-        self.give_back(Instant::now());
+        let now = self.done_at.unwrap_or_else(Instant::now);
+        self.give_back(now);
     }
 }
 

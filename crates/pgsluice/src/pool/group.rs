@@ -1,6 +1,7 @@
 //! Limits shared by several pools: `max_db_connections` (every pool of a client-side
 //! database) and `max_user_connections` (every pool of a server-side user), and the
-//! client count of a database (`max_db_client_connections`).
+//! client counts of a database (`max_db_client_connections`) and of a user
+//! (`max_user_client_connections`: the clients logged in under that name).
 //!
 //! A [`GroupLimit`] counts the server connections of its pools, open or being opened.
 //! Its count changes only when a pool opens or closes a connection, never when one is
@@ -57,7 +58,8 @@ pub struct GroupLimit {
     inner: Mutex<Inner>,
     /// `!inner.blocked.is_empty()`, readable without the lock.
     has_blocked: AtomicBool,
-    /// Clients of the group (databases only: `max_db_client_connections`).
+    /// Clients of the group: of a database (`max_db_client_connections`), or logged in
+    /// as a user (`max_user_client_connections`).
     clients: Arc<AtomicUsize>,
 }
 
@@ -214,7 +216,7 @@ impl GroupLimit {
     }
 }
 
-/// A client's place in a database's client count; given back on drop.
+/// A client's place in a database's or a user's client count; given back on drop.
 #[derive(Debug)]
 pub struct ClientSlot {
     clients: Arc<AtomicUsize>,

@@ -338,6 +338,23 @@ impl Router {
             })
     }
 
+    /// A logged-in client's place under max_user_client_connections of `user` (the
+    /// name it logged in as, whatever user its pool's connections use), counted over
+    /// every database; the FATAL 53300 when it is full.
+    pub fn admit_user_client(&self, user: &str) -> Result<ClientSlot, ClientNotice> {
+        let generation = self.live.load();
+        let cfg = &generation.config;
+        let max = cfg.max_user_client_connections(user);
+        self.user_group(cfg, user)
+            .try_add_client(max)
+            .ok_or_else(|| {
+                ClientNotice::fatal(
+                    SqlState::TOO_MANY_CONNECTIONS,
+                    "no more connections allowed (max_user_client_connections)",
+                )
+            })
+    }
+
     /// What `next` means for the pools that exist now; pure, so that a reload
     /// computes it before publishing `next`.
     pub fn plan(&self, next: &Generation) -> PoolPlan {

@@ -31,8 +31,10 @@
 //!   SQL-level PREPARE / EXECUTE. An n out of range is refused with SQLSTATE 22023.
 //! - **INSERT ... VALUES** into a sharded table: the key of each row is a literal
 //!   (integer, string, negative number, NULL, a literal cast to a type of the key's
-//!   family) or a parameter `$k` (possibly cast); a missing key column is NULL (shard 0,
-//!   as PostgreSQL places NULL). Without a column list the key is at
+//!   family) or a parameter `$k` (possibly cast); an explicit NULL goes to shard 0, as
+//!   PostgreSQL places NULL, but a key column left out is refused (its default, a serial
+//!   or identity, is computed by the server after the shard is chosen). Without a column
+//!   list the key is at
 //!   [`ShardedTable::key_position`]. One shard for all rows: [`Plan::Shard`] /
 //!   [`Plan::ByParam`]; literal keys on several shards: [`Plan::SplitInsert`] (one
 //!   statement per shard, rows in order, RETURNING and ON CONFLICT kept), refused when
@@ -50,7 +52,13 @@
 //!   sharded tables are all linked by key equalities (a co-located join, correct per
 //!   shard) runs on every shard and is merged ([`Plan::FanOut`], by
 //!   [`super::merge::plan_select`], which refuses what it cannot merge); tables not
-//!   linked are refused ("join of sharded tables a and b on non-key columns"). Refused:
+//!   linked are refused ("join of sharded tables a and b on non-key columns"). A
+//!   fan-out also needs every sharded table in the top-level SELECT's FROM list
+//!   (joins included) or in a subquery of an expression tied to those rows by key
+//!   (`i.key = o.key`, `o.key IN (SELECT i.key ...)`); one in a FROM subquery, a WITH
+//!   query or a set operation, not pinned, is refused (each shard would see only its
+//!   part of the subquery's rows). `key IS NULL` pins nothing on the nullable side of
+//!   an outer join below the condition (the join's added rows match it too). Refused:
 //!   UPDATE / DELETE without the key (a write on several shards), UPDATE of the key
 //!   column, `SELECT ... FOR UPDATE` without the key, MERGE into a sharded table,
 //!   data-modifying WITH over sharded tables, `CREATE TABLE AS` / `SELECT INTO` over a
@@ -83,7 +91,7 @@
 //! Files: `plan_stmt` (per statement kind, combination), `plan_utility`
 //! (overrides, DDL, transaction control, COPY), `plan_query` (SELECT / UPDATE /
 //! DELETE: scopes, pins and links) with `plan_query_expr` (subqueries inside
-//! expressions), `plan_insert`, `plan_key` (literals, parameters, their shard),
+//! expressions) and `plan_query_outcome` (the conclusion), `plan_insert`, `plan_key` (literals, parameters, their shard),
 //! `plan_walk` (every table a statement names), `plan_cache`.
 
 use std::sync::Arc;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use pg_query::protobuf::{InsertStmt, OnConflictAction};
 use pg_query::NodeEnum;
 
-use super::key::{self, inner, KeyExpr, Lit, Target, Use};
+use super::key::{self, inner, Target, Use};
 use super::{Plan, ShardedTable, Sharding, Unsupported};
 
 /// The plan of an INSERT into sharded table `table` (the caller checked that it
@@ -35,7 +35,7 @@ fn rows(
     }
     let Some(select) = ins.select_stmt.as_deref().and_then(inner) else {
         // DEFAULT VALUES: no key given.
-        return Ok(Plan::Shard(0));
+        return Err(no_key(t));
     };
     let values = match select {
         NodeEnum::SelectStmt(s) if is_values(ins) => &s.values_lists,
@@ -53,10 +53,7 @@ fn rows(
             return Err(expression(t));
         };
         let e = match position.and_then(|p| row.items.get(p)).and_then(inner) {
-            None => KeyExpr::Literal {
-                lit: Lit::Null,
-                cast: None,
-            },
+            None => return Err(no_key(t)),
             Some(NodeEnum::SetToDefault(_)) => {
                 return Err(Unsupported::feature(format!(
                     "DEFAULT for the key column {} of sharded table {}: give the key's value",
@@ -67,12 +64,14 @@ fn rows(
         };
         targets.push(key::target(sharding, t, &e, Use::Insert)?.ok_or_else(|| expression(t))?);
     }
+    if targets.contains(&Target::Rejected) {
+        // The server rejects the whole statement: shard 0 says why, no row is
+        // inserted anywhere.
+        return Ok(Plan::Shard(0));
+    }
     let first = targets[0];
     if targets.iter().all(|x| x.same(first)) {
-        return Ok(match first {
-            Target::Shard(n) => Plan::Shard(n),
-            Target::Param { index, key_type } => Plan::ByParam { index, key_type },
-        });
+        return Ok(first.into());
     }
     if targets.iter().any(|x| matches!(x, Target::Param { .. })) || params {
         return Err(Unsupported::feature(format!(
@@ -123,6 +122,18 @@ fn key_position(t: &ShardedTable, ins: &InsertStmt) -> Result<Option<usize>, Uns
         }
     }
     Ok(None)
+}
+
+/// An INSERT that leaves the key column out. The column would get its default
+/// (a serial, an identity, a function) on the server, which pgsluice cannot know
+/// before choosing the shard: placing the row as NULL (shard 0) would misplace it.
+fn no_key(t: &ShardedTable) -> Unsupported {
+    Unsupported::feature(format!(
+        "INSERT into sharded table {} without its key column {}: its default (serial, \
+         identity) is computed on the server after the shard is chosen; give the key's \
+         value (NULL explicitly for a NULL key)",
+        t.name, t.column
+    ))
 }
 
 /// True when a SET list assigns the key column.

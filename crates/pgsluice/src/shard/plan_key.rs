@@ -12,7 +12,7 @@ use pg_query::{Node, NodeEnum};
 
 use super::super::hash::{self, KeyType, KeyValue};
 use super::super::Unsupported;
-use super::{ShardedTable, Sharding};
+use super::{Plan, ShardedTable, Sharding};
 
 /// A literal constant.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,16 +39,29 @@ pub(super) enum KeyExpr {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Target {
     Shard(usize),
-    Param { index: usize, key_type: KeyType },
+    Param {
+        index: usize,
+        key_type: KeyType,
+    },
+    /// A key the server rejects (or a comparison no row meets): shard 0 answers.
+    Rejected,
 }
 
 impl Target {
     /// Both name the same shard (parameters: the same parameter).
     pub(super) fn same(self, other: Target) -> bool {
-        match (self, other) {
+        match (self.plain(), other.plain()) {
             (Target::Shard(a), Target::Shard(b)) => a == b,
             (Target::Param { index: a, .. }, Target::Param { index: b, .. }) => a == b,
             _ => false,
+        }
+    }
+
+    /// [`Target::Rejected`] as shard 0.
+    pub(super) fn plain(self) -> Target {
+        match self {
+            Target::Rejected => Target::Shard(0),
+            t => t,
         }
     }
 }
@@ -228,7 +241,8 @@ fn literal_target(
 ) -> Result<Option<Target>, Unsupported> {
     let shard = |v: &KeyValue<'_>| Ok(Some(shard_of(sharding, v)));
     match (lit, family(ty)) {
-        (Lit::Null | Lit::HugeInt, _) => Ok(Some(Target::Shard(0))),
+        (Lit::Null, _) => Ok(Some(Target::Shard(0))),
+        (Lit::HugeInt, _) => Ok(Some(Target::Rejected)),
         (Lit::Int(i), Family::Int) => {
             let fits = match ty {
                 KeyType::SmallInt => i16::try_from(*i).is_ok(),
@@ -238,7 +252,7 @@ fn literal_target(
             if fits {
                 shard(&KeyValue::Int(*i))
             } else {
-                Ok(Some(Target::Shard(0)))
+                Ok(Some(Target::Rejected))
             }
         }
         (Lit::Int(i), Family::Text) => shard(&KeyValue::Text(i.to_string().as_bytes())),
@@ -246,7 +260,7 @@ fn literal_target(
         (Lit::Str(s), _) => match hash::key_from_text(ty, s.as_bytes()) {
             Ok(v) => shard(&v),
             // Rejected by the type's input function: an error on every shard.
-            Err(_) => Ok(Some(Target::Shard(0))),
+            Err(_) => Ok(Some(Target::Rejected)),
         },
         (Lit::Num(n), _) => match usage {
             Use::Filter => Ok(None),
@@ -257,7 +271,7 @@ fn literal_target(
             ))),
         },
         // An integer for a uuid key: the server rejects it.
-        (Lit::Int(_), Family::Uuid) => Ok(Some(Target::Shard(0))),
+        (Lit::Int(_), Family::Uuid) => Ok(Some(Target::Rejected)),
     }
 }
 
@@ -267,4 +281,14 @@ pub(super) fn shard_of(sharding: &Sharding, v: &KeyValue<'_>) -> Target {
         hash::partition_hash(v),
         sharding.shards.max(1),
     ))
+}
+
+impl From<Target> for Plan {
+    fn from(t: Target) -> Plan {
+        match t.plain() {
+            Target::Param { index, key_type } => Plan::ByParam { index, key_type },
+            Target::Shard(n) => Plan::Shard(n),
+            Target::Rejected => Plan::Shard(0),
+        }
+    }
 }

@@ -18,8 +18,11 @@
 //!   outer join's nullable side it does not.
 //!
 //! The statement runs on one shard when that shard holds the rows every occurrence
-//! needs; on every shard when all occurrences are linked (each shard then computes
-//! its part of the answer); otherwise it is refused. Column references resolve as
+//! needs; on every shard when all occurrences are linked and *tied* to the top-level
+//! SELECT's rows (in its FROM list, or in a subquery of an expression whose rows
+//! that matter follow a tied occurrence's key: each shard then computes its part of
+//! the answer); otherwise it is refused. `key IS NULL` does not pin an occurrence on
+//! the nullable side of an outer join below the condition. Column references resolve as
 //! PostgreSQL would: a qualified one by the nearest scope with that FROM name, an
 //! unqualified one only in its own scope. Whatever is not understood pins and links
 //! nothing, which can only make the plan wider (or refused), never wrong.
@@ -30,11 +33,13 @@ use pg_query::protobuf::{
 };
 use pg_query::{Node, NodeEnum};
 
-use super::key::{self, inner, KeyExpr, Target, Use};
+use super::key::{self, inner, KeyExpr, Target};
 
 #[path = "plan_query_expr.rs"]
 mod expr;
-use super::{Sharding, Unsupported};
+#[path = "plan_query_outcome.rs"]
+mod outcome;
+use super::Sharding;
 
 /// What the analysis of a statement concluded.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +54,9 @@ pub(super) enum Outcome {
         b: String,
         same_scope: bool,
     },
+    /// All linked, but this table is in a subquery, WITH query or set operation
+    /// whose rows are not tied by key to the top-level SELECT's sharded rows.
+    Untied { table: String },
 }
 
 /// The analysis of one statement (see the module doc).
@@ -64,12 +72,27 @@ pub(super) struct Analysis<'s> {
 struct Occ {
     table: usize,
     scope: usize,
+    /// On the nullable side of an outer join (seen so far): `key IS NULL` above that
+    /// join is also true of the rows the join adds, so it pins nothing.
+    nullable: bool,
 }
 
-#[derive(Default)]
 struct Scope {
     parent: Option<usize>,
+    kind: ScopeKind,
     items: Vec<Item>,
+}
+
+/// Where a scope sits, for a fan-out: each shard computes its part of the rows of
+/// the top-level SELECT; a subquery's rows only fit that when tied to them by key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScopeKind {
+    /// The statement itself.
+    Top,
+    /// A subquery in an expression (EXISTS, IN, scalar, ARRAY).
+    Sublink,
+    /// A FROM subquery, a WITH query, a set operation's branch.
+    Other,
 }
 
 /// A FROM item's name, as column references qualify it.
@@ -106,15 +129,20 @@ impl<'s> Analysis<'s> {
         self.occs.len()
     }
 
-    /// Analyses a SELECT (or VALUES, or set operation) in scope `parent`.
-    pub(super) fn select(&mut self, s: &SelectStmt, parent: Option<usize>) -> usize {
+    /// Analyses a top-level SELECT (or VALUES, or set operation).
+    pub(super) fn select(&mut self, s: &SelectStmt) {
+        self.scope_select(s, None, ScopeKind::Top);
+    }
+
+    /// Analyses a SELECT as a scope of `kind` in scope `parent`.
+    fn scope_select(&mut self, s: &SelectStmt, parent: Option<usize>, kind: ScopeKind) -> usize {
         if let Some(w) = &s.with_clause {
             self.with(w, parent);
         }
-        let scope = self.new_scope(parent);
+        let scope = self.new_scope(parent, kind);
         if s.larg.is_some() || s.rarg.is_some() {
             for branch in [&s.larg, &s.rarg].into_iter().flatten() {
-                self.select(branch, parent);
+                self.scope_select(branch, parent, ScopeKind::Other);
             }
         }
         let mut visible = Vec::new();
@@ -146,7 +174,7 @@ impl<'s> Analysis<'s> {
         if let Some(w) = &u.with_clause {
             self.with(w, None);
         }
-        let scope = self.new_scope(None);
+        let scope = self.new_scope(None, ScopeKind::Top);
         let mut visible = Vec::new();
         if let Some(rv) = &u.relation {
             visible.extend(self.range_var(rv, scope));
@@ -166,7 +194,7 @@ impl<'s> Analysis<'s> {
         if let Some(w) = &d.with_clause {
             self.with(w, None);
         }
-        let scope = self.new_scope(None);
+        let scope = self.new_scope(None, ScopeKind::Top);
         let mut visible = Vec::new();
         if let Some(rv) = &d.relation {
             visible.extend(self.range_var(rv, scope));
@@ -180,71 +208,10 @@ impl<'s> Analysis<'s> {
         }
     }
 
-    /// The conclusion; `None` when no sharded table was seen.
-    pub(super) fn outcome(&self) -> Result<Option<Outcome>, Unsupported> {
-        if self.occs.is_empty() {
-            return Ok(None);
-        }
-        let mut sets: Vec<Vec<Target>> = vec![Vec::new(); self.occs.len()];
-        for (occ, e) in &self.pins {
-            let table = &self.sharding.tables[self.occs[*occ].table];
-            if let Some(t) = key::target(self.sharding, table, e, Use::Filter)? {
-                add(&mut sets[*occ], t);
-            }
-        }
-        // Pins flow along links until nothing changes (sets only grow, and only with
-        // targets of the pins).
-        let mut changed = true;
-        while changed {
-            changed = false;
-            for e in &self.edges {
-                for (from, to, flows) in [(e.a, e.b, e.a_to_b), (e.b, e.a, e.b_to_a)] {
-                    if !flows {
-                        continue;
-                    }
-                    for t in sets[from].clone() {
-                        changed |= add(&mut sets[to], t);
-                    }
-                }
-            }
-        }
-        let common = sets[0]
-            .iter()
-            .copied()
-            .find(|t| sets.iter().all(|s| s.iter().any(|u| u.same(*t))));
-        if let Some(t) = common {
-            return Ok(Some(Outcome::One(t)));
-        }
-        // Linked: one component over all links.
-        let mut component: Vec<usize> = (0..self.occs.len()).collect();
-        fn root(c: &mut [usize], mut i: usize) -> usize {
-            while c[i] != i {
-                c[i] = c[c[i]];
-                i = c[i];
-            }
-            i
-        }
-        for e in &self.edges {
-            let (a, b) = (root(&mut component, e.a), root(&mut component, e.b));
-            component[a] = b;
-        }
-        let first = root(&mut component, 0);
-        match (1..self.occs.len()).find(|&i| root(&mut component, i) != first) {
-            None => Ok(Some(Outcome::Linked)),
-            Some(other) => {
-                let name = |i: usize| self.sharding.tables[self.occs[i].table].name.clone();
-                Ok(Some(Outcome::Unlinked {
-                    a: name(0),
-                    b: name(other),
-                    same_scope: self.occs[0].scope == self.occs[other].scope,
-                }))
-            }
-        }
-    }
-
-    fn new_scope(&mut self, parent: Option<usize>) -> usize {
+    fn new_scope(&mut self, parent: Option<usize>, kind: ScopeKind) -> usize {
         self.scopes.push(Scope {
             parent,
+            kind,
             items: Vec::new(),
         });
         self.scopes.len() - 1
@@ -254,7 +221,7 @@ impl<'s> Analysis<'s> {
         for cte in &w.ctes {
             if let Some(NodeEnum::CommonTableExpr(c)) = inner(cte) {
                 if let Some(NodeEnum::SelectStmt(s)) = c.ctequery.as_deref().and_then(inner) {
-                    self.select(s, parent);
+                    self.scope_select(s, parent, ScopeKind::Other);
                 }
             }
         }
@@ -272,7 +239,11 @@ impl<'s> Analysis<'s> {
             false => self.sharding.table_index(&rv.schemaname, &rv.relname),
         };
         let occ = table.map(|table| {
-            self.occs.push(Occ { table, scope });
+            self.occs.push(Occ {
+                table,
+                scope,
+                nullable: false,
+            });
             self.occs.len() - 1
         });
         self.scopes[scope].items.push(Item {
@@ -302,7 +273,7 @@ impl<'s> Analysis<'s> {
             Some(NodeEnum::JoinExpr(j)) => self.join(j, scope),
             Some(NodeEnum::RangeSubselect(r)) => {
                 if let Some(NodeEnum::SelectStmt(s)) = r.subquery.as_deref().and_then(inner) {
-                    self.select(s, Some(scope));
+                    self.scope_select(s, Some(scope), ScopeKind::Other);
                 }
                 self.named_item(scope, r.alias.as_ref().map(|a| a.aliasname.as_str()));
                 Vec::new()
@@ -357,6 +328,15 @@ impl<'s> Analysis<'s> {
         }
         let both: Vec<usize> = left.iter().chain(&right).copied().collect();
         self.filter(j.quals.as_deref(), scope, &restrict, Some(&both));
+        let nullable: &[usize] = match JoinType::try_from(j.jointype) {
+            Ok(JoinType::JoinLeft) => &right,
+            Ok(JoinType::JoinRight) => &left,
+            Ok(JoinType::JoinFull) => &both,
+            _ => &[],
+        };
+        for &o in nullable {
+            self.occs[o].nullable = true;
+        }
         let alias = j.alias.as_ref().or(j.join_using_alias.as_ref());
         self.named_item(scope, alias.map(|a| a.aliasname.as_str()));
         both
@@ -434,7 +414,8 @@ impl<'s> Analysis<'s> {
                 if t.nulltesttype == NullTestType::IsNull as i32 && !t.argisrow =>
             {
                 if let Some(arg) = t.arg.as_deref() {
-                    let refs = self.key_refs(arg, scope, visible);
+                    let mut refs = self.key_refs(arg, scope, visible);
+                    refs.retain(|&o| !self.occs[o].nullable);
                     let null = KeyExpr::Literal {
                         lit: key::Lit::Null,
                         cast: None,
@@ -460,7 +441,7 @@ impl<'s> Analysis<'s> {
                 let Some(NodeEnum::SelectStmt(sub)) = s.subselect.as_deref().and_then(inner) else {
                     return;
                 };
-                let sub_scope = self.select(sub, Some(scope));
+                let sub_scope = self.scope_select(sub, Some(scope), ScopeKind::Sublink);
                 // Both filter each other: the outer row passes only with a matching
                 // inner key, and only inner rows matching an outer key matter.
                 let filtered: Vec<usize> = self.scopes[sub_scope]
@@ -548,15 +529,6 @@ impl<'s> Analysis<'s> {
         }
         Vec::new()
     }
-}
-
-/// Adds `t` to `set` unless it names a shard already there; true when added.
-fn add(set: &mut Vec<Target>, t: Target) -> bool {
-    if set.iter().any(|u| u.same(t)) {
-        return false;
-    }
-    set.push(t);
-    true
 }
 
 /// The top-level AND terms of a condition.

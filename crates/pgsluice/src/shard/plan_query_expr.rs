@@ -3,7 +3,7 @@
 use pg_query::{Node, NodeEnum};
 
 use super::super::key::inner;
-use super::Analysis;
+use super::{Analysis, ScopeKind};
 
 impl Analysis<'_> {
     pub(super) fn exprs(&mut self, list: &[Node], scope: usize) {
@@ -25,7 +25,7 @@ impl Analysis<'_> {
                     self.expr(t, scope);
                 }
                 if let Some(NodeEnum::SelectStmt(sub)) = s.subselect.as_deref().and_then(inner) {
-                    self.select(sub, Some(scope));
+                    self.scope_select(sub, Some(scope), ScopeKind::Sublink);
                 }
             }
             NodeEnum::AExpr(a) => {

@@ -6,7 +6,7 @@ use pg_query::NodeEnum;
 
 use super::super::merge;
 use super::insert;
-use super::key::{inner, Target};
+use super::key::inner;
 use super::query::{Analysis, Outcome};
 use super::utility::{copy, every_shard, override_comment, set, transaction, SHARD_SETTING};
 use super::walk::{walk, Found};
@@ -297,7 +297,7 @@ fn query_plan(
     let mut a = Analysis::new(sh, &found.ctes);
     let write = match q {
         Query::Select(s) => {
-            a.select(s, None);
+            a.select(s);
             None
         }
         Query::Update(u) => {
@@ -336,10 +336,7 @@ fn query_plan(
     }
     let outcome = a.outcome()?.expect("sharded tables were analysed");
     match (outcome, write) {
-        (Outcome::One(Target::Shard(n)), _) => Ok(Plan::Shard(n)),
-        (Outcome::One(Target::Param { index, key_type }), _) => {
-            Ok(Plan::ByParam { index, key_type })
-        }
+        (Outcome::One(t), _) => Ok(t.into()),
         (_, Some((verb, target))) => {
             let t = &sh.tables[target.unwrap_or(tables.sharded[0])];
             Err(Unsupported::feature(format!(
@@ -359,6 +356,11 @@ fn query_plan(
             };
             Ok(Plan::FanOut(std::sync::Arc::new(merge::plan_select(s)?)))
         }
+        (Outcome::Untied { table }, None) => Err(Unsupported::feature(format!(
+            "sharded table {table} in a subquery, WITH query or set operation that is not \
+             tied by its key to the outer query's sharded rows: pgsluice cannot split it \
+             over the shards; give its key (`= value`) to run it on one shard"
+        ))),
         (Outcome::Unlinked { a, b, same_scope }, None) => {
             Err(Unsupported::feature(if same_scope {
                 format!("join of sharded tables {a} and {b} on non-key columns")

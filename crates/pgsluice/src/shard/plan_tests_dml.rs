@@ -35,11 +35,8 @@ fn insert_with_literal_keys() {
         (&two, "insert into orders values (cast(450 as bigint))", 1),
         (&two, "insert into orders values (' 450 ')", 1),
         (&two, "insert into orders values (null, 'x')", 0),
-        (&two, "insert into orders (note) values ('x')", 0),
-        (&two, "insert into orders default values", 0),
         (&two, "insert into public.orders as o values (450) returning o.note", 1),
         (&two, "insert into items values ('x', 450)", 1),
-        (&two, "insert into items values ('x')", 0),
         (&two, "insert into app.users (id) values (450)", 1),
         (&two, "insert into orders values (450, 'a'), (-1, 'b')", 1),
         (&two, "with x as (select 1) insert into orders values (450)", 1),
@@ -57,8 +54,22 @@ fn insert_with_literal_keys() {
         // The server rejects these: shard 0 reports it.
         (&two, "insert into orders values ('abc')", 0),
         (&two, "insert into orders values (99999999999999999999)", 0),
+        // ... also among rows for other shards: the whole statement fails there.
+        (&two, "insert into orders values (450), ('abc'), (900)", 0),
+        (&two, "insert into orders values (450), (99999999999999999999)", 0),
     ] {
         assert_eq!(plan(p, sql), Plan::Shard(want), "{sql}");
+    }
+    // The key column left out: its default is the server's to compute.
+    for sql in [
+        "insert into orders (note) values ('x')",
+        "insert into orders default values",
+        "insert into items values ('x')",
+    ] {
+        match plan(&two, sql) {
+            Plan::Refuse(u) => assert!(u.message.contains("without its key column"), "{sql}: {u}"),
+            other => panic!("{sql}: {other:?}"),
+        }
     }
     let int4 = planner(2, KeyType::Integer);
     assert_eq!(
@@ -242,9 +253,9 @@ fn inserts_that_cannot_be_placed_are_refused() {
     ] {
         refused_with(&p, sql, "set `type` in its sharded_tables entry");
     }
-    // Without a key to hash, the type does not matter.
+    // An explicit NULL key needs no hashing: the type does not matter.
     assert_eq!(
-        plan(&p, "insert into orders (note) values ('x')"),
+        plan(&p, "insert into orders values (null, 'x')"),
         Plan::Shard(0)
     );
 }
@@ -510,4 +521,64 @@ fn text_and_uuid_keys_in_conditions() {
         plan(&int4, "select * from orders where customer_id = 450"),
         Plan::Shard(int_shard(450, 3))
     );
+}
+
+#[test]
+fn three_shards() {
+    let p = planner(3, KeyType::BigInt);
+    for (sql, want) in [
+        ("select * from orders where customer_id = 0", Plan::Shard(2)),
+        (
+            "update orders set note = 'x' where customer_id = 900",
+            Plan::Shard(1),
+        ),
+        ("delete from items where customer_id = -1", Plan::Shard(2)),
+        (
+            "select * from orders o join items i using (customer_id) where o.customer_id = 450",
+            Plan::Shard(1),
+        ),
+        // 450 and 900 share shard 1 of 3.
+        (
+            "select * from orders o, items i where o.customer_id = 450 and i.customer_id = 900",
+            Plan::Shard(1),
+        ),
+    ] {
+        assert_eq!(plan(&p, sql), want, "{sql}");
+    }
+    let Plan::SplitInsert(parts) = plan(&p, "insert into orders values (0), (450), (-1), (900)")
+    else {
+        panic!("not split");
+    };
+    assert_eq!(
+        parts,
+        vec![
+            (1, "INSERT INTO orders VALUES (450), (900)".to_owned()),
+            (2, "INSERT INTO orders VALUES (0), (-1)".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn a_planner_is_shared_between_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Planner>();
+    let p = std::sync::Arc::new(planner(2, KeyType::BigInt));
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    let sql = format!(
+                        "select * from orders where customer_id = {}",
+                        450 * (i % 2 + 1)
+                    );
+                    let want = if i % 2 == 0 { 1 } else { 0 };
+                    assert_eq!(*p.plan(&sql), Plan::Shard(want));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("no panic");
+    }
 }

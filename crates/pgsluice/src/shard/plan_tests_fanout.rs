@@ -37,6 +37,11 @@ fn selects_without_the_key_fan_out() {
         "select * from orders o left join items i on o.customer_id = i.customer_id and i.customer_id = 450",
         "select * from orders o where not exists (select 1 from items i where i.customer_id = o.customer_id)",
         "select * from orders where customer_id in (select customer_id from items)",
+        "select * from orders o where exists (select 1 from items i join app.users u \
+         on u.id = i.customer_id where i.customer_id = o.customer_id)",
+        // `o.customer_id IS NULL` is true of the rows the outer join adds too: no pin.
+        "select * from generate_series(1, 3) g(x) left join orders o on o.customer_id = g.x \
+         where o.customer_id is null",
     ] {
         match plan(&p, sql) {
             Plan::FanOut(m) => assert_eq!(*m, merge_plan(sql), "{sql}"),
@@ -105,5 +110,43 @@ fn copy_from_stdin_splits_by_the_key_column() {
         &p,
         "copy orders from stdin; select 1",
         "statements of one query string go to different shards",
+    );
+}
+
+#[test]
+fn subqueries_not_tied_to_the_top_level_rows_are_refused() {
+    let p = planner(2, KeyType::BigInt);
+    for sql in [
+        // Every shard would answer a row.
+        "select 1 where exists (select 1 from orders)",
+        "select (select note from orders where note = 'x')",
+        // The rows of a FROM subquery or WITH query feed the top level whole.
+        "select * from (select * from orders) s",
+        "with x as (select * from orders) select * from x",
+        "with x as (select * from orders) select 1",
+        "select customer_id from orders union all select 1",
+    ] {
+        refused_with(
+            &p,
+            sql,
+            "not tied by its key to the outer query's sharded rows",
+        );
+    }
+    // Pinned, they run on the key's shard.
+    assert_eq!(
+        plan(
+            &p,
+            "select * from (select * from orders where customer_id = 450) s"
+        ),
+        Plan::Shard(1)
+    );
+    // `IS NULL` in the outer join's own condition pins its nullable side.
+    assert_eq!(
+        plan(
+            &p,
+            "select * from generate_series(1, 3) g(x) left join orders o \
+             on o.customer_id = g.x and o.customer_id is null"
+        ),
+        Plan::Shard(0)
     );
 }

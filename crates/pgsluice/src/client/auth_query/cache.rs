@@ -1,9 +1,13 @@
-//! A bounded, short-lived cache of the secrets `auth_query` fetched.
+//! A bounded, short-lived cache of what `auth_query` answered: the secrets it
+//! fetched, and the users it did not find (a negative entry, so that a flood of
+//! logins for unknown names does not run the query for each of them).
 //!
-//! Entries expire after a TTL and the table holds at most a fixed number of them
-//! (expired ones are purged first, then the oldest is evicted). A failed
-//! authentication against a cached secret removes it, so that the next attempt
-//! fetches the secret again (the password may have changed in PostgreSQL).
+//! Entries expire after their TTL (secrets: a fixed TTL; misses: the shorter
+//! `auth_query_miss_ttl`) and the table holds at most a fixed number of them (expired
+//! ones are purged first, then the one expiring soonest is evicted, so misses go
+//! before secrets). A failed authentication against a cached secret removes it, so
+//! that the next attempt fetches the secret again (the password may have changed in
+//! PostgreSQL).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,12 +31,21 @@ pub struct LookupKey {
     pub query: String,
 }
 
-struct Entry {
-    secret: Arc<UserSecret>,
-    fetched: Instant,
+/// What the cache knows of a user.
+#[derive(Debug, Clone)]
+pub enum Cached {
+    /// auth_query returned this secret.
+    Found(Arc<UserSecret>),
+    /// auth_query found no usable secret (no such role, NULL password, cannot log in).
+    Missing,
 }
 
-/// Secrets by (lookup, user name), with a TTL and a size bound.
+struct Entry {
+    answer: Cached,
+    expires: Instant,
+}
+
+/// Answers by (lookup, user name), with a TTL and a size bound.
 pub struct SecretCache {
     entries: Mutex<HashMap<(Arc<LookupKey>, String), Entry>>,
     ttl: Duration,
@@ -63,47 +76,58 @@ impl SecretCache {
         self.entries.locked()
     }
 
-    /// The secret of `user`, if cached and not older than the TTL at `now`.
-    pub fn get(&self, key: &Arc<LookupKey>, user: &str, now: Instant) -> Option<Arc<UserSecret>> {
+    /// What is cached for `user` and still valid at `now`.
+    pub fn get(&self, key: &Arc<LookupKey>, user: &str, now: Instant) -> Option<Cached> {
         let mut entries = self.lock();
         let k = (key.clone(), user.to_owned());
-        let fresh = entries
-            .get(&k)
-            .map(|e| now.saturating_duration_since(e.fetched) < self.ttl)?;
+        let fresh = entries.get(&k).map(|e| now < e.expires)?;
         if fresh {
-            entries.get(&k).map(|e| e.secret.clone())
+            entries.get(&k).map(|e| e.answer.clone())
         } else {
             entries.remove(&k);
             None
         }
     }
 
-    /// Stores the secret of `user` fetched at `now`.
+    /// Stores the secret of `user` fetched at `now`, for the cache's TTL.
     pub fn insert(&self, key: &Arc<LookupKey>, user: &str, secret: Arc<UserSecret>, now: Instant) {
+        self.store(key, user, Cached::Found(secret), now, now + self.ttl);
+    }
+
+    /// Remembers for `ttl` from `now` that auth_query found no secret for `user`
+    /// (`ttl` zero: not remembered).
+    pub fn insert_miss(&self, key: &Arc<LookupKey>, user: &str, now: Instant, ttl: Duration) {
+        if !ttl.is_zero() {
+            self.store(key, user, Cached::Missing, now, now + ttl);
+        }
+    }
+
+    fn store(
+        &self,
+        key: &Arc<LookupKey>,
+        user: &str,
+        answer: Cached,
+        now: Instant,
+        expires: Instant,
+    ) {
         if self.capacity == 0 {
             return;
         }
         let mut entries = self.lock();
         let k = (key.clone(), user.to_owned());
         if !entries.contains_key(&k) && entries.len() >= self.capacity {
-            entries.retain(|_, e| now.saturating_duration_since(e.fetched) < self.ttl);
+            entries.retain(|_, e| now < e.expires);
             if entries.len() >= self.capacity {
-                let oldest = entries
+                let soonest = entries
                     .iter()
-                    .min_by_key(|(_, e)| e.fetched)
+                    .min_by_key(|(_, e)| e.expires)
                     .map(|(k, _)| k.clone());
-                if let Some(o) = oldest {
+                if let Some(o) = soonest {
                     entries.remove(&o);
                 }
             }
         }
-        entries.insert(
-            k,
-            Entry {
-                secret,
-                fetched: now,
-            },
-        );
+        entries.insert(k, Entry { answer, expires });
     }
 
     /// Forgets the secret of `user` (after a failed authentication with it).
@@ -140,6 +164,41 @@ mod tests {
         Arc::new(UserSecret::from_config("u", pw))
     }
 
+    #[track_caller]
+    fn found(c: Option<Cached>) -> Arc<UserSecret> {
+        match c {
+            Some(Cached::Found(s)) => s,
+            other => panic!("expected a secret, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn misses_are_remembered_for_their_own_ttl_and_evicted_first() {
+        let c = SecretCache::new(Duration::from_secs(30), 2);
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        let k = key("a");
+        c.insert_miss(&k, "ghost", s(0), Duration::from_secs(5));
+        assert!(matches!(c.get(&k, "ghost", s(4)), Some(Cached::Missing)));
+        // Past its TTL the user is looked up again (it may have been created).
+        assert!(c.get(&k, "ghost", s(5)).is_none());
+        assert!(c.is_empty());
+        // A zero TTL remembers nothing.
+        c.insert_miss(&k, "ghost", s(6), Duration::ZERO);
+        assert!(c.is_empty());
+        // Full: the entry expiring soonest (the miss, though newer) is evicted.
+        c.insert(&k, "alice", secret("pw"), s(6));
+        c.insert_miss(&k, "ghost", s(7), Duration::from_secs(5));
+        c.insert(&k, "bob", secret("pw"), s(8));
+        assert_eq!(c.len(), 2);
+        assert!(c.get(&k, "ghost", s(8)).is_none());
+        found(c.get(&k, "alice", s(8)));
+        // A found secret replaces a remembered miss.
+        c.insert_miss(&k, "bob", s(9), Duration::from_secs(5));
+        c.insert(&k, "bob", secret("new"), s(10));
+        assert_eq!(found(c.get(&k, "bob", s(10))).plain.as_deref(), Some("new"));
+    }
+
     #[test]
     fn hit_miss_and_ttl() {
         let c = SecretCache::new(Duration::from_secs(10), 8);
@@ -147,7 +206,7 @@ mod tests {
         let k = key("a");
         assert!(c.get(&k, "alice", t0).is_none());
         c.insert(&k, "alice", secret("pw"), t0);
-        let got = c.get(&k, "alice", t0 + Duration::from_secs(9)).unwrap();
+        let got = found(c.get(&k, "alice", t0 + Duration::from_secs(9)));
         assert_eq!(got.plain.as_deref(), Some("pw"));
         // Another lookup (database) or user is another entry.
         assert!(c.get(&key("b"), "alice", t0).is_none());
@@ -166,10 +225,7 @@ mod tests {
         c.remove(&k, "alice");
         assert!(c.get(&k, "alice", t0).is_none());
         c.insert(&k, "alice", secret("new"), t0);
-        assert_eq!(
-            c.get(&k, "alice", t0).unwrap().plain.as_deref(),
-            Some("new")
-        );
+        assert_eq!(found(c.get(&k, "alice", t0)).plain.as_deref(), Some("new"));
         assert_eq!(c.len(), 1);
     }
 
@@ -196,7 +252,7 @@ mod tests {
         // Replacing an entry does not evict another.
         c.insert(&k, "u5", secret("5b"), s(13));
         assert_eq!(c.len(), 3);
-        assert_eq!(c.get(&k, "u5", s(13)).unwrap().plain.as_deref(), Some("5b"));
+        assert_eq!(found(c.get(&k, "u5", s(13))).plain.as_deref(), Some("5b"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! PgBouncer's `auth_query`: the secret of a user missing from the auth file is
 //! fetched from PostgreSQL (as `auth_user`, in `auth_dbname`), cached briefly, and
-//! the client is checked against it. After a successful login, the client's
+//! the client is checked against it. A user the query did not find is remembered for
+//! `auth_query_miss_ttl`, and gets the same answer meanwhile without a lookup. After a successful login, the client's
 //! credential (SCRAM ClientKey or md5 hash) is passed through to the user's pool for
 //! its server logins.
 //!
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-pub use cache::{LookupKey, SecretCache};
+pub use cache::{Cached, LookupKey, SecretCache};
 pub use lookup::{LookupError, LookupPools, SAFE_SEARCH_PATH};
 
 use super::auth::{self, UserSecret, Verdict};
@@ -77,14 +78,22 @@ impl AuthQuery {
             user: target.user.clone(),
             query: lookup.query.clone(),
         });
-        if let Some(s) = self.cache.get(&key, user, Instant::now()) {
-            return Ok((key, Some(s)));
+        match self.cache.get(&key, user, Instant::now()) {
+            Some(Cached::Found(s)) => return Ok((key, Some(s))),
+            Some(Cached::Missing) => return Ok((key, None)),
+            None => {}
         }
         let limit = cfg.general.server_connect_timeout.0;
         let found = self.lookups.fetch(&key, target, user, limit).await?;
         let secret = found.map(|s| Arc::new(UserSecret::from_config(user, &s)));
-        if let Some(s) = &secret {
-            self.cache.insert(&key, user, s.clone(), Instant::now());
+        match &secret {
+            Some(s) => self.cache.insert(&key, user, s.clone(), Instant::now()),
+            None => self.cache.insert_miss(
+                &key,
+                user,
+                Instant::now(),
+                cfg.general.auth_query_miss_ttl.0,
+            ),
         }
         Ok((key, secret))
     }

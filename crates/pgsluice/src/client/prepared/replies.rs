@@ -57,6 +57,19 @@ impl MessageCx<'_> {
         self.front_is(|e| matches!(e, Expect::Synth(_)))
     }
 
+    /// True when [`MessageCx::on_message`] would do nothing with a message of this
+    /// type but forward it: DataRow, NoticeResponse, NotificationResponse, and a
+    /// RowDescription that answers no Describe.
+    #[inline]
+    pub(super) fn passes_unseen(&self, tag: u8) -> bool {
+        match tag {
+            b'D' | b'N' | b'A' => true,
+            b'T' => !self
+                .front_is(|e| matches!(e, Expect::DescribeStatement(_) | Expect::DescribePortal)),
+            _ => false,
+        }
+    }
+
     /// True when the front of the queue expects a reply of this kind.
     fn front_is(&self, want: impl Fn(&Expect) -> bool) -> bool {
         self.book.queue.front().is_some_and(want)

@@ -93,6 +93,18 @@ fn complete_messages(data: &[u8], max_len: u32, ok: impl Fn(u8, u32) -> bool) ->
     true
 }
 
+/// The body of `data` when it is exactly one complete simple Query that the in-place
+/// path takes whole (valid under `max_len`, at most [`GUARDED_QUERY`]).
+fn lone_query(data: &[u8], max_len: u32) -> Option<&[u8]> {
+    let (&[tag, a, b, c, d], body) = data.split_first_chunk::<5>()?;
+    let len = u32::from_be_bytes([a, b, c, d]);
+    let fits = tag == ft::QUERY
+        && len >= 4
+        && len <= max_len.min(GUARDED_QUERY)
+        && body.len() == len as usize - 4;
+    fits.then_some(body)
+}
+
 /// Calls `each(tag, declared length, body, start, end)` for every message of `data`,
 /// which [`complete_messages`] accepted.
 fn for_each_message(
@@ -180,6 +192,30 @@ impl Rewriter {
             s2c_out,
             ..
         } = self;
+        // The usual request, one simple Query, handled as the loop below would handle
+        // it but without the loop (callgrind: ~100 instructions a transaction).
+        if c2s.at_boundary() && c2s_out.is_empty() {
+            if let Some(body) = lone_query(data, c2s.max_len()) {
+                flow.client_tag(ft::QUERY)?;
+                let mut cx = Rewrite::new(c2s_out, s2c_out, book, client, registry, data);
+                match cx.whole(ft::QUERY, body)? {
+                    Emit::Same => cx.pass_run(0, data.len()),
+                    Emit::Done => {
+                        cx.out();
+                    }
+                }
+                let path = if cx.all_unchanged() {
+                    ReadPath::AsRead
+                } else {
+                    cx.out();
+                    ReadPath::Rewritten
+                };
+                return Ok(ClientPass {
+                    terminated: false,
+                    path,
+                });
+            }
+        }
         let in_place = c2s.at_boundary()
             && c2s_out.is_empty()
             && complete_messages(data, c2s.max_len(), |tag, len| {
@@ -304,7 +340,12 @@ impl Rewriter {
             // it are copied and the rest is written message by message.
             let mut copying = false;
             for_each_message(data, |tag, _, body, start, _| {
-                let forward = m.on_message(tag, Some(body))?;
+                // Rows and the like need no bookkeeping (most messages of a result).
+                let forward = if m.passes_unseen(tag) {
+                    Forward::Yes
+                } else {
+                    m.on_message(tag, Some(body))?
+                };
                 let synth_due = m.synth_due();
                 if !copying && matches!(forward, Forward::Yes) && !synth_due {
                     return Ok(());

@@ -279,3 +279,30 @@ fn plain_traffic_goes_as_read() {
     assert_eq!(side.as_read, 2);
     assert!(side.to_server.windows(9).any(|w| w == b"PGSLUICE_"));
 }
+
+#[test]
+fn lone_query_takes_exactly_one_whole_query() {
+    use super::lone_query;
+    let q = |body: &[u8]| {
+        let mut b = BytesMut::new();
+        b.put_u8(b'Q');
+        b.put_u32(body.len() as u32 + 4);
+        b.extend_from_slice(body);
+        b.to_vec()
+    };
+    let one = q(b"select 1\0");
+    assert_eq!(lone_query(&one, 1 << 20), Some(&b"select 1\0"[..]));
+    // Two messages, a part of one, a longer one than allowed, another type: the loop.
+    assert_eq!(
+        lone_query(&[one.clone(), one.clone()].concat(), 1 << 20),
+        None
+    );
+    assert_eq!(lone_query(&one[..one.len() - 1], 1 << 20), None);
+    assert_eq!(lone_query(&one[..4], 1 << 20), None);
+    assert_eq!(lone_query(&one, 8), None);
+    let mut parse = one.clone();
+    parse[0] = b'P';
+    assert_eq!(lone_query(&parse, 1 << 20), None);
+    // A declared length under 4 is for the framer to refuse.
+    assert_eq!(lone_query(&[b'Q', 0, 0, 0, 0], 1 << 20), None);
+}
