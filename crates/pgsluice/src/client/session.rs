@@ -477,24 +477,6 @@ impl Session {
         conclude(end, co, mode, busy, stop.fired, &self.ctx.background)
     }
 
-    /// A request on a sharded database: the sharded driver serves it.
-    async fn sharded(
-        &mut self,
-        stream: &mut Stream,
-        info: &Arc<ClientInfo>,
-        prefix: BytesMut,
-    ) -> Next {
-        let route = self.route.clone();
-        let (next, rest) =
-            super::shard_session::serve(&self.ctx, &route, &mut self.params, stream, info, prefix)
-                .await;
-        self.traffic.transactions += 1;
-        if let Some(rest) = rest {
-            self.pending = Some(Box::new(rest));
-        }
-        next
-    }
-
     /// One relay run over a checked-out connection: until the release point, or the end.
     async fn relay_once(
         &mut self,
