@@ -53,6 +53,11 @@ codes! {
     SYSTEM_ERROR = "58000", "system_error";
     CONFIG_FILE_ERROR = "F0000", "config_file_error";
     INTERNAL_ERROR = "XX000", "internal_error";
+    ACTIVE_SQL_TRANSACTION = "25001", "active_sql_transaction (a warning: BEGIN inside a block)";
+    NO_ACTIVE_SQL_TRANSACTION = "25P01", "no_active_sql_transaction (a warning: COMMIT outside a block)";
+    IN_FAILED_SQL_TRANSACTION = "25P02", "in_failed_sql_transaction";
+    INVALID_CURSOR_NAME = "34000", "invalid_cursor_name: no such portal";
+    CHARACTER_NOT_IN_REPERTOIRE = "22021", "character_not_in_repertoire";
 }
 
 impl SqlState {

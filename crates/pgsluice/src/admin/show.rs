@@ -13,6 +13,7 @@ use crate::config::{pgbouncer_show, Config};
 use crate::pool::{ClientInfo, Pool, PoolCounts, ServerInfo};
 
 mod hosts;
+mod shards;
 mod sockets;
 mod stats;
 
@@ -58,6 +59,7 @@ pub(super) fn show(ctx: &Ctx<'_>, what: &str, out: &mut BytesMut) -> Result<(), 
         "databases" => databases(ctx),
         "pools" => pools(ctx),
         "hosts" => hosts::hosts(ctx),
+        "shards" => shards::shards(ctx),
         "users" => users(ctx),
         "stats" => stats::stats(ctx, true, true),
         "stats_totals" => stats::stats(ctx, true, false),
@@ -100,7 +102,7 @@ const HELP: &str = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|V
 \tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE\n\
 \tSHOW DNS_HOSTS|DNS_ZONES\n\
 \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n\
-\tSHOW HOSTS\n\
+\tSHOW HOSTS|SHARDS\n\
 \tSET key = arg\n\
 \tRELOAD\n\
 \tPAUSE [<db>]\n\

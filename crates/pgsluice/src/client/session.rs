@@ -310,6 +310,9 @@ impl Session {
         if prefix.first() == Some(&b'X') {
             return Next::End(None, "client terminated");
         }
+        if self.route.shards().is_some() {
+            return Box::pin(self.sharded(stream, info, prefix)).await;
+        }
         let mode = self.route.mode();
         // Read once: it decides the paths below.
         let word = param_request::first_word(&prefix);

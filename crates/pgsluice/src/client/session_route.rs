@@ -1,6 +1,7 @@
 //! What a session does for a route over several hosts: reads a request's first
 //! message whole and classifies it (read/write splitting), and waits for an eligible
-//! host when there is none.
+//! host when there is none; and for a sharded database: hands requests to the
+//! sharded driver.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -81,5 +82,31 @@ impl Session {
                 _ => return Err(fail()),
             }
         }
+    }
+}
+
+impl Session {
+    /// A request on a sharded database: the sharded driver serves it.
+    pub(super) async fn sharded(
+        &mut self,
+        stream: &mut Stream,
+        info: &Arc<crate::pool::listing::ClientInfo>,
+        prefix: BytesMut,
+    ) -> super::super::conclude::Next {
+        let route = self.route.clone();
+        let (next, rest) = super::super::shard_session::serve(
+            &self.ctx,
+            &route,
+            &mut self.params,
+            stream,
+            info,
+            prefix,
+        )
+        .await;
+        self.traffic.transactions += 1;
+        if let Some(rest) = rest {
+            self.pending = Some(Box::new(rest));
+        }
+        next
     }
 }

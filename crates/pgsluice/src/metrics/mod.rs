@@ -11,6 +11,7 @@ mod dashboard;
 mod hosts;
 mod pools;
 mod recent;
+mod shards;
 mod text;
 
 use std::net::SocketAddr;
@@ -236,5 +237,6 @@ pub fn render(console: &dyn Console) -> String {
 
     pools::render(&mut f, &console.router().pools());
     hosts::render(&mut f, &console.router().clusters(), Instant::now());
+    shards::render(&mut f, &console.router().shard_sets());
     out
 }

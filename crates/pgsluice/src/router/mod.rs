@@ -12,6 +12,7 @@ mod flags;
 mod health;
 mod hosts;
 mod route;
+mod shards;
 mod spec;
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -34,6 +35,7 @@ pub use cluster::{choose, Access, Cluster, Policy, Want};
 pub use flags::DbFlags;
 pub use hosts::{Availability, HostSet, HostState, HostView, Observation, Role};
 pub use route::{Route, Target, Work};
+pub use shards::{sharding_of, CatalogKey, ShardSet};
 pub use spec::{pool_settings, pool_spec};
 
 /// The pools of the process and how clients reach them.
@@ -46,6 +48,10 @@ pub struct Router {
     retired: Mutex<Vec<Arc<Pool>>>,
     /// Clusters removed or rebuilt by a reload, closed once their clients left.
     retired_clusters: Mutex<Vec<Arc<Cluster>>>,
+    /// Sharded databases' pools, a set per (database, server user).
+    shard_sets: Mutex<HashMap<PoolKey, Arc<ShardSet>>>,
+    /// Shard sets removed or rebuilt by a reload, closed once their clients left.
+    retired_shard_sets: Mutex<Vec<Arc<ShardSet>>>,
     /// max_db_connections / max_db_client_connections groups, by client-side database.
     db_groups: Mutex<HashMap<String, Arc<GroupLimit>>>,
     /// max_user_connections groups, by server-side user.
@@ -87,6 +93,8 @@ impl Router {
             clusters: Mutex::new(HashMap::new()),
             retired: Mutex::new(Vec::new()),
             retired_clusters: Mutex::new(Vec::new()),
+            shard_sets: Mutex::new(HashMap::new()),
+            retired_shard_sets: Mutex::new(Vec::new()),
             db_groups: Mutex::new(HashMap::new()),
             user_groups: Mutex::new(HashMap::new()),
             flags: Mutex::new(DbFlags::default()),
@@ -118,6 +126,10 @@ impl Router {
             database: database.into(),
             user: server_user.as_str().into(),
         };
+        if db.is_sharded() {
+            let set = self.shard_set_for(&generation, &db, key, &server_user)?;
+            return Ok(Route::sharded(set));
+        }
         if db.is_replicated() {
             let cluster = self.cluster_for(&generation, &db, key, &server_user);
             let home = cluster::home_of(&cluster, std::time::Instant::now());
@@ -241,6 +253,9 @@ impl Router {
         for c in self.clusters() {
             v.extend(c.pools().iter().cloned());
         }
+        for s in self.shard_sets() {
+            v.extend(s.pools().iter().cloned());
+        }
         v.sort_by(|a, b| a.key().cmp(b.key()));
         v
     }
@@ -257,6 +272,10 @@ impl Router {
             .chain(self.retired_clusters.locked().iter())
         {
             all.extend(c.pools().iter().cloned());
+        }
+        let sets = self.shard_sets.locked();
+        for s in sets.values().chain(self.retired_shard_sets.locked().iter()) {
+            all.extend(s.pools().iter().cloned());
         }
         let mut c = self.flags.locked();
         f(&mut c, &all)
@@ -377,7 +396,7 @@ impl Router {
                     // A database that now has several hosts gets a cluster instead.
                     .filter(|_| {
                         !cfg.database(&key.database)
-                            .is_some_and(|d| d.is_replicated())
+                            .is_some_and(|d| d.is_replicated() || d.is_sharded())
                     });
                 match spec {
                     Some((target, settings)) => {
@@ -398,6 +417,7 @@ impl Router {
         }
         self.retired.locked().extend(gone);
         self.apply_clusters(next);
+        self.apply_shard_sets(next);
         self.warm_pools();
     }
 
@@ -510,6 +530,7 @@ impl Router {
                 p.close();
             }
         }
+        self.close_retired_shard_sets();
     }
 
     /// Closes a stats period of every pool (SHOW STATS averages).

@@ -14,8 +14,10 @@ use tokio::sync::watch;
 
 use super::cluster::Access;
 use super::cluster::{Cluster, Want};
+use super::shards::ShardSet;
 use crate::config::{PoolMode, TargetSessionAttrs};
 use crate::pool::{Pool, PoolKey};
+use crate::server::Extension;
 
 /// Which pool(s) serve a client, fixed at login.
 #[derive(Debug, Clone)]
@@ -32,6 +34,17 @@ enum Backends {
     Single(Arc<Pool>),
     /// A replicated database: a pool per host, and the client's own routing state.
     Cluster(ClusterRoute),
+    /// A sharded database: a pool per shard, and the client's own sharding state.
+    Sharded(ShardedRoute),
+}
+
+/// A client's route over a sharded database.
+#[derive(Debug)]
+struct ShardedRoute {
+    set: Arc<ShardSet>,
+    /// The client's state in the sharded session driver (opaque here: the client
+    /// layer owns its type), kept between requests.
+    client: std::sync::Mutex<Extension>,
 }
 
 /// A client's route over a replicated database.
@@ -100,6 +113,25 @@ impl Route {
         }
     }
 
+    /// A route over a sharded database's shards.
+    pub(super) fn sharded(set: Arc<ShardSet>) -> Route {
+        Route {
+            backends: Arc::new(Backends::Sharded(ShardedRoute {
+                set,
+                client: std::sync::Mutex::new(Extension::default()),
+            })),
+        }
+    }
+
+    /// A sharded database's shards and the client's sharding state; `None` for
+    /// other databases.
+    pub fn shards(&self) -> Option<(&Arc<ShardSet>, &std::sync::Mutex<Extension>)> {
+        match &*self.backends {
+            Backends::Sharded(s) => Some((&s.set, &s.client)),
+            _ => None,
+        }
+    }
+
     /// The route with a home pool on a host that is up: a client logging in right
     /// after its database's cluster was created waits (up to the health check
     /// timeout) for the first host to answer its check, and is then listed in (and
@@ -140,6 +172,8 @@ impl Route {
         match &*self.backends {
             Backends::Single(p) => p,
             Backends::Cluster(c) => &c.cluster.pools()[c.home],
+            // The first shard: where unsharded tables live.
+            Backends::Sharded(s) => &s.set.pools()[0],
         }
     }
 
@@ -148,6 +182,7 @@ impl Route {
         match &*self.backends {
             Backends::Single(p) => std::slice::from_ref(p),
             Backends::Cluster(c) => c.cluster.pools(),
+            Backends::Sharded(s) => s.set.pools(),
         }
     }
 
@@ -165,7 +200,7 @@ impl Route {
     /// request must be classified first ([`Access`]). False for whole sessions.
     pub fn splits(&self) -> bool {
         match &*self.backends {
-            Backends::Single(_) => false,
+            Backends::Single(_) | Backends::Sharded(_) => false,
             Backends::Cluster(c) => c.cluster.policy().split && self.mode().shares_servers(),
         }
     }
@@ -178,7 +213,7 @@ impl Route {
         statement_text: &dyn Fn(&[u8]) -> Option<Arc<str>>,
     ) -> Access {
         match &*self.backends {
-            Backends::Single(_) => Access::Write,
+            Backends::Single(_) | Backends::Sharded(_) => Access::Write,
             Backends::Cluster(c) => c.cluster.classify(request, statement_text),
         }
     }
@@ -187,6 +222,7 @@ impl Route {
     pub fn target(&self, work: Work<'_>) -> Target<'_> {
         match &*self.backends {
             Backends::Single(p) => Target::One(p),
+            Backends::Sharded(s) => Target::One(&s.set.pools()[0]),
             Backends::Cluster(c) => {
                 let want = self.want(c, &work);
                 match c.cluster.pick(want, work.now) {
@@ -233,7 +269,7 @@ impl Route {
     /// A receiver that sees every change of the hosts' state (None for one pool).
     pub fn host_changes(&self) -> Option<watch::Receiver<u64>> {
         match &*self.backends {
-            Backends::Single(_) => None,
+            Backends::Single(_) | Backends::Sharded(_) => None,
             Backends::Cluster(c) => Some(c.cluster.hosts().subscribe()),
         }
     }
@@ -242,7 +278,7 @@ impl Route {
     /// until it is healthy again. Returns whether another host may be tried.
     pub fn report_failure(&self, pool: &Arc<Pool>, why: String) -> bool {
         match &*self.backends {
-            Backends::Single(_) => false,
+            Backends::Single(_) | Backends::Sharded(_) => false,
             Backends::Cluster(c) => match c.cluster.index_of(pool) {
                 Some(i) => {
                     c.cluster.report_failure(i, why);
