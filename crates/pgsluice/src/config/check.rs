@@ -399,11 +399,26 @@ fn check_sharding(name: &str, d: &DatabaseConfig) -> Result<(), Issue> {
             ));
         }
     }
+    if d.two_phase_commit {
+        return Err(issue(
+            vec![dk("two_phase_commit")],
+            "two-phase commit is not built yet: a transaction over several shards is \
+             refused; leave `two_phase_commit` out"
+                .into(),
+        ));
+    }
     let databases = d.shard_databases();
     for (i, (shard, db)) in shards.iter().zip(&databases).enumerate() {
         let at = |message: String| issue(vec![dk("shards")], format!("shard {i}: {message}"));
         // The same checks as a database's `host` / `hosts`, blamed on `shards`.
         check_hosts(name, db).map_err(|e| at(e.message))?;
+        if db.is_replicated() {
+            return Err(at(
+                "replicated shards (`hosts`, a host list, read_write_split) are not served \
+                 yet: give each shard one `host`"
+                    .into(),
+            ));
+        }
         if shard.port == Some(0) {
             return Err(at("port must be between 1 and 65535".into()));
         }

@@ -55,14 +55,35 @@ fn the_issues_shape_loads() {
 
 #[test]
 fn replicated_shards_types_and_dbnames() {
+    // Replicated shards and two-phase commit are not served yet: both are config
+    // errors, not settings that would be ignored or fail at login.
+    for (toml, key, words) in [
+        (
+            "[databases.app]\nshards = [{ hosts = [\"a1\", \"a2\"] }, { host = \"b\" }]\n",
+            "databases.app.shards",
+            "shard 0: replicated shards",
+        ),
+        (
+            "[databases.app]\nshards = [{ host = \"a\" }, { host = \"b1,b2\" }]\n",
+            "databases.app.shards",
+            "shard 1: replicated shards",
+        ),
+        (
+            "[databases.app]\nshards = [{ host = \"a\" }]\ntwo_phase_commit = true\n",
+            "databases.app.two_phase_commit",
+            "two-phase commit is not built yet",
+        ),
+    ] {
+        let e = parse(toml).unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains(words), "{toml}: {e}");
+    }
     let c = parse(
         r#"[databases.app]
 port = 6000
 shards = [
-  { hosts = ["a1", { host = "a2", port = 5433, role = "replica" }] },
+  { host = "a1" },
   { host = "b", dbname = "app_b" },
 ]
-two_phase_commit = true
 [[databases.app.sharded_tables]]
 table = "Sales.Orders"
 column = "Customer_ID"
@@ -81,17 +102,11 @@ type = "UUID"
         .into_iter()
         .map(|h| (h.host, h.port, h.role))
         .collect();
-    assert_eq!(
-        a,
-        [
-            ("a1".to_owned(), 5432, HostRole::Auto),
-            ("a2".to_owned(), 5433, HostRole::Replica)
-        ]
-    );
+    assert_eq!(a, [("a1".to_owned(), 6000, HostRole::Auto)]);
     assert_eq!((shards[1].host.as_str(), shards[1].port), ("b", 6000));
     assert_eq!(shards[1].dbname.as_deref(), Some("app_b"));
     assert_eq!(shards[0].dbname, None);
-    assert!(d.two_phase_commit);
+    assert!(!d.two_phase_commit);
     let t = &d.sharded_tables;
     assert_eq!(t[0].key_type, Some(KeyType::BigInt));
     assert_eq!(
@@ -295,13 +310,13 @@ fn environment_overrides_keep_and_replace_shard_settings() {
         "test.toml",
         vars(&[(
             "PGSLUICE_DATABASES__app__SHARDS",
-            r#"[{ host = "a" }, { host = "b" }, { hosts = ["c1", "c2"] }]"#,
+            r#"[{ host = "a" }, { host = "b" }, { host = "c", port = 5433 }]"#,
         )]),
     )
     .unwrap();
     let shards = c.databases["app"].shard_databases();
     assert_eq!(shards.len(), 3);
-    assert_eq!(shards[2].host_list().len(), 2);
+    assert_eq!(shards[2].port, 5433);
     // A bad override is blamed on its variable.
     let e = parse_str(
         ISSUE,
