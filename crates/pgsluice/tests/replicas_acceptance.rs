@@ -176,7 +176,7 @@ async fn quick_mode_split_acceptance_with_psql_pgbench_asyncpg_and_failover() {
 /// pgbench -S through a one-host pgsluice and through a split one (reads on the
 /// replica), alternating, and pgsluice's CPU per transaction for each: the difference
 /// is what classifying each statement costs. A benchmark, not a check (see
-/// [`bench_size`]: a small smoke run unless `PGSLUICE_BENCH` is set).
+/// [`bench_size`]: a small smoke run unless `SLUICE_BENCH` is set).
 #[tokio::test(flavor = "multi_thread")]
 async fn split_classification_overhead_benchmark() {
     let primary = cluster();

@@ -294,7 +294,7 @@ async fn t_count(c: &Client) -> i64 {
 /// alternating; prints tps and pgsluice's CPU per transaction for both. The settings
 /// are the same from one transaction to the next, so carrying them should cost
 /// nothing. A benchmark, not a check (see [`bench_size`]: a small smoke run unless
-/// `PGSLUICE_BENCH` is set).
+/// `SLUICE_BENCH` is set).
 #[tokio::test(flavor = "multi_thread")]
 async fn carried_search_path_costs_nothing_when_unchanged_benchmark() {
     let pg = cluster();

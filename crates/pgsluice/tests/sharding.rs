@@ -388,7 +388,7 @@ async fn placement_over_three_shards() {
 
 /// The routing cost: the same single-shard pgbench (a custom script selecting one row
 /// by a random key) through pgsluice over two shards and straight to shard 0. A smoke
-/// run unless `PGSLUICE_BENCH` is set (see `bench_size`); the figures of a full run
+/// run unless `SLUICE_BENCH` is set (see `bench_size`); the figures of a full run
 /// are in docs/sharding.md.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_cost_benchmark() {

@@ -10,12 +10,14 @@ use pgsluice_testkit::{clean_pg_env, pg_bin, PgCluster};
 
 use super::{pg_sql, run_with_stdin, stderr, stdout, DB, PASSWORD, USER};
 
-/// Benchmarks (tests named `*_benchmark`) run at full size only when `PGSLUICE_BENCH`
-/// is set (use a release build: `PGSLUICE_BENCH=1 cargo nextest run --release -p
+/// Benchmarks (tests named `*_benchmark`) run at full size only when `SLUICE_BENCH`
+/// is set (use a release build: `SLUICE_BENCH=1 cargo nextest run --release -p
 /// pgsluice -E 'test(benchmark)' --no-capture`); otherwise, as in CI, they make a small
 /// smoke run of the same paths, whose figures mean nothing. Returns `full` or `smoke`.
+/// Not `PGSLUICE_*`: pgsluice reads every such variable as a setting, and each pooler
+/// a test starts inherits the environment (an unknown key stops it).
 pub fn bench_size<T>(full: T, smoke: T) -> T {
-    if std::env::var_os("PGSLUICE_BENCH").is_some() {
+    if std::env::var_os("SLUICE_BENCH").is_some() {
         full
     } else {
         smoke
