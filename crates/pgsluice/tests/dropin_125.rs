@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{clean_pg_env, run_with_stdin, stderr, stdout};
+use common::{clean_pg_env, run_with_stdin, stderr, stdout, Dir};
 use pgsluice_testkit::{free_port, pg_bin, ClusterOptions, HostAuth, PgCluster, Pooler};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pgsluice");
@@ -16,14 +16,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_pgsluice");
 /// The long password: PgBouncer accepts passwords up to 64 KB (cloud IAM tokens).
 fn long_password() -> String {
     "t0k3n".repeat(12_000)
-}
-
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn write_files(pg: &PgCluster, port: u16) -> (Dir, PathBuf) {

@@ -9,37 +9,13 @@ mod common;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use pgsluice::config::load_file;
 use pgsluice_testkit::{free_port, PgCluster};
-
-/// A directory for one test's files, removed on drop.
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("pgsluice-hba-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-}
 
 /// A cluster with roles `app` (password [`PASSWORD`]) and `other` (`otherpw`).
 fn cluster_two_users() -> PgCluster {
@@ -118,7 +94,7 @@ local   peerdb     all                                peer
 #[tokio::test(flavor = "multi_thread")]
 async fn rules_choose_the_method_or_refuse() {
     let pg = cluster_two_users();
-    let dir = Dir::new("rules");
+    let dir = Dir::new("hba-rules");
     dir.write("hba.conf", RULES);
     let cfg = load_file(
         &dir.write("pgsluice.toml", &config_text(&pg, "")),
@@ -221,7 +197,7 @@ fn self_signed(dir: &Path) {
 #[tokio::test(flavor = "multi_thread")]
 async fn hostssl_rules_need_tls() {
     let pg = cluster_two_users();
-    let dir = Dir::new("ssl");
+    let dir = Dir::new("hba-ssl");
     dir.write("hba.conf", RULES);
     self_signed(&dir.0);
     let tls = format!(
@@ -277,7 +253,7 @@ async fn hostssl_rules_need_tls() {
 #[tokio::test(flavor = "multi_thread")]
 async fn peer_over_the_unix_socket() {
     let pg = cluster_two_users();
-    let dir = Dir::new("peer");
+    let dir = Dir::new("hba-peer");
     dir.write("hba.conf", RULES);
     let port = free_port();
     let extra = format!("unix_socket_dir = \"{}\"", dir.0.display());
@@ -330,7 +306,7 @@ async fn peer_over_the_unix_socket() {
 #[tokio::test(flavor = "multi_thread")]
 async fn peer_with_a_user_name_map() {
     let pg = cluster_two_users();
-    let dir = Dir::new("peermap");
+    let dir = Dir::new("hba-peermap");
     let os_user = pgsluice::net::os_user_name(my_uid()).expect("OS user name");
     dir.write("hba.conf", "local  appdb ,trustdb  all  peer map=osmap\n");
     dir.write(
@@ -389,7 +365,7 @@ fn my_uid() -> u32 {
 #[tokio::test(flavor = "multi_thread")]
 async fn reload_reads_the_file_again_and_keeps_rules_on_errors() {
     let pg = cluster_two_users();
-    let dir = Dir::new("reload");
+    let dir = Dir::new("hba-reload");
     dir.write("hba.conf", "host all app all reject\n");
     let cfg = load_file(
         &dir.write("pgsluice.toml", &config_text(&pg, "")),
@@ -428,7 +404,7 @@ async fn reload_reads_the_file_again_and_keeps_rules_on_errors() {
 
 #[test]
 fn broken_file_at_startup_is_a_config_error() {
-    let dir = Dir::new("startup");
+    let dir = Dir::new("hba-startup");
     dir.write(
         "hba.conf",
         "local all all peer\nhost all +admins 10.0.0.0/8 md5\n",

@@ -6,30 +6,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 use pgsluice_testkit::{free_port, PgCluster, Pooler};
 use tokio_postgres::NoTls;
-
-/// A temporary directory, removed on drop.
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("pgsluice-peers-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-}
 
 /// Writes the pgbouncer.ini of peer `id` (listening on `port`, its unix socket in
 /// `dir`), whose only peer is `other` with its socket in `other_dir`; starts it.
@@ -110,7 +92,7 @@ async fn cancel_through<F, Fut, S>(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cancel_sent_to_the_other_process_on_the_port_cancels_the_query() {
     let pg = cluster();
-    let (dir_a, dir_b) = (Dir::new("a"), Dir::new("b"));
+    let (dir_a, dir_b) = (Dir::new("peers-a"), Dir::new("peers-b"));
     let port = free_port();
     let a = start_peer(&pg, &dir_a.0, port, 1, (2, &dir_b.0));
     let b = start_peer(&pg, &dir_b.0, port, 2, (1, &dir_a.0));

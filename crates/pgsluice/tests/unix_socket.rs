@@ -5,30 +5,11 @@
 mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
 use pgsluice::config::os_group::group_id;
 use pgsluice::config::PoolMode;
-
-/// A temporary directory, removed on drop.
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("pgsluice-unix-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-}
 
 fn id(flag: &str) -> Vec<String> {
     let out = Command::new("id").arg(flag).output().expect("run id");
@@ -59,7 +40,7 @@ fn usable_group() -> (String, u32) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unix_socket_gets_the_configured_group_and_mode() {
-    let dir = Dir::new("group");
+    let dir = Dir::new("unix-group");
     let (group, gid) = usable_group();
     let _s = setup_with(PoolMode::Transaction, 1, |c, _| {
         c.general.unix_socket_dir = Some(dir.0.display().to_string());
@@ -86,7 +67,7 @@ async fn unix_socket_gets_the_configured_group_and_mode() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_group_is_a_configuration_error() {
     let pg = cluster();
-    let dir = Dir::new("nogroup");
+    let dir = Dir::new("unix-nogroup");
     let mut cfg = config(&pg);
     cfg.general.unix_socket_dir = Some(dir.0.display().to_string());
     cfg.general.unix_socket_group = Some("no-such-group-pgsluice".into());

@@ -2,7 +2,6 @@
 //! the release point, gives the connection back clean. The state lives in plain locals
 //! of one loop: *idle* (no server), *active* (relaying with a [`Checkout`]).
 
-use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::sync::Arc;
 use std::task::Poll;
@@ -12,6 +11,7 @@ use bytes::BytesMut;
 use pgsluice_protocol::SqlState;
 use tokio::io::AsyncWriteExt;
 
+use self::buffers::{idle_read_buffer, recycle_read_buffer};
 use super::conclude::{conclude, Next};
 use super::context::{ClientContext, RelaySettings};
 use super::param_request::{self, FirstWord};
@@ -30,8 +30,9 @@ use crate::params::ParamSet;
 use crate::pool::listing::ClientInfo;
 use crate::pool::{Checkout, Start};
 use crate::router::{Access, Route, Target, Work};
-use crate::server::RELAY_BUF;
 
+#[path = "session_buffers.rs"]
+mod buffers;
 #[path = "session_carry.rs"]
 mod carry;
 #[path = "session_notify.rs"]
@@ -51,37 +52,6 @@ mod tests;
 /// 1 KiB): this buffer is allocated once per request. Longer requests are read on by
 /// the relay.
 pub(super) const IDLE_READ: usize = 1024;
-
-/// Most idle-read buffers a worker thread keeps for reuse (1 KiB each).
-const SPARE_READS: usize = 64;
-
-thread_local! {
-    /// Read buffers of this thread's finished requests, kept for the next idle reads: a
-    /// malloc and a free fewer per transaction (callgrind: ~150 instructions). Kept per
-    /// thread, never per client: an idle client still holds no buffer.
-    static SPARE_READ: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
-}
-
-/// A buffer for an idle client's read: one of this thread's spares, else a new one.
-fn idle_read_buffer() -> BytesMut {
-    SPARE_READ
-        .with_borrow_mut(Vec::pop)
-        .unwrap_or_else(|| BytesMut::with_capacity(IDLE_READ.min(RELAY_BUF)))
-}
-
-/// Keeps `buf` as a spare read buffer of this thread when it is one of
-/// [`idle_read_buffer`]'s, whole (not split, not grown) and the thread has room for it;
-/// else frees it.
-fn recycle_read_buffer(mut buf: BytesMut) {
-    buf.clear();
-    if buf.capacity() == IDLE_READ.min(RELAY_BUF) {
-        SPARE_READ.with_borrow_mut(|spares| {
-            if spares.len() < SPARE_READS {
-                spares.push(buf);
-            }
-        });
-    }
-}
 
 /// Hosts of a replicated database one request may find unreachable before the client
 /// gets the error.

@@ -164,7 +164,8 @@ fn what_an_idle_end_tells_the_client() {
 
 #[test]
 fn a_finished_requests_read_buffer_serves_the_next_read() {
-    use super::{idle_read_buffer, recycle_read_buffer, IDLE_READ, SPARE_READ};
+    use super::buffers::{idle_read_buffer, recycle_read_buffer, SPARE_READ};
+    use super::IDLE_READ;
     let mut first = idle_read_buffer();
     first.extend_from_slice(b"Q\0\0\0\x0dselect 1\0");
     let at = first.as_ptr();

@@ -20,7 +20,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
+mod dir;
 mod programs;
+#[allow(unused_imports)]
+pub use dir::Dir;
 #[allow(unused_imports)]
 pub use programs::*;
 
