@@ -7,6 +7,7 @@ pub mod auth_query;
 mod cancel_route;
 mod conclude;
 pub mod context;
+pub mod handover;
 mod hba;
 mod param_request;
 pub(crate) mod park;
