@@ -34,6 +34,11 @@ struct ShardsPart {
 }
 
 async fn sharded(n: usize) -> Sharded {
+    sharded_with(n, |_| {}).await
+}
+
+/// [`sharded`] with `edit` applied to the configuration.
+async fn sharded_with(n: usize, edit: impl FnOnce(&mut pgsluice::config::Config)) -> Sharded {
     let shards: Vec<PgCluster> = (0..n).map(|_| cluster()).collect();
     let mut cfg = config(&shards[0]);
     cfg.general.pool_mode = PoolMode::Transaction;
@@ -53,6 +58,7 @@ async fn sharded(n: usize) -> Sharded {
     db.host = String::new();
     db.shards = Some(part.shards);
     db.sharded_tables = part.sharded_tables;
+    edit(&mut cfg);
     cfg.validate().expect("valid sharded config");
     let (server, addr) = start_pooler(cfg).await;
     Sharded {
@@ -535,4 +541,63 @@ async fn cancel_reaches_every_shard_a_query_runs_on() {
         sleeping_on(&both, 0).await;
         assert_eq!(count(&c, "select count(*) from orders").await, 2, "{sql}");
     }
+}
+
+/// query_timeout and idle_transaction_timeout hold for sharded clients as for others:
+/// a fan-out query past query_timeout is cancelled on every shard and the client gets
+/// 57014; a transaction left idle past idle_transaction_timeout ends (25P03) and its
+/// shard's backend rolls back. A pipeline of short queries is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_and_idle_transaction_timeouts() {
+    use pgsluice::config::Secs;
+    use std::time::Duration;
+    let s = sharded_with(2, |c| {
+        c.general.query_timeout = Secs(Duration::from_secs(1));
+        c.general.idle_transaction_timeout = Secs(Duration::from_secs(1));
+    })
+    .await;
+    psql_ok(
+        s.addr,
+        "create table orders (customer_id bigint, note text)",
+    );
+    let a = 1i64;
+    let b = (2..100)
+        .find(|&k| shard_of(k, 2) != shard_of(a, 2))
+        .unwrap();
+    psql_ok(
+        s.addr,
+        &format!("insert into orders values ({a}, 'a'), ({b}, 'b')"),
+    );
+    let both: Vec<&PgCluster> = s.shards.iter().collect();
+    // Short queries, sent back to back, are not cut.
+    let c = connect(s.addr).await;
+    let quick = (0..4).map(|_| c.simple_query("select pg_sleep(0.3), note from orders"));
+    for r in futures_util::future::join_all(quick).await {
+        r.expect("a short query");
+    }
+    let e = c
+        .simple_query("select pg_sleep(60), note from orders")
+        .await
+        .expect_err("past query_timeout");
+    assert_eq!(code(&e).as_deref(), Some("57014"), "{}", message(&e));
+    sleeping_on(&both, 0).await;
+    // Idle inside a transaction.
+    let c = connect(s.addr).await;
+    c.batch_execute(&format!(
+        "begin; update orders set note = 'x' where customer_id = {a}"
+    ))
+    .await
+    .unwrap();
+    let idle_sql = "select count(*) from pg_stat_activity where state like 'idle in transaction%'";
+    while pg_sql(&s.shards[shard_of(a, 2)], idle_sql).trim() != "0" {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let e = c.simple_query("select 1").await.unwrap_err();
+    assert!(e.is_closed() || code(&e).as_deref() == Some("25P03"), "{e}");
+    // Nothing was committed, and others are served.
+    let c = connect(s.addr).await;
+    assert_eq!(
+        count(&c, "select count(*) from orders where note = 'x'").await,
+        0
+    );
 }

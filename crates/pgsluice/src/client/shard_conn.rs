@@ -160,7 +160,6 @@ impl ShardConn {
         }
     }
 
-    /// The connection, for the catalog lookup.
     /// Where a cancel for the query on this connection goes.
     pub(super) fn cancel_target(&mut self) -> crate::cancel::CancelTarget {
         let conn = self.co.conn();
@@ -170,6 +169,7 @@ impl ShardConn {
         }
     }
 
+    /// The connection, for the catalog lookup.
     fn conn(&mut self) -> &mut crate::server::ServerConn {
         self.co.conn()
     }
@@ -245,4 +245,51 @@ fn quote_ident(name: &str) -> String {
 
 fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The row count at the end of a CommandComplete tag (`INSERT 0 5`, `COPY 3`).
+pub(super) fn tag_count(body: &[u8]) -> u64 {
+    let text = body.strip_suffix(&[0]).unwrap_or(body);
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether a CommandComplete tag is of a statement that changes the session beyond
+/// the transaction (SET, RESET, DISCARD, PREPARE, LISTEN...): such a connection is
+/// closed rather than given to another client.
+pub(super) fn changes_session(body: &[u8]) -> bool {
+    let text = body.strip_suffix(&[0]).unwrap_or(body);
+    matches!(
+        text,
+        b"SET"
+            | b"RESET"
+            | b"DISCARD ALL"
+            | b"DISCARD"
+            | b"PREPARE"
+            | b"LISTEN"
+            | b"DECLARE CURSOR"
+    ) || text.starts_with(b"CREATE TEMP")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_come_from_command_tags() {
+        assert_eq!(tag_count(b"INSERT 0 12\0"), 12);
+        assert_eq!(tag_count(b"COPY 300\0"), 300);
+        assert_eq!(tag_count(b"BEGIN\0"), 0);
+    }
+
+    #[test]
+    fn session_changes_are_recognised() {
+        assert!(changes_session(b"SET\0"));
+        assert!(changes_session(b"DISCARD ALL\0"));
+        assert!(!changes_session(b"SELECT 1\0"));
+        assert!(!changes_session(b"INSERT 0 1\0"));
+    }
 }

@@ -9,8 +9,9 @@ use pgsluice_protocol::frame::Message;
 use pgsluice_protocol::frontend::tag as ftag;
 use pgsluice_protocol::SqlState;
 
+use super::shard_conn::tag_count;
 use super::shard_conn::{put_error, put_message, Broken};
-use super::shard_session::{tag_count, Driver};
+use super::shard_session::Driver;
 use crate::shard::copy::{CopyOptions, CopySplitter};
 
 /// Rows buffered per shard before they are sent.

@@ -394,7 +394,7 @@ impl Driver<'_> {
                                 self.params.set(name, v);
                             }
                         } else if tag == btag::COMMAND_COMPLETE
-                            && super::shard_session::changes_session(&r.body)
+                            && super::shard_conn::changes_session(&r.body)
                         {
                             self.conn(sh).await?.dirty = true;
                         }

@@ -12,9 +12,10 @@ use pgsluice_protocol::frontend::{self, tag as ftag};
 use pgsluice_protocol::{ProtocolError, SqlState};
 
 use super::shard_binary::{bind_result_formats, client_formats};
+use super::shard_conn::tag_count;
 use super::shard_conn::{put_error, put_message, Broken};
 use super::shard_extended::{malformed, FanOutMerge, PortalAt, Segment};
-use super::shard_session::{tag_count, Driver, Stmt};
+use super::shard_session::{Driver, Stmt};
 use crate::shard::merge::{MergePlan, Merger};
 
 impl Driver<'_> {

@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use pgsluice_protocol::backend::{self, tag as btag, TxStatus};
@@ -30,7 +31,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::conclude::Next;
 use super::context::ClientContext;
-use super::shard_conn::{lookup_catalog, put_error, put_message, Broken, ShardConn};
+use super::shard_conn::{
+    changes_session, lookup_catalog, put_error, put_message, Broken, ShardConn,
+};
 use crate::cancel::CancelHandle;
 use crate::error::ClientNotice;
 use crate::net::Stream;
@@ -38,6 +41,7 @@ use crate::params::ParamSet;
 use crate::pool::listing::ClientInfo;
 use crate::router::{Route, ShardSet};
 use crate::shard::plan::{Plan, TxnCommand};
+use crate::shutdown::TaskTracker;
 use crate::sync::LockExt;
 
 /// Output is written to the client once this much is buffered.
@@ -78,6 +82,11 @@ pub(super) struct Driver<'a> {
     info: &'a Arc<ClientInfo>,
     /// The client's cancel key: while connections are held, a cancel reaches them all.
     cancel: &'a CancelHandle,
+    /// Where the cancels of a query_timeout run.
+    tasks: &'a TaskTracker,
+    /// query_timeout (per client request: a Query, or the extended messages up to a
+    /// Sync or Flush) and idle_transaction_timeout.
+    timeouts: (Option<Duration>, Option<Duration>),
     pub(super) params: &'a mut ParamSet,
     stream: &'a mut Stream,
     inbuf: BytesMut,
@@ -111,11 +120,17 @@ pub(super) async fn serve(
         .get_mut::<ShardClient>()
         .map(std::mem::take)
         .unwrap_or_default();
-    let max_message = ctx.live.relay_values().max_message;
+    let hot = ctx.live.relay_values();
+    let (max_message, timeouts) = (
+        hot.max_message,
+        (hot.query_timeout, hot.idle_transaction_timeout),
+    );
     let mut d = Driver {
         set,
         info,
         cancel,
+        tasks: &ctx.background,
+        timeouts,
         params,
         stream,
         inbuf: prefix,
@@ -144,7 +159,16 @@ impl Driver<'_> {
                     if batch.is_empty() && self.txn.is_none() && self.inbuf.is_empty() {
                         return Next::Continue;
                     }
-                    match self.stream.read_buf(&mut self.inbuf).await {
+                    let idle_in_txn = self.txn.is_some() && batch.is_empty();
+                    let read = self.stream.read_buf(&mut self.inbuf);
+                    let read = match self.timeouts.1.filter(|_| idle_in_txn) {
+                        Some(limit) => match tokio::time::timeout(limit, read).await {
+                            Ok(r) => r,
+                            Err(_) => return idle_in_transaction_timeout(),
+                        },
+                        None => read.await,
+                    };
+                    match read {
                         Ok(0) | Err(_) => return Next::End(None, "client closed"),
                         Ok(_) => continue,
                     }
@@ -154,26 +178,18 @@ impl Driver<'_> {
                     return Next::End(Some(n), "protocol violation");
                 }
             };
-            let done = match m.tag {
-                ftag::TERMINATE => return Next::End(None, "client terminated"),
-                ftag::QUERY => self.simple(&m).await,
-                ftag::PARSE | ftag::BIND | ftag::DESCRIBE | ftag::EXECUTE | ftag::CLOSE => {
-                    batch.push(m);
-                    Ok(())
+            if m.tag == ftag::TERMINATE {
+                return Next::End(None, "client terminated");
+            }
+            let runs = matches!(m.tag, ftag::QUERY | ftag::SYNC | ftag::FLUSH);
+            let done = match self.timeouts.0.filter(|_| runs) {
+                Some(limit) => {
+                    match tokio::time::timeout(limit, self.dispatch(m, &mut batch)).await {
+                        Ok(done) => done,
+                        Err(_) => return self.query_timed_out(),
+                    }
                 }
-                ftag::SYNC => self.extended(std::mem::take(&mut batch), true).await,
-                ftag::FLUSH => self.extended(std::mem::take(&mut batch), false).await,
-                // Outside COPY, as PostgreSQL does: ignored.
-                ftag::COPY_DATA | ftag::COPY_DONE | ftag::COPY_FAIL => Ok(()),
-                _ => {
-                    put_error(
-                        &mut self.out,
-                        SqlState::FEATURE_NOT_SUPPORTED,
-                        "this message type is not supported on a sharded database",
-                    );
-                    self.ready();
-                    Ok(())
-                }
+                None => self.dispatch(m, &mut batch).await,
             };
             let flushed = match done {
                 Ok(()) => self.flush().await,
@@ -188,6 +204,49 @@ impl Driver<'_> {
                 self.release_all();
             }
         }
+    }
+
+    /// Serves one client message (`batch` collects the extended protocol's up to a
+    /// Sync or Flush).
+    async fn dispatch(&mut self, m: Message, batch: &mut Vec<Message>) -> Result<(), Broken> {
+        match m.tag {
+            ftag::QUERY => self.simple(&m).await,
+            ftag::PARSE | ftag::BIND | ftag::DESCRIBE | ftag::EXECUTE | ftag::CLOSE => {
+                batch.push(m);
+                Ok(())
+            }
+            ftag::SYNC => self.extended(std::mem::take(batch), true).await,
+            ftag::FLUSH => self.extended(std::mem::take(batch), false).await,
+            // Outside COPY, as PostgreSQL does: ignored.
+            ftag::COPY_DATA | ftag::COPY_DONE | ftag::COPY_FAIL => Ok(()),
+            _ => {
+                put_error(
+                    &mut self.out,
+                    SqlState::FEATURE_NOT_SUPPORTED,
+                    "this message type is not supported on a sharded database",
+                );
+                self.ready();
+                Ok(())
+            }
+        }
+    }
+
+    /// query_timeout passed: the shards still working get a cancel (their connections
+    /// are closed, not given back: they are busy) and the client a FATAL, as on a
+    /// plain database.
+    fn query_timed_out(&mut self) -> Next {
+        for c in self.conns.iter_mut().flatten().filter(|c| c.busy) {
+            let t = c.cancel_target();
+            tracing::info!(shard = c.shard, "query_timeout: cancelling and closing");
+            self.tasks.spawn(async move {
+                let _ = crate::server::send_cancel(&t.target, &t.key).await;
+            });
+        }
+        let n = ClientNotice::fatal(
+            SqlState::QUERY_CANCELED,
+            "query_timeout: query ran too long",
+        );
+        Next::End(Some(n), "query_timeout")
     }
 
     /// Writes what is buffered for the client.
@@ -510,57 +569,19 @@ impl Driver<'_> {
     }
 }
 
+/// idle_transaction_timeout passed: the FATAL a plain database's client gets too.
+fn idle_in_transaction_timeout() -> Next {
+    let n = ClientNotice::fatal(
+        SqlState::IDLE_IN_TRANSACTION_TIMEOUT,
+        "terminating connection due to idle_transaction_timeout",
+    );
+    Next::End(Some(n), "idle_transaction_timeout")
+}
+
 /// Whether a plan ends a transaction block (allowed in a failed one).
 fn is_txn_end(plan: &Plan) -> bool {
     matches!(
         plan,
         Plan::Transaction(TxnCommand::Commit | TxnCommand::Rollback)
     )
-}
-
-/// The row count at the end of a CommandComplete tag (`INSERT 0 5`, `COPY 3`).
-pub(super) fn tag_count(body: &[u8]) -> u64 {
-    let text = body.strip_suffix(&[0]).unwrap_or(body);
-    std::str::from_utf8(text)
-        .ok()
-        .and_then(|t| t.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Whether a CommandComplete tag is of a statement that changes the session beyond
-/// the transaction (SET, RESET, DISCARD, PREPARE, LISTEN...): such a connection is
-/// closed rather than given to another client.
-pub(super) fn changes_session(body: &[u8]) -> bool {
-    let text = body.strip_suffix(&[0]).unwrap_or(body);
-    matches!(
-        text,
-        b"SET"
-            | b"RESET"
-            | b"DISCARD ALL"
-            | b"DISCARD"
-            | b"PREPARE"
-            | b"LISTEN"
-            | b"DECLARE CURSOR"
-    ) || text.starts_with(b"CREATE TEMP")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counts_come_from_command_tags() {
-        assert_eq!(tag_count(b"INSERT 0 12\0"), 12);
-        assert_eq!(tag_count(b"COPY 300\0"), 300);
-        assert_eq!(tag_count(b"BEGIN\0"), 0);
-    }
-
-    #[test]
-    fn session_changes_are_recognised() {
-        assert!(changes_session(b"SET\0"));
-        assert!(changes_session(b"DISCARD ALL\0"));
-        assert!(!changes_session(b"SELECT 1\0"));
-        assert!(!changes_session(b"INSERT 0 1\0"));
-    }
 }
