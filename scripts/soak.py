@@ -338,13 +338,16 @@ async def pgbench_stream(ctx, mode, clients, end):
         c["processed"] += int(m.group(1)) if m else 0
         m = re.search(r"number of failed transactions: (\d+)", text)
         c["failed"] += int(m.group(1)) if m else 0
-        c["aborted clients"] += len(re.findall(r"client \d+ aborted", text))
+        c["aborted clients"] += len(re.findall(r"client \d+ (?:script \d+ )?aborted", text))
+        c["aborted rounds"] += "Run was aborted" in text
         errors = 0
         for line in text.splitlines():
+            if "Run was aborted" in line:
+                continue
             m = re.search(r"pgbench: error: (.*)", line) or re.search(r"(?:ERROR|FATAL):\s+(.*)", line)
             if m:
                 errors += 1
-                c["error: " + re.sub(r"\d+", "N", m.group(1))[:70]] += 1
+                c["error: " + re.sub(r"\d+", "N", m.group(1))[:150]] += 1
         if p.returncode and not errors:
             c[f"error: exit {p.returncode} without a message"] += 1
         if p.returncode:
@@ -467,6 +470,8 @@ async def chaos_drop(ctx, n):
         pending = None
         if mid_query:
             pending = asyncio.ensure_future(c.execute("select pg_sleep(10)"))
+            # Its failure is the point; fetch it so asyncio does not report it.
+            pending.add_done_callback(lambda f: f.cancelled() or f.exception())
             await asyncio.sleep(0.2)
         sock = c._transport.get_extra_info("socket")
         if rst and sock is not None:
@@ -680,11 +685,14 @@ def summary(ctx, res, seed):
         for v in samples[:3]:
             lines.append(f"  {kind} canary {v}")
     lines.append("")
-    lines.append(f"{'pgbench':<16}{'rounds':>7}{'processed':>11}{'failed':>8}{'aborted':>8}{'hangs':>6}  errors")
+    lines.append(f"{'pgbench':<10}{'rounds':>7}{'aborted':>8}{'processed':>11}{'failed':>8}{'clients aborted':>16}"
+                 f"{'hangs':>6}")
     for mode, c in ctx.pgbench.items():
-        e = "; ".join(f"{k[7:]} x{v}" for k, v in c.items() if k.startswith("error: "))
-        lines.append(f"{mode:<16}{c['rounds']:>7}{c['processed']:>11}{c['failed']:>8}{c['aborted clients']:>8}"
-                     f"{c['hangs']:>6}  {e or '-'}")
+        lines.append(f"{mode:<10}{c['rounds']:>7}{c['aborted rounds']:>8}{c['processed']:>11}{c['failed']:>8}"
+                     f"{c['aborted clients']:>16}{c['hangs']:>6}")
+        for k, v in sorted(c.items(), key=lambda kv: -kv[1]):
+            if k.startswith("error: "):
+                lines.append(f"  {mode} x{v}: {k[7:]}")
     lines.append("")
     lines.append("chaos: " + ", ".join(f"{k} {v}" for k, v in sorted(ctx.events.items())))
     lines.append("")
