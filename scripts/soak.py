@@ -347,7 +347,7 @@ async def pgbench_stream(ctx, mode, clients, end):
             m = re.search(r"pgbench: error: (.*)", line) or re.search(r"(?:ERROR|FATAL):\s+(.*)", line)
             if m:
                 errors += 1
-                c["error: " + re.sub(r"\d+", "N", m.group(1))[:150]] += 1
+                c["error: " + re.sub(r"\d+", "N", m.group(1))[:200]] += 1
         if p.returncode and not errors:
             c[f"error: exit {p.returncode} without a message"] += 1
         if p.returncode:
