@@ -186,6 +186,41 @@ async fn track_extra_parameters_are_carried_and_others_refused() {
     assert_eq!(code(&e).as_deref(), Some("0A000"), "{e:?}");
 }
 
+async fn tenant(c: &Client) -> String {
+    simple_value(c, "select current_setting('myapp.tenant', true)")
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
+/// A driver's cached statement (asyncpg's statement cache, psycopg's prepare after 5
+/// runs, pgjdbc's prepareThreshold) sets the parameter at every execution, with a Bind
+/// and no Parse: each one is read back. Found by scripts/soak (docs/reliability.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_set_config_is_carried_at_every_execution() {
+    let s = setup_with(PoolMode::Transaction, 1, |c, _| {
+        c.general.track_extra_parameters = vec!["myapp.tenant".into()];
+    })
+    .await;
+    let a = connect(s.addr).await;
+    let b = connect(s.addr).await;
+    let set = a
+        .prepare("select set_config('myapp.tenant', $1, false)")
+        .await
+        .unwrap();
+    for v in ["a1", "a2", "a3"] {
+        a.query_one(&set, &[&v]).await.unwrap();
+        // The pool has one connection: b's transaction runs where a's SET did.
+        assert_eq!(tenant(&b).await, "", "b got a's {v}");
+        assert_eq!(tenant(&a).await, v, "a lost its {v}");
+    }
+    // After a RESET (read back: no value) the next prepared SET must not reach b.
+    a.batch_execute("reset myapp.tenant").await.unwrap();
+    a.query_one(&set, &[&"a4"]).await.unwrap();
+    assert_eq!(tenant(&b).await, "", "b got a's a4");
+    assert_eq!(tenant(&a).await, "a4");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_right_after_a_set_leaves_nothing_behind() {
     let s = setup_with(PoolMode::Transaction, 1, |c, _| {

@@ -149,6 +149,26 @@ impl<'x> Rewrite<'x> {
         }
     }
 
+    /// A named statement changes the session each time it runs, not only in the run
+    /// that brought its Parse: a Bind of one that sets or resets a carried parameter
+    /// (a driver's cached `select set_config('app.x', $1, false)`) records it again,
+    /// so that the value is read back after this run too. Without this the server
+    /// connection would hold a value pgsluice does not know of: the client's own
+    /// value lost on its next connection, or handed to the next client.
+    fn carry_again(&mut self, stmt: &Stmt) {
+        let analysis = analyze(&stmt.query);
+        if analysis.is_empty() {
+            return;
+        }
+        let extra = self.registry.tracked_extra();
+        let extra = extra.as_deref().map_or(&[][..], Vec::as_slice);
+        // A text the guard refuses never reaches a server under this name (its Parse
+        // sent the refusal instead), so only the carried effects matter here.
+        if let Ok(carry) = state_guard::judge(&analysis, extra, true) {
+            self.book.carry.merge(carry);
+        }
+    }
+
     /// For a statement whose text EXECUTEs a SQL-level one: true when the client's name
     /// still stands for that one and it is (made) present here, false when not.
     fn needs_met(&mut self, stmt: &Stmt) -> bool {
@@ -499,6 +519,7 @@ impl<'x> Rewrite<'x> {
                 self.book.counts.binds += 1;
             }
             if let Some(r) = self.target(name) {
+                self.carry_again(&r.stmt);
                 let server_name = &r.stmt.server_name;
                 let new_len = len as usize - name.len() + server_name.len();
                 let out = self.out();
