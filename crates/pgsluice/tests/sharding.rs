@@ -483,6 +483,23 @@ async fn resharding_two_to_three() {
     );
 }
 
+/// Creates `orders` over two shards with one row on each: keys (a, b).
+fn one_row_per_shard(s: &Sharded) -> (i64, i64) {
+    psql_ok(
+        s.addr,
+        "create table orders (customer_id bigint, note text)",
+    );
+    let a = 1i64;
+    let b = (2..100)
+        .find(|&k| shard_of(k, 2) != shard_of(a, 2))
+        .unwrap();
+    psql_ok(
+        s.addr,
+        &format!("insert into orders values ({a}, 'a'), ({b}, 'b')"),
+    );
+    (a, b)
+}
+
 /// Waits until `n` backends of each shard run a `pg_sleep` (no deadline of its own: the
 /// test harness's timeout ends a test that hangs).
 async fn sleeping_on(shards: &[&PgCluster], n: usize) {
@@ -502,18 +519,7 @@ async fn sleeping_on(shards: &[&PgCluster], n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_reaches_every_shard_a_query_runs_on() {
     let s = sharded(2).await;
-    psql_ok(
-        s.addr,
-        "create table orders (customer_id bigint, note text)",
-    );
-    let a = 1i64;
-    let b = (2..100)
-        .find(|&k| shard_of(k, 2) != shard_of(a, 2))
-        .unwrap();
-    psql_ok(
-        s.addr,
-        &format!("insert into orders values ({a}, 'a'), ({b}, 'b')"),
-    );
+    let (a, b) = one_row_per_shard(&s);
     let c = connect(s.addr).await;
     let token = c.cancel_token();
     let both: Vec<&PgCluster> = s.shards.iter().collect();
@@ -556,18 +562,7 @@ async fn query_and_idle_transaction_timeouts() {
         c.general.idle_transaction_timeout = Secs(Duration::from_secs(1));
     })
     .await;
-    psql_ok(
-        s.addr,
-        "create table orders (customer_id bigint, note text)",
-    );
-    let a = 1i64;
-    let b = (2..100)
-        .find(|&k| shard_of(k, 2) != shard_of(a, 2))
-        .unwrap();
-    psql_ok(
-        s.addr,
-        &format!("insert into orders values ({a}, 'a'), ({b}, 'b')"),
-    );
+    let (a, b) = one_row_per_shard(&s);
     let both: Vec<&PgCluster> = s.shards.iter().collect();
     // Short queries, sent back to back, are not cut.
     let c = connect(s.addr).await;
