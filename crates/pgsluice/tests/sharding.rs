@@ -519,7 +519,7 @@ async fn sleeping_on(shards: &[&PgCluster], n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_reaches_every_shard_a_query_runs_on() {
     let s = sharded(2).await;
-    let (a, b) = one_row_per_shard(&s);
+    let (a, _) = one_row_per_shard(&s);
     let c = connect(s.addr).await;
     let token = c.cancel_token();
     let both: Vec<&PgCluster> = s.shards.iter().collect();
@@ -562,7 +562,7 @@ async fn query_and_idle_transaction_timeouts() {
         c.general.idle_transaction_timeout = Secs(Duration::from_secs(1));
     })
     .await;
-    let (a, b) = one_row_per_shard(&s);
+    let (a, _) = one_row_per_shard(&s);
     let both: Vec<&PgCluster> = s.shards.iter().collect();
     // Short queries, sent back to back, are not cut.
     let c = connect(s.addr).await;
