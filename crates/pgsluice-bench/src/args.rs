@@ -71,7 +71,14 @@ pub(crate) struct Cell {
 }
 
 /// Sections that can be run or skipped.
-pub(crate) const SECTIONS: [&str; 5] = ["throughput", "latency", "memory", "pooler-only", "storm"];
+pub(crate) const SECTIONS: [&str; 6] = [
+    "throughput",
+    "latency",
+    "memory",
+    "memory-tls",
+    "pooler-only",
+    "storm",
+];
 
 /// All settings of one benchmark run.
 #[derive(Debug, Clone)]
@@ -116,14 +123,15 @@ runs.csv, results.json, chart.svg and tps-*.svg (one per table). See bench/READM
   --clients LIST          client counts, e.g. 1,10,100,1000 (default)
   --modes LIST            simple,extended,prepared (default: all)
   --workloads LIST        select-only,tpcb-like (default: both)
-  --only LIST             sections to run: throughput,latency,memory,pooler-only,storm
+  --only LIST             sections to run: throughput,latency,memory,memory-tls,
+                          pooler-only,storm
   --pool-size N           server connections per pool, both poolers (default 20)
   --workers N             pgsluice worker threads (default: pgsluice's, half the cores)
   --pooler-only-workers N pgsluice worker threads in the pooler-only test (default 2)
   --scale N               pgbench scale factor (default 10; quick 1)
   --max-connections N     PostgreSQL max_connections (default 300); direct runs
                           need clients + 2 pools + 5 below it
-  --idle-clients N        idle authenticated clients for the memory test (default 10000)
+  --idle-clients N        idle authenticated clients for the memory tests (default 10000)
   --storm-clients N       clients connecting at once in the storm test (default 2000)
   --out DIR               results parent directory (default bench/results)
   --pgsluice PATH         pgsluice binary (default: target/release/pgsluice,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio_postgres::{Client, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::procs::{rss_kib, DB, PASSWORD, USER};
 
@@ -31,6 +32,8 @@ pub(crate) struct IdleResult {
     pub(crate) query_errors: usize,
     pub(crate) query_secs: f64,
     pub(crate) first_error: Option<String>,
+    /// The clients used TLS (`sslmode=require`).
+    pub(crate) tls: bool,
 }
 
 impl IdleResult {
@@ -75,6 +78,17 @@ async fn connect(cfg: &tokio_postgres::Config) -> Result<Client, tokio_postgres:
     Ok(client)
 }
 
+async fn connect_tls(
+    cfg: &tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = cfg.connect(tls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -82,26 +96,41 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Opens `n` authenticated clients (at most 64 logins in flight), reads the pooler's
-/// VmRSS before and after, then has every client run `select 1` at once.
-pub(crate) fn idle_clients(addr: SocketAddr, pid: u32, n: usize) -> std::io::Result<IdleResult> {
+/// Opens `n` authenticated clients (at most 64 logins in flight; with `tls`,
+/// `sslmode=require`), reads the pooler's VmRSS before and after, then has every
+/// client run `select 1` at once.
+pub(crate) fn idle_clients(
+    addr: SocketAddr,
+    pid: u32,
+    n: usize,
+    tls: Option<MakeRustlsConnect>,
+) -> std::io::Result<IdleResult> {
     let rt = runtime()?;
     rt.block_on(async move {
         let mut res = IdleResult {
             wanted: n,
             rss_before_kib: rss_kib(pid).unwrap_or(0),
+            tls: tls.is_some(),
             ..IdleResult::default()
         };
-        let cfg = Arc::new(config(addr));
+        let mut cfg = config(addr);
+        if tls.is_some() {
+            cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
+        let cfg = Arc::new(cfg);
         let gate = Arc::new(Semaphore::new(64));
         let started = Instant::now();
         let mut tasks = Vec::with_capacity(n);
         for _ in 0..n {
             let cfg = cfg.clone();
             let gate = gate.clone();
+            let tls = tls.clone();
             tasks.push(tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await;
-                connect(&cfg).await
+                match tls {
+                    Some(tls) => connect_tls(&cfg, tls).await,
+                    None => connect(&cfg).await,
+                }
             }));
         }
         let mut clients = Vec::with_capacity(n);

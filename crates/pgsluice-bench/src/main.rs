@@ -9,11 +9,13 @@
 mod args;
 mod chart;
 mod clients;
+mod many;
 mod model;
 mod pgbench;
 mod procs;
 mod report;
 mod run;
+mod tls;
 
 use std::process::{Command, ExitCode};
 use std::sync::OnceLock;

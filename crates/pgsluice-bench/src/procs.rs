@@ -162,12 +162,14 @@ impl RunningPooler {
 }
 
 /// Starts pgsluice in quick mode in front of `backend` (clients log in as
-/// bench/bench with SCRAM; database name `backend.dbname`).
+/// bench/bench with SCRAM; database name `backend.dbname`), with `env` added to its
+/// environment (`PGSLUICE_*` settings).
 pub(crate) fn start_pgsluice(
     bin: &Path,
     backend: &Backend,
     pool_size: u32,
     workers: Option<usize>,
+    env: &[(&str, String)],
 ) -> io::Result<RunningPooler> {
     let url = format!(
         "postgres://{USER}:{PASSWORD}@127.0.0.1:{}/{}",
@@ -182,7 +184,8 @@ pub(crate) fn start_pgsluice(
         // the "listening on" line is still needed.
         .args(["--log-level", "warn,pgsluice::app=info"])
         .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1");
+        .env("NO_COLOR", "1")
+        .envs(env.iter().map(|(k, v)| (k, v)));
     if let Some(w) = workers {
         cmd.args(["--workers", &w.to_string()]);
     }
@@ -205,11 +208,12 @@ pub(crate) fn pgbouncer_version() -> Option<String> {
 /// scram-sha-256, transaction pooling) in a temp dir. `secret` goes into userlist.txt:
 /// the SCRAM verifier as stored in PostgreSQL's pg_authid, which is how PgBouncer is
 /// usually set up (with a plaintext password it would run the SCRAM key derivation
-/// for every login).
+/// for every login). `extra_ini` is appended to the `[pgbouncer]` section.
 pub(crate) fn start_pgbouncer(
     backend: &Backend,
     pool_size: u32,
     secret: &str,
+    extra_ini: &str,
 ) -> io::Result<RunningPooler> {
     let dir = TempDir::new("pgbouncer")?;
     let port = pgsluice_testkit::free_port();
@@ -232,7 +236,8 @@ pub(crate) fn start_pgbouncer(
          log_connections = 0\n\
          log_disconnections = 0\n\
          log_stats = 0\n\
-         ignore_startup_parameters = extra_float_digits\n",
+         ignore_startup_parameters = extra_float_digits\n\
+         {extra_ini}",
         db = backend.dbname,
         bport = backend.port,
         userlist = userlist.display(),

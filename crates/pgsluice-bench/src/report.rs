@@ -210,15 +210,17 @@ fn memory_table(r: &Results, md: &mut String) {
     md.push_str(
         "RSS is VmRSS of the pooler process (a fresh one) before the clients connect and \
          after all of them have logged in. Then every client runs `select 1` at the same \
-         time.\n\n\
+         time. (TLS): the clients connect with `sslmode=require` to a pooler that requires \
+         TLS from clients.\n\n\
          | pooler | clients connected | connect errors | RSS before | RSS after | bytes per client | login time s | all-at-once `select 1`: errors | time s |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (who, i) in &r.idle {
         let _ = writeln!(
             md,
-            "| {} | {}/{} | {} | {:.1} MiB | {:.1} MiB | {} | {:.1} | {} | {:.2} |",
+            "| {}{} | {}/{} | {} | {:.1} MiB | {:.1} MiB | {} | {:.1} | {} | {:.2} |",
             who.name(),
+            if i.tls { " (TLS)" } else { "" },
             i.connected,
             i.wanted,
             i.connect_errors,
@@ -233,7 +235,8 @@ fn memory_table(r: &Results, md: &mut String) {
     }
     for (who, i) in &r.idle {
         if let Some(e) = &i.first_error {
-            let _ = writeln!(md, "\n{} first error: `{e}`", who.name());
+            let tls = if i.tls { " (TLS)" } else { "" };
+            let _ = writeln!(md, "\n{}{tls} first error: `{e}`", who.name());
         }
     }
     md.push('\n');
@@ -400,7 +403,7 @@ fn goals(r: &Results, md: &mut String) {
     let per = |who| {
         r.idle
             .iter()
-            .find(|(w, _)| *w == who)
+            .find(|(w, i)| *w == who && !i.tls)
             .and_then(|(_, i)| i.bytes_per_client())
     };
     match (per(Contender::Pgsluice), per(Contender::Pgbouncer)) {
@@ -500,119 +503,10 @@ pub(crate) fn csv(r: &Results) -> String {
     out
 }
 
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+#[path = "report_json.rs"]
+mod json_out;
+pub(crate) use json_out::json;
 
-fn json_num(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v}")
-    } else {
-        "null".into()
-    }
-}
-
-/// Raw results as JSON (written by hand: no serde_json in this crate).
-pub(crate) fn json(r: &Results) -> String {
-    let mut o = String::from("{\n  \"meta\": {");
-    let meta: Vec<String> = r
-        .meta
-        .iter()
-        .map(|(k, v)| format!("{}: {}", json_str(k), json_str(v)))
-        .collect();
-    o.push_str(&meta.join(", "));
-    o.push_str("},\n  \"runs\": [\n");
-    let runs: Vec<String> = r
-        .samples
-        .iter()
-        .map(|s| {
-            format!(
-                "    {{\"section\": {}, \"workload\": {}, \"mode\": {}, \"clients\": {}, \"contender\": {}, \"round\": {}, \"tps\": {}, \"processed\": {}, \"failed\": {}, \"aborted\": {}, \"cpu_us_per_tx\": {}, \"error\": {}}}",
-                json_str(s.section),
-                json_str(s.cell.workload.as_str()),
-                json_str(s.cell.mode.as_str()),
-                s.cell.clients,
-                json_str(s.contender.name()),
-                s.round,
-                json_num(s.outcome.tps),
-                s.outcome.processed,
-                s.outcome.failed,
-                s.outcome.aborted,
-                s.cpu_us_per_tx.map_or("null".into(), json_num),
-                s.outcome.first_error.as_deref().map_or("null".into(), json_str),
-            )
-        })
-        .collect();
-    o.push_str(&runs.join(",\n"));
-    o.push_str("\n  ],\n  \"latency\": [\n");
-    let lat: Vec<String> = r
-        .latency
-        .iter()
-        .map(|l| {
-            format!(
-                "    {{\"contender\": {}, \"clients\": {}, \"count\": {}, \"p50_us\": {}, \"p99_us\": {}, \"errors\": {}}}",
-                json_str(l.contender.name()),
-                l.clients,
-                l.samples_us.len(),
-                l.p(0.5).map_or("null".into(), json_num),
-                l.p(0.99).map_or("null".into(), json_num),
-                l.errors
-            )
-        })
-        .collect();
-    o.push_str(&lat.join(",\n"));
-    o.push_str("\n  ],\n  \"idle\": [\n");
-    let idle: Vec<String> = r
-        .idle
-        .iter()
-        .map(|(w, i)| {
-            format!(
-                "    {{\"contender\": {}, \"wanted\": {}, \"connected\": {}, \"connect_errors\": {}, \"rss_before_kib\": {}, \"rss_after_kib\": {}, \"query_errors\": {}, \"connect_secs\": {}, \"query_secs\": {}}}",
-                json_str(w.name()),
-                i.wanted,
-                i.connected,
-                i.connect_errors,
-                i.rss_before_kib,
-                i.rss_after_kib,
-                i.query_errors,
-                json_num(i.connect_secs),
-                json_num(i.query_secs)
-            )
-        })
-        .collect();
-    o.push_str(&idle.join(",\n"));
-    o.push_str("\n  ],\n  \"storm\": [\n");
-    let storm: Vec<String> = r
-        .storm
-        .iter()
-        .map(|(w, s)| {
-            format!(
-                "    {{\"contender\": {}, \"clients\": {}, \"ok\": {}, \"errors\": {}, \"total_secs\": {}, \"p50_ms\": {}, \"p99_ms\": {}, \"max_ms\": {}}}",
-                json_str(w.name()),
-                s.clients,
-                s.ok,
-                s.errors,
-                json_num(s.total_secs),
-                json_num(s.p50_ms),
-                json_num(s.p99_ms),
-                json_num(s.max_ms)
-            )
-        })
-        .collect();
-    o.push_str(&storm.join(",\n"));
-    o.push_str("\n  ]\n}\n");
-    o
-}
+#[cfg(test)]
+#[path = "report_tests.rs"]
+mod tests;

@@ -13,7 +13,7 @@ use crate::args::{Args, Cell, Mode, Workload};
 use crate::model::{Contender, Latency, Results, Sample, Skipped};
 use crate::pgbench::{self, Script};
 use crate::procs::{self, Backend, RunningPooler, TempDir, DB, PASSWORD, USER};
-use crate::{chart, clients, progress, report};
+use crate::{chart, progress, report};
 
 /// Where each contender listens during a section (None = not running).
 struct Targets<'a> {
@@ -67,7 +67,7 @@ pub(crate) fn run(a: &Args, pgsluice_bin: &Path) -> Result<(), String> {
     meta(a, pgsluice_bin, &iso, &mut r);
 
     let wants = |s: &str| a.sections.contains(&s);
-    if ["throughput", "latency", "memory", "storm"]
+    if ["throughput", "latency", "memory", "memory-tls", "storm"]
         .iter()
         .any(|s| wants(s))
     {
@@ -180,9 +180,9 @@ fn postgres_sections(a: &Args, bin: &Path, work: &Path, r: &mut Results) -> Resu
         progress(format_args!("pgbench -i -s {}", a.scale));
         pgbench::initialize(pg.port(), DB, a.scale).map_err(|e| e.to_string())?;
         progress(format_args!("starting pgsluice and PgBouncer"));
-        let sl = procs::start_pgsluice(bin, &backend, a.pool_size, a.workers)
+        let sl = procs::start_pgsluice(bin, &backend, a.pool_size, a.workers, &[])
             .map_err(|e| format!("starting pgsluice: {e}"))?;
-        let pb = procs::start_pgbouncer(&backend, a.pool_size, &secret)
+        let pb = procs::start_pgbouncer(&backend, a.pool_size, &secret, "")
             .map_err(|e| format!("starting PgBouncer: {e}"))?;
         let t = Targets {
             pgsluice: Some(&sl),
@@ -200,60 +200,7 @@ fn postgres_sections(a: &Args, bin: &Path, work: &Path, r: &mut Results) -> Resu
         sl.stop();
         pb.stop();
     }
-    for (section, idle) in [("memory", true), ("storm", false)] {
-        if !wants(section) {
-            continue;
-        }
-        for who in [Contender::Pgsluice, Contender::Pgbouncer] {
-            let p = match who {
-                Contender::Pgsluice => procs::start_pgsluice(bin, &backend, a.pool_size, a.workers),
-                _ => procs::start_pgbouncer(&backend, a.pool_size, &secret),
-            }
-            .map_err(|e| format!("starting {}: {e}", who.name()))?;
-            if idle {
-                progress(format_args!(
-                    "memory: {} idle authenticated clients on a fresh {}",
-                    a.idle_clients,
-                    who.name()
-                ));
-                match clients::idle_clients(p.addr(), p.pid(), a.idle_clients) {
-                    Ok(res) => {
-                        progress(format_args!(
-                            "memory: {}: {} connected ({} errors), {:.0} bytes/client, all-at-once select 1: {} errors in {:.2} s",
-                            who.name(),
-                            res.connected,
-                            res.connect_errors,
-                            res.bytes_per_client().unwrap_or(0.0),
-                            res.query_errors,
-                            res.query_secs
-                        ));
-                        r.idle.push((who, res));
-                    }
-                    Err(e) => r.failures.push(format!("memory ({}): {e}", who.name())),
-                }
-            } else {
-                progress(format_args!(
-                    "storm: {} clients at once on a fresh {}",
-                    a.storm_clients,
-                    who.name()
-                ));
-                match clients::storm(p.addr(), a.storm_clients) {
-                    Ok(res) => {
-                        progress(format_args!(
-                            "storm: {}: {} ok, {} errors, all served in {:.2} s",
-                            who.name(),
-                            res.ok,
-                            res.errors,
-                            res.total_secs
-                        ));
-                        r.storm.push((who, res));
-                    }
-                    Err(e) => r.failures.push(format!("storm ({}): {e}", who.name())),
-                }
-            }
-            p.stop();
-        }
-    }
+    crate::many::sections(a, bin, &backend, &secret, work, r);
     Ok(())
 }
 
@@ -513,11 +460,11 @@ fn pooler_only(a: &Args, bin: &Path, work: &Path, r: &mut Results) -> Result<(),
         port: fake.addr().port(),
         dbname: "fake".into(),
     };
-    let sl = procs::start_pgsluice(bin, &backend, a.pool_size, Some(a.pooler_only_workers))
+    let sl = procs::start_pgsluice(bin, &backend, a.pool_size, Some(a.pooler_only_workers), &[])
         .map_err(|e| format!("starting pgsluice: {e}"))?;
     // The fake backend trusts everyone; PgBouncer's clients still log in with SCRAM.
     let secret = ScramSecret::generate(PASSWORD).encode();
-    let pb = procs::start_pgbouncer(&backend, a.pool_size, &secret)
+    let pb = procs::start_pgbouncer(&backend, a.pool_size, &secret, "")
         .map_err(|e| format!("starting PgBouncer: {e}"))?;
     let script: PathBuf = work.join("select1.sql");
     fs::write(&script, "select 1;\n").map_err(|e| e.to_string())?;

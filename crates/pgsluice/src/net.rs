@@ -16,6 +16,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -46,14 +47,15 @@ pub struct TlsIo<S> {
     /// Plaintext bytes accepted by the TLS layer whose ciphertext is not all sent yet.
     unacked: usize,
     /// `tls-server-end-point` channel binding data (RFC 5929) of the server certificate
-    /// of this connection, when it has one.
-    end_point: Option<Vec<u8>>,
+    /// of this connection, when it has one. Shared: every client accepted with one
+    /// certificate points to the same bytes.
+    end_point: Option<Arc<[u8]>>,
 }
 
 impl<S> TlsIo<S> {
     /// Wraps a TLS stream whose server certificate has the channel binding data
     /// `end_point`.
-    pub fn new(inner: S, end_point: Option<Vec<u8>>) -> TlsIo<S> {
+    pub fn new(inner: S, end_point: Option<Arc<[u8]>>) -> TlsIo<S> {
         TlsIo {
             inner,
             unacked: 0,

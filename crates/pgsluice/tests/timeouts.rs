@@ -80,6 +80,56 @@ async fn query_timeout_cancels_and_closes() {
     );
 }
 
+/// query_timeout is counted per query: five 300 ms queries sent as one pipeline (1.5 s
+/// in all) pass a 1 s query_timeout, in the simple protocol (five Query messages back
+/// to back) and in the extended one (five Bind/Execute/Sync, one prepared statement).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_timeout_counts_each_query_of_a_pipeline() {
+    let (_cluster, server) =
+        start(|c| c.general.query_timeout = Secs(Duration::from_secs(1))).await;
+    let c = connect(&server).await;
+    let started = std::time::Instant::now();
+    let simple = (0..5).map(|_| c.simple_query("select pg_sleep(0.3)"));
+    for r in futures_util::future::join_all(simple).await {
+        r.unwrap();
+    }
+    // pg_sleep makes this a lower bound: the pipeline outlasted query_timeout.
+    assert!(started.elapsed() >= Duration::from_millis(1_500));
+    let sleep = c.prepare("select pg_sleep(0.3)").await.unwrap();
+    let started = std::time::Instant::now();
+    let extended = (0..5).map(|_| c.query(&sleep, &[]));
+    for r in futures_util::future::join_all(extended).await {
+        r.unwrap();
+    }
+    assert!(started.elapsed() >= Duration::from_millis(1_500));
+}
+
+/// One slow query inside a pipeline is cancelled by query_timeout: the queries before
+/// it succeed, it gets 57014.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_timeout_cancels_a_slow_query_inside_a_pipeline() {
+    let (cluster, server) = start(|c| c.general.query_timeout = Secs(Duration::from_secs(1))).await;
+    let c = connect(&server).await;
+    let started = std::time::Instant::now();
+    let sqls = ["select pg_sleep(0.3)", "select pg_sleep(2)", "select 1"];
+    let results = futures_util::future::join_all(sqls.iter().map(|sql| c.simple_query(sql))).await;
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    let e = results[1].as_ref().unwrap_err();
+    assert_eq!(code(e), "57014", "{e}");
+    assert!(results[2].is_err(), "the client is ended");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    eventually(
+        &cluster,
+        "select count(*) from pg_stat_activity where query like 'select pg_sleep(2)%'",
+        "0",
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_transaction_timeout_rolls_back_and_frees_locks() {
     let (cluster, server) =

@@ -72,7 +72,9 @@ pub enum RelayEnd {
 /// Timeouts a relay enforces (None = off, the default for each).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RelayTimeouts {
-    /// query_timeout: a request waiting for its ReadyForQuery.
+    /// query_timeout: each query of a request in flight, from when the server can
+    /// start it (the request sent, or the query before it in the pipeline finished)
+    /// until it finishes.
     pub query: Option<std::time::Duration>,
     /// idle_transaction_timeout: the client silent inside a transaction block.
     pub idle_in_transaction: Option<std::time::Duration>,
@@ -150,9 +152,15 @@ pub struct Relay<'a, C, S> {
     server_params: &'a mut ParamSet,
     ext: Option<RewriteCx<'a>>,
     timeouts: RelayTimeouts,
-    phase: Phase,
+    /// The phase the timer was last armed for; None before the first arming.
+    phase: Option<Phase>,
+    /// The phase's timer. It may be registered for an earlier instant than `deadline`
+    /// (the deadline moved later): it is re-armed when it fires early.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    timer_armed: bool,
+    /// When the phase's limit is reached; None when the phase has none.
+    deadline: Option<tokio::time::Instant>,
+    /// `flow.finished` when query_timeout's clock last started.
+    clock_finished: u32,
     /// transaction_timeout's timer, armed while a transaction runs.
     tx_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     tx_armed: bool,
@@ -201,9 +209,10 @@ impl<'a, C: RelayIo, S: RelayIo> Relay<'a, C, S> {
             server_params,
             ext,
             timeouts: RelayTimeouts::default(),
-            phase: Phase::Idle,
+            phase: None,
             timer: None,
-            timer_armed: false,
+            deadline: None,
+            clock_finished: 0,
             tx_timer: None,
             tx_armed: false,
             counts: RelayCounts::default(),
@@ -251,6 +260,8 @@ impl<'a, C: RelayIo, S: RelayIo> Relay<'a, C, S> {
     /// Enforces these timeouts from now on.
     pub fn set_timeouts(&mut self, timeouts: RelayTimeouts) {
         self.timeouts = timeouts;
+        // Re-armed at the next poll, for the phase the relay is in then.
+        self.phase = None;
     }
 
     fn phase_now(&self) -> Phase {
@@ -493,7 +504,9 @@ impl<'a, C: RelayIo, S: RelayIo> Relay<'a, C, S> {
         let server_params = &mut *self.server_params;
         let d = &mut self.s2c;
         d.scanner.feed::<ProtocolError>(&d.buf[..d.end], |ev| {
-            if let ScanEvent::Captured { tag, body } = ev {
+            if let ScanEvent::Start { tag, .. } = ev {
+                flow.server_tag(tag);
+            } else if let ScanEvent::Captured { tag, body } = ev {
                 match tag {
                     b'Z' => {
                         let status = body

@@ -1,5 +1,6 @@
 //! Unit tests of the relay's timeouts, under paused time: each fires exactly at its
-//! limit (not a millisecond before), counted from the moment its phase began.
+//! limit (not a millisecond before), counted from the moment its phase began (for
+//! query_timeout, from the end of the query before it in a pipeline).
 
 use std::time::Duration;
 
@@ -44,6 +45,139 @@ async fn query_answered_before_query_timeout_releases() {
         expect_pending(step(&mut relay).await);
         advance(JUST_UNDER).await;
         send(&mut peers.server, &ready(b'I')).await;
+        let end = expect_end(step(&mut relay).await);
+        assert!(matches!(end, RelayEnd::Idle), "{path:?}: {end:?}");
+    }
+}
+
+/// A pipeline of queries each shorter than query_timeout runs to its end, however
+/// long the whole takes: each query has its own clock, started when the server
+/// finishes the one before it.
+#[tokio::test(start_paused = true)]
+async fn query_timeout_counts_each_query_of_a_simple_pipeline() {
+    for path in POOLED_PATHS {
+        let (mut ends, mut peers) = roomy();
+        let pipeline = [query("select 1"), query("select 2"), query("select 3")].concat();
+        let mut relay = ends.relay(path, &pipeline);
+        relay.set_timeouts(RelayTimeouts {
+            query: Some(LIMIT),
+            ..RelayTimeouts::default()
+        });
+        expect_pending(step(&mut relay).await);
+        for _ in 0..2 {
+            advance(JUST_UNDER).await;
+            expect_pending(step(&mut relay).await);
+            send(
+                &mut peers.server,
+                &[complete("SELECT 1"), ready(b'I')].concat(),
+            )
+            .await;
+            expect_pending(step(&mut relay).await);
+        }
+        advance(JUST_UNDER).await;
+        expect_pending(step(&mut relay).await);
+        send(
+            &mut peers.server,
+            &[complete("SELECT 1"), ready(b'I')].concat(),
+        )
+        .await;
+        let end = expect_end(step(&mut relay).await);
+        assert!(matches!(end, RelayEnd::Idle), "{path:?}: {end:?}");
+    }
+}
+
+/// One slow query inside a pipeline is cancelled at query_timeout counted from the
+/// end of the query before it, not from the pipeline's start.
+#[tokio::test(start_paused = true)]
+async fn query_timeout_fires_for_a_slow_query_inside_a_pipeline() {
+    for path in POOLED_PATHS {
+        let (mut ends, mut peers) = roomy();
+        let pipeline = [query("select 1"), query("select pg_sleep(60)")].concat();
+        let mut relay = ends.relay(path, &pipeline);
+        relay.set_timeouts(RelayTimeouts {
+            query: Some(LIMIT),
+            ..RelayTimeouts::default()
+        });
+        expect_pending(step(&mut relay).await);
+        advance(Duration::from_secs(3)).await;
+        send(
+            &mut peers.server,
+            &[complete("SELECT 1"), ready(b'I')].concat(),
+        )
+        .await;
+        expect_pending(step(&mut relay).await);
+        // The first deadline passes: the timer fires early and is re-armed.
+        advance(JUST_UNDER).await;
+        expect_pending(step(&mut relay).await);
+        advance(MS).await;
+        let end = expect_end(step(&mut relay).await);
+        assert!(matches!(end, RelayEnd::QueryTimeout), "{path:?}: {end:?}");
+    }
+}
+
+/// Extended protocol with one Sync for several Executes (libpq's pipeline mode): each
+/// CommandComplete starts the next Execute's clock; rows streamed by a slow query do
+/// not.
+#[tokio::test(start_paused = true)]
+async fn query_timeout_restarts_at_each_execute_not_at_rows() {
+    for path in POOLED_PATHS {
+        let (mut ends, mut peers) = roomy();
+        let one = extended("select 1");
+        let without_sync = &one[..one.len() - 5];
+        let pipeline = [without_sync, without_sync, &one].concat();
+        let mut relay = ends.relay(path, &pipeline);
+        relay.set_timeouts(RelayTimeouts {
+            query: Some(LIMIT),
+            ..RelayTimeouts::default()
+        });
+        expect_pending(step(&mut relay).await);
+        let done = [msg(b'1', b""), msg(b'2', b""), complete("SELECT 1")].concat();
+        for _ in 0..2 {
+            advance(JUST_UNDER).await;
+            expect_pending(step(&mut relay).await);
+            send(&mut peers.server, &done).await;
+            expect_pending(step(&mut relay).await);
+        }
+        // The third Execute streams rows: they leave its clock running.
+        advance(JUST_UNDER).await;
+        send(
+            &mut peers.server,
+            &[msg(b'1', b""), msg(b'2', b"")].concat(),
+        )
+        .await;
+        send(&mut peers.server, &msg(b'D', b"\0\0")).await;
+        expect_pending(step(&mut relay).await);
+        advance(MS).await;
+        let end = expect_end(step(&mut relay).await);
+        assert!(matches!(end, RelayEnd::QueryTimeout), "{path:?}: {end:?}");
+    }
+}
+
+/// An error ends its query too: the server skips to the Sync and answers the next
+/// request, which gets a clock of its own.
+#[tokio::test(start_paused = true)]
+async fn query_timeout_restarts_after_an_error() {
+    for path in POOLED_PATHS {
+        let (mut ends, mut peers) = roomy();
+        let pipeline = [extended("select 1/0"), extended("select 1")].concat();
+        let mut relay = ends.relay(path, &pipeline);
+        relay.set_timeouts(RelayTimeouts {
+            query: Some(LIMIT),
+            ..RelayTimeouts::default()
+        });
+        expect_pending(step(&mut relay).await);
+        advance(JUST_UNDER).await;
+        let failed = [
+            msg(b'1', b""),
+            msg(b'2', b""),
+            error("22012", "division by zero"),
+        ];
+        send(&mut peers.server, &failed.concat()).await;
+        send(&mut peers.server, &ready(b'I')).await;
+        expect_pending(step(&mut relay).await);
+        advance(JUST_UNDER).await;
+        expect_pending(step(&mut relay).await);
+        send(&mut peers.server, &extended_reply(b'I')).await;
         let end = expect_end(step(&mut relay).await);
         assert!(matches!(end, RelayEnd::Idle), "{path:?}: {end:?}");
     }

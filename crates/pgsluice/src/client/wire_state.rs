@@ -20,6 +20,9 @@ pub struct WireState {
     pub(crate) status: TxStatus,
     /// Query/Sync/FunctionCall messages seen.
     pub(crate) queries: u64,
+    /// Server messages that end a query's work (wrapping): query_timeout's clock
+    /// restarts when it moves, so that each query of a pipeline has its own.
+    pub(crate) finished: u32,
 }
 
 impl WireState {
@@ -31,6 +34,7 @@ impl WireState {
             last_was_execute: false,
             status: TxStatus::Idle,
             queries: 0,
+            finished: 0,
         }
     }
 
@@ -94,5 +98,19 @@ impl WireState {
     pub(crate) fn server_ready(&mut self, status: TxStatus) {
         self.pending = self.pending.saturating_sub(1);
         self.status = status;
+        self.finished = self.finished.wrapping_add(1);
+    }
+
+    /// Accounts for the start of a server message: CommandComplete,
+    /// EmptyQueryResponse, ErrorResponse and PortalSuspended each end one statement or
+    /// Execute (ReadyForQuery, which ends a Query or a Sync, is counted by
+    /// [`WireState::server_ready`]). After one of them the server moves on to the next
+    /// query in the pipeline, so query_timeout's clock starts afresh; rows, notices and
+    /// the like leave it running.
+    #[inline]
+    pub(crate) fn server_tag(&mut self, tag: u8) {
+        if matches!(tag, b'C' | b'I' | b'E' | b's') {
+            self.finished = self.finished.wrapping_add(1);
+        }
     }
 }

@@ -220,7 +220,7 @@ pub const KEYS: &[KeyInfo] = &[
     k(Pgbouncer, "server_tls_ciphers", "fast", Partial, Mapped, "As `client_tls_ciphers`."),
     k(Pgbouncer, "server_tls13_ciphers", "OpenSSL's default", NotYet, Ignored(Str, Never), ""),
     // Dangerous timeouts.
-    k(Pgbouncer, "query_timeout", "0", Implemented, Mapped, "Measured from the first request in flight until ReadyForQuery; on expiry pgsluice cancels the query, closes that server connection and ends the client with 57014."),
+    k(Pgbouncer, "query_timeout", "0", Implemented, Mapped, "Counted per query: from the request sent (nothing else in flight) or from the end of the query before it in a pipeline (CommandComplete, EmptyQueryResponse, ErrorResponse, PortalSuspended, ReadyForQuery) to its end; rows streamed do not restart it. PgBouncer counts from the client's last message until the server is ready again (checked three times a second), so a pipeline sent at once is timed as a whole there and a long one is cut: pgsluice lets it run. On expiry pgsluice cancels the query (PgBouncer only closes the server connection, and the backend runs on until it next writes), closes that server connection and ends the client with 57014 (PgBouncer: 08P01 \"query timeout\")."),
     k(Pgbouncer, "query_wait_timeout", "120", Implemented, Mapped, "0 = wait forever."),
     k(Pgbouncer, "cancel_wait_timeout", "10", Implemented, Mapped, "pgsluice forwards a cancel request at once; this bounds connecting to the server and delivering it. After it, the attempt is abandoned and the cancel connection closed. 0 = no limit."),
     k(Pgbouncer, "client_idle_timeout", "0", Implemented, Mapped, "A client silent outside a transaction this long is closed with 57P05."),

@@ -66,8 +66,12 @@ pub struct ClientTls {
     /// `client_tls_sslmode`.
     pub mode: TlsMode,
     /// The server configuration and the channel binding data of its certificate.
-    acceptor: Option<(Arc<ServerConfig>, Option<Vec<u8>>)>,
+    acceptor: Option<(Arc<ServerConfig>, EndPoint)>,
 }
+
+/// `tls-server-end-point` channel binding data of a certificate, shared by every
+/// connection that presents it.
+type EndPoint = Option<Arc<[u8]>>;
 
 impl ClientTls {
     fn load(g: &General) -> Result<ClientTls, String> {
@@ -83,7 +87,7 @@ impl ClientTls {
         };
         let chain = read_certs(cert_file, "client_tls_cert_file")?;
         let key = read_key(key_file, "client_tls_key_file")?;
-        let end_point = cert::tls_server_end_point(&chain[0]);
+        let end_point = cert::tls_server_end_point(&chain[0]).map(Arc::from);
         let versions = protocol_versions(&g.client_tls_protocols, "client_tls_protocols")?;
         let builder = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&versions)
@@ -243,7 +247,8 @@ impl ServerTls {
             .1
             .peer_certificates()
             .and_then(|c| c.first())
-            .and_then(|c| cert::tls_server_end_point(c));
+            .and_then(|c| cert::tls_server_end_point(c))
+            .map(Arc::from);
         Ok(Stream::TlsConnected(Box::new(TlsIo::new(tls, end_point))))
     }
 }

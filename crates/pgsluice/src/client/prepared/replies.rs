@@ -84,6 +84,7 @@ impl MessageCx<'_> {
     ) -> Result<Forward, ProtocolError> {
         use pgsluice_protocol::backend::{parse_parameter_status, TxStatus};
         let mut forward = Forward::Yes;
+        self.flow.server_tag(tag);
         let done = match tag {
             b'1' => match self.book.queue.front() {
                 Some(Expect::Parse { forward: f, .. }) => {
