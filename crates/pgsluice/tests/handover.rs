@@ -1,0 +1,211 @@
+//! The upgrade's client handover without its transport: two poolers in one test
+//! process (the old and the new, same configuration, different ports); the old one
+//! hands its clients over through an in-process channel, the new one adopts them, and
+//! the clients (real tokio-postgres connections) go on without noticing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use pgsluice::client::handover::Departing;
+use pgsluice::config::{Config, PoolMode};
+use pgsluice::Instance;
+use tokio::sync::mpsc;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+/// The session-mode alias of [`DB`].
+const SESSION_DB: &str = "appdb_session";
+
+fn two_mode_config(pg: &pgsluice_testkit::PgCluster) -> Config {
+    let mut cfg = config(pg);
+    cfg.general.pool_mode = PoolMode::Transaction;
+    cfg.general.default_pool_size = 4;
+    cfg.general.admin_users = vec![USER.into()];
+    let mut session = cfg.databases[DB].clone();
+    session.pool_mode = Some(PoolMode::Session);
+    session.dbname = Some(DB.into());
+    cfg.databases.insert(SESSION_DB.into(), session);
+    cfg.validate().expect("valid config");
+    cfg
+}
+
+/// The next client the old pooler hands over.
+async fn departing(rx: &mut mpsc::UnboundedReceiver<Departing>) -> Departing {
+    tokio::time::timeout(PROMPTLY, rx.recv())
+        .await
+        .expect("a client handed over in time")
+        .expect("the sink is open")
+}
+
+/// Clients listed in the pools of `server` (SHOW CLIENTS' rows), by user.
+fn pool_clients(server: &Instance) -> usize {
+    server.app().pools().iter().map(|p| p.clients().len()).sum()
+}
+
+/// SHOW CLIENTS on the admin console of the pooler at `addr`: (database, port) rows.
+async fn show_clients(addr: std::net::SocketAddr) -> Vec<(String, String)> {
+    let mut cfg = app_config(addr);
+    cfg.dbname("pgbouncer");
+    let admin = try_connect(&cfg).await.expect("admin console");
+    let rows = admin
+        .simple_query("SHOW CLIENTS")
+        .await
+        .expect("SHOW CLIENTS");
+    rows.into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some((
+                r.get("database").unwrap_or_default().to_owned(),
+                r.get("port").unwrap_or_default().to_owned(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn show(c: &Client, name: &str) -> String {
+    simple_value(c, &format!("show {name}"))
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_clients_move_to_the_new_process_and_go_on() {
+    let pg = cluster();
+    let cfg = two_mode_config(&pg);
+    let (old, old_addr) = start_pooler(cfg.clone()).await;
+    let (new, new_addr) = start_pooler(cfg).await;
+    // The new process's own keys stay clear of the old one's.
+    new.app()
+        .clients()
+        .cancel
+        .skip_pids_below(old.app().clients().cancel.pid_floor());
+    let direct = direct(&pg, DB).await;
+
+    // A: a named statement and a tracked parameter.
+    let a = connect_full(old_addr).await;
+    a.client
+        .batch_execute("set search_path to pg_catalog, public; set application_name = 'moving'")
+        .await
+        .unwrap();
+    let stmt = a.client.prepare("select $1::int4 + 1").await.unwrap();
+    a.client
+        .batch_execute("prepare twice(int) as select $1 * 2")
+        .await
+        .unwrap();
+    // P: logged in, never asked anything: parked.
+    let p = connect(old_addr).await;
+    // T: inside a transaction.
+    let t = connect(old_addr).await;
+    t.batch_execute("create table if not exists moved(x int); begin; insert into moved values (1)")
+        .await
+        .unwrap();
+    // S: session mode, holding its server connection.
+    let mut s_cfg = app_config(old_addr);
+    s_cfg.dbname(SESSION_DB);
+    let s = try_connect(&s_cfg).await.unwrap();
+    assert_eq!(count(&s, "select 5::int8").await, 5);
+    eventually("a parked client", PROMPTLY, || {
+        let parked = old.app().parked_clients() >= 1;
+        async move { parked.then_some(()) }
+    })
+    .await;
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    old.app().begin_handover(tx);
+    // A and P move (in either order); T waits for its COMMIT, S stays.
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let d = departing(&mut rx).await;
+        assert_eq!(
+            (d.image.database.as_str(), d.image.user.as_str()),
+            (DB, USER)
+        );
+        keys.push(d.image.cancel_key);
+        new.app().adopt_client(d).expect("adopted");
+    }
+    assert!(rx.try_recv().is_err(), "only the idle clients moved");
+    assert_eq!(pool_clients(&old), 2, "T and S stay in the old process");
+    assert_eq!(pool_clients(&new), 2);
+
+    // A goes on: queries, its statement, its parameters.
+    assert_eq!(count(&a.client, "select 7::int8").await, 7);
+    let rows = a.client.query(&stmt, &[&41i32]).await.unwrap();
+    assert_eq!(rows[0].get::<_, i32>(0), 42);
+    let twice = simple_value(&a.client, "execute twice(21)").await.unwrap();
+    assert_eq!(twice.as_deref(), Some("42"));
+    assert_eq!(show(&a.client, "search_path").await, "pg_catalog, public");
+    assert_eq!(show(&a.client, "application_name").await, "moving");
+    assert_eq!(count(&p, "select 8::int8").await, 8);
+    // The new admin console lists them (with their ports), the old one does not.
+    let local_ports: Vec<String> = new
+        .app()
+        .pools()
+        .iter()
+        .flat_map(|p| p.clients())
+        .map(|c| c.remote.port.to_string())
+        .collect();
+    let listed = show_clients(new_addr).await;
+    for port in &local_ports {
+        assert!(
+            listed.iter().any(|(_, p)| p == port),
+            "{listed:?} lacks {port}"
+        );
+    }
+    assert!(
+        listed.iter().all(|(db, _)| db == DB || db == "pgbouncer"),
+        "{listed:?}"
+    );
+
+    // A cancel with A's key, through the new process's port, cancels its query.
+    let token = a.client.cancel_token();
+    let client = a.client;
+    let running = tokio::spawn(async move {
+        let r = client.simple_query("select pg_sleep(30)").await;
+        (client, r)
+    });
+    wait_active_query(&direct, "pg_sleep(30)").await;
+    let sock = tokio::net::TcpStream::connect(new_addr).await.unwrap();
+    token
+        .cancel_query_raw(sock, NoTls)
+        .await
+        .expect("send cancel");
+    let (client, r) = tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("cancelled within 20 s")
+        .unwrap();
+    let e = r.expect_err("pg_sleep(30) was cancelled");
+    assert_eq!(code(&e).as_deref(), Some("57014"), "{e:?}");
+    assert_eq!(count(&client, "select 9::int8").await, 9);
+
+    // T moves once its transaction is over, with its work committed.
+    assert_eq!(count(&t, "select count(*) from moved").await, 1);
+    t.batch_execute("commit").await.unwrap();
+    let d = departing(&mut rx).await;
+    assert!(!keys.contains(&d.image.cancel_key));
+    new.app().adopt_client(d).expect("adopted");
+    assert_eq!(count(&t, "select count(*) from moved").await, 1);
+    assert_eq!(pool_clients(&new), 3);
+
+    // S stays, and is served by the old process.
+    assert_eq!(count(&s, "select 6::int8").await, 6);
+    assert_eq!(pool_clients(&old), 1);
+    assert!(rx.try_recv().is_err());
+}
+
+/// With the sink's receiver gone, nothing moves: clients stay and are served.
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_stay_when_the_sink_is_closed() {
+    let pg = cluster();
+    let (old, old_addr) = start_pooler(two_mode_config(&pg)).await;
+    let c = connect(old_addr).await;
+    assert_eq!(count(&c, "select 1::int8").await, 1);
+    let (tx, rx) = mpsc::unbounded_channel();
+    drop(rx);
+    old.app().begin_handover(tx);
+    for i in 2..5 {
+        assert_eq!(count(&c, &format!("select {i}::int8")).await, i);
+    }
+    assert_eq!(pool_clients(&old), 1);
+}
