@@ -209,3 +209,38 @@ async fn clients_stay_when_the_sink_is_closed() {
     }
     assert_eq!(pool_clients(&old), 1);
 }
+
+/// A client of the unix socket moves too (its descriptor is taken for what it is).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_unix_socket_client_moves() {
+    let pg = cluster();
+    let dir = Dir::new("handover-unix");
+    let mut cfg = two_mode_config(&pg);
+    cfg.general.unix_socket_dir = Some(dir.0.display().to_string());
+    let (old, _) = start_pooler(cfg.clone()).await;
+    cfg.general.unix_socket_dir = None;
+    let (new, _) = start_pooler(cfg).await;
+    let mut c_cfg = tokio_postgres::Config::new();
+    c_cfg
+        .host_path(&dir.0)
+        .port(0)
+        .user(USER)
+        .password(PASSWORD)
+        .dbname(DB);
+    let c = try_connect(&c_cfg)
+        .await
+        .expect("connect over the unix socket");
+    c.batch_execute("set application_name = 'over_unix'")
+        .await
+        .unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    old.app().begin_handover(tx);
+    new.app()
+        .adopt_client(departing(&mut rx).await)
+        .expect("adopted");
+    assert_eq!(pool_clients(&old), 0);
+    assert_eq!(count(&c, "select 3::int8").await, 3);
+    assert_eq!(show(&c, "application_name").await, "over_unix");
+    let listed = new.app().pools().iter().flat_map(|p| p.clients()).count();
+    assert_eq!(listed, 1);
+}

@@ -225,3 +225,32 @@ impl ClientFd {
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handed-over descriptor is recognised as TCP or Unix, and made non-blocking;
+    /// anything else is refused.
+    #[test]
+    fn a_descriptor_is_taken_for_what_it_is() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (tcp, _) = listener.accept().unwrap();
+        let ClientFd::Tcp(tcp) = ClientFd::of(tcp.into()).unwrap() else {
+            panic!("TCP taken for Unix");
+        };
+        let mut b = [0; 1];
+        let r = std::io::Read::read(&mut &tcp, &mut b);
+        assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+
+        let (unix, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(matches!(
+            ClientFd::of(unix.into()).unwrap(),
+            ClientFd::Unix(_)
+        ));
+
+        let file = std::fs::File::open("/dev/null").unwrap();
+        assert!(ClientFd::of(file.into()).is_err());
+    }
+}
