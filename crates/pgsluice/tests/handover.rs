@@ -244,3 +244,30 @@ async fn a_unix_socket_client_moves() {
     let listed = new.app().pools().iter().flat_map(|p| p.clients()).count();
     assert_eq!(listed, 1);
 }
+
+/// A user whose stored secret is only a SCRAM verifier: the pool logs in to the server
+/// with what the client's login revealed (pass-through). The new process's pool has
+/// had no login; the credential moves with the client.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pass_through_credential_moves_with_the_client() {
+    let pg = cluster();
+    let verifier = pg_sql(
+        &pg,
+        "select rolpassword from pg_authid where rolname = 'app'",
+    );
+    assert!(verifier.starts_with("SCRAM-SHA-256$"), "{verifier}");
+    let mut cfg = two_mode_config(&pg);
+    cfg.users.get_mut(USER).unwrap().password = Some(verifier);
+    let (old, old_addr) = start_pooler(cfg.clone()).await;
+    let (new, _) = start_pooler(cfg).await;
+    let c = connect(old_addr).await;
+    assert_eq!(count(&c, "select 1::int8").await, 1);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    old.app().begin_handover(tx);
+    let d = departing(&mut rx).await;
+    assert!(d.image.passthrough.is_some());
+    new.app().adopt_client(d).expect("adopted");
+    // Its next transaction opens the new process's first server connection.
+    assert_eq!(count(&c, "select 2::int8").await, 2);
+    assert_eq!(server_counts(&new).0, 1);
+}

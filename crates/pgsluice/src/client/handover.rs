@@ -139,6 +139,16 @@ pub fn adopt(
         .cancel
         .register_key(pid, secret)
         .ok_or(AdoptError::KeyInUse(pid))?;
+    if let Some(p) = image
+        .passthrough
+        .as_ref()
+        .filter(|_| *route.home().key().user == *image.user)
+    {
+        // As a login does: every host's pool of a replicated database logs in with it.
+        for pool in route.pools() {
+            pool.set_passthrough(p.clone());
+        }
+    }
     let stream = socket.into_stream()?;
     let endpoints = socket_endpoints(&stream);
     let session = Session::from_image(ctx.clone(), route.clone(), &image, cancel);
