@@ -271,3 +271,94 @@ async fn the_pass_through_credential_moves_with_the_client() {
     assert_eq!(count(&c, "select 2::int8").await, 2);
     assert_eq!(server_counts(&new).0, 1);
 }
+
+/// A client under TLS stays in the old process and is served there; a plain client
+/// beside it moves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_client_stays() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let pg = cluster();
+    let dir = Dir::new("handover-tls");
+    let (cert, key) = (dir.0.join("server.crt"), dir.0.join("server.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-days",
+            "30",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(made.status.success(), "{made:?}");
+    let mut cfg = two_mode_config(&pg);
+    cfg.general.client_tls_sslmode = pgsluice::config::TlsMode::Allow;
+    cfg.general.client_tls_cert_file = Some(cert);
+    cfg.general.client_tls_key_file = Some(key);
+    let (old, old_addr) = start_pooler(cfg.clone()).await;
+    let (new, _) = start_pooler(cfg).await;
+
+    let conninfo = format!(
+        "host=127.0.0.1 port={} user={USER} dbname={DB} sslmode=require",
+        old_addr.port()
+    );
+    let mut cmd = Command::new(pgsluice_testkit::pg_bin("psql"));
+    cmd.args([
+        "-X",
+        "-q",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-d",
+        &conninfo,
+    ]);
+    clean_pg_env(&mut cmd);
+    let mut psql = cmd
+        .env("PGPASSWORD", PASSWORD)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn psql");
+    let mut stdin = psql.stdin.take().unwrap();
+    stdin.write_all(b"select 'before';\n").unwrap();
+    let plain = connect(old_addr).await;
+    eventually("both clients logged in", PROMPTLY, || {
+        let both = pool_clients(&old) == 2;
+        async move { both.then_some(()) }
+    })
+    .await;
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    old.app().begin_handover(tx);
+    new.app()
+        .adopt_client(departing(&mut rx).await)
+        .expect("adopted");
+    assert_eq!(count(&plain, "select 4::int8").await, 4);
+    stdin.write_all(b"select 'after';\n\\q\n").unwrap();
+    drop(stdin);
+    let out = tokio::task::block_in_place(|| psql.wait_with_output()).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.split_whitespace().collect::<Vec<_>>(),
+        ["before", "after"]
+    );
+    assert!(rx.try_recv().is_err(), "the TLS client did not move");
+    assert_eq!(pool_clients(&new), 1);
+}
