@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use pgsluice::client::handover::Departing;
+use pgsluice::client::handover::{AdoptError, Departing};
 use pgsluice::config::{Config, PoolMode};
 use pgsluice::Instance;
 use tokio::sync::mpsc;
@@ -361,4 +361,33 @@ async fn a_tls_client_stays() {
     );
     assert!(rx.try_recv().is_err(), "the TLS client did not move");
     assert_eq!(pool_clients(&new), 1);
+}
+
+/// A client whose database the new process does not serve is refused there: it is
+/// told why, and its connection closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_without_a_pool_in_the_new_process_is_told() {
+    let pg = cluster();
+    let cfg = two_mode_config(&pg);
+    let (old, old_addr) = start_pooler(cfg.clone()).await;
+    let mut without = cfg;
+    without.databases.remove(DB);
+    let (new, _) = start_pooler(without).await;
+    let c = connect_full(old_addr).await;
+    assert_eq!(count(&c.client, "select 1::int8").await, 1);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    old.app().begin_handover(tx);
+    let e = new
+        .app()
+        .adopt_client(departing(&mut rx).await)
+        .unwrap_err();
+    assert!(
+        matches!(e, AdoptError::NoPool { ref database, .. } if database == DB),
+        "{e}"
+    );
+    let e = c
+        .finished()
+        .await
+        .expect_err("the connection ends with the FATAL");
+    assert_eq!(code(&e).as_deref(), Some("3D000"), "{e:?}");
 }

@@ -104,14 +104,16 @@ pub fn adopt(
 ) -> Result<(), AdoptError> {
     let Departing { fd, image } = departing;
     let socket = ClientFd::of(fd)?;
-    let no_pool = || AdoptError::NoPool {
-        database: image.database.clone(),
-        user: image.user.clone(),
+    let route = match ctx.router.route(&image.database, &image.user) {
+        Ok(r) => r,
+        Err(n) => {
+            socket.tell(&n);
+            return Err(AdoptError::NoPool {
+                database: image.database,
+                user: image.user,
+            });
+        }
     };
-    let route = ctx
-        .router
-        .route(&image.database, &image.user)
-        .map_err(|_| no_pool())?;
     if route.shards().is_some() {
         return Err(AdoptError::Unsupported);
     }

@@ -296,15 +296,6 @@ impl ClientInfo {
         }
     }
 
-    /// The entry of a client that logged in at `connect_time_us` (µs since the
-    /// epoch), in another process (an upgrade's handover).
-    pub(crate) fn with_connect_time(mut self, connect_time_us: u64) -> ClientInfo {
-        if connect_time_us != 0 {
-            self.connect_time_us = connect_time_us;
-        }
-        self
-    }
-
     /// The client cannot park (its stream is TLS): the sweep leaves it alone.
     pub(crate) fn never_park(&self) {
         self.park.store(PARK_NEVER, Relaxed);
