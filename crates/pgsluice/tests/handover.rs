@@ -391,3 +391,56 @@ async fn a_client_without_a_pool_in_the_new_process_is_told() {
         .expect_err("the connection ends with the FATAL");
     assert_eq!(code(&e).as_deref(), Some("3D000"), "{e:?}");
 }
+
+/// An image alone (no old process): a client with a request already read comes in,
+/// and its session serves the request at once, with the image's parameters.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_adopted_client_with_pending_bytes_is_served_at_once() {
+    use std::io::{Read, Write};
+    let pg = cluster();
+    let (new, _) = start_pooler(two_mode_config(&pg)).await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (ours, _) = listener.accept().unwrap();
+    let sql = b"show application_name\0";
+    let mut pending = vec![b'Q'];
+    pending.extend_from_slice(&(4 + sql.len() as u32).to_be_bytes());
+    pending.extend_from_slice(sql);
+    let image = pgsluice::client::handover::ClientImage {
+        database: DB.into(),
+        user: USER.into(),
+        cancel_key: (4242, 77),
+        params: vec![("application_name".into(), "from_image".into())],
+        pending,
+        ..Default::default()
+    };
+    let image = pgsluice::client::handover::ClientImage::decode(&image.encode()).unwrap();
+    new.app()
+        .adopt_client(Departing {
+            fd: ours.into(),
+            image,
+        })
+        .expect("adopted");
+    // RowDescription, DataRow, CommandComplete, ReadyForQuery.
+    client.set_read_timeout(Some(PROMPTLY)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0; 4096];
+    while !got.ends_with(b"Z\0\0\0\x05I") {
+        let n = client.read(&mut buf).expect("the answer");
+        assert!(n > 0, "closed: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("from_image"), "{text:?}");
+    assert!(got.starts_with(b"T"), "{text:?}");
+    // Listed under its cancel key's pid, as in the old process.
+    let ids: Vec<u64> = new
+        .app()
+        .pools()
+        .iter()
+        .flat_map(|p| p.clients())
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids, [4242]);
+    client.write_all(b"X\0\0\0\x04").unwrap();
+}
