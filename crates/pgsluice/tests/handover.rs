@@ -385,10 +385,12 @@ async fn a_client_without_a_pool_in_the_new_process_is_told() {
         matches!(e, AdoptError::NoPool { ref database, .. } if database == DB),
         "{e}"
     );
-    let e = c
-        .finished()
+    // The connection task (the client still held) reads the FATAL and ends with it.
+    let ended = tokio::time::timeout(PROMPTLY, c.task)
         .await
-        .expect_err("the connection ends with the FATAL");
+        .expect("the connection ends")
+        .unwrap();
+    let e = ended.expect_err("the connection ends with the FATAL");
     assert_eq!(code(&e).as_deref(), Some("3D000"), "{e:?}");
 }
 

@@ -296,6 +296,14 @@ impl ClientInfo {
         }
     }
 
+    /// The client cannot move (or nothing receives it): it parks as it did before,
+    /// after a sweep's second, not at every idle point.
+    pub(crate) fn stay(&self) {
+        let _ = self
+            .park
+            .compare_exchange(PARK_MOVE, PARK_NONE, Relaxed, Relaxed);
+    }
+
     /// The client cannot park (its stream is TLS): the sweep leaves it alone.
     pub(crate) fn never_park(&self) {
         self.park.store(PARK_NEVER, Relaxed);
