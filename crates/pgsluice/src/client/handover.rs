@@ -11,7 +11,7 @@
 //! How a client is taken: [`begin_handover`] marks every client's admin entry "asked
 //! to move" (the parking sweep's flag, so the idle wait checks nothing new) and wakes
 //! it. A session at its idle point then stops as for parking, and on its way to the
-//! lot ([`super::task::park_client`]) departs instead; the lot's keeper sends its
+//! lot (`task::park_client`) departs instead; the lot's keeper sends its
 //! parked clients at once. A client inside a transaction is taken when the transaction
 //! ends (its idle point). Clients that cannot move stay and are served here: under
 //! TLS, in session mode once they hold a server (they never get back to the idle
