@@ -446,3 +446,44 @@ async fn an_adopted_client_with_pending_bytes_is_served_at_once() {
     assert_eq!(ids, [4242]);
     client.write_all(b"X\0\0\0\x04").unwrap();
 }
+
+/// A client that LISTENs stays in the old process (its subscriptions are there) and
+/// still gets its notifications; a plain client beside it moves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listening_client_stays_and_is_notified() {
+    let pg = cluster();
+    let cfg = two_mode_config(&pg);
+    let (old, old_addr) = start_pooler(cfg.clone()).await;
+    let (new, _) = start_pooler(cfg).await;
+    let mut listener = connect_full(old_addr).await;
+    listener
+        .client
+        .batch_execute("listen moving")
+        .await
+        .unwrap();
+    let plain = connect(old_addr).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    old.app().begin_handover(tx);
+    new.app()
+        .adopt_client(departing(&mut rx).await)
+        .expect("adopted");
+    assert_eq!(count(&plain, "select 1::int8").await, 1);
+    assert_eq!(pool_clients(&old), 1, "the listener stays");
+    let direct = direct(&pg, DB).await;
+    direct
+        .batch_execute("notify moving, 'hello'")
+        .await
+        .unwrap();
+    let got = loop {
+        let m = tokio::time::timeout(PROMPTLY, listener.messages.recv())
+            .await
+            .expect("a notification in time")
+            .expect("connection open");
+        if let tokio_postgres::AsyncMessage::Notification(n) = m {
+            break n;
+        }
+    };
+    assert_eq!((got.channel(), got.payload()), ("moving", "hello"));
+    assert_eq!(count(&listener.client, "select 2::int8").await, 2);
+    assert!(rx.try_recv().is_err());
+}
