@@ -179,6 +179,15 @@ impl Stream {
         matches!(self, Stream::TlsAccepted(_) | Stream::TlsConnected(_))
     }
 
+    /// The TLS session of a TLS stream (negotiated protocol, cipher suite, group).
+    pub fn tls_state(&self) -> Option<&rustls::CommonState> {
+        match self {
+            Stream::Tcp(_) | Stream::Unix(_) => None,
+            Stream::TlsAccepted(t) => Some(t.inner.get_ref().1),
+            Stream::TlsConnected(t) => Some(t.inner.get_ref().1),
+        }
+    }
+
     /// The TCP socket under a TCP or TLS stream.
     pub fn tcp(&self) -> Option<&TcpStream> {
         match self {

@@ -324,7 +324,10 @@ async fn tokio_postgres_rustls_with_channel_binding() {
     let pg = pg_with_app();
     let s = spawn(
         &certs,
-        &client_tls_settings(&certs, "require"),
+        &format!(
+            "admin_users = [\"app\"]\n{}",
+            client_tls_settings(&certs, "require")
+        ),
         "127.0.0.1",
         &pg,
     );
@@ -348,6 +351,28 @@ async fn tokio_postgres_rustls_with_channel_binding() {
         assert_eq!(row.get::<_, i32>(0), i + 1);
         assert_eq!(row.get::<_, String>(1).len(), big.len());
     }
+    // SHOW CLIENTS names the client's TLS session as PgBouncer does.
+    let admin_cfg = cfg.replace("dbname=app", "dbname=pgbouncer");
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(rustls_client(&certs, false));
+    let (admin, admin_conn) = tokio_postgres::connect(&admin_cfg, tls)
+        .await
+        .expect("admin console over TLS");
+    let admin_task = tokio::spawn(admin_conn);
+    let mut labels = Vec::new();
+    for m in admin.simple_query("SHOW CLIENTS").await.unwrap() {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+            if r.get("database") == Some("app") {
+                labels.push(r.get("tls").unwrap_or_default().to_owned());
+            }
+        }
+    }
+    assert_eq!(labels.len(), 1, "{labels:?}");
+    assert!(
+        labels[0].starts_with("TLSv1.3/TLS_") && labels[0].contains("/ECDH="),
+        "{labels:?}"
+    );
+    drop(admin);
+    admin_task.await.unwrap().unwrap();
     drop(client);
     task.await.unwrap().unwrap();
 }
@@ -358,7 +383,7 @@ fn server_side_verify_full_uses_tls_and_scram_plus() {
     let pg = pg_with_app();
     pg_tls_only(&pg, &certs);
     let general = format!(
-        "server_tls_sslmode = \"verify-full\"\nserver_tls_ca_file = \"{}\"\n",
+        "admin_users = [\"app\"]\nserver_tls_sslmode = \"verify-full\"\nserver_tls_ca_file = \"{}\"\n",
         certs.path("ca.crt")
     );
     let s = spawn(&certs, &general, "127.0.0.1", &pg);
@@ -378,6 +403,17 @@ fn server_side_verify_full_uses_tls_and_scram_plus() {
         .expect("server connection logged");
     assert!(line.contains("SCRAM-SHA-256-PLUS"), "{line}");
     assert!(line.contains("tls=true"), "{line}");
+    // SHOW SERVERS names the connection's TLS session (column 18, `tls`).
+    let (ok, out, err) = psql(
+        &plain.replace("dbname=app", "dbname=pgbouncer"),
+        "SHOW SERVERS",
+    );
+    assert!(ok, "SHOW SERVERS: {err}");
+    let tls: Vec<&str> = out.lines().filter_map(|l| l.split('|').nth(17)).collect();
+    assert!(
+        !tls.is_empty() && tls.iter().all(|t| t.starts_with("TLSv1.3/TLS_")),
+        "{out}"
+    );
 }
 
 #[test]

@@ -283,6 +283,9 @@ fn enter(
     if let Some(t) = connect_time_us.filter(|t| *t != 0) {
         info.connect_time_us = t;
     }
+    if let Some(tls) = stream.tls_state() {
+        info.tls = crate::tls::label::TlsLabel::of(tls);
+    }
     let info = Arc::new(info);
     info.set_prepared_statements(session.statement_count());
     if stream.is_tls() {

@@ -127,6 +127,8 @@ pub struct ClientInfo {
     park: AtomicU8,
     /// Named prepared statements it has (SHOW CLIENTS), as of its last transaction.
     prepared: AtomicU32,
+    /// Its TLS session's description (SHOW CLIENTS `tls`), one byte.
+    pub tls: crate::tls::label::TlsLabel,
     /// The waker of the task serving the client, woken by KILL and by shutdown.
     stop_waker: Mutex<Option<Waker>>,
 }
@@ -161,6 +163,7 @@ impl ClientInfo {
             mail: AtomicBool::new(false),
             park: AtomicU8::new(PARK_NONE),
             prepared: AtomicU32::new(0),
+            tls: crate::tls::label::TlsLabel::NONE,
             stop_waker: Mutex::new(None),
         }
     }
@@ -420,6 +423,8 @@ pub struct ServerInfo {
     link: AtomicU64,
     /// Statements prepared on the server (SHOW SERVERS), as of its last transaction.
     prepared: AtomicU32,
+    /// Its TLS session's description (SHOW SERVERS `tls`), one byte.
+    pub tls: crate::tls::label::TlsLabel,
 }
 
 impl ServerInfo {
@@ -449,6 +454,7 @@ impl ServerInfo {
             request_time_us: AtomicU64::new(now),
             link: AtomicU64::new(0),
             prepared: AtomicU32::new(0),
+            tls: crate::tls::label::TlsLabel::NONE,
         }
     }
 

@@ -401,7 +401,7 @@ impl Pool {
     /// Registers a newly opened connection in the server list.
     fn register(&self, conn: ServerConn) -> Member {
         let (remote, local, fd) = listing::socket_endpoints(&conn.stream);
-        let info = ServerInfo::new(
+        let mut info = ServerInfo::new(
             conn.id.0,
             remote,
             local,
@@ -410,6 +410,9 @@ impl Pool {
             conn.target.clone(),
             conn.key.clone(),
         );
+        if let Some(tls) = conn.stream.tls_state() {
+            info.tls = crate::tls::label::TlsLabel::of(tls);
+        }
         Member {
             conn: Box::new(conn),
             reg: ServerReg::new(info, self.servers.clone()),

@@ -7,6 +7,7 @@
 //! running state stays. Should a state ever be missing its material, it fails closed:
 //! no TLS, and no plaintext where the mode requires TLS.
 
+pub mod label;
 mod verify;
 
 use std::io;
