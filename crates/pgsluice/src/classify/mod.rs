@@ -32,6 +32,7 @@ mod scan;
 pub mod session;
 mod txn;
 mod wire;
+pub mod words;
 
 #[cfg(test)]
 mod tests;
