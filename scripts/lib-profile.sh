@@ -15,10 +15,12 @@ wait_port() { # PORT
     exit 1
 }
 
-bench() { # PORT ARGS...: pgbench of `select 1` through 127.0.0.1:PORT
+bench() { # PORT ARGS...: pgbench of `select 1` through 127.0.0.1:PORT, in the query
+    # protocol PROFILE_PROTOCOL names (pgbench -M: simple, the default, or extended)
     local port=$1
     shift
-    pgbench -n -h 127.0.0.1 -p "$port" -U u -j 2 -f "$out/select1.sql" "$@" db 2>&1
+    pgbench -n -h 127.0.0.1 -p "$port" -U u -j 2 -M "${PROFILE_PROTOCOL:-simple}" \
+        -f "$out/select1.sql" "$@" db 2>&1
 }
 
 start_fakepg() { # sets fake_pid; the instant-answer backend on $fake

@@ -15,7 +15,8 @@
 //!
 //! Files: `rules` (what each statement means), `scan` (writes anywhere in a query's
 //! tree), `txn` (how statements chain through a transaction), `wire` (frontend
-//! messages), `cache` (the bounded sharded cache).
+//! messages), `cache` (the bounded sharded cache), `session` (session-state effects)
+//! and `words` (eight-bytes-at-a-time scans of a text's first word and markers).
 //!
 //! ```
 //! use pgsluice::classify::{Class, Classifier, ClassifierSettings};
@@ -32,6 +33,7 @@ mod scan;
 pub mod session;
 mod txn;
 mod wire;
+pub mod words;
 
 #[cfg(test)]
 mod tests;

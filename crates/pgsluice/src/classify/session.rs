@@ -19,6 +19,8 @@ use pg_query::protobuf::{
 };
 use pg_query::{Node, NodeEnum};
 
+use super::words::{equal_bytes, equal_letters, lead_word, load, packed};
+
 /// One thing a statement does to the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
@@ -104,7 +106,9 @@ impl Analysis {
     }
 }
 
-/// Statements whose first word may start session state.
+/// Statements whose first word may start session state: what [`session_first_word`]
+/// recognises (the tests hold the two together).
+#[cfg(test)]
 const FIRST_WORDS: &[&[u8]] = &[
     b"set",
     b"reset",
@@ -148,45 +152,75 @@ pub fn analyze(sql: &[u8]) -> Analysis {
     }
 }
 
+const SET: u64 = packed(b"set");
+const RESET: u64 = packed(b"reset");
+const LISTEN: u64 = packed(b"listen");
+const CREATE: u64 = packed(b"create");
+const PREPARE: u64 = packed(b"prepare");
+const EXECUTE: u64 = packed(b"execute");
+const DECLARE: u64 = packed(b"declare");
+const DISCARD: u64 = packed(b"discard");
+const EXPLAIN: u64 = packed(b"explain");
+const UNLISTEN: u64 = packed(b"unlisten");
+const DEALLOCA: u64 = packed(b"dealloca");
+
+/// True when the first word (`n` letters of `t`, packed in `w`) is one of
+/// [`FIRST_WORDS`]: one comparison per candidate of the same length.
+fn session_first_word(t: &[u8], n: usize, w: u64) -> bool {
+    match n {
+        3 => w == SET,
+        5 => w == RESET,
+        6 => w == LISTEN || w == CREATE,
+        7 => matches!(w, PREPARE | EXECUTE | DECLARE | DISCARD | EXPLAIN),
+        8 => w == UNLISTEN,
+        10 => w == DEALLOCA && t[8..10].eq_ignore_ascii_case(b"te"),
+        _ => false,
+    }
+}
+
 /// One statement whose first word cannot start session state, with none of the
-/// [`MARKERS`]: decided on the bytes, without parsing or allocating.
+/// markers of a session-level call or a `SELECT ... INTO TEMP`: decided on the bytes,
+/// eight at a time, without parsing or allocating.
 fn plainly_harmless(sql: &[u8]) -> bool {
     let t = sql.trim_ascii_start();
     if t.starts_with(b"--") || t.starts_with(b"/*") || t.starts_with(b"(") {
         return false;
     }
-    let word_len = t.iter().take_while(|b| b.is_ascii_alphabetic()).count();
-    let word = &t[..word_len];
-    if FIRST_WORDS.iter().any(|k| word.eq_ignore_ascii_case(k)) {
+    let (n, w) = lead_word(t);
+    if session_first_word(t, n, w) {
         return false;
     }
-    if let Some(semi) = t.iter().position(|&c| c == b';') {
-        if !t[semi..]
-            .iter()
-            .all(|&c| c == b';' || c.is_ascii_whitespace())
-        {
+    // One pass for the bytes that start a marker: the first `;`, any `(` (a function
+    // with session effects needs a call), any `t` (of `SELECT ... INTO TEMP`). The
+    // words themselves are looked for only where their first byte is.
+    let (mut semi, mut paren, mut temp) = (None, false, false);
+    let mut at = 0;
+    while at < t.len() {
+        let x = load(t, at);
+        let semis = equal_bytes(x, b';');
+        if semis != 0 && semi.is_none() {
+            semi = Some(at + semis.trailing_zeros() as usize / 8);
+        }
+        paren |= equal_bytes(x, b'(') != 0;
+        let mut ts = equal_letters(x, b't');
+        while ts != 0 && !temp {
+            let i = at + ts.trailing_zeros() as usize / 8;
+            temp = t
+                .get(i..i + 4)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"temp"));
+            ts &= ts - 1;
+        }
+        at += 8;
+    }
+    // One statement: after a semicolon only semicolons and white space.
+    if let Some(s) = semi {
+        if !t[s..].iter().all(|&c| c == b';' || c.is_ascii_whitespace()) {
             return false;
         }
     }
-    // One pass, comparing only where a marker's first letter is: a function with
-    // session effects needs a call (an opening parenthesis), `SELECT ... INTO TEMP`
-    // both words.
-    let (mut paren, mut call, mut into, mut temp) = (false, false, false, false);
-    let at = |i: usize, m: &[u8]| {
-        t.get(i..i + m.len())
-            .is_some_and(|w| w.eq_ignore_ascii_case(m))
-    };
-    for (i, &c) in t.iter().enumerate() {
-        match c | 0x20 {
-            b'(' => paren = true,
-            b'a' => call |= at(i, CALL_MARKERS[0]),
-            b's' => call |= at(i, CALL_MARKERS[1]),
-            b'i' => into |= at(i, b"into"),
-            b't' => temp |= at(i, b"temp"),
-            _ => {}
-        }
-    }
-    !(paren && call || into && temp)
+    let call = paren && CALL_MARKERS.iter().any(|m| contains_ignore_case(t, m));
+    let into = temp && contains_ignore_case(t, b"into");
+    !(call || into)
 }
 
 /// `needle` (lower-case ASCII) in `hay`, any case; compares only where the needle's

@@ -54,6 +54,60 @@ fn every_first_word_is_caught_in_any_case() {
 }
 
 #[test]
+fn words_of_a_session_word_length_are_not_taken_for_it() {
+    for w in [
+        "sex",
+        "resex",
+        "listex",
+        "creatx",
+        "preparx",
+        "unlistex",
+        "deallocata",
+    ] {
+        let (n, p) = lead_word(w.as_bytes());
+        assert!(!session_first_word(w.as_bytes(), n, p), "{w}");
+    }
+    for w in FIRST_WORDS {
+        let (n, p) = lead_word(w);
+        assert!(session_first_word(w, n, p));
+    }
+}
+
+#[test]
+fn markers_are_found_in_any_eight_byte_step() {
+    // The marker at every offset, so that it falls in each place of a step and across
+    // two steps.
+    for pad in 0..17 {
+        let sp = " ".repeat(pad);
+        let text = format!("select {sp}pg_advisory_lock(1)");
+        assert!(!plainly_harmless(text.as_bytes()), "{text}");
+        let text = format!("select {sp}* INTO TEMP t from x");
+        assert!(!plainly_harmless(text.as_bytes()), "{text}");
+        let text = format!("select {sp}1; select 2");
+        assert!(!plainly_harmless(text.as_bytes()), "{text}");
+        let text = format!("select {sp}into_x, temperature from t");
+        assert!(!plainly_harmless(text.as_bytes()), "{text}");
+        let text = format!("select {sp}count(*) from t;  ");
+        assert!(plainly_harmless(text.as_bytes()), "{text}");
+    }
+}
+
+#[test]
+fn white_space_after_the_last_semicolon_is_harmless() {
+    for ws in [" ", "\t", "\n", "\r", "\x0c"] {
+        assert!(
+            plainly_harmless(format!("select 1;{ws};{ws}").as_bytes()),
+            "{ws:?}"
+        );
+        assert!(
+            !plainly_harmless(format!("select 1;{ws}x").as_bytes()),
+            "{ws:?}"
+        );
+    }
+    assert!(!plainly_harmless(b"select 1; (select 2)"));
+}
+
+#[test]
 fn session_settings_are_reported_by_name() {
     assert_eq!(effects("SET search_path TO a, b"), vec![set("search_path")]);
     assert_eq!(

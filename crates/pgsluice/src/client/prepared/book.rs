@@ -152,11 +152,17 @@ pub(super) struct Book {
     /// Session settings the statements of this checkout changed, read back at its
     /// end (`client::state_guard`).
     pub(super) carry: crate::client::state_guard::Carry,
+    /// The last SQL text the session-state guard found harmless on this connection (up
+    /// to [`HARMLESS_TEXT`] bytes): the same text again needs no scan.
+    pub(super) harmless: Vec<u8>,
     /// Set when a message took a path whose outcome may differ from PostgreSQL's (see
     /// docs/prepared-statements.md); the differential tests stop comparing there.
     #[cfg(test)]
     pub(super) inexact: bool,
 }
+
+/// Longest SQL text [`Book::harmless`] keeps.
+pub(super) const HARMLESS_TEXT: usize = 256;
 
 impl Book {
     pub(super) fn new(max_prepared: usize) -> Self {
@@ -170,6 +176,7 @@ impl Book {
             open_extended: false,
             counts: PreparedCounts::default(),
             carry: Default::default(),
+            harmless: Vec::new(),
             #[cfg(test)]
             inexact: false,
         }

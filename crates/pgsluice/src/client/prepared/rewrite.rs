@@ -10,7 +10,7 @@ use bytes::{BufMut, BytesMut};
 use pgsluice_protocol::frontend::{self, tag as ft};
 use pgsluice_protocol::ProtocolError;
 
-use super::book::{Book, Expect, Named, Rename, Synth};
+use super::book::{Book, Expect, Named, Rename, Synth, HARMLESS_TEXT};
 use super::server::Presence;
 use super::sql;
 use super::sql_parse;
@@ -107,8 +107,17 @@ impl<'x> Rewrite<'x> {
     /// are renamed: all three in a simple query (`simple`), EXECUTE in a Parse
     /// (PREPARE and DEALLOCATE are refused there).
     fn guard(&mut self, sql: &[u8], simple: bool) -> Guarded {
+        // What `analyze` finds depends on the text alone, and a pooled application
+        // repeats its statements: the last harmless text of this connection is known.
+        if self.book.harmless == sql {
+            return Guarded::Same;
+        }
         let analysis = analyze(sql);
         if analysis.is_empty() {
+            if sql.len() <= HARMLESS_TEXT {
+                self.book.harmless.clear();
+                self.book.harmless.extend_from_slice(sql);
+            }
             return Guarded::Same;
         }
         // The configuration is read only for a SET of a parameter not tracked anyway.

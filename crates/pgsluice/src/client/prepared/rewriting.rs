@@ -331,38 +331,50 @@ impl Rewriter {
             client_params,
             server_params,
         };
-        let in_place = s2c.at_boundary()
-            && s2c_out.is_empty()
-            && complete_messages(data, s2c.max_len(), |_, len| len <= SMALL_MESSAGE);
-        if in_place {
-            // Unchanged so far: nothing written. At the first message that is not
+        let mut data = data;
+        if s2c.at_boundary() && s2c_out.is_empty() {
+            // Handled in place, in one pass: whole messages up to SMALL_MESSAGE,
+            // unchanged so far with nothing written. At the first message that is not
             // forwarded as it is, or that has a made-up reply after it, the bytes before
-            // it are copied and the rest is written message by message.
+            // it are copied and the rest is written message by message. Should the read
+            // end in a part of a message (or one too large to take whole), what was
+            // handled goes out as it is and the framer takes the rest.
             let mut copying = false;
-            for_each_message(data, |tag, _, body, start, _| {
+            let mut at = 0;
+            while let Some(&[tag, a, b, c, d]) = data.get(at..at + 5) {
+                let len = u32::from_be_bytes([a, b, c, d]);
+                let end = at + 1 + len as usize;
+                if !(4..=SMALL_MESSAGE).contains(&len) || end > data.len() {
+                    break;
+                }
+                let body = &data[at + 5..end];
                 // Rows and the like need no bookkeeping (most messages of a result).
                 let forward = if m.passes_unseen(tag) {
                     Forward::Yes
                 } else {
                     m.on_message(tag, Some(body))?
                 };
-                let synth_due = m.synth_due();
-                if !copying && matches!(forward, Forward::Yes) && !synth_due {
-                    return Ok(());
+                if copying || !matches!(forward, Forward::Yes) || m.synth_due() {
+                    if !copying {
+                        s2c_out.extend_from_slice(&data[..at]);
+                        copying = true;
+                    }
+                    emit(s2c_out, forward, tag, body);
+                    m.book.drain_synth(s2c_out, m.client);
                 }
-                if !copying {
-                    s2c_out.extend_from_slice(&data[..start]);
-                    copying = true;
-                }
-                emit(s2c_out, forward, tag, body);
-                m.book.drain_synth(s2c_out, m.client);
-                Ok(())
-            })?;
-            return Ok(if copying {
-                ReadPath::Rewritten
-            } else {
-                ReadPath::AsRead
-            });
+                at = end;
+            }
+            if at == data.len() {
+                return Ok(if copying {
+                    ReadPath::Rewritten
+                } else {
+                    ReadPath::AsRead
+                });
+            }
+            if !copying {
+                s2c_out.extend_from_slice(&data[..at]);
+            }
+            data = &data[at..];
         }
         s2c.feed::<ProtocolError>(
             data,

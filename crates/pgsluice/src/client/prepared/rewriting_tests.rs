@@ -214,6 +214,23 @@ fn group(messages: &[BytesMut], sizes: &[usize]) -> Vec<Vec<u8>> {
     reads
 }
 
+/// Splits the bytes of `messages` into reads of `sizes[k] * 7 + 1` bytes (cycling),
+/// which end anywhere: between messages, in a header, in a body.
+fn cut(messages: &[BytesMut], sizes: &[usize]) -> Vec<Vec<u8>> {
+    let all: Vec<u8> = messages.iter().flat_map(|m| m.iter().copied()).collect();
+    let mut reads = Vec::new();
+    let mut at = 0;
+    let mut k = 0;
+    while at < all.len() {
+        let n = sizes.get(k % sizes.len().max(1)).map_or(1, |s| s * 7 + 1);
+        let end = (at + n).min(all.len());
+        reads.push(all[at..end].to_vec());
+        at = end;
+        k += 1;
+    }
+    reads
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
@@ -226,6 +243,8 @@ proptest! {
     ) {
         let mut fast = Side::new();
         let mut slow = Side::new();
+        // Server reads cut anywhere: whole messages handled in place, the rest framed.
+        let mut mid = Side::new();
         for (msgs, sizes, fail) in rounds {
             let messages: Vec<BytesMut> = msgs
                 .iter()
@@ -237,6 +256,7 @@ proptest! {
                 .collect();
             for read in group(&messages, &sizes) {
                 fast.client_sends(&read);
+                mid.client_sends(&read);
                 for b in &read {
                     slow.client_sends(std::slice::from_ref(b));
                 }
@@ -250,8 +270,13 @@ proptest! {
                     slow.server_sends(std::slice::from_ref(b));
                 }
             }
+            for read in cut(&answers, &sizes) {
+                mid.server_sends(&read);
+            }
             prop_assert_eq!(&fast.to_client, &slow.to_client);
             prop_assert_eq!(fast.state(), slow.state());
+            prop_assert_eq!(&mid.to_client, &slow.to_client);
+            prop_assert_eq!(mid.state(), slow.state());
         }
         // Byte-at-a-time reads never take the in-place path.
         prop_assert_eq!(slow.as_read, 0);
@@ -305,4 +330,23 @@ fn lone_query_takes_exactly_one_whole_query() {
     assert_eq!(lone_query(&parse, 1 << 20), None);
     // A declared length under 4 is for the framer to refuse.
     assert_eq!(lone_query(&[b'Q', 0, 0, 0, 0], 1 << 20), None);
+}
+
+#[test]
+fn a_remembered_harmless_text_hides_no_other_text() {
+    let mut side = Side::new();
+    for sql in ["select 1", "select 1", "SET search_path = a", "select 1"] {
+        let mut q = BytesMut::new();
+        frontend::query(&mut q, sql);
+        side.client_sends(&q);
+        let answers = replies(&side.ext, false);
+        let all: Vec<u8> = answers.iter().flat_map(|m| m.iter().copied()).collect();
+        side.server_sends(&all);
+    }
+    assert_eq!(side.ext.book.harmless, b"select 1");
+    // The SET between two known harmless texts was read for what it changes.
+    assert_eq!(
+        side.ext.take_carry().settings,
+        vec!["search_path".to_string()]
+    );
 }
