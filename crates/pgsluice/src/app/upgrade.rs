@@ -1,0 +1,390 @@
+//! Both ends of the zero-downtime upgrade (`pgsluice --upgrade CONFIG`), over the
+//! channel of [`crate::upgrade`].
+//!
+//! Old process ([`serve_control`]): listens on the control socket; on a request it
+//! sends a copy of each listening socket, waits for the new process's `Ready`, stops
+//! its accept loops (leaving the Unix socket file to the new process), starts
+//! [`client::handover::begin_handover`] and forwards each departing client; when it
+//! holds no client any more it says `Done` and asks itself to stop. Until `Ready`
+//! nothing has changed for it: a new process that fails or says `Error` leaves it
+//! serving as before.
+//!
+//! New process ([`Upgrade`]): [`Upgrade::connect`] gets the listeners (handed to
+//! [`super::Instance::start_with`] through [`super::InstanceOptions::inherited`]);
+//! [`Upgrade::ready`], once the instance runs and the pidfile names this process,
+//! says so, opens the control socket for the next upgrade and adopts the clients that
+//! arrive ([`client::handover::adopt`]).
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::{UnixListener, UnixStream};
+
+use super::{App, Instance};
+use crate::admin::StopRequest;
+use crate::client::handover::{self as handover, AdoptError, ClientImage, Departing};
+use crate::client::Admission;
+use crate::config::General;
+use crate::upgrade::{Channel, ChannelError, ListenerKind, Message, PROTOCOL_VERSION};
+
+/// A listening socket of the process being upgraded, as it arrives in the new one.
+#[derive(Debug)]
+pub struct InheritedListener {
+    /// What it is.
+    pub kind: ListenerKind,
+    /// Its address (`ip:port`, or the Unix socket's path).
+    pub addr: String,
+    /// The socket.
+    pub fd: OwnedFd,
+}
+
+/// Takes the inherited listener of this kind and address out of `list`.
+pub(super) fn take(
+    list: &mut Vec<InheritedListener>,
+    kind: ListenerKind,
+    addr: &str,
+) -> Option<OwnedFd> {
+    let i = list.iter().position(|l| l.kind == kind && l.addr == addr)?;
+    Some(list.swap_remove(i).fd)
+}
+
+/// Why `--upgrade` failed (the running process is then untouched).
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    /// The configuration names no control socket.
+    #[error("cannot find the running pgsluice: set unix_socket_dir or pidfile (the control socket lives next to one of them)")]
+    NoControlSocket,
+    /// Nobody answers on the control socket.
+    #[error("no running pgsluice to upgrade: cannot connect to {}: {source}", path.display())]
+    NotFound {
+        /// The control socket.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The channel failed.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// The running process speaks another version of the channel.
+    #[error("the running pgsluice speaks upgrade protocol {0}, this one {PROTOCOL_VERSION}")]
+    Version(u16),
+    /// The running process said no.
+    #[error("the running pgsluice refused the upgrade: {0}")]
+    Refused(String),
+    /// A message out of turn.
+    #[error("unexpected message on the upgrade channel: {0}")]
+    Unexpected(String),
+}
+
+fn unexpected(m: Option<(Message, Option<OwnedFd>)>) -> UpgradeError {
+    match m {
+        Some((Message::Error { text }, _)) => UpgradeError::Refused(text),
+        Some((m, _)) => UpgradeError::Unexpected(format!("{m:?}")),
+        None => UpgradeError::Unexpected("the channel closed".into()),
+    }
+}
+
+/// New process: an upgrade in progress.
+#[derive(Debug)]
+pub struct Upgrade {
+    ch: Channel,
+    old_pid: u32,
+}
+
+impl Upgrade {
+    /// Finds the running process through the control socket of `g` and receives its
+    /// listening sockets.
+    pub async fn connect(g: &General) -> Result<(Upgrade, Vec<InheritedListener>), UpgradeError> {
+        let path = crate::upgrade::control_path(g).ok_or(UpgradeError::NoControlSocket)?;
+        let stream = UnixStream::connect(&path)
+            .await
+            .map_err(|source| UpgradeError::NotFound { path, source })?;
+        let mut ch = Channel::new(stream);
+        let hello = Message::Hello {
+            version: PROTOCOL_VERSION,
+            pid: std::process::id(),
+        };
+        ch.send(&hello, None).await?;
+        let old_pid = match ch.recv().await? {
+            Some((Message::Hello { version, pid }, _)) if version == PROTOCOL_VERSION => pid,
+            Some((Message::Hello { version, .. }, _)) => {
+                return Err(UpgradeError::Version(version))
+            }
+            other => return Err(unexpected(other)),
+        };
+        let mut listeners = Vec::new();
+        loop {
+            match ch.recv().await? {
+                Some((Message::Listener { kind, addr }, Some(fd))) => {
+                    listeners.push(InheritedListener { kind, addr, fd });
+                }
+                Some((Message::ListenersSent, _)) => break,
+                other => return Err(unexpected(other)),
+            }
+        }
+        tracing::info!(
+            old_pid,
+            listeners = listeners.len(),
+            "upgrade: listeners received"
+        );
+        Ok((Upgrade { ch, old_pid }, listeners))
+    }
+
+    /// The pid of the process being upgraded.
+    pub fn old_pid(&self) -> u32 {
+        self.old_pid
+    }
+
+    /// Gives up: the old process keeps serving.
+    pub async fn abort(mut self, why: &str) {
+        let _ = self
+            .ch
+            .send(
+                &Message::Error {
+                    text: why.to_owned(),
+                },
+                None,
+            )
+            .await;
+    }
+
+    /// The new instance runs and the pidfile names this process: tells the old one,
+    /// opens the control socket for the next upgrade, and adopts the clients the old
+    /// process sends (a tracked background task).
+    pub async fn ready(mut self, instance: &mut Instance) -> Result<(), UpgradeError> {
+        let ready = Message::Ready {
+            pid: std::process::id(),
+        };
+        self.ch.send(&ready, None).await?;
+        tracing::info!(
+            old_pid = self.old_pid,
+            "upgrade: serving; the old process stops accepting"
+        );
+        instance.serve_upgrades();
+        let app = instance.app().clone();
+        app.background
+            .clone()
+            .spawn(adopt_all(app, self.ch, self.old_pid));
+        Ok(())
+    }
+}
+
+/// New process: takes on every client the old one sends, until it says `Done`.
+async fn adopt_all(app: Arc<App>, mut ch: Channel, old_pid: u32) {
+    let mut shutdown = app.shutdown.watch();
+    let (mut moved, mut refused) = (0usize, 0usize);
+    loop {
+        let next = tokio::select! {
+            r = ch.recv() => r,
+            _ = shutdown.requested() => break,
+        };
+        match next {
+            Ok(Some((Message::Client { image }, Some(fd)))) => match ClientImage::decode(&image) {
+                Ok(image) => match app.adopt(Departing { fd, image }) {
+                    Ok(()) => moved += 1,
+                    Err(e) => {
+                        refused += 1;
+                        tracing::warn!(error = %e, "upgrade: a handed-over client was closed");
+                    }
+                },
+                Err(e) => {
+                    refused += 1;
+                    tracing::warn!(error = %e, "upgrade: a handed-over client was closed");
+                }
+            },
+            Ok(Some((Message::Done, _))) => {
+                tracing::info!(
+                    old_pid,
+                    moved,
+                    refused,
+                    "upgrade: done, the old process is stopping"
+                );
+                return;
+            }
+            Ok(other) => {
+                tracing::warn!(error = %unexpected(other), "upgrade: channel ended early");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "upgrade: channel failed");
+                break;
+            }
+        }
+    }
+    tracing::info!(old_pid, moved, refused, "upgrade: channel closed");
+}
+
+impl App {
+    /// Takes on a client handed over by the process being upgraded, under the same
+    /// admission and tracking as an accepted one.
+    fn adopt(self: &Arc<Self>, departing: Departing) -> Result<(), AdoptError> {
+        let admission = match self.client_slots.clone().try_acquire_owned() {
+            Ok(p) => Admission::Admitted(p),
+            Err(_) => Admission::Full,
+        };
+        let token = self.tracker.token();
+        let console: Arc<dyn crate::admin::Console> = self.clone();
+        handover::adopt(&self.clients, console, departing, admission, token)
+    }
+}
+
+/// Old process: binds the control socket and serves upgrade requests with copies of
+/// `listeners` (a tracked background task). A failure to bind is logged: the process
+/// runs, but cannot be upgraded.
+pub(super) fn serve_control(app: &Arc<App>, listeners: Vec<InheritedListener>) {
+    let Some(path) = crate::upgrade::control_path(&app.config().general) else {
+        return;
+    };
+    match crate::upgrade::bind_control(&path) {
+        Ok(listener) => {
+            tracing::debug!("upgrade control socket {}", path.display());
+            app.background
+                .spawn(control_loop(app.clone(), listener, path, listeners));
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot open the upgrade control socket {}: `--upgrade` will not find this process",
+            path.display()
+        ),
+    }
+}
+
+async fn control_loop(
+    app: Arc<App>,
+    listener: UnixListener,
+    path: PathBuf,
+    listeners: Vec<InheritedListener>,
+) {
+    let mut shutdown = app.shutdown.watch();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.requested() => break,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "upgrade control socket: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let mut ch = Channel::new(stream);
+        match offer(&mut ch, &listeners).await {
+            Ok(new_pid) => {
+                // The socket file is the new process's now (it bound its own).
+                drop(listener);
+                hand_over(&app, ch, new_pid).await;
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "upgrade abandoned; still serving"),
+        }
+    }
+    // A plain shutdown: the control socket goes with the process.
+    drop(listener);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Old process: the exchange up to the new process's `Ready`; its pid.
+async fn offer(ch: &mut Channel, listeners: &[InheritedListener]) -> Result<u32, UpgradeError> {
+    match ch.recv().await? {
+        Some((Message::Hello { version, pid }, _)) if version == PROTOCOL_VERSION => {
+            tracing::info!(
+                new_pid = pid,
+                "upgrade requested: handing the listeners over"
+            );
+        }
+        Some((Message::Hello { version, .. }, _)) => {
+            let text =
+                format!("this pgsluice speaks upgrade protocol {PROTOCOL_VERSION}, not {version}");
+            let _ = ch.send(&Message::Error { text }, None).await;
+            return Err(UpgradeError::Version(version));
+        }
+        other => return Err(unexpected(other)),
+    }
+    let hello = Message::Hello {
+        version: PROTOCOL_VERSION,
+        pid: std::process::id(),
+    };
+    ch.send(&hello, None).await?;
+    for l in listeners {
+        let m = Message::Listener {
+            kind: l.kind,
+            addr: l.addr.clone(),
+        };
+        ch.send(&m, Some(l.fd.as_fd())).await?;
+    }
+    ch.send(&Message::ListenersSent, None).await?;
+    match ch.recv().await? {
+        Some((Message::Ready { pid }, _)) => Ok(pid),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Old process, after `Ready`: stop accepting, send clients over as they become idle,
+/// and stop once none is left.
+async fn hand_over(app: &Arc<App>, mut ch: Channel, new_pid: u32) {
+    app.handed_over.send_replace(true);
+    tracing::info!(
+        new_pid,
+        clients = app.tracker.live(),
+        "upgrade: the new process listens; handing clients over"
+    );
+    let (sink, mut departing) = tokio::sync::mpsc::unbounded_channel();
+    handover::begin_handover(&app.clients, sink);
+    let mut shutdown = app.shutdown.watch();
+    let (mut moved, mut lost, mut open, mut channel_ok) = (0usize, 0usize, true, true);
+    loop {
+        tokio::select! {
+            d = departing.recv(), if open => match d {
+                Some(d) => send_client(&mut ch, d, &mut channel_ok, &mut moved, &mut lost).await,
+                None => open = false,
+            },
+            () = app.tracker.wait() => {
+                while let Ok(d) = departing.try_recv() {
+                    send_client(&mut ch, d, &mut channel_ok, &mut moved, &mut lost).await;
+                }
+                break;
+            }
+            _ = shutdown.requested() => break,
+        }
+    }
+    if channel_ok {
+        let _ = ch.send(&Message::Done, None).await;
+    }
+    tracing::info!(
+        new_pid,
+        moved,
+        lost,
+        "upgrade: no client left here; stopping"
+    );
+    app.request_stop(StopRequest::WaitForServers);
+}
+
+async fn send_client(
+    ch: &mut Channel,
+    d: Departing,
+    ok: &mut bool,
+    moved: &mut usize,
+    lost: &mut usize,
+) {
+    if *ok {
+        let m = Message::Client {
+            image: d.image.encode(),
+        };
+        match ch.send(&m, Some(d.fd.as_fd())).await {
+            Ok(()) => {
+                *moved += 1;
+                return;
+            }
+            Err(e) => {
+                *ok = false;
+                tracing::error!(error = %e, "upgrade: the channel to the new process failed; departing clients are closed");
+            }
+        }
+    }
+    // Dropping the descriptor closes the client's connection.
+    *lost += 1;
+}
