@@ -264,3 +264,79 @@ async fn a_failed_upgrade_leaves_the_old_process_serving() {
     assert!(tokio::task::block_in_place(|| metrics_up(metrics)));
     assert!(old.try_wait().unwrap().is_none());
 }
+
+/// The number after `label` on the pgbench output line that starts with it.
+fn stat(out: &str, label: &str) -> Option<u64> {
+    let line = out.lines().find(|l| l.trim_start().starts_with(label))?;
+    let rest = line.trim_start()[label.len()..].trim_start_matches([':', ' ']);
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+const BENCH_CLIENTS: u32 = 100;
+
+/// The acceptance of issue 20: pgbench, 100 clients in transaction mode, runs through an
+/// upgrade to a second binary with no failed transaction and no client dropped; every
+/// client moves to the new process, and the old one exits while pgbench still runs.
+async fn pgbench_through_an_upgrade(protocol: &'static str) {
+    let pg = cluster();
+    let dir = Dir::new(&format!("upgrade-pgbench-{protocol}"));
+    let (port, metrics) = (free_port(), free_port());
+    let config = dir.write("pgsluice.toml", &config_text(&pg, &dir, port, metrics, ""));
+    let mut old = tokio::task::block_in_place(|| {
+        Pooler::spawn(pgsluice_bin(), &[config.to_str().unwrap()], &[])
+    })
+    .unwrap();
+    let init = tokio::task::block_in_place(|| pgbench(port, &["-i", "-s", "1", "-q"]));
+    assert!(init.status.success(), "pgbench -i: {}", stderr(&init));
+
+    let clients = BENCH_CLIENTS.to_string();
+    let bench = tokio::task::spawn_blocking(move || {
+        let args = ["-M", protocol, "-c", &clients, "-j", "4", "-T", "15", "-n"];
+        pgbench(port, &args)
+    });
+    // Under way: pgbench connects every client before its first transaction.
+    eventually("pgbench under way", T, || async {
+        let n: u64 = pg_sql(&pg, "select count(*) from pgbench_history")
+            .parse()
+            .unwrap();
+        (n > 100).then_some(())
+    })
+    .await;
+
+    let next = second_binary(&dir);
+    let new = upgrade_with(&next, &config);
+    exits_ok(&mut old);
+    assert!(
+        !bench.is_finished(),
+        "the old process only exited once pgbench was done"
+    );
+    let out = old.output().join("\n");
+    let wanted = format!("moved={BENCH_CLIENTS} lost=0");
+    assert!(out.contains(&wanted), "not every client moved:\n{out}");
+
+    let run = bench.await.unwrap();
+    let text = format!("{}\n{}", stdout(&run), stderr(&run));
+    assert!(run.status.success(), "pgbench -M {protocol}:\n{text}");
+    assert_eq!(
+        stat(&text, "number of failed transactions"),
+        Some(0),
+        "{text}"
+    );
+    assert!(stat(&text, "number of transactions actually processed").unwrap_or(0) > 0);
+    assert!(!text.contains("aborted"), "{text}");
+    // Only the new process is left, and it serves.
+    assert!(!Path::new(&format!("/proc/{}", old.pid())).exists());
+    assert!(new.try_wait().unwrap().is_none());
+    assert_eq!(over_tcp(port).await.unwrap(), "tcp");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_simple_through_an_upgrade() {
+    pgbench_through_an_upgrade("simple").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_extended_through_an_upgrade() {
+    pgbench_through_an_upgrade("extended").await;
+}

@@ -73,6 +73,9 @@ pub enum UpgradeError {
     /// The running process said no.
     #[error("the running pgsluice refused the upgrade: {0}")]
     Refused(String),
+    /// The new process gave up before saying `Ready` (seen by the old one).
+    #[error("the new pgsluice gave up: {0}")]
+    GaveUp(String),
     /// A message out of turn.
     #[error("unexpected message on the upgrade channel: {0}")]
     Unexpected(String),
@@ -319,6 +322,7 @@ async fn offer(ch: &mut Channel, listeners: &[InheritedListener]) -> Result<u32,
     ch.send(&Message::ListenersSent, None).await?;
     match ch.recv().await? {
         Some((Message::Ready { pid }, _)) => Ok(pid),
+        Some((Message::Error { text }, _)) => Err(UpgradeError::GaveUp(text)),
         other => Err(unexpected(other)),
     }
 }
