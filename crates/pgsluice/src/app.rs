@@ -22,8 +22,9 @@ use tokio::sync::{watch, Semaphore};
 use crate::admin::{self, ClientCounts, Console, Reloading, StopRequest};
 use crate::cancel::CancelRegistry;
 use crate::client::auth_query::AuthQuery;
+use crate::client::handover::{self, AdoptError, Departing, HandoverSink};
 use crate::client::prepared::StatementRegistry;
-use crate::client::{ClientContext, ParkingLot};
+use crate::client::{Admission, ClientContext, ParkingLot};
 use crate::config::{Config, ConfigError};
 use crate::generation::{Generation, Live};
 use crate::logging::LogControl;
@@ -130,6 +131,7 @@ impl App {
             parking: ParkingLot::new(),
             admin_clients: Arc::default(),
             background: background.clone(),
+            handover: Default::default(),
         });
         Arc::new(App {
             live,
@@ -206,6 +208,30 @@ impl App {
                 c.wake_stop();
             }
         }
+    }
+
+    /// Upgrade, old process: from now on idle clients that can move go to `sink`
+    /// (see [`crate::client::handover`]).
+    pub fn begin_handover(&self, sink: HandoverSink) {
+        handover::begin_handover(&self.clients, sink);
+    }
+
+    /// Upgrade, new process: takes on a client the old process handed over, under
+    /// max_client_conn as the accept loop admits clients; it counts among the client
+    /// tasks a graceful shutdown waits for.
+    pub fn adopt_client(self: &Arc<Self>, departing: Departing) -> Result<(), AdoptError> {
+        let admission = match self.client_slots.clone().try_acquire_owned() {
+            Ok(p) => Admission::Admitted(p),
+            Err(_) => Admission::Full,
+        };
+        let console: Arc<dyn Console> = self.clone();
+        handover::adopt(
+            &self.clients,
+            console,
+            departing,
+            admission,
+            self.tracker.token(),
+        )
     }
 
     /// Asks the process to stop (admin SHUTDOWN); see [`App::stop_requested`].

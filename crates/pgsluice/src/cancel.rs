@@ -195,6 +195,45 @@ impl CancelRegistry {
         }
     }
 
+    /// Registers a key issued by another process (a client handed over in an
+    /// upgrade), so that a CancelRequest with it reaches this one. `None` when a
+    /// client here holds the pid already (its id in the admin views would be taken
+    /// twice): [`CancelRegistry::skip_pids_below`] with the old process's
+    /// [`CancelRegistry::pid_floor`] keeps this process's own keys clear of them.
+    pub fn register_key(self: &Arc<Self>, pid: i32, secret: i32) -> Option<CancelHandle> {
+        let secret = secret.to_be_bytes();
+        let entry = Arc::new(Entry {
+            secret,
+            last: Mutex::new(None),
+            last_key: AtomicUsize::new(0),
+            active: AtomicBool::new(false),
+        });
+        let mut map = self.entries.locked();
+        if map.contains_key(&pid) {
+            return None;
+        }
+        map.insert(pid, vec![entry.clone()]);
+        drop(map);
+        Some(CancelHandle {
+            registry: self.clone(),
+            pid,
+            entry,
+        })
+    }
+
+    /// Where this process's key sequence stands: every key it issued so far came
+    /// before it (an upgrade hands it to the new process).
+    pub fn pid_floor(&self) -> i32 {
+        self.next_pid.load(Ordering::Relaxed)
+    }
+
+    /// Moves the key sequence past `floor` (another process's
+    /// [`CancelRegistry::pid_floor`]), so that this process's keys do not take the
+    /// pids of clients that process hands over.
+    pub fn skip_pids_below(&self, floor: i32) {
+        self.next_pid.fetch_max(floor, Ordering::Relaxed);
+    }
+
     /// The server target for a cancel request, if the key is valid and the client is
     /// using a server connection.
     pub fn lookup(&self, pid: i32, secret: &[u8]) -> Option<CancelTarget> {
@@ -495,5 +534,30 @@ mod tests {
         drop(h);
         assert!(reg.lookup(pid, &secret.to_be_bytes()).is_none());
         assert!(reg.is_empty());
+    }
+
+    /// A key handed over from another process is registered as is; a pid in use is
+    /// refused; the sequence moved past the old process's keys skips them.
+    #[test]
+    fn a_handed_over_key_keeps_its_pid_and_secret() {
+        let old = Arc::new(CancelRegistry::default());
+        let a = old.register();
+        let (pid, secret) = a.key();
+        let new = Arc::new(CancelRegistry::default());
+        new.skip_pids_below(old.pid_floor());
+        let moved = new.register_key(pid, secret).expect("free pid");
+        assert_eq!(moved.key(), (pid, secret));
+        assert!(new.register_key(pid, secret ^ 1).is_none(), "pid in use");
+        let fresh = new.register();
+        assert!(fresh.key().0 > pid, "{:?} after {pid}", fresh.key());
+        let target = target(5432);
+        let key = Arc::new(BackendKey {
+            pid: 7,
+            secret: vec![1, 2, 3, 4],
+        });
+        moved.attach(&target, &key);
+        assert_eq!(new.lookup(pid, &secret.to_be_bytes()).unwrap().key.pid, 7);
+        drop(moved);
+        assert!(new.lookup(pid, &secret.to_be_bytes()).is_none());
     }
 }

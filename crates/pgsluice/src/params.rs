@@ -374,6 +374,25 @@ impl ParamSet {
             .and_then(|e| e.value.as_deref())
     }
 
+    /// Every extra parameter as held: name, value (SQL text, or as read back), and
+    /// whether it was read back (an upgrade's handover carries them as they are).
+    pub fn extras(&self) -> impl Iterator<Item = (&str, Option<&str>, bool)> {
+        self.inner()
+            .extras
+            .iter()
+            .map(|e| (&*e.name, e.value.as_deref(), e.learned))
+    }
+
+    /// Restores an extra parameter as [`ParamSet::extras`] gave it.
+    pub fn restore_extra(&mut self, name: &str, value: Option<&str>, learned: bool) {
+        self.remove_extra(name);
+        self.inner_mut().extras.push(Extra {
+            name: name.into(),
+            value: value.map(Into::into),
+            learned,
+        });
+    }
+
     /// Iterates over known (name, value) pairs.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
         TRACKED

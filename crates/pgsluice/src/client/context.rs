@@ -3,7 +3,8 @@
 //! lot. Built once by the process (`app`) and shared by every client; a client sees
 //! nothing else of it.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::cancel::CancelRegistry;
 use crate::generation::{Live, RelayValues};
@@ -11,8 +12,10 @@ use crate::pool::listing::InfoList;
 use crate::pool::ClientInfo;
 use crate::router::Router;
 use crate::shutdown::{ShutdownWatch, TaskTracker};
+use crate::sync::LockExt;
 
 use super::auth_query::AuthQuery;
+use super::handover_image::HandoverSink;
 use super::prepared::{StatementRegistry, DEFAULT_MAX_PREPARED};
 use super::relay::RelayTimeouts;
 use super::ParkingLot;
@@ -39,6 +42,41 @@ pub struct ClientContext {
     /// Short tasks a client starts that outlive its request (a cancel sent to a
     /// server); shutdown waits for them.
     pub background: TaskTracker,
+    /// The upgrade's client handover (`client::handover`): where idle clients go once
+    /// it has begun.
+    pub handover: HandoverGate,
+}
+
+/// Whether clients are being handed over to a new process, and where they go.
+#[derive(Debug, Default)]
+pub struct HandoverGate {
+    /// Set once, when the handover begins: read where a client is about to park
+    /// (one atomic load, as for the shutdown).
+    begun: AtomicBool,
+    sink: Mutex<Option<HandoverSink>>,
+}
+
+impl HandoverGate {
+    /// True once the handover has begun (one atomic load).
+    pub fn begun(&self) -> bool {
+        self.begun.load(Ordering::SeqCst)
+    }
+
+    /// Begins the handover: from now on idle clients go to `sink`.
+    pub(super) fn begin(&self, sink: HandoverSink) {
+        *self.sink.locked() = Some(sink);
+        self.begun.store(true, Ordering::SeqCst);
+    }
+
+    /// Where a departing client goes; `None` before the handover, or once the
+    /// receiving side is gone (clients then stay).
+    pub(super) fn sink(&self) -> Option<HandoverSink> {
+        self.sink
+            .locked()
+            .as_ref()
+            .filter(|s| !s.is_closed())
+            .cloned()
+    }
 }
 
 impl ClientContext {
@@ -103,6 +141,7 @@ impl ClientContext {
             parking: None,
             admin_clients: Arc::default(),
             background,
+            handover: HandoverGate::default(),
         };
         (Arc::new(ctx), shutdown)
     }

@@ -8,6 +8,7 @@ mod cancel_route;
 mod conclude;
 pub mod context;
 pub mod handover;
+mod handover_image;
 mod hba;
 mod param_request;
 pub(crate) mod park;
@@ -48,7 +49,7 @@ use crate::pool::{ClientInfo, ClientReg};
 use crate::shutdown::TaskToken;
 
 use admin_session::{serve_admin, AdminLogin};
-pub use context::ClientContext;
+pub use context::{ClientContext, HandoverGate};
 pub use park::ParkingLot;
 pub use session::Session;
 pub use task::serve;
@@ -224,16 +225,43 @@ async fn open(
         }
     };
     let (session, pool_reg) = session;
-    let (client_id, _) = session.cancel_key();
     if ctx.live.load().config.general.log_connections {
         tracing::info!(
-            client = client_id,
+            client = session.cancel_key().0,
             peer = %peer,
             db = %pool_reg.database,
             user = %pool_reg.user,
             "client login"
         );
     }
+    Some(enter(
+        session,
+        stream,
+        pool_reg,
+        (remote, local, fd),
+        None,
+        admission,
+        token,
+    ))
+}
+
+/// A logged-in pool client enters the process (after its login, or handed over by
+/// another process, then with its login time): its entry in the admin views, listed
+/// in its route's home pool, and what it holds for as long as it is connected.
+fn enter(
+    session: Session,
+    stream: Stream,
+    pool_reg: PoolLogin,
+    (remote, local, fd): (
+        crate::pool::listing::Endpoint,
+        crate::pool::listing::Endpoint,
+        i32,
+    ),
+    connect_time_us: Option<u64>,
+    admission: Admission,
+    token: TaskToken,
+) -> Opened {
+    let (client_id, _) = session.cancel_key();
     let app_name = pool_reg.application_name;
     let application_name = (!app_name.is_empty()).then(|| {
         session
@@ -243,7 +271,7 @@ async fn open(
             .cloned()
             .unwrap_or_else(|| app_name.as_str().into())
     });
-    let info = Arc::new(ClientInfo::new(
+    let info = ClientInfo::new(
         client_id as u64,
         pool_reg.user,
         pool_reg.database,
@@ -251,12 +279,21 @@ async fn open(
         local,
         application_name,
         fd,
-    ));
+    );
+    let info = Arc::new(match connect_time_us {
+        Some(t) => info.with_connect_time(t),
+        None => info,
+    });
+    info.set_prepared_statements(session.statement_count());
     if stream.is_tls() {
         info.never_park();
+    } else if session.ctx().handover.begun() {
+        // Logged in while an upgrade hands clients over: it moves at its first idle
+        // point too.
+        info.ask_to_move();
     }
     let reg: ClientReg = pool_reg.route.home().register_client(info.clone());
-    Some(Opened {
+    Opened {
         session,
         stream,
         held: Box::new(Held {
@@ -265,7 +302,7 @@ async fn open(
             _slots: pool_reg._slots,
             _token: token,
         }),
-    })
+    }
 }
 
 /// What [`read_startup`] found.

@@ -36,6 +36,9 @@ use super::task::{live, Opened, Resume};
 use crate::net::Stream;
 use crate::sync::LockExt;
 
+#[path = "park_handover.rs"]
+mod handover;
+
 /// A parked client's socket, out of tokio's reactor.
 #[derive(Debug)]
 enum ParkedStream {
@@ -481,6 +484,9 @@ pub(crate) async fn keep(ctx: Arc<ClientContext>) {
                 // Every parked client goes back to its session, which tells it (see
                 // `Closing`).
                 return;
+            }
+            if ctx.handover.begun() {
+                lot.hand_over(&ctx);
             }
             let killed = lot
                 .slots()

@@ -35,6 +35,8 @@ use crate::router::{Access, Route, Target, Work};
 mod buffers;
 #[path = "session_carry.rs"]
 mod carry;
+#[path = "session_handover.rs"]
+mod handover;
 #[path = "session_notify.rs"]
 mod listen;
 #[path = "session_local.rs"]

@@ -1,11 +1,13 @@
 //! A client's tasks: [`serve`] runs the startup and login; after login the client
 //! parks, and each time it has work a session task ([`live`]) runs it until it parks
 //! again or leaves. What the client holds in between ([`Opened`]) moves from task to
-//! lot to task.
+//! lot to task, or, in an upgrade, to another process ([`Opened::depart`]).
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use super::context::ClientContext;
+use super::handover_image::Departing;
 use super::{open, session, Admission};
 use crate::admin::Console;
 use crate::net::Stream;
@@ -96,6 +98,73 @@ impl<S> Opened<S> {
     }
 }
 
+/// A client's socket as an upgrade's handover sees it: whether it can cross to
+/// another process, and its descriptor when it does.
+pub(super) trait ClientSocket {
+    /// A plain TCP or Unix socket (a TLS session's state cannot cross).
+    fn can_move(&self) -> bool;
+    /// The socket out of this process's reactor, non-blocking, as a descriptor.
+    fn into_fd(self) -> std::io::Result<OwnedFd>;
+}
+
+impl ClientSocket for Stream {
+    fn can_move(&self) -> bool {
+        matches!(self, Stream::Tcp(_) | Stream::Unix(_))
+    }
+
+    fn into_fd(self) -> std::io::Result<OwnedFd> {
+        // tokio's into_std leaves the socket non-blocking.
+        match self {
+            Stream::Tcp(t) => Ok(t.into_std()?.into()),
+            Stream::Unix(u) => Ok(u.into_std()?.into()),
+            _ => Err(std::io::ErrorKind::Unsupported.into()),
+        }
+    }
+}
+
+impl<S: ClientSocket> Opened<S> {
+    /// An upgrade's handover: the idle client leaves for the new process (its socket
+    /// and image go to the handover's sink), and quietly leaves this one (its cancel
+    /// key, its admin entry and its places go; no logout line). Given back when it
+    /// cannot move (TLS, LISTEN, a sharded database, or no sink any more).
+    // The `Err` is the client itself, handed back whole.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn depart(self, ctx: &ClientContext) -> Result<(), Opened<S>> {
+        let Some(sink) = ctx.handover.sink() else {
+            return Err(self);
+        };
+        if !self.stream.can_move() {
+            return Err(self);
+        }
+        let Some(image) = self.session.image(self.held.reg.info()) else {
+            return Err(self);
+        };
+        let info = self.held.reg.info().clone();
+        let o = match self.map_stream(ClientSocket::into_fd) {
+            Ok(o) => o,
+            Err((o, e)) => {
+                tracing::warn!(client = info.id, error = %e, "could not hand a client over");
+                o.logout("client connection error");
+                return Ok(());
+            }
+        };
+        let Opened { stream: fd, .. } = o;
+        if sink.send(Departing { fd, image }).is_err() {
+            // The receiving side went away just now: the socket is closed with it.
+            tracing::warn!(client = info.id, "handover channel closed: client lost");
+            return Ok(());
+        }
+        tracing::info!(
+            client = info.id,
+            peer = %info.remote,
+            db = %info.database,
+            user = %info.user,
+            "client handed over"
+        );
+        Ok(())
+    }
+}
+
 /// Why a client's session task starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Resume {
@@ -140,13 +209,22 @@ pub fn serve(
     }
 }
 
-/// Parks `o` in the parking lot, or gives it back.
+/// Parks `o` in the parking lot (or, once an upgrade's handover has begun, sends it to
+/// the new process), or gives it back.
 #[allow(clippy::result_large_err)] // the client itself, handed back whole
-fn park_client(
+pub(super) fn park_client(
     ctx: &ClientContext,
     o: Opened,
     idle_since: std::time::Instant,
 ) -> Result<(), Opened> {
+    let o = if ctx.handover.begun() {
+        match o.depart(ctx) {
+            Ok(()) => return Ok(()),
+            Err(o) => o,
+        }
+    } else {
+        o
+    };
     match &ctx.parking {
         Some(lot) => lot.park(ctx, o, idle_since),
         None => Err(o),

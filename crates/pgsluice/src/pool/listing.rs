@@ -85,11 +85,13 @@ impl ClientState {
 }
 
 /// [`ClientInfo`]'s `park` states: not seen idle by a sweep yet, seen idle once,
-/// asked to park, never to be parked.
+/// asked to park, never to be parked, asked to move to a new process at its next
+/// idle point (an upgrade's handover: it stays asked until it leaves).
 const PARK_NONE: u8 = 0;
 const PARK_SEEN: u8 = 1;
 const PARK_ASKED: u8 = 2;
 const PARK_NEVER: u8 = 3;
+const PARK_MOVE: u8 = 4;
 
 /// One logged-in client.
 #[derive(Debug)]
@@ -218,7 +220,7 @@ impl ClientInfo {
     /// The client gave its server connection back (or stopped waiting).
     pub(crate) fn set_idle(&self) {
         // Idle from now on: the sweeps count from here.
-        if self.park.load(Relaxed) != PARK_NEVER {
+        if !matches!(self.park.load(Relaxed), PARK_NEVER | PARK_MOVE) {
             self.park.store(PARK_NONE, Relaxed);
         }
         self.wait_since_us.store(0, Relaxed);
@@ -269,16 +271,38 @@ impl ClientInfo {
         }
     }
 
-    /// Whether the sweep asked the client to park.
+    /// Whether the sweep asked the client to park, or the handover to move (its task
+    /// then stops at the idle point, as for parking, and moves if it can).
     pub(crate) fn park_requested(&self) -> bool {
-        self.park.load(Relaxed) == PARK_ASKED
+        matches!(self.park.load(Relaxed), PARK_ASKED | PARK_MOVE)
     }
 
     /// The client is parked: the sweep leaves it alone until its next request ends.
     pub(crate) fn parked(&self) {
-        if self.park.load(Relaxed) != PARK_NEVER {
+        if !matches!(self.park.load(Relaxed), PARK_NEVER | PARK_MOVE) {
             self.park.store(PARK_ASKED, Relaxed);
         }
+    }
+
+    /// An upgrade's handover began: the client's task is woken and, at its next idle
+    /// point (now, if idle), stops there as for parking; it moves if it can. A client
+    /// that never parks (TLS) is left alone.
+    pub(crate) fn ask_to_move(&self) {
+        let asked = self
+            .park
+            .fetch_update(Relaxed, Relaxed, |p| (p != PARK_NEVER).then_some(PARK_MOVE));
+        if asked.is_ok() {
+            self.wake_stop();
+        }
+    }
+
+    /// The entry of a client that logged in at `connect_time_us` (µs since the
+    /// epoch), in another process (an upgrade's handover).
+    pub(crate) fn with_connect_time(mut self, connect_time_us: u64) -> ClientInfo {
+        if connect_time_us != 0 {
+            self.connect_time_us = connect_time_us;
+        }
+        self
     }
 
     /// The client cannot park (its stream is TLS): the sweep leaves it alone.

@@ -40,6 +40,7 @@ mod sql_query;
 #[cfg(test)]
 mod sql_tests;
 
+use super::handover_image::{PreparedImage, SqlPreparedImage};
 use crate::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -287,6 +288,61 @@ impl ClientStatements {
     /// Number of SQL-level statements.
     pub fn sql_len(&self) -> usize {
         self.names.as_ref().map_or(0, |m| m.sql.len())
+    }
+
+    /// Whether [`Self::export`] can carry the statements.
+    pub(in crate::client) fn portable(&self) -> bool {
+        self.names
+            .as_ref()
+            .is_none_or(|n| n.protocol.values().all(|s| s.needs.is_none()))
+    }
+
+    /// The statements as plain data, for an upgrade's handover: protocol-level ones
+    /// (name, text, types) and SQL-level ones (name, definition). `None` when one runs
+    /// a SQL-level statement (an `EXECUTE` in a Parse: its text names the statement's
+    /// server name, which is this process's): such a client stays.
+    pub(in crate::client) fn export(&self) -> Option<(Vec<PreparedImage>, Vec<SqlPreparedImage>)> {
+        let Some(names) = self.names.as_ref() else {
+            return Some(Default::default());
+        };
+        let mut protocol = Vec::with_capacity(names.protocol.len());
+        for (name, stmt) in &names.protocol {
+            if stmt.needs.is_some() {
+                return None;
+            }
+            protocol.push(PreparedImage {
+                name: name.to_string(),
+                query: stmt.query.to_vec(),
+                types: stmt.types.to_vec(),
+            });
+        }
+        let sql = names
+            .sql
+            .iter()
+            .map(|(name, stmt)| SqlPreparedImage {
+                name: name.to_string(),
+                definition: stmt.query.to_vec(),
+            })
+            .collect();
+        Some((protocol, sql))
+    }
+
+    /// The statements of a client handed over by another process ([`Self::export`]),
+    /// interned in this process's registry: server connections here prepare them when
+    /// the client first uses them.
+    pub(in crate::client) fn import(
+        registry: &StatementRegistry,
+        protocol: &[PreparedImage],
+        sql: &[SqlPreparedImage],
+    ) -> ClientStatements {
+        let mut stmts = ClientStatements::default();
+        for p in protocol {
+            stmts.insert(&p.name, registry.intern(&p.query, &p.types));
+        }
+        for p in sql {
+            stmts.sql_insert(p.name.as_str().into(), registry.fresh_sql(&p.definition));
+        }
+        stmts
     }
 
     /// `DEALLOCATE ALL` ran: PostgreSQL drops every prepared statement of the
