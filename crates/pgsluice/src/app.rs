@@ -36,7 +36,7 @@ use crate::sync::LockExt;
 
 pub use crate::admin::ReloadReport;
 pub use listen::Instance;
-pub use upgrade::{InheritedListener, Upgrade, UpgradeError};
+pub use upgrade::{Inherited, InheritedListener, Upgrade, UpgradeError};
 
 /// Produces a fresh configuration for RELOAD and SIGHUP (re-reading the file and
 /// applying the environment and command-line overrides again).
@@ -54,7 +54,7 @@ pub struct InstanceOptions {
     /// ([`Upgrade::connect`]), used instead of binding where the configuration names the
     /// same address; the control socket is then opened by [`Upgrade::ready`], not at
     /// start.
-    pub inherited: Option<Vec<InheritedListener>>,
+    pub inherited: Option<Inherited>,
 }
 
 impl std::fmt::Debug for InstanceOptions {

@@ -41,9 +41,17 @@ impl Instance {
     /// `--upgrade` the listening sockets of the process being upgraded.
     pub async fn start_with(config: Config, mut opts: InstanceOptions) -> io::Result<Instance> {
         TlsState::load(&config.general).map_err(io::Error::other)?;
-        let upgrading = opts.inherited.is_some();
-        let mut inherited = opts.inherited.take().unwrap_or_default();
+        let inherited = opts.inherited.take();
+        let upgrading = inherited.is_some();
         let app = App::with_options(config, opts);
+        let mut inherited = match inherited {
+            Some(up) => {
+                // Before anyone is served: this process's keys clear of the old one's.
+                app.clients.cancel.skip_pids_below(up.key_floor);
+                up.listeners
+            }
+            None => Vec::new(),
+        };
         let cfg = app.config();
         let mut addrs = Vec::new();
         let mut accept_tasks = Vec::new();

@@ -24,8 +24,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use super::{App, Instance};
 use crate::admin::StopRequest;
-use crate::client::handover::{self as handover, AdoptError, ClientImage, Departing};
-use crate::client::Admission;
+use crate::client::handover::{self as handover, ClientImage, Departing};
 use crate::config::General;
 use crate::upgrade::{Channel, ChannelError, ListenerKind, Message, PROTOCOL_VERSION};
 
@@ -39,6 +38,21 @@ pub struct InheritedListener {
     /// The socket.
     pub fd: OwnedFd,
 }
+
+/// What the new process gets from the one it replaces before it starts serving.
+#[derive(Debug)]
+pub struct Inherited {
+    /// The listening sockets.
+    pub listeners: Vec<InheritedListener>,
+    /// The old process's cancel keys are all below this (see
+    /// [`crate::cancel::CancelRegistry::skip_pids_below`]).
+    pub key_floor: i32,
+}
+
+/// How many cancel keys the old process may still issue between telling its key
+/// floor and stopping its accept loops (after `Ready`): the floor it sends is that far
+/// above the keys it has issued. At most one key per accepted connection.
+const KEY_HEADROOM: i32 = 1 << 20;
 
 /// Takes the inherited listener of this kind and address out of `list`.
 pub(super) fn take(
@@ -99,7 +113,7 @@ pub struct Upgrade {
 impl Upgrade {
     /// Finds the running process through the control socket of `g` and receives its
     /// listening sockets.
-    pub async fn connect(g: &General) -> Result<(Upgrade, Vec<InheritedListener>), UpgradeError> {
+    pub async fn connect(g: &General) -> Result<(Upgrade, Inherited), UpgradeError> {
         let path = crate::upgrade::control_path(g).ok_or(UpgradeError::NoControlSocket)?;
         let stream = UnixStream::connect(&path)
             .await
@@ -118,21 +132,25 @@ impl Upgrade {
             other => return Err(unexpected(other)),
         };
         let mut listeners = Vec::new();
-        loop {
+        let key_floor = loop {
             match ch.recv().await? {
                 Some((Message::Listener { kind, addr }, Some(fd))) => {
                     listeners.push(InheritedListener { kind, addr, fd });
                 }
-                Some((Message::ListenersSent, _)) => break,
+                Some((Message::ListenersSent { key_floor }, _)) => break key_floor,
                 other => return Err(unexpected(other)),
             }
-        }
+        };
         tracing::info!(
             old_pid,
             listeners = listeners.len(),
             "upgrade: listeners received"
         );
-        Ok((Upgrade { ch, old_pid }, listeners))
+        let inherited = Inherited {
+            listeners,
+            key_floor,
+        };
+        Ok((Upgrade { ch, old_pid }, inherited))
     }
 
     /// The pid of the process being upgraded.
@@ -185,7 +203,7 @@ async fn adopt_all(app: Arc<App>, mut ch: Channel, old_pid: u32) {
         };
         match next {
             Ok(Some((Message::Client { image }, Some(fd)))) => match ClientImage::decode(&image) {
-                Ok(image) => match app.adopt(Departing { fd, image }) {
+                Ok(image) => match app.adopt_client(Departing { fd, image }) {
                     Ok(()) => moved += 1,
                     Err(e) => {
                         refused += 1;
@@ -217,20 +235,6 @@ async fn adopt_all(app: Arc<App>, mut ch: Channel, old_pid: u32) {
         }
     }
     tracing::info!(old_pid, moved, refused, "upgrade: channel closed");
-}
-
-impl App {
-    /// Takes on a client handed over by the process being upgraded, under the same
-    /// admission and tracking as an accepted one.
-    fn adopt(self: &Arc<Self>, departing: Departing) -> Result<(), AdoptError> {
-        let admission = match self.client_slots.clone().try_acquire_owned() {
-            Ok(p) => Admission::Admitted(p),
-            Err(_) => Admission::Full,
-        };
-        let token = self.tracker.token();
-        let console: Arc<dyn crate::admin::Console> = self.clone();
-        handover::adopt(&self.clients, console, departing, admission, token)
-    }
 }
 
 /// Old process: binds the control socket and serves upgrade requests with copies of
@@ -275,7 +279,7 @@ async fn control_loop(
             }
         };
         let mut ch = Channel::new(stream);
-        match offer(&mut ch, &listeners).await {
+        match offer(&app, &mut ch, &listeners).await {
             Ok(new_pid) => {
                 // The socket file is the new process's now (it bound its own).
                 drop(listener);
@@ -291,7 +295,11 @@ async fn control_loop(
 }
 
 /// Old process: the exchange up to the new process's `Ready`; its pid.
-async fn offer(ch: &mut Channel, listeners: &[InheritedListener]) -> Result<u32, UpgradeError> {
+async fn offer(
+    app: &App,
+    ch: &mut Channel,
+    listeners: &[InheritedListener],
+) -> Result<u32, UpgradeError> {
     match ch.recv().await? {
         Some((Message::Hello { version, pid }, _)) if version == PROTOCOL_VERSION => {
             tracing::info!(
@@ -319,7 +327,8 @@ async fn offer(ch: &mut Channel, listeners: &[InheritedListener]) -> Result<u32,
         };
         ch.send(&m, Some(l.fd.as_fd())).await?;
     }
-    ch.send(&Message::ListenersSent, None).await?;
+    let key_floor = handover::pid_floor(&app.clients).wrapping_add(KEY_HEADROOM) & 0x7fff_ffff;
+    ch.send(&Message::ListenersSent { key_floor }, None).await?;
     match ch.recv().await? {
         Some((Message::Ready { pid }, _)) => Ok(pid),
         Some((Message::Error { text }, _)) => Err(UpgradeError::GaveUp(text)),
@@ -337,7 +346,7 @@ async fn hand_over(app: &Arc<App>, mut ch: Channel, new_pid: u32) {
         "upgrade: the new process listens; handing clients over"
     );
     let (sink, mut departing) = tokio::sync::mpsc::unbounded_channel();
-    handover::begin_handover(&app.clients, sink);
+    app.begin_handover(sink);
     let mut shutdown = app.shutdown.watch();
     let (mut moved, mut lost, mut open, mut channel_ok) = (0usize, 0usize, true, true);
     loop {

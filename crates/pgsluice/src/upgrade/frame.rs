@@ -70,7 +70,12 @@ pub enum Message {
         addr: String,
     },
     /// Every listener has been sent.
-    ListenersSent,
+    ListenersSent {
+        /// The old process's cancel keys (client ids) are all below this one; the new
+        /// process issues its own from here on, so that the keys of the clients it
+        /// adopts stay unique.
+        key_floor: i32,
+    },
     /// The new process listens and has written the pidfile: the old one stops accepting.
     Ready {
         /// The new process's pid.
@@ -95,7 +100,7 @@ impl Message {
         match self {
             Message::Hello { .. } => b'H',
             Message::Listener { .. } => b'L',
-            Message::ListenersSent => b'l',
+            Message::ListenersSent { .. } => b'l',
             Message::Ready { .. } => b'R',
             Message::Client { .. } => b'C',
             Message::Done => b'D',
@@ -136,9 +141,10 @@ pub fn encode(msg: &Message, out: &mut BytesMut) {
             put_str(&mut body, addr);
         }
         Message::Ready { pid } => body.put_u32(*pid),
+        Message::ListenersSent { key_floor } => body.put_i32(*key_floor),
         Message::Client { image } => body.extend_from_slice(image),
         Message::Error { text } => put_str(&mut body, text),
-        Message::ListenersSent | Message::Done => {}
+        Message::Done => {}
     }
     out.put_u8(msg.tag());
     // Bodies this side builds are far below MAX_BODY (a client image is bounded by the
@@ -178,7 +184,9 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Message>, FrameError> {
                 addr: get_str(body)?,
             }
         }
-        b'l' => Message::ListenersSent,
+        b'l' => Message::ListenersSent {
+            key_floor: get_i32(body)?,
+        },
         b'R' => Message::Ready {
             pid: get_u32(body)?,
         },
@@ -219,6 +227,11 @@ fn get_u32(b: &mut &[u8]) -> Result<u32, FrameError> {
         .map_err(|_| FrameError::Malformed("short body"))
 }
 
+fn get_i32(b: &mut &[u8]) -> Result<i32, FrameError> {
+    b.try_get_i32()
+        .map_err(|_| FrameError::Malformed("short body"))
+}
+
 fn get_str(b: &mut &[u8]) -> Result<String, FrameError> {
     let len = get_u32(b)? as usize;
     if b.len() < len {
@@ -253,7 +266,10 @@ mod tests {
                 kind: ListenerKind::Metrics,
                 addr: "[::1]:9127".into(),
             },
-            Message::ListenersSent,
+            Message::ListenersSent { key_floor: -3 },
+            Message::ListenersSent {
+                key_floor: i32::MAX,
+            },
             Message::Ready { pid: 7 },
             Message::Client {
                 image: vec![0, 1, 2, 255],
