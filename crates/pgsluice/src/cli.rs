@@ -567,10 +567,8 @@ mod tests {
         let path = ini.to_str().unwrap();
         let cli = parse(&["--upgrade", path]).unwrap();
         assert!(cli.upgrade);
-        assert!(matches!(
-            cli.into_command_with_env(Vec::new()).unwrap(),
-            Command::Run(_)
-        ));
+        let c = cli.into_command_with_env(Vec::new()).unwrap();
+        assert!(matches!(c, Command::Run(_)));
         assert!(parse(&["-d", path, "--upgrade"]).unwrap().daemon);
         assert!(parse(&["--upgrade"]).is_err());
         assert!(parse(&["--upgrade", "--check-config", path]).is_err());

@@ -146,10 +146,38 @@ async fn the_listeners_move_to_the_new_process() {
             .as_deref(),
         Some("still here")
     );
-    drop(busy);
 
-    // The old process exits once it holds nothing; the files stay the new one's.
+    // The old process exits once it holds nothing (that client moved at its idle
+    // point); the files stay the new one's.
     exits_ok(&mut old);
+    // The moved client goes on, and its cancel key works with the new process.
+    let cancel = busy.cancel_token();
+    let sleeping = tokio::spawn(async move {
+        let r = busy.simple_query("select pg_sleep(60)").await;
+        (busy, r)
+    });
+    eventually("the sleep runs", T, || async {
+        let direct = direct(&pg, DB).await;
+        (count(
+            &direct,
+            "select count(*) from pg_stat_activity where query = 'select pg_sleep(60)'",
+        )
+        .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let (busy, r) = sleeping.await.unwrap();
+    assert_eq!(code(&r.unwrap_err()).as_deref(), Some("57014"));
+    assert_eq!(
+        simple_value(&busy, "select 'after cancel'")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("after cancel")
+    );
+    drop(busy);
     assert_eq!(read_pid(&pidfile), Some(new.pid()));
     assert!(
         dir.0.join(format!(".s.PGSQL.{port}")).exists(),

@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{App, Instance};
 use crate::admin::StopRequest;
@@ -338,7 +339,7 @@ async fn offer(
 
 /// Old process, after `Ready`: stop accepting, send clients over as they become idle,
 /// and stop once none is left.
-async fn hand_over(app: &Arc<App>, mut ch: Channel, new_pid: u32) {
+async fn hand_over(app: &Arc<App>, ch: Channel, new_pid: u32) {
     app.handed_over.send_replace(true);
     tracing::info!(
         new_pid,
@@ -348,56 +349,71 @@ async fn hand_over(app: &Arc<App>, mut ch: Channel, new_pid: u32) {
     let (sink, mut departing) = tokio::sync::mpsc::unbounded_channel();
     app.begin_handover(sink);
     let mut shutdown = app.shutdown.watch();
-    let (mut moved, mut lost, mut open, mut channel_ok) = (0usize, 0usize, true, true);
+    let mut out = Forwarder {
+        ch: Some(ch),
+        moved: 0,
+        lost: 0,
+    };
+    let mut open = true;
     loop {
         tokio::select! {
             d = departing.recv(), if open => match d {
-                Some(d) => send_client(&mut ch, d, &mut channel_ok, &mut moved, &mut lost).await,
+                Some(d) => out.forward(d, &mut departing).await,
                 None => open = false,
             },
+            // A departing client leaves the tracker after it is in the queue.
             () = app.tracker.wait() => {
                 while let Ok(d) = departing.try_recv() {
-                    send_client(&mut ch, d, &mut channel_ok, &mut moved, &mut lost).await;
+                    out.forward(d, &mut departing).await;
                 }
                 break;
             }
             _ = shutdown.requested() => break,
         }
     }
-    if channel_ok {
+    if let Some(ch) = &mut out.ch {
         let _ = ch.send(&Message::Done, None).await;
     }
     tracing::info!(
         new_pid,
-        moved,
-        lost,
+        moved = out.moved,
+        lost = out.lost,
         "upgrade: no client left here; stopping"
     );
     app.request_stop(StopRequest::WaitForServers);
 }
 
-async fn send_client(
-    ch: &mut Channel,
-    d: Departing,
-    ok: &mut bool,
-    moved: &mut usize,
-    lost: &mut usize,
-) {
-    if *ok {
-        let m = Message::Client {
-            image: d.image.encode(),
-        };
-        match ch.send(&m, Some(d.fd.as_fd())).await {
-            Ok(()) => {
-                *moved += 1;
-                return;
-            }
-            Err(e) => {
-                *ok = false;
-                tracing::error!(error = %e, "upgrade: the channel to the new process failed; departing clients are closed");
+/// Old process: sends departing clients down the channel while it works.
+struct Forwarder {
+    /// `None` once it failed.
+    ch: Option<Channel>,
+    moved: usize,
+    lost: usize,
+}
+
+impl Forwarder {
+    async fn forward(&mut self, d: Departing, queue: &mut UnboundedReceiver<Departing>) {
+        if let Some(ch) = &mut self.ch {
+            let m = Message::Client {
+                image: d.image.encode(),
+            };
+            match ch.send(&m, Some(d.fd.as_fd())).await {
+                Ok(()) => {
+                    self.moved += 1;
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        "upgrade: the channel to the new process failed; the clients left stay here"
+                    );
+                    self.ch = None;
+                    // A closed sink: clients stop departing and are served here.
+                    queue.close();
+                }
             }
         }
+        // Dropping the descriptor closes the client's connection.
+        self.lost += 1;
     }
-    // Dropping the descriptor closes the client's connection.
-    *lost += 1;
 }
