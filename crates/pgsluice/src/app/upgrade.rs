@@ -282,8 +282,10 @@ async fn control_loop(
         let mut ch = Channel::new(stream);
         match offer(&app, &mut ch, &listeners).await {
             Ok(new_pid) => {
-                // The socket file is the new process's now (it bound its own).
+                // The socket file is the new process's now (it bound its own), and so
+                // are the listening sockets: should it die, they close with it.
                 drop(listener);
+                drop(listeners);
                 hand_over(&app, ch, new_pid).await;
                 return;
             }
