@@ -19,6 +19,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -54,6 +55,11 @@ pub struct Inherited {
 /// floor and stopping its accept loops (after `Ready`): the floor it sends is that far
 /// above the keys it has issued. At most one key per accepted connection.
 const KEY_HEADROOM: i32 = 1 << 20;
+
+/// How long the old process waits for the new one's `Ready` (the new one starts its
+/// instance in between) before it gives the upgrade up and serves further upgrade
+/// requests; also how long the new one waits for the old one's listeners.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Takes the inherited listener of this kind and address out of `list`.
 pub(super) fn take(
@@ -91,6 +97,9 @@ pub enum UpgradeError {
     /// The new process gave up before saying `Ready` (seen by the old one).
     #[error("the new pgsluice gave up: {0}")]
     GaveUp(String),
+    /// The other process did not answer in time.
+    #[error("the other pgsluice did not answer on the upgrade channel in time")]
+    Timeout,
     /// A message out of turn.
     #[error("unexpected message on the upgrade channel: {0}")]
     Unexpected(String),
@@ -116,6 +125,12 @@ impl Upgrade {
     /// listening sockets.
     pub async fn connect(g: &General) -> Result<(Upgrade, Inherited), UpgradeError> {
         let path = crate::upgrade::control_path(g).ok_or(UpgradeError::NoControlSocket)?;
+        tokio::time::timeout(READY_TIMEOUT, Self::exchange(path))
+            .await
+            .unwrap_or(Err(UpgradeError::Timeout))
+    }
+
+    async fn exchange(path: PathBuf) -> Result<(Upgrade, Inherited), UpgradeError> {
         let stream = UnixStream::connect(&path)
             .await
             .map_err(|source| UpgradeError::NotFound { path, source })?;
@@ -275,12 +290,18 @@ async fn control_loop(
             Ok((s, _)) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "upgrade control socket: accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
         let mut ch = Channel::new(stream);
-        match offer(&app, &mut ch, &listeners).await {
+        let offered = tokio::select! {
+            r = tokio::time::timeout(READY_TIMEOUT, offer(&app, &mut ch, &listeners)) => {
+                r.unwrap_or(Err(UpgradeError::Timeout))
+            }
+            _ = shutdown.requested() => break,
+        };
+        match offered {
             Ok(new_pid) => {
                 // The socket file is the new process's now (it bound its own), and so
                 // are the listening sockets: should it die, they close with it.
@@ -419,3 +440,7 @@ impl Forwarder {
         self.lost += 1;
     }
 }
+
+#[cfg(test)]
+#[path = "upgrade_tests.rs"]
+mod tests;
