@@ -139,6 +139,16 @@ pub fn adopt(
         .cancel
         .register_key(pid, secret)
         .ok_or(AdoptError::KeyInUse(pid))?;
+    if let Some(p) = image
+        .passthrough
+        .as_ref()
+        .filter(|_| *route.home().key().user == *image.user)
+    {
+        // As a login does: every host's pool of a replicated database logs in with it.
+        for pool in route.pools() {
+            pool.set_passthrough(p.clone());
+        }
+    }
     let stream = socket.into_stream()?;
     let endpoints = socket_endpoints(&stream);
     let session = Session::from_image(ctx.clone(), route.clone(), &image, cancel);
@@ -223,5 +233,34 @@ impl ClientFd {
             ClientFd::Tcp(s) => (&*s).write(&out),
             ClientFd::Unix(s) => (&*s).write(&out),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handed-over descriptor is recognised as TCP or Unix, and made non-blocking;
+    /// anything else is refused.
+    #[test]
+    fn a_descriptor_is_taken_for_what_it_is() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (tcp, _) = listener.accept().unwrap();
+        let ClientFd::Tcp(tcp) = ClientFd::of(tcp.into()).unwrap() else {
+            panic!("TCP taken for Unix");
+        };
+        let mut b = [0; 1];
+        let r = std::io::Read::read(&mut &tcp, &mut b);
+        assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+
+        let (unix, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(matches!(
+            ClientFd::of(unix.into()).unwrap(),
+            ClientFd::Unix(_)
+        ));
+
+        let file = std::fs::File::open("/dev/null").unwrap();
+        assert!(ClientFd::of(file.into()).is_err());
     }
 }

@@ -9,6 +9,10 @@
 
 use std::os::fd::OwnedFd;
 
+use pgsluice_protocol::auth::scram::ScramSecret;
+
+use crate::server::PassThrough;
+
 /// The format's first bytes.
 const MAGIC: &[u8; 4] = b"PSCI";
 /// The version written; a reader takes this one and older ones.
@@ -32,6 +36,8 @@ mod tag {
     pub(super) const TRAFFIC: u8 = 10;
     pub(super) const SETTING_UP: u8 = 11;
     pub(super) const CONNECT_TIME: u8 = 12;
+    pub(super) const PASSTHROUGH_SCRAM: u8 = 13;
+    pub(super) const PASSTHROUGH_MD5: u8 = 14;
 }
 
 /// A logged-in pool client's state as it crosses to another process: everything its
@@ -66,6 +72,10 @@ pub struct ClientImage {
     pub setting_up: bool,
     /// Its login time, µs since the epoch (SHOW CLIENTS' connect_time).
     pub connect_time_us: u64,
+    /// The credential its pool's server connections log in with when the stored
+    /// secret is not a password (an md5 hash or SCRAM verifier: PgBouncer's pass-
+    /// through): the new process's pool has none until a client logs in there.
+    pub passthrough: Option<PassThrough>,
 }
 
 /// An extra (unreported) parameter of the client.
@@ -197,6 +207,21 @@ impl ClientImage {
         w.record(tag::CONNECT_TIME, |r| {
             r.0.extend_from_slice(&self.connect_time_us.to_be_bytes());
         });
+        match &self.passthrough {
+            Some(PassThrough::Scram { client_key, secret }) => {
+                w.record(tag::PASSTHROUGH_SCRAM, |r| {
+                    r.0.extend_from_slice(client_key);
+                    r.u32(secret.iterations);
+                    r.bytes(&secret.salt);
+                    r.0.extend_from_slice(&secret.stored_key);
+                    r.0.extend_from_slice(&secret.server_key);
+                });
+            }
+            Some(PassThrough::Md5(hash)) => {
+                w.record(tag::PASSTHROUGH_MD5, |r| r.bytes(hash.as_bytes()));
+            }
+            None => {}
+        }
         w.record(tag::END, |_| {});
         w.0
     }
@@ -287,6 +312,21 @@ impl ClientImage {
                 }
                 tag::SETTING_UP => image.setting_up = v.flag()?,
                 tag::CONNECT_TIME => image.connect_time_us = v.u64()?,
+                tag::PASSTHROUGH_SCRAM => {
+                    let client_key = v.array()?;
+                    let iterations = v.u32()?;
+                    let salt = v.bytes()?.to_vec();
+                    image.passthrough = Some(PassThrough::Scram {
+                        client_key,
+                        secret: ScramSecret {
+                            iterations,
+                            salt,
+                            stored_key: v.array()?,
+                            server_key: v.array()?,
+                        },
+                    });
+                }
+                tag::PASSTHROUGH_MD5 => image.passthrough = Some(PassThrough::Md5(v.string()?)),
                 // A newer writer's record: skipped whole.
                 _ => continue,
             }
@@ -424,6 +464,15 @@ mod tests {
             },
             setting_up: true,
             connect_time_us: 1_765_000_000_000_000,
+            passthrough: Some(PassThrough::Scram {
+                client_key: [7; 32],
+                secret: ScramSecret {
+                    iterations: 4096,
+                    salt: b"salt".to_vec(),
+                    stored_key: [1; 32],
+                    server_key: [2; 32],
+                },
+            }),
         }
     }
 
@@ -437,6 +486,11 @@ mod tests {
             ..ClientImage::default()
         };
         assert_eq!(ClientImage::decode(&bare.encode()).unwrap(), bare);
+        let md5 = ClientImage {
+            passthrough: Some(PassThrough::Md5("md5abc".into())),
+            ..bare
+        };
+        assert_eq!(ClientImage::decode(&md5.encode()).unwrap(), md5);
     }
 
     #[test]

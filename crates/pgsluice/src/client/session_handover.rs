@@ -69,6 +69,11 @@ impl Session {
             },
             setting_up: self.setting_up,
             connect_time_us: info.connect_time_us,
+            // A login sets it on the pool when the pool logs in as the client's user.
+            passthrough: Some(self.route.home())
+                .filter(|pool| *pool.key().user == *info.user)
+                .and_then(|pool| pool.passthrough())
+                .map(|p| (*p).clone()),
         })
     }
 

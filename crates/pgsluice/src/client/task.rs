@@ -148,7 +148,15 @@ impl<S: ClientSocket> Opened<S> {
                 return Ok(());
             }
         };
-        let Opened { stream: fd, .. } = o;
+        // It leaves this process first (cancel key, admin entry, places, task count):
+        // by the time the new process serves it, nothing of it is left here.
+        let Opened {
+            stream: fd,
+            session,
+            held,
+        } = o;
+        drop(session);
+        drop(held);
         if sink.send(Departing { fd, image }).is_err() {
             // The receiving side went away just now: the socket is closed with it.
             tracing::warn!(client = info.id, "handover channel closed: client lost");

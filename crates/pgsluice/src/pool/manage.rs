@@ -150,6 +150,12 @@ impl Pool {
         }
     }
 
+    /// The credential of a client's login that the pool's new connections log in
+    /// with, if any (an upgrade's handover carries it to the new process).
+    pub fn passthrough(&self) -> Option<Arc<PassThrough>> {
+        self.passthrough.load_full()
+    }
+
     /// Where new connections go, with the passed-through credential if any.
     pub fn connect_target(&self) -> Arc<ServerTarget> {
         let target = self.target();
