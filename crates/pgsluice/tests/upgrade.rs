@@ -187,7 +187,13 @@ async fn the_listeners_move_to_the_new_process() {
     assert_eq!(over_unix(&dir, port).await.unwrap(), "unix");
     assert!(tokio::task::block_in_place(|| metrics_up(metrics)));
 
-    // The new process can be upgraded in turn (its control socket works).
+    // The new process can be upgraded in turn (its control socket opens once the old
+    // one is done).
+    assert!(
+        new.wait_for_line("upgrade: done", T),
+        "{}",
+        new.output().join("\n")
+    );
     let mut third = upgrade_with(pgsluice_bin(), &config);
     exits_ok(&mut new);
     assert_eq!(read_pid(&pidfile), Some(third.pid()));

@@ -150,9 +150,14 @@ impl Instance {
     }
 
     /// Opens the upgrade control socket (see [`crate::upgrade::control_path`]), once.
-    pub(super) fn serve_upgrades(&mut self) {
-        let listeners = std::mem::take(&mut self.handoff);
+    fn serve_upgrades(&mut self) {
+        let listeners = self.take_handoff();
         upgrade::serve_control(&self.app, listeners);
+    }
+
+    /// The copies of the listening sockets the control socket's task hands over.
+    pub(super) fn take_handoff(&mut self) -> Vec<InheritedListener> {
+        std::mem::take(&mut self.handoff)
     }
 
     /// The bound addresses (useful with port 0).

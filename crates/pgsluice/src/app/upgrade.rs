@@ -78,7 +78,7 @@ pub enum UpgradeError {
     #[error("cannot find the running pgsluice: set unix_socket_dir or pidfile (the control socket lives next to one of them)")]
     NoControlSocket,
     /// Nobody answers on the control socket.
-    #[error("no running pgsluice to upgrade: cannot connect to {}: {source}", path.display())]
+    #[error("no running pgsluice to upgrade (or it is being upgraded already): cannot connect to {}: {source}", path.display())]
     NotFound {
         /// The control socket.
         path: PathBuf,
@@ -187,9 +187,9 @@ impl Upgrade {
             .await;
     }
 
-    /// The new instance runs and the pidfile names this process: tells the old one,
-    /// opens the control socket for the next upgrade, and adopts the clients the old
-    /// process sends (a tracked background task).
+    /// The new instance runs and the pidfile names this process: tells the old one and
+    /// adopts the clients it sends (a tracked background task); once the old one is
+    /// done, opens the control socket for the next upgrade.
     pub async fn ready(mut self, instance: &mut Instance) -> Result<(), UpgradeError> {
         let ready = Message::Ready {
             pid: std::process::id(),
@@ -199,17 +199,23 @@ impl Upgrade {
             old_pid = self.old_pid,
             "upgrade: serving; the old process stops accepting"
         );
-        instance.serve_upgrades();
+        let listeners = instance.take_handoff();
         let app = instance.app().clone();
-        app.background
-            .clone()
-            .spawn(adopt_all(app, self.ch, self.old_pid));
+        let (ch, old_pid) = (self.ch, self.old_pid);
+        app.background.clone().spawn(async move {
+            adopt_all(&app, ch, old_pid).await;
+            // One upgrade at a time: this process can be upgraded in turn once the
+            // old one has handed everything over.
+            if !app.shutdown.is_requested() {
+                serve_control(&app, listeners);
+            }
+        });
         Ok(())
     }
 }
 
 /// New process: takes on every client the old one sends, until it says `Done`.
-async fn adopt_all(app: Arc<App>, mut ch: Channel, old_pid: u32) {
+async fn adopt_all(app: &Arc<App>, mut ch: Channel, old_pid: u32) {
     let mut shutdown = app.shutdown.watch();
     let (mut moved, mut refused) = (0usize, 0usize);
     loop {
