@@ -283,6 +283,21 @@ async fn a_failed_upgrade_leaves_the_old_process_serving() {
         "{}",
         old.output().join("\n")
     );
+    // The same after the Unix socket was taken over (the metrics port comes after it):
+    // its file stays where the old process serves it.
+    let metrics_busy = dir.write(
+        "metrics.toml",
+        &config_text(&pg, &dir, port, busy_addr.port(), ""),
+    );
+    let seen = old.line_count();
+    let out = upgrade(&metrics_busy);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(
+        old.wait_for_line_since(seen, "upgrade abandoned", T)
+            .is_some(),
+        "{}",
+        old.output().join("\n")
+    );
 
     // The old process still serves, old and new clients, on every listener.
     assert_eq!(read_pid(&pidfile), Some(old.pid()));

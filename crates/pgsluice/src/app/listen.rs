@@ -52,81 +52,23 @@ impl Instance {
             }
             None => Vec::new(),
         };
-        let cfg = app.config();
-        let mut addrs = Vec::new();
         let mut accept_tasks = Vec::new();
         let mut handoff = Vec::new();
-        for addr in &cfg.general.listen {
-            let listener = match upgrade::take(&mut inherited, ListenerKind::Tcp, &addr.to_string())
-            {
-                Some(fd) => adopt_tcp(fd)?,
-                None => bind_tcp(*addr, cfg.general.so_reuseport)?,
-            };
-            let local = listener.local_addr()?;
-            tracing::info!("listening on {local}");
-            addrs.push(local);
-            handoff.push(InheritedListener {
-                kind: ListenerKind::Tcp,
-                addr: local.to_string(),
-                fd: listener.as_fd().try_clone_to_owned()?,
-            });
-            accept_tasks.push(tokio::spawn(accept_loop(
-                Listener::Tcp(listener),
-                app.clone(),
-            )));
-        }
-        if let Some(path) = unix_socket_path(&cfg.general) {
-            let name = path.display().to_string();
-            let listener = match upgrade::take(&mut inherited, ListenerKind::Unix, &name) {
-                Some(fd) => {
-                    let std = std::os::unix::net::UnixListener::from(fd);
-                    std.set_nonblocking(true)?;
-                    tokio::net::UnixListener::from_std(std)?
+        let listening = listen_all(&app, &mut inherited, &mut accept_tasks, &mut handoff).await;
+        let addrs = match listening {
+            Ok(addrs) => addrs,
+            Err(e) => {
+                if upgrading {
+                    // The sockets (and the Unix socket's file) are still the old
+                    // process's: stop using them, remove nothing.
+                    app.handed_over.send_replace(true);
                 }
-                None => bind_unix(
-                    &path,
-                    cfg.general.unix_socket_mode,
-                    cfg.general.unix_socket_group.as_deref(),
-                )?,
-            };
-            tracing::info!("listening on unix socket {name}");
-            handoff.push(InheritedListener {
-                kind: ListenerKind::Unix,
-                addr: name,
-                fd: listener.as_fd().try_clone_to_owned()?,
-            });
-            let kept = app.handed_over.subscribe();
-            accept_tasks.push(tokio::spawn(accept_loop(
-                Listener::Unix(listener, path, kept),
-                app.clone(),
-            )));
-        }
-        *app.listen.locked() = addrs.clone();
-        if let Some(addr) = cfg.general.metrics_listen {
-            let listener =
-                match upgrade::take(&mut inherited, ListenerKind::Metrics, &addr.to_string()) {
-                    Some(fd) => adopt_tcp(fd)?,
-                    None => TcpListener::bind(addr).await?,
-                };
-            let local = listener.local_addr()?;
-            tracing::info!("metrics listening on http://{local}/metrics");
-            tracing::info!("dashboard on http://{local}/");
-            *app.metrics_addr.locked() = Some(local);
-            handoff.push(InheritedListener {
-                kind: ListenerKind::Metrics,
-                addr: local.to_string(),
-                fd: listener.as_fd().try_clone_to_owned()?,
-            });
-            let console: Arc<dyn crate::admin::Console> = app.clone();
-            let serve = crate::metrics::serve(listener, console, app.background.clone());
-            let mut handed_over = app.handed_over.subscribe();
-            accept_tasks.push(tokio::spawn(async move {
-                tokio::select! {
-                    () = serve => {}
-                    _ = handed_over.wait_for(|h| *h) => {}
+                for t in &accept_tasks {
+                    t.abort();
                 }
-            }));
-        }
+                return Err(e);
+            }
+        };
         for l in inherited {
             tracing::info!(
                 "upgrade: {} is not in the new configuration; it stops listening",
@@ -246,6 +188,89 @@ impl Instance {
         self.app.router.close_pools();
         self.app.wait_background(background).await;
     }
+}
+
+/// Binds (or takes from `inherited`) every listener of the configuration and starts
+/// its accept loop; the bound TCP addresses. On error, what was started is in
+/// `accept_tasks` for the caller to stop.
+async fn listen_all(
+    app: &Arc<App>,
+    inherited: &mut Vec<InheritedListener>,
+    accept_tasks: &mut Vec<JoinHandle<()>>,
+    handoff: &mut Vec<InheritedListener>,
+) -> io::Result<Vec<SocketAddr>> {
+    let cfg = app.config();
+    let mut addrs = Vec::new();
+    for addr in &cfg.general.listen {
+        let listener = match upgrade::take(inherited, ListenerKind::Tcp, &addr.to_string()) {
+            Some(fd) => adopt_tcp(fd)?,
+            None => bind_tcp(*addr, cfg.general.so_reuseport)?,
+        };
+        let local = listener.local_addr()?;
+        tracing::info!("listening on {local}");
+        addrs.push(local);
+        handoff.push(InheritedListener {
+            kind: ListenerKind::Tcp,
+            addr: local.to_string(),
+            fd: listener.as_fd().try_clone_to_owned()?,
+        });
+        accept_tasks.push(tokio::spawn(accept_loop(
+            Listener::Tcp(listener),
+            app.clone(),
+        )));
+    }
+    if let Some(path) = unix_socket_path(&cfg.general) {
+        let name = path.display().to_string();
+        let listener = match upgrade::take(inherited, ListenerKind::Unix, &name) {
+            Some(fd) => {
+                let std = std::os::unix::net::UnixListener::from(fd);
+                std.set_nonblocking(true)?;
+                tokio::net::UnixListener::from_std(std)?
+            }
+            None => bind_unix(
+                &path,
+                cfg.general.unix_socket_mode,
+                cfg.general.unix_socket_group.as_deref(),
+            )?,
+        };
+        tracing::info!("listening on unix socket {name}");
+        handoff.push(InheritedListener {
+            kind: ListenerKind::Unix,
+            addr: name,
+            fd: listener.as_fd().try_clone_to_owned()?,
+        });
+        let kept = app.handed_over.subscribe();
+        accept_tasks.push(tokio::spawn(accept_loop(
+            Listener::Unix(listener, path, kept),
+            app.clone(),
+        )));
+    }
+    *app.listen.locked() = addrs.clone();
+    if let Some(addr) = cfg.general.metrics_listen {
+        let listener = match upgrade::take(inherited, ListenerKind::Metrics, &addr.to_string()) {
+            Some(fd) => adopt_tcp(fd)?,
+            None => TcpListener::bind(addr).await?,
+        };
+        let local = listener.local_addr()?;
+        tracing::info!("metrics listening on http://{local}/metrics");
+        tracing::info!("dashboard on http://{local}/");
+        *app.metrics_addr.locked() = Some(local);
+        handoff.push(InheritedListener {
+            kind: ListenerKind::Metrics,
+            addr: local.to_string(),
+            fd: listener.as_fd().try_clone_to_owned()?,
+        });
+        let console: Arc<dyn crate::admin::Console> = app.clone();
+        let serve = crate::metrics::serve(listener, console, app.background.clone());
+        let mut handed_over = app.handed_over.subscribe();
+        accept_tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                () = serve => {}
+                _ = handed_over.wait_for(|h| *h) => {}
+            }
+        }));
+    }
+    Ok(addrs)
 }
 
 /// The longest shutdown waits for the pools' background tasks once clients are gone.
