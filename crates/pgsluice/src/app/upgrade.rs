@@ -21,14 +21,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{App, Instance};
 use crate::admin::StopRequest;
 use crate::client::handover::{self as handover, ClientImage, Departing};
 use crate::config::General;
-use crate::upgrade::{Channel, ChannelError, ListenerKind, Message, PROTOCOL_VERSION};
+use crate::upgrade::{
+    Channel, ChannelError, ControlSocket, ListenerKind, Message, PROTOCOL_VERSION,
+};
 
 /// A listening socket of the process being upgraded, as it arrives in the new one.
 #[derive(Debug)]
@@ -267,10 +269,10 @@ pub(super) fn serve_control(app: &Arc<App>, listeners: Vec<InheritedListener>) {
         return;
     };
     match crate::upgrade::bind_control(&path) {
-        Ok(listener) => {
+        Ok(control) => {
             tracing::debug!("upgrade control socket {}", path.display());
             app.background
-                .spawn(control_loop(app.clone(), listener, path, listeners));
+                .spawn(control_loop(app.clone(), control, listeners));
         }
         Err(e) => tracing::warn!(
             error = %e,
@@ -280,16 +282,11 @@ pub(super) fn serve_control(app: &Arc<App>, listeners: Vec<InheritedListener>) {
     }
 }
 
-async fn control_loop(
-    app: Arc<App>,
-    listener: UnixListener,
-    path: PathBuf,
-    listeners: Vec<InheritedListener>,
-) {
+async fn control_loop(app: Arc<App>, control: ControlSocket, listeners: Vec<InheritedListener>) {
     let mut shutdown = app.shutdown.watch();
     loop {
         let accepted = tokio::select! {
-            r = listener.accept() => r,
+            r = control.listener.accept() => r,
             _ = shutdown.requested() => break,
         };
         let stream = match accepted {
@@ -311,7 +308,7 @@ async fn control_loop(
             Ok(new_pid) => {
                 // The socket file is the new process's now (it bound its own), and so
                 // are the listening sockets: should it die, they close with it.
-                drop(listener);
+                drop(control);
                 drop(listeners);
                 hand_over(&app, ch, new_pid).await;
                 return;
@@ -320,8 +317,7 @@ async fn control_loop(
         }
     }
     // A plain shutdown: the control socket goes with the process.
-    drop(listener);
-    let _ = std::fs::remove_file(&path);
+    control.remove_file();
 }
 
 /// Old process: the exchange up to the new process's `Ready`; its pid.

@@ -39,20 +39,47 @@ pub fn control_path(g: &General) -> Option<PathBuf> {
 /// Binds the control socket at `path` with mode 0600, replacing whatever is there in
 /// one step: bound under a temporary name, then renamed over `path` (a process being
 /// upgraded keeps its old, now nameless, socket until it exits).
-pub fn bind_control(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
+pub fn bind_control(path: &std::path::Path) -> std::io::Result<ControlSocket> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let _ = std::fs::remove_file(&tmp);
     let listener = tokio::net::UnixListener::bind(&tmp)?;
     let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = placed {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+        .and_then(|()| std::fs::metadata(&tmp))
+        .and_then(|m| std::fs::rename(&tmp, path).map(|()| m.ino()));
+    match placed {
+        Ok(inode) => Ok(ControlSocket {
+            listener,
+            path: path.to_owned(),
+            inode,
+        }),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    Ok(listener)
+}
+
+/// A bound control socket.
+#[derive(Debug)]
+pub struct ControlSocket {
+    /// The listener.
+    pub listener: tokio::net::UnixListener,
+    path: PathBuf,
+    inode: u64,
+}
+
+impl ControlSocket {
+    /// Removes the socket file, unless another process has put its own there since.
+    pub fn remove_file(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let ours = std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -94,8 +121,12 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let second = bind_control(&path).unwrap();
         let _c = tokio::net::UnixStream::connect(&path).await.unwrap();
-        let (_s, _) = second.accept().await.unwrap();
-        drop(first);
+        let (_s, _) = second.listener.accept().await.unwrap();
+        // The first one's exit leaves the second one's file alone.
+        first.remove_file();
+        assert!(path.exists());
+        second.remove_file();
+        assert!(!path.exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
