@@ -40,8 +40,11 @@ struct Entry {
     /// Address of `last`'s backend key (0 for none), to recognise it without the lock.
     /// `last` holds that key alive, so the address cannot be reused meanwhile.
     last_key: AtomicUsize,
-    /// True while the client uses `last`.
+    /// True while the client uses `last` (or, with `shards`, its shard connections).
     active: AtomicBool,
+    /// A client of a sharded database: its targets (one per shard connection it holds)
+    /// are in the registry's `shard_targets`, not in `last`.
+    shards: AtomicBool,
 }
 
 /// The forwarding TTL bits of a peered key (the low bits of its last byte).
@@ -125,6 +128,9 @@ pub struct CancelRegistry {
     next_pid: AtomicI32,
     /// Per peer: its pool_size and the permits of cancels forwarded to it at once.
     peer_slots: Mutex<HashMap<u16, (usize, Arc<Semaphore>)>>,
+    /// The shard connections of clients of sharded databases, by their entry's
+    /// address (kept here rather than in every client's entry: few clients need it).
+    shard_targets: Mutex<HashMap<usize, Vec<CancelTarget>>>,
 }
 
 impl Default for CancelRegistry {
@@ -133,6 +139,7 @@ impl Default for CancelRegistry {
             entries: Mutex::new(HashMap::new()),
             next_pid: AtomicI32::new(1),
             peer_slots: Mutex::new(HashMap::new()),
+            shard_targets: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -163,6 +170,7 @@ impl CancelRegistry {
             last: Mutex::new(None),
             last_key: AtomicUsize::new(0),
             active: AtomicBool::new(false),
+            shards: AtomicBool::new(false),
         });
         let mut map = self.entries.locked();
         let pid = if peer_id == 0 {
@@ -207,6 +215,7 @@ impl CancelRegistry {
             last: Mutex::new(None),
             last_key: AtomicUsize::new(0),
             active: AtomicBool::new(false),
+            shards: AtomicBool::new(false),
         });
         let mut map = self.entries.locked();
         if map.contains_key(&pid) {
@@ -234,9 +243,31 @@ impl CancelRegistry {
         self.next_pid.fetch_max(floor, Ordering::Relaxed);
     }
 
-    /// The server target for a cancel request, if the key is valid and the client is
-    /// using a server connection.
-    pub fn lookup(&self, pid: i32, secret: &[u8]) -> Option<CancelTarget> {
+    /// Where a cancel request goes: the server connection the client is using (or,
+    /// for a client of a sharded database, every shard connection it holds), if the
+    /// key is valid; empty when the client holds none.
+    pub fn lookup(&self, pid: i32, secret: &[u8]) -> Vec<CancelTarget> {
+        let Some(entry) = self.find(pid, secret) else {
+            return Vec::new();
+        };
+        if !entry.active.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        if entry.shards.load(Ordering::Acquire) {
+            let addr = Arc::as_ptr(&entry) as usize;
+            return self
+                .shard_targets
+                .locked()
+                .get(&addr)
+                .cloned()
+                .unwrap_or_default();
+        }
+        let last = entry.last.locked().clone();
+        last.into_iter().collect()
+    }
+
+    /// The entry of key (`pid`, `secret`).
+    fn find(&self, pid: i32, secret: &[u8]) -> Option<Arc<Entry>> {
         let entry = {
             let map = self.entries.locked();
             map.get(&pid)?
@@ -244,11 +275,7 @@ impl CancelRegistry {
                 .find(|e| secret.len() == 4 && bool::from(e.secret.ct_eq(secret)))
                 .cloned()?
         };
-        if !entry.active.load(Ordering::Acquire) {
-            return None;
-        }
-        let last = entry.last.locked().clone();
-        last
+        Some(entry)
     }
 
     /// The permits of cancel requests forwarded to peer `peer_id` at once (its
@@ -302,10 +329,30 @@ impl CancelHandle {
     pub fn detach(&self) {
         self.entry.active.store(false, Ordering::Release);
     }
+
+    /// A client of a sharded database now holds these shard connections: a cancel
+    /// goes to all of them (a query may run on several at once). Empty: none, as
+    /// [`CancelHandle::detach`].
+    pub fn attach_shards(&self, targets: Vec<CancelTarget>) {
+        let e = &self.entry;
+        let addr = Arc::as_ptr(e) as usize;
+        if targets.is_empty() {
+            e.active.store(false, Ordering::Release);
+            self.registry.shard_targets.locked().remove(&addr);
+            return;
+        }
+        self.registry.shard_targets.locked().insert(addr, targets);
+        e.shards.store(true, Ordering::Release);
+        e.active.store(true, Ordering::Release);
+    }
 }
 
 impl Drop for CancelHandle {
     fn drop(&mut self) {
+        if self.entry.shards.load(Ordering::Acquire) {
+            let addr = Arc::as_ptr(&self.entry) as usize;
+            self.registry.shard_targets.locked().remove(&addr);
+        }
         let mut map = self.registry.entries.locked();
         if let Some(bucket) = map.get_mut(&self.pid) {
             bucket.retain(|e| !Arc::ptr_eq(e, &self.entry));
@@ -345,7 +392,9 @@ mod tests {
 
     /// The backend pid a cancel with this key would reach.
     fn reaches(reg: &CancelRegistry, (pid, secret): (i32, i32)) -> Option<i32> {
-        reg.lookup(pid, &secret.to_be_bytes()).map(|t| t.key.pid)
+        reg.lookup(pid, &secret.to_be_bytes())
+            .first()
+            .map(|t| t.key.pid)
     }
 
     #[test]
@@ -383,7 +432,7 @@ mod tests {
         b.attach(&target(5433), &backend(20));
         assert_eq!(reaches(&reg, a.key()), Some(10));
         assert_eq!(reaches(&reg, b.key()), Some(20));
-        let t = reg.lookup(b.key().0, &b.key().1.to_be_bytes()).unwrap();
+        let t = reg.lookup(b.key().0, &b.key().1.to_be_bytes()).remove(0);
         assert_eq!(t.target.port, 5433);
         let (pid, secret) = a.key();
         for wrong in [secret ^ 1, secret ^ i32::MIN, b.key().1] {
@@ -392,12 +441,12 @@ mod tests {
             }
         }
         let bytes = secret.to_be_bytes();
-        assert!(reg.lookup(pid, &bytes[..3]).is_none(), "short secret");
+        assert!(reg.lookup(pid, &bytes[..3]).is_empty(), "short secret");
         assert!(
-            reg.lookup(pid, &[&bytes[..], &[0]].concat()).is_none(),
+            reg.lookup(pid, &[&bytes[..], &[0]].concat()).is_empty(),
             "long secret"
         );
-        assert!(reg.lookup(pid, &[]).is_none());
+        assert!(reg.lookup(pid, &[]).is_empty());
         assert_eq!(reaches(&reg, (i32::MAX, secret)), None, "unknown pid");
     }
 
@@ -507,7 +556,7 @@ mod tests {
         let h = reg.register();
         let (pid, secret) = h.key();
         assert!(
-            reg.lookup(pid, &secret.to_be_bytes()).is_none(),
+            reg.lookup(pid, &secret.to_be_bytes()).is_empty(),
             "no server yet"
         );
         let target = target(5432);
@@ -516,23 +565,26 @@ mod tests {
             secret: vec![1, 2, 3, 4],
         });
         h.attach(&target, &key);
-        assert_eq!(reg.lookup(pid, &secret.to_be_bytes()).unwrap().key.pid, 99);
-        assert!(reg.lookup(pid, &(secret ^ 1).to_be_bytes()).is_none());
+        assert_eq!(reg.lookup(pid, &secret.to_be_bytes()).remove(0).key.pid, 99);
+        assert!(reg.lookup(pid, &(secret ^ 1).to_be_bytes()).is_empty());
         // Idle between transactions: nothing to cancel.
         h.detach();
-        assert!(reg.lookup(pid, &secret.to_be_bytes()).is_none());
+        assert!(reg.lookup(pid, &secret.to_be_bytes()).is_empty());
         // Another connection replaces the remembered one; the same one is reused.
         let other = Arc::new(BackendKey {
             pid: 100,
             secret: vec![5, 6, 7, 8],
         });
         h.attach(&target, &other);
-        assert_eq!(reg.lookup(pid, &secret.to_be_bytes()).unwrap().key.pid, 100);
+        assert_eq!(
+            reg.lookup(pid, &secret.to_be_bytes()).remove(0).key.pid,
+            100
+        );
         h.detach();
         h.attach(&target, &key);
-        assert_eq!(reg.lookup(pid, &secret.to_be_bytes()).unwrap().key.pid, 99);
+        assert_eq!(reg.lookup(pid, &secret.to_be_bytes()).remove(0).key.pid, 99);
         drop(h);
-        assert!(reg.lookup(pid, &secret.to_be_bytes()).is_none());
+        assert!(reg.lookup(pid, &secret.to_be_bytes()).is_empty());
         assert!(reg.is_empty());
     }
 
@@ -556,8 +608,40 @@ mod tests {
             secret: vec![1, 2, 3, 4],
         });
         moved.attach(&target, &key);
-        assert_eq!(new.lookup(pid, &secret.to_be_bytes()).unwrap().key.pid, 7);
+        assert_eq!(new.lookup(pid, &secret.to_be_bytes()).remove(0).key.pid, 7);
         drop(moved);
-        assert!(new.lookup(pid, &secret.to_be_bytes()).is_none());
+        assert!(new.lookup(pid, &secret.to_be_bytes()).is_empty());
+    }
+
+    #[test]
+    fn a_sharded_client_is_cancelled_on_every_shard_connection_it_holds() {
+        let reg = Arc::new(CancelRegistry::default());
+        let h = reg.register();
+        let (pid, secret) = h.key();
+        let secret = secret.to_be_bytes();
+        let pids = |reg: &CancelRegistry| -> Vec<i32> {
+            reg.lookup(pid, &secret).iter().map(|t| t.key.pid).collect()
+        };
+        h.attach_shards(vec![
+            CancelTarget {
+                target: target(1),
+                key: backend(11),
+            },
+            CancelTarget {
+                target: target(2),
+                key: backend(12),
+            },
+        ]);
+        assert_eq!(pids(&reg), vec![11, 12]);
+        h.attach_shards(Vec::new());
+        assert!(pids(&reg).is_empty(), "none held: dropped");
+        h.attach_shards(vec![CancelTarget {
+            target: target(1),
+            key: backend(13),
+        }]);
+        assert_eq!(pids(&reg), vec![13]);
+        drop(h);
+        assert!(pids(&reg).is_empty());
+        assert!(reg.shard_targets.locked().is_empty(), "nothing left behind");
     }
 }

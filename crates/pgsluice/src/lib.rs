@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod net;
 pub mod notify;
 pub mod params;
+pub mod pgtree;
 pub mod pool;
 pub mod router;
 pub mod secrets;

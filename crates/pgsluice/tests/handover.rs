@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use pgsluice::client::handover::Departing;
+use pgsluice::client::handover::{AdoptError, Departing};
 use pgsluice::config::{Config, PoolMode};
 use pgsluice::Instance;
 use tokio::sync::mpsc;
@@ -361,4 +361,129 @@ async fn a_tls_client_stays() {
     );
     assert!(rx.try_recv().is_err(), "the TLS client did not move");
     assert_eq!(pool_clients(&new), 1);
+}
+
+/// A client whose database the new process does not serve is refused there: it is
+/// told why, and its connection closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_without_a_pool_in_the_new_process_is_told() {
+    let pg = cluster();
+    let cfg = two_mode_config(&pg);
+    let (old, old_addr) = start_pooler(cfg.clone()).await;
+    let mut without = cfg;
+    without.databases.remove(DB);
+    let (new, _) = start_pooler(without).await;
+    let c = connect_full(old_addr).await;
+    assert_eq!(count(&c.client, "select 1::int8").await, 1);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    old.app().begin_handover(tx);
+    let e = new
+        .app()
+        .adopt_client(departing(&mut rx).await)
+        .unwrap_err();
+    assert!(
+        matches!(e, AdoptError::NoPool { ref database, .. } if database == DB),
+        "{e}"
+    );
+    // The connection task (the client still held) reads the FATAL and ends with it.
+    let ended = tokio::time::timeout(PROMPTLY, c.task)
+        .await
+        .expect("the connection ends")
+        .unwrap();
+    let e = ended.expect_err("the connection ends with the FATAL");
+    assert_eq!(code(&e).as_deref(), Some("3D000"), "{e:?}");
+}
+
+/// An image alone (no old process): a client with a request already read comes in,
+/// and its session serves the request at once, with the image's parameters.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_adopted_client_with_pending_bytes_is_served_at_once() {
+    use std::io::{Read, Write};
+    let pg = cluster();
+    let (new, _) = start_pooler(two_mode_config(&pg)).await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (ours, _) = listener.accept().unwrap();
+    let sql = b"show application_name\0";
+    let mut pending = vec![b'Q'];
+    pending.extend_from_slice(&(4 + sql.len() as u32).to_be_bytes());
+    pending.extend_from_slice(sql);
+    let image = pgsluice::client::handover::ClientImage {
+        database: DB.into(),
+        user: USER.into(),
+        cancel_key: (4242, 77),
+        params: vec![("application_name".into(), "from_image".into())],
+        pending,
+        ..Default::default()
+    };
+    let image = pgsluice::client::handover::ClientImage::decode(&image.encode()).unwrap();
+    new.app()
+        .adopt_client(Departing {
+            fd: ours.into(),
+            image,
+        })
+        .expect("adopted");
+    // RowDescription, DataRow, CommandComplete, ReadyForQuery.
+    client.set_read_timeout(Some(PROMPTLY)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0; 4096];
+    while !got.ends_with(b"Z\0\0\0\x05I") {
+        let n = client.read(&mut buf).expect("the answer");
+        assert!(n > 0, "closed: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("from_image"), "{text:?}");
+    assert!(got.starts_with(b"T"), "{text:?}");
+    // Listed under its cancel key's pid, as in the old process.
+    let ids: Vec<u64> = new
+        .app()
+        .pools()
+        .iter()
+        .flat_map(|p| p.clients())
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids, [4242]);
+    client.write_all(b"X\0\0\0\x04").unwrap();
+}
+
+/// A client that LISTENs stays in the old process (its subscriptions are there) and
+/// still gets its notifications; a plain client beside it moves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listening_client_stays_and_is_notified() {
+    let pg = cluster();
+    let cfg = two_mode_config(&pg);
+    let (old, old_addr) = start_pooler(cfg.clone()).await;
+    let (new, _) = start_pooler(cfg).await;
+    let mut listener = connect_full(old_addr).await;
+    listener
+        .client
+        .batch_execute("listen moving")
+        .await
+        .unwrap();
+    let plain = connect(old_addr).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    old.app().begin_handover(tx);
+    new.app()
+        .adopt_client(departing(&mut rx).await)
+        .expect("adopted");
+    assert_eq!(count(&plain, "select 1::int8").await, 1);
+    assert_eq!(pool_clients(&old), 1, "the listener stays");
+    let direct = direct(&pg, DB).await;
+    direct
+        .batch_execute("notify moving, 'hello'")
+        .await
+        .unwrap();
+    let got = loop {
+        let m = tokio::time::timeout(PROMPTLY, listener.messages.recv())
+            .await
+            .expect("a notification in time")
+            .expect("connection open");
+        if let tokio_postgres::AsyncMessage::Notification(n) = m {
+            break n;
+        }
+    };
+    assert_eq!((got.channel(), got.payload()), ("moving", "hello"));
+    assert_eq!(count(&listener.client, "select 2::int8").await, 2);
+    assert!(rx.try_recv().is_err());
 }

@@ -476,3 +476,63 @@ async fn resharding_two_to_three() {
         "copy 7"
     );
 }
+
+/// Waits until `n` backends of each shard run a `pg_sleep` (no deadline of its own: the
+/// test harness's timeout ends a test that hangs).
+async fn sleeping_on(shards: &[&PgCluster], n: usize) {
+    let sql = "select count(*) from pg_stat_activity \
+               where state = 'active' and query like '%pg_sleep%' and pid <> pg_backend_pid()";
+    while shards
+        .iter()
+        .any(|pg| pg_sql(pg, sql).trim().parse::<usize>().unwrap_or(0) != n)
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A CancelRequest with a sharded client's key reaches the query on one shard, and
+/// every shard's part of a query that runs on all of them; afterwards no backend still
+/// sleeps and the client goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_every_shard_a_query_runs_on() {
+    let s = sharded(2).await;
+    psql_ok(
+        s.addr,
+        "create table orders (customer_id bigint, note text)",
+    );
+    let a = 1i64;
+    let b = (2..100)
+        .find(|&k| shard_of(k, 2) != shard_of(a, 2))
+        .unwrap();
+    psql_ok(
+        s.addr,
+        &format!("insert into orders values ({a}, 'a'), ({b}, 'b')"),
+    );
+    let c = connect(s.addr).await;
+    let token = c.cancel_token();
+    let both: Vec<&PgCluster> = s.shards.iter().collect();
+    for (sql, on) in [
+        (
+            format!("select pg_sleep(60) from orders where customer_id = {a}"),
+            vec![&s.shards[shard_of(a, 2)]],
+        ),
+        (
+            "select pg_sleep(60), note from orders".to_owned(),
+            both.clone(),
+        ),
+    ] {
+        let run = c.batch_execute(&sql);
+        let cancel = async {
+            sleeping_on(&on, 1).await;
+            token
+                .cancel_query(tokio_postgres::NoTls)
+                .await
+                .expect("cancel sent");
+        };
+        let (ran, ()) = tokio::join!(run, cancel);
+        let e = ran.expect_err("cancelled");
+        assert_eq!(code(&e).as_deref(), Some("57014"), "{sql}: {}", message(&e));
+        sleeping_on(&both, 0).await;
+        assert_eq!(count(&c, "select count(*) from orders").await, 2, "{sql}");
+    }
+}

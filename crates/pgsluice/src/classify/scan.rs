@@ -3,19 +3,14 @@
 //! clause (FOR UPDATE / SHARE / NO KEY UPDATE / KEY SHARE), an INTO clause, or a call
 //! of a function known to write.
 //!
-//! The tree has some 270 node types, and a function call can sit in nearly all of
-//! them (set operations, subqueries, CTEs, arguments, CASE, JSON_TABLE, window and
-//! ORDER BY clauses...). A hand-written walk would have to name every field of every
-//! type and would silently miss whatever a new PostgreSQL adds. Every node type of
-//! `pg_query` derives `serde::Serialize`, so the walk is a serializer that writes
-//! nothing: serde visits every field of every node, complete by construction, and the
-//! serializer stops (with an error) at the first node that writes. Depth is bounded by
-//! the decoder's nesting limit, which rejects deeper trees before they get here.
-
-use std::fmt;
+//! A function call can sit in nearly every node type (set operations, subqueries, CTEs,
+//! arguments, CASE, JSON_TABLE, window and ORDER BY clauses...), so the search is a
+//! [`crate::pgtree`] walk over every node, which stops at the first node that writes
+//! (a serde error of its own stops it too: the safe answer).
 
 use pg_query::NodeEnum;
-use serde::ser::{self, Serialize};
+
+use crate::pgtree::{self, Field, Stopped, Visitor};
 
 /// Functions that write or depend on session state, matched without regard to case
 /// or schema (`pg_catalog.NEXTVAL` is `nextval`).
@@ -96,37 +91,13 @@ impl Writers {
 
 /// True when nothing anywhere in `node` writes (see the module doc).
 pub(super) fn only_reads(node: &NodeEnum, writers: &Writers) -> bool {
-    let mut walk = Walk {
-        writers,
-        name: None,
-    };
-    node.serialize(&mut walk).is_ok()
+    pgtree::walk(node, &mut Scan { writers }).is_ok()
 }
 
-/// The walking serializer; `name` collects the parts of a function name while the
-/// `funcname` field of a FuncCall is being visited.
-struct Walk<'w> {
+/// The visitor: stops at the first node that writes. A struct node's state is whether
+/// it is a FuncCall, whose `funcname` parts are collected and judged.
+struct Scan<'w> {
     writers: &'w Writers,
-    name: Option<Vec<String>>,
-}
-
-/// Why the walk stopped: something writes (or serde reported an error of its own,
-/// which is treated the same, the safe way).
-#[derive(Debug)]
-struct Writes;
-
-impl fmt::Display for Writes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("statement writes")
-    }
-}
-
-impl std::error::Error for Writes {}
-
-impl ser::Error for Writes {
-    fn custom<T: fmt::Display>(_: T) -> Self {
-        Writes
-    }
 }
 
 /// Node types that write wherever they appear inside a query.
@@ -137,235 +108,32 @@ fn writes(struct_name: &str) -> bool {
     )
 }
 
-/// Scalars carry nothing to look at, except strings while a function name is collected.
-macro_rules! ignore_scalars {
-    ($($method:ident: $ty:ty),* $(,)?) => {
-        $(fn $method(self, _: $ty) -> Result<(), Writes> { Ok(()) })*
-    };
-}
+impl Visitor for Scan<'_> {
+    type Node = bool;
 
-impl<'a, 'w> ser::Serializer for &'a mut Walk<'w> {
-    type Ok = ();
-    type Error = Writes;
-    type SerializeSeq = Fields<'a, 'w>;
-    type SerializeTuple = Fields<'a, 'w>;
-    type SerializeTupleStruct = Fields<'a, 'w>;
-    type SerializeTupleVariant = Fields<'a, 'w>;
-    type SerializeMap = Fields<'a, 'w>;
-    type SerializeStruct = Fields<'a, 'w>;
-    type SerializeStructVariant = Fields<'a, 'w>;
-
-    ignore_scalars! {
-        serialize_bool: bool, serialize_i8: i8, serialize_i16: i16, serialize_i32: i32,
-        serialize_i64: i64, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32,
-        serialize_u64: u64, serialize_f32: f32, serialize_f64: f64, serialize_char: char,
-        serialize_bytes: &[u8], serialize_unit_struct: &'static str,
-    }
-
-    fn serialize_str(self, v: &str) -> Result<(), Writes> {
-        if let Some(parts) = &mut self.name {
-            parts.push(v.to_owned());
-        }
-        Ok(())
-    }
-
-    fn serialize_none(self) -> Result<(), Writes> {
-        Ok(())
-    }
-
-    fn serialize_some<T: ?Sized + Serialize>(self, value: &T) -> Result<(), Writes> {
-        value.serialize(self)
-    }
-
-    fn serialize_unit(self) -> Result<(), Writes> {
-        Ok(())
-    }
-
-    fn serialize_unit_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-    ) -> Result<(), Writes> {
-        Ok(())
-    }
-
-    fn serialize_newtype_struct<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        value: &T,
-    ) -> Result<(), Writes> {
-        value.serialize(self)
-    }
-
-    fn serialize_newtype_variant<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        value: &T,
-    ) -> Result<(), Writes> {
-        value.serialize(self)
-    }
-
-    fn serialize_seq(self, _: Option<usize>) -> Result<Fields<'a, 'w>, Writes> {
-        Ok(Fields::new(self, false))
-    }
-
-    fn serialize_tuple(self, _: usize) -> Result<Fields<'a, 'w>, Writes> {
-        Ok(Fields::new(self, false))
-    }
-
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Fields<'a, 'w>, Writes> {
-        Ok(Fields::new(self, false))
-    }
-
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Fields<'a, 'w>, Writes> {
-        Ok(Fields::new(self, false))
-    }
-
-    fn serialize_map(self, _: Option<usize>) -> Result<Fields<'a, 'w>, Writes> {
-        Ok(Fields::new(self, false))
-    }
-
-    fn serialize_struct(self, name: &'static str, _: usize) -> Result<Fields<'a, 'w>, Writes> {
+    fn enter(&mut self, name: &'static str) -> Result<bool, Stopped> {
         if writes(name) {
-            return Err(Writes);
+            return Err(Stopped);
         }
-        Ok(Fields::new(self, name == "FuncCall"))
+        Ok(name == "FuncCall")
     }
 
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        name: &'static str,
-        _: usize,
-    ) -> Result<Fields<'a, 'w>, Writes> {
-        if writes(name) {
-            return Err(Writes);
+    fn field(&self, func_call: &bool, key: &str) -> Field {
+        if *func_call && key == "funcname" {
+            Field::Collect
+        } else {
+            Field::Walk
         }
-        Ok(Fields::new(self, false))
-    }
-}
-
-/// The members of one compound value; `func_call` when it is a FuncCall node.
-struct Fields<'a, 'w> {
-    walk: &'a mut Walk<'w>,
-    func_call: bool,
-}
-
-impl<'a, 'w> Fields<'a, 'w> {
-    fn new(walk: &'a mut Walk<'w>, func_call: bool) -> Self {
-        Fields { walk, func_call }
     }
 
-    fn member<T: ?Sized + Serialize>(&mut self, key: &str, value: &T) -> Result<(), Writes> {
-        if !(self.func_call && key == "funcname") {
-            return value.serialize(&mut *self.walk);
-        }
-        // The name is a list of String nodes: collect their values, then judge them.
-        let outer = self.walk.name.replace(Vec::new());
-        let result = value.serialize(&mut *self.walk);
-        let parts = std::mem::replace(&mut self.walk.name, outer).unwrap_or_default();
-        result?;
-        if self.walk.writers.matches(&parts) {
-            return Err(Writes);
+    fn collected(&mut self, _: &mut bool, _: &str, parts: Vec<String>) -> Result<(), Stopped> {
+        if self.writers.matches(&parts) {
+            return Err(Stopped);
         }
         Ok(())
     }
-}
 
-impl ser::SerializeSeq for Fields<'_, '_> {
-    type Ok = ();
-    type Error = Writes;
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Writes> {
-        self.member("", value)
-    }
-    fn end(self) -> Result<(), Writes> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTuple for Fields<'_, '_> {
-    type Ok = ();
-    type Error = Writes;
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Writes> {
-        self.member("", value)
-    }
-    fn end(self) -> Result<(), Writes> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleStruct for Fields<'_, '_> {
-    type Ok = ();
-    type Error = Writes;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Writes> {
-        self.member("", value)
-    }
-    fn end(self) -> Result<(), Writes> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleVariant for Fields<'_, '_> {
-    type Ok = ();
-    type Error = Writes;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Writes> {
-        self.member("", value)
-    }
-    fn end(self) -> Result<(), Writes> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeMap for Fields<'_, '_> {
-    type Ok = ();
-    type Error = Writes;
-    fn serialize_key<T: ?Sized + Serialize>(&mut self, key: &T) -> Result<(), Writes> {
-        self.member("", key)
-    }
-    fn serialize_value<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Writes> {
-        self.member("", value)
-    }
-    fn end(self) -> Result<(), Writes> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStruct for Fields<'_, '_> {
-    type Ok = ();
-    type Error = Writes;
-    fn serialize_field<T: ?Sized + Serialize>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), Writes> {
-        self.member(key, value)
-    }
-    fn end(self) -> Result<(), Writes> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStructVariant for Fields<'_, '_> {
-    type Ok = ();
-    type Error = Writes;
-    fn serialize_field<T: ?Sized + Serialize>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), Writes> {
-        self.member(key, value)
-    }
-    fn end(self) -> Result<(), Writes> {
+    fn leave(&mut self, _: bool) -> Result<(), Stopped> {
         Ok(())
     }
 }

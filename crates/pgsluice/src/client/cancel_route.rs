@@ -17,8 +17,15 @@ pub(super) async fn forward_cancel(ctx: &ClientContext, pid: i32, secret: &[u8])
     let cfg = ctx.live.load().config.clone();
     let limit = ctx.live.hot().cancel_wait_timeout;
     match crate::cancel::route(cfg.general.peer_id, pid, secret) {
-        CancelRoute::Local { secret } => match ctx.cancel.lookup(pid, &secret) {
-            Some(t) => {
+        CancelRoute::Local { secret } => {
+            let targets = ctx.cancel.lookup(pid, &secret);
+            if targets.is_empty() {
+                tracing::debug!(client = pid, "cancel request for no running query; ignored");
+            }
+            // A client of a sharded database may have a query on several shards: each
+            // gets the cancel, one after the other (each send is a connect and 16
+            // bytes, bounded by cancel_wait_timeout).
+            for t in targets {
                 tracing::info!(
                     client = pid,
                     backend_pid = t.key.pid,
@@ -29,8 +36,7 @@ pub(super) async fn forward_cancel(ctx: &ClientContext, pid: i32, secret: &[u8])
                     tracing::warn!(error = %e, "could not forward cancel request");
                 }
             }
-            None => tracing::debug!(client = pid, "cancel request for no running query; ignored"),
-        },
+        }
         CancelRoute::Exhausted { peer_id } => tracing::warn!(
             peer_id,
             "cancel request for peer {peer_id} dropped: forwarded too many times already (TTL spent)"

@@ -11,7 +11,7 @@
 //! How a client is taken: [`begin_handover`] marks every client's admin entry "asked
 //! to move" (the parking sweep's flag, so the idle wait checks nothing new) and wakes
 //! it. A session at its idle point then stops as for parking, and on its way to the
-//! lot ([`super::task::park_client`]) departs instead; the lot's keeper sends its
+//! lot (`task::park_client`) departs instead; the lot's keeper sends its
 //! parked clients at once. A client inside a transaction is taken when the transaction
 //! ends (its idle point). Clients that cannot move stay and are served here: under
 //! TLS, in session mode once they hold a server (they never get back to the idle
@@ -104,14 +104,16 @@ pub fn adopt(
 ) -> Result<(), AdoptError> {
     let Departing { fd, image } = departing;
     let socket = ClientFd::of(fd)?;
-    let no_pool = || AdoptError::NoPool {
-        database: image.database.clone(),
-        user: image.user.clone(),
+    let route = match ctx.router.route(&image.database, &image.user) {
+        Ok(r) => r,
+        Err(n) => {
+            socket.tell(&n);
+            return Err(AdoptError::NoPool {
+                database: image.database,
+                user: image.user,
+            });
+        }
     };
-    let route = ctx
-        .router
-        .route(&image.database, &image.user)
-        .map_err(|_| no_pool())?;
     if route.shards().is_some() {
         return Err(AdoptError::Unsupported);
     }

@@ -271,7 +271,7 @@ fn enter(
             .cloned()
             .unwrap_or_else(|| app_name.as_str().into())
     });
-    let info = ClientInfo::new(
+    let mut info = ClientInfo::new(
         client_id as u64,
         pool_reg.user,
         pool_reg.database,
@@ -280,10 +280,10 @@ fn enter(
         application_name,
         fd,
     );
-    let info = Arc::new(match connect_time_us {
-        Some(t) => info.with_connect_time(t),
-        None => info,
-    });
+    if let Some(t) = connect_time_us.filter(|t| *t != 0) {
+        info.connect_time_us = t;
+    }
+    let info = Arc::new(info);
     info.set_prepared_statements(session.statement_count());
     if stream.is_tls() {
         info.never_park();

@@ -100,6 +100,7 @@ impl Session {
             &mut self.params,
             stream,
             info,
+            &self.cancel,
             prefix,
         )
         .await;

@@ -161,6 +161,15 @@ impl ShardConn {
     }
 
     /// The connection, for the catalog lookup.
+    /// Where a cancel for the query on this connection goes.
+    pub(super) fn cancel_target(&mut self) -> crate::cancel::CancelTarget {
+        let conn = self.co.conn();
+        crate::cancel::CancelTarget {
+            target: conn.target.clone(),
+            key: conn.key.clone(),
+        }
+    }
+
     fn conn(&mut self) -> &mut crate::server::ServerConn {
         self.co.conn()
     }

@@ -31,6 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::conclude::Next;
 use super::context::ClientContext;
 use super::shard_conn::{lookup_catalog, put_error, put_message, Broken, ShardConn};
+use crate::cancel::CancelHandle;
 use crate::error::ClientNotice;
 use crate::net::Stream;
 use crate::params::ParamSet;
@@ -75,6 +76,8 @@ pub(super) struct Txn {
 pub(super) struct Driver<'a> {
     pub(super) set: &'a Arc<ShardSet>,
     info: &'a Arc<ClientInfo>,
+    /// The client's cancel key: while connections are held, a cancel reaches them all.
+    cancel: &'a CancelHandle,
     pub(super) params: &'a mut ParamSet,
     stream: &'a mut Stream,
     inbuf: BytesMut,
@@ -96,6 +99,7 @@ pub(super) async fn serve(
     params: &mut ParamSet,
     stream: &mut Stream,
     info: &Arc<ClientInfo>,
+    cancel: &CancelHandle,
     prefix: BytesMut,
 ) -> (Next, Option<BytesMut>) {
     let Some((set, slot)) = route.shards() else {
@@ -111,6 +115,7 @@ pub(super) async fn serve(
     let mut d = Driver {
         set,
         info,
+        cancel,
         params,
         stream,
         inbuf: prefix,
@@ -226,18 +231,25 @@ impl Driver<'_> {
                 c.release();
             }
         }
+        self.cancel.attach_shards(Vec::new());
     }
 
     /// The connection of shard `shard`, checked out if not held yet.
     pub(super) async fn conn(&mut self, shard: usize) -> Result<&mut ShardConn, Broken> {
-        let slot = &mut self.conns[shard];
-        match slot {
-            Some(c) => Ok(c),
-            None => {
-                let c = ShardConn::checkout(self.set, shard, self.info, self.params).await?;
-                Ok(slot.insert(c))
-            }
+        if self.conns[shard].is_none() {
+            let c = ShardConn::checkout(self.set, shard, self.info, self.params).await?;
+            self.conns[shard] = Some(c);
+            let targets = self
+                .conns
+                .iter_mut()
+                .flatten()
+                .map(ShardConn::cancel_target)
+                .collect();
+            self.cancel.attach_shards(targets);
         }
+        Ok(self.conns[shard]
+            .as_mut()
+            .expect("held or just checked out"))
     }
 
     /// The transaction status the client is told.

@@ -228,7 +228,10 @@ pub(super) fn park_client(
     let o = if ctx.handover.begun() {
         match o.depart(ctx) {
             Ok(()) => return Ok(()),
-            Err(o) => o,
+            Err(o) => {
+                o.held.reg.info().stay();
+                o
+            }
         }
     } else {
         o

@@ -296,13 +296,12 @@ impl ClientInfo {
         }
     }
 
-    /// The entry of a client that logged in at `connect_time_us` (µs since the
-    /// epoch), in another process (an upgrade's handover).
-    pub(crate) fn with_connect_time(mut self, connect_time_us: u64) -> ClientInfo {
-        if connect_time_us != 0 {
-            self.connect_time_us = connect_time_us;
-        }
-        self
+    /// The client cannot move (or nothing receives it): it parks as it did before,
+    /// after a sweep's second, not at every idle point.
+    pub(crate) fn stay(&self) {
+        let _ = self
+            .park
+            .compare_exchange(PARK_MOVE, PARK_NONE, Relaxed, Relaxed);
     }
 
     /// The client cannot park (its stream is TLS): the sweep leaves it alone.
