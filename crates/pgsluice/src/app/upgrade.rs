@@ -1,7 +1,7 @@
 //! Both ends of the zero-downtime upgrade (`pgsluice --upgrade CONFIG`), over the
 //! channel of [`crate::upgrade`].
 //!
-//! Old process ([`serve_control`]): listens on the control socket; on a request it
+//! Old process (`serve_control`): listens on the control socket; on a request it
 //! sends a copy of each listening socket, waits for the new process's `Ready`, stops
 //! its accept loops (leaving the Unix socket file to the new process), starts
 //! [`client::handover::begin_handover`] and forwards each departing client; when it
@@ -12,8 +12,8 @@
 //! New process ([`Upgrade`]): [`Upgrade::connect`] gets the listeners (handed to
 //! [`super::Instance::start_with`] through [`super::InstanceOptions::inherited`]);
 //! [`Upgrade::ready`], once the instance runs and the pidfile names this process,
-//! says so, opens the control socket for the next upgrade and adopts the clients that
-//! arrive ([`client::handover::adopt`]).
+//! says so and adopts the clients that arrive ([`client::handover::adopt`]); once the
+//! old process is done, it opens the control socket for the next upgrade.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
