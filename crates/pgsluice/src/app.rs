@@ -5,10 +5,12 @@
 //! [`admin::Console`]; clients through their [`ClientContext`].
 //!
 //! The listeners, accept loops and [`Instance`] live in the `listen` submodule, hot
-//! reload ([`App::reload`]) in `reload`.
+//! reload ([`App::reload`]) in `reload`, both ends of the zero-downtime upgrade in
+//! `upgrade`.
 
 mod listen;
 mod reload;
+mod upgrade;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -34,6 +36,7 @@ use crate::sync::LockExt;
 
 pub use crate::admin::ReloadReport;
 pub use listen::Instance;
+pub use upgrade::{Inherited, InheritedListener, Upgrade, UpgradeError};
 
 /// Produces a fresh configuration for RELOAD and SIGHUP (re-reading the file and
 /// applying the environment and command-line overrides again).
@@ -47,6 +50,11 @@ pub struct InstanceOptions {
     pub reloader: Option<Reloader>,
     /// Lets RELOAD change the log level and outputs, and reopen the log file.
     pub log: Option<LogControl>,
+    /// `pgsluice --upgrade`: the listening sockets of the process being upgraded
+    /// ([`Upgrade::connect`]), used instead of binding where the configuration names the
+    /// same address; the control socket is then opened by [`Upgrade::ready`], not at
+    /// start.
+    pub inherited: Option<Inherited>,
 }
 
 impl std::fmt::Debug for InstanceOptions {
@@ -54,6 +62,7 @@ impl std::fmt::Debug for InstanceOptions {
         f.debug_struct("InstanceOptions")
             .field("reloader", &self.reloader.is_some())
             .field("log", &self.log)
+            .field("inherited", &self.inherited)
             .finish()
     }
 }
@@ -75,6 +84,9 @@ pub struct App {
     log: Option<LogControl>,
     stop: watch::Sender<Option<StopRequest>>,
     listen: Mutex<Vec<SocketAddr>>,
+    /// True once an upgrade gave the listening sockets to a new process: the accept
+    /// loops stop and the Unix socket file is left to it.
+    handed_over: watch::Sender<bool>,
     metrics_addr: Mutex<Option<SocketAddr>>,
     started: Instant,
     reloads_ok: AtomicU64,
@@ -134,6 +146,7 @@ impl App {
             log: opts.log,
             stop: watch::Sender::new(None),
             listen: Mutex::new(Vec::new()),
+            handed_over: watch::Sender::new(false),
             metrics_addr: Mutex::new(None),
             started: Instant::now(),
             reloads_ok: AtomicU64::new(0),

@@ -7,6 +7,7 @@
 //! pgsluice --backend postgres://u:p@host:5432/db [--listen ADDR]...   quick mode
 //! pgsluice --backend postgres://u:p@h1,h2/db --read-write-split     quick mode, replicas
 //! pgsluice ... --print-config            print the effective configuration and exit
+//! pgsluice --upgrade CONFIG_FILE         take over from the pgsluice running with CONFIG_FILE
 //! pgsluice --print-man                   print the man page (see [`man`]; not in --help)
 //! ```
 //!
@@ -50,7 +51,7 @@ use crate::config::{
             "listen", "pool_mode", "pool_size", "max_client_conn", "min_pool_size",
             "query_wait_timeout", "server_reset_query", "log_format", "log_level",
             "workers", "auth_type", "shutdown_timeout", "quiet", "verbose", "user",
-            "daemon", "print_config",
+            "daemon", "print_config", "upgrade",
         ])
 ))]
 pub struct Cli {
@@ -85,6 +86,12 @@ pub struct Cli {
     /// Switch to this Unix user at startup (needs root); overrides the `user` setting.
     #[arg(short = 'u', long, value_name = "USER")]
     pub user: Option<String>,
+
+    /// Zero-downtime upgrade: take over the listening sockets and the clients of the
+    /// pgsluice running with this configuration (found through its control socket, next
+    /// to the unix socket or the pidfile); it exits once it holds no client.
+    #[arg(long, conflicts_with = "print_config")]
+    pub upgrade: bool,
 
     /// Validate a configuration file (with PGSLUICE_* overrides) and exit.
     #[arg(long, value_name = "FILE")]
@@ -549,6 +556,23 @@ mod tests {
             c.into_command_with_env(Vec::new()).unwrap(),
             Command::CheckConfig(toml_text.clone(), Some(ConfigFormat::Ini))
         );
+    }
+
+    #[test]
+    fn upgrade_takes_the_configuration_as_a_normal_start() {
+        let ini = temp_file(
+            "upgrade.ini",
+            "[databases]\napp = host=h\n[pgbouncer]\nlisten_addr = 127.0.0.1\n",
+        );
+        let path = ini.to_str().unwrap();
+        let cli = parse(&["--upgrade", path]).unwrap();
+        assert!(cli.upgrade);
+        let c = cli.into_command_with_env(Vec::new()).unwrap();
+        assert!(matches!(c, Command::Run(_)));
+        assert!(parse(&["-d", path, "--upgrade"]).unwrap().daemon);
+        assert!(parse(&["--upgrade"]).is_err());
+        assert!(parse(&["--upgrade", "--check-config", path]).is_err());
+        assert!(parse(&["--upgrade", path, "--print-config"]).is_err());
     }
 
     #[test]

@@ -34,5 +34,6 @@ pub mod shutdown;
 pub mod stats;
 mod sync;
 pub mod tls;
+pub mod upgrade;
 
 pub use app::Instance;

@@ -4,7 +4,9 @@
 //! Signals: SIGTERM and SIGINT shut down gracefully (a second one stops at once),
 //! SIGQUIT stops at once, SIGHUP reloads the configuration and reopens the log file
 //! (as RELOAD), SIGUSR1 pauses every pool
-//! (as PAUSE), SIGUSR2 resumes (as RESUME).
+//! (as PAUSE), SIGUSR2 resumes (as RESUME; PgBouncer's meaning, kept: a zero-downtime
+//! upgrade is asked for with `pgsluice --upgrade CONFIG` instead, see
+//! [`pgsluice::app::Upgrade`]).
 //!
 //! Under systemd (`NOTIFY_SOCKET` set, a `Type=notify` unit) the process reports
 //! READY=1 once it listens, RELOADING=1/READY=1 around a SIGHUP reload and
@@ -15,7 +17,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use pgsluice::admin::StopRequest;
-use pgsluice::app::{App, InstanceOptions, Reloader};
+use pgsluice::app::{App, InstanceOptions, Reloader, Upgrade};
+use pgsluice::cli::process::ProcessGuard;
 use pgsluice::cli::sd_notify::Notifier;
 use pgsluice::cli::{Cli, Command};
 use pgsluice::config::{Config, ConfigError};
@@ -28,6 +31,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse_from_env();
     let daemon = cli.daemon;
+    let upgrade = cli.upgrade;
     let command = match cli.clone().into_command() {
         Ok(c) => c,
         Err(e) => {
@@ -65,8 +69,11 @@ fn main() -> ExitCode {
             print!("{}", pgsluice::config::to_redacted_toml(&cfg));
             ExitCode::SUCCESS
         }
-        Command::Run(mut cfg) => match process_setup(&mut cfg, daemon) {
-            Ok(Some(_guard)) => run(*cfg, reloader(cli), daemon),
+        Command::Run(mut cfg) => match process_setup(&mut cfg, daemon, upgrade) {
+            Ok(Some(mut guard)) => {
+                let upgrade = upgrade.then_some(&mut guard);
+                run(*cfg, reloader(cli), daemon, upgrade)
+            }
             Ok(None) => ExitCode::SUCCESS,
             Err(code) => code,
         },
@@ -91,8 +98,23 @@ fn print_man() -> ExitCode {
 fn process_setup(
     cfg: &mut Config,
     daemon: bool,
-) -> Result<Option<pgsluice::cli::process::ProcessGuard>, ExitCode> {
-    match pgsluice::cli::process::setup(cfg, daemon) {
+    upgrade: bool,
+) -> Result<Option<ProcessGuard>, ExitCode> {
+    // `--upgrade`: the configuration (and its TLS files) is checked before the running
+    // process is contacted; an error leaves it untouched.
+    if upgrade {
+        if let Err(e) = pgsluice::tls::TlsState::load(&cfg.general) {
+            let file = cfg.source.as_ref().map(|p| p.display().to_string());
+            eprintln!("{}: TLS: {e}", file.as_deref().unwrap_or("pgsluice"));
+            return Err(ExitCode::from(1));
+        }
+    }
+    let setup = if upgrade {
+        pgsluice::cli::process::setup_upgrade(cfg, daemon)
+    } else {
+        pgsluice::cli::process::setup(cfg, daemon)
+    };
+    match setup {
         Ok(pgsluice::cli::process::Setup::Run(guard)) => Ok(Some(guard)),
         Ok(pgsluice::cli::process::Setup::Parent) => Ok(None),
         Err(e) => {
@@ -114,8 +136,14 @@ fn reloader(cli: Cli) -> Reloader {
 }
 
 /// Runs the pooler; `background`: this is the background process of `-d`, whose
-/// log lines go to `logfile` (and syslog) only, as PgBouncer's do.
-fn run(cfg: Config, reloader: Reloader, background: bool) -> ExitCode {
+/// log lines go to `logfile` (and syslog) only, as PgBouncer's do. `upgrade`: take
+/// over from the running process (`--upgrade`); the guard writes the pidfile.
+fn run(
+    cfg: Config,
+    reloader: Reloader,
+    background: bool,
+    upgrade: Option<&mut ProcessGuard>,
+) -> ExitCode {
     let g = &cfg.general;
     let outputs = pgsluice::logging::Outputs::of(g);
     let log = match pgsluice::logging::init(g.log_format, &g.log_level, !background, &outputs) {
@@ -162,17 +190,38 @@ fn run(cfg: Config, reloader: Reloader, background: bool) -> ExitCode {
             eprintln!("pgsluice: cannot install signal handlers");
             return ExitCode::from(1);
         };
+        let taking_over = match &upgrade {
+            Some(_) => match Upgrade::connect(&cfg.general).await {
+                Ok(found) => Some(found),
+                Err(e) => {
+                    eprintln!("pgsluice: {e}");
+                    return ExitCode::from(1);
+                }
+            },
+            None => None,
+        };
+        let (taking_over, inherited) = taking_over.unzip();
+        let pidfile = cfg.general.pidfile.clone();
         let opts = InstanceOptions {
             reloader: Some(reloader),
             log: Some(log),
+            inherited,
         };
-        let server = match Instance::start_with(cfg, opts).await {
+        let mut server = match Instance::start_with(cfg, opts).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start (listen addresses or TLS files)");
+                if let Some(u) = taking_over {
+                    u.abort(&format!("the new process cannot start: {e}")).await;
+                }
                 return ExitCode::from(1);
             }
         };
+        if let (Some(u), Some(guard)) = (taking_over, upgrade) {
+            if let Err(code) = take_over(u, &mut server, guard, pidfile.as_deref()).await {
+                return code;
+            }
+        }
         let notifier = Notifier::from_env();
         notifier.ready();
         tokio::spawn(control_signals(
@@ -208,6 +257,30 @@ fn run(cfg: Config, reloader: Reloader, background: bool) -> ExitCode {
     });
     rt.shutdown_timeout(std::time::Duration::from_millis(200));
     code
+}
+
+/// `--upgrade`, once the new instance listens: the pidfile, then `Ready` to the old
+/// process, which stops accepting and sends its clients over.
+async fn take_over(
+    u: Upgrade,
+    server: &mut Instance,
+    guard: &mut ProcessGuard,
+    pidfile: Option<&std::path::Path>,
+) -> Result<(), ExitCode> {
+    let old_pid = u.old_pid();
+    if let Some(p) = pidfile {
+        if let Err(e) = guard.write_pidfile(p) {
+            tracing::error!(error = %e, "upgrade abandoned");
+            u.abort(&e.to_string()).await;
+            return Err(ExitCode::from(1));
+        }
+    }
+    if let Err(e) = u.ready(server).await {
+        tracing::error!(error = %e, "upgrade abandoned; the old process goes on");
+        guard.give_back_pidfile(old_pid);
+        return Err(ExitCode::from(1));
+    }
+    Ok(())
 }
 
 /// SIGHUP reloads (telling systemd, when it listens); SIGUSR1 pauses every pool;

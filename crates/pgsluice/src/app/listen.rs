@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use std::os::fd::{AsFd, OwnedFd};
+
+use super::upgrade::{self, InheritedListener};
 use super::{App, InstanceOptions};
 use crate::client::{self, Admission};
 use crate::config::Config;
@@ -16,6 +19,7 @@ use crate::net::Stream;
 use crate::shutdown::ShutdownKind;
 use crate::sync::LockExt;
 use crate::tls::TlsState;
+use crate::upgrade::ListenerKind;
 
 /// A running pgsluice instance: its parts built, listeners bound, accept loops started.
 #[derive(Debug)]
@@ -23,6 +27,8 @@ pub struct Instance {
     app: Arc<App>,
     addrs: Vec<SocketAddr>,
     accept_tasks: Vec<JoinHandle<()>>,
+    /// Copies of the listening sockets, for the upgrade control socket's task.
+    handoff: Vec<InheritedListener>,
 }
 
 impl Instance {
@@ -31,58 +37,69 @@ impl Instance {
         Self::start_with(config, InstanceOptions::default()).await
     }
 
-    /// [`Instance::start`] with a reloader and log control (the binary's way).
-    pub async fn start_with(config: Config, opts: InstanceOptions) -> io::Result<Instance> {
+    /// [`Instance::start`] with a reloader and log control (the binary's way), and for
+    /// `--upgrade` the listening sockets of the process being upgraded.
+    pub async fn start_with(config: Config, mut opts: InstanceOptions) -> io::Result<Instance> {
         TlsState::load(&config.general).map_err(io::Error::other)?;
+        let inherited = opts.inherited.take();
+        let upgrading = inherited.is_some();
         let app = App::with_options(config, opts);
-        let cfg = app.config();
-        let mut addrs = Vec::new();
+        let mut inherited = match inherited {
+            Some(up) => {
+                // Before anyone is served: this process's keys clear of the old one's.
+                app.clients.cancel.skip_pids_below(up.key_floor);
+                up.listeners
+            }
+            None => Vec::new(),
+        };
         let mut accept_tasks = Vec::new();
-        for addr in &cfg.general.listen {
-            let listener = bind_tcp(*addr, cfg.general.so_reuseport)?;
-            let local = listener.local_addr()?;
-            tracing::info!("listening on {local}");
-            addrs.push(local);
-            accept_tasks.push(tokio::spawn(accept_loop(
-                Listener::Tcp(listener),
-                app.clone(),
-            )));
-        }
-        if let Some(path) = unix_socket_path(&cfg.general) {
-            let listener = bind_unix(
-                &path,
-                cfg.general.unix_socket_mode,
-                cfg.general.unix_socket_group.as_deref(),
-            )?;
-            tracing::info!("listening on unix socket {}", path.display());
-            accept_tasks.push(tokio::spawn(accept_loop(
-                Listener::Unix(listener, path),
-                app.clone(),
-            )));
-        }
-        *app.listen.locked() = addrs.clone();
-        if let Some(addr) = cfg.general.metrics_listen {
-            let listener = TcpListener::bind(addr).await?;
-            let local = listener.local_addr()?;
-            tracing::info!("metrics listening on http://{local}/metrics");
-            tracing::info!("dashboard on http://{local}/");
-            *app.metrics_addr.locked() = Some(local);
-            let console: Arc<dyn crate::admin::Console> = app.clone();
-            accept_tasks.push(tokio::spawn(crate::metrics::serve(
-                listener,
-                console,
-                app.background.clone(),
-            )));
+        let mut handoff = Vec::new();
+        let listening = listen_all(&app, &mut inherited, &mut accept_tasks, &mut handoff).await;
+        let addrs = match listening {
+            Ok(addrs) => addrs,
+            Err(e) => {
+                if upgrading {
+                    // The sockets (and the Unix socket's file) are still the old
+                    // process's: stop using them, remove nothing.
+                    app.handed_over.send_replace(true);
+                }
+                for t in &accept_tasks {
+                    t.abort();
+                }
+                return Err(e);
+            }
+        };
+        for l in inherited {
+            tracing::info!(
+                "upgrade: {} is not in the new configuration; it stops listening",
+                l.addr
+            );
         }
         app.background.spawn(janitor(app.clone()));
         app.background
             .spawn(client::park::keep(app.clients.clone()));
         app.router.warm_pools();
-        Ok(Instance {
+        let mut instance = Instance {
             app,
             addrs,
             accept_tasks,
-        })
+            handoff,
+        };
+        if !upgrading {
+            instance.serve_upgrades();
+        }
+        Ok(instance)
+    }
+
+    /// Opens the upgrade control socket (see [`crate::upgrade::control_path`]), once.
+    fn serve_upgrades(&mut self) {
+        let listeners = self.take_handoff();
+        upgrade::serve_control(&self.app, listeners);
+    }
+
+    /// The copies of the listening sockets the control socket's task hands over.
+    pub(super) fn take_handoff(&mut self) -> Vec<InheritedListener> {
+        std::mem::take(&mut self.handoff)
     }
 
     /// The bound addresses (useful with port 0).
@@ -173,6 +190,89 @@ impl Instance {
     }
 }
 
+/// Binds (or takes from `inherited`) every listener of the configuration and starts
+/// its accept loop; the bound TCP addresses. On error, what was started is in
+/// `accept_tasks` for the caller to stop.
+async fn listen_all(
+    app: &Arc<App>,
+    inherited: &mut Vec<InheritedListener>,
+    accept_tasks: &mut Vec<JoinHandle<()>>,
+    handoff: &mut Vec<InheritedListener>,
+) -> io::Result<Vec<SocketAddr>> {
+    let cfg = app.config();
+    let mut addrs = Vec::new();
+    for addr in &cfg.general.listen {
+        let listener = match upgrade::take(inherited, ListenerKind::Tcp, &addr.to_string()) {
+            Some(fd) => adopt_tcp(fd)?,
+            None => bind_tcp(*addr, cfg.general.so_reuseport)?,
+        };
+        let local = listener.local_addr()?;
+        tracing::info!("listening on {local}");
+        addrs.push(local);
+        handoff.push(InheritedListener {
+            kind: ListenerKind::Tcp,
+            addr: local.to_string(),
+            fd: listener.as_fd().try_clone_to_owned()?,
+        });
+        accept_tasks.push(tokio::spawn(accept_loop(
+            Listener::Tcp(listener),
+            app.clone(),
+        )));
+    }
+    if let Some(path) = unix_socket_path(&cfg.general) {
+        let name = path.display().to_string();
+        let listener = match upgrade::take(inherited, ListenerKind::Unix, &name) {
+            Some(fd) => {
+                let std = std::os::unix::net::UnixListener::from(fd);
+                std.set_nonblocking(true)?;
+                tokio::net::UnixListener::from_std(std)?
+            }
+            None => bind_unix(
+                &path,
+                cfg.general.unix_socket_mode,
+                cfg.general.unix_socket_group.as_deref(),
+            )?,
+        };
+        tracing::info!("listening on unix socket {name}");
+        handoff.push(InheritedListener {
+            kind: ListenerKind::Unix,
+            addr: name,
+            fd: listener.as_fd().try_clone_to_owned()?,
+        });
+        let kept = app.handed_over.subscribe();
+        accept_tasks.push(tokio::spawn(accept_loop(
+            Listener::Unix(listener, path, kept),
+            app.clone(),
+        )));
+    }
+    *app.listen.locked() = addrs.clone();
+    if let Some(addr) = cfg.general.metrics_listen {
+        let listener = match upgrade::take(inherited, ListenerKind::Metrics, &addr.to_string()) {
+            Some(fd) => adopt_tcp(fd)?,
+            None => TcpListener::bind(addr).await?,
+        };
+        let local = listener.local_addr()?;
+        tracing::info!("metrics listening on http://{local}/metrics");
+        tracing::info!("dashboard on http://{local}/");
+        *app.metrics_addr.locked() = Some(local);
+        handoff.push(InheritedListener {
+            kind: ListenerKind::Metrics,
+            addr: local.to_string(),
+            fd: listener.as_fd().try_clone_to_owned()?,
+        });
+        let console: Arc<dyn crate::admin::Console> = app.clone();
+        let serve = crate::metrics::serve(listener, console, app.background.clone());
+        let mut handed_over = app.handed_over.subscribe();
+        accept_tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                () = serve => {}
+                _ = handed_over.wait_for(|h| *h) => {}
+            }
+        }));
+    }
+    Ok(addrs)
+}
+
 /// The longest shutdown waits for the pools' background tasks once clients are gone.
 /// Each of them ends by itself within a bounded time (a reset within
 /// server_connect_timeout, a close within a second), but the process does not wait
@@ -233,10 +333,15 @@ async fn janitor(app: Arc<App>) {
     }
 }
 
-/// A listening socket: TCP, or the unix socket `.s.PGSQL.<port>` (removed on drop).
+/// A listening socket: TCP, or the unix socket `.s.PGSQL.<port>` (removed on drop,
+/// unless an upgrade handed it to another process: the watch says so).
 enum Listener {
     Tcp(TcpListener),
-    Unix(tokio::net::UnixListener, std::path::PathBuf),
+    Unix(
+        tokio::net::UnixListener,
+        std::path::PathBuf,
+        tokio::sync::watch::Receiver<bool>,
+    ),
 }
 
 impl Listener {
@@ -246,7 +351,7 @@ impl Listener {
                 .accept()
                 .await
                 .map(|(s, peer)| (Stream::from(s), peer.to_string())),
-            Listener::Unix(l, path) => l
+            Listener::Unix(l, path, _) => l
                 .accept()
                 .await
                 .map(|(s, _)| (Stream::from(s), format!("unix:{}", path.display()))),
@@ -256,8 +361,10 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, path) = self {
-            let _ = std::fs::remove_file(path);
+        if let Listener::Unix(_, path, handed_over) = self {
+            if !*handed_over.borrow() {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 }
@@ -276,6 +383,13 @@ fn bind_tcp(addr: SocketAddr, reuseport: bool) -> io::Result<TcpListener> {
     }
     socket.bind(addr)?;
     socket.listen(1024)
+}
+
+/// A TCP listener received from the process being upgraded.
+fn adopt_tcp(fd: OwnedFd) -> io::Result<TcpListener> {
+    let std = std::net::TcpListener::from(fd);
+    std.set_nonblocking(true)?;
+    TcpListener::from_std(std)
 }
 
 /// `<unix_socket_dir>/.s.PGSQL.<port>`, with the port of the first TCP listen address
@@ -340,10 +454,12 @@ fn set_owner_and_mode(path: &std::path::Path, mode: u32, group: Option<&str>) ->
 
 async fn accept_loop(listener: Listener, app: Arc<App>) {
     let mut shutdown = app.shutdown.watch();
+    let mut handed_over = app.handed_over.subscribe();
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = shutdown.requested() => return,
+            _ = handed_over.wait_for(|h| *h) => return,
         };
         match accepted {
             Ok((sock, peer)) => {

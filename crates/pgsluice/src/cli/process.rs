@@ -15,7 +15,11 @@
 //!   when already running as that user nothing happens; otherwise it is an
 //!   error. This needs `libc` calls, fenced in one `unsafe` block below.
 //! * `pidfile`: written at startup, after switching user (refused if it
-//!   names a running process), removed at exit by [`ProcessGuard`].
+//!   names a running process), removed at exit by [`ProcessGuard`] if it still
+//!   names this process. Under `--upgrade` ([`setup_upgrade`]) the running process
+//!   it names is the one being replaced: it is written later, by
+//!   [`ProcessGuard::write_pidfile`], once the new process listens; the old one
+//!   then leaves it in place at exit.
 
 use std::ffi::CString;
 use std::fs::OpenOptions;
@@ -99,11 +103,40 @@ impl Drop for ProcessGuard {
     }
 }
 
+impl ProcessGuard {
+    /// Writes this process's pid to `path` and removes it at exit (as long as it
+    /// still holds this pid).
+    pub fn write_pidfile(&mut self, path: &Path) -> Result<(), ProcessError> {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .map_err(io_err(format!("cannot write pidfile {}", path.display())))?;
+        self.pidfile = Some(path.to_owned());
+        Ok(())
+    }
+
+    /// Puts `pid` back into the pidfile this guard wrote (an upgrade that failed after
+    /// writing it: the old process goes on) and forgets it.
+    pub fn give_back_pidfile(&mut self, pid: u32) {
+        if let Some(p) = self.pidfile.take() {
+            let _ = std::fs::write(&p, format!("{pid}\n"));
+        }
+    }
+}
+
 /// Applies `-d`, `user` and `pidfile` before the runtime starts. Must be called
 /// while the process has a single thread.
 pub fn setup(cfg: &mut Config, daemon: bool) -> Result<Setup, ProcessError> {
+    setup_as(cfg, daemon, false)
+}
+
+/// [`setup`] for `--upgrade`: the pidfile names the running process being replaced,
+/// so it is neither refused nor written here (see [`ProcessGuard::write_pidfile`]).
+pub fn setup_upgrade(cfg: &mut Config, daemon: bool) -> Result<Setup, ProcessError> {
+    setup_as(cfg, daemon, true)
+}
+
+fn setup_as(cfg: &mut Config, daemon: bool, upgrade: bool) -> Result<Setup, ProcessError> {
     let is_child = std::env::var_os(DAEMON_CHILD_ENV).is_some();
-    if let Some(p) = &cfg.general.pidfile {
+    if let Some(p) = cfg.general.pidfile.as_ref().filter(|_| !upgrade) {
         if let Some(pid) = read_pid(p).filter(|pid| *pid != std::process::id() && alive(*pid)) {
             return Err(ProcessError::AlreadyRunning {
                 path: p.clone(),
@@ -120,10 +153,8 @@ pub fn setup(cfg: &mut Config, daemon: bool) -> Result<Setup, ProcessError> {
         switch_user(user)?;
     }
     let mut guard = ProcessGuard::default();
-    if let Some(p) = &cfg.general.pidfile {
-        std::fs::write(p, format!("{}\n", std::process::id()))
-            .map_err(io_err(format!("cannot write pidfile {}", p.display())))?;
-        guard.pidfile = Some(p.clone());
+    if let Some(p) = cfg.general.pidfile.as_ref().filter(|_| !upgrade) {
+        guard.write_pidfile(p)?;
     }
     Ok(Setup::Run(guard))
 }
@@ -282,6 +313,28 @@ mod tests {
             panic!("not a daemon");
         };
         assert_eq!(read_pid(&p), Some(std::process::id()));
+    }
+
+    #[test]
+    fn an_upgrade_writes_the_pidfile_late_and_can_give_it_back() {
+        let p = temp("upgrade.pid");
+        let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+        std::fs::write(&p, format!("{}\n", sleeper.id())).unwrap();
+        let mut cfg = Config::default();
+        cfg.general.pidfile = Some(p.clone());
+        let Setup::Run(mut guard) = setup_upgrade(&mut cfg, false).unwrap() else {
+            panic!("not a daemon");
+        };
+        // Not refused, not yet written.
+        assert_eq!(read_pid(&p), Some(sleeper.id()));
+        guard.write_pidfile(&p).unwrap();
+        assert_eq!(read_pid(&p), Some(std::process::id()));
+        guard.give_back_pidfile(sleeper.id());
+        drop(guard);
+        assert_eq!(read_pid(&p), Some(sleeper.id()));
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
+        let _ = std::fs::remove_file(&p);
     }
 
     #[test]
