@@ -59,6 +59,23 @@ pub struct ClientPass {
     pub path: ReadPath,
 }
 
+impl ClientPass {
+    /// The end of a pass over whole messages read in place: the read goes as it is
+    /// when nothing was rewritten, else what `cx` wrote (its last run flushed).
+    fn in_place(cx: &mut Rewrite<'_>) -> ClientPass {
+        let path = if cx.all_unchanged() {
+            ReadPath::AsRead
+        } else {
+            cx.out();
+            ReadPath::Rewritten
+        };
+        ClientPass {
+            terminated: false,
+            path,
+        }
+    }
+}
+
 /// How the client-to-server framer delivers each message type.
 fn c2s_mode(tag: u8, len: u32) -> Mode {
     match tag {
@@ -204,16 +221,7 @@ impl Rewriter {
                         cx.out();
                     }
                 }
-                let path = if cx.all_unchanged() {
-                    ReadPath::AsRead
-                } else {
-                    cx.out();
-                    ReadPath::Rewritten
-                };
-                return Ok(ClientPass {
-                    terminated: false,
-                    path,
-                });
+                return Ok(ClientPass::in_place(&mut cx));
             }
         }
         let in_place = c2s.at_boundary()
@@ -247,16 +255,7 @@ impl Rewriter {
                 }
                 Ok(())
             })?;
-            let path = if cx.all_unchanged() {
-                ReadPath::AsRead
-            } else {
-                cx.out();
-                ReadPath::Rewritten
-            };
-            return Ok(ClientPass {
-                terminated: false,
-                path,
-            });
+            return Ok(ClientPass::in_place(&mut cx));
         }
         let mut terminated = false;
         let mut cx = Rewrite::new(c2s_out, s2c_out, book, client, registry, &[]);
