@@ -27,6 +27,7 @@ use crate::client::prepared::StatementRegistry;
 use crate::client::{Admission, ClientContext, ParkingLot};
 use crate::config::{Config, ConfigError};
 use crate::generation::{Generation, Live};
+use crate::lane::Lanes;
 use crate::logging::LogControl;
 use crate::pool::listing::InfoList;
 use crate::pool::{ClientInfo, IdGen, Pool};
@@ -110,6 +111,10 @@ impl App {
     /// [`App::new`] with a reloader and log control.
     pub fn with_options(config: Config, opts: InstanceOptions) -> Arc<App> {
         let max_clients = config.general.max_client_conn;
+        // Outside a runtime (some unit tests) sessions simply stay on tokio.
+        let lanes = tokio::runtime::Handle::try_current()
+            .ok()
+            .and_then(|rt| Lanes::start(config.general.relay_lanes(), rt));
         let reloader = opts.reloader.unwrap_or_else(|| default_reloader(&config));
         let live = Live::new(Generation::first(config));
         let shutdown = Shutdown::new();
@@ -128,7 +133,7 @@ impl App {
             shutdown: shutdown.watch(),
             statements: StatementRegistry::new(live.clone()),
             auth_query: AuthQuery::new(ids),
-            parking: ParkingLot::new(),
+            parking: ParkingLot::new(lanes),
             admin_clients: Arc::default(),
             background: background.clone(),
             handover: Default::default(),
@@ -178,6 +183,16 @@ impl App {
     /// Every pool that exists now (retired ones included), sorted by key.
     pub fn pools(&self) -> Vec<Arc<Pool>> {
         self.router.pools()
+    }
+
+    /// Sessions running on the relay lanes now; `None` when there are no lanes
+    /// (`relay_lanes = 0`).
+    pub fn lane_tasks(&self) -> Option<usize> {
+        self.clients
+            .parking
+            .as_ref()
+            .and_then(|p| p.lanes())
+            .map(Lanes::tasks)
     }
 
     /// Clients parked without a task.

@@ -19,6 +19,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod generation;
+pub mod lane;
 pub mod logging;
 pub mod metrics;
 pub mod net;

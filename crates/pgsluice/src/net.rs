@@ -22,6 +22,8 @@ use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
+use crate::lane::{Lane, LaneSocket, Sock};
+
 /// A TLS connection accepted from a client (pgsluice is the TLS server).
 pub type AcceptedTls = tokio_rustls::server::TlsStream<TcpStream>;
 /// A TLS connection to a server (pgsluice is the TLS client).
@@ -38,6 +40,12 @@ pub enum Stream {
     TlsAccepted(Box<TlsIo<AcceptedTls>>),
     /// A TLS connection to a server.
     TlsConnected(Box<TlsIo<ConnectedTls>>),
+    /// A plain TCP or Unix socket in a relay lane's epoll set ([`crate::lane`]).
+    Lane(LaneSocket),
+    /// No socket: one lost in a failed move to a lane (the system refused the epoll
+    /// registration). Reads find the end of the stream, writes fail, the liveness
+    /// probe says closed: its owner ends it as it would a closed connection.
+    Closed,
 }
 
 /// A TLS stream with what pgsluice keeps beside it.
@@ -126,6 +134,8 @@ impl Stream {
         let r = match self {
             Stream::Tcp(s) => s.try_read(&mut probe),
             Stream::Unix(s) => s.try_read(&mut probe),
+            Stream::Lane(s) => return s.is_closed_or_dirty(),
+            Stream::Closed => return true,
             Stream::TlsAccepted(t) => {
                 let (tcp, conn) = t.inner.get_ref();
                 return tls_closed_or_dirty(tcp, conn);
@@ -143,6 +153,8 @@ impl Stream {
         match self {
             Stream::Tcp(s) => try_read_now(s, buf),
             Stream::Unix(s) => try_read_now(s, buf),
+            Stream::Lane(s) => s.try_read_buf(buf),
+            Stream::Closed => Ok(0),
             Stream::TlsAccepted(t) => try_read_now(&mut t.inner, buf),
             Stream::TlsConnected(t) => try_read_now(&mut t.inner, buf),
         }
@@ -157,6 +169,8 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.poll_read_ready(cx),
             Stream::Unix(s) => s.poll_read_ready(cx),
+            Stream::Lane(s) => s.poll_read_ready(cx),
+            Stream::Closed => Poll::Ready(Ok(())),
             Stream::TlsAccepted(t) => {
                 let (tcp, conn) = t.inner.get_ref();
                 if !conn.wants_read() {
@@ -174,6 +188,36 @@ impl Stream {
         }
     }
 
+    /// Moves a plain socket into `lane`'s epoll set (out of tokio's reactor), once:
+    /// from then on its reads and writes are the lane's. A TLS stream, or a socket
+    /// already on a lane, stays as it is; so does one the lane cannot take (logged).
+    pub fn join_lane(&mut self, lane: &Lane) {
+        if !matches!(self, Stream::Tcp(_) | Stream::Unix(_)) {
+            return;
+        }
+        let taken = std::mem::replace(self, Stream::Closed);
+        let plain = match taken {
+            Stream::Tcp(t) => t.into_std().map(Sock::Tcp),
+            Stream::Unix(u) => u.into_std().map(Sock::Unix),
+            other => {
+                *self = other;
+                return;
+            }
+        };
+        *self = match plain.and_then(|p| lane.adopt(p)) {
+            Ok(s) => Stream::Lane(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "a socket could not join a relay lane; it is closed");
+                Stream::Closed
+            }
+        };
+    }
+
+    /// Whether this socket is on a relay lane.
+    pub fn on_lane(&self) -> bool {
+        matches!(self, Stream::Lane(_))
+    }
+
     /// Whether this is a TLS connection.
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::TlsAccepted(_) | Stream::TlsConnected(_))
@@ -182,7 +226,7 @@ impl Stream {
     /// The TLS session of a TLS stream (negotiated protocol, cipher suite, group).
     pub fn tls_state(&self) -> Option<&rustls::CommonState> {
         match self {
-            Stream::Tcp(_) | Stream::Unix(_) => None,
+            Stream::Tcp(_) | Stream::Unix(_) | Stream::Lane(_) | Stream::Closed => None,
             Stream::TlsAccepted(t) => Some(t.inner.get_ref().1),
             Stream::TlsConnected(t) => Some(t.inner.get_ref().1),
         }
@@ -192,7 +236,7 @@ impl Stream {
     pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
             Stream::Tcp(s) => Some(s),
-            Stream::Unix(_) => None,
+            Stream::Unix(_) | Stream::Lane(_) | Stream::Closed => None,
             Stream::TlsAccepted(t) => Some(t.inner.get_ref().0),
             Stream::TlsConnected(t) => Some(t.inner.get_ref().0),
         }
@@ -247,6 +291,8 @@ impl AsyncRead for Stream {
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             Stream::TlsAccepted(t) => Pin::new(&mut t.inner).poll_read(cx, buf),
             Stream::TlsConnected(t) => Pin::new(&mut t.inner).poll_read(cx, buf),
+            Stream::Lane(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Closed => Poll::Ready(Ok(())),
         }
     }
 }
@@ -262,6 +308,8 @@ impl AsyncWrite for Stream {
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             Stream::TlsAccepted(t) => t.poll_write(cx, buf),
             Stream::TlsConnected(t) => t.poll_write(cx, buf),
+            Stream::Lane(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
 
@@ -271,6 +319,8 @@ impl AsyncWrite for Stream {
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
             Stream::TlsAccepted(t) => Pin::new(&mut t.inner).poll_flush(cx),
             Stream::TlsConnected(t) => Pin::new(&mut t.inner).poll_flush(cx),
+            Stream::Lane(s) => Pin::new(s).poll_flush(cx),
+            Stream::Closed => Poll::Ready(Ok(())),
         }
     }
 
@@ -280,6 +330,8 @@ impl AsyncWrite for Stream {
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
             Stream::TlsAccepted(t) => Pin::new(&mut t.inner).poll_shutdown(cx),
             Stream::TlsConnected(t) => Pin::new(&mut t.inner).poll_shutdown(cx),
+            Stream::Lane(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Closed => Poll::Ready(Ok(())),
         }
     }
 
@@ -291,6 +343,8 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Lane(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
             // One slice at a time, with the acknowledgement rule of poll_write.
             Stream::TlsAccepted(t) => {
                 let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);

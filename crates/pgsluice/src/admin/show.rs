@@ -20,7 +20,13 @@ mod stats;
 use Ty::{Int4, Text};
 
 /// pgsluice's own keys SET cannot change (they need a restart).
-pub(super) const FIXED_KEYS: [&str; 4] = ["listen", "workers", "log_format", "metrics_listen"];
+pub(super) const FIXED_KEYS: [&str; 5] = [
+    "listen",
+    "workers",
+    "relay_lanes",
+    "log_format",
+    "metrics_listen",
+];
 /// Parameters psql and drivers may SHOW; answered with fixed values.
 const FAKE_PARAMS: [(&str, &str); 6] = [
     ("client_encoding", "UTF8"),
@@ -178,6 +184,7 @@ pub(super) fn general_settings(cfg: &Config) -> BTreeMap<String, String> {
     out.entry("stats_period".into())
         .or_insert_with(|| g.stats_period.to_string());
     out.entry("workers".into()).or_default();
+    out.entry("relay_lanes".into()).or_default();
     // A secret: shown only as set or not.
     if let Some(token) = out.get_mut("metrics_auth_token") {
         *token = "<redacted>".into();

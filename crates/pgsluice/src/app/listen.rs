@@ -287,6 +287,11 @@ impl App {
     /// Waits up to `limit` for the pools' background tasks to end, and says how many
     /// are left.
     async fn wait_background(&self, limit: Duration) {
+        self.background_then_lanes(limit).await;
+        self.stop_lanes(BACKGROUND_WAIT_MIN).await;
+    }
+
+    async fn background_then_lanes(&self, limit: Duration) {
         let pending = self.background.live();
         if pending == 0 {
             return;
@@ -298,6 +303,25 @@ impl App {
                 tasks = self.background.live(),
                 "background tasks still running at exit"
             ),
+        }
+    }
+}
+
+impl App {
+    /// Ends the relay lanes, last (a background task may still use a server socket
+    /// on a lane), and joins their threads; gives up after `limit`.
+    async fn stop_lanes(&self, limit: Duration) {
+        let Some(lanes) = self.clients.parking.as_ref().and_then(|p| p.lanes()) else {
+            return;
+        };
+        lanes.close();
+        let deadline = Instant::now() + limit;
+        while !lanes.ended() {
+            if Instant::now() >= deadline {
+                tracing::warn!(tasks = lanes.tasks(), "relay lanes still running at exit");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }

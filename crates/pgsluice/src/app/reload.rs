@@ -10,7 +10,7 @@
 //! `auth_hba_file` rules, and the TLS settings and files (read again at every reload;
 //! new connections use them).
 //! Connections to a database whose host, port, dbname or login changed are closed when
-//! released (as RECONNECT). What needs a restart (`listen`, `so_reuseport`, `workers`, `log_format`,
+//! released (as RECONNECT). What needs a restart (`listen`, `so_reuseport`, `workers`, `relay_lanes`, `log_format`,
 //! `metrics_listen`) keeps its running value, with a warning.
 
 use std::sync::atomic::Ordering;
@@ -138,6 +138,11 @@ fn compare(old: &Config, new: &mut Config) -> ReloadReport {
     if n.workers != o.workers {
         rep.warnings.push("`workers` changes need a restart".into());
         n.workers = o.workers;
+    }
+    if n.relay_lanes != o.relay_lanes {
+        rep.warnings
+            .push("`relay_lanes` changes need a restart".into());
+        n.relay_lanes = o.relay_lanes;
     }
     if n.log_format != o.log_format {
         rep.warnings

@@ -33,6 +33,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::context::ClientContext;
 use super::task::{live, Opened, Resume};
+use crate::lane::{Lane, Lanes, Sock};
 use crate::net::Stream;
 use crate::sync::LockExt;
 
@@ -52,6 +53,15 @@ impl ParkedStream {
             ParkedStream::Tcp(s) => s.as_raw_fd(),
             ParkedStream::Unix(s) => s.as_raw_fd(),
         }
+    }
+
+    /// Into `lane`'s epoll set.
+    fn resume_on(self, lane: &Lane) -> io::Result<Stream> {
+        let sock = match self {
+            ParkedStream::Tcp(s) => Sock::Tcp(s),
+            ParkedStream::Unix(s) => Sock::Unix(s),
+        };
+        lane.adopt(sock).map(Stream::Lane)
     }
 
     /// Back under tokio's reactor (must run inside the runtime).
@@ -115,12 +125,16 @@ impl Parked {
     /// The client, ready for its session task again: back under the reactor, with
     /// `input` (what it sent, read when it was woken by readiness: no extra round
     /// through the reactor). `None` when the client is gone (logged out here).
-    fn resume(self, input: Option<BytesMut>) -> Option<Opened> {
+    fn resume(self, input: Option<BytesMut>, lane: Option<&Lane>) -> Option<Opened> {
         let Parked { mut opened, .. } = self;
         if let Some(buf) = input {
             opened.session.set_pending(buf);
         }
-        match opened.map_stream(ParkedStream::resume) {
+        let resumed = opened.map_stream(|s| match lane {
+            Some(lane) => s.resume_on(lane),
+            None => s.resume(),
+        });
+        match resumed {
             Ok(o) => Some(o),
             Err((o, e)) => {
                 tracing::warn!(client = o.held.reg.info().id, error = %e, "could not take a parked client back");
@@ -216,12 +230,14 @@ pub struct ParkingLot {
     slots: Mutex<Slots>,
     bell: Arc<Bell>,
     bell_waker: Waker,
+    /// Where unparked clients' sessions run (`None`: as tokio tasks).
+    lanes: Option<Lanes>,
 }
 
 impl ParkingLot {
     /// An empty lot; parking starts when the keeper (`keep`) runs. `None` when the system gives
     /// no epoll descriptor (clients then simply never park).
-    pub fn new() -> Option<ParkingLot> {
+    pub fn new(lanes: Option<Lanes>) -> Option<ParkingLot> {
         let poll = mio::Poll::new()
             .inspect_err(|e| tracing::warn!(error = %e, "no epoll set for parked clients"))
             .ok()?;
@@ -233,7 +249,13 @@ impl ParkingLot {
             slots: Mutex::default(),
             bell_waker: Waker::from(bell.clone()),
             bell,
+            lanes,
         })
+    }
+
+    /// The relay lanes unparked clients run on.
+    pub fn lanes(&self) -> Option<&Lanes> {
+        self.lanes.as_ref()
     }
 
     fn slots(&self) -> MutexGuard<'_, Slots> {
@@ -267,8 +289,10 @@ impl ParkingLot {
         opened: Opened,
         idle_since: Instant,
     ) -> Result<(), Opened> {
-        if !matches!(opened.stream, Stream::Tcp(_) | Stream::Unix(_))
-            || ctx.shutdown_requested()
+        if !matches!(
+            opened.stream,
+            Stream::Tcp(_) | Stream::Unix(_) | Stream::Lane(_)
+        ) || ctx.shutdown_requested()
             || !self.slots().open
         {
             return Err(opened);
@@ -281,6 +305,10 @@ impl ParkingLot {
         let opened = match opened.map_stream(|s| match s {
             Stream::Tcp(t) => t.into_std().map(ParkedStream::Tcp),
             Stream::Unix(u) => u.into_std().map(ParkedStream::Unix),
+            Stream::Lane(l) => Ok(match l.into_sock() {
+                Sock::Tcp(t) => ParkedStream::Tcp(t),
+                Sock::Unix(u) => ParkedStream::Unix(u),
+            }),
             _ => Err(io::ErrorKind::Unsupported.into()),
         }) {
             Ok(o) => o,
@@ -337,8 +365,13 @@ impl ParkingLot {
         let _ = self
             .registry
             .deregister(&mut SourceFd(&p.opened.stream.fd()));
-        if let Some(o) = p.resume(input) {
-            tokio::spawn(live(o, why));
+        // Its session runs on a relay lane when there are lanes, else as a tokio task.
+        let lane = self.lanes.as_ref().map(Lanes::pick);
+        if let Some(o) = p.resume(input, lane) {
+            match lane {
+                Some(lane) => lane.spawn(live(o, why)),
+                None => drop(tokio::spawn(live(o, why))),
+            }
         }
     }
 

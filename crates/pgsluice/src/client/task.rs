@@ -109,7 +109,7 @@ pub(super) trait ClientSocket {
 
 impl ClientSocket for Stream {
     fn can_move(&self) -> bool {
-        matches!(self, Stream::Tcp(_) | Stream::Unix(_))
+        matches!(self, Stream::Tcp(_) | Stream::Unix(_) | Stream::Lane(_))
     }
 
     fn into_fd(self) -> std::io::Result<OwnedFd> {
@@ -117,6 +117,10 @@ impl ClientSocket for Stream {
         match self {
             Stream::Tcp(t) => Ok(t.into_std()?.into()),
             Stream::Unix(u) => Ok(u.into_std()?.into()),
+            Stream::Lane(l) => Ok(match l.into_sock() {
+                crate::lane::Sock::Tcp(t) => t.into(),
+                crate::lane::Sock::Unix(u) => u.into(),
+            }),
             _ => Err(std::io::ErrorKind::Unsupported.into()),
         }
     }
@@ -148,16 +152,27 @@ impl<S: ClientSocket> Opened<S> {
                 return Ok(());
             }
         };
-        // It leaves this process first (cancel key, admin entry, places, task count):
-        // by the time the new process serves it, nothing of it is left here.
+        // It leaves this process first (cancel key, admin entry, places): by the time
+        // the new process serves it, nothing of it is left here. Its task count goes
+        // last, once it is in the queue: the upgrade stops when the count is zero and
+        // the queue empty, and the queue may be read on another thread (a relay lane
+        // hands clients over beside the tokio worker that forwards them).
         let Opened {
             stream: fd,
             session,
             held,
         } = o;
         drop(session);
-        drop(held);
-        if sink.send(Departing { fd, image }).is_err() {
+        let Held {
+            reg,
+            _admission,
+            _slots,
+            _token,
+        } = *held;
+        drop((reg, _admission, _slots));
+        let sent = sink.send(Departing { fd, image });
+        drop(_token);
+        if sent.is_err() {
             // The receiving side went away just now: the socket is closed with it.
             tracing::warn!(client = info.id, "handover channel closed: client lost");
             return Ok(());

@@ -27,6 +27,10 @@ pub struct General {
     /// Tokio worker threads; `None` = half the cores, at least one
     /// ([`General::worker_threads`]).
     pub workers: Option<usize>,
+    /// Threads of pgsluice's own event loop that run logged-in plain clients and
+    /// relay their transactions ([`crate::lane`]); `None` = one per worker, 0 = none
+    /// (everything on tokio's workers). See [`General::relay_lanes`].
+    pub relay_lanes: Option<usize>,
     /// Maximum number of client connections; default 10000.
     pub max_client_conn: usize,
     /// Default pool mode; default transaction.
@@ -218,6 +222,11 @@ pub(crate) fn default_workers(cores: usize) -> usize {
 }
 
 impl General {
+    /// Relay lane threads to run: `relay_lanes`, or one per worker thread.
+    pub fn relay_lanes(&self) -> usize {
+        self.relay_lanes.unwrap_or_else(|| self.worker_threads())
+    }
+
     /// Worker threads to run: `workers`, or `default_workers` for this machine.
     pub fn worker_threads(&self) -> usize {
         self.workers.unwrap_or_else(|| {
@@ -231,6 +240,7 @@ impl Default for General {
         General {
             listen: default_listen(),
             workers: None,
+            relay_lanes: None,
             max_client_conn: 10_000,
             pool_mode: PoolMode::Transaction,
             default_pool_size: 20,

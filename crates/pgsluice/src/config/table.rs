@@ -57,6 +57,9 @@ pub(crate) fn to_table(cfg: &Config) -> Table {
     if let Some(w) = g.workers {
         general.insert("workers".into(), int(w));
     }
+    if let Some(n) = g.relay_lanes {
+        general.insert("relay_lanes".into(), int(n));
+    }
     general.insert("max_client_conn".into(), int(g.max_client_conn));
     general.insert("pool_mode".into(), string(g.pool_mode.as_str()));
     general.insert("default_pool_size".into(), int(g.default_pool_size));

@@ -520,6 +520,16 @@ pub fn socket_endpoints(stream: &crate::net::Stream) -> (Endpoint, Endpoint, i32
         ),
         None => match stream {
             crate::net::Stream::Unix(s) => (Endpoint::unix(), Endpoint::unix(), s.as_raw_fd()),
+            crate::net::Stream::Lane(s) => match s.get_ref() {
+                crate::lane::Sock::Tcp(t) => (
+                    t.peer_addr().map(Endpoint::from_socket).unwrap_or_default(),
+                    t.local_addr()
+                        .map(Endpoint::from_socket)
+                        .unwrap_or_default(),
+                    t.as_raw_fd(),
+                ),
+                crate::lane::Sock::Unix(u) => (Endpoint::unix(), Endpoint::unix(), u.as_raw_fd()),
+            },
             _ => (Endpoint::default(), Endpoint::default(), -1),
         },
     }
