@@ -78,8 +78,45 @@ impl AsFd for Sock {
 #[derive(Debug)]
 pub(super) struct Io {
     state: AtomicUsize,
-    reader: Mutex<Option<Waker>>,
-    writer: Mutex<Option<Waker>>,
+    reader: WakerSlot,
+    writer: WakerSlot,
+}
+
+/// The waker of a socket's user in one direction.
+///
+/// Registering is the common case of every poll that finds the socket not ready, and
+/// it is almost always the same task again: the slot keeps the stored waker's data
+/// and vtable addresses beside it, so that case is two loads, no lock. The stored
+/// waker keeps its data alive, so no other waker can have the same data address while
+/// it is stored. (A socket has one user per direction at a time.)
+#[derive(Debug, Default)]
+struct WakerSlot {
+    waker: Mutex<Option<Waker>>,
+    data: AtomicUsize,
+    vtable: AtomicUsize,
+}
+
+impl WakerSlot {
+    fn register(&self, w: &Waker) {
+        let (data, vtable) = (w.data() as usize, std::ptr::from_ref(w.vtable()) as usize);
+        if self.data.load(Ordering::Acquire) == data
+            && self.vtable.load(Ordering::Acquire) == vtable
+        {
+            return;
+        }
+        let mut slot = self.waker.locked();
+        if !slot.as_ref().is_some_and(|s| s.will_wake(w)) {
+            *slot = Some(w.clone());
+        }
+        self.data.store(data, Ordering::Release);
+        self.vtable.store(vtable, Ordering::Release);
+    }
+
+    fn wake(&self) {
+        if let Some(w) = &*self.waker.locked() {
+            w.wake_by_ref();
+        }
+    }
 }
 
 impl Io {
@@ -87,8 +124,8 @@ impl Io {
     pub(super) fn new() -> Io {
         Io {
             state: AtomicUsize::new(READABLE | WRITABLE),
-            reader: Mutex::new(None),
-            writer: Mutex::new(None),
+            reader: WakerSlot::default(),
+            writer: WakerSlot::default(),
         }
     }
 
@@ -115,14 +152,10 @@ impl Io {
         // Wakers stay registered: the socket's user is the same task from one
         // transaction to the next, so it is not cloned again each time.
         if bits & CAN_READ != 0 {
-            if let Some(w) = &*self.reader.locked() {
-                w.wake_by_ref();
-            }
+            self.reader.wake();
         }
         if bits & CAN_WRITE != 0 {
-            if let Some(w) = &*self.writer.locked() {
-                w.wake_by_ref();
-            }
+            self.writer.wake();
         }
     }
 
@@ -132,16 +165,10 @@ impl Io {
         if s & mask != 0 {
             return Poll::Ready(s);
         }
-        let slot = if mask == CAN_READ {
-            &self.reader
+        if mask == CAN_READ {
+            self.reader.register(cx.waker());
         } else {
-            &self.writer
-        };
-        {
-            let mut w = slot.locked();
-            if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *w = Some(cx.waker().clone());
-            }
+            self.writer.register(cx.waker());
         }
         let s = self.state.load(Ordering::Acquire);
         if s & mask != 0 {
