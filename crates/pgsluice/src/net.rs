@@ -188,17 +188,16 @@ impl Stream {
         }
     }
 
-    /// Moves a plain socket into `lane`'s epoll set (out of tokio's reactor), once:
-    /// from then on its reads and writes are the lane's. A TLS stream, or a socket
-    /// already on a lane, stays as it is; so does one the lane cannot take (logged).
+    /// Moves a plain socket into `lane`'s epoll set (out of tokio's reactor, or off
+    /// another lane, so that its wake-ups reach the thread that uses it). A TLS stream,
+    /// or a socket already on `lane`, stays as it is. A socket the system refuses to
+    /// register is lost (logged) and reads as closed, which ends its connection.
     pub fn join_lane(&mut self, lane: &Lane) {
-        if !matches!(self, Stream::Tcp(_) | Stream::Unix(_)) {
-            return;
-        }
-        let taken = std::mem::replace(self, Stream::Closed);
-        let plain = match taken {
+        let plain = match std::mem::replace(self, Stream::Closed) {
             Stream::Tcp(t) => t.into_std().map(Sock::Tcp),
             Stream::Unix(u) => u.into_std().map(Sock::Unix),
+            // Two epoll_ctl calls, against a cross-thread wake-up at every event.
+            Stream::Lane(s) if !s.is_on(lane) => Ok(s.into_sock()),
             other => {
                 *self = other;
                 return;
@@ -213,9 +212,10 @@ impl Stream {
         };
     }
 
-    /// Whether this socket is on a relay lane.
-    pub fn on_lane(&self) -> bool {
-        matches!(self, Stream::Lane(_))
+    /// Whether this socket is on the relay lane this thread runs (no reference count
+    /// touched).
+    pub fn on_this_lane(&self) -> bool {
+        matches!(self, Stream::Lane(s) if s.is_on_current())
     }
 
     /// Whether this is a TLS connection.

@@ -390,8 +390,9 @@ impl Session {
         };
         let mut co = co;
         // A session on a relay lane relays over the lane's epoll set: the server
-        // connection joins it the first time (and stays, from one client to the next).
-        if !co.conn().stream.on_lane() {
+        // connection joins it the first time (and stays, from one client to the next,
+        // unless a session on another lane takes it).
+        if !co.conn().stream.on_this_lane() {
             if let Some(lane) = crate::lane::current() {
                 co.conn().stream.join_lane(&lane);
             }

@@ -241,6 +241,11 @@ pub fn current() -> Option<Lane> {
     })
 }
 
+/// Whether this thread runs `lane`.
+fn is_current(lane: &Lane) -> bool {
+    CURRENT.with_borrow(|c| c.as_ref().is_some_and(|c| c.is(lane)))
+}
+
 /// Whether this thread is a lane thread (no reference count touched).
 pub fn on_lane() -> bool {
     CURRENT.with_borrow(|c| c.is_some())

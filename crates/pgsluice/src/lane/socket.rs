@@ -225,6 +225,16 @@ impl LaneSocket {
         sock
     }
 
+    /// Whether the socket is in `lane`'s epoll set.
+    pub fn is_on(&self, lane: &Lane) -> bool {
+        std::sync::Arc::ptr_eq(&self.lane.shared, &lane.shared)
+    }
+
+    /// Whether the socket is in the epoll set of the lane this thread runs.
+    pub fn is_on_current(&self) -> bool {
+        super::is_current(&self.lane)
+    }
+
     /// The plain socket, to look at (addresses, credentials).
     pub fn get_ref(&self) -> &Sock {
         self.sock()
