@@ -287,11 +287,11 @@ impl App {
     /// Waits up to `limit` for the pools' background tasks to end, and says how many
     /// are left.
     async fn wait_background(&self, limit: Duration) {
-        self.background_then_lanes(limit).await;
+        self.wait_background_tasks(limit).await;
         self.stop_lanes(BACKGROUND_WAIT_MIN).await;
     }
 
-    async fn background_then_lanes(&self, limit: Duration) {
+    async fn wait_background_tasks(&self, limit: Duration) {
         let pending = self.background.live();
         if pending == 0 {
             return;
@@ -305,9 +305,7 @@ impl App {
             ),
         }
     }
-}
 
-impl App {
     /// Ends the relay lanes, last (a background task may still use a server socket
     /// on a lane), and joins their threads; gives up after `limit`.
     async fn stop_lanes(&self, limit: Duration) {

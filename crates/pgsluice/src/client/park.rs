@@ -10,7 +10,8 @@
 //! readable (a request, or the client closing), when the client is killed, when
 //! notifications are queued for it ([`crate::notify`]), when a shutdown starts, or
 //! when its client_idle_timeout passes, the keeper takes the client out and starts a
-//! fresh session task for it ([`live`]). A readiness wake-up that finds nothing to
+//! fresh session for it ([`live`]): on a relay lane ([`crate::lane`]) when the process
+//! has lanes, its socket then in the lane's epoll set, else as a tokio task. A readiness wake-up that finds nothing to
 //! read (a spurious one) leaves the client parked: no task is started for it.
 //!
 //! Clients park right after login (when no bytes came with it), and after one to two
