@@ -212,10 +212,16 @@ impl Stream {
         };
     }
 
-    /// Whether this socket is on the relay lane this thread runs (no reference count
-    /// touched).
-    pub fn on_this_lane(&self) -> bool {
-        matches!(self, Stream::Lane(s) if s.is_on_current())
+    /// On a relay lane's thread, moves the socket into that lane (see
+    /// [`Stream::join_lane`]); a socket already there costs one thread-local look and
+    /// no reference count. Elsewhere, nothing.
+    pub fn join_current_lane(&mut self) {
+        if matches!(self, Stream::Lane(s) if s.is_on_current()) {
+            return;
+        }
+        if let Some(lane) = crate::lane::current() {
+            self.join_lane(&lane);
+        }
     }
 
     /// Whether this is a TLS connection.

@@ -389,14 +389,8 @@ impl Session {
             }
         };
         let mut co = co;
-        // A session on a relay lane relays over the lane's epoll set: the server
-        // connection joins it the first time (and stays, from one client to the next,
-        // unless a session on another lane takes it).
-        if !co.conn().stream.on_this_lane() {
-            if let Some(lane) = crate::lane::current() {
-                co.conn().stream.join_lane(&lane);
-            }
-        }
+        // On a relay lane the server connection relays over the lane's epoll set.
+        co.conn().stream.join_current_lane();
         // The clock read before the checkout when a connection was idle; waiting
         // clients are timed from when they got one.
         let held_since = if waited { Instant::now() } else { now };

@@ -185,6 +185,20 @@ impl Io {
             .compare_exchange(seen, seen & !bit, Ordering::AcqRel, Ordering::Relaxed);
     }
 
+    /// A read's result, with the readable bit cleared (unless an event came since
+    /// `seen`) when it shows the socket drained: nothing there, or less than the
+    /// `room` it was given.
+    fn after_read(&self, seen: usize, r: io::Result<usize>, room: usize) -> io::Result<usize> {
+        let drained = match &r {
+            Ok(n) => *n > 0 && *n < room,
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        };
+        if drained {
+            self.clear(seen, READABLE);
+        }
+        r
+    }
+
     fn readable_now(&self) -> Option<usize> {
         let s = self.state.load(Ordering::Acquire);
         (s & CAN_READ != 0).then_some(s)
@@ -264,19 +278,11 @@ impl LaneSocket {
         }
         let room = buf.capacity() - buf.len();
         loop {
-            let n = match rustix::net::recv(
-                self.sock(),
-                buf.spare_capacity_mut(),
-                RecvFlags::empty(),
-            ) {
-                Ok(((filled, _), _)) => filled.len(),
+            let read = rustix::net::recv(self.sock(), buf.spare_capacity_mut(), RecvFlags::empty())
+                .map(|((filled, _), _)| filled.len());
+            let n = match read {
                 Err(Errno::INTR) => continue,
-                Err(e) => {
-                    if e == Errno::AGAIN {
-                        self.io.clear(seen, READABLE);
-                    }
-                    return Err(e.into());
-                }
+                r => self.io.after_read(seen, r.map_err(io::Error::from), room)?,
             };
             #[allow(unsafe_code)]
             // SAFETY: the kernel wrote the first `n` bytes of the spare capacity:
@@ -285,9 +291,6 @@ impl LaneSocket {
             unsafe {
                 buf.set_len(buf.len() + n);
             }
-            if n > 0 && n < room {
-                self.io.clear(seen, READABLE);
-            }
             return Ok(n);
         }
     }
@@ -295,20 +298,8 @@ impl LaneSocket {
     fn read_seen(&self, seen: usize, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             return match self.sock().read(buf) {
-                Ok(n) => {
-                    // Less than there was room for: drained.
-                    if n > 0 && n < buf.len() {
-                        self.io.clear(seen, READABLE);
-                    }
-                    Ok(n)
-                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    if e.kind() == io::ErrorKind::WouldBlock {
-                        self.io.clear(seen, READABLE);
-                    }
-                    Err(e)
-                }
+                r => self.io.after_read(seen, r, buf.len()),
             };
         }
     }
