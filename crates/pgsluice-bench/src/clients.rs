@@ -26,6 +26,10 @@ pub(crate) struct IdleResult {
     pub(crate) connected: usize,
     pub(crate) connect_errors: usize,
     pub(crate) rss_before_kib: u64,
+    /// VmRSS once the first half of the clients are logged in (0: not read), and how
+    /// many had connected then.
+    pub(crate) rss_mid_kib: u64,
+    pub(crate) connected_mid: usize,
     pub(crate) rss_after_kib: u64,
     pub(crate) connect_secs: f64,
     /// All connected clients run `select 1` at once: errors and wall time.
@@ -37,8 +41,24 @@ pub(crate) struct IdleResult {
 }
 
 impl IdleResult {
-    /// Resident bytes added per connected client.
+    /// Resident bytes added per client: the slope over the second half of the logins
+    /// (VmRSS after all of them minus VmRSS after the first half, over the clients of the
+    /// second half). A pooler's own warm-up after its listening line (threads starting,
+    /// code paged in, allocator arenas) lands in the first half and so is left out; it
+    /// is a fixed cost, not a cost per client. Without a half-way reading, the whole run.
     pub(crate) fn bytes_per_client(&self) -> Option<f64> {
+        let second_half = self.connected.saturating_sub(self.connected_mid);
+        if self.rss_mid_kib > 0 && self.connected_mid > 0 && second_half > 0 {
+            return Some(
+                (self.rss_after_kib as f64 - self.rss_mid_kib as f64) * 1024.0
+                    / second_half as f64,
+            );
+        }
+        self.bytes_per_client_whole_run()
+    }
+
+    /// Resident bytes added per client over the whole run (fixed costs included).
+    pub(crate) fn bytes_per_client_whole_run(&self) -> Option<f64> {
         (self.connected > 0).then(|| {
             (self.rss_after_kib as f64 - self.rss_before_kib as f64) * 1024.0
                 / self.connected as f64
@@ -97,8 +117,9 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// Opens `n` authenticated clients (at most 64 logins in flight; with `tls`,
-/// `sslmode=require`), reads the pooler's VmRSS before and after, then has every
-/// client run `select 1` at once.
+/// `sslmode=require`) in two halves, reads the pooler's VmRSS before, between and after
+/// them (see [`IdleResult::bytes_per_client`]), then has every client run `select 1` at
+/// once.
 pub(crate) fn idle_clients(
     addr: SocketAddr,
     pid: u32,
@@ -118,45 +139,20 @@ pub(crate) fn idle_clients(
             cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
         }
         let cfg = Arc::new(cfg);
-        let gate = Arc::new(Semaphore::new(64));
         let started = Instant::now();
-        let mut tasks = Vec::with_capacity(n);
-        for _ in 0..n {
-            let cfg = cfg.clone();
-            let gate = gate.clone();
-            let tls = tls.clone();
-            tasks.push(tokio::spawn(async move {
-                let _permit = gate.acquire_owned().await;
-                match tls {
-                    Some(tls) => connect_tls(&cfg, tls).await,
-                    None => connect(&cfg).await,
-                }
-            }));
-        }
+        let first = n / 2;
         let mut clients = Vec::with_capacity(n);
-        for (i, t) in tasks.into_iter().enumerate() {
-            match t.await {
-                Ok(Ok(c)) => clients.push(c),
-                Ok(Err(e)) => {
-                    res.connect_errors += 1;
-                    res.first_error.get_or_insert_with(|| e.to_string());
-                }
-                Err(e) => {
-                    res.connect_errors += 1;
-                    res.first_error.get_or_insert_with(|| e.to_string());
-                }
-            }
-            if (i + 1) % 2000 == 0 {
-                crate::progress(format_args!(
-                    "  ... {} of {n} clients connected ({:.1} s)",
-                    i + 1,
-                    started.elapsed().as_secs_f64()
-                ));
-            }
-        }
-        res.connect_secs = started.elapsed().as_secs_f64();
-        res.connected = clients.len();
+        login_batch(&cfg, &tls, first, n, started, &mut clients, &mut res).await;
+        let mut login_time = started.elapsed();
         // Let the pooler finish whatever it does after a login before reading its RSS.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        res.rss_mid_kib = rss_kib(pid).unwrap_or(0);
+        res.connected_mid = clients.len();
+        let second = Instant::now();
+        login_batch(&cfg, &tls, n - first, n, started, &mut clients, &mut res).await;
+        login_time += second.elapsed();
+        res.connect_secs = login_time.as_secs_f64();
+        res.connected = clients.len();
         tokio::time::sleep(Duration::from_millis(500)).await;
         res.rss_after_kib = rss_kib(pid).unwrap_or(0);
 
@@ -186,6 +182,53 @@ pub(crate) fn idle_clients(
         drop(clients);
         Ok(res)
     })
+}
+
+/// Logs in `count` more clients (at most 64 logins in flight) into `clients`, counting
+/// errors in `res`; `n` and `started` only feed the progress lines.
+async fn login_batch(
+    cfg: &Arc<tokio_postgres::Config>,
+    tls: &Option<MakeRustlsConnect>,
+    count: usize,
+    n: usize,
+    started: Instant,
+    clients: &mut Vec<Client>,
+    res: &mut IdleResult,
+) {
+    let gate = Arc::new(Semaphore::new(64));
+    let mut tasks = Vec::with_capacity(count);
+    for _ in 0..count {
+        let cfg = cfg.clone();
+        let gate = gate.clone();
+        let tls = tls.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            match tls {
+                Some(tls) => connect_tls(&cfg, tls).await,
+                None => connect(&cfg).await,
+            }
+        }));
+    }
+    for t in tasks {
+        match t.await {
+            Ok(Ok(c)) => clients.push(c),
+            Ok(Err(e)) => {
+                res.connect_errors += 1;
+                res.first_error.get_or_insert_with(|| e.to_string());
+            }
+            Err(e) => {
+                res.connect_errors += 1;
+                res.first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+        let done = clients.len() + res.connect_errors;
+        if done % 2000 == 0 {
+            crate::progress(format_args!(
+                "  ... {done} of {n} clients connected ({:.1} s)",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+    }
 }
 
 /// `n` clients connect at the same moment, run `select 1` and disconnect.

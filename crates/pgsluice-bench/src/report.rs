@@ -208,25 +208,31 @@ fn memory_table(r: &Results, md: &mut String) {
     }
     md.push_str("## Memory: idle authenticated clients\n\n");
     md.push_str(
-        "RSS is VmRSS of the pooler process (a fresh one) before the clients connect and \
-         after all of them have logged in. Then every client runs `select 1` at the same \
-         time. (TLS): the clients connect with `sslmode=require` to a pooler that requires \
-         TLS from clients.\n\n\
-         | pooler | clients connected | connect errors | RSS before | RSS after | bytes per client | login time s | all-at-once `select 1`: errors | time s |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "RSS is VmRSS of the pooler process (a fresh one) before the clients connect, once \
+         half of them have logged in and once all of them have. Bytes per client is the \
+         slope over the second half: what one more idle client costs, without the \
+         pooler's fixed warm-up after its listening line (threads, code paged in, \
+         allocator arenas). The whole-run figure, fixed costs included, is beside it. Then \
+         every client runs `select 1` at the same time. (TLS): the clients connect with \
+         `sslmode=require` to a pooler that requires TLS from clients.\n\n\
+         | pooler | clients connected | connect errors | RSS before | RSS at half | RSS after | bytes per client | whole run | login time s | all-at-once `select 1`: errors | time s |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (who, i) in &r.idle {
         let _ = writeln!(
             md,
-            "| {}{} | {}/{} | {} | {:.1} MiB | {:.1} MiB | {} | {:.1} | {} | {:.2} |",
+            "| {}{} | {}/{} | {} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {} | {} | {:.1} | {} | {:.2} |",
             who.name(),
             if i.tls { " (TLS)" } else { "" },
             i.connected,
             i.wanted,
             i.connect_errors,
             i.rss_before_kib as f64 / 1024.0,
+            i.rss_mid_kib as f64 / 1024.0,
             i.rss_after_kib as f64 / 1024.0,
             i.bytes_per_client()
+                .map_or("–".into(), |b| format!("{b:.0}")),
+            i.bytes_per_client_whole_run()
                 .map_or("–".into(), |b| format!("{b:.0}")),
             i.connect_secs,
             i.query_errors,

@@ -84,12 +84,14 @@ pub(crate) fn json(r: &Results) -> String {
         .iter()
         .map(|(w, i)| {
             format!(
-                "    {{\"contender\": {}, \"wanted\": {}, \"connected\": {}, \"connect_errors\": {}, \"rss_before_kib\": {}, \"rss_after_kib\": {}, \"query_errors\": {}, \"connect_secs\": {}, \"query_secs\": {}, \"tls\": {}}}",
+                "    {{\"contender\": {}, \"wanted\": {}, \"connected\": {}, \"connect_errors\": {}, \"rss_before_kib\": {}, \"rss_mid_kib\": {}, \"connected_mid\": {}, \"rss_after_kib\": {}, \"query_errors\": {}, \"connect_secs\": {}, \"query_secs\": {}, \"tls\": {}}}",
                 json_str(w.name()),
                 i.wanted,
                 i.connected,
                 i.connect_errors,
                 i.rss_before_kib,
+                i.rss_mid_kib,
+                i.connected_mid,
                 i.rss_after_kib,
                 i.query_errors,
                 json_num(i.connect_secs),

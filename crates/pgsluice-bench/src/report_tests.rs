@@ -37,3 +37,25 @@ fn tls_rows_are_labelled_and_left_out_of_the_goal() {
     );
     assert!(json(&r).contains("\"tls\": true"));
 }
+
+#[test]
+fn bytes_per_client_is_the_slope_over_the_second_half() {
+    // 1,000 clients: the first 500 take RSS from 10,000 to 12,000 KiB (warm-up included),
+    // the other 500 to 12,500 KiB: 500 KiB / 500 clients = 1,024 B each.
+    let i = IdleResult {
+        rss_mid_kib: 12_000,
+        connected_mid: 500,
+        ..idle(false, 10_000, 12_500)
+    };
+    assert_eq!(i.bytes_per_client(), Some(1024.0));
+    assert_eq!(i.bytes_per_client_whole_run(), Some(2560.0));
+    // Without a half-way reading it falls back to the whole run.
+    assert_eq!(idle(false, 10_000, 12_500).bytes_per_client(), Some(2560.0));
+    let mut r = Results::default();
+    r.idle.push((Contender::Pgsluice, i));
+    let md = markdown(&r);
+    assert!(
+        md.contains("| 9.8 MiB | 11.7 MiB | 12.2 MiB | 1024 | 2560 |"),
+        "{md}"
+    );
+}
