@@ -50,8 +50,7 @@ impl IdleResult {
         let second_half = self.connected.saturating_sub(self.connected_mid);
         if self.rss_mid_kib > 0 && self.connected_mid > 0 && second_half > 0 {
             return Some(
-                (self.rss_after_kib as f64 - self.rss_mid_kib as f64) * 1024.0
-                    / second_half as f64,
+                (self.rss_after_kib as f64 - self.rss_mid_kib as f64) * 1024.0 / second_half as f64,
             );
         }
         self.bytes_per_client_whole_run()

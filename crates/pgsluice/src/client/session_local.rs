@@ -18,6 +18,12 @@ impl Session {
             rest = &rest[h.total_len()..];
             match h.tag {
                 b'P' => {
+                    // The unnamed statement is never answered here: its name (the
+                    // first string of the body) is enough to tell, without parsing the
+                    // rest.
+                    if body.first() == Some(&0) {
+                        return None;
+                    }
                     let p = pgsluice_protocol::frontend::parse_parse(body).ok()?;
                     if p.name.is_empty()
                         || self.stmts.contains(p.name)

@@ -72,7 +72,7 @@ impl MessageCx<'_> {
 
     /// True when the front of the queue expects a reply of this kind.
     fn front_is(&self, want: impl Fn(&Expect) -> bool) -> bool {
-        self.book.queue.front().is_some_and(want)
+        self.book.front().is_some_and(want)
     }
 
     /// Accounts for one server message (queue, statements, flow, parameters) and says
@@ -86,7 +86,7 @@ impl MessageCx<'_> {
         let mut forward = Forward::Yes;
         self.flow.server_tag(tag);
         let done = match tag {
-            b'1' => match self.book.queue.front() {
+            b'1' => match self.book.front() {
                 Some(Expect::Parse { forward: f, .. }) => {
                     if !f {
                         forward = Forward::No;
@@ -99,7 +99,7 @@ impl MessageCx<'_> {
             b'n' | b'T' => self
                 .front_is(|e| matches!(e, Expect::DescribeStatement(_) | Expect::DescribePortal)),
             b'I' | b's' => self.front_is(|e| matches!(e, Expect::Execute)),
-            b'3' => match self.book.queue.front() {
+            b'3' => match self.book.front() {
                 Some(Expect::Close { forward: f, .. }) => {
                     if !f {
                         forward = Forward::No;
@@ -142,6 +142,10 @@ impl MessageCx<'_> {
                 } else {
                     self.flow.server_ready(status);
                 }
+                if self.book.counting() {
+                    self.book.ready();
+                    return Ok(forward);
+                }
                 self.front_is(|e| {
                     matches!(
                         e,
@@ -158,7 +162,7 @@ impl MessageCx<'_> {
                 false
             }
             b'E' => {
-                match self.book.queue.front() {
+                match self.book.front() {
                     // A simple query's error ends with its own ReadyForQuery.
                     Some(Expect::Query | Expect::FunctionCall) | None => {}
                     // Renamed; what the query did not reach is dropped at its end.

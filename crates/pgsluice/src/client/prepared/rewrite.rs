@@ -10,7 +10,7 @@ use bytes::{BufMut, BytesMut};
 use pgsluice_protocol::frontend::{self, tag as ft};
 use pgsluice_protocol::ProtocolError;
 
-use super::book::{Book, Expect, Named, Rename, Synth, HARMLESS_TEXT};
+use super::book::{Book, Expect, Named, Plain, Rename, Synth, HARMLESS_TEXT};
 use super::server::Presence;
 use super::sql;
 use super::sql_parse;
@@ -233,21 +233,20 @@ impl<'x> Rewrite<'x> {
     }
 
     pub(super) fn expect_for(&mut self, tag: u8) {
-        let e = match tag {
-            ft::EXECUTE => Expect::Execute,
-            ft::SYNC => Expect::Sync,
-            ft::QUERY => Expect::Query,
-            ft::FUNCTION_CALL => Expect::FunctionCall,
-            _ => return,
-        };
-        self.book.push(e);
+        match tag {
+            ft::EXECUTE => self.book.push_plain(Plain::Execute),
+            ft::SYNC => self.book.push_plain(Plain::Sync),
+            ft::QUERY => self.book.push_plain(Plain::Query),
+            ft::FUNCTION_CALL => self.book.push(Expect::FunctionCall),
+            _ => {}
+        }
     }
 
     /// A reply made up for a client message, sent in its turn (at once when nothing is
     /// in flight).
     fn synth(&mut self, s: Synth) {
         self.book.push(Expect::Synth(s));
-        if self.book.queue.len() == 1 {
+        if self.book.queued().len() == 1 && !self.book.counting() {
             self.book.drain_synth(self.s2c_out, self.client);
         }
     }
@@ -338,7 +337,7 @@ impl<'x> Rewrite<'x> {
             ft::DESCRIBE => {
                 let (kind, name) = frontend::parse_target(body)?;
                 if kind != b'S' {
-                    self.book.push(Expect::DescribePortal);
+                    self.book.push_plain(Plain::DescribePortal);
                     return Ok(Emit::Same);
                 }
                 match self.target(name) {
@@ -351,7 +350,7 @@ impl<'x> Rewrite<'x> {
                     // Unnamed, or a name the client does not have: the server answers
                     // (26000 under the client's own name, as PostgreSQL would).
                     None => {
-                        self.book.push(Expect::DescribeStatement(None));
+                        self.book.push_plain(Plain::DescribeStatement);
                         Ok(Emit::Same)
                     }
                 }
@@ -364,10 +363,7 @@ impl<'x> Rewrite<'x> {
                     self.synth(Synth::Closed { name, prior });
                     return Ok(Emit::Done);
                 }
-                self.book.push(Expect::Close {
-                    forward: true,
-                    evict: None,
-                });
+                self.book.push_plain(Plain::Close);
                 Ok(Emit::Same)
             }
             ft::QUERY => {
@@ -418,13 +414,7 @@ impl<'x> Rewrite<'x> {
             p.param_types.clear();
         }
         if p.name.is_empty() {
-            self.book.push(Expect::Parse {
-                forward: true,
-                stmt: None,
-                client: None,
-                creates: false,
-                tied: false,
-            });
+            self.book.push_plain(Plain::Parse);
             if refused.is_none() && renamed.is_none() {
                 return Ok(Emit::Same);
             }
@@ -496,7 +486,7 @@ impl<'x> Rewrite<'x> {
         let mut presence = self.book.presence(&stmt);
         if presence == Presence::Present {
             self.registry.stats.hits.fetch_add(1, Relaxed);
-            if self.book.queue.is_empty() {
+            if self.book.idle() {
                 self.synth(Synth::Parsed { name, stmt });
                 return Ok(Emit::Done);
             }
@@ -543,7 +533,7 @@ impl<'x> Rewrite<'x> {
                 return Ok(Emit::Done);
             }
         }
-        self.book.push(Expect::Bind(None));
+        self.book.push_plain(Plain::Bind);
         Ok(Emit::Same)
     }
 }

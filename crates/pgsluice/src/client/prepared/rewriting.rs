@@ -202,6 +202,22 @@ impl Rewriter {
         client: &mut ClientStatements,
         flow: &mut WireState,
     ) -> Result<ClientPass, ProtocolError> {
+        let pass = self.client_pass(data, registry, client, flow);
+        // Whole messages read in place may be counted; what the framer delivered, or
+        // a read that failed part-way, is queued.
+        let whole = matches!(&pass, Ok((_, true)));
+        self.book.end_read(whole);
+        pass.map(|(pass, _)| pass)
+    }
+
+    /// [`Rewriter::client_bytes`], and whether the read was handled whole in place.
+    fn client_pass(
+        &mut self,
+        data: &[u8],
+        registry: &StatementRegistry,
+        client: &mut ClientStatements,
+        flow: &mut WireState,
+    ) -> Result<(ClientPass, bool), ProtocolError> {
         let Rewriter {
             book,
             c2s,
@@ -221,7 +237,7 @@ impl Rewriter {
                         cx.out();
                     }
                 }
-                return Ok(ClientPass::in_place(&mut cx));
+                return Ok((ClientPass::in_place(&mut cx), true));
             }
         }
         let in_place = c2s.at_boundary()
@@ -255,7 +271,7 @@ impl Rewriter {
                 }
                 Ok(())
             })?;
-            return Ok(ClientPass::in_place(&mut cx));
+            return Ok((ClientPass::in_place(&mut cx), true));
         }
         let mut terminated = false;
         let mut cx = Rewrite::new(c2s_out, s2c_out, book, client, registry, &[]);
@@ -269,7 +285,7 @@ impl Rewriter {
                 }
                 match piece {
                     Piece::Whole { tag, body } => {
-                        tracing::trace!(tag = %(tag as char), queue = ?cx.book.queue, "c2s whole");
+                        tracing::trace!(tag = %(tag as char), queue = ?cx.book.queued(), "c2s whole");
                         if tag == ft::TERMINATE {
                             terminated = true;
                             return Ok(());
@@ -304,10 +320,11 @@ impl Rewriter {
                 }
             },
         )?;
-        Ok(ClientPass {
+        let pass = ClientPass {
             terminated,
             path: ReadPath::Rewritten,
-        })
+        };
+        Ok((pass, false))
     }
 
     /// Handles server bytes: into `s2c_out`, dropping and adding replies as queued, or,
@@ -387,7 +404,7 @@ impl Rewriter {
             |_, _| false,
             |piece| match piece {
                 Piece::Whole { tag, body } => {
-                    tracing::trace!(tag = %(tag as char), queue = ?m.book.queue, "s2c whole");
+                    tracing::trace!(tag = %(tag as char), queue = ?m.book.queued(), "s2c whole");
                     let forward = m.on_message(tag, Some(body))?;
                     emit(s2c_out, forward, tag, body);
                     m.book.drain_synth(s2c_out, m.client);

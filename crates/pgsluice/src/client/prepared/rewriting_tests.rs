@@ -75,11 +75,13 @@ impl Side {
         self.to_client.extend_from_slice(&self.ext.s2c_out.split());
     }
 
-    /// Everything observable, for comparison.
+    /// Everything observable, for comparison. The queue is not: a side whose reads are
+    /// whole messages counts plain requests instead of queueing them
+    /// ([`super::super::book::Book::count_plain`]); whether anything is in flight is.
     fn state(&self) -> String {
         format!(
-            "queue {:?} flow {:?} client statements {} server statements {} params {:?}",
-            self.ext.book.queue,
+            "idle {} flow {:?} client statements {} server statements {} params {:?}",
+            self.ext.book.idle(),
             self.flow,
             self.client.len(),
             self.ext.book.stmts.len(),
@@ -144,13 +146,15 @@ fn write(buf: &mut BytesMut, m: Msg) {
 }
 
 /// What a server answers to what the queue expects, in order; `fail` makes the first
-/// Parse answered fail (PostgreSQL then skips to the Sync).
+/// Parse answered fail (PostgreSQL then skips to the Sync). `ext` must queue every
+/// request (fed a byte at a time: it counts none).
 fn replies(ext: &Rewriter, fail: bool) -> Vec<BytesMut> {
     use super::super::book::Expect;
+    assert!(!ext.book.counting(), "the reference side counted a request");
     let mut out = Vec::new();
     let mut skipping = false;
     let mut failed = !fail;
-    for e in &ext.book.queue {
+    for e in ext.book.queued() {
         let mut m = BytesMut::new();
         if skipping && !matches!(e, Expect::Sync) {
             continue;
@@ -176,13 +180,7 @@ fn replies(ext: &Rewriter, fail: bool) -> Vec<BytesMut> {
                 backend::command_complete(&mut m, "SELECT 1");
             }
             Expect::Close { .. } => m.extend_from_slice(&[b'3', 0, 0, 0, 4]),
-            Expect::Query | Expect::SqlQuery(_) => {
-                backend::row_description(&mut m, &[("x", 23)]);
-                backend::data_row(&mut m, &[Some("1")]);
-                backend::command_complete(&mut m, "SELECT 1");
-                backend::parameter_status(&mut m, "application_name", "app");
-                backend::ready_for_query(&mut m, TxStatus::Idle);
-            }
+            Expect::Query | Expect::SqlQuery(_) => m = query_reply(),
             Expect::Sync | Expect::FunctionCall => {
                 skipping = false;
                 backend::ready_for_query(&mut m, TxStatus::Idle);
@@ -192,6 +190,17 @@ fn replies(ext: &Rewriter, fail: bool) -> Vec<BytesMut> {
         out.push(m);
     }
     out
+}
+
+/// The server's answer to a simple query (one row, a ParameterStatus, ReadyForQuery).
+fn query_reply() -> BytesMut {
+    let mut m = BytesMut::new();
+    backend::row_description(&mut m, &[("x", 23)]);
+    backend::data_row(&mut m, &[Some("1")]);
+    backend::command_complete(&mut m, "SELECT 1");
+    backend::parameter_status(&mut m, "application_name", "app");
+    backend::ready_for_query(&mut m, TxStatus::Idle);
+    m
 }
 
 /// Splits `messages` into reads of `sizes[i] % 3 + 1` messages each.
@@ -263,7 +272,7 @@ proptest! {
             }
             prop_assert_eq!(&fast.to_server, &slow.to_server);
             prop_assert_eq!(fast.state(), slow.state());
-            let answers = replies(&fast.ext, fail);
+            let answers = replies(&slow.ext, fail);
             for read in group(&answers, &sizes) {
                 fast.server_sends(&read);
                 for b in &read {
@@ -290,9 +299,9 @@ fn plain_traffic_goes_as_read() {
     frontend::query(&mut q, "select 1");
     side.client_sends(&q);
     assert_eq!(side.as_read, 1, "a simple query is sent as read");
-    let answers = replies(&side.ext, false);
-    let all: Vec<u8> = answers.iter().flat_map(|m| m.iter().copied()).collect();
-    side.server_sends(&all);
+    assert!(side.ext.book.counting(), "and counted, not queued");
+    assert!(!side.ext.quiescent());
+    side.server_sends(&query_reply());
     assert_eq!(side.as_read, 2, "its result is sent as read");
     assert!(side.ext.quiescent());
     // A named statement's Bind is rewritten: not as read.
@@ -339,9 +348,8 @@ fn a_remembered_harmless_text_hides_no_other_text() {
         let mut q = BytesMut::new();
         frontend::query(&mut q, sql);
         side.client_sends(&q);
-        let answers = replies(&side.ext, false);
-        let all: Vec<u8> = answers.iter().flat_map(|m| m.iter().copied()).collect();
-        side.server_sends(&all);
+        side.server_sends(&query_reply());
+        assert!(side.ext.quiescent());
     }
     assert_eq!(side.ext.book.harmless, b"select 1");
     // The SET between two known harmless texts was read for what it changes.
@@ -349,4 +357,27 @@ fn a_remembered_harmless_text_hides_no_other_text() {
         side.ext.take_carry().settings,
         vec!["search_path".to_string()]
     );
+}
+
+#[test]
+fn a_read_that_queues_nothing_counts_nothing() {
+    // An unnamed request, counted, then a Flush alone (it expects no reply): one
+    // ReadyForQuery settles the connection.
+    let mut side = Side::new();
+    let mut req = BytesMut::new();
+    frontend::parse(&mut req, "", b"select 1", &[]);
+    frontend::bind_text(&mut req, "", "", &[]);
+    frontend::execute(&mut req, "", 0);
+    frontend::sync(&mut req);
+    side.client_sends(&req);
+    assert!(side.ext.book.counting());
+    side.client_sends(&[b'H', 0, 0, 0, 4]);
+    let mut answer = BytesMut::new();
+    answer.extend_from_slice(&[b'1', 0, 0, 0, 4, b'2', 0, 0, 0, 4]);
+    backend::data_row(&mut answer, &[Some("1")]);
+    backend::command_complete(&mut answer, "SELECT 1");
+    backend::ready_for_query(&mut answer, TxStatus::Idle);
+    side.server_sends(&answer);
+    assert!(side.ext.quiescent(), "{:?}", side.ext.book.queued());
+    assert_eq!(side.as_read, 3, "request and answer went as read");
 }
