@@ -221,7 +221,7 @@ async fn login_batch(
             }
         }
         let done = clients.len() + res.connect_errors;
-        if done % 2000 == 0 {
+        if done.is_multiple_of(2000) {
             crate::progress(format_args!(
                 "  ... {done} of {n} clients connected ({:.1} s)",
                 started.elapsed().as_secs_f64()
