@@ -144,17 +144,24 @@ impl Io {
         if ev.is_write_closed() || ev.is_error() {
             bits |= WRITE_CLOSED;
         }
-        let _ = self
+        let prev = match self
             .state
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
                 Some((s | bits).wrapping_add(TICK))
-            });
+            }) {
+            Ok(prev) | Err(prev) => prev,
+        };
+        // Only a bit that was clear can have a user waiting for it: a user waits only
+        // after it saw the bit clear (twice, around registering its waker), and the
+        // event that set it since woke that user. Most events say "writable" with the
+        // socket never having been full, so the writer is not woken for nothing.
         // Wakers stay registered: the socket's user is the same task from one
         // transaction to the next, so it is not cloned again each time.
-        if bits & CAN_READ != 0 {
+        let new = bits & !prev;
+        if new & CAN_READ != 0 {
             self.reader.wake();
         }
-        if bits & CAN_WRITE != 0 {
+        if new & CAN_WRITE != 0 {
             self.writer.wake();
         }
     }
