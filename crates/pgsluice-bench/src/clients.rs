@@ -165,22 +165,29 @@ pub(crate) fn idle_clients(
             })
             .collect();
         for q in queries {
-            match q.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    res.query_errors += 1;
-                    res.first_error.get_or_insert_with(|| e.to_string());
-                }
-                Err(e) => {
-                    res.query_errors += 1;
-                    res.first_error.get_or_insert_with(|| e.to_string());
-                }
-            }
+            tally(q.await, &mut res.query_errors, &mut res.first_error);
         }
         res.query_secs = started.elapsed().as_secs_f64();
         drop(clients);
         Ok(res)
     })
+}
+
+/// The value of a spawned task's result, or None after counting its error (the task's
+/// own, or its panic) in `errors` and keeping the first one's text.
+fn tally<T>(
+    r: Result<Result<T, tokio_postgres::Error>, tokio::task::JoinError>,
+    errors: &mut usize,
+    first: &mut Option<String>,
+) -> Option<T> {
+    let e = match r {
+        Ok(Ok(v)) => return Some(v),
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    *errors += 1;
+    first.get_or_insert(e);
+    None
 }
 
 /// Logs in `count` more clients (at most 64 logins in flight) into `clients`, counting
@@ -209,16 +216,8 @@ async fn login_batch(
         }));
     }
     for t in tasks {
-        match t.await {
-            Ok(Ok(c)) => clients.push(c),
-            Ok(Err(e)) => {
-                res.connect_errors += 1;
-                res.first_error.get_or_insert_with(|| e.to_string());
-            }
-            Err(e) => {
-                res.connect_errors += 1;
-                res.first_error.get_or_insert_with(|| e.to_string());
-            }
+        if let Some(c) = tally(t.await, &mut res.connect_errors, &mut res.first_error) {
+            clients.push(c);
         }
         let done = clients.len() + res.connect_errors;
         if done.is_multiple_of(2000) {
