@@ -239,7 +239,7 @@ pub(super) struct Book {
     queue: VecDeque<Expect>,
     /// Requests in flight that are only counted, not queued: each a simple query or a
     /// Sync window whose every reply goes to the client as the server sends it and
-    /// changes nothing here (see [`Book::count_plain`]). They were sent before anything
+    /// changes nothing here (see [`Book::end_read`]). They were sent before anything
     /// in the queue, so their replies come first: while this is above zero the queue's
     /// front is not yet the server's turn.
     plain: u32,
@@ -323,7 +323,7 @@ impl Book {
     /// Called at the end of every client read. Entries whose replies all go to the
     /// client unchanged and change nothing here (unnamed Parse, Bind and Describe,
     /// Execute, a Close of the unnamed statement or a portal, Sync, simple Query) are
-    /// held back while nothing is queued ([`Book::push`]). When the read ends with them
+    /// held back while nothing is queued ([`Book::push_plain`]). When the read ends with them
     /// ending in a Sync, or made of simple queries only, and the server is not skipping
     /// after an error, they are counted instead of queued: matching their replies one
     /// by one would only pop them. This is the usual request of an extended-protocol

@@ -77,7 +77,7 @@ impl Side {
 
     /// Everything observable, for comparison. The queue is not: a side whose reads are
     /// whole messages counts plain requests instead of queueing them
-    /// ([`super::super::book::Book::count_plain`]); whether anything is in flight is.
+    /// ([`super::super::book::Book::end_read`]); whether anything is in flight is.
     fn state(&self) -> String {
         format!(
             "idle {} flow {:?} client statements {} server statements {} params {:?}",
