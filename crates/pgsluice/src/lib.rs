@@ -16,6 +16,7 @@ pub mod cancel;
 pub mod classify;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod generation;

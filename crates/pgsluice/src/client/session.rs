@@ -5,7 +5,6 @@
 use std::future::{poll_fn, Future};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Instant;
 
 use bytes::BytesMut;
 use pgsluice_protocol::SqlState;
@@ -323,7 +322,8 @@ impl Session {
         } else {
             Access::Write
         };
-        let mut now = Instant::now();
+        // The relay lane's reading for this turn (crate::clock): no clock read here.
+        let mut now = crate::clock::now();
         let mut failures = 0;
         let (pool, co, waited) = loop {
             let work = Work {
@@ -339,7 +339,7 @@ impl Session {
                 Target::Unavailable(what) => {
                     match Box::pin(self.wait_for_host(&prefix, access, what)).await {
                         Ok(()) => {
-                            now = Instant::now();
+                            now = crate::clock::now();
                             continue;
                         }
                         Err(n) => return Next::End(Some(n), "no eligible server host"),
@@ -393,7 +393,7 @@ impl Session {
         co.conn().stream.join_current_lane();
         // The clock read before the checkout when a connection was idle; waiting
         // clients are timed from when they got one.
-        let held_since = if waited { Instant::now() } else { now };
+        let held_since = if waited { crate::clock::now() } else { now };
         match self.params.sync_sql(&co.conn().params) {
             Some(sql) => {
                 if let Err(e) = Box::pin(self.sync_params(&mut co, sql)).await {
@@ -432,8 +432,8 @@ impl Session {
         recycle_read_buffer(prefix);
         self.traffic.bytes_in += counts.bytes_in;
         self.traffic.bytes_out += counts.bytes_out;
-        // One clock read for the statistics and the connection's idle time.
-        let done = Instant::now();
+        // One reading for the statistics and the connection's idle time.
+        let done = crate::clock::now();
         co.done_at(done);
         pool.stats.add_xact(
             queries,

@@ -28,7 +28,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
 use mio::unix::SourceFd;
@@ -258,16 +258,16 @@ struct Task {
     future: Mutex<Option<BoxFuture>>,
 }
 
-impl Wake for Task {
+impl futures_task::ArcWake for Task {
     fn wake(self: Arc<Self>) {
         if !self.queued.swap(true, Ordering::AcqRel) {
             schedule(self);
         }
     }
 
-    fn wake_by_ref(self: &Arc<Self>) {
-        if !self.queued.swap(true, Ordering::AcqRel) {
-            schedule(self.clone());
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        if !arc_self.queued.swap(true, Ordering::AcqRel) {
+            schedule(arc_self.clone());
         }
     }
 }
@@ -371,7 +371,8 @@ fn poll_task(shared: &Shared, task: Arc<Task>) {
     let Some(future) = slot.as_mut() else {
         return;
     };
-    let waker = Waker::from(task.clone());
+    // Lent, not cloned: a reference count is taken only by whoever keeps the waker.
+    let waker = futures_task::waker_ref(&task);
     let mut cx = Context::from_waker(&waker);
     let done = match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
         Ok(Poll::Pending) => false,
@@ -393,6 +394,7 @@ fn poll_task(shared: &Shared, task: Arc<Task>) {
 /// The lane's thread: run what is ready, then wait for the epoll set.
 fn run(shared: Arc<Shared>, mut poll: mio::Poll, runtime: tokio::runtime::Handle) {
     let _runtime = runtime.enter();
+    crate::clock::tick();
     CURRENT.set(Some(Local {
         shared: shared.clone(),
         queue: VecDeque::new(),
@@ -423,7 +425,10 @@ fn run(shared: Arc<Shared>, mut poll: mio::Poll, runtime: tokio::runtime::Handle
             .rung
             .load(Ordering::Acquire)
             .then_some(std::time::Duration::ZERO);
-        if let Err(e) = poll.poll(&mut events, timeout) {
+        let polled = poll.poll(&mut events, timeout);
+        // What the tasks do until the next wait is timed from here (crate::clock).
+        crate::clock::tick();
+        if let Err(e) = polled {
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
@@ -443,4 +448,5 @@ fn run(shared: Arc<Shared>, mut poll: mio::Poll, runtime: tokio::runtime::Handle
     }
     // Tasks left in the queue after the last one ended are empty shells.
     CURRENT.set(None);
+    crate::clock::stop();
 }

@@ -8,7 +8,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::task::Waker;
 
@@ -17,9 +16,7 @@ use crate::sync::LockExt;
 
 /// Microseconds since the Unix epoch, now.
 pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
+    crate::clock::wall_us_now()
 }
 
 /// A socket address split for display: address and port (0 for Unix sockets). Kept
@@ -206,7 +203,7 @@ impl ClientInfo {
 
     /// A request arrived and the client waits for a server connection.
     pub(crate) fn set_waiting(&self) {
-        let now = now_us();
+        let now = crate::clock::wall_us();
         self.request_time_us.store(now, Relaxed);
         self.wait_since_us.store(now, Relaxed);
         self.state.store(2, Relaxed);
@@ -491,7 +488,8 @@ impl ServerInfo {
     }
 
     pub(crate) fn set_active(&self, client: u64) {
-        self.request_time_us.store(now_us(), Relaxed);
+        // The relay lane's reading for this turn (no clock read of its own).
+        self.request_time_us.store(crate::clock::wall_us(), Relaxed);
         self.link.store(client, Relaxed);
         self.set_state(ServerState::Active);
     }
