@@ -217,9 +217,10 @@ impl Session {
     /// Runs the session until the client leaves or is sent away. `info` is the client's
     /// entry in the admin views; KILL / KILL_CLIENT end the session through it.
     ///
-    /// This future is what every idle client costs, so it keeps only the idle wait's
-    /// state inline: everything a request needs (checkout, parameter sync, relay) lives
-    /// in one boxed future per request, and the parts come in by reference (an
+    /// This future is what a client with work costs (an idle one parks and has no
+    /// task). The request's state (checkout, parameter sync, relay) is inline, so a
+    /// transaction allocates nothing; the rarer branches (LISTEN, parameter requests,
+    /// waits, carries) stay boxed inside it. The parts come in by reference (an
     /// `async fn` keeps by-value arguments beside its moved-in locals).
     // Not `async fn`, on purpose (see above): clippy's suggestion would add 24 bytes.
     #[allow(clippy::manual_async_fn)]
@@ -254,8 +255,12 @@ impl Session {
                     Idle::Park(since) => return Ran::Park(since),
                     Idle::End(end) => break idle_end(end),
                 };
+                // Inline, not boxed: no allocation per transaction (see task.rs's
+                // LIVE_FUTURE_BUDGET for what it costs a client with work). Bound to a
+                // name first: callgrind counts ~70 instructions fewer per transaction
+                // than with the call in the `match` (the future is copied less).
                 let request = self.request(stream, info, prefix, &mut stop);
-                match Box::pin(request).await {
+                match request.await {
                     Next::Continue => {}
                     Next::End(notice, reason) => break (notice, reason),
                 }
