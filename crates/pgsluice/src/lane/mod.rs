@@ -402,7 +402,8 @@ fn run(shared: Arc<Shared>, mut poll: mio::Poll, runtime: tokio::runtime::Handle
     let mut events = Events::with_capacity(256);
     let mut inbox = Vec::new();
     loop {
-        if shared.rung.swap(false, Ordering::AcqRel) {
+        // A load first: the swap (a locked instruction) only when the bell rang.
+        if shared.rung.load(Ordering::Relaxed) && shared.rung.swap(false, Ordering::AcqRel) {
             std::mem::swap(&mut inbox, &mut *shared.inbox.locked());
             CURRENT.with_borrow_mut(|c| {
                 if let Some(local) = c.as_mut() {
