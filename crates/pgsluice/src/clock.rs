@@ -3,9 +3,11 @@
 //! A transaction reads the time for its statistics, the server connection's request
 //! time and the pool's idle and lifetime checks. Read each time, that is three clock
 //! reads and three subtractions per `select 1` (about 300 instructions, callgrind).
-//! A lane reads the clock once each time its epoll wait returns ([`tick`]), and what
-//! its tasks do in that turn is timed from that reading, as PgBouncer times
-//! everything in one turn of its loop from one cached reading.
+//! On a lane, the first call in each turn of its loop (from one return of its epoll
+//! wait to the next, [`tick`]) reads the clock and the rest of the turn reuses that
+//! reading, as PgBouncer times everything in one turn of its loop from one cached
+//! reading. Lazily: a turn that asks for no time reads no clock, so a lane that wakes
+//! once per message (one client) reads no more than before.
 //!
 //! The reading is as old as the turn (the tasks woken in it run one after another),
 //! so it is for statistics, idle and lifetime checks and the admin views, never for
@@ -16,13 +18,18 @@ use std::cell::Cell;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Copy)]
-struct Reading {
-    mono: Instant,
-    wall_us: u64,
+enum Turn {
+    /// Not a lane thread (or a stopped one): every call reads the clock.
+    Off,
+    /// In a turn of a lane's loop, with what was read in it so far.
+    On {
+        mono: Option<Instant>,
+        wall_us: Option<u64>,
+    },
 }
 
 thread_local! {
-    static TURN: Cell<Option<Reading>> = const { Cell::new(None) };
+    static TURN: Cell<Turn> = const { Cell::new(Turn::Off) };
 }
 
 /// Microseconds since the Unix epoch, read now.
@@ -34,26 +41,57 @@ pub fn wall_us_now() -> u64 {
 
 /// The monotonic time: this turn's reading on a lane thread, else read now.
 pub fn now() -> Instant {
-    TURN.with(Cell::get).map_or_else(Instant::now, |r| r.mono)
+    TURN.with(|t| match t.get() {
+        Turn::Off => Instant::now(),
+        Turn::On { mono: Some(m), .. } => m,
+        Turn::On {
+            mono: None,
+            wall_us,
+        } => {
+            let m = Instant::now();
+            t.set(Turn::On {
+                mono: Some(m),
+                wall_us,
+            });
+            m
+        }
+    })
 }
 
 /// Microseconds since the Unix epoch: this turn's reading on a lane thread, else
 /// read now.
 pub fn wall_us() -> u64 {
-    TURN.with(Cell::get).map_or_else(wall_us_now, |r| r.wall_us)
+    TURN.with(|t| match t.get() {
+        Turn::Off => wall_us_now(),
+        Turn::On {
+            wall_us: Some(w), ..
+        } => w,
+        Turn::On {
+            mono,
+            wall_us: None,
+        } => {
+            let w = wall_us_now();
+            t.set(Turn::On {
+                mono,
+                wall_us: Some(w),
+            });
+            w
+        }
+    })
 }
 
-/// Starts a turn on this thread: later calls return this reading until the next.
+/// Starts a turn on this thread: the next call reads the clock, and later calls in
+/// the turn return that reading.
 pub(crate) fn tick() {
-    TURN.set(Some(Reading {
-        mono: Instant::now(),
-        wall_us: wall_us_now(),
-    }));
+    TURN.set(Turn::On {
+        mono: None,
+        wall_us: None,
+    });
 }
 
 /// Ends caching on this thread: every call reads the clock again.
 pub(crate) fn stop() {
-    TURN.set(None);
+    TURN.set(Turn::Off);
 }
 
 #[cfg(test)]
@@ -75,6 +113,12 @@ mod tests {
         tick();
         assert!(now() > first.0, "the next turn reads the clock again");
         assert!(wall_us() > first.1);
+
+        // Lazily: the reading is taken by the turn's first call, not by the tick.
+        let before_tick = Instant::now();
+        tick();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(now() >= before_tick + std::time::Duration::from_millis(2));
 
         stop();
         let off = now();

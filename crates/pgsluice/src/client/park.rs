@@ -1,9 +1,9 @@
 //! Parked clients: a logged-in client with nothing to do holds no task and no reactor
 //! registration, only its session state and its socket in a shared epoll set.
 //!
-//! Most of what an idle client costs is its task (tokio rounds the cell up to 384
-//! bytes) and its socket's registration with tokio's reactor (a cache-padded
-//! 256-byte allocation). A parked client gives both back: its socket leaves tokio's
+//! Most of what an idle client costs is its task (a tokio cell of about 1.4 KiB: the
+//! request's state is inline, see `task.rs`) and its socket's registration with
+//! tokio's reactor (a cache-padded 256-byte allocation). A parked client gives both back: its socket leaves tokio's
 //! reactor for the lot's own epoll set (mio's, the one tokio is built on), and its
 //! [`Opened`] state waits in a slab. One task, the keeper, watches that set through
 //! [`AsyncFd`] (an epoll descriptor is itself pollable). When a parked socket turns
