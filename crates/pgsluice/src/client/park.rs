@@ -3,11 +3,12 @@
 //!
 //! Most of what an idle client costs is its task (a tokio cell of about 1.4 KiB: the
 //! request's state is inline, see `task.rs`) and its socket's registration with
-//! tokio's reactor (a cache-padded 256-byte allocation). A parked client gives both back: its socket leaves tokio's
-//! reactor for the lot's own epoll set (mio's, the one tokio is built on), and its
-//! [`Opened`] state waits in a slab. One task, the keeper, watches that set through
-//! [`AsyncFd`] (an epoll descriptor is itself pollable). When a parked socket turns
-//! readable (a request, or the client closing), when the client is killed, when
+//! tokio's reactor (a cache-padded 256-byte allocation). A parked client gives both
+//! back: its socket leaves tokio's reactor for the lot's own epoll set (mio's, the
+//! one tokio is built on), and its [`Opened`] state waits in a slab. One task, the
+//! keeper, watches that set through [`AsyncFd`] (an epoll descriptor is itself
+//! pollable). When a parked socket turns readable (a request, or the client
+//! closing), when the client is killed, when
 //! notifications are queued for it ([`crate::notify`]), when a shutdown starts, or
 //! when its client_idle_timeout passes, the keeper takes the client out and starts a
 //! fresh session for it ([`live`]): on a relay lane ([`crate::lane`]) when the process
