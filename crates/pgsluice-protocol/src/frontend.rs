@@ -208,7 +208,7 @@ pub fn bind_names(prefix: &[u8]) -> Result<Option<(&str, &str, usize)>, Protocol
         return Ok(None);
     };
     let s_end = p_end + 1 + s_len;
-    let utf8 = |b| std::str::from_utf8(b).map_err(|_| ProtocolError::Malformed("invalid UTF-8"));
+    let utf8 = crate::frame::utf8;
     Ok(Some((
         utf8(&prefix[..p_end])?,
         utf8(&prefix[p_end + 1..s_end])?,
