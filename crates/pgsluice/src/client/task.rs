@@ -88,7 +88,7 @@ impl<S> Opened<S> {
         tracing::info!(
             client = info.id,
             peer = %info.remote,
-            duration_ms = crate::pool::listing::now_us().saturating_sub(info.connect_time_us) / 1000,
+            duration_ms = crate::clock::wall_us_now().saturating_sub(info.connect_time_us) / 1000,
             bytes_in = summary.bytes_in,
             bytes_out = summary.bytes_out,
             transactions = summary.transactions,

@@ -14,11 +14,6 @@ use std::task::Waker;
 use crate::server::{BackendKey, ServerTarget};
 use crate::sync::LockExt;
 
-/// Microseconds since the Unix epoch, now.
-pub fn now_us() -> u64 {
-    crate::clock::wall_us_now()
-}
-
 /// A socket address split for display: address and port (0 for Unix sockets). Kept
 /// as an address, not text, so that every client does not carry two strings.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -140,7 +135,7 @@ impl ClientInfo {
         application_name: Option<Arc<str>>,
         fd: i32,
     ) -> ClientInfo {
-        let now = now_us();
+        let now = crate::clock::wall_us_now();
         ClientInfo {
             id,
             user,
@@ -435,7 +430,7 @@ impl ServerInfo {
         target: Arc<ServerTarget>,
         key: Arc<BackendKey>,
     ) -> ServerInfo {
-        let now = now_us();
+        let now = crate::clock::wall_us_now();
         ServerInfo {
             id,
             remote,

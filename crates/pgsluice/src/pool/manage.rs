@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::listing::{now_us, ClientInfo, ClientReg, ClientState, ServerInfo, ServerState};
+use super::listing::{ClientInfo, ClientReg, ClientState, ServerInfo, ServerState};
 use super::{Pool, PoolSettings};
 use crate::server::{self, PassThrough, ServerTarget};
 use crate::sync::LockExt;
@@ -57,7 +57,7 @@ impl PoolCounts {
 impl Pool {
     /// Counts clients and server connections by state.
     pub fn counts(&self) -> PoolCounts {
-        let now = now_us();
+        let now = crate::clock::wall_us_now();
         let mut c = PoolCounts::default();
         for cl in self.clients.snapshot() {
             match cl.state() {

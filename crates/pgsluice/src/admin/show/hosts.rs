@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::super::result::{format_time, Cell, ResultSet, Ty};
 use super::super::Ctx;
-use crate::pool::listing::now_us;
+use crate::clock::wall_us_now;
 use crate::router::{Availability, Cluster};
 
 use Ty::{Int4, Int8, Text};
@@ -33,7 +33,7 @@ const HOST_COLUMNS: [(&str, Ty); 14] = [
 /// SHOW HOSTS.
 pub(super) fn hosts(ctx: &Ctx<'_>) -> ResultSet {
     let clusters = ctx.console.router().clusters();
-    rows(&clusters, Instant::now(), now_us())
+    rows(&clusters, Instant::now(), wall_us_now())
 }
 
 /// The rows of the clusters in force (a retired cluster's checks have stopped, so

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::super::result::{format_time, Cell, ResultSet, Ty};
 use super::super::Ctx;
 use super::ADMIN_DB;
-use crate::pool::listing::now_us;
+use crate::clock::wall_us_now;
 use crate::pool::{ClientInfo, ClientState, Pool, ServerInfo, ServerState};
 
 use Ty::{Int4, Text};
@@ -59,7 +59,9 @@ fn server_ptr(id: u64) -> String {
 }
 
 fn client_row(c: &ClientInfo, state: &str, debug: bool) -> Vec<Cell> {
-    let wait_us = c.wait_since_us().map_or(0, |t| now_us().saturating_sub(t));
+    let wait_us = c
+        .wait_since_us()
+        .map_or(0, |t| wall_us_now().saturating_sub(t));
     let mut row: Vec<Cell> = vec![
         "C".into(),
         (&*c.user).into(),
